@@ -1,0 +1,1 @@
+"""lookup_tables."""

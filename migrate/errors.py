@@ -1,0 +1,49 @@
+"""One error hierarchy: every error says what went wrong, on which object, and how to fix it."""
+
+from __future__ import annotations
+
+
+class MigrateError(Exception):
+    """Base of every error the toolkit raises on purpose."""
+
+    def __init__(self, what: str, *, fix: str | None = None) -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(what if fix is None else f"{what}\n  fix: {fix}")
+
+
+class ConfigError(MigrateError):
+    """A setting is missing or malformed."""
+
+
+class UseCaseError(MigrateError):
+    """A use-case YAML file is invalid; names the file, the field and the fix."""
+
+    def __init__(self, file: str, field: str, problem: str, *, fix: str) -> None:
+        self.file = file
+        self.field = field
+        super().__init__(f"{file}: {field}: {problem}", fix=fix)
+
+
+class UnknownUseCaseError(MigrateError):
+    """No use case of that name is registered."""
+
+
+class OfflineStoreError(MigrateError):
+    """The offline store (DuckDB) lacks a table or column a use case declares."""
+
+
+class ArtifactError(MigrateError):
+    """A model artifact is missing, unreadable, or its hash does not match."""
+
+
+class LookupStoreError(MigrateError):
+    """The lookup-table store failed or was asked for something it does not hold."""
+
+
+class NoActiveVersionError(LookupStoreError):
+    """A lookup table has no published version yet."""
+
+
+class BatchValidationError(MigrateError):
+    """A scored batch failed validation and was not published."""

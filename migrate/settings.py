@@ -1,0 +1,95 @@
+"""Settings: one typed model read from the environment (``MIGRATE_*``), then ``migrate.yaml``, then defaults.
+
+Every piece of runtime state lives under ``state_dir`` (default ``.migrate/``): the SQLite lookup store,
+the DuckDB offline store, model artifacts, batch snapshots and the embedded Airflow home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+CONFIG_FILE = "migrate.yaml"
+
+
+def _project_dir() -> Path:
+    return Path(os.environ.get("MIGRATE_PROJECT_DIR", os.getcwd())).resolve()
+
+
+class Settings(BaseSettings):
+    """Where the toolkit keeps its state and which servers it talks to."""
+
+    model_config = SettingsConfigDict(env_prefix="MIGRATE_", extra="forbid", frozen=True)
+
+    project_dir: Path = Field(default_factory=_project_dir)
+    state_dir: Path = Path(".migrate")
+    usecases_dir: Path = Path("usecases")
+    sql_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL of the lookup store; default: SQLite under state_dir."
+    )
+    offline_store: Path | None = Field(default=None, description="DuckDB file; default: state_dir/offline.duckdb")
+    keep_versions: int = Field(default=3, ge=1, description="Previous lookup versions kept for rollback.")
+    chunk_size: int = Field(default=100_000, ge=1_000, description="Entities scored per chunk (one mapped task).")
+    sql_timeout_s: float = Field(default=10.0, gt=0, description="Connect and lock timeout of the SQL store.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _project_dir() / CONFIG_FILE
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+
+    @field_validator("state_dir", "usecases_dir", "offline_store", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None, info: Any) -> Path | None:
+        if value is None or value.is_absolute():
+            return value
+        project = info.data.get("project_dir") or _project_dir()
+        return (Path(project) / value).resolve()
+
+    @property
+    def sql_url_value(self) -> str:
+        """The SQLAlchemy URL of the lookup store (the secret, unmasked)."""
+        if self.sql_url is not None:
+            return self.sql_url.get_secret_value()
+        return f"sqlite:///{self.state_dir / 'lookup.db'}"
+
+    @property
+    def offline_store_path(self) -> Path:
+        return self.offline_store or self.state_dir / "offline.duckdb"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.state_dir / "snapshots"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state_dir / "airflow"
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``, from the SQL URL."""
+        return self.sql_url_value.split(":", 1)[0].split("+", 1)[0]
+
+    def ensure_state_dir(self) -> Path:
+        """Create the state directory (and nothing outside it)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return self.state_dir
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read settings now (env and file may have changed since the last call)."""
+    return Settings(**overrides)

@@ -1,0 +1,205 @@
+"""The use-case schema: what one ``usecases/<name>.yaml`` declares, validated strictly."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
+SHA256 = r"^[0-9a-f]{64}$"
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"30m"`` → 30 minutes; units s, m, h, d."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like '30m', '2h' or '1d'")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntityKey(_Strict):
+    """One column of the entity key."""
+
+    name: Identifier
+    type: Literal["int", "str"]
+
+
+class EntitySource(_Strict):
+    """The offline-store table listing every entity that exists, and since when."""
+
+    table: Identifier
+    created_at_column: Identifier = Field(description="When the entity appeared; later ones are not scored.")
+
+
+class Entity(_Strict):
+    """Who gets a prediction."""
+
+    keys: list[EntityKey] = Field(min_length=1)
+    source: EntitySource
+
+    @property
+    def key_names(self) -> list[str]:
+        return [key.name for key in self.keys]
+
+
+class Feature(_Strict):
+    """One numeric model input."""
+
+    name: Identifier
+    type: Literal["float", "int", "bool"] = "float"
+
+
+class BatchFeatures(_Strict):
+    """Where the batch features live in the offline store (DuckDB)."""
+
+    table: Identifier
+    timestamp_column: Identifier = Field(description="Snapshot time of each feature row (point in time).")
+    features: list[Feature] = Field(min_length=1)
+
+
+class RealtimeFeature(_Strict):
+    """A windowed aggregate over events, computed by the stream processor (online issue)."""
+
+    name: Identifier
+    aggregation: Literal["count", "mean", "sum", "min", "max", "minutes_since"]
+    field: Identifier | None = Field(default=None, description="Event field aggregated (not for count).")
+    window: str | None = Field(default=None, description="Window length, e.g. '30m'; not for minutes_since.")
+    where: dict[str, bool | int | str] = Field(default_factory=dict, description="Event filter: field == value.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class RealtimeFeatures(_Strict):
+    """Real-time features: declared here, computed from the event stream by later components."""
+
+    event_table: Identifier = Field(description="Offline-store table holding the same events as the stream.")
+    event_time_column: Identifier
+    features: list[RealtimeFeature] = Field(default_factory=list)
+
+
+class Label(_Strict):
+    """The outcome the model predicts and when it becomes known."""
+
+    name: Identifier
+    description: str
+    kind: Literal["binary", "regression"]
+    available_after: str = Field(description="How long after a prediction its label is known, e.g. '2h'.")
+
+    @field_validator("available_after")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class ModelSpec(_Strict):
+    """The scikit-learn model: how it is trained and, optionally, a pinned artifact."""
+
+    flavor: Literal["sklearn"] = "sklearn"
+    trainer: str = Field(pattern=r"^[\w.]+:\w+$", description="'package.module:function' that trains it.")
+    artifact: str | None = Field(default=None, description="Pinned artifact path; default: latest trained.")
+    sha256: str | None = Field(default=None, pattern=SHA256)
+
+    @model_validator(mode="after")
+    def _pinned(self) -> ModelSpec:
+        if self.artifact is not None and self.sha256 is None:
+            raise ValueError("a pinned artifact needs its sha256 (run: sha256sum <artifact>)")
+        return self
+
+
+class LookupTableSpec(_Strict):
+    """The lookup table applications read (a view onto the active version)."""
+
+    name: Identifier
+    keep_versions: int | None = Field(default=None, ge=1, description="Default: settings.keep_versions.")
+
+
+class Validation(_Strict):
+    """Checks a scored batch must pass before it is published."""
+
+    max_row_drop: float = Field(default=0.2, ge=0, le=1, description="Largest allowed drop vs previous version.")
+    prediction_min: float | None = None
+    prediction_max: float | None = None
+
+
+class BatchSpec(_Strict):
+    """How the nightly batch run is scheduled and checked."""
+
+    schedule: str = Field(description="Cron expression, in UTC.")
+    chunk_size: int | None = Field(default=None, ge=1_000)
+    retries: int = Field(default=2, ge=0)
+    validation: Validation = Field(default_factory=Validation)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression")
+        return value
+
+
+class CutoverPolicy(_Strict):
+    """Thresholds the comparator and the cutover guardrails use."""
+
+    decision_threshold: float = 0.5
+    min_labeled_samples: int = Field(default=1_000, ge=1)
+    max_accuracy_loss: float = Field(default=0.0, ge=0)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    min_coverage: float = Field(default=0.0, ge=0, le=1)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_latency_ms: float = Field(default=50.0, gt=0)
+    auto_promote: bool = False
+
+
+class UseCase(_Strict):
+    """One use case: a model, its features, its lookup table and its migration policy."""
+
+    name: Identifier
+    description: str
+    owner: str = Field(min_length=1)
+    entity: Entity
+    model: ModelSpec
+    batch_features: BatchFeatures
+    realtime_features: RealtimeFeatures | None = None
+    label: Label
+    lookup_table: LookupTableSpec
+    batch: BatchSpec
+    cutover_policy: CutoverPolicy = Field(default_factory=CutoverPolicy)
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> UseCase:
+        names = self.entity.key_names + [f.name for f in self.batch_features.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"columns {duplicates} appear twice among entity keys and batch features")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The batch model's inputs, in model order."""
+        return [f.name for f in self.batch_features.features]
+
+    @property
+    def prediction_range(self) -> tuple[float | None, float | None]:
+        """The range a prediction must fall in (probabilities for binary labels)."""
+        v = self.batch.validation
+        if self.label.kind == "binary":
+            return (0.0 if v.prediction_min is None else v.prediction_min, 1.0 if v.prediction_max is None else v.prediction_max)
+        return (v.prediction_min, v.prediction_max)
