@@ -45,5 +45,21 @@ class NoActiveVersionError(LookupStoreError):
     """A lookup table has no published version yet."""
 
 
+class LookupStoreUnavailableError(LookupStoreError):
+    """The lookup store's database cannot be reached or timed out."""
+
+
+class InvalidChunkError(LookupStoreError):
+    """A chunk of predictions cannot be written (missing column, null key, NaN prediction)."""
+
+
+class DuplicateKeysError(LookupStoreError):
+    """A lookup-table version holds the same key twice and cannot be published."""
+
+
+class RollbackError(LookupStoreError):
+    """There is no lookup-table version to roll back (or forward) to."""
+
+
 class BatchValidationError(MigrateError):
     """A scored batch failed validation and was not published."""

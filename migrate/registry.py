@@ -67,21 +67,29 @@ def load_usecase(file: Path) -> UseCase:
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UseCaseError(str(file), "(file)", "does not exist", fix="check the path or run `migrate usecases list`") from None
+        raise UseCaseError(
+            str(file), "(file)", "does not exist", fix="check the path or run `migrate usecases list`"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise UseCaseError(str(file), where, f"not valid YAML: {problem}", fix="fix the YAML syntax there") from None
     if not isinstance(raw, dict):
-        raise UseCaseError(str(file), "(top)", "is not a mapping of fields", fix="start from usecases/item_availability.yaml")
+        raise UseCaseError(
+            str(file), "(top)", "is not a mapping of fields", fix="start from usecases/item_availability.yaml"
+        )
     try:
         usecase = UseCase.model_validate(raw)
     except ValidationError as exc:
         raise _as_usecase_error(file, exc) from None
     if usecase.name != file.stem:
-        raise UseCaseError(str(file), "name", f"is {usecase.name!r} but the file is {file.name!r}",
-                           fix=f"rename the file to {usecase.name}.yaml or set name: {file.stem}")
+        raise UseCaseError(
+            str(file),
+            "name",
+            f"is {usecase.name!r} but the file is {file.name!r}",
+            fix=f"rename the file to {usecase.name}.yaml or set name: {file.stem}",
+        )
     return usecase
 
 
@@ -101,13 +109,12 @@ class Registry:
         """Load every use case; the first invalid file raises."""
         return [load_usecase(f) for f in self.files()]
 
-    def validate_all(self) -> dict[Path, UseCaseError | None]:
-        """Validate every file and collect the error of each (``None`` when valid)."""
-        results: dict[Path, UseCaseError | None] = {}
+    def validate_all(self) -> dict[Path, UseCase | UseCaseError]:
+        """Validate every file: the use case, or the error that names what to fix."""
+        results: dict[Path, UseCase | UseCaseError] = {}
         for file in self.files():
             try:
-                load_usecase(file)
-                results[file] = None
+                results[file] = load_usecase(file)
             except UseCaseError as exc:
                 results[file] = exc
         return results
@@ -117,6 +124,7 @@ class Registry:
         file = self.directory / f"{name}.yaml"
         if not file.exists():
             known = ", ".join(f.stem for f in self.files()) or "none"
-            raise UnknownUseCaseError(f"no use case {name!r} in {self.directory}",
-                                      fix=f"use one of: {known}; or add {file}")
+            raise UnknownUseCaseError(
+                f"no use case {name!r} in {self.directory}", fix=f"use one of: {known}; or add {file}"
+            )
         return load_usecase(file)

@@ -201,5 +201,8 @@ class UseCase(_Strict):
         """The range a prediction must fall in (probabilities for binary labels)."""
         v = self.batch.validation
         if self.label.kind == "binary":
-            return (0.0 if v.prediction_min is None else v.prediction_min, 1.0 if v.prediction_max is None else v.prediction_max)
+            return (
+                0.0 if v.prediction_min is None else v.prediction_min,
+                1.0 if v.prediction_max is None else v.prediction_max,
+            )
         return (v.prediction_min, v.prediction_max)

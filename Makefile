@@ -1,0 +1,46 @@
+# Two commands on a fresh machine with Python 3.11+: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+RUN := $(UV) run --frozen
+export UV_PYTHON ?= $(PYTHON)
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup demo test lint typecheck unit integration bench airflow clean
+
+# uv comes from PyPI into a private tools venv when the machine has none (works under PEP 668 too).
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup
+	$(RUN) migrate demo
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: setup
+	$(RUN) mypy
+
+unit: setup
+	$(RUN) pytest tests/unit -q
+
+integration: setup
+	$(RUN) pytest tests/integration -q
+
+test: lint typecheck
+	$(RUN) pytest -q
+
+bench: setup
+	$(RUN) python -m bench
+
+clean:
+	rm -rf .migrate .pytest_cache .mypy_cache .ruff_cache

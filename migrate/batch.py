@@ -1,0 +1,356 @@
+"""The batch path, one function per step: snapshot → score chunks → validate → publish → record.
+
+The Airflow DAG calls these steps as tasks; ``migrate score`` calls them in-process through `run_batch`.
+Every step is idempotent for the same data interval and run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from migrate.errors import BatchValidationError
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The data interval a batch run scores; features are taken as of its end."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("data interval bounds must be timezone-aware")
+        if self.end < self.start:
+            raise ValueError(f"data interval ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def key(self) -> str:
+        """A file-system-safe name of the interval (its partition)."""
+        return self.end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One slice of a snapshot, scored by one (mapped) task: a Parquet row group."""
+
+    chunk_id: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The entities and features of one interval, written once as Parquet."""
+
+    path: str
+    rows: int
+    chunks: list[Chunk]
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, data: dict[str, Any]) -> Snapshot:
+        return cls(data["path"], data["rows"], [Chunk(**c) for c in data["chunks"]])
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What scoring one chunk wrote, with a content checksum for the run checksum."""
+
+    chunk_id: int
+    rows: int
+    checksum: str
+    seconds: float
+    scored_at: str  # ISO time the chunk finished scoring
+
+
+def table_spec(usecase: UseCase, settings: Settings) -> Any:
+    """The lookup-table spec of a use case."""
+    from lookup_tables import KeyColumn, TableSpec
+
+    keys = tuple(KeyColumn(name=k.name, type=k.type) for k in usecase.entity.keys)
+    keep = usecase.lookup_table.keep_versions or settings.keep_versions
+    return TableSpec(usecase=usecase.name, name=usecase.lookup_table.name, keys=keys, keep_versions=keep)
+
+
+_STORES: dict[tuple[str, float], Any] = {}
+
+
+def open_lookup_store(settings: Settings) -> Any:
+    """The lookup store the settings point at, with its catalog ensured; one per process and URL."""
+    from lookup_tables import open_store
+
+    key = (settings.sql_url_value, settings.sql_timeout_s)
+    if key not in _STORES:
+        if settings.backend == "sqlite":
+            settings.ensure_state_dir()
+        store = open_store(settings.sql_url_value, timeout_s=settings.sql_timeout_s)
+        store.ensure_schema()
+        _STORES[key] = store
+    return _STORES[key]
+
+
+def snapshot(usecase: UseCase, settings: Settings, interval: Interval) -> Snapshot:
+    """Write the entities and their features as of the interval's end to ``snapshots/<usecase>/<interval>``."""
+    import pyarrow.parquet as pq
+
+    from migrate.offline import open_offline, snapshot_features
+
+    with open_offline(settings.offline_store_path) as con:
+        table = snapshot_features(con, usecase, interval.end)
+    chunk_size = usecase.batch.chunk_size or settings.chunk_size
+    target = settings.snapshots_dir / usecase.name / interval.key / "snapshot.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    pq.write_table(table, tmp, row_group_size=chunk_size)
+    os.replace(tmp, target)  # overwrite the interval's partition in one step: reruns are idempotent
+    groups = pq.ParquetFile(target).metadata
+    chunks = [Chunk(i, groups.row_group(i).num_rows) for i in range(groups.num_row_groups)]
+    return Snapshot(str(target), table.num_rows, chunks)
+
+
+def begin(usecase: UseCase, settings: Settings, interval: Interval, run_id: str) -> dict[str, Any]:
+    """Open a loading version of the lookup table for this run (reused if the task is retried)."""
+    from migrate.artifact import ArtifactStore
+
+    store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    _, sha, info = store.resolve(usecase)
+    model_version = info.version if info is not None else f"pinned-{sha[:12]}"
+    version = open_lookup_store(settings).begin_version(
+        table_spec(usecase, settings),
+        run_id=run_id,
+        model_version=model_version,
+        data_interval_start=interval.start,
+        data_interval_end=interval.end,
+    )
+    return {"version": version.version, "model_version": model_version}
+
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def _model(usecase: UseCase, settings: Settings) -> Any:
+    # Mapped tasks in one worker process score several chunks: load (and verify) the artifact once.
+    from migrate.artifact import ArtifactStore
+    from migrate.scoring import load_model
+
+    key = (usecase.name, str(settings.artifacts_dir))
+    store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    _, sha, _ = store.resolve(usecase)
+    cached = _MODELS.get(key)
+    if cached is None or cached.sha256 != sha:
+        cached = _MODELS[key] = load_model(usecase, store)
+    return cached
+
+
+def chunk_checksum(keys: list[Any], predictions: Any, features_as_of: Any) -> str:
+    """sha256 over a chunk's keys, predictions and feature times, in row order."""
+    digest = hashlib.sha256()
+    for column in keys:
+        digest.update(column.tobytes() if hasattr(column, "tobytes") else "\x1f".join(column).encode())
+    digest.update(predictions.tobytes())
+    digest.update(features_as_of.tobytes())
+    return digest.hexdigest()
+
+
+def score_chunk(usecase: UseCase, settings: Settings, snap: Snapshot, version: int, chunk: Chunk) -> ChunkResult:
+    """Score one row group of the snapshot and write it into the loading version (idempotent per chunk)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from migrate.scoring import score
+
+    started = time.perf_counter()
+    model = _model(usecase, settings)
+    table = pq.ParquetFile(snap.path).read_row_group(chunk.chunk_id)
+    matrix = np.column_stack(
+        [table.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for name in model.feature_names]
+    )
+    predictions = score(model, matrix)
+    if np.isnan(predictions).any():
+        raise BatchValidationError(
+            f"model {model.version} produced NaN for chunk {chunk.chunk_id} of {usecase.name!r}",
+            fix="check the model and the features it received",
+        )
+    key_names = usecase.entity.key_names
+    out = pa.table(
+        {
+            **{k: table.column(k) for k in key_names},
+            "prediction": pa.array(predictions),
+            "features_as_of": table.column("features_as_of"),
+        }
+    )
+    open_lookup_store(settings).write_chunk(table_spec(usecase, settings), version, chunk.chunk_id, out)
+    key_arrays = [
+        table.column(k).to_numpy() if usecase.entity.keys[i].type == "int" else table.column(k).to_pylist()
+        for i, k in enumerate(key_names)
+    ]
+    as_of = table.column("features_as_of").cast(pa.int64()).to_numpy()
+    checksum = chunk_checksum(key_arrays, predictions, as_of)
+    return ChunkResult(
+        chunk.chunk_id, table.num_rows, checksum, time.perf_counter() - started, datetime.now(UTC).isoformat()
+    )
+
+
+def run_checksum(model_version: str, results: list[ChunkResult]) -> str:
+    """Combine chunk checksums in chunk order; the same data and model give the same checksum."""
+    digest = hashlib.sha256(model_version.encode())
+    for result in sorted(results, key=lambda r: r.chunk_id):
+        digest.update(result.checksum.encode())
+    return digest.hexdigest()
+
+
+def scored_at(results: list[ChunkResult]) -> datetime:
+    """When the last chunk of the run finished scoring."""
+    return max(datetime.fromisoformat(r.scored_at) for r in results)
+
+
+def validate(usecase: UseCase, settings: Settings, snap: Snapshot, version: int) -> dict[str, Any]:
+    """Check the loaded version before publishing; abandon it and raise on failure."""
+    store = open_lookup_store(settings)
+    spec = table_spec(usecase, settings)
+    stats = store.stats(spec, version)
+    problems: list[str] = []
+    if stats.row_count != snap.rows:
+        problems.append(f"{stats.row_count} rows loaded but the snapshot has {snap.rows}")
+    if stats.null_predictions:
+        problems.append(f"{stats.null_predictions} predictions are null or NaN")
+    low, high = usecase.prediction_range
+    if stats.row_count and low is not None and stats.min_prediction < low:
+        problems.append(f"min prediction {stats.min_prediction} < {low}")
+    if stats.row_count and high is not None and stats.max_prediction > high:
+        problems.append(f"max prediction {stats.max_prediction} > {high}")
+    active = store.active(spec)
+    previous_rows = active.row_count if active is not None else None
+    max_drop = usecase.batch.validation.max_row_drop
+    if previous_rows and stats.row_count < previous_rows * (1 - max_drop):
+        problems.append(
+            f"{stats.row_count} rows is more than {max_drop:.0%} below the active version's {previous_rows}"
+        )
+    if snap.rows == 0:
+        problems.append("the snapshot is empty")
+    report = {
+        "rows": stats.row_count,
+        "previous_rows": previous_rows,
+        "min": stats.min_prediction,
+        "max": stats.max_prediction,
+        "problems": problems,
+    }
+    if problems:
+        store.abandon(spec, version)
+        raise BatchValidationError(
+            f"batch for {usecase.name!r} version {version} failed validation: " + "; ".join(problems),
+            fix="inspect the snapshot and model; the previous lookup version stays active",
+        )
+    return report
+
+
+def publish(usecase: UseCase, settings: Settings, version: int, checksum: str, scored_at: datetime) -> Any:
+    """Atomically make the version the one readers see (or reuse an identical active one)."""
+    return open_lookup_store(settings).publish(
+        table_spec(usecase, settings), version, checksum=checksum, scored_at=scored_at
+    )
+
+
+def record(
+    usecase: UseCase,
+    settings: Settings,
+    interval: Interval,
+    run_id: str,
+    *,
+    version: int | None,
+    outcome: str,
+    rows: int,
+    checksum: str | None,
+    started_at: datetime,
+    details: dict[str, Any],
+) -> None:
+    """Record the run's metadata beside the lookup tables."""
+    from lookup_tables import RunRecord
+
+    open_lookup_store(settings).record_run(
+        RunRecord(
+            run_id=run_id,
+            usecase=usecase.name,
+            data_interval_start=interval.start,
+            data_interval_end=interval.end,
+            version=version,
+            outcome=outcome,
+            row_count=rows,
+            checksum=checksum,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            details=details,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one in-process batch run did."""
+
+    run_id: str
+    version: int
+    activated: bool
+    reused: bool
+    rows: int
+    checksum: str
+    seconds: float
+    reason: str
+
+
+def run_batch(
+    usecase: UseCase,
+    settings: Settings,
+    interval: Interval,
+    run_id: str,
+    on_chunk: Callable[[ChunkResult], None] | None = None,
+) -> BatchResult:
+    """Every step of the DAG, in order, in this process (``migrate score``)."""
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    snap = snapshot(usecase, settings, interval)
+    opened = begin(usecase, settings, interval, run_id)
+    version, model_version = opened["version"], opened["model_version"]
+    results = []
+    for chunk in snap.chunks:
+        result = score_chunk(usecase, settings, snap, version, chunk)
+        results.append(result)
+        if on_chunk is not None:
+            on_chunk(result)
+    report = validate(usecase, settings, snap, version)
+    checksum = run_checksum(model_version, results)
+    published = publish(usecase, settings, version, checksum, scored_at(results))
+    outcome = "reused" if published.reused else ("published" if published.activated else "not_activated")
+    record(
+        usecase,
+        settings,
+        interval,
+        run_id,
+        version=published.version,
+        outcome=outcome,
+        rows=snap.rows,
+        checksum=checksum,
+        started_at=started_at,
+        details={"validation": report, "reason": published.reason},
+    )
+    return BatchResult(
+        run_id,
+        published.version,
+        published.activated,
+        published.reused,
+        snap.rows,
+        checksum,
+        time.perf_counter() - started,
+        published.reason,
+    )
