@@ -40,7 +40,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One slice of a snapshot, scored by one (mapped) task: a Parquet row group."""
+    """One slice of a snapshot, scored by one (mapped) task: rows [chunk_id × chunk_size, + rows)."""
 
     chunk_id: int
     rows: int
@@ -53,13 +53,14 @@ class Snapshot:
     path: str
     rows: int
     chunks: list[Chunk]
+    chunk_size: int
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_xcom(cls, data: dict[str, Any]) -> Snapshot:
-        return cls(data["path"], data["rows"], [Chunk(**c) for c in data["chunks"]])
+        return cls(data["path"], data["rows"], [Chunk(**c) for c in data["chunks"]], data["chunk_size"])
 
 
 @dataclass(frozen=True)
@@ -103,19 +104,42 @@ def snapshot(usecase: UseCase, settings: Settings, interval: Interval) -> Snapsh
     """Write the entities and their features as of the interval's end to ``snapshots/<usecase>/<interval>``."""
     import pyarrow.parquet as pq
 
-    from migrate.offline import open_offline, snapshot_features
+    from migrate.offline import open_offline, write_snapshot
 
-    with open_offline(settings.offline_store_path) as con:
-        table = snapshot_features(con, usecase, interval.end)
     chunk_size = usecase.batch.chunk_size or settings.chunk_size
     target = settings.snapshots_dir / usecase.name / interval.key / "snapshot.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    pq.write_table(table, tmp, row_group_size=chunk_size)
+    with open_offline(settings.offline_store_path) as con:
+        write_snapshot(con, usecase, interval.end, tmp, row_group_size=min(chunk_size, 100_000))
     os.replace(tmp, target)  # overwrite the interval's partition in one step: reruns are idempotent
-    groups = pq.ParquetFile(target).metadata
-    chunks = [Chunk(i, groups.row_group(i).num_rows) for i in range(groups.num_row_groups)]
-    return Snapshot(str(target), table.num_rows, chunks)
+    rows = pq.ParquetFile(target).metadata.num_rows
+    # Chunks are fixed row ranges of the key-sorted snapshot, whatever row groups DuckDB wrote: the same data
+    # always gives the same chunks, hence the same checksums.
+    chunks = [Chunk(i, min(chunk_size, rows - start)) for i, start in enumerate(range(0, rows, chunk_size))]
+    return Snapshot(str(target), rows, chunks, chunk_size)
+
+
+def read_chunk(snap: Snapshot, chunk: Chunk) -> Any:
+    """The rows of one chunk, reading only the Parquet row groups that hold them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = chunk.chunk_id * snap.chunk_size
+    last = first + chunk.rows
+    parquet = pq.ParquetFile(snap.path)
+    groups: list[int] = []
+    offset = group_start = 0
+    for i in range(parquet.metadata.num_row_groups):
+        n = parquet.metadata.row_group(i).num_rows
+        if group_start < last and group_start + n > first:
+            if not groups:
+                offset = first - group_start
+            groups.append(i)
+        group_start += n
+    table = parquet.read_row_groups(groups).slice(offset, chunk.rows)
+    index = table.schema.get_field_index("features_as_of")
+    return table.set_column(index, "features_as_of", table["features_as_of"].cast(pa.timestamp("us", tz="UTC")))
 
 
 def begin(usecase: UseCase, settings: Settings, interval: Interval, run_id: str) -> dict[str, Any]:
@@ -166,13 +190,12 @@ def score_chunk(usecase: UseCase, settings: Settings, snap: Snapshot, version: i
     """Score one row group of the snapshot and write it into the loading version (idempotent per chunk)."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from migrate.scoring import score
 
     started = time.perf_counter()
     model = _model(usecase, settings)
-    table = pq.ParquetFile(snap.path).read_row_group(chunk.chunk_id)
+    table = read_chunk(snap, chunk)
     matrix = np.column_stack(
         [table.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for name in model.feature_names]
     )

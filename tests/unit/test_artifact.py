@@ -67,12 +67,14 @@ def test_pinned_artifact_with_wrong_hash_is_refused(tmp_path: Path, usecase: Use
     store = ArtifactStore(tmp_path / "artifacts", tmp_path)
     info = store.save(usecase, fitted, trained_as_of=AS_OF, metrics={})
     pinned_path = f"artifacts/{usecase.name}/{info.file}"
-    pinned = usecase.model_copy(update={"model": usecase.model.model_copy(
-        update={"artifact": pinned_path, "sha256": "0" * 64})})
+    pinned = usecase.model_copy(
+        update={"model": usecase.model.model_copy(update={"artifact": pinned_path, "sha256": "0" * 64})}
+    )
     with pytest.raises(ArtifactError, match="expected 0000"):
         load_model(pinned, store)
-    good = usecase.model_copy(update={"model": usecase.model.model_copy(
-        update={"artifact": pinned_path, "sha256": info.sha256})})
+    good = usecase.model_copy(
+        update={"model": usecase.model.model_copy(update={"artifact": pinned_path, "sha256": info.sha256})}
+    )
     assert load_model(good, store).sha256 == info.sha256
 
 

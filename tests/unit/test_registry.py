@@ -39,18 +39,38 @@ def test_example_is_valid() -> None:
     [
         (lambda d: d.update(colour="red"), "colour", "unknown field", "allowed here: name, description"),
         (lambda d: d["batch"].update(schedule="0 25 * * *"), "batch.schedule", "not a valid cron", "five-field cron"),
-        (lambda d: d["entity"]["keys"][0].update(type="integer"), "entity.keys[0].type", "'int' or 'str'",
-         "allowed values"),
+        (
+            lambda d: d["entity"]["keys"][0].update(type="integer"),
+            "entity.keys[0].type",
+            "'int' or 'str'",
+            "allowed values",
+        ),
         (lambda d: d.pop("label"), "label", "Field required", "add this field"),
         (lambda d: d["model"].update(artifact="m.skops"), "model", "needs its sha256", "correct the value"),
-        (lambda d: d["model"].update(artifact="m.skops", sha256="abc"), "model.sha256", "should match pattern",
-         "64 lower-case hex"),
-        (lambda d: d["realtime_features"]["features"][0].update(window="30 minutes"),
-         "realtime_features.features[0].window", "not a duration", "'30m'"),
-        (lambda d: d["batch_features"]["features"].append({"name": "store_id"}), "(top)", "appear twice",
-         "correct the value"),
-        (lambda d: d["lookup_table"].update(name="Drop Table;"), "lookup_table.name", "should match pattern",
-         "lower-case letters"),
+        (
+            lambda d: d["model"].update(artifact="m.skops", sha256="abc"),
+            "model.sha256",
+            "should match pattern",
+            "64 lower-case hex",
+        ),
+        (
+            lambda d: d["realtime_features"]["features"][0].update(window="30 minutes"),
+            "realtime_features.features[0].window",
+            "not a duration",
+            "'30m'",
+        ),
+        (
+            lambda d: d["batch_features"]["features"].append({"name": "store_id"}),
+            "(top)",
+            "appear twice",
+            "correct the value",
+        ),
+        (
+            lambda d: d["lookup_table"].update(name="Drop Table;"),
+            "lookup_table.name",
+            "should match pattern",
+            "lower-case letters",
+        ),
     ],
 )
 def test_bad_field_names_file_field_and_fix(tmp_path: Path, mutate: object, field: str, problem: str, fix: str) -> None:

@@ -25,4 +25,4 @@ def test_exactly_on_a_tick_is_that_tick() -> None:
 
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        interval_ending("0 2 * * *", datetime(2026, 11, 14, 2))  # noqa: DTZ001
+        interval_ending("0 2 * * *", datetime(2026, 11, 14, 2))

@@ -1,0 +1,149 @@
+"""The server backend: PostgreSQL through psycopg 3, with transactional DDL and ``COPY`` for bulk loads.
+
+Writers of one use case serialise on a transaction-scoped advisory lock; readers never take it. The view is
+replaced with ``CREATE OR REPLACE VIEW`` in the publishing transaction, so a reader sees the old version or
+the new one, never neither.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from lookup_tables import catalog
+from lookup_tables._sql import SqlLookupStore, describe
+from lookup_tables.chunk import timestamp_text
+from lookup_tables.records import Key, utc
+from lookup_tables.spec import TableSpec
+from migrate.errors import LookupStoreError, LookupStoreUnavailableError, MigrateError
+
+_COPY_SLICE = 1 << 20
+_LOCK_NAMESPACE = "lookup_tables"
+
+
+class PostgresLookupStore(SqlLookupStore):
+    """Lookup tables in a PostgreSQL database (``postgresql+psycopg://user@host:5432/db``)."""
+
+    _driver_errors = (psycopg.Error,)
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, statement_timeout_s: float = 600.0) -> None:
+        parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
+        self._password = parsed.password if isinstance(parsed.password, str) else None
+        self._where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+        self._timeout_s = timeout_s
+        # Joins here are key lookups: with a big key array the planner would hash-join a full scan of the
+        # version table, ten times slower than probing its key index. Options given in the URL (e.g. a
+        # search_path) are kept and these appended.
+        given = parsed.query.get("options", "")
+        given = " ".join(given) if isinstance(given, tuple) else given
+        settings = (
+            f"-c lock_timeout={int(timeout_s * 1000)} -c statement_timeout={int(statement_timeout_s * 1000)} "
+            "-c standard_conforming_strings=on -c enable_hashjoin=off -c enable_mergejoin=off"
+        )
+        connect_args = {"connect_timeout": max(1, math.ceil(timeout_s)), "options": f"{given} {settings}".strip()}
+        engine = sa.create_engine(
+            parsed.difference_update_query(["options"]), connect_args=connect_args, pool_pre_ping=True
+        )
+        super().__init__(engine, parsed.render_as_string(hide_password=True))
+
+    def _lock(self, conn: Connection, name: str) -> None:
+        # Keyed by schema too, so two deployments sharing a database do not wait on each other.
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:ns), hashtext(current_schema() || '.' || :name))"),
+            {"ns": _LOCK_NAMESPACE, "name": name},
+        )
+
+    def _load(self, conn: Connection, table: sa.Table, batch: pa.Table, chunk_id: int) -> None:
+        position = batch.column_names.index("features_as_of")
+        batch = batch.set_column(position, "features_as_of", timestamp_text(batch.column(position), zone="+00"))
+        batch = batch.append_column("chunk", pa.repeat(pa.scalar(chunk_id, pa.int32()), batch.num_rows))
+        buffer = io.BytesIO()
+        # Arrow quotes every string, so an empty key stays '' and an absent prediction (empty field) is NULL.
+        pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+        data = memoryview(buffer.getbuffer())
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(name) for name in batch.column_names)
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        try:
+            sql = f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT csv)"
+            with driver.cursor() as cursor, cursor.copy(sql) as copy:
+                for start in range(0, len(data), _COPY_SLICE):
+                    copy.write(data[start : start + _COPY_SLICE])
+        finally:
+            data.release()
+
+    def _after_index(self, conn: Connection, table: sa.Table) -> None:
+        # Fresh statistics so lookups on the new table use the key index from the first query.
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(table.name)}")
+
+    def _replace_view(self, conn: Connection, spec: TableSpec, select_sql: str) -> None:
+        view = conn.dialect.identifier_preparer.quote(spec.name)
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {view} AS {select_sql}")
+        except sa.exc.ProgrammingError as exc:
+            # The key columns changed since the last publish: the view cannot keep its shape.
+            if not isinstance(exc.orig, psycopg.errors.InvalidTableDefinition):
+                raise
+            conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+            conn.exec_driver_sql(f"CREATE VIEW {view} AS {select_sql}")
+
+    def _timestamp_literal(self, value: datetime) -> str:
+        return f"CAST('{utc(value).isoformat()}' AS TIMESTAMPTZ)"
+
+    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[Row[Any]]:
+        """One query whatever the number of keys: the keys travel as one array per key column."""
+        quote = conn.dialect.identifier_preparer.quote
+        view = catalog.view_table(spec)
+        arrays = {f"k{i}": [key[i] for key in keys] for i in range(len(spec.keys))}
+        unnest = ", ".join(
+            f"CAST(:k{i} AS {'BIGINT' if key.type == 'int' else 'TEXT'}[])" for i, key in enumerate(spec.keys)
+        )
+        aliases = ", ".join(f"k{i}" for i in range(len(spec.keys)))
+        join = " AND ".join(f"v.{quote(key.name)} = q.k{i}" for i, key in enumerate(spec.keys))
+        selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
+        sql = f"SELECT {selected} FROM {quote(spec.name)} AS v JOIN unnest({unnest}) AS q({aliases}) ON {join}"
+        columns = [sa.column(column.name, column.type) for column in view.columns]
+        return list(conn.execute(sa.text(sql).columns(*columns), arrays))
+
+    def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
+        return isinstance(exc.orig, psycopg.errors.UndefinedTable)
+
+    def _translate(self, exc: Exception, usecase: str | None, doing: str) -> MigrateError:
+        text = describe(exc, self._password)
+        where = f"{doing} (use case {usecase})" if usecase else doing
+        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        state = getattr(orig, "sqlstate", None) or ""
+        if isinstance(orig, psycopg.errors.LockNotAvailable):
+            return LookupStoreError(
+                f"{where}: waited {self._timeout_s:g}s for a lock at {self._where}",
+                fix="another writer holds this use case (a batch run?), or a long read holds the view while a "
+                "publish waits for it; retry, or raise MIGRATE_SQL_TIMEOUT_S",
+            )
+        if isinstance(orig, psycopg.errors.QueryCanceled):
+            return LookupStoreError(f"{where}: statement timed out at {self._where}: {text}", fix="retry later")
+        if state.startswith("28") or isinstance(orig, psycopg.errors.InvalidCatalogName):
+            return LookupStoreUnavailableError(
+                f"{where}: PostgreSQL at {self._where} refused {self.url}: {text}",
+                fix="check the user, password and database in MIGRATE_SQL_URL",
+            )
+        if isinstance(orig, psycopg.OperationalError) and not state:
+            return LookupStoreUnavailableError(
+                f"{where}: cannot reach PostgreSQL at {self._where}: {text}",
+                fix=f"is PostgreSQL running at {self._where}? set MIGRATE_SQL_URL",
+            )
+        if isinstance(orig, psycopg.errors.UndefinedTable) and ("lookup_" in text or "batch_runs" in text):
+            return LookupStoreError(
+                f"{where}: the catalog tables are missing in {self.url}",
+                fix="create them with LookupStore.ensure_schema() (`migrate init`)",
+            )
+        return LookupStoreError(f"{where} failed at {self._where}: {text}", fix="see the PostgreSQL error above")

@@ -1,0 +1,140 @@
+"""The embedded backend: one SQLite file in WAL mode, so readers never wait for the batch writer.
+
+Python's ``sqlite3`` driver does not open transactions for DDL, which would autocommit the view swap apart
+from the catalog update. SQLAlchemy's documented recipe is used instead: the driver's own transaction
+handling is switched off on connect and ``BEGIN`` (``BEGIN IMMEDIATE`` for writers) is emitted on "begin".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from lookup_tables import catalog
+from lookup_tables._sql import SqlLookupStore, describe
+from lookup_tables.chunk import timestamp_text
+from lookup_tables.records import Key, utc
+from lookup_tables.spec import TableSpec
+from migrate.errors import LookupStoreError, LookupStoreUnavailableError, MigrateError
+
+_BEGIN_OPTION = "lookup_tables_begin"
+
+
+class SqliteLookupStore(SqlLookupStore):
+    """Lookup tables in one SQLite file; the default when no ``MIGRATE_SQL_URL`` is set."""
+
+    _driver_errors = (sqlite3.Error,)
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        parsed = sa.make_url(url)
+        if not parsed.database or parsed.database == ":memory:":
+            raise LookupStoreError(
+                f"lookup store URL {url!r} names no database file",
+                fix="use sqlite:///path/to/lookup.db (an in-memory database is not shared between connections)",
+            )
+        self._path = Path(parsed.database)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout_s = timeout_s
+        engine = sa.create_engine(parsed, connect_args={"timeout": timeout_s, "check_same_thread": False})
+        event.listen(engine, "connect", self._on_connect)
+        event.listen(engine, "begin", _on_begin)
+        super().__init__(engine, parsed.render_as_string(hide_password=True))
+
+    def _on_connect(self, dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(self._timeout_s * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable across application crashes in WAL mode; only a power loss can drop the last commit.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    def _write_options(self) -> dict[str, Any]:
+        return {_BEGIN_OPTION: "IMMEDIATE"}
+
+    def _lock(self, conn: Connection, name: str) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's single write lock."""
+
+    def _load(self, conn: Connection, table: sa.Table, batch: pa.Table, chunk_id: int) -> None:
+        columns: list[list[Any]] = []
+        for name in batch.column_names:
+            column = batch.column(name)
+            if name == "features_as_of":
+                # The text form SQLAlchemy's SQLite DATETIME reads back: naive UTC, microseconds.
+                column = timestamp_text(column)
+            # Null predictions become NaN here, which sqlite3 stores as NULL (NaN itself was refused earlier).
+            columns.append(column.to_numpy(zero_copy_only=False).tolist())
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(name) for name in [*batch.column_names, "chunk"])
+        marks = ", ".join("?" * (batch.num_columns + 1))
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        cursor = driver.cursor()
+        try:
+            cursor.executemany(
+                f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", zip(*columns, repeat(chunk_id))
+            )
+        finally:
+            cursor.close()
+
+    def _replace_view(self, conn: Connection, spec: TableSpec, select_sql: str) -> None:
+        view = conn.dialect.identifier_preparer.quote(spec.name)
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+        conn.exec_driver_sql(f"CREATE VIEW {view} AS {select_sql}")
+
+    def _timestamp_literal(self, value: datetime) -> str:
+        return "'" + utc(value).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+
+    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[Row[Any]]:
+        """One query whatever the number of keys: they travel as one JSON array, probed key by key."""
+        quote = conn.dialect.identifier_preparer.quote
+        view = catalog.view_table(spec)
+        join = " AND ".join(
+            f"v.{quote(name)} = json_extract(q.value, '$[{i}]')" for i, name in enumerate(spec.key_names)
+        )
+        selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
+        # CROSS JOIN keeps the key list as the outer loop, so each key is one probe of the unique index.
+        sql = f"SELECT {selected} FROM json_each(:keys) AS q CROSS JOIN {quote(spec.name)} AS v ON {join}"
+        columns = [sa.column(column.name, column.type) for column in view.columns]
+        return list(conn.execute(sa.text(sql).columns(*columns), {"keys": json.dumps(keys)}))
+
+    def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
+        return isinstance(exc.orig, sqlite3.OperationalError) and "no such table" in str(exc.orig)
+
+    def _translate(self, exc: Exception, usecase: str | None, doing: str) -> MigrateError:
+        text = describe(exc)
+        where = f"{doing} (use case {usecase})" if usecase else doing
+        if "database is locked" in text or "database is busy" in text:
+            return LookupStoreError(
+                f"{where}: the SQLite file {self._path} stayed locked for {self._timeout_s:g}s",
+                fix="another process is writing to it (a batch run?); retry, or raise MIGRATE_SQL_TIMEOUT_S",
+            )
+        if "unable to open database" in text or "readonly database" in text or "disk I/O error" in text:
+            return LookupStoreUnavailableError(
+                f"{where}: cannot use the SQLite file {self._path}: {text}",
+                fix="check the directory exists and is writable, or set MIGRATE_STATE_DIR / MIGRATE_SQL_URL",
+            )
+        if "no such table: lookup_" in text or "no such table: batch_runs" in text:
+            return LookupStoreError(
+                f"{where}: the catalog tables are missing in {self._path}",
+                fix="create them with LookupStore.ensure_schema() (`migrate init`)",
+            )
+        return LookupStoreError(f"{where} failed in {self._path}: {text}", fix="see the SQLite error above")
+
+
+def _on_begin(conn: Connection) -> None:
+    # Writers take the write lock up front: a deferred transaction upgrading later can fail with "busy"
+    # without waiting for busy_timeout.
+    mode = conn.get_execution_options().get(_BEGIN_OPTION, "")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")

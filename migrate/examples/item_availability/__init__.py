@@ -1,0 +1,1 @@
+"""Real-time item availability: a grocery simulator, its batch features and its trainer."""

@@ -1,0 +1,213 @@
+"""The offline store (DuckDB): point-in-time reads shared by training and the nightly batch path.
+
+Time convention: every timestamp column is stored as a naive ``TIMESTAMP`` holding UTC, and every connection
+runs with ``TimeZone = 'UTC'`` so that a ``TIMESTAMPTZ`` column a user brings compares the same way. Python
+callers pass and receive timezone-aware UTC datetimes; a naive datetime is taken to be UTC already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from migrate.errors import OfflineStoreError, UseCaseError
+from migrate.usecase import UseCase
+
+__all__ = [
+    "check_columns",
+    "open_offline",
+    "snapshot_features",
+    "training_frame",
+    "utc_aware",
+    "utc_naive",
+]
+
+_GENERATE_FIX = "run `migrate demo` or the generator (migrate.examples.item_availability.generator.generate)"
+
+
+def utc_naive(moment: datetime) -> datetime:
+    """The naive-UTC form the offline store holds; naive input is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def utc_aware(moment: datetime) -> datetime:
+    """The timezone-aware UTC form callers receive."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def open_offline(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """Connect to the offline store; a missing file raises `OfflineStoreError` with the fix."""
+    if read_only and not path.exists():
+        raise OfflineStoreError(f"offline store {path} does not exist", fix=_GENERATE_FIX)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        raise OfflineStoreError(
+            f"cannot open offline store {path}: {exc}",
+            fix="close other processes writing to it, or check the file and its permissions",
+        ) from exc
+    _use_utc(con)
+    return con
+
+
+def _use_utc(con: duckdb.DuckDBPyConnection) -> None:
+    # TIMESTAMP ↔ TIMESTAMPTZ comparisons cast through the session zone; pinning it keeps them UTC.
+    con.execute("SET TimeZone = 'UTC'")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_columns(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], *, usecase_file: str) -> None:
+    """Raise `OfflineStoreError` naming the table, the missing columns, the use-case file and the fix."""
+    rows = con.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = $table",
+        params={"table": table},
+    ).fetchall()
+    if not rows:
+        raise OfflineStoreError(
+            f"offline store has no table {table!r}, which {usecase_file} declares",
+            fix=f"{_GENERATE_FIX}, or correct the table name in {usecase_file}",
+        )
+    present = {str(row[0]) for row in rows}
+    missing = [c for c in dict.fromkeys(columns) if c not in present]
+    if missing:
+        listed = ", ".join(repr(c) for c in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise OfflineStoreError(
+            f"offline table {table!r} lacks column{plural} {listed}, which {usecase_file} declares",
+            fix=f"add {listed} to {table!r} or correct the names in {usecase_file}; "
+            f"it has: {', '.join(sorted(present))}",
+        )
+
+
+def _file_of(usecase: UseCase, usecase_file: str | None) -> str:
+    return usecase_file or f"usecases/{usecase.name}.yaml"
+
+
+def _as_utc_timestamps(table: pa.Table, column: str) -> pa.Table:
+    # DuckDB hands naive TIMESTAMP out as tz-less Arrow; the values are UTC, so only the type changes.
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, column, table[column].cast(pa.timestamp("us", tz="UTC")))
+
+
+def _snapshot_query(con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_file: str | None) -> str:
+    _use_utc(con)
+    file = _file_of(usecase, usecase_file)
+    keys = usecase.entity.key_names
+    source = usecase.entity.source
+    batch = usecase.batch_features
+    check_columns(con, source.table, [*keys, source.created_at_column], usecase_file=file)
+    check_columns(con, batch.table, [*keys, batch.timestamp_column, *usecase.feature_names], usecase_file=file)
+    key_list = ", ".join(_quote(k) for k in keys)
+    ts = _quote(batch.timestamp_column)
+    features = ", ".join(f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in usecase.feature_names)
+    # QUALIFY keeps the newest row per entity; DuckDB does this in one hash-partitioned pass.
+    return f"""
+        WITH entities AS (
+            SELECT DISTINCT {key_list} FROM {_quote(source.table)}
+            WHERE {_quote(source.created_at_column)} <= $as_of
+        ), latest AS (
+            SELECT * FROM {_quote(batch.table)}
+            WHERE {ts} <= $as_of
+            QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY {ts} DESC) = 1
+        )
+        SELECT {", ".join(f"e.{_quote(k)}" for k in keys)}, {features},
+               CAST(CAST(f.{ts} AS TIMESTAMP) AS TIMESTAMPTZ) AS features_as_of
+        FROM entities e JOIN latest f USING ({key_list})
+        ORDER BY {", ".join(f"e.{_quote(k)}" for k in keys)}
+    """
+
+
+def snapshot_features(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, as_of: datetime, *, usecase_file: str | None = None
+) -> pa.Table:
+    """The latest batch-feature row at or before `as_of` of every entity created by then.
+
+    Columns: the entity keys, each feature as float64 in model order, and ``features_as_of`` (UTC).
+    Entities without any feature row yet are left out; rows are sorted by the entity keys.
+    """
+    query = _snapshot_query(con, usecase, usecase_file)
+    table = con.sql(query, params={"as_of": utc_naive(as_of)}).to_arrow_table()
+    return _as_utc_timestamps(table, "features_as_of")
+
+
+def write_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    usecase: UseCase,
+    as_of: datetime,
+    target: Path,
+    *,
+    row_group_size: int,
+    usecase_file: str | None = None,
+) -> None:
+    """`snapshot_features` streamed by DuckDB straight into a Parquet file: memory stays flat at any size."""
+    query = _snapshot_query(con, usecase, usecase_file)
+    # COPY takes no bound parameters; the instant is rendered from a datetime, never from user text.
+    literal = f"TIMESTAMP '{utc_naive(as_of).isoformat(sep=' ')}'"
+    con.execute(
+        f"COPY ({query.replace('$as_of', literal)}) TO '{target}' "
+        f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_size)}, COMPRESSION zstd)"
+    )
+
+
+def training_frame(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime, *, usecase_file: str | None = None
+) -> pa.Table:
+    """Labelled events in [start, end), each joined to the latest batch-feature row at or before it.
+
+    Columns: the entity keys, ``event_time`` (UTC), each feature as float64, ``features_as_of`` (UTC) and the
+    label (0/1 for binary labels). Events whose entity had no feature row yet are left out, as the batch
+    model could not have scored them; rows are sorted by event time, keys and label.
+    """
+    _use_utc(con)
+    file = _file_of(usecase, usecase_file)
+    if usecase.realtime_features is None:
+        raise UseCaseError(
+            file,
+            "realtime_features",
+            "is not declared, so there is no table of labelled events",
+            fix="declare realtime_features.event_table and event_time_column",
+        )
+    keys = usecase.entity.key_names
+    events = usecase.realtime_features
+    batch = usecase.batch_features
+    label = usecase.label.name
+    check_columns(con, events.event_table, [*keys, events.event_time_column, label], usecase_file=file)
+    check_columns(con, batch.table, [*keys, batch.timestamp_column, *usecase.feature_names], usecase_file=file)
+    label_type = "INTEGER" if usecase.label.kind == "binary" else "DOUBLE"
+    ev_keys = ", ".join(f"ev.{_quote(k)}" for k in keys)
+    on_keys = " AND ".join(f"ev.{_quote(k)} = f.{_quote(k)}" for k in keys)
+    event_time = _quote(events.event_time_column)
+    ts = _quote(batch.timestamp_column)
+    features = ", ".join(f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in usecase.feature_names)
+    # ASOF JOIN picks, per event, the feature row with the greatest timestamp <= the event time: no leakage.
+    query = f"""
+        WITH ev AS (
+            SELECT {", ".join(_quote(k) for k in keys)},
+                   CAST({event_time} AS TIMESTAMP) AS event_time,
+                   CAST({_quote(label)} AS {label_type}) AS label_value
+            FROM {_quote(events.event_table)}
+            WHERE {event_time} >= $start AND {event_time} < $end AND {_quote(label)} IS NOT NULL
+        ), f AS (
+            SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in usecase.feature_names)},
+                   CAST({ts} AS TIMESTAMP) AS features_as_of
+            FROM {_quote(batch.table)}
+            WHERE {ts} < $end
+        )
+        SELECT {ev_keys}, ev.event_time, {features}, f.features_as_of, ev.label_value AS {_quote(label)}
+        FROM ev ASOF JOIN f ON {on_keys} AND ev.event_time >= f.features_as_of
+        ORDER BY ev.event_time, {ev_keys}, ev.label_value
+    """
+    params = {"start": utc_naive(start), "end": utc_naive(end)}
+    table = con.sql(query, params=params).to_arrow_table()
+    return _as_utc_timestamps(_as_utc_timestamps(table, "event_time"), "features_as_of")

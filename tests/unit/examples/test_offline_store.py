@@ -1,0 +1,162 @@
+"""Point-in-time reads of the offline store, on hand-written tables and on the simulated example."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from migrate.errors import OfflineStoreError, UseCaseError
+from migrate.examples.item_availability.generator import GenerationSummary
+from migrate.offline import check_columns, open_offline, snapshot_features, training_frame, utc_naive
+from migrate.usecase import UseCase
+
+T0 = datetime(2026, 11, 1)
+AS_OF = datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def _variant(usecase: UseCase, **changes: Any) -> UseCase:
+    """The example use case with some fields replaced (it is frozen)."""
+    raw = usecase.model_dump()
+    for dotted, value in changes.items():
+        *path, leaf = dotted.split("__")
+        target = raw
+        for part in path:
+            target = target[part]
+        target[leaf] = value
+    return UseCase.model_validate(raw)
+
+
+@pytest.fixture
+def tiny(usecase: UseCase) -> duckdb.DuckDBPyConnection:
+    """Four entities: (1,1) old with two feature rows, (1,2) created after AS_OF, (1,3) without features,
+    (2,1) old whose only feature row is after AS_OF."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE store_products (store_id BIGINT, product_id BIGINT, listed_at TIMESTAMP)")
+    con.execute(
+        "INSERT INTO store_products VALUES (1, 1, $t0), (1, 2, $late), (1, 3, $t0), (2, 1, $t0)",
+        {"t0": T0, "late": datetime(2026, 11, 3, 1)},
+    )
+    names = usecase.feature_names
+    con.execute(
+        f"CREATE TABLE item_features_daily (store_id BIGINT, product_id BIGINT, as_of TIMESTAMP, "
+        f"{', '.join(f'{n} DOUBLE' for n in names)})"
+    )
+    rows = [
+        (1, 1, datetime(2026, 11, 2), 0.1),
+        (1, 1, datetime(2026, 11, 3), 0.2),
+        (1, 1, datetime(2026, 11, 4), 0.9),
+        (1, 2, datetime(2026, 11, 3), 0.5),
+        (2, 1, datetime(2026, 11, 4), 0.7),
+    ]
+    for store, product, as_of, value in rows:
+        con.execute(
+            f"INSERT INTO item_features_daily VALUES ({store}, {product}, $a, "
+            f"{', '.join(str(value + i) for i in range(len(names)))})",
+            {"a": as_of},
+        )
+    con.execute(
+        "CREATE TABLE scan_events (event_id VARCHAR, event_time TIMESTAMP, store_id BIGINT, "
+        "product_id BIGINT, found BOOLEAN)"
+    )
+    con.execute("""INSERT INTO scan_events VALUES
+        ('a', '2026-11-01 12:00', 1, 1, true),   -- before any feature row: left out
+        ('b', '2026-11-02 00:00', 1, 1, false),  -- exactly at a feature row: uses it
+        ('c', '2026-11-02 23:59', 1, 1, true),
+        ('d', '2026-11-03 08:00', 1, 1, true),
+        ('e', '2026-11-03 09:00', 1, 3, true),   -- entity without features: left out
+        ('f', '2026-11-04 08:00', 1, 1, false)   -- after the window end""")
+    return con
+
+
+def test_snapshot_takes_the_latest_row_at_or_before_as_of(tiny: duckdb.DuckDBPyConnection, usecase: UseCase) -> None:
+    snapshot = snapshot_features(tiny, usecase, AS_OF)
+    assert snapshot.column_names == ["store_id", "product_id", *usecase.feature_names, "features_as_of"]
+    assert snapshot.schema.field("features_as_of").type == pa.timestamp("us", tz="UTC")
+    assert all(snapshot.schema.field(n).type == pa.float64() for n in usecase.feature_names)
+    # (1,2) was created after AS_OF, (1,3) has no features, (2,1) has only a future row.
+    assert snapshot.to_pylist() == [
+        {
+            "store_id": 1,
+            "product_id": 1,
+            "features_as_of": datetime(2026, 11, 3, tzinfo=UTC),
+            **{n: pytest.approx(0.2 + i) for i, n in enumerate(usecase.feature_names)},
+        }
+    ]
+
+
+def test_snapshot_accepts_timestamptz_columns(tiny: duckdb.DuckDBPyConnection, usecase: UseCase) -> None:
+    tiny.execute("ALTER TABLE item_features_daily ALTER as_of TYPE TIMESTAMPTZ USING as_of AT TIME ZONE 'UTC'")
+    tiny.execute("ALTER TABLE store_products ALTER listed_at TYPE TIMESTAMPTZ USING listed_at AT TIME ZONE 'UTC'")
+    snapshot = snapshot_features(tiny, usecase, AS_OF)
+    assert snapshot["features_as_of"].to_pylist() == [datetime(2026, 11, 3, tzinfo=UTC)]
+
+
+def test_training_frame_joins_each_event_to_its_past_features(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase
+) -> None:
+    frame = training_frame(tiny, usecase, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC))
+    rows = frame.to_pylist()
+    assert [(r["event_time"].hour, r["features_as_of"].day, r["found"]) for r in rows] == [
+        (0, 2, 0),
+        (23, 2, 1),
+        (8, 3, 1),
+    ]
+    assert [r["found_rate_1d"] for r in rows] == pytest.approx([0.1, 0.1, 0.2])
+    assert frame.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+
+
+@pytest.mark.parametrize("reader", ["snapshot", "training"])
+def test_missing_feature_column_names_table_column_and_file(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase, reader: str
+) -> None:
+    features = [*usecase.batch_features.model_dump()["features"], {"name": "shelf_gap_3d", "type": "float"}]
+    broken = _variant(usecase, batch_features__features=features)
+
+    def read() -> object:
+        if reader == "snapshot":
+            return snapshot_features(tiny, broken, AS_OF)
+        return training_frame(tiny, broken, T0, AS_OF)
+
+    with pytest.raises(OfflineStoreError) as caught:
+        read()
+    message = str(caught.value)
+    assert "'item_features_daily'" in message
+    assert "'shelf_gap_3d'" in message
+    assert "usecases/item_availability.yaml" in message
+    assert caught.value.fix is not None
+
+
+def test_missing_table_and_missing_file_say_how_to_create_them(tiny: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    with pytest.raises(OfflineStoreError, match=r"no table 'shelf_counts'.*usecases/x\.yaml"):
+        check_columns(tiny, "shelf_counts", ["store_id"], usecase_file="usecases/x.yaml")
+    with pytest.raises(OfflineStoreError, match="does not exist") as caught:
+        open_offline(tmp_path / "absent.duckdb")
+    assert "migrate demo" in str(caught.value.fix)
+
+
+def test_training_frame_needs_an_event_table(tiny: duckdb.DuckDBPyConnection, usecase: UseCase) -> None:
+    with pytest.raises(UseCaseError, match="realtime_features"):
+        training_frame(tiny, _variant(usecase, realtime_features=None), T0, AS_OF)
+
+
+def test_snapshot_of_the_example_leaves_out_products_listed_after_as_of(
+    small_store: GenerationSummary, usecase: UseCase
+) -> None:
+    as_of = small_store.last_batch_cutoff.replace(hour=0)  # the day end the last nightly run scores
+    con = open_offline(small_store.path)
+    try:
+        snapshot = snapshot_features(con, usecase, as_of)
+        listed = con.sql("SELECT store_id, product_id, listed_at FROM store_products").fetchall()
+    finally:
+        con.close()
+    keys = list(zip(snapshot["store_id"].to_pylist(), snapshot["product_id"].to_pylist(), strict=True))
+    created = {(s, p) for s, p, t in listed if t <= utc_naive(as_of)}
+    assert keys == sorted(keys)
+    assert set(keys) == created  # every entity listed by then had a feature row at the previous day end
+    assert len(listed) - len(keys) >= small_store.new_products >= 1
+    assert set(snapshot["features_as_of"].to_pylist()) <= {as_of, as_of - timedelta(days=1)}
