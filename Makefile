@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
-RUN := $(UV) run --frozen
+RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON ?= $(PYTHON)
 export OMP_NUM_THREADS ?= 1
 
@@ -15,7 +15,8 @@ $(TOOLS)/bin/uv:
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	# Bytecode compiled at install: imports stay fast where PYTHONDONTWRITEBYTECODE is set (as here and on CI).
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced

@@ -80,10 +80,10 @@ def batch_suite() -> list[dict[str, Any]]:
         os.environ["MIGRATE_STATE_DIR"] = str(state)
         settings = get_settings()
         world.build(settings.offline_store_path, entities)
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        from migrate.examples.item_availability.training import make_estimator
 
         x, y = world.training_set()
-        model = HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(x, y)
+        model = make_estimator().fit(x, y)  # the example's own model shape, fitted on synthetic features
         usecase = Registry(settings.usecases_dir).get("item_availability")
         ArtifactStore(settings.artifacts_dir, settings.project_dir).save(
             usecase, model, trained_as_of=world.AS_OF, metrics={}
@@ -121,10 +121,11 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Batch score + atomic publish",
         "",
-        "End to end through `migrate.batch.run_batch` — the DAG's steps in one process: DuckDB snapshot to Parquet,",
-        "scoring in chunks with the shared scoring function (HistGradientBoosting, 100 trees, 8 features,",
-        "OMP_NUM_THREADS=1), bulk load (COPY on PostgreSQL, one transaction per chunk on SQLite), validation,",
-        "atomic publish (index build + view switch). Each run in its own process; peak RSS is that process's.",
+        "End to end through `migrate.batch.run_batch`, the DAG's steps in one process: DuckDB snapshot to",
+        "Parquet, scoring in chunks of 100,000 with the shared scoring function (the example's",
+        "HistGradientBoosting model shape: 100 trees of up to 15 leaves, 8 features) on one thread per core,",
+        "bulk load (COPY on PostgreSQL, one transaction per chunk on SQLite), validation, atomic publish",
+        "(unique index + view switch). Each run is its own process; peak RSS is that process's.",
         "",
         "| backend | entities | seconds | rows/s | target | peak RSS (MiB) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -135,6 +136,35 @@ def render(results: dict[str, Any]) -> str:
             f"| {run['backend']} | {run['entities']:,} | {run['seconds']:.1f} | {run['rows_per_s']:,.0f} | "
             f"{targets[run['backend']]} | {run['peak_rss_mib']:.0f} |"
         )
+    lines += [
+        "",
+        "Where the time goes (seconds; `score` and `write` are summed over chunks, measured inside the model call",
+        "and inside the store's bulk load; `chunks` is the wall time of all chunk tasks together):",
+        "",
+        "| backend | entities | snapshot | begin | chunks | score (in model) | write (in store) | validate | publish |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in results["batch"]:
+        st = run["steps"]
+        lines.append(
+            f"| {run['backend']} | {run['entities']:,} | {st['snapshot']:.2f} | {st['begin']:.2f} | "
+            f"{st['chunks']:.2f} | {st['score_in_model']:.2f} | {st['write_in_store']:.2f} | "
+            f"{st['validate']:.2f} | {st['publish']:.2f} |"
+        )
+    lines += ["", "Rates of the parts alone, from the same runs:", ""]
+    for run in results["batch"]:
+        st = run["steps"]
+        lines.append(
+            f"- {run['backend']} {run['entities']:,}: model {run['rows'] / st['score_in_model']:,.0f} rows/s, "
+            f"store bulk load {run['rows'] / st['write_in_store']:,.0f} rows/s."
+        )
+    lines += [
+        "",
+        "Reading these numbers: scoring is the model's own cost and bounds the end-to-end rate; compare the model",
+        "rate above with the targets. On this shared VM two scoring threads (or two processes) ran no faster",
+        "together than one, so chunks on both cores overlap I/O with scoring but do not double it. Scale-out is",
+        "the DAG's dynamic task mapping: each chunk is a task, spread over Celery or Kubernetes workers.",
+    ]
     pg_runs = {r["entities"]: r for r in results["batch"] if r["backend"] == "postgresql"}
     if 1_000_000 in pg_runs and 10_000_000 in pg_runs:
         ratio = pg_runs[10_000_000]["peak_rss_mib"] / pg_runs[1_000_000]["peak_rss_mib"]

@@ -34,6 +34,7 @@ def main() -> None:
                 "peak_rss_mib": peak_kib / 1024,
                 "version": result.version,
                 "activated": result.activated,
+                "steps": result.steps,
             }
         )
     )

@@ -60,7 +60,6 @@ class VersionStats:
     null_predictions: int
     min_prediction: float | None
     max_prediction: float | None
-    distinct_keys: int
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ lookup_app = typer.Typer(help="Versioned lookup tables of batch predictions.", n
 app.add_typer(usecases_app, name="usecases")
 app.add_typer(lookup_app, name="lookup")
 
-console = Console(soft_wrap=True)
+# Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,13 +101,27 @@ def usecases_validate() -> None:
 @friendly
 def train(
     usecase: str,
-    as_of: Annotated[datetime | None, typer.Option(help="Train on data before this time (UTC).")] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Train on data before this time (UTC); default: the newest batch features in the offline store."
+        ),
+    ] = None,
 ) -> None:
     """Train the use case's model and write a new versioned artifact with its sha256."""
+    from migrate.offline import latest_feature_time, open_offline
     from migrate.training import train as run_training
 
     uc = _usecase(usecase)
-    cutoff = _utc(as_of) or datetime.now(UTC)
+    cutoff = _utc(as_of)
+    if cutoff is None:
+        with open_offline(get_settings().offline_store_path) as con:
+            cutoff = latest_feature_time(con, uc)
+        if cutoff is None:
+            raise MigrateError(
+                f"the offline store has no rows in {uc.batch_features.table} to train {uc.name} on",
+                fix="load features first (for the example: `migrate demo`), or pass --as-of",
+            )
     with console.status(f"training {uc.name} on data before {cutoff:%Y-%m-%d %H:%M}Z"):
         info = run_training(uc, get_settings(), cutoff)
     console.print(f"[green]trained[/] {uc.name} {info.version}  sha256 {info.sha256}")

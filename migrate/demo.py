@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from rich.console import Console
 
 from migrate.settings import Settings
+from migrate.usecase import UseCase
 
 USECASE = "item_availability"
 
@@ -25,7 +26,8 @@ def run_demo(console: Console, settings: Settings) -> None:
 
     with console.status("1/4 generating stores × products and a simulated fortnight of shopper scans"):
         summary = generate(settings.offline_store_path, SimulationConfig())
-    console.print(f"[green]✓[/] offline store {settings.offline_store_path}: {summary}")
+    rows = ", ".join(f"{n:,} {table}" for table, n in summary.rows.items())
+    console.print(f"[green]✓[/] offline store {settings.offline_store_path}: {rows}")
 
     last_night = summary.last_batch_cutoff
     with console.status("2/4 training the batch model on batch features"):
@@ -46,7 +48,24 @@ def run_demo(console: Console, settings: Settings) -> None:
         console.print(f"[green]✓[/] {dag_id} @ {night:%Y-%m-%d %H:%M}Z succeeded (log: {log})")
 
     print_lookup(console, usecase, settings)
+    uncovered = uncovered_entities(usecase, settings, last_night)
+    console.print(
+        f"[yellow]limited coverage:[/] {uncovered:,} store × product pairs listed after last night's run "
+        f"({summary.new_products} new products) have no row in the lookup table until tomorrow night."
+    )
     console.print(
         "Roll back with [bold]migrate lookup rollback item_availability[/]; "
         "applications read the view [bold]lt_item_availability[/] with plain SQL."
     )
+
+
+def uncovered_entities(usecase: UseCase, settings: Settings, cutoff: datetime) -> int:
+    """Entities that exist now but were listed after the batch run's snapshot: the long tail batch misses."""
+    from migrate.offline import open_offline, utc_naive
+
+    source = usecase.entity.source
+    with open_offline(settings.offline_store_path) as con:
+        row = con.execute(
+            f"SELECT count(*) FROM {source.table} WHERE {source.created_at_column} > ?", [utc_naive(cutoff)]
+        ).fetchone()
+    return int(row[0]) if row else 0

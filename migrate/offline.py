@@ -43,6 +43,9 @@ def utc_aware(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+SNAPSHOT_MEMORY = "512MB"
+
+
 def open_offline(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """Connect to the offline store; a missing file raises `OfflineStoreError` with the fix."""
     if read_only and not path.exists():
@@ -141,6 +144,14 @@ def snapshot_features(
     return _as_utc_timestamps(table, "features_as_of")
 
 
+def latest_feature_time(con: duckdb.DuckDBPyConnection, usecase: UseCase) -> datetime | None:
+    """The newest batch-feature snapshot time in the offline store (``None`` when the table is empty)."""
+    batch = usecase.batch_features
+    check_columns(con, batch.table, [batch.timestamp_column], usecase_file=_file_of(usecase, None))
+    row = con.execute(f"SELECT max({_quote(batch.timestamp_column)}) FROM {_quote(batch.table)}").fetchone()
+    return None if row is None or row[0] is None else utc_aware(row[0])
+
+
 def write_snapshot(
     con: duckdb.DuckDBPyConnection,
     usecase: UseCase,
@@ -152,6 +163,10 @@ def write_snapshot(
 ) -> None:
     """`snapshot_features` streamed by DuckDB straight into a Parquet file: memory stays flat at any size."""
     query = _snapshot_query(con, usecase, usecase_file)
+    # The ORDER BY sorts every entity: cap DuckDB's memory so a large snapshot spills to disk beside the target
+    # instead of growing with the entity count.
+    con.execute(f"SET memory_limit = '{SNAPSHOT_MEMORY}'")
+    con.execute(f"SET temp_directory = '{target.parent / '.spill'}'")
     # COPY takes no bound parameters; the instant is rendered from a datetime, never from user text.
     literal = f"TIMESTAMP '{utc_naive(as_of).isoformat(sep=' ')}'"
     con.execute(

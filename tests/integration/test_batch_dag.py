@@ -113,3 +113,16 @@ def test_dag_test_publishes_then_reruns_idempotently(world: Any, airflow_db: Non
     assert result.exit_code == 0, result.output
     rolled = store.active(spec)
     assert rolled is not None and rolled.version == first.version
+
+
+def test_missing_feature_column_is_a_clear_error(world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(world.settings.usecases_dir) / "item_availability.yaml").read_text()
+    broken = text.replace(
+        "    - {name: product_age_days}", "    - {name: product_age_days}\n    - {name: shelf_temperature}"
+    )
+    (tmp_path / "item_availability.yaml").write_text(broken)
+    monkeypatch.setenv("MIGRATE_USECASES_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["score", "item_availability", "--interval-end", world.cutoff.isoformat()])
+    assert result.exit_code == 1
+    assert "shelf_temperature" in result.output and "item_features_daily" in result.output
+    assert "fix:" in result.output and "Traceback" not in result.output

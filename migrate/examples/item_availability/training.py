@@ -36,7 +36,7 @@ def _labels(frame: pa.Table, name: str) -> npt.NDArray[np.int64]:
     return np.asarray(frame[name].to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _estimator() -> HistGradientBoostingClassifier:
+def make_estimator() -> HistGradientBoostingClassifier:
     # No early stopping: its validation split would be random, and the holdout already measures the fit.
     return HistGradientBoostingClassifier(
         max_iter=100,
@@ -76,7 +76,7 @@ def train(usecase: UseCase, offline_path: Path, as_of: datetime) -> TrainedModel
                 f"{labels.size} labelled events, not both classes",
                 fix="generate more days of events (the trainer needs 10 days before as_of) or pick a later as_of",
             )
-    estimator = _estimator().fit(x_train, y_train)
+    estimator = make_estimator().fit(x_train, y_train)
     proba = estimator.predict_proba(x_test)[:, 1]
     metrics = {
         "auc": float(roc_auc_score(y_test, proba)),
