@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, get_current_context, task
 
 # The DAG processor may run from any directory: resolve the project from this file unless told otherwise.
 os.environ.setdefault("MIGRATE_PROJECT_DIR", str(Path(__file__).resolve().parent.parent))
@@ -41,6 +41,11 @@ the complete old version or the complete new one, never a mix.
 Owner: **{owner}** · schedule `{schedule}` (UTC) · keeps {keep} previous versions;
 roll back with `migrate lookup rollback {name}`.
 """
+
+
+def lookup_asset(usecase: str) -> Asset:
+    """The asset a successful publish updates; ``materialize_features__<usecase>`` is scheduled on it."""
+    return Asset(name=f"migrate.lookup.{usecase}")
 
 
 def _interval(context: dict[str, Any]) -> Any:
@@ -127,7 +132,7 @@ def build_dag(usecase: UseCase) -> DAG:
             report["scored_at"] = batch.scored_at(results).isoformat()
             return report
 
-        @task
+        @task(outlets=[lookup_asset(name)])
         def publish(opened: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
             """Atomically switch readers to the new version."""
             from datetime import datetime

@@ -6,12 +6,10 @@ SQLite (``sqlite:///path``, the embedded default) or PostgreSQL (``postgresql+ps
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
+from lookup_tables.engine import SQLITE_DRIVERS, sql_url
 from lookup_tables.records import Key, LookupRow, PublishResult, RunRecord, Status, VersionInfo, VersionStats
 from lookup_tables.spec import KeyColumn, TableSpec
 from lookup_tables.store import LookupStore
-from migrate.errors import LookupStoreError
 
 __all__ = [
     "Key",
@@ -27,30 +25,14 @@ __all__ = [
     "open_store",
 ]
 
-_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
-
 
 def open_store(url: str, *, timeout_s: float = 10.0) -> LookupStore:
     """The lookup store at ``url``; ``timeout_s`` bounds connecting and waiting for locks."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise LookupStoreError(
-            "the lookup store URL is not a database URL", fix="set MIGRATE_SQL_URL to e.g. sqlite:///.migrate/lookup.db"
-        ) from exc
-    driver = parsed.drivername
-    if driver in ("sqlite", "sqlite+pysqlite"):
+    parsed = sql_url(url)
+    if parsed.drivername in SQLITE_DRIVERS:
         from lookup_tables.sqlite import SqliteLookupStore
 
         return SqliteLookupStore(url, timeout_s=timeout_s)
-    if driver in _POSTGRES_DRIVERS:
-        from lookup_tables.postgres import PostgresLookupStore
+    from lookup_tables.postgres import PostgresLookupStore
 
-        # psycopg 3 is the one PostgreSQL driver installed; a bare postgresql:// would pick psycopg2.
-        return PostgresLookupStore(
-            str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)), timeout_s=timeout_s
-        )
-    raise LookupStoreError(
-        f"lookup store URL {parsed.render_as_string(hide_password=True)} uses {driver!r}, which is not supported",
-        fix="use sqlite:///path/lookup.db or postgresql+psycopg://user@host:5432/db in MIGRATE_SQL_URL",
-    )
+    return PostgresLookupStore(parsed.render_as_string(hide_password=False), timeout_s=timeout_s)

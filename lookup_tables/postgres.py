@@ -8,7 +8,6 @@ the new one, never neither.
 from __future__ import annotations
 
 import io
-import math
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from sqlalchemy.engine import Connection, Row
 from lookup_tables import catalog
 from lookup_tables._sql import SqlLookupStore, describe
 from lookup_tables.chunk import timestamp_text
+from lookup_tables.engine import create_engine_for
 from lookup_tables.records import Key, utc
 from lookup_tables.spec import TableSpec
 from migrate.errors import LookupStoreError, LookupStoreUnavailableError, MigrateError
@@ -39,19 +39,7 @@ class PostgresLookupStore(SqlLookupStore):
         self._password = parsed.password if isinstance(parsed.password, str) else None
         self._where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
         self._timeout_s = timeout_s
-        # Joins here are key lookups: with a big key array the planner would hash-join a full scan of the
-        # version table, ten times slower than probing its key index. Options given in the URL (e.g. a
-        # search_path) are kept and these appended.
-        given = parsed.query.get("options", "")
-        given = " ".join(given) if isinstance(given, tuple) else given
-        settings = (
-            f"-c lock_timeout={int(timeout_s * 1000)} -c statement_timeout={int(statement_timeout_s * 1000)} "
-            "-c standard_conforming_strings=on -c enable_hashjoin=off -c enable_mergejoin=off"
-        )
-        connect_args = {"connect_timeout": max(1, math.ceil(timeout_s)), "options": f"{given} {settings}".strip()}
-        engine = sa.create_engine(
-            parsed.difference_update_query(["options"]), connect_args=connect_args, pool_pre_ping=True
-        )
+        engine = create_engine_for(parsed, timeout_s=timeout_s, statement_timeout_s=statement_timeout_s)
         super().__init__(engine, parsed.render_as_string(hide_password=True))
 
     def _lock(self, conn: Connection, name: str) -> None:

@@ -16,19 +16,15 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from lookup_tables import catalog
 from lookup_tables._sql import SqlLookupStore, describe
 from lookup_tables.chunk import timestamp_text
+from lookup_tables.engine import create_engine_for, sql_url, write_options
 from lookup_tables.records import Key, utc
 from lookup_tables.spec import TableSpec
 from migrate.errors import LookupStoreError, LookupStoreUnavailableError, MigrateError
-
-_BEGIN_OPTION = "lookup_tables_begin"
 
 
 class SqliteLookupStore(SqlLookupStore):
@@ -37,31 +33,15 @@ class SqliteLookupStore(SqlLookupStore):
     _driver_errors = (sqlite3.Error,)
 
     def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
-        parsed = sa.make_url(url)
-        if not parsed.database or parsed.database == ":memory:":
-            raise LookupStoreError(
-                f"lookup store URL {url!r} names no database file",
-                fix="use sqlite:///path/to/lookup.db (an in-memory database is not shared between connections)",
-            )
+        parsed = sql_url(url)
+        assert parsed.database is not None
         self._path = Path(parsed.database)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout_s = timeout_s
-        engine = sa.create_engine(parsed, connect_args={"timeout": timeout_s, "check_same_thread": False})
-        event.listen(engine, "connect", self._on_connect)
-        event.listen(engine, "begin", _on_begin)
+        engine = create_engine_for(parsed, timeout_s=timeout_s)
         super().__init__(engine, parsed.render_as_string(hide_password=True))
 
-    def _on_connect(self, dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(self._timeout_s * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is durable across application crashes in WAL mode; only a power loss can drop the last commit.
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
     def _write_options(self) -> dict[str, Any]:
-        return {_BEGIN_OPTION: "IMMEDIATE"}
+        return write_options(self._engine)
 
     def _lock(self, conn: Connection, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's single write lock."""
@@ -131,10 +111,3 @@ class SqliteLookupStore(SqlLookupStore):
                 fix="create them with LookupStore.ensure_schema() (`migrate init`)",
             )
         return LookupStoreError(f"{where} failed in {self._path}: {text}", fix="see the SQLite error above")
-
-
-def _on_begin(conn: Connection) -> None:
-    # Writers take the write lock up front: a deferred transaction upgrading later can fail with "busy"
-    # without waiting for busy_timeout.
-    mode = conn.get_execution_options().get(_BEGIN_OPTION, "")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from migrate.cli_flags import flags_app
+from migrate.cli_online import register as register_online
+from migrate.cli_support import console, err, friendly
 from migrate.errors import MigrateError
 from migrate.registry import Registry
 from migrate.settings import get_settings
@@ -26,29 +26,11 @@ usecases_app = typer.Typer(help="The registered use cases.", no_args_is_help=Tru
 lookup_app = typer.Typer(help="Versioned lookup tables of batch predictions.", no_args_is_help=True)
 app.add_typer(usecases_app, name="usecases")
 app.add_typer(lookup_app, name="lookup")
+app.add_typer(flags_app, name="flags")
+register_online(app)
+
 
 # Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(command: F) -> F:
-    """Turn toolkit errors into a message and a fix on stderr, exit code 1, no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except MigrateError as exc:
-            err.print(f"[bold red]error:[/] {exc.what}", highlight=False)
-            if exc.fix:
-                err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _usecase(name: str) -> UseCase:
     return Registry(get_settings().usecases_dir).get(name)
 

@@ -63,3 +63,61 @@ class RollbackError(LookupStoreError):
 
 class BatchValidationError(MigrateError):
     """A scored batch failed validation and was not published."""
+
+
+class FeatureStoreError(MigrateError):
+    """The online feature store failed or was asked for something it cannot hold."""
+
+
+class FeatureStoreUnavailableError(FeatureStoreError):
+    """The online feature store's server cannot be reached, refused the call or timed out."""
+
+
+class CorrectionRejectedError(FeatureStoreError):
+    """A write carried a different value for an event time already stored, and corrections were not allowed."""
+
+    def __init__(self, what: str, *, fix: str, count: int, examples: list[str], report: object = None) -> None:
+        self.count = count
+        self.examples = examples
+        self.report = report
+        super().__init__(what, fix=fix)
+
+
+class EmbeddedRedisError(FeatureStoreError):
+    """The embedded Redis server could not be found, started or stopped."""
+
+
+class CutoverError(MigrateError):
+    """A cutover flag cannot be read, changed or stored."""
+
+
+class InvalidFlagError(CutoverError):
+    """A flag change is malformed: unknown stage, percent out of range or on the wrong stage, no reason."""
+
+
+class TransitionRefusedError(CutoverError):
+    """A flag change skips stages without ``force``; it was audited as refused and the flag is unchanged."""
+
+
+class FlagStoreError(CutoverError):
+    """The cutover flag store (tables ``cutover_flags`` / ``cutover_audit``) failed or timed out."""
+
+
+class BrokerError(MigrateError):
+    """The Kafka broker (the team's or the embedded one) failed or cannot be reached."""
+
+
+class BrokerStartError(BrokerError):
+    """The embedded Tansu broker could not be started."""
+
+
+class BrokerUnavailableError(BrokerError):
+    """No Kafka broker answered at the bootstrap address within the timeout."""
+
+
+class TopicError(BrokerError):
+    """A Kafka topic could not be created or described."""
+
+
+class SinkError(MigrateError):
+    """The shadow-log sink could not write a Parquet partition."""

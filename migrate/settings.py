@@ -35,6 +35,25 @@ class Settings(BaseSettings):
     keep_versions: int = Field(default=3, ge=1, description="Previous lookup versions kept for rollback.")
     chunk_size: int = Field(default=100_000, ge=1_000, description="Entities scored per chunk (one mapped task).")
     sql_timeout_s: float = Field(default=10.0, gt=0, description="Connect and lock timeout of the SQL store.")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port] of the team's Kafka; default: an embedded Tansu broker."
+    )
+    kafka_timeout_s: float = Field(default=5.0, gt=0, description="Connect, request and admin timeout for Kafka.")
+    shadow_topic_prefix: str = Field(default="migrate.shadow.", pattern=r"^[A-Za-z0-9._-]*$")
+    labels_topic_prefix: str = Field(default="migrate.labels.", pattern=r"^[A-Za-z0-9._-]*$")
+    shadow_queue_size: int = Field(default=10_000, ge=1, description="Shadow records buffered before dropping.")
+    sink_flush_records: int = Field(default=10_000, ge=1, description="Records per Parquet file (at most).")
+    sink_flush_interval_s: float = Field(default=30.0, gt=0, description="Longest wait before a partial flush.")
+    redis_url: SecretStr | None = Field(
+        default=None, description="Redis URL of the online feature store; default: an embedded Redis under state_dir."
+    )
+    redis_timeout_s: float = Field(default=0.05, gt=0, description="Socket timeout of feature-store reads.")
+    redis_connect_timeout_s: float = Field(default=1.0, gt=0, description="Connect timeout of the feature store.")
+    redis_write_timeout_s: float = Field(default=30.0, gt=0, description="Socket timeout of feature-store writes.")
+    redis_retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed feature-store call.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the service's admin API; unset: the admin API refuses all."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -74,6 +93,18 @@ class Settings(BaseSettings):
     @property
     def snapshots_dir(self) -> Path:
         return self.state_dir / "snapshots"
+
+    @property
+    def shadow_dir(self) -> Path:
+        return self.state_dir / "shadow"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.state_dir / "labels"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.state_dir / "kafka"
 
     @property
     def airflow_home(self) -> Path:

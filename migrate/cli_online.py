@@ -1,0 +1,114 @@
+"""``migrate serve``, ``materialize``, ``sink`` and ``services``: the online path's commands."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import typer
+
+from migrate.cli_support import console, friendly
+from migrate.registry import Registry
+from migrate.settings import get_settings
+
+services_app = typer.Typer(help="The embedded Redis and Kafka-protocol broker.", no_args_is_help=True)
+
+
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Serving worker processes.")] = 1,
+) -> None:
+    """Serve every use case's model live (FastAPI on uvicorn); embedded Redis and broker unless configured."""
+    import uvicorn
+
+    from online.broker import resolve_bootstrap
+    from online.redis_server import resolve_redis_url
+
+    settings = get_settings()
+    redis_url, redis_server = resolve_redis_url(settings)
+    bootstrap, broker = resolve_bootstrap(settings)
+    # Workers are separate processes: they read where the services are from the environment.
+    os.environ["MIGRATE_REDIS_URL"] = redis_url
+    os.environ["MIGRATE_KAFKA_BOOTSTRAP"] = bootstrap
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP pools woken per request cost ~10 ms at the tail
+    console.print(
+        f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
+        f"{'embedded broker ' if broker else ''}{bootstrap}; docs at http://{host}:{port}/docs"
+    )
+    try:
+        uvicorn.run(
+            "online.runtime:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@friendly
+def materialize(
+    usecase: str,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(help="Features as of this time (UTC); default: the active lookup version's data interval end."),
+    ] = None,
+    on_correction: Annotated[str, typer.Option(help="reject | apply: what to do with corrected values.")] = "reject",
+) -> None:
+    """Write the use case's batch features into the online feature store (a re-run is a no-op)."""
+    from online.materialize import materialize as run
+    from online.materialize import materialize_active
+    from online.redis_store import open_feature_store
+
+    if on_correction not in ("reject", "apply"):
+        raise typer.BadParameter("use reject or apply", param_hint="--on-correction")
+    policy: Literal["reject", "apply"] = "apply" if on_correction == "apply" else "reject"
+    settings = get_settings()
+    uc = Registry(settings.usecases_dir).get(usecase)
+    with console.status(f"materializing {uc.name}"):
+        if as_of is None:
+            report = materialize_active(uc, settings, on_correction=policy)
+        else:
+            moment = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of
+            with open_feature_store(settings) as store:
+                report = run(uc, settings, store, moment, on_correction=policy)
+    console.print(f"[green]materialized[/] {report}", highlight=False)
+
+
+@friendly
+def sink(
+    usecase: str,
+    idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
+) -> None:
+    """Consume the use case's shadow log (and labels) from Kafka into Parquet partitions for DuckDB."""
+    from online.sink import run_sink
+
+    settings = get_settings()
+    Registry(settings.usecases_dir).get(usecase)
+    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout)
+    console.print(f"[green]sink stopped[/] {report}", highlight=False)
+
+
+@services_app.command("stop")
+@friendly
+def services_stop() -> None:
+    """Stop the embedded Redis of this state dir (its features are lost: it keeps them in memory)."""
+    from online.redis_server import stop_redis
+
+    stopped = stop_redis(get_settings())
+    console.print("embedded Redis stopped" if stopped else "no embedded Redis was running")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the online path's commands to the ``migrate`` app."""
+    app.command()(serve)
+    app.command()(materialize)
+    app.command()(sink)
+    app.add_typer(services_app, name="services")

@@ -1,0 +1,288 @@
+"""The online feature store's contract: the latest value of each feature per entity, with its event time.
+
+Write semantics, per entity and feature, whatever the backend:
+
+* stored event time newer than the incoming one → the write is skipped (``stale``);
+* same event time, same value → nothing to do (``unchanged``): re-materializing a window is a no-op;
+* same event time, different value → a *correction*: applied and counted (``corrected``) when the caller allows
+  it, otherwise left unapplied, counted (``rejected``) and raised as `CorrectionRejectedError` once the whole
+  call has been written;
+* incoming event time newer (or nothing stored) → written (``written``).
+
+NaN and missing (``None``) values are stored as such and compare equal to themselves. Every backend
+(``redis_store.py``) passes the same contract tests.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from migrate.errors import CorrectionRejectedError, FeatureStoreError
+
+__all__ = [
+    "EncodedRows",
+    "EntityFeatures",
+    "EntityKey",
+    "FeatureStore",
+    "FeatureValue",
+    "OnCorrection",
+    "Rejection",
+    "WriteReport",
+    "correction_error",
+    "decode_time",
+    "decode_value",
+    "encode_rows",
+    "encode_time",
+    "encode_value",
+]
+
+EntityKey = tuple[int | str, ...]
+OnCorrection = Literal["reject", "apply"]
+MAX_EXAMPLES = 10  # rejections kept as examples in a report and an error
+
+
+class FeatureValue(NamedTuple):
+    """One stored feature: its value (``None`` when missing, NaN kept as NaN) and when it was true.
+
+    A named tuple rather than a frozen dataclass: reads build one per entity × feature on the serving path, and a
+    tuple is built in half the time (0.2 µs vs 0.5 µs; 0.25 ms saved on a 100-entity, 8-feature read).
+    """
+
+    value: float | None
+    event_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EntityFeatures:
+    """The stored features of one entity."""
+
+    key: EntityKey
+    values: dict[str, FeatureValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One correction that was not applied: which entity and feature, the stored and the refused value."""
+
+    key: EntityKey
+    feature: str
+    event_time: datetime
+    stored: float | None
+    incoming: float | None
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What one write did, counted per entity × feature; `rejected_examples` holds the first few rejections."""
+
+    entities: int = 0
+    written: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    corrected: int = 0
+    rejected: int = 0
+    rejected_examples: tuple[Rejection, ...] = field(default=())
+
+    def __add__(self, other: WriteReport) -> WriteReport:
+        examples = (self.rejected_examples + other.rejected_examples)[:MAX_EXAMPLES]
+        return WriteReport(
+            self.entities + other.entities,
+            self.written + other.written,
+            self.unchanged + other.unchanged,
+            self.stale + other.stale,
+            self.corrected + other.corrected,
+            self.rejected + other.rejected,
+            examples,
+        )
+
+
+class FeatureStore(ABC):
+    """Latest feature values per entity of each use case, written in bulk and read on the serving path."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where the store lives, with any password masked."""
+
+    @abstractmethod
+    def write_features(
+        self,
+        usecase: str,
+        key_names: Sequence[str],
+        rows: pa.Table,
+        feature_names: Sequence[str],
+        event_times: str | Mapping[str, str],
+        *,
+        on_correction: OnCorrection = "reject",
+    ) -> WriteReport:
+        """Write the features of every row of `rows`, entity by entity atomically.
+
+        Args:
+            usecase: the use case the features belong to (their namespace).
+            key_names: the columns of `rows` that form the entity key, in key order (int or string columns).
+            rows: one row per entity; the feature columns are numeric (nulls allowed).
+            feature_names: the feature columns to write.
+            event_times: the timestamp column giving every feature's event time, or a mapping from each
+                feature to its own timestamp column.
+            on_correction: ``"reject"`` leaves corrections unapplied and raises after writing the rest;
+                ``"apply"`` overwrites them.
+
+        Returns:
+            The counts of the write (see the module docstring).
+
+        Raises:
+            CorrectionRejectedError: corrections were refused; `.report` holds the full `WriteReport`.
+            FeatureStoreUnavailableError: the server cannot be reached or timed out.
+        """
+
+    @abstractmethod
+    def read(
+        self, usecase: str, keys: Sequence[EntityKey], feature_names: Sequence[str]
+    ) -> list[dict[str, FeatureValue] | None]:
+        """The stored features of each key, in order, in one round trip.
+
+        An entity the store holds nothing of gives ``None``; a feature it lacks is absent from the dict.
+        """
+
+    def read_entities(
+        self, usecase: str, keys: Sequence[EntityKey], feature_names: Sequence[str]
+    ) -> list[EntityFeatures | None]:
+        """`read`, with each result paired with its key."""
+        found = self.read(usecase, keys, feature_names)
+        pairs = zip(keys, found, strict=True)
+        return [None if values is None else EntityFeatures(key, values) for key, values in pairs]
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return when the store answers; raise `FeatureStoreUnavailableError` otherwise."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store object is not used afterwards."""
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- the text encoding every backend stores: canonical, so equal values are equal strings ------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def encode_value(value: float | None) -> str:
+    """``None`` → ``""``; NaN → ``"nan"``; ±0.0 → ``"0.0"``; else the shortest decimal that reads back exactly."""
+    if value is None:
+        return ""
+    number = float(value)
+    if math.isnan(number):
+        return "nan"
+    return "0.0" if number == 0.0 else repr(number)
+
+
+def decode_value(raw: bytes | str) -> float | None:
+    """The inverse of `encode_value`."""
+    return None if not raw else float(raw)
+
+
+def encode_time(moment: datetime) -> str:
+    """Integer microseconds since the Unix epoch; a naive datetime is taken to be UTC."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return str((aware - _EPOCH) // _MICROSECOND)
+
+
+def decode_time(raw: bytes | str) -> datetime:
+    """The inverse of `encode_time`: an aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=int(raw))
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """Rows to write, checked and encoded: keys, and per feature (in order) each row's value and event time."""
+
+    keys: list[EntityKey]
+    features: list[str]
+    values: list[list[str]]
+    times: list[list[str]]
+
+
+def _column(rows: pa.Table, name: str, role: str) -> pa.ChunkedArray:
+    if name not in rows.column_names:
+        raise FeatureStoreError(
+            f"{role} column {name!r} is not among the rows' columns {rows.column_names}",
+            fix=f"pass the name of the {role} column as it appears in the rows",
+        )
+    column: pa.ChunkedArray = rows.column(name)
+    if column.null_count and role != "feature":
+        raise FeatureStoreError(
+            f"{role} column {name!r} holds {column.null_count} nulls",
+            fix=f"drop the rows without a {role} before writing them",
+        )
+    return column
+
+
+def _times(rows: pa.Table, name: str) -> list[str]:
+    column = _column(rows, name, "event-time")
+    if not pa.types.is_timestamp(column.type):
+        raise FeatureStoreError(f"event-time column {name!r} is {column.type}", fix="cast it to a UTC timestamp")
+    # Naive timestamps hold UTC (the offline store's convention): the raw integers are UTC either way.
+    micros = pc.cast(column, pa.timestamp("us", tz=column.type.tz), safe=False).cast(pa.int64())
+    return [str(m) for m in micros.to_pylist()]
+
+
+def _values(rows: pa.Table, name: str) -> list[str]:
+    column = _column(rows, name, "feature")
+    try:
+        floats = pc.cast(column, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise FeatureStoreError(f"feature column {name!r} is not numeric: {exc}", fix="cast it to float") from exc
+    return [encode_value(v) for v in floats.to_pylist()]
+
+
+def encode_rows(
+    rows: pa.Table, key_names: Sequence[str], feature_names: Sequence[str], event_times: str | Mapping[str, str]
+) -> EncodedRows:
+    """Check `rows` against the `FeatureStore.write_features` arguments and encode them; raise what is wrong."""
+    features = list(feature_names)
+    if not key_names or not features:
+        raise FeatureStoreError("no key or no feature names given to write", fix="pass both key and feature names")
+    key_columns = [_column(rows, k, "key").to_pylist() for k in key_names]
+    keys: list[EntityKey] = list(zip(*key_columns, strict=True))
+    values = [_values(rows, n) for n in features]
+    if isinstance(event_times, str):
+        times = [_times(rows, event_times)] * len(features)
+    else:
+        absent = [n for n in features if n not in event_times]
+        if absent:
+            raise FeatureStoreError(
+                f"features {absent} have no event-time column in the mapping given",
+                fix="map every feature to its timestamp column, or pass one column for all",
+            )
+        times = [_times(rows, event_times[n]) for n in features]
+    return EncodedRows(keys, features, values, times)
+
+
+def correction_error(usecase: str, store: str, report: WriteReport) -> CorrectionRejectedError:
+    """The error raised once a write that met corrections, with `on_correction="reject"`, has finished."""
+    shown = ", ".join(f"{r.key}/{r.feature} {r.stored!r}→{r.incoming!r}" for r in report.rejected_examples)
+    return CorrectionRejectedError(
+        f"{report.rejected} corrections to {usecase!r} in {store} were rejected (stored values at the same event "
+        f"time differ from the incoming ones; those stay as they were), e.g. {shown}; the rest of the write went "
+        f"through: {report.written} written, {report.unchanged} unchanged, {report.stale} stale",
+        fix="if the source data was corrected on purpose, write again with on_correction='apply' "
+        "(DAG param on_correction=apply); otherwise find out why the offline store's history changed",
+        count=report.rejected,
+        examples=[f"{r.key}/{r.feature}" for r in report.rejected_examples],
+        report=report,
+    )

@@ -1,0 +1,55 @@
+"""Request and response bodies of the prediction API (validated strictly, documented in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+MAX_ENTITIES = 1_000
+Source = Literal["batch", "online", "batch_fallback"]
+
+
+class PredictRequest(BaseModel):
+    """One or many entities to score, plus optional request-time context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: Annotated[
+        list[dict[str, StrictInt | StrictStr]],
+        Field(min_length=1, max_length=MAX_ENTITIES, description="Entity keys, e.g. {'store_id': 1, 'product_id': 7}"),
+    ]
+    context: dict[str, Any] = Field(default_factory=dict, description="Request-time context, logged with the shadow.")
+
+
+class Prediction(BaseModel):
+    """The answer for one entity, and where it came from."""
+
+    key: dict[str, int | str]
+    prediction: float | None = Field(description="None when no path could answer (e.g. a lookup miss in batch).")
+    source: Source
+    model_version: str | None
+    data_age_s: float | None = Field(description="Age of the data behind the prediction at request time.")
+    miss: bool = Field(default=False, description="True when the lookup table has no row for this entity.")
+    error: str | None = None
+
+
+class PredictResponse(BaseModel):
+    """Every entity's prediction, in request order."""
+
+    request_id: str
+    usecase: str
+    stage: str
+    predictions: list[Prediction]
+
+
+class FlagChange(BaseModel):
+    """Admin request: move a use case's cutover flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["batch", "shadow", "canary", "online", "online_only"]
+    percent: int | None = Field(default=None, ge=0, le=100)
+    reason: str = Field(min_length=1)
+    actor: str = Field(default="admin-api", min_length=1)
+    force: bool = Field(default=False, description="Allow skipping stages forward (audited as forced).")

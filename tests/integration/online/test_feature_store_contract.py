@@ -1,0 +1,227 @@
+"""The feature store's contract, run against the machine's Redis and the embedded one alike."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import redis
+
+from migrate.errors import CorrectionRejectedError, FeatureStoreUnavailableError
+from online.feature_store import FeatureValue
+from online.redis_server import RedisServer
+from online.redis_store import RedisFeatureStore, entity_key
+
+pytestmark = pytest.mark.integration
+
+KEYS = ["store_id", "product_id"]
+FEATURES = ["a", "b", "c"]
+T1 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+T2 = T1 + timedelta(days=1)
+
+
+def _rows(n: int, when: datetime, offset: float = 0.0, **columns: object) -> pa.Table:
+    data: dict[str, object] = {
+        "store_id": list(range(n)),
+        "product_id": [100 + i for i in range(n)],
+        "a": [i / 7 + offset for i in range(n)],
+        "b": [None if i % 3 == 0 else float(i) + offset for i in range(n)],
+        "c": [math.nan if i % 4 == 0 else -i - offset for i in range(n)],
+        "ts": pa.array([when] * n, pa.timestamp("us", tz="UTC")),
+    }
+    data.update(columns)
+    return pa.table(data)
+
+
+def _same(left: float | None, right: float | None) -> bool:
+    if left is None or right is None:
+        return left is right
+    return (math.isnan(left) and math.isnan(right)) or left == right
+
+
+def test_round_trip_keeps_values_nan_none_and_event_times(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
+    t_c = T1 + timedelta(hours=3, microseconds=17)
+    rows = _rows(6, T1).append_column("ts_c", pa.array([t_c] * 6, pa.timestamp("us", tz="UTC")))
+    report = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, {"a": "ts", "b": "ts", "c": "ts_c"})
+    assert (report.entities, report.written, report.unchanged, report.rejected) == (6, 18, 0, 0)
+
+    keys = [(5, 105), (999, 1), (0, 100), (2, 102)]
+    found = feature_store.read(fs_namespace, keys, ["c", "a", "b", "never_written"])
+    assert found[1] is None  # unknown entity
+    for key, values in zip(keys, found, strict=True):
+        if values is None:
+            continue
+        i = key[0]
+        assert list(values) == ["c", "a", "b"]  # requested order; the unknown feature is absent
+        assert values["a"] == FeatureValue(i / 7, T1)
+        assert values["b"].value == (None if i % 3 == 0 else float(i))
+        assert _same(values["c"].value, math.nan if i % 4 == 0 else -i)
+        assert values["c"].event_time == t_c
+        assert values["a"].event_time.tzinfo is not None
+    assert feature_store.read(fs_namespace, [], FEATURES) == []
+    assert feature_store.read(fs_namespace, [(0, 100)], ["never_written"]) == [{}]  # entity known, feature not
+
+
+class _Counter:
+    """Counts what the client sends and reads on its sockets."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.reads = 0
+
+
+@pytest.fixture
+def wire_counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Counter]:
+    counter = _Counter()
+    send = redis.connection.AbstractConnection.send_packed_command
+    read = redis.connection.AbstractConnection.read_response
+
+    def counting_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counter.sends += 1
+        return send(self, *args, **kwargs)
+
+    def counting_read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counter.reads += 1
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", counting_read)
+    yield counter
+
+
+def _commandstats(client: redis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = client.info("commandstats")
+    return {name: int(value["calls"]) for name, value in stats.items()}
+
+
+def test_reading_n_entities_is_one_round_trip(
+    feature_store: RedisFeatureStore, fs_namespace: str, fs_url: str, wire_counter: _Counter
+) -> None:
+    feature_store.write_features(fs_namespace, KEYS, _rows(60, T1), FEATURES, "ts")
+    keys = [(i, 100 + i) for i in range(50)]
+    feature_store.read(fs_namespace, keys[:1], FEATURES)  # connect (and load the script) before counting
+    observer = redis.Redis.from_url(fs_url, socket_timeout=5)
+    before = _commandstats(observer)
+    wire_counter.sends = wire_counter.reads = 0
+    found = feature_store.read(fs_namespace, keys, FEATURES)
+    assert (wire_counter.sends, wire_counter.reads) == (1, 1)  # one request written, one reply read
+    after = _commandstats(observer)
+    observer.close()
+    assert all(values is not None and len(values) == 3 for values in found)
+    # The server saw one call, which did one HMGET per entity. On the machine's shared Redis other clients may
+    # run commands meanwhile, so there the server-side counts are lower bounds; the embedded server is ours alone.
+    evalsha = after.get("cmdstat_evalsha", 0) - before.get("cmdstat_evalsha", 0)
+    hmget = after.get("cmdstat_hmget", 0) - before.get("cmdstat_hmget", 0)
+    if fs_url.startswith("unix://"):
+        assert (evalsha, hmget) == (1, 50)
+    else:
+        assert evalsha >= 1
+        assert hmget >= 50
+
+
+def test_writing_the_same_window_again_changes_nothing(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
+    rows = _rows(250, T1)  # more than one script call per round trip
+    first = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
+    raw_before = feature_store.client.hgetall(entity_key(fs_namespace, (3, 103)))
+    again = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
+    assert (first.written, first.unchanged) == (750, 0)
+    assert (again.entities, again.written, again.unchanged, again.stale, again.corrected, again.rejected) == (
+        250,
+        0,
+        750,
+        0,
+        0,
+        0,
+    )
+    assert feature_store.client.hgetall(entity_key(fs_namespace, (3, 103))) == raw_before
+
+
+def test_a_correction_is_rejected_loudly_and_the_rest_is_written(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    feature_store.write_features(fs_namespace, KEYS, _rows(10, T1), FEATURES, "ts")
+    # Same event time: rows 0-2 change "a" (corrections); rows 3-9 carry the same values. New rows 10-11 too.
+    changed = _rows(12, T1)
+    a = [i / 7 + (1.0 if i < 3 else 0.0) for i in range(12)]
+    changed = changed.set_column(changed.schema.get_field_index("a"), "a", pa.array(a))
+
+    with pytest.raises(CorrectionRejectedError) as caught:
+        feature_store.write_features(fs_namespace, KEYS, changed, FEATURES, "ts", on_correction="reject")
+    error = caught.value
+    assert error.count == 3
+    assert error.examples == ["(0, 100)/a", "(1, 101)/a", "(2, 102)/a"]
+    assert "3 corrections" in str(error) and "on_correction='apply'" in str(error)
+    report = error.report
+    assert report is not None
+    assert (report.rejected, report.written, report.unchanged) == (3, 6, 33 - 6)  # type: ignore[attr-defined]
+    examples = report.rejected_examples  # type: ignore[attr-defined]
+    assert (examples[0].stored, examples[0].incoming, examples[0].event_time) == (0.0, 1.0, T1)
+
+    found = feature_store.read(fs_namespace, [(0, 100), (1, 101), (4, 104), (11, 111)], ["a"])
+    assert [f["a"].value if f else None for f in found] == [0.0, 1 / 7, 4 / 7, 11 / 7]  # unapplied; rest written
+
+    applied = feature_store.write_features(fs_namespace, KEYS, changed, FEATURES, "ts", on_correction="apply")
+    assert (applied.corrected, applied.rejected, applied.written) == (3, 0, 0)
+    found = feature_store.read(fs_namespace, [(0, 100), (1, 101)], ["a"])
+    assert [f["a"] if f else None for f in found] == [FeatureValue(1.0, T1), FeatureValue(1 / 7 + 1.0, T1)]
+
+
+def test_none_to_value_at_the_same_time_is_a_correction_too(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    rows = _rows(1, T1)  # row 0: b is None, c is NaN
+    feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
+    filled = _rows(1, T1, b=[2.5], c=[math.nan])
+    with pytest.raises(CorrectionRejectedError) as caught:
+        feature_store.write_features(fs_namespace, KEYS, filled, FEATURES, "ts")
+    assert caught.value.examples == ["(0, 100)/b"]  # NaN stored, NaN incoming: unchanged, not a correction
+
+
+def test_an_older_write_is_skipped_as_stale(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
+    feature_store.write_features(fs_namespace, KEYS, _rows(5, T2, offset=10.0), FEATURES, "ts")
+    older = feature_store.write_features(fs_namespace, KEYS, _rows(5, T1), FEATURES, "ts")
+    assert (older.stale, older.written, older.unchanged, older.rejected) == (15, 0, 0, 0)
+    found = feature_store.read(fs_namespace, [(1, 101)], ["a", "b"])
+    assert found == [{"a": FeatureValue(1 / 7 + 10.0, T2), "b": FeatureValue(11.0, T2)}]
+    newer = feature_store.write_features(fs_namespace, KEYS, _rows(5, T2 + timedelta(seconds=1)), FEATURES, "ts")
+    assert newer.written == 15
+
+
+def _dead_store(tmp_path: Path, make_url: Callable[[RedisServer], str]) -> tuple[RedisFeatureStore, str]:
+    server = RedisServer(tmp_path / "redis").start()
+    url = make_url(server)
+    store = RedisFeatureStore(url, read_timeout_s=0.5, connect_timeout_s=0.5, retries=1)
+    store.write_features("dead", KEYS, _rows(2, T1), FEATURES, "ts")
+    assert store.read("dead", [(0, 100)], ["a"]) == [{"a": FeatureValue(0.0, T1)}]
+    server.stop()
+    return store, url
+
+
+def test_a_stopped_server_raises_unavailable_naming_the_url(tmp_path: Path) -> None:
+    store, url = _dead_store(tmp_path, lambda server: server.url)
+    with pytest.raises(FeatureStoreUnavailableError) as caught:
+        store.read("dead", [(0, 100)], ["a"])
+    assert url in str(caught.value) and "MIGRATE_REDIS_URL" in str(caught.value.fix)
+    with pytest.raises(FeatureStoreUnavailableError):
+        store.ping()
+    with pytest.raises(FeatureStoreUnavailableError):
+        store.write_features("dead", KEYS, _rows(2, T1), FEATURES, "ts")
+    store.close()
+
+
+def test_unavailable_error_masks_the_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", tcp=True).start()
+    port = server.port
+    server.stop()
+    store = RedisFeatureStore(f"redis://:s3cret@127.0.0.1:{port}/0", connect_timeout_s=0.5, retries=0)
+    with pytest.raises(FeatureStoreUnavailableError) as caught:
+        store.read("dead", [(0, 100)], ["a"])
+    assert "s3cret" not in str(caught.value)
+    assert f"redis://:***@127.0.0.1:{port}/0" in str(caught.value)
+    assert store.url == f"redis://:***@127.0.0.1:{port}/0"
+    store.close()

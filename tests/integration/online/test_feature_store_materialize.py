@@ -1,0 +1,165 @@
+"""Materialization: the batch snapshot's features land in the feature store, with their event times, idempotently."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from migrate.errors import CorrectionRejectedError
+from migrate.offline import open_offline, snapshot_features, utc_naive
+from migrate.registry import Registry
+from migrate.settings import Settings, get_settings
+from migrate.usecase import UseCase
+from online.materialize import MaterializeReport, materialize, materialize_active
+from online.redis_server import EmbeddedRedis, RedisServer, stop_redis
+from online.redis_store import RedisFeatureStore
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class SmallWorld:
+    settings: Settings
+    usecase: UseCase
+    cutoff: datetime
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+    """3 stores × 30 products × 3 days in an offline store of this module's own (no model needed)."""
+    from migrate.examples.item_availability.generator import SimulationConfig, generate
+
+    settings = get_settings(state_dir=tmp_path_factory.mktemp("materialize-state"))
+    summary = generate(settings.offline_store_path, SimulationConfig(stores=3, products=30, days=3, seed=5))
+    usecase = Registry(settings.usecases_dir).get("item_availability")
+    return SmallWorld(settings, usecase, summary.last_batch_cutoff)
+
+
+@pytest.fixture
+def namespaced(small_world: SmallWorld, fs_namespace: str) -> UseCase:
+    """The example use case under this test's own name, so runs on the shared Redis never meet."""
+    return small_world.usecase.model_copy(update={"name": fs_namespace})
+
+
+def _snapshot(world: SmallWorld, as_of: datetime) -> list[dict[str, object]]:
+    with open_offline(world.settings.offline_store_path) as con:
+        rows: list[dict[str, object]] = snapshot_features(con, world.usecase, as_of).to_pylist()
+    return rows
+
+
+def _assert_matches(store: RedisFeatureStore, usecase: UseCase, rows: list[dict[str, object]]) -> None:
+    keys = [(int(str(r["store_id"])), int(str(r["product_id"]))) for r in rows]
+    found = store.read(usecase.name, keys, usecase.feature_names)
+    for row, values in zip(rows, found, strict=True):
+        assert values is not None, row
+        for name in usecase.feature_names:
+            expected = row[name]
+            got = values[name]
+            assert got.event_time == row["features_as_of"]
+            if expected is None or (isinstance(expected, float) and math.isnan(expected)):
+                assert got.value is None or math.isnan(got.value)
+            else:
+                assert got.value == expected, (row, name)
+
+
+def test_materialize_writes_the_snapshot_and_rerunning_is_a_no_op(
+    small_world: SmallWorld, namespaced: UseCase, feature_store: RedisFeatureStore
+) -> None:
+    rows = _snapshot(small_world, small_world.cutoff)
+    features = len(namespaced.feature_names)
+    report = materialize(namespaced, small_world.settings, feature_store, small_world.cutoff, batch_rows=1_000)
+    assert isinstance(report, MaterializeReport)
+    assert (report.entities, report.written, report.unchanged, report.rejected) == (
+        len(rows),
+        len(rows) * features,
+        0,
+        0,
+    )
+    assert report.as_of == small_world.cutoff.isoformat() and report.seconds > 0
+    _assert_matches(feature_store, namespaced, rows[:: max(1, len(rows) // 7)])  # a spread of entities
+    assert not (small_world.settings.state_dir / "materialize" / namespaced.name).exists() or not any(
+        (small_world.settings.state_dir / "materialize" / namespaced.name).iterdir()
+    )  # the temporary snapshot is gone
+
+    again = materialize(namespaced, small_world.settings, feature_store, small_world.cutoff, batch_rows=1_000)
+    assert (again.written, again.unchanged, again.stale, again.corrected) == (0, len(rows) * features, 0, 0)
+
+    # An older window cannot overwrite the newer values: every entity whose features moved on is stale.
+    earlier = materialize(
+        namespaced, small_world.settings, feature_store, small_world.cutoff - timedelta(days=1), batch_rows=1_000
+    )
+    assert earlier.stale > 0 and earlier.rejected == 0 and earlier.corrected == 0
+    _assert_matches(feature_store, namespaced, rows)
+
+
+def test_a_changed_history_is_rejected_then_applied_on_request(
+    small_world: SmallWorld, namespaced: UseCase, feature_store: RedisFeatureStore
+) -> None:
+    settings, cutoff = small_world.settings, small_world.cutoff
+    materialize(namespaced, settings, feature_store, cutoff)
+    target = _snapshot(small_world, cutoff)[3]
+    key = (target["store_id"], target["product_id"])
+    as_of = target["features_as_of"]
+    assert isinstance(as_of, datetime)
+    with open_offline(settings.offline_store_path, read_only=False) as con:
+        con.execute(
+            "UPDATE item_features_daily SET scans_7d = scans_7d + 1000 WHERE store_id = ? AND product_id = ? "
+            "AND as_of = ?",
+            [key[0], key[1], utc_naive(as_of)],
+        )
+    with pytest.raises(CorrectionRejectedError) as caught:
+        materialize(namespaced, settings, feature_store, cutoff)
+    assert caught.value.count == 1 and caught.value.examples == [f"{key}/scans_7d"]
+    report = caught.value.report
+    assert isinstance(report, MaterializeReport) and report.rejected == 1
+    stored = feature_store.read(namespaced.name, [key], ["scans_7d"])[0]  # type: ignore[list-item]
+    assert stored is not None and stored["scans_7d"].value == target["scans_7d"]  # left as it was
+
+    applied = materialize(namespaced, settings, feature_store, cutoff, on_correction="apply")
+    assert (applied.corrected, applied.rejected, applied.written) == (1, 0, 0)
+    stored = feature_store.read(namespaced.name, [key], ["scans_7d"])[0]  # type: ignore[list-item]
+    assert stored is not None and stored["scans_7d"].value == float(target["scans_7d"]) + 1000  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def batch_ran(world: object) -> Iterator[object]:
+    """The shared trained world of tests/integration/conftest.py, with its batch run published."""
+    from migrate.batch import Interval, run_batch
+
+    cutoff = world.cutoff  # type: ignore[attr-defined]
+    run_batch(world.usecase, world.settings, Interval(cutoff - timedelta(days=1), cutoff), f"fs-{uuid.uuid4().hex}")  # type: ignore[attr-defined]
+    yield world
+
+
+def test_materialize_active_uses_the_published_interval_and_the_embedded_redis(
+    batch_ran: object, fs_embedded_redis: RedisServer
+) -> None:
+    world = batch_ran
+    settings: Settings = world.settings  # type: ignore[attr-defined]
+    usecase: UseCase = world.usecase  # type: ignore[attr-defined]
+    cutoff: datetime = world.cutoff  # type: ignore[attr-defined]
+
+    configured = settings.model_copy(update={"redis_url": SecretStr(fs_embedded_redis.url)})
+    report = materialize_active(usecase, configured)
+    assert report.as_of == cutoff.isoformat() and report.entities == world.entities_at_cutoff  # type: ignore[attr-defined]
+    assert report.store == fs_embedded_redis.url
+
+    # Without MIGRATE_REDIS_URL it starts the state dir's embedded Redis and leaves it running for the server.
+    assert settings.redis_url is None
+    try:
+        embedded = materialize_active(usecase, settings)
+        assert embedded.written == report.written
+        server = EmbeddedRedis(settings).start()
+        assert not server.owned  # already running, started by materialize_active
+        with RedisFeatureStore(server.url) as store:
+            assert Path(server.url.removeprefix("unix://")).is_relative_to(settings.state_dir)
+            assert store.read(usecase.name, [(0, 0)], usecase.feature_names) is not None
+    finally:
+        assert stop_redis(settings)

