@@ -128,15 +128,5 @@ def build_dag(usecase: UseCase) -> DAG:
     return dag
 
 
-def _register() -> None:
-    # One team's invalid YAML must not hide every other use case's DAG: build the valid ones and log the rest.
-    import logging
-
-    for file, usecase in Registry(get_settings().usecases_dir).validate_all().items():
-        if not isinstance(usecase, UseCase):
-            logging.getLogger(__name__).error("use case %s skipped: %s", file, usecase)
-            continue
-        globals()[f"cutover__{usecase.name}"] = build_dag(usecase)
-
-
-_register()
+for _usecase in Registry(get_settings().usecases_dir).valid():
+    globals()[f"cutover__{_usecase.name}"] = build_dag(_usecase)

@@ -66,14 +66,5 @@ def build_dag(usecase: UseCase) -> DAG:
     return dag
 
 
-def _register() -> None:
-    import logging
-
-    for file, usecase in Registry(get_settings().usecases_dir).validate_all().items():
-        if not isinstance(usecase, UseCase):
-            logging.getLogger(__name__).error("use case %s skipped: %s", file, usecase)
-            continue
-        globals()[f"materialize_features__{usecase.name}"] = build_dag(usecase)
-
-
-_register()
+for _usecase in Registry(get_settings().usecases_dir).valid():
+    globals()[f"materialize_features__{_usecase.name}"] = build_dag(_usecase)

@@ -119,6 +119,19 @@ class Registry:
                 results[file] = exc
         return results
 
+    def valid(self) -> list[UseCase]:
+        """The valid use cases; each invalid file is logged as an error (for DAG files: one team's bad YAML must
+        not hide every other use case's DAGs; `migrate usecases validate` fails on it)."""
+        import logging
+
+        usecases = []
+        for file, outcome in self.validate_all().items():
+            if isinstance(outcome, UseCase):
+                usecases.append(outcome)
+            else:
+                logging.getLogger(__name__).error("use case %s skipped: %s", file, outcome)
+        return usecases
+
     def get(self, name: str) -> UseCase:
         """The use case called `name`."""
         file = self.directory / f"{name}.yaml"
