@@ -122,61 +122,6 @@ def test_logged_records_reach_parquet_exactly_once(settings: Settings, broker: B
     assert len(shadow_rows(settings, "uc", "request_id")) == n
 
 
-# kafka-python 3.0.12 drops the socket of a refused connection unclosed (kafka/net/inet.py); while the broker is
-# down that happens on every reconnect. The same filter must be in pyproject's filterwarnings, because pytest also
-# reports the sockets that are only collected after this test.
-@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
-def test_broker_outage_drops_without_blocking_then_resumes(settings: Settings, broker: Broker) -> None:
-    registry = CollectorRegistry()
-    logger = ShadowLogger(broker.bootstrap, "uc", queue_size=200, max_in_flight=500, timeout_s=1.0, registry=registry)
-    try:
-        for i in range(50):
-            assert logger.log(record(i))
-        wait_until(lambda: logger.stats()["sent"] == 50, 15, "the first 50 records to be acknowledged")
-
-        broker.stop()
-        accepted = 0
-        deepest = 0
-        for i in range(50, 3_050):
-            accepted += logger.log(record(i))
-            stats = logger.stats()
-            deepest = max(deepest, stats["queued"])
-            assert stats["in_flight"] <= 500
-        assert deepest <= 200
-        dropped = lambda: sum(logger.stats()[r] for r in ("queue_full", "send_failed", "broker_unavailable"))  # noqa: E731
-        wait_until(lambda: dropped() > 0, 15, "records to be dropped while the broker is down")
-        assert logger.stats()["sent"] == 50
-        assert registry.get_sample_value("migrate_shadow_records_sent_total", {"usecase": "uc"}) == 50
-
-        restarted = start_broker(settings, port=broker.port)  # memory storage: a new, empty broker
-        try:
-            sent_before = logger.stats()["sent"]
-            i = 10_000
-            restarted_at = time.monotonic()
-            deadline = restarted_at + 45
-            # Tansu acknowledges records for a topic it lost in the restart; the logger notices within topic_check_s
-            # (1 s here) and reconnects. Keep logging past that, until records arrive again.
-            while time.monotonic() < deadline:
-                logger.log(record(i))
-                i += 1
-                time.sleep(0.01)
-                settled = time.monotonic() - restarted_at > 3
-                if settled and logger.connected and logger.stats()["sent"] > sent_before + 20:
-                    break
-            assert logger.stats()["sent"] > sent_before + 20, logger.stats()
-            last = i - 1
-            logger.close(timeout_s=10)
-
-            report = run_sink(settings, "uc", idle_timeout_s=8, bootstrap=restarted.bootstrap)
-            ids = {row[0] for row in shadow_rows(settings, "uc", "request_id")}
-            assert report.shadow_rows == len(ids)
-            assert f"req-{last:06d}" in ids  # logged after the restart, and it arrived
-        finally:
-            restarted.stop()
-    finally:
-        logger.close(timeout_s=1)
-
-
 SINK_SCRIPT = textwrap.dedent(
     """
     import os, sys
@@ -256,3 +201,58 @@ def test_labels_land_beside_the_shadow_log(settings: Settings, broker: Broker) -
         " hive_partitioning = true) ORDER BY source_event_id"
     ).fetchall()
     assert rows == [(f"ev-{i}", float(i % 2), f"p{i}") for i in range(5)]
+
+
+# kafka-python 3.0.12 drops the socket of a refused connection unclosed (kafka/net/inet.py); while the broker is
+# down that happens on every reconnect. The same filter must be in pyproject's filterwarnings, because pytest also
+# reports the sockets that are only collected after this test.
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_broker_outage_drops_without_blocking_then_resumes(settings: Settings, broker: Broker) -> None:
+    registry = CollectorRegistry()
+    logger = ShadowLogger(broker.bootstrap, "uc", queue_size=200, max_in_flight=500, timeout_s=1.0, registry=registry)
+    try:
+        for i in range(50):
+            assert logger.log(record(i))
+        wait_until(lambda: logger.stats()["sent"] == 50, 15, "the first 50 records to be acknowledged")
+
+        broker.stop()
+        accepted = 0
+        deepest = 0
+        for i in range(50, 3_050):
+            accepted += logger.log(record(i))
+            stats = logger.stats()
+            deepest = max(deepest, stats["queued"])
+            assert stats["in_flight"] <= 500
+        assert deepest <= 200
+        dropped = lambda: sum(logger.stats()[r] for r in ("queue_full", "send_failed", "broker_unavailable"))  # noqa: E731
+        wait_until(lambda: dropped() > 0, 15, "records to be dropped while the broker is down")
+        assert logger.stats()["sent"] == 50
+        assert registry.get_sample_value("migrate_shadow_records_sent_total", {"usecase": "uc"}) == 50
+
+        restarted = start_broker(settings, port=broker.port)  # memory storage: a new, empty broker
+        try:
+            sent_before = logger.stats()["sent"]
+            i = 10_000
+            restarted_at = time.monotonic()
+            deadline = restarted_at + 45
+            # Tansu acknowledges records for a topic it lost in the restart; the logger notices within topic_check_s
+            # (1 s here) and reconnects. Keep logging past that, until records arrive again.
+            while time.monotonic() < deadline:
+                logger.log(record(i))
+                i += 1
+                time.sleep(0.01)
+                settled = time.monotonic() - restarted_at > 3
+                if settled and logger.connected and logger.stats()["sent"] > sent_before + 20:
+                    break
+            assert logger.stats()["sent"] > sent_before + 20, logger.stats()
+            last = i - 1
+            logger.close(timeout_s=10)
+
+            report = run_sink(settings, "uc", idle_timeout_s=8, bootstrap=restarted.bootstrap)
+            ids = {row[0] for row in shadow_rows(settings, "uc", "request_id")}
+            assert report.shadow_rows == len(ids)
+            assert f"req-{last:06d}" in ids  # logged after the restart, and it arrived
+        finally:
+            restarted.stop()
+    finally:
+        logger.close(timeout_s=1)
