@@ -5,18 +5,52 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 
 ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get("MIGRATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty SQL store: a SQLite file, or a PostgreSQL schema (via search_path) dropped afterwards.
+
+    Without a reachable PostgreSQL the postgres case is skipped, or fails where MIGRATE_REQUIRE_POSTGRES=1 (CI).
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sql') / 'lookup.db'}"
+        return
+    engine = sa.create_engine(POSTGRES_URL, poolclass=NullPool, connect_args={"connect_timeout": 3})
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        where = sa.make_url(POSTGRES_URL).render_as_string(hide_password=True)
+        message = f"PostgreSQL is not reachable at {where} ({exc.orig}); set MIGRATE_TEST_POSTGRES_URL"
+        if os.environ.get("MIGRATE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -22,35 +20,13 @@ from migrate.flags import Flag, FlagWatcher, Stage, auto_rollback
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = os.environ.get("MIGRATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 UC = "item_availability"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def flag_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh store: a SQLite file, or a PostgreSQL schema (through search_path) dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('flags') / 'lookup.db'}"
-        return
-    engine = sa.create_engine(POSTGRES_URL, poolclass=NullPool, connect_args={"connect_timeout": 3})
-    schema = f"flags_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        where = sa.make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        message = f"PostgreSQL is not reachable at {where} ({exc.orig}); set MIGRATE_TEST_POSTGRES_URL"
-        if os.environ.get("MIGRATE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        engine.dispose()
+@pytest.fixture
+def flag_url(sql_url: str) -> str:
+    """A fresh flag store on each backend (the shared `sql_url` fixture)."""
+    return sql_url
 
 
 @pytest.fixture

@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
-from lookup_support import POSTGRES_URL, Table, spec_for
-from sqlalchemy.pool import NullPool
+from lookup_support import Table, spec_for
 
 from lookup_tables import LookupStore, open_store
 
 
-def _postgres_schema_url(schema: str) -> str:
-    url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty lookup store: a SQLite file, or a PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('lookup') / 'lookup.db'}"
-        return
-    engine = sa.create_engine(POSTGRES_URL, poolclass=NullPool, connect_args={"connect_timeout": 3})
-    schema = f"lt_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        where = sa.make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        pytest.skip(f"PostgreSQL is not reachable at {where} ({exc.orig}); set MIGRATE_TEST_POSTGRES_URL")
-    try:
-        yield _postgres_schema_url(schema)
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        engine.dispose()
+@pytest.fixture
+def store_url(sql_url: str) -> str:
+    """A fresh, empty lookup store on each backend (the shared `sql_url` fixture)."""
+    return sql_url
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,6 @@ import pyarrow as pa
 
 from lookup_tables import KeyColumn, LookupStore, PublishResult, TableSpec, VersionInfo
 
-POSTGRES_URL = os.environ.get("MIGRATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 AS_OF = datetime(2024, 1, 1, 23, 59, 59, 123456, tzinfo=UTC)
 
