@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ class _Outcome:
     results: dict[int, Any]
     latency_ms: float
     error: str | None = None
+    asked: frozenset[int] = frozenset()  # the entities this path was called for, answered or not
 
 
 @dataclass(frozen=True)
@@ -83,17 +85,27 @@ class UseCaseServer:
         try:
             rows = self.lookup.get_many(self.spec, [keys[i] for i in indexes]) if indexes else {}
         except Exception as exc:
-            return _Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
-        return _Outcome({i: rows.get(keys[i]) for i in indexes}, (time.perf_counter() - started) * 1000)
+            return _Outcome(
+                {}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", frozenset(indexes)
+            )
+        return _Outcome(
+            {i: rows.get(keys[i]) for i in indexes}, (time.perf_counter() - started) * 1000, asked=frozenset(indexes)
+        )
 
     def _online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> _Outcome:
         started = time.perf_counter()
         try:
             results = self.predictor.predict([keys[i] for i in indexes], now) if indexes else []
         except Exception as exc:
-            outcome = _Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
+            outcome = _Outcome(
+                {}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", frozenset(indexes)
+            )
         else:
-            outcome = _Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000)
+            outcome = _Outcome(
+                dict(zip(indexes, results, strict=True)),
+                (time.perf_counter() - started) * 1000,
+                asked=frozenset(indexes),
+            )
         if indexes:
             breach = self.guardrail.record(outcome.error is None, outcome.latency_ms)
             if breach is not None:
@@ -135,7 +147,9 @@ class UseCaseServer:
             else:
                 source: Source = "batch_fallback" if i in online_set else "batch"
                 predictions.append(self._from_lookup(entities[i], batch.results.get(i), source, now, batch.error))
-            self.metrics.predictions.labels(self.usecase.name, predictions[-1].source).inc()
+
+        for source, count in Counter(p.source for p in predictions).items():
+            self.metrics.predictions.labels(self.usecase.name, source).inc(count)
 
         # Every stage that has both paths logs both: shadow, canary and online (online_only reads no lookup).
         if flag.computes_online and flag.reads_lookup and self.shadow is not None:
@@ -195,13 +209,14 @@ class UseCaseServer:
         shadow = self.shadow
         assert shadow is not None  # only submitted when a logger exists
         try:
-            missing_online = [i for i in range(len(keys)) if i not in online.results]
-            missing_batch = [i for i in range(len(keys)) if i not in batch.results] if flag.reads_lookup else []
+            # Only what neither path was asked for is computed here: a path that already failed is not retried.
+            missing_online = [i for i in range(len(keys)) if i not in online.asked]
+            missing_batch = [i for i in range(len(keys)) if i not in batch.asked] if flag.reads_lookup else []
             extra_online = self._online(keys, missing_online, now) if missing_online else _Outcome({}, 0.0)
             extra_batch = self._lookup(keys, missing_batch) if missing_batch else _Outcome({}, 0.0)
             for i, entity in enumerate(entities):
                 on = online.results.get(i) or extra_online.results.get(i)
-                on_error = online.error if i in online.results or not missing_online else extra_online.error
+                on_error = online.error if i in online.asked else extra_online.error
                 row = batch.results.get(i) or extra_batch.results.get(i)
                 shadow.log(
                     ShadowRecord(
@@ -209,8 +224,8 @@ class UseCaseServer:
                         usecase=self.usecase.name,
                         key=dict(entity),
                         request_time=now,
-                        stage=flag.stage,
-                        percent=flag.percent,
+                        stage=str(flag.stage),
+                        percent=flag.percent or 0,
                         served_source=served[i].source,
                         batch_prediction=None if row is None else row.prediction,
                         batch_model_version=None if row is None else row.model_version,

@@ -146,7 +146,9 @@ def test_redis_down_falls_back_to_batch_without_errors(served: Served) -> None:
         assert statuses == [200] * 4
         assert served.client.get("/readyz").status_code == 503
     finally:
-        served.redis.start()
+        served.redis.start()  # it kept the features in memory only: put them back for the tests that follow
+        with RedisFeatureStore(served.redis.url, read_timeout_s=2.0) as store:
+            materialize(served.world.usecase, served.world.settings, store, served.world.cutoff)
         served.set_stage(Stage.BATCH)
 
 
@@ -171,3 +173,68 @@ def test_metrics_count_sources(served: Served) -> None:
     text = served.client.get("/metrics").text
     assert "migrate_predictions_total" in text and 'source="batch_fallback"' in text
     assert served.client.get("/openapi.json").status_code == 200
+
+
+class RecordingLogger:
+    """Keeps the shadow records the server hands over (the Kafka side is tested in test_shadow_sink.py)."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def log(self, record: Any) -> bool:
+        self.records.append(record)
+        return True
+
+
+def _wait_for(condition: Any, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_shadow_logs_both_paths_for_every_entity(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    known, new = _known_and_new(served)
+    server = served.deps.servers[served.world.usecase.name]
+    recorder = RecordingLogger()
+    monkeypatch.setattr(server, "shadow", recorder)
+    served.set_stage(Stage.SHADOW)
+    body = served.predict(known[:5] + new[:1])
+    _wait_for(lambda: len(recorder.records) == len(body["predictions"]), "the shadow records")
+    for record, answer in zip(recorder.records, body["predictions"], strict=True):
+        assert record.request_id == body["request_id"] and record.stage == "shadow" and record.percent == 0
+        assert record.served_source == "batch" and record.key == answer["key"]
+        assert record.online_prediction is not None and record.online_error is None
+        if answer["miss"]:
+            assert record.batch_miss and record.batch_prediction is None
+        else:
+            assert record.batch_prediction == pytest.approx(answer["prediction"])
+            # Same features, same model, same code: the live path agrees with the table to the last bit.
+            assert record.online_prediction == pytest.approx(record.batch_prediction, abs=1e-12)
+            assert record.online_feature_ages_s and record.batch_data_age_s is not None
+    served.set_stage(Stage.BATCH)
+
+
+def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from online.shadow_log import DROP_REASONS, ShadowLogger
+
+    known, _ = _known_and_new(served)
+    server = served.deps.servers[served.world.usecase.name]
+    # Port 1 on loopback refuses connections: a broker that is down.
+    logger = ShadowLogger("127.0.0.1:1", served.world.usecase.name, timeout_s=0.5, registry=CollectorRegistry())
+    monkeypatch.setattr(server, "shadow", logger)
+    served.set_stage(Stage.SHADOW)
+    try:
+        for start in range(0, 20, 5):
+            body = served.predict(known[start : start + 5])
+            assert {p["source"] for p in body["predictions"]} == {"batch"}
+        _wait_for(
+            lambda: sum(logger.stats().get(reason, 0) for reason in DROP_REASONS) > 0,
+            "dropped shadow records to be counted",
+            timeout_s=30,
+        )
+    finally:
+        logger.close(timeout_s=2)
+        served.set_stage(Stage.BATCH)
