@@ -238,3 +238,58 @@ def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, m
     finally:
         logger.close(timeout_s=2)
         served.set_stage(Stage.BATCH)
+
+
+def test_guardrail_breach_rolls_back_to_shadow_and_says_why(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrate.canary import Guardrail
+
+    name = served.world.usecase.name
+    known, _ = _known_and_new(served)
+    server = served.deps.servers[name]
+    monkeypatch.setattr(server, "guardrail", Guardrail(max_error_rate=0.1, max_p99_latency_ms=1_000, min_samples=10))
+    served.set_stage(Stage.ONLINE)
+    served.redis.stop()  # the injected error burst: every online call fails
+    try:
+        for i in range(12):
+            body = served.predict(known[i : i + 1])
+            assert body["predictions"][0]["source"] in ("batch_fallback", "batch")  # never an error to the caller
+        watcher = server.flags
+        _wait_for(lambda: watcher.current(name).stage is Stage.SHADOW, "the automatic rollback")
+        entry = served.deps.flag_store.history(name, 1)[0]
+        assert (entry.source, entry.from_stage, entry.to_stage) == ("auto_rollback", "online", "shadow")
+        assert "guardrail" in entry.reason and "error" in (entry.detail or "")
+        assert served.predict(known[:1])["stage"] == "shadow"
+    finally:
+        served.redis.start()
+        with RedisFeatureStore(served.redis.url, read_timeout_s=2.0) as store:
+            materialize(served.world.usecase, served.world.settings, store, served.world.cutoff)
+        served.set_stage(Stage.BATCH)
+
+
+def test_redis_slowed_mid_load_falls_back_within_the_budget(served: Served) -> None:
+    import threading
+
+    import redis as redis_client
+
+    known, _ = _known_and_new(served)
+    served.set_stage(Stage.ONLINE)
+    sleeper = redis_client.Redis.from_url(served.redis.url, socket_timeout=10)
+    stall = threading.Thread(target=sleeper.execute_command, args=("DEBUG", "SLEEP", "3"), daemon=True)
+    stall.start()
+    time.sleep(0.2)  # the server is now frozen for ~3 s
+    try:
+        for i in range(5):
+            started = time.monotonic()
+            response = served.client.post(
+                served.url, json={"entities": [{"store_id": known[i][0], "product_id": known[i][1]}]}
+            )
+            waited = time.monotonic() - started
+            assert response.status_code == 200
+            assert response.json()["predictions"][0]["source"] == "batch_fallback"
+            # Functional bound, not a benchmark: the request must not wait for the frozen server (3 s).
+            assert waited < 1.5, waited
+        assert stall.is_alive(), "Redis woke up before the requests ended: the test proved nothing"
+    finally:
+        stall.join(timeout=10)
+        sleeper.close()
+        served.set_stage(Stage.BATCH)
