@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: FastAPI resolves the Depends() annotations of the local
 # dependencies below at runtime.
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -86,6 +87,7 @@ def create_app(deps: ServingDeps) -> FastAPI:
 
     app = FastAPI(title="migrate online service", version="1", lifespan=lifespan)
     bearer = HTTPBearer(auto_error=False)
+    pid = str(os.getpid())  # create_app runs in each worker process
 
     @app.middleware("http")
     async def refuse_oversized(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -95,7 +97,10 @@ def create_app(deps: ServingDeps) -> FastAPI:
                 {"detail": f"request body over {MAX_BODY_BYTES} bytes; send fewer entities per request"},
                 status_code=413,
             )
-        return await call_next(request)
+        response = await call_next(request)
+        # Which worker answered: several uvicorn workers share one port.
+        response.headers["x-worker-pid"] = pid
+        return response
 
     @app.exception_handler(Exception)
     async def no_stack_traces(_: Request, exc: Exception) -> Response:
