@@ -24,26 +24,26 @@ def run_demo(console: Console, settings: Settings) -> None:
     settings.ensure_state_dir()
     console.rule(f"[bold]migrate demo — {USECASE}[/] (state in {settings.state_dir})")
 
-    with console.status("1/4 generating stores × products and a simulated fortnight of shopper scans"):
+    with console.status("1/7 generating stores × products and a simulated fortnight of shopper scans"):
         summary = generate(settings.offline_store_path, SimulationConfig())
     rows = ", ".join(f"{n:,} {table}" for table, n in summary.rows.items())
     console.print(f"[green]✓[/] offline store {settings.offline_store_path}: {rows}")
 
     last_night = summary.last_batch_cutoff
-    with console.status("2/4 training the batch model on batch features"):
+    with console.status("2/7 training the batch model on batch features"):
         info = train(usecase, settings, last_night - timedelta(days=1))
     console.print(
         f"[green]✓[/] model {info.version} (sha256 {info.sha256[:16]}…) "
         + " ".join(f"{k}={v:.3f}" for k, v in info.metrics.items())
     )
 
-    with console.status("3/4 preparing the embedded Airflow (SQLite metadata DB)"):
+    with console.status("3/7 preparing the embedded Airflow (SQLite metadata DB)"):
         ensure_metadata_db(settings)
     console.print(f"[green]✓[/] Airflow home {settings.airflow_home}")
 
     dag_id = f"batch_predictions__{USECASE}"
     for night in (last_night - timedelta(days=1), last_night):
-        with console.status(f"4/4 dag.test() {dag_id} for the night of {night:%Y-%m-%d %H:%M}Z"):
+        with console.status(f"4/7 dag.test() {dag_id} for the night of {night:%Y-%m-%d %H:%M}Z"):
             log = run_dag_test(settings, dag_id, night)
         console.print(f"[green]✓[/] {dag_id} @ {night:%Y-%m-%d %H:%M}Z succeeded (log: {log})")
 
@@ -57,6 +57,10 @@ def run_demo(console: Console, settings: Settings) -> None:
         "Roll back with [bold]migrate lookup rollback item_availability[/]; "
         "applications read the view [bold]lt_item_availability[/] with plain SQL."
     )
+    console.rule("[bold]the live path beside batch, in shadow[/]")
+    from migrate.demo_shadow import run_shadow
+
+    run_shadow(console, settings, usecase, last_night)
 
 
 def uncovered_entities(usecase: UseCase, settings: Settings, cutoff: datetime) -> int:
