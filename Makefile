@@ -41,6 +41,7 @@ test: lint typecheck
 	$(RUN) pytest -q
 
 bench: setup
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (the HTTP load generator): apt-get install wrk"; exit 1; }
 	$(RUN) python -m bench
 
 clean:

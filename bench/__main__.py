@@ -169,11 +169,30 @@ def render(results: dict[str, Any]) -> str:
     if 1_000_000 in pg_runs and 10_000_000 in pg_runs:
         ratio = pg_runs[10_000_000]["peak_rss_mib"] / pg_runs[1_000_000]["peak_rss_mib"]
         lines += ["", f"Memory: 10× the entities took {ratio:.2f}× the peak RSS (PostgreSQL runs above)."]
+    if "online" in results:
+        from bench.online import render as render_online
+
+        lines += ["", *render_online(results["online"])]
     return "\n".join(lines) + "\n"
 
 
+SUITES = ("batch", "online")
+
+
 def main() -> None:
-    results = {"machine": machine(), "batch": batch_suite()}
+    """``python -m bench [suite ...]``: run the named suites (default all), keep the others' last results."""
+    from bench.online import online_suite
+
+    chosen = sys.argv[1:] or list(SUITES)
+    unknown = sorted(set(chosen) - set(SUITES))
+    if unknown:
+        raise SystemExit(f"unknown suites {unknown}; choose from {list(SUITES)}")
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["machine"] = machine()
+    if "batch" in chosen:
+        results["batch"] = batch_suite()
+    if "online" in chosen:
+        results["online"] = online_suite()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     DOC.write_text(render(results))
