@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -12,74 +14,97 @@ from migrate.errors import ConfigError, MigrateError
 from migrate.settings import Settings, get_settings
 from online.app import ServingDeps, create_app
 from online.metrics import ServingMetrics
+from online.paths import Paths
 
 log = logging.getLogger(__name__)
 
 
-def build_deps(settings: Settings) -> ServingDeps:
-    """Open the stores, load every use case's model, start the flag watcher and the shadow loggers."""
+@dataclass
+class Stores:
+    """Every use case's two paths over one lookup store and one feature store, and what could not load."""
+
+    paths: dict[str, Paths]
+    features: Any
+    usecases: dict[str, Any]
+    not_ready: dict[str, str] = field(default_factory=dict)
+
+
+def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Stores:
+    """Open the stores and load each use case's model (the serving worker and the shadow process both do)."""
     from migrate.artifact import ArtifactStore
     from migrate.batch import open_lookup_store, table_spec
-    from migrate.canary import Guardrail, auto_rollback
-    from migrate.flag_store import FlagStore
-    from migrate.flags import FlagWatcher
     from migrate.registry import Registry
     from migrate.scoring import load_model
-    from online.pool import BoundedPool
     from online.predictor import OnlinePredictor
     from online.redis_store import RedisFeatureStore
-    from online.serving import UseCaseServer
-    from online.shadow_log import ShadowLogger
 
     if settings.redis_url is None:
         raise ConfigError(
             "the online service needs a feature store: MIGRATE_REDIS_URL is not set",
             fix="run `migrate serve` (it starts an embedded Redis) or set MIGRATE_REDIS_URL",
         )
-    metrics = ServingMetrics(CollectorRegistry())
     lookup = open_lookup_store(settings)
     features = RedisFeatureStore.from_settings(settings, settings.redis_url.get_secret_value())
-    flag_store = FlagStore.from_settings(settings)
-    flag_store.ensure_schema()
-    watcher = FlagWatcher(flag_store).start()
-    background = BoundedPool(workers=2, capacity=1_000)
-    shutdown: list[Any] = [watcher.stop, lambda: background.shutdown(wait=True), features.close]
-    servers: dict[str, UseCaseServer] = {}
-    usecases = {u.name: u for u in Registry(settings.usecases_dir).load_all()}
+    usecases = {u.name: u for u in Registry(settings.usecases_dir).load_all() if names is None or u.name in names}
     artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
-    not_ready: dict[str, str] = {}
-
+    stores = Stores({}, features, usecases)
     for usecase in usecases.values():
         try:
             model = load_model(usecase, artifacts)
         except MigrateError as exc:
-            not_ready[usecase.name] = exc.what
+            stores.not_ready[usecase.name] = exc.what
             log.error("use case %s is not served: %s", usecase.name, exc)
             continue
+        predictor = OnlinePredictor(usecase.name, model, features)
+        stores.paths[usecase.name] = Paths(lookup, table_spec(usecase, settings), predictor)
+    return stores
+
+
+def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDeps:
+    """Everything one worker serves with; comparisons go to a process of their own unless told otherwise."""
+    from migrate.canary import Guardrail, auto_rollback
+    from migrate.flag_store import FlagStore
+    from migrate.flags import FlagWatcher
+    from online.pool import BoundedPool
+    from online.serving import UseCaseServer
+    from online.shadow_process import InProcessShadow, ShadowProcess, ShadowSink
+
+    metrics = ServingMetrics(CollectorRegistry())
+    stores = build_paths(settings)
+    flag_store = FlagStore.from_settings(settings)
+    flag_store.ensure_schema()
+    watcher = FlagWatcher(flag_store).start()
+    background = BoundedPool(workers=2, capacity=1_000)
+    shutdown: list[Any] = [watcher.stop, lambda: background.shutdown(wait=True), stores.features.close]
+    process = None
+    if settings.kafka_bootstrap and shadow_process:
+        # A short queue in front of the process: its logger keeps the long one (shadow_queue_size).
+        process = ShadowProcess(list(stores.paths), capacity=1_000, registry=metrics.registry)
+        shutdown.append(process.close)
+
+    servers: dict[str, UseCaseServer] = {}
+    for name, paths in stores.paths.items():
+        usecase = stores.usecases[name]
         guardrail = Guardrail.from_policy(usecase.cutover_policy)
-        shadow = None
-        if settings.kafka_bootstrap:
-            shadow = ShadowLogger(
-                settings.kafka_bootstrap,
-                usecase.name,
-                topic_prefix=settings.shadow_topic_prefix,
-                queue_size=settings.shadow_queue_size,
-                timeout_s=settings.kafka_timeout_s,
-                registry=metrics.registry,
-            )
-            shutdown.append(shadow.close)
+        shadow: ShadowSink | None = None
+        if process is not None:
+            shadow = process.channel(name)
+        elif settings.kafka_bootstrap:
+            from online.shadow_log import ShadowLogger
 
-        def on_breach(name: str, detail: str, guard: Guardrail = guardrail) -> None:
-            flag = auto_rollback(flag_store, name, "guardrail breached on the online path", detail)
-            metrics.auto_rollbacks.labels(name).inc()
+            logger = ShadowLogger.from_settings(settings, name, registry=metrics.registry)
+            shutdown.append(logger.close)
+            shadow = InProcessShadow(name, paths, logger, background)
+
+        def on_breach(usecase_name: str, detail: str, guard: Guardrail = guardrail) -> None:
+            flag = auto_rollback(flag_store, usecase_name, "guardrail breached on the online path", detail)
+            metrics.auto_rollbacks.labels(usecase_name).inc()
             guard.reset()
-            log.warning("automatic rollback of %s to %s: %s", name, flag.stage, detail)
+            log.warning("automatic rollback of %s to %s: %s", usecase_name, flag.stage, detail)
 
-        servers[usecase.name] = UseCaseServer(
+        servers[name] = UseCaseServer(
             usecase,
-            lookup=lookup,
-            lookup_spec=table_spec(usecase, settings),
-            predictor=OnlinePredictor(usecase.name, model, features),
+            paths=paths,
             flags=watcher,
             guardrail=guardrail,
             shadow=shadow,
@@ -89,10 +114,10 @@ def build_deps(settings: Settings) -> ServingDeps:
         )
 
     def readiness() -> dict[str, str]:
-        checks = {f"model:{name}": f"not loaded: {why}" for name, why in not_ready.items()}
+        checks = {f"model:{name}": f"not loaded: {why}" for name, why in stores.not_ready.items()}
         checks.update({f"model:{name}": "ok" for name in servers})
         try:
-            features.ping()
+            stores.features.ping()
             checks["feature_store"] = "ok"
         except MigrateError as exc:
             checks["feature_store"] = exc.what
@@ -101,7 +126,7 @@ def build_deps(settings: Settings) -> ServingDeps:
 
     return ServingDeps(
         servers=servers,
-        usecases=usecases,
+        usecases=stores.usecases,
         metrics=metrics,
         flag_store=flag_store,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,

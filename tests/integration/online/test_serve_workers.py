@@ -18,8 +18,10 @@ from migrate import batch
 from migrate.flag_store import FlagStore
 from migrate.flags import Stage
 from migrate.schedule import interval_ending
+from online.broker import start_broker
 from online.materialize import materialize_active
 from online.redis_server import stop_redis
+from online.sink import run_sink
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +33,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def service(world: Any) -> Iterator[tuple[str, Any]]:
+def service(world: Any) -> Iterator[tuple[str, Any, str]]:
     """Two uvicorn workers over the world's lookup table, with the embedded Redis and broker."""
     settings = world.settings
     batch.run_batch(world.usecase, settings, interval_ending(world.usecase.batch.schedule, world.cutoff), "workers")
     materialize_active(world.usecase, settings)  # starts the state dir's embedded Redis, which serve then reuses
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("MIGRATE_REDIS_URL", "MIGRATE_KAFKA_BOOTSTRAP")}
+    broker = start_broker(settings)
+    env = {k: v for k, v in os.environ.items() if k != "MIGRATE_REDIS_URL"}
+    env["MIGRATE_KAFKA_BOOTSTRAP"] = broker.bootstrap
     log = open(settings.state_dir / "serve.log", "wb")  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "migrate"), "serve", "--workers", "2", "--port", str(port)],
@@ -57,7 +61,7 @@ def service(world: Any) -> Iterator[tuple[str, Any]]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        yield base, world
+        yield base, world, broker.bootstrap
     finally:
         process.terminate()
         try:
@@ -65,11 +69,12 @@ def service(world: Any) -> Iterator[tuple[str, Any]]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+        broker.stop()
         stop_redis(settings)
 
 
-def test_flag_change_reaches_every_worker_within_a_second(service: tuple[str, Any]) -> None:
-    base, world = service
+def test_flag_change_reaches_every_worker_within_a_second(service: tuple[str, Any, str]) -> None:
+    base, world, _ = service
     name = world.usecase.name
     url = f"{base}/v1/models/{name}/predict"
     body = {"entities": [{"store_id": 1, "product_id": 1_000_001}]}
@@ -90,3 +95,29 @@ def test_flag_change_reaches_every_worker_within_a_second(service: tuple[str, An
     finally:
         store.set(name, Stage.BATCH, actor="test", reason="workers test done", source="cli")
         store.close()
+
+
+def test_each_worker_ships_its_shadow_records_through_kafka(service: tuple[str, Any, str]) -> None:
+    base, world, bootstrap = service
+    name = world.usecase.name
+    store = FlagStore.from_settings(world.settings)
+    try:
+        store.set(name, Stage.SHADOW, actor="test", reason="shadow records test", source="cli", force=True)
+        time.sleep(1.0)
+        body = {"entities": [{"store_id": 1, "product_id": 1_000_001}, {"store_id": 1, "product_id": 1_000_002}]}
+        with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            ids = {client.post(f"{base}/v1/models/{name}/predict", json=body).json()["request_id"] for _ in range(50)}
+    finally:
+        store.set(name, Stage.BATCH, actor="test", reason="shadow records test done", source="cli")
+        store.close()
+    import shutil
+
+    import duckdb
+
+    shutil.rmtree(world.settings.shadow_dir / name, ignore_errors=True)
+    run_sink(world.settings, name, bootstrap=bootstrap, idle_timeout_s=5, group_id="workers-test")
+    files = str(world.settings.shadow_dir / name / "**" / "*.parquet")
+    everything = duckdb.sql(f"SELECT request_id, online_prediction, batch_prediction FROM read_parquet('{files}')")
+    rows = [row for row in everything.fetchall() if row[0] in ids]
+    assert len(rows) == 2 * len(ids)  # both entities of every request, from both workers' comparison processes
+    assert all(online is not None and batch is not None for _, online, batch in rows)

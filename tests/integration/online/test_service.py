@@ -19,6 +19,7 @@ from online.materialize import materialize
 from online.redis_server import RedisServer
 from online.redis_store import RedisFeatureStore
 from online.runtime import build_deps
+from online.shadow_process import InProcessShadow
 
 pytestmark = pytest.mark.integration
 
@@ -197,7 +198,9 @@ def test_shadow_logs_both_paths_for_every_entity(served: Served, monkeypatch: py
     known, new = _known_and_new(served)
     server = served.deps.servers[served.world.usecase.name]
     recorder = RecordingLogger()
-    monkeypatch.setattr(server, "shadow", recorder)
+    monkeypatch.setattr(
+        server, "shadow", InProcessShadow(server.usecase.name, server.paths, recorder, server.background)
+    )
     served.set_stage(Stage.SHADOW)
     body = served.predict(known[:5] + new[:1])
     _wait_for(lambda: len(recorder.records) == len(body["predictions"]), "the shadow records")
@@ -224,7 +227,7 @@ def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, m
     server = served.deps.servers[served.world.usecase.name]
     # Port 1 on loopback refuses connections: a broker that is down.
     logger = ShadowLogger("127.0.0.1:1", served.world.usecase.name, timeout_s=0.5, registry=CollectorRegistry())
-    monkeypatch.setattr(server, "shadow", logger)
+    monkeypatch.setattr(server, "shadow", InProcessShadow(server.usecase.name, server.paths, logger, server.background))
     served.set_stage(Stage.SHADOW)
     try:
         for start in range(0, 20, 5):

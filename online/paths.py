@@ -1,0 +1,68 @@
+"""The two prediction paths of a use case, each call timed and never raising: the lookup read and the live model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from migrate.flags import Flag
+from online.predictor import OnlinePredictor
+
+Key = tuple[int | str, ...]
+
+
+@dataclass
+class Outcome:
+    """What one path produced for the entities it was asked about (picklable: it crosses to the shadow process)."""
+
+    results: dict[int, Any]
+    latency_ms: float
+    error: str | None = None
+    asked: frozenset[int] = frozenset()  # the entities this path was called for, answered or not
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the shadow comparison needs of one request."""
+
+    id: str
+    now: datetime
+    flag: Flag
+    keys: list[Key]
+    entities: Sequence[dict[str, int | str]]
+    context: dict[str, Any]
+
+
+NOTHING = Outcome({}, 0.0)
+
+
+class Paths:
+    """The lookup table and the online model of one use case."""
+
+    def __init__(self, lookup: Any, lookup_spec: Any, predictor: OnlinePredictor) -> None:
+        self.lookup = lookup
+        self.spec = lookup_spec
+        self.predictor = predictor
+
+    def lookup_read(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
+        """The lookup rows of `keys[indexes]`; a failing store becomes the outcome's error."""
+        started = time.perf_counter()
+        asked = frozenset(indexes)
+        try:
+            rows = self.lookup.get_many(self.spec, [keys[i] for i in indexes]) if indexes else {}
+        except Exception as exc:  # any store failure is a per-entity error, never a 500
+            return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
+        return Outcome({i: rows.get(keys[i]) for i in indexes}, (time.perf_counter() - started) * 1000, asked=asked)
+
+    def online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+        """Live predictions of `keys[indexes]`; a failing feature store or model becomes the outcome's error."""
+        started = time.perf_counter()
+        asked = frozenset(indexes)
+        try:
+            results = self.predictor.predict([keys[i] for i in indexes], now) if indexes else []
+        except Exception as exc:  # the online path may fail in any way; batch is the fallback
+            return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
+        return Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
