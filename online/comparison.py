@@ -51,6 +51,7 @@ def compare(
                 online_prediction=None if on is None else on.prediction,
                 online_model_version=None if on is None else on.model_version,
                 online_feature_ages_s={} if on is None else on.feature_ages_s,
+                online_features={} if on is None else on.features,
                 batch_latency_ms=batch.latency_ms + extra_batch.latency_ms,
                 online_latency_ms=online.latency_ms + extra_online.latency_ms,
                 batch_error=batch.error or extra_batch.error,

@@ -20,6 +20,7 @@ class OnlineResult:
     prediction: float
     model_version: str
     feature_ages_s: dict[str, float] = field(default_factory=dict)
+    features: dict[str, float | None] = field(default_factory=dict)  # the values scored (None: missing → NaN)
 
     @property
     def data_age_s(self) -> float | None:
@@ -41,8 +42,10 @@ class OnlinePredictor:
         stored = self.features.read(self.usecase, keys, self._names)
         matrix = np.full((len(keys), len(self._names)), np.nan, dtype=np.float64)
         ages: list[dict[str, float]] = []
+        used: list[dict[str, float | None]] = []
         for row, values in enumerate(stored):
             entity_ages: dict[str, float] = {}
+            entity_values: dict[str, float | None] = {}
             if values:
                 for column, name in enumerate(self._names):
                     feature = values.get(name)
@@ -50,10 +53,14 @@ class OnlinePredictor:
                         continue
                     if feature.value is not None and not math.isnan(feature.value):
                         matrix[row, column] = feature.value
+                        entity_values[name] = feature.value
+                    else:
+                        entity_values[name] = None
                     entity_ages[name] = (now - feature.event_time).total_seconds()
             ages.append(entity_ages)
+            used.append(entity_values)
         predictions = score(self.model, matrix)
         return [
-            OnlineResult(float(p), self.model.version, entity_ages)
-            for p, entity_ages in zip(predictions, ages, strict=True)
+            OnlineResult(float(p), self.model.version, entity_ages, entity_values)
+            for p, entity_ages, entity_values in zip(predictions, ages, used, strict=True)
         ]

@@ -55,6 +55,9 @@ class ShadowRecord(BaseModel):
     batch_error: str | None = None
     online_prediction: float | None = None
     online_feature_ages_s: dict[str, float] = Field(default_factory=dict, description="Feature → age in seconds.")
+    online_features: dict[str, float | None] = Field(
+        default_factory=dict, description="Feature → value the online model used (None: missing); explains skew."
+    )
     online_model_version: str | None = None
     online_latency_ms: float | None = None
     online_error: str | None = None

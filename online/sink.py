@@ -116,6 +116,7 @@ def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: li
         "batch_error": pa.array([r.batch_error for r in records], pa.string()),
         "online_prediction": pa.array([r.online_prediction for r in records], pa.float64()),
         "online_feature_ages_s": pa.array([_json(r.online_feature_ages_s) for r in records], pa.string()),
+        "online_features": pa.array([_json(r.online_features) for r in records], pa.string()),
         "online_model_version": pa.array([r.online_model_version for r in records], pa.string()),
         "online_latency_ms": pa.array([r.online_latency_ms for r in records], pa.float64()),
         "online_error": pa.array([r.online_error for r in records], pa.string()),

@@ -215,6 +215,7 @@ def test_shadow_logs_both_paths_for_every_entity(served: Served, monkeypatch: py
             # Same features, same model, same code: the live path agrees with the table to the last bit.
             assert record.online_prediction == pytest.approx(record.batch_prediction, abs=1e-12)
             assert record.online_feature_ages_s and record.batch_data_age_s is not None
+            assert set(record.online_features) == set(record.online_feature_ages_s)
     served.set_stage(Stage.BATCH)
 
 
