@@ -7,7 +7,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +16,9 @@ from migrate.errors import ArtifactError
 from migrate.usecase import UseCase
 
 MANIFEST = "manifest.json"
+Role = Literal["batch", "online"]
+# The batch model reads batch features only; the online model adds the real-time ones. Each has its manifest.
+_MANIFESTS: dict[Role, str] = {"batch": MANIFEST, "online": "manifest.online.json"}
 # Types skops may rebuild beyond its own defaults; anything else in a file is refused.
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.")
 
@@ -35,6 +38,7 @@ class ArtifactInfo(BaseModel):
     feature_names: tuple[str, ...]
     label_kind: str
     metrics: dict[str, float]
+    role: Role = "batch"
 
 
 def sha256_of(data: bytes) -> str:
@@ -59,12 +63,12 @@ class ArtifactStore:
         self.root = root
         self.project_dir = project_dir
 
-    def _manifest_path(self, usecase: str) -> Path:
-        return self.root / usecase / MANIFEST
+    def _manifest_path(self, usecase: str, role: Role = "batch") -> Path:
+        return self.root / usecase / _MANIFESTS[role]
 
-    def list(self, usecase: str) -> list[ArtifactInfo]:
-        """Every recorded version, oldest first."""
-        path = self._manifest_path(usecase)
+    def list(self, usecase: str, role: Role = "batch") -> list[ArtifactInfo]:
+        """Every recorded version of the use case's `role` model, oldest first."""
+        path = self._manifest_path(usecase, role)
         if not path.exists():
             return []
         try:
@@ -77,16 +81,22 @@ class ArtifactStore:
             ) from None
 
     def save(
-        self, usecase: UseCase, estimator: Any, *, trained_as_of: datetime, metrics: dict[str, float]
+        self,
+        usecase: UseCase,
+        estimator: Any,
+        *,
+        trained_as_of: datetime,
+        metrics: dict[str, float],
+        role: Role = "batch",
     ) -> ArtifactInfo:
-        """Write a new version of the model and record its sha256 in the manifest."""
+        """Write a new version of the use case's `role` model and record its sha256 in that role's manifest."""
         import skops.io as sio
 
         data = sio.dumps(estimator)
         digest = sha256_of(data)
-        existing = self.list(usecase.name)
+        existing = self.list(usecase.name, role)
         number = (existing[-1].number + 1) if existing else 1
-        version = f"v{number}-{digest[:12]}"
+        version = f"v{number}-{digest[:12]}" if role == "batch" else f"online-v{number}-{digest[:12]}"
         file = f"{version}.skops"
         _write_atomic(self.root / usecase.name / file, data)
         info = ArtifactInfo(
@@ -97,16 +107,24 @@ class ArtifactStore:
             sha256=digest,
             trained_at=datetime.now(UTC),
             trained_as_of=trained_as_of,
-            feature_names=tuple(usecase.feature_names),
+            feature_names=tuple(usecase.feature_names if role == "batch" else usecase.online_feature_names),
             label_kind=usecase.label.kind,
             metrics=metrics,
+            role=role,
         )
         entries = [e.model_dump(mode="json") for e in [*existing, info]]
-        _write_atomic(self._manifest_path(usecase.name), orjson.dumps(entries, option=orjson.OPT_INDENT_2))
+        _write_atomic(self._manifest_path(usecase.name, role), orjson.dumps(entries, option=orjson.OPT_INDENT_2))
         return info
 
-    def resolve(self, usecase: UseCase) -> tuple[Path, str, ArtifactInfo | None]:
-        """The artifact to serve: the YAML's pinned one, else the latest trained; with its expected sha256."""
+    def resolve(self, usecase: UseCase, role: Role = "batch") -> tuple[Path, str, ArtifactInfo | None]:
+        """The artifact to serve: the YAML's pinned one, else the latest trained; with its expected sha256.
+
+        The online role has no pin: its latest trained version, else (none trained yet) the batch model's.
+        """
+        if role == "online":
+            online = self.list(usecase.name, "online")
+            if online:
+                return self.root / usecase.name / online[-1].file, online[-1].sha256, online[-1]
         if usecase.model.artifact is not None:
             assert usecase.model.sha256 is not None  # the schema requires it with a pinned artifact
             path = Path(usecase.model.artifact)

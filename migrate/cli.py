@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from migrate.artifact import Role
 from migrate.cli_flags import flags_app
 from migrate.cli_online import register as register_online
+from migrate.cli_stream import register as register_stream
 from migrate.cli_support import console, err, friendly
 from migrate.errors import MigrateError
 from migrate.registry import Registry
@@ -28,6 +30,7 @@ app.add_typer(usecases_app, name="usecases")
 app.add_typer(lookup_app, name="lookup")
 app.add_typer(flags_app, name="flags")
 register_online(app)
+register_stream(app)
 
 
 # Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
@@ -89,6 +92,9 @@ def train(
             help="Train on data before this time (UTC); default: the newest batch features in the offline store."
         ),
     ] = None,
+    online: Annotated[
+        bool, typer.Option(help="Train the online model: batch plus real-time features (same window code).")
+    ] = False,
 ) -> None:
     """Train the use case's model and write a new versioned artifact with its sha256."""
     from migrate.offline import latest_feature_time, open_offline
@@ -104,8 +110,9 @@ def train(
                 f"the offline store has no rows in {uc.batch_features.table} to train {uc.name} on",
                 fix="load features first (for the example: `migrate demo`), or pass --as-of",
             )
-    with console.status(f"training {uc.name} on data before {cutoff:%Y-%m-%d %H:%M}Z"):
-        info = run_training(uc, get_settings(), cutoff)
+    role: Role = "online" if online else "batch"
+    with console.status(f"training the {role} model of {uc.name} on data before {cutoff:%Y-%m-%d %H:%M}Z"):
+        info = run_training(uc, get_settings(), cutoff, role=role)
     console.print(f"[green]trained[/] {uc.name} {info.version}  sha256 {info.sha256}")
     console.print("  " + "  ".join(f"{k}={v:.4g}" for k, v in info.metrics.items()), highlight=False)
 

@@ -24,33 +24,29 @@ def serve(
     """Serve every use case's model live (FastAPI on uvicorn); embedded Redis and broker unless configured."""
     import uvicorn
 
-    from online.broker import resolve_bootstrap
+    from online.broker_daemon import shared_bootstrap
     from online.redis_server import resolve_redis_url
 
     settings = get_settings()
     redis_url, redis_server = resolve_redis_url(settings)
-    bootstrap, broker = resolve_bootstrap(settings)
+    bootstrap = shared_bootstrap(settings)  # the state dir's broker, shared with `stream` and `sink`
     # Workers are separate processes: they read where the services are from the environment.
     os.environ["MIGRATE_REDIS_URL"] = redis_url
     os.environ["MIGRATE_KAFKA_BOOTSTRAP"] = bootstrap
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP pools woken per request cost ~10 ms at the tail
     console.print(
         f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
-        f"{'embedded broker ' if broker else ''}{bootstrap}; docs at http://{host}:{port}/docs"
+        f"{'' if settings.kafka_bootstrap else 'the embedded broker at '}{bootstrap}; docs at http://{host}:{port}/docs"
     )
-    try:
-        uvicorn.run(
-            "online.runtime:app_factory",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="info",
-            access_log=False,
-        )
-    finally:
-        if broker is not None:
-            broker.stop()
+    uvicorn.run(
+        "online.runtime:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @friendly
@@ -88,22 +84,27 @@ def sink(
     idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
 ) -> None:
     """Consume the use case's shadow log (and labels) from Kafka into Parquet partitions for DuckDB."""
+    from online.broker_daemon import shared_bootstrap
     from online.sink import run_sink
 
     settings = get_settings()
     Registry(settings.usecases_dir).get(usecase)
-    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout)
+    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=shared_bootstrap(settings))
     console.print(f"[green]sink stopped[/] {report}", highlight=False)
 
 
 @services_app.command("stop")
 @friendly
 def services_stop() -> None:
-    """Stop the embedded Redis of this state dir (its features are lost: it keeps them in memory)."""
+    """Stop the embedded Redis and broker of this state dir (they keep features and topics in memory)."""
+    from online.broker_daemon import stop_shared_broker
     from online.redis_server import stop_redis
 
-    stopped = stop_redis(get_settings())
+    settings = get_settings()
+    stopped = stop_redis(settings)
     console.print("embedded Redis stopped" if stopped else "no embedded Redis was running")
+    broker = stop_shared_broker(settings)
+    console.print("embedded broker stopped" if broker else "no embedded broker was running")
 
 
 def register(app: typer.Typer) -> None:

@@ -176,7 +176,13 @@ def write_snapshot(
 
 
 def training_frame(
-    con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime, *, usecase_file: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    usecase: UseCase,
+    start: datetime,
+    end: datetime,
+    *,
+    usecase_file: str | None = None,
+    id_column: str | None = None,
 ) -> pa.Table:
     """Labelled events in [start, end), each joined to the latest batch-feature row at or before it.
 
@@ -197,7 +203,10 @@ def training_frame(
     events = usecase.realtime_features
     batch = usecase.batch_features
     label = usecase.label.name
-    check_columns(con, events.event_table, [*keys, events.event_time_column, label], usecase_file=file)
+    extra = [] if id_column is None else [id_column]
+    check_columns(con, events.event_table, [*keys, events.event_time_column, label, *extra], usecase_file=file)
+    ev_extra = "".join(f", {_quote(c)}" for c in extra)
+    out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
     check_columns(con, batch.table, [*keys, batch.timestamp_column, *usecase.feature_names], usecase_file=file)
     label_type = "INTEGER" if usecase.label.kind == "binary" else "DOUBLE"
     ev_keys = ", ".join(f"ev.{_quote(k)}" for k in keys)
@@ -210,7 +219,7 @@ def training_frame(
         WITH ev AS (
             SELECT {", ".join(_quote(k) for k in keys)},
                    CAST({event_time} AS TIMESTAMP) AS event_time,
-                   CAST({_quote(label)} AS {label_type}) AS label_value
+                   CAST({_quote(label)} AS {label_type}) AS label_value{ev_extra}
             FROM {_quote(events.event_table)}
             WHERE {event_time} >= $start AND {event_time} < $end AND {_quote(label)} IS NOT NULL
         ), f AS (
@@ -219,9 +228,9 @@ def training_frame(
             FROM {_quote(batch.table)}
             WHERE {ts} < $end
         )
-        SELECT {ev_keys}, ev.event_time, {features}, f.features_as_of, ev.label_value AS {_quote(label)}
+        SELECT {ev_keys}, ev.event_time, {features}, f.features_as_of, ev.label_value AS {_quote(label)}{out_extra}
         FROM ev ASOF JOIN f ON {on_keys} AND ev.event_time >= f.features_as_of
-        ORDER BY ev.event_time, {ev_keys}, ev.label_value
+        ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
     params = {"start": utc_naive(start), "end": utc_naive(end)}
     table = con.sql(query, params=params).to_arrow_table()

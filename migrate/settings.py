@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="Connect, request and admin timeout for Kafka.")
     shadow_topic_prefix: str = Field(default="migrate.shadow.", pattern=r"^[A-Za-z0-9._-]*$")
     labels_topic_prefix: str = Field(default="migrate.labels.", pattern=r"^[A-Za-z0-9._-]*$")
+    events_topic_prefix: str = Field(default="migrate.events.", pattern=r"^[A-Za-z0-9._-]*$")
+    dead_letter_topic_prefix: str = Field(default="migrate.dlq.", pattern=r"^[A-Za-z0-9._-]*$")
+    stream_checkpoint_events: int = Field(default=5_000, ge=1, description="Events per stream checkpoint (at most).")
+    stream_checkpoint_interval_s: float = Field(
+        default=0.1, gt=0, description="Longest wait between stream checkpoints (bounds feature freshness)."
+    )
     shadow_queue_size: int = Field(default=10_000, ge=1, description="Shadow records buffered before dropping.")
     sink_flush_records: int = Field(default=10_000, ge=1, description="Records per Parquet file (at most).")
     sink_flush_interval_s: float = Field(default=30.0, gt=0, description="Longest wait before a partial flush.")

@@ -6,10 +6,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, cast
 
-from migrate.artifact import ArtifactInfo, ArtifactStore
+from migrate.artifact import ArtifactInfo, ArtifactStore, Role
 from migrate.errors import ConfigError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -25,7 +24,8 @@ class TrainedModel:
     trained_on: tuple[datetime, datetime]
 
 
-Trainer = Callable[[UseCase, Path, datetime], TrainedModel]
+Trainer = Callable[..., TrainedModel]
+"""``trainer(usecase, offline_path, as_of, *, online=False)``: ``online=True`` adds the real-time features."""
 
 
 def resolve_trainer(usecase: UseCase) -> Trainer:
@@ -46,14 +46,28 @@ def resolve_trainer(usecase: UseCase) -> Trainer:
     return cast(Trainer, trainer)
 
 
-def train(usecase: UseCase, settings: Settings, as_of: datetime) -> ArtifactInfo:
-    """Train on data before `as_of` and write a new artifact version with its sha256."""
-    trained = resolve_trainer(usecase)(usecase, settings.offline_store_path, as_of)
-    if list(trained.feature_names) != usecase.feature_names:
+def train(usecase: UseCase, settings: Settings, as_of: datetime, *, role: Role = "batch") -> ArtifactInfo:
+    """Train on data before `as_of` and write a new artifact version with its sha256.
+
+    ``role="online"`` trains the online model: batch features plus the real-time ones, computed with the stream
+    processor's window code over the event history (point in time, no leakage).
+    """
+    trainer = resolve_trainer(usecase)
+    if role == "online":
+        if not usecase.realtime_feature_names:
+            raise ConfigError(
+                f"use case {usecase.name!r} declares no real-time features, so it has no online model to train",
+                fix="declare realtime_features (with events) in its YAML, or serve the batch model online",
+            )
+        trained = trainer(usecase, settings.offline_store_path, as_of, online=True)
+        expected = usecase.online_feature_names
+    else:
+        trained = trainer(usecase, settings.offline_store_path, as_of)
+        expected = usecase.feature_names
+    if list(trained.feature_names) != expected:
         raise ConfigError(
-            f"trainer of {usecase.name!r} used features {trained.feature_names}, "
-            f"but the YAML declares {usecase.feature_names}",
-            fix="train on exactly the batch_features the use case declares, in order",
+            f"trainer of {usecase.name!r} used features {trained.feature_names}, but the YAML declares {expected}",
+            fix="train on exactly the features the use case declares, in order (batch, then real-time)",
         )
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
-    return store.save(usecase, trained.estimator, trained_as_of=as_of, metrics=trained.metrics)
+    return store.save(usecase, trained.estimator, trained_as_of=as_of, metrics=trained.metrics, role=role)

@@ -86,12 +86,73 @@ class RealtimeFeature(_Strict):
         return value
 
 
+EventFieldType = Literal["int", "float", "str", "bool", "datetime"]
+
+
+class EventStream(_Strict):
+    """The Kafka topic of raw events and the schema every event must match (else: dead-letter topic)."""
+
+    topic: str | None = Field(default=None, description="Default: '<settings.events_topic_prefix><use case>'.")
+    partitions: int = Field(default=4, ge=1, le=1024)
+    id_field: Identifier = Field(description="Unique id of an event (labels and dead letters name it).")
+    fields: dict[Identifier, EventFieldType] = Field(min_length=1, description="Field name → type.")
+    allowed_lateness: str = Field(
+        default="5m", description="Events older than the partition's newest event time minus this are dead-lettered."
+    )
+    max_future: str = Field(
+        default="5m", description="Events timed later than their arrival (broker timestamp) plus this are refused."
+    )
+
+    @field_validator("allowed_lateness", "max_future")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class RealtimeFeatures(_Strict):
-    """Real-time features: declared here, computed from the event stream by later components."""
+    """Real-time features: windowed aggregates over the event stream, by event time."""
 
     event_table: Identifier = Field(description="Offline-store table holding the same events as the stream.")
     event_time_column: Identifier
+    events: EventStream | None = Field(default=None, description="The event topic and schema (stream processor).")
+    resolution: str = Field(default="1m", description="Window bucket width; windows are multiples of it.")
     features: list[RealtimeFeature] = Field(default_factory=list)
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RealtimeFeatures:
+        step = parse_duration(self.resolution)
+        for feature in self.features:
+            if feature.aggregation != "minutes_since" and feature.window is None:
+                raise ValueError(f"feature {feature.name!r} ({feature.aggregation}) needs a window, e.g. '30m'")
+            if feature.aggregation == "minutes_since" and feature.window is not None:
+                raise ValueError(f"feature {feature.name!r} (minutes_since) takes no window")
+            if feature.aggregation not in ("count", "minutes_since") and feature.field is None:
+                raise ValueError(f"feature {feature.name!r} ({feature.aggregation}) needs the event field it reads")
+            if feature.window is not None and parse_duration(feature.window) % step:
+                raise ValueError(f"feature {feature.name!r}: window {feature.window} is not a multiple of {step}")
+        if self.events is not None:
+            fields = self.events.fields
+            if fields.get(self.event_time_column) != "datetime":
+                raise ValueError(f"events.fields must declare {self.event_time_column!r} as datetime")
+            if self.events.id_field not in fields:
+                raise ValueError(f"events.id_field {self.events.id_field!r} is not among events.fields")
+            for feature in self.features:
+                used = [feature.field, *feature.where] if feature.field else list(feature.where)
+                unknown = [f for f in used if f not in fields]
+                if unknown:
+                    raise ValueError(f"feature {feature.name!r} reads {unknown}, not among events.fields")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
 
 
 class Label(_Strict):
@@ -101,6 +162,9 @@ class Label(_Strict):
     description: str
     kind: Literal["binary", "regression"]
     available_after: str = Field(description="How long after a prediction its label is known, e.g. '2h'.")
+    event_field: Identifier | None = Field(
+        default=None, description="Event field whose value is the label (the stream processor publishes it)."
+    )
 
     @field_validator("available_after")
     @classmethod
@@ -165,6 +229,13 @@ class CutoverPolicy(_Strict):
     min_coverage: float = Field(default=0.0, ge=0, le=1)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_p99_latency_ms: float = Field(default=50.0, gt=0)
+    max_fallback_rate: float = Field(default=0.05, ge=0, le=1, description="Largest share served by the fallback.")
+    primary_metric: Literal["auc", "log_loss", "brier", "mae", "rmse"] | None = Field(
+        default=None, description="Metric the verdict judges accuracy on; default auc (binary) or mae (regression)."
+    )
+    disagreement_threshold: float = Field(
+        default=0.05, gt=0, description="|live − batch| that counts as a disagreement when the noise floor is unknown."
+    )
     auto_promote: bool = False
 
 
@@ -186,10 +257,29 @@ class UseCase(_Strict):
     @model_validator(mode="after")
     def _columns_distinct(self) -> UseCase:
         names = self.entity.key_names + [f.name for f in self.batch_features.features]
+        if self.realtime_features is not None:
+            names += self.realtime_features.names
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"columns {duplicates} appear twice among entity keys and batch features")
+            raise ValueError(f"columns {duplicates} appear twice among entity keys, batch and real-time features")
+        rt = self.realtime_features
+        if rt is not None and rt.events is not None:
+            missing = [k for k in self.entity.key_names if k not in rt.events.fields]
+            if missing:
+                raise ValueError(f"realtime_features.events.fields lacks the entity key(s) {missing}")
+            if self.label.event_field is not None and self.label.event_field not in rt.events.fields:
+                raise ValueError(f"label.event_field {self.label.event_field!r} is not among the event fields")
         return self
+
+    @property
+    def realtime_feature_names(self) -> list[str]:
+        """The real-time features, in declared order (empty when none are declared)."""
+        return [] if self.realtime_features is None else self.realtime_features.names
+
+    @property
+    def online_feature_names(self) -> list[str]:
+        """The online model's inputs: the batch features, then the real-time ones."""
+        return self.feature_names + self.realtime_feature_names
 
     @property
     def feature_names(self) -> list[str]:

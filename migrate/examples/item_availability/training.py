@@ -1,7 +1,9 @@
-"""The trainer of the item-availability example: gradient boosting on the batch features only.
+"""The trainer of the item-availability example: gradient boosting on the batch features (batch model), or on
+the batch and real-time features (online model).
 
 It learns from the scan events of the ``TRAINING_DAYS`` before ``as_of``, each paired point in time with the
-features the nightly batch had at that moment, and holds the last day out to measure it.
+features the nightly batch had at that moment (and, online, the real-time features the stream processor held just
+before it), and holds the last day out to measure it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from migrate.errors import OfflineStoreError, UseCaseError
+from migrate.event_history import online_training_frame
 from migrate.offline import open_offline, training_frame, utc_aware
 from migrate.training import TrainedModel
 from migrate.usecase import UseCase
@@ -49,7 +52,7 @@ def make_estimator() -> HistGradientBoostingClassifier:
     )
 
 
-def train(usecase: UseCase, offline_path: Path, as_of: datetime) -> TrainedModel:
+def train(usecase: UseCase, offline_path: Path, as_of: datetime, *, online: bool = False) -> TrainedModel:
     """Fit on events in [as_of - 10 days, as_of - 1 day) and report AUC, log loss and Brier on the last day."""
     if usecase.label.kind != "binary":
         raise UseCaseError(
@@ -62,12 +65,15 @@ def train(usecase: UseCase, offline_path: Path, as_of: datetime) -> TrainedModel
     start, split = as_of - timedelta(days=TRAINING_DAYS), as_of - HOLDOUT
     con = open_offline(offline_path)
     try:
-        frame = training_frame(con, usecase, start, as_of)
+        frame = (
+            online_training_frame(con, usecase, start, as_of) if online else training_frame(con, usecase, start, as_of)
+        )
     finally:
         con.close()
     times = frame["event_time"]
     is_test = np.asarray(times.to_numpy(zero_copy_only=False) >= np.datetime64(split.replace(tzinfo=None), "us"))
-    x, y = _matrix(frame, usecase.feature_names), _labels(frame, usecase.label.name)
+    names = usecase.online_feature_names if online else usecase.feature_names
+    x, y = _matrix(frame, names), _labels(frame, usecase.label.name)
     x_train, y_train, x_test, y_test = x[~is_test], y[~is_test], x[is_test], y[is_test]
     for part, labels, (lo, hi) in (("training", y_train, (start, split)), ("holdout", y_test, (split, as_of))):
         if np.unique(labels).size < 2:
@@ -86,6 +92,4 @@ def train(usecase: UseCase, offline_path: Path, as_of: datetime) -> TrainedModel
         "n_train": float(y_train.size),
         "n_test": float(y_test.size),
     }
-    return TrainedModel(
-        estimator=estimator, feature_names=list(usecase.feature_names), metrics=metrics, trained_on=(start, split)
-    )
+    return TrainedModel(estimator=estimator, feature_names=list(names), metrics=metrics, trained_on=(start, split))

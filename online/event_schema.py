@@ -1,0 +1,157 @@
+"""Validation of raw events against the use case's declared event schema, fast enough for the stream's hot path.
+
+A pydantic model per event would cost more than the whole window update, so the schema is compiled once into
+a tuple of (field, checker) and an event is checked with plain type tests. What fails is returned as a
+`Rejection` (reason + detail) for the dead-letter topic; nothing raises on bad input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+
+from migrate.usecase import EventStream, UseCase, parse_duration
+
+__all__ = ["EventSchema", "RejectReason", "Rejection", "ValidEvent"]
+
+RejectReason = Literal["bad_json", "not_an_object", "missing_field", "wrong_type", "wrong_key", "too_late", "future"]
+REJECT_REASONS: tuple[RejectReason, ...] = (
+    "bad_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "wrong_key",
+    "too_late",
+    "future",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event cannot be used; it goes to the dead-letter topic with this."""
+
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """A checked event: its fields (datetimes as epoch seconds), entity key, event time and id."""
+
+    fields: dict[str, Any]
+    key: tuple[int | str, ...]
+    time_s: float
+    event_id: str
+
+
+def _int(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("an integer")
+    return value
+
+
+def _float(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError("a finite number")
+    return float(value)
+
+
+def _str(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise TypeError("a non-empty string")
+    return value
+
+
+def _bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise TypeError("true or false")
+    return value
+
+
+def _datetime(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise TypeError("an ISO 8601 time with a UTC offset, e.g. 2026-11-14T09:30:00Z")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise TypeError("an ISO 8601 time with a UTC offset, e.g. 2026-11-14T09:30:00Z") from None
+    if moment.tzinfo is None:
+        raise TypeError("a time with a UTC offset (naive times are ambiguous)")
+    return moment.timestamp()
+
+
+_CHECKERS: dict[str, Callable[[Any], Any]] = {
+    "int": _int,
+    "float": _float,
+    "str": _str,
+    "bool": _bool,
+    "datetime": _datetime,
+}
+
+
+class EventSchema:
+    """The compiled event schema of one use case."""
+
+    def __init__(self, usecase: UseCase) -> None:
+        declared = usecase.realtime_features
+        if declared is None or declared.events is None:
+            raise ValueError(f"use case {usecase.name!r} declares no realtime_features.events")
+        stream: EventStream = declared.events
+        self.usecase = usecase.name
+        self.fields = tuple((name, _CHECKERS[kind]) for name, kind in stream.fields.items())
+        self.types = dict(stream.fields)
+        self.key_names = tuple(usecase.entity.key_names)
+        self.time_field = declared.event_time_column
+        self.id_field = stream.id_field
+        self.lateness_s = parse_duration(stream.allowed_lateness).total_seconds()
+        self.future_s = parse_duration(stream.max_future).total_seconds()
+
+    def parse(self, raw: bytes | None) -> ValidEvent | Rejection:
+        """Decode and check one message value."""
+        if raw is None:
+            return Rejection("bad_json", "empty message (tombstone)")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Rejection("bad_json", f"not JSON: {exc}")
+        if not isinstance(data, dict):
+            return Rejection("not_an_object", f"a JSON {type(data).__name__}, not an object")
+        fields: dict[str, Any] = {}
+        for name, check in self.fields:
+            if name not in data or data[name] is None:
+                return Rejection("missing_field", f"field {name!r} ({self.types[name]}) is missing")
+            try:
+                fields[name] = check(data[name])
+            except TypeError as exc:
+                return Rejection("wrong_type", f"field {name!r} must be {exc}, got {data[name]!r:.80}")
+        return ValidEvent(
+            fields,
+            tuple(fields[k] for k in self.key_names),
+            fields[self.time_field],
+            str(fields[self.id_field]),
+        )
+
+    def timing(self, event: ValidEvent, watermark_s: float, arrived_s: float) -> Rejection | None:
+        """Too late (behind the partition's newest event time by more than the lateness) or in the future."""
+        if event.time_s < watermark_s - self.lateness_s:
+            behind = watermark_s - event.time_s
+            return Rejection(
+                "too_late",
+                f"{behind:.0f} s behind the partition's newest event; allowed lateness {self.lateness_s:.0f} s",
+            )
+        if event.time_s > arrived_s + self.future_s:
+            ahead = event.time_s - arrived_s
+            return Rejection(
+                "future", f"timed {ahead:.0f} s after it reached the broker; at most {self.future_s:.0f} s"
+            )
+        return None
+
+
+def encode_event(fields: dict[str, Any]) -> bytes:
+    """An event as the producer sends it (datetimes as ISO 8601 UTC)."""
+    return orjson.dumps(fields, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)

@@ -1,0 +1,128 @@
+"""What the stream processor sends back to Kafka: dead letters (bad or untimely events) and labels.
+
+Both are flushed and acknowledged *before* the checkpoint that moves past their events is written, so nothing is
+lost; a crash between the two resends them (at least once). Consumers de-duplicate: dead letters by
+(topic, partition, offset), labels by ``source_event_id``.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from migrate.errors import BrokerUnavailableError
+from online.broker import KafkaProducer, ensure_topic, kafka_errors
+from online.event_schema import RejectReason
+
+__all__ = ["DeadLetter", "StreamOutputs", "dead_letter_topic"]
+
+
+def dead_letter_topic(usecase: str, prefix: str = "migrate.dlq.") -> str:
+    return f"{prefix}{usecase}"
+
+
+class DeadLetter(BaseModel):
+    """An event the processor could not use: where it was, why, and its bytes as they came."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usecase: str
+    reason: RejectReason
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    value: str | None
+    value_base64: bool = False
+
+    @classmethod
+    def of(cls, usecase: str, reason: RejectReason, detail: str, message: Any) -> DeadLetter:
+        raw: bytes | None = message.value
+        try:
+            text, b64 = (None if raw is None else raw.decode("utf-8")), False
+        except UnicodeDecodeError:
+            text, b64 = base64.b64encode(raw or b"").decode(), True
+        key = None if message.key is None else message.key.decode("utf-8", "replace")
+        return cls(
+            usecase=usecase,
+            reason=reason,
+            detail=detail,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=int(message.timestamp),
+            key=key,
+            value=text,
+            value_base64=b64,
+        )
+
+
+class StreamOutputs:
+    """One producer for the dead-letter and label topics of a use case."""
+
+    def __init__(self, bootstrap: str, usecase: str, dlq_topic: str, labels_topic: str | None, timeout_s: float):
+        self.usecase = usecase
+        self.dlq_topic = dlq_topic
+        self.labels_topic = labels_topic
+        self.timeout_s = timeout_s
+        ensure_topic(bootstrap, dlq_topic, timeout_s=timeout_s)
+        if labels_topic is not None:
+            ensure_topic(bootstrap, labels_topic, timeout_s=timeout_s)
+        timeout_ms = int(timeout_s * 1000)
+        try:
+            self.producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id=f"migrate-stream-{usecase}",
+                acks="all",
+                linger_ms=5,
+                max_block_ms=timeout_ms,
+                request_timeout_ms=timeout_ms,
+                delivery_timeout_ms=timeout_ms + 1000,
+                bootstrap_timeout_ms=timeout_ms,
+            )
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"stream processor of {usecase!r}: no broker at {bootstrap}: {exc}", fix="start it"
+            ) from exc
+        self._futures: list[Any] = []
+        self.dead_letters = 0
+        self.labels = 0
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        key = None if letter.key is None else letter.key.encode()
+        self._futures.append(self.producer.send(self.dlq_topic, key=key, value=orjson.dumps(letter.model_dump())))
+        self.dead_letters += 1
+
+    def label(self, record: bytes, key: bytes) -> None:
+        """Send one label, already a `LabelRecord` as JSON (built without a model per event: the hot path)."""
+        if self.labels_topic is None:
+            return
+        self._futures.append(self.producer.send(self.labels_topic, key=key, value=record))
+        self.labels += 1
+
+    def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged.
+
+        Raises:
+            BrokerUnavailableError: not all were acknowledged in time (the checkpoint must not be written).
+        """
+        if not self._futures:
+            return
+        try:
+            self.producer.flush(timeout=self.timeout_s)
+            for future in self._futures:
+                future.get(timeout=self.timeout_s)
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"dead letters / labels of {self.usecase!r} were not acknowledged: {exc}",
+                fix="the processor stops without checkpointing; restart it once the broker is healthy",
+            ) from exc
+        self._futures.clear()
+
+    def close(self) -> None:
+        self.producer.close(timeout=self.timeout_s)

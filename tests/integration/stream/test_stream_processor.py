@@ -1,0 +1,151 @@
+"""The stream processor against the real broker and Redis: point-in-time equality, dead letters, lateness, replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from conftest import Stream, same
+
+from online.broker import KafkaConsumer
+from online.stream_outputs import dead_letter_topic
+from online.stream_processor import StreamProcessor, key_bytes
+from online.stream_replay import replay
+
+pytestmark = pytest.mark.integration
+
+
+def run(stream: Stream, **settings: Any) -> Any:
+    processor = StreamProcessor(
+        stream.settings_with(**settings), stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url
+    )
+    return processor.run(until_caught_up=True, max_seconds=120)
+
+
+def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000, request_timeout_ms=10000
+    )
+    out: list[dict[str, Any]] = []
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    try:
+        while len(out) < expected and datetime.now(UTC) < deadline:
+            for message in consumer:
+                out.append(orjson.loads(message.value))
+    finally:
+        consumer.close()
+    return out
+
+
+def test_features_equal_point_in_time_training_features_at_the_same_instant(stream: Stream) -> None:
+    times = [e["event_time"] for e in stream.events]
+    instant = times[len(times) * 2 // 3] + timedelta(seconds=1)  # between events: nothing happens exactly then
+    before = [e for e in stream.events if e["event_time"] < instant]
+    assert stream.publish(before) == len(before)
+    report = run(stream)
+    assert report.events == len(before) and report.dead_letters == 0
+    expected = stream.expected(before, instant)
+    assert len(expected) > 100
+    assert same(stream.observed(instant), expected) == []
+
+
+def test_replay_rebuilds_identical_features_idempotently(stream: Stream) -> None:
+    stream.publish()
+    run(stream)
+    end = stream.events[-1]["event_time"] + timedelta(minutes=1)
+    live = stream.observed(end)
+    assert same(live, stream.expected(stream.events, end)) == []
+    for _ in range(2):  # twice: a replay over a replay changes nothing
+        report = replay(stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
+        assert report.events == len(stream.events)
+        assert same(stream.observed(end), live) == []
+    # From a later time: windows still open full (warm-up); only minutes_since may know less of the past.
+    since = stream.events[len(stream.events) // 2]["event_time"]
+    replay(stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url, since=since)
+    partial = stream.observed(end)
+    windowed = [i for i, f in enumerate(stream.usecase.realtime_features.features) if f.window]  # type: ignore[union-attr]
+    recent = {k: v for k, v in live.items() if k in partial}
+    assert recent and same({k: [v[i] for i in windowed] for k, v in partial.items()},
+                           {k: [v[i] for i in windowed] for k, v in recent.items()}) == []
+
+
+def test_malformed_events_all_reach_the_dead_letter_topic_with_their_reason(stream: Stream) -> None:
+    good = stream.events[:400]
+    first = good[0]
+    key = key_bytes({"store_id": first["store_id"], "product_id": first["product_id"]})
+    future = first["event_time"] + timedelta(days=365 * 30)  # the broker stamps arrival now; this is decades later
+    bad: list[tuple[bytes, bytes, str]] = [
+        (key, b"{not json", "bad_json"),
+        (key, b"[1, 2]", "not_an_object"),
+        (key, orjson.dumps({**_wire(first), "found": None}), "missing_field"),
+        (key, orjson.dumps({k: v for k, v in _wire(first).items() if k != "product_id"}), "missing_field"),
+        (key, orjson.dumps({**_wire(first), "store_id": "seven"}), "wrong_type"),
+        (key, orjson.dumps({**_wire(first), "found": "yes"}), "wrong_type"),
+        (key, orjson.dumps({**_wire(first), "event_time": "yesterday"}), "wrong_type"),
+        (key, orjson.dumps({**_wire(first), "event_time": "2026-11-14T10:00:00"}), "wrong_type"),  # naive
+        (key, orjson.dumps({**_wire(first), "event_time": future.isoformat()}), "future"),
+        (b'{"product_id":1,"store_id":1}', orjson.dumps(_wire(first)), "wrong_key"),
+    ]
+    publisher = stream.publisher()
+    try:
+        for i, event in enumerate(good):
+            publisher.send(event)
+            if i % 40 == 20 and bad:  # bad events in between good ones
+                raw_key, value, _ = bad[(i // 40) % len(bad)]
+                publisher.send(event, value=value, key=raw_key)
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    sent_bad = [bad[(i // 40) % len(bad)] for i in range(len(good)) if i % 40 == 20]
+    report = run(stream)
+    assert report.events == len(good)
+    assert report.dead_letters == len(sent_bad)
+    letters = consume(stream.bootstrap, dead_letter_topic(stream.usecase.name), len(sent_bad))
+    assert sorted(letter["reason"] for letter in letters) == sorted(reason for _, _, reason in sent_bad)
+    assert all(letter["detail"] and letter["value"] is not None for letter in letters)
+    end = good[-1]["event_time"] + timedelta(minutes=1)
+    assert same(stream.observed(end), stream.expected(good, end)) == []
+
+
+def _wire(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "event_time": event["event_time"].isoformat()}
+
+
+def test_late_events_within_the_allowed_lateness_count_and_later_ones_are_dead_lettered(stream: Stream) -> None:
+    base = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
+    entity = {"store_id": 9001, "product_id": 9001}
+
+    def event(n: int, minutes: float, found: bool) -> dict[str, Any]:
+        return {"event_id": f"late-{n}", "event_time": base + timedelta(minutes=minutes), **entity, "found": found}
+
+    events = [
+        event(1, 0, True),
+        event(2, 30, True),  # watermark 10:30
+        event(3, 26, False),  # 4 min late: within the 5 min allowed → counted
+        event(4, 20, False),  # 10 min late: beyond → dead letter, not counted
+        event(5, 31, True),
+    ]
+    publisher = stream.publisher()
+    try:
+        for e in events:
+            publisher.send(e)
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    report = run(stream)
+    assert (report.events, report.dead_letters) == (4, 1)
+    letters = consume(stream.bootstrap, dead_letter_topic(stream.usecase.name), 1)
+    assert [(letter["reason"], orjson.loads(letter["value"])["event_id"]) for letter in letters] == [
+        ("too_late", "late-4")
+    ]
+    at = base + timedelta(minutes=32)
+    observed = stream.observed(at, events)[(9001, 9001)]
+    names = stream.usecase.realtime_feature_names
+    values = dict(zip(names, observed, strict=True))
+    assert values["scans_30m"] == 3  # 10:26, 10:30, 10:31 (10:00 is outside (10:01, 10:31])
+    assert values["found_rate_30m"] == pytest.approx(2 / 3)
+    assert values["scans_120m"] == 4
+    assert values["minutes_since_not_found"] == pytest.approx(6.0)  # the 10:26 miss, read at 10:32
+    assert same({(9001, 9001): observed}, stream.expected([events[i] for i in (0, 1, 2, 4)], at)) == []
