@@ -356,10 +356,16 @@ class StreamProcessor:
         return total
 
     def _caught_up(self, elapsed: float) -> bool:
-        if not self.partitions:
-            return elapsed >= JOIN_GRACE_S
+        """Whether the whole group is done: every partition of the topic checkpointed at its end offset.
+
+        Not just this member's partitions: when another member dies, its partitions come here after the rebalance.
+        """
+        if not self.partitions and elapsed < JOIN_GRACE_S:
+            return False
         if any(p.pending for p in self.partitions.values()):
             return False
-        tps = [TopicPartition(self.topic, n) for n in self.partitions]
+        numbers = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, n) for n in sorted(numbers)]
         ends = self._consumer.end_offsets(tps)
-        return all(self._consumer.position(tp) >= ends[tp] for tp in tps)
+        done = self.checkpoints.positions()
+        return all(done.get(tp.partition, 0) >= ends[tp] for tp in tps)
