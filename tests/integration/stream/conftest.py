@@ -158,7 +158,9 @@ def same(a: dict[tuple[Any, ...], list[float]], b: dict[tuple[Any, ...], list[fl
 def history(world: Any) -> list[dict[str, Any]]:
     """Every event of the generated world, in event-time order."""
     with open_offline(world.settings.offline_store_path) as con:
-        return list(iter_events(con, world.usecase, datetime(2000, 1, 1).astimezone(), datetime(2100, 1, 1).astimezone()))
+        return list(
+            iter_events(con, world.usecase, datetime(2000, 1, 1).astimezone(), datetime(2100, 1, 1).astimezone())
+        )
 
 
 @pytest.fixture

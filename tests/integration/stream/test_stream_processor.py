@@ -26,7 +26,11 @@ def run(stream: Stream, **settings: Any) -> Any:
 
 def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[dict[str, Any]]:
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000, request_timeout_ms=10000
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        request_timeout_ms=10000,
     )
     out: list[dict[str, Any]] = []
     deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
@@ -67,8 +71,14 @@ def test_replay_rebuilds_identical_features_idempotently(stream: Stream) -> None
     partial = stream.observed(end)
     windowed = [i for i, f in enumerate(stream.usecase.realtime_features.features) if f.window]  # type: ignore[union-attr]
     recent = {k: v for k, v in live.items() if k in partial}
-    assert recent and same({k: [v[i] for i in windowed] for k, v in partial.items()},
-                           {k: [v[i] for i in windowed] for k, v in recent.items()}) == []
+    assert (
+        recent
+        and same(
+            {k: [v[i] for i in windowed] for k, v in partial.items()},
+            {k: [v[i] for i in windowed] for k, v in recent.items()},
+        )
+        == []
+    )
 
 
 def test_malformed_events_all_reach_the_dead_letter_topic_with_their_reason(stream: Stream) -> None:
