@@ -2,20 +2,24 @@
 
 # No `from __future__ import annotations`: FastAPI resolves the Depends() annotations of the local
 # dependencies below at runtime.
+import inspect
 import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from migrate.errors import InvalidFlagError, TransitionRefusedError
 from migrate.usecase import UseCase
@@ -27,6 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
+_TOO_LARGE = {"detail": f"request body over {MAX_BODY_BYTES} bytes; send fewer entities per request"}
+# The body is read and validated by the endpoint itself (pydantic's JSON parser, one pass): documented here.
+_PREDICT_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
+}
 
 
 @dataclass
@@ -89,18 +98,7 @@ def create_app(deps: ServingDeps) -> FastAPI:
     bearer = HTTPBearer(auto_error=False)
     pid = str(os.getpid())  # create_app runs in each worker process
 
-    @app.middleware("http")
-    async def refuse_oversized(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
-                {"detail": f"request body over {MAX_BODY_BYTES} bytes; send fewer entities per request"},
-                status_code=413,
-            )
-        response = await call_next(request)
-        # Which worker answered: several uvicorn workers share one port.
-        response.headers["x-worker-pid"] = pid
-        return response
+    app.add_middleware(_Guard, pid=pid)
 
     @app.exception_handler(Exception)
     async def no_stack_traces(_: Request, exc: Exception) -> Response:
@@ -113,22 +111,35 @@ def create_app(deps: ServingDeps) -> FastAPI:
             raise HTTPException(404, f"no use case {usecase!r}; served: {sorted(deps.servers)}")
         return server
 
-    @app.post("/v1/models/{usecase}/predict", response_model=PredictResponse)
-    def predict(usecase: str, body: PredictRequest) -> PredictResponse:
+    # On the event loop: the blocking paths run on the use case's batching threads (online/batcher.py). The
+    # response is built as dicts and serialised by orjson, not validated again through `PredictResponse`.
+    @app.post("/v1/models/{usecase}/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY)
+    async def predict(usecase: str, request: Request) -> Response:
         started = time.perf_counter()
         server = server_for(usecase)
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:  # a chunked body has no content-length for _Guard to check
+            return JSONResponse(_TOO_LARGE, status_code=413)
+        try:
+            body = PredictRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            deps.metrics.requests.labels(usecase, "422").inc()
+            raise RequestValidationError(_body_errors(exc)) from None
         errors = _key_errors(server.usecase, body.entities)
         if errors:
             deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(errors)
-        response = server.predict(body.entities, body.context)
+        answer: Any = server.predict(body.entities, body.context)
+        if inspect.isawaitable(answer):  # UseCaseServer's is async; a test's stand-in may answer directly
+            answer = await answer
+        content = orjson.dumps(answer, default=_dump_model)
         deps.metrics.requests.labels(usecase, "200").inc()
         deps.metrics.request_latency.labels(usecase).observe(time.perf_counter() - started)
-        return response
+        return Response(content, media_type="application/json")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
 
     @app.get("/readyz")
     def readyz() -> Response:
@@ -187,3 +198,47 @@ def create_app(deps: ServingDeps) -> FastAPI:
         return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
 
     return app
+
+
+class _Guard:
+    """Pure ASGI middleware (``@app.middleware("http")`` costs a task and two streams per request): refuses a
+    declared body over `MAX_BODY_BYTES` before it is read, and says which worker answered (``x-worker-pid``;
+    several uvicorn workers share one port)."""
+
+    def __init__(self, app: ASGIApp, pid: str) -> None:
+        self.app = app
+        self.pid = pid.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_pid(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-worker-pid", self.pid)]
+            await send(message)
+
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                await JSONResponse(_TOO_LARGE, status_code=413)(scope, receive, send_with_pid)
+                return
+        await self.app(scope, receive, send_with_pid)
+
+
+def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors located in the body, as FastAPI reports its own (the raw input of a JSON error is not
+    echoed: it may not be text)."""
+    errors: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False):
+        located: dict[str, Any] = {**error, "loc": ("body", *error["loc"])}
+        if isinstance(located.get("input"), bytes | bytearray):
+            located.pop("input")
+        errors.append(located)
+    return errors
+
+
+def _dump_model(value: object) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot serialise {type(value).__name__}")

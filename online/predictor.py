@@ -37,9 +37,11 @@ class OnlinePredictor:
         self.features = features
         self._names = list(model.feature_names)
 
-    def predict(self, keys: Sequence[tuple[int | str, ...]], now: datetime) -> list[OnlineResult]:
-        """Live predictions for `keys`, in order; raises the feature store's error when it cannot answer."""
+    def predict(self, keys: Sequence[tuple[int | str, ...]], now: datetime | Sequence[datetime]) -> list[OnlineResult]:
+        """Live predictions for `keys`, in order, feature ages as of `now` (one time, or one per key: coalesced
+        requests each keep their own); raises the feature store's error when it cannot answer."""
         stored = self.features.read(self.usecase, keys, self._names)
+        nows = [now] * len(keys) if isinstance(now, datetime) else now
         matrix = np.full((len(keys), len(self._names)), np.nan, dtype=np.float64)
         ages: list[dict[str, float]] = []
         used: list[dict[str, float | None]] = []
@@ -56,7 +58,7 @@ class OnlinePredictor:
                         entity_values[name] = feature.value
                     else:
                         entity_values[name] = None
-                    entity_ages[name] = (now - feature.event_time).total_seconds()
+                    entity_ages[name] = (nows[row] - feature.event_time).total_seconds()
             ages.append(entity_ages)
             used.append(entity_values)
         predictions = score(self.model, matrix)

@@ -76,6 +76,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     watcher = FlagWatcher(flag_store).start()
     background = BoundedPool(workers=2, capacity=1_000)
     shutdown: list[Any] = [watcher.stop, lambda: background.shutdown(wait=True), stores.features.close]
+    shutdown += [paths.close for paths in stores.paths.values()]  # closed in reverse: before the stores
     process = None
     if settings.kafka_bootstrap and shadow_process:
         # A short queue in front of the process: its logger keeps the long one (shadow_queue_size).

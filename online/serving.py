@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from migrate.canary import Guardrail
 from migrate.flags import FlagWatcher, route
@@ -19,7 +18,7 @@ from migrate.usecase import UseCase
 from online.paths import NOTHING, Key, Outcome, Paths, Request
 from online.pool import BoundedPool
 from online.predictor import OnlineResult
-from online.schemas import Prediction, PredictResponse, Source
+from online.schemas import Source
 from online.shadow_process import ShadowSink
 
 log = logging.getLogger(__name__)
@@ -52,8 +51,8 @@ class UseCaseServer:
 
     # -- the two paths -------------------------------------------------------------------------------------------
 
-    def _online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
-        outcome = self.paths.online(keys, indexes, now)
+    async def _online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+        outcome = await self.paths.online_async(keys, indexes, now)
         if indexes:
             breach = self.guardrail.record(outcome.error is None, outcome.latency_ms)
             if breach is not None:
@@ -63,8 +62,9 @@ class UseCaseServer:
 
     # -- a request -----------------------------------------------------------------------------------------------
 
-    def predict(self, entities: Sequence[dict[str, int | str]], context: dict[str, Any]) -> PredictResponse:
-        """Answer every entity; never raises for a failing path."""
+    async def predict(self, entities: Sequence[dict[str, int | str]], context: dict[str, Any]) -> Answer:
+        """Answer every entity (the body of `PredictResponse`, built as plain dicts); never raises for a failing
+        path."""
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         flag = self.flags.current(self.usecase.name)
@@ -73,69 +73,96 @@ class UseCaseServer:
         online_set = set(online_idx)
         batch_idx = [i for i in range(len(keys)) if i not in online_set]
 
-        online = self._online(keys, online_idx, now)
+        online = await self._online(keys, online_idx, now) if online_idx else NOTHING
         fallback_idx = online_idx if online.error is not None and flag.falls_back else []
-        batch = self.paths.lookup_read(keys, batch_idx + fallback_idx) if batch_idx or fallback_idx else NOTHING
+        lookup_idx = batch_idx + fallback_idx
+        batch = await self.paths.lookup_read_async(keys, lookup_idx) if lookup_idx else NOTHING
 
-        predictions: list[Prediction] = []
-        for i in range(len(keys)):
+        predictions: list[PredictionBody] = []
+        counts: dict[Source, int] = {}
+        for i, entity in enumerate(entities):
             if i in online_set and online.error is None:
-                predictions.append(self._from_online(entities[i], online.results[i]))
+                answer = _from_online(entity, online.results[i])
             elif i in online_set and not flag.falls_back:
-                predictions.append(
-                    Prediction(
-                        key=entities[i],
-                        prediction=None,
-                        source="online",
-                        model_version=None,
-                        data_age_s=None,
-                        error=online.error,
-                    )
-                )
+                answer = _answer(entity, "online", error=online.error)
             else:
                 source: Source = "batch_fallback" if i in online_set else "batch"
-                predictions.append(self._from_lookup(entities[i], batch.results.get(i), source, now, batch.error))
-
-        for source, count in Counter(p.source for p in predictions).items():
+                answer = _from_lookup(entity, batch.results.get(i), source, now, batch.error)
+            predictions.append(answer)
+            counts[answer["source"]] = counts.get(answer["source"], 0) + 1
+        for source, count in counts.items():
             self.metrics.predictions.labels(self.usecase.name, source).inc(count)
 
         # Every stage that has both paths logs both: shadow, canary and online (online_only reads no lookup).
         if flag.computes_online and flag.reads_lookup and self.shadow is not None:
-            served = [p.source for p in predictions]
+            served = [p["source"] for p in predictions]
             if not self.shadow.submit(Request(request_id, now, flag, keys, entities, context), served, online, batch):
                 self.metrics.shadow_skipped.labels(self.usecase.name).inc()  # the sink is full: dropped, counted
-        return PredictResponse(
-            request_id=request_id, usecase=self.usecase.name, stage=flag.stage, predictions=predictions
-        )
+        return {
+            "request_id": request_id,
+            "usecase": self.usecase.name,
+            "stage": str(flag.stage),
+            "predictions": predictions,
+        }
 
-    @staticmethod
-    def _from_online(entity: dict[str, int | str], result: OnlineResult) -> Prediction:
-        return Prediction(
-            key=entity,
-            prediction=result.prediction,
-            source="online",
-            model_version=result.model_version,
-            data_age_s=result.data_age_s,
-        )
 
-    @staticmethod
-    def _from_lookup(
-        entity: dict[str, int | str], row: Any, source: Source, now: datetime, error: str | None
-    ) -> Prediction:
-        if row is None:
-            return Prediction(
-                key=entity,
-                prediction=None,
-                source=source,
-                model_version=None,
-                data_age_s=None,
-                miss=error is None,
-                error=error,
-            )
-        return Prediction(
-            key=entity,
-            prediction=row.prediction,
-            source=source,
-            model_version=row.model_version,
-            data_age_s=(now - row.features_as_of).total_seconds(),
-        )
+class PredictionBody(TypedDict):
+    """One entity's answer, as `online.schemas.Prediction` documents it."""
+
+    key: dict[str, int | str]
+    prediction: float | None
+    source: Source
+    model_version: str | None
+    data_age_s: float | None
+    miss: bool
+    error: str | None
+
+
+class Answer(TypedDict):
+    """A request's answer, as `online.schemas.PredictResponse` documents it."""
+
+    request_id: str
+    usecase: str
+    stage: str
+    predictions: list[PredictionBody]
+
+
+def _answer(
+    entity: dict[str, int | str],
+    source: Source,
+    *,
+    prediction: float | None = None,
+    model_version: str | None = None,
+    data_age_s: float | None = None,
+    miss: bool = False,
+    error: str | None = None,
+) -> PredictionBody:
+    return {
+        "key": entity,
+        "prediction": prediction,
+        "source": source,
+        "model_version": model_version,
+        "data_age_s": data_age_s,
+        "miss": miss,
+        "error": error,
+    }
+
+
+def _from_online(entity: dict[str, int | str], result: OnlineResult) -> PredictionBody:
+    return _answer(
+        entity, "online", prediction=result.prediction, model_version=result.model_version, data_age_s=result.data_age_s
+    )
+
+
+def _from_lookup(
+    entity: dict[str, int | str], row: Any, source: Source, now: datetime, error: str | None
+) -> PredictionBody:
+    if row is None:
+        return _answer(entity, source, miss=error is None, error=error)
+    return _answer(
+        entity,
+        source,
+        prediction=None if row.prediction is None else float(row.prediction),
+        model_version=row.model_version,
+        data_age_s=(now - row.features_as_of).total_seconds(),
+    )

@@ -1,0 +1,87 @@
+"""Coalesce the concurrent calls of one blocking function into one call over all their items, on one thread.
+
+A 1-row ``predict_proba`` or a 1-key Redis read is mostly per-call overhead: under concurrent load, the requests
+that arrive while a call runs wait for it and then go together as the next call. There is no timer: a request
+that finds the thread idle starts its call at once, so a lone request pays nothing for the batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ["Batcher"]
+
+
+class Batcher(Generic[T, R]):
+    """Runs ``call(items)`` on a thread of its own for the items of every request waiting, at most `max_items`
+    at once (a single larger request still goes whole). ``call`` returns one result per item, in order; when it
+    raises, every request of that call gets the exception. Only used from one event loop."""
+
+    def __init__(self, call: Callable[[list[T]], Sequence[R]], *, max_items: int = 256, name: str = "batcher") -> None:
+        self._call = call
+        self.max_items = max_items
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._waiting: deque[tuple[Sequence[T], asyncio.Future[list[R]]]] = deque()
+        self._busy = False
+        self.calls = 0  # calls made and items sent: their ratio is the batching achieved
+        self.items = 0
+
+    async def __call__(self, items: Sequence[T]) -> list[R]:
+        """The results of `items`, computed together with those of the requests waiting beside them."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[R]] = loop.create_future()
+        self._waiting.append((items, future))
+        if not self._busy:
+            self._next(loop)
+        return await future
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []
+        flat: list[T] = []
+        while self._waiting and (not flat or len(flat) + len(self._waiting[0][0]) <= self.max_items):
+            items, future = self._waiting.popleft()
+            if future.cancelled():  # the client went away while waiting
+                continue
+            batch.append((items, future))
+            flat.extend(items)
+        if not batch:
+            return
+        self._busy = True
+        self.calls += 1
+        self.items += len(flat)
+        done = loop.run_in_executor(self._executor, self._call, flat)
+        done.add_done_callback(lambda finished: self._finish(loop, batch, finished))
+
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]],
+        finished: asyncio.Future[Sequence[R]],
+    ) -> None:
+        self._busy = False
+        error = RuntimeError("the batcher was closed") if finished.cancelled() else finished.exception()
+        if error is None:
+            results = finished.result()
+            if len(results) != sum(len(items) for items, _ in batch):
+                error = RuntimeError(f"a batched call returned {len(results)} results for a different item count")
+        start = 0
+        for items, future in batch:
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(list(results[start : start + len(items)]))
+            start += len(items)
+        if self._waiting:
+            self._next(loop)
+
+    def close(self) -> None:
+        """Stop the thread after the call in progress."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
