@@ -24,6 +24,9 @@ setup: .venv/.synced
 demo: setup
 	$(RUN) migrate demo
 
+airflow: setup
+	$(RUN) migrate airflow
+
 lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .

@@ -1,0 +1,228 @@
+"""`migrate airflow` for real, driven through its UI in headless Chromium.
+
+Both runs are triggered through the UI's own trigger form: `batch_predictions__item_availability` with the
+form's defaults (logical date now, data interval inferred from the timetable), `cutover__item_availability`
+with its params typed into the form. The form's "unpause on trigger" box unpauses each DAG. The REST API
+(`/api/v2`, token from `/auth/token`) is only used to wait for the runs' states and to cross-check what the UI
+lists. Screenshots go to `<repo>/test-artifacts/airflow_ui/`.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import psutil
+import pytest
+
+from migrate.batch import open_lookup_store, table_spec
+from migrate.flag_store import FlagStore
+from migrate.flags import Stage
+from migrate.registry import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(420)]
+
+UC = "item_availability"
+DAG_PREFIXES = ("batch_predictions", "materialize_features", "cutover")
+UI_TIMEOUT_S = 30
+RUN_TIMEOUT_S = 180
+
+
+def _wait(driver: Any, condition: Callable[[Any], Any], timeout_s: float = UI_TIMEOUT_S, what: str = "") -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.25).until(condition, what)
+
+
+def _css(driver: Any, selector: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def _visible(selector: str) -> Callable[[Any], Any]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    return ec.visibility_of_element_located((By.CSS_SELECTOR, selector))
+
+
+def _body_text(driver: Any) -> str:
+    return str(_css(driver, "body").text)
+
+
+@pytest.fixture(scope="module")
+def ui(browser: Any, airflow_ui: Any, artifacts: Path) -> Any:
+    """The browser, logged in through the SimpleAuthManager's log-in form with the credentials the CLI printed."""
+    browser.get(f"{airflow_ui.url}/")
+    _wait(browser, lambda d: "/auth/login" in d.current_url, what="redirect to the log-in page")
+    _wait(browser, _visible("input[name=username]")).send_keys(airflow_ui.username)
+    _css(browser, "input[name=password]").send_keys(airflow_ui.password)
+    browser.save_screenshot(str(artifacts / "01_login.png"))
+    _css(browser, "button[type=submit]").click()
+    _wait(browser, lambda d: "/auth/login" not in d.current_url, what="leaving the log-in page")
+    return browser
+
+
+def _expected_dag_ids(world: Any) -> set[str]:
+    usecases = [uc.name for uc in Registry(world.settings.usecases_dir).valid()]
+    assert UC in usecases
+    return {f"{prefix}__{name}" for prefix in DAG_PREFIXES for name in usecases}
+
+
+def _listed_dag_ids(driver: Any) -> set[str]:
+    from selenium.webdriver.common.by import By
+
+    return {link.text for link in driver.find_elements(By.CSS_SELECTOR, "a[data-testid=dag-id]")}
+
+
+def test_the_dag_list_shows_every_use_cases_dags(ui: Any, airflow_ui: Any, world: Any, artifacts: Path) -> None:
+    from selenium.common.exceptions import TimeoutException
+
+    expected = _expected_dag_ids(world)
+    listed: set[str] = set()
+    deadline = time.monotonic() + 90  # the DAG processor may still be parsing right after start-up
+    while time.monotonic() < deadline:
+        ui.get(f"{airflow_ui.url}/dags")
+        try:
+            _wait(ui, lambda d: expected <= _listed_dag_ids(d), timeout_s=5)
+        except TimeoutException:  # not all there yet: reload and look again
+            continue
+        listed = _listed_dag_ids(ui)
+        break
+    ui.save_screenshot(str(artifacts / "02_dag_list.png"))
+    assert expected <= listed, f"missing from the UI: {sorted(expected - listed)}\n{airflow_ui.log_tails()}"
+
+    # The UI lists exactly what Airflow has, and the DAGs folder parses cleanly.
+    known = airflow_ui.api.get("/dags", params={"limit": 100}).json()
+    assert listed == {dag["dag_id"] for dag in known["dags"]}
+    errors = airflow_ui.api.get("/importErrors").json()
+    assert errors["total_entries"] == 0, errors
+
+
+def _trigger_from_ui(ui: Any, airflow_ui: Any, dag_id: str, shot: Path, fill: Callable[[Any], None]) -> str:
+    """Open the DAG, fill its trigger form, submit; return the new run's id (the UI navigates to the run)."""
+    ui.get(f"{airflow_ui.url}/dags/{dag_id}")
+    _wait(ui, _visible("[data-testid=trigger-dag-button]"), what="the Trigger button").click()
+    submit = _wait(ui, _visible("[data-testid=trigger-dag-submit]"), what="the trigger form")
+    unpause = _wait(ui, lambda d: _unpause_checkbox(d, dag_id), what="the unpause-on-trigger box")
+    assert unpause.is_selected(), "the form no longer unpauses the DAG on trigger by default"
+    fill(ui)
+    ui.save_screenshot(str(shot))
+    _wait(ui, lambda d: submit.is_enabled(), what="the form to validate")
+    submit.click()
+    _wait(ui, lambda d: f"/dags/{dag_id}/runs/" in d.current_url, what="the new run's page")
+    return unquote(ui.current_url.split("/runs/", 1)[1].split("/")[0].split("?")[0])
+
+
+def _unpause_checkbox(driver: Any, dag_id: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    for label in driver.find_elements(By.CSS_SELECTOR, "label[data-scope=checkbox]"):
+        if f"Unpause {dag_id}" in label.text:
+            return label.find_element(By.CSS_SELECTOR, "input[type=checkbox]")
+    return None
+
+
+def _wait_for_run(airflow_ui: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Poll the REST API until the run ends; fail with the component and task logs otherwise."""
+    path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        assert airflow_ui.process.poll() is None, f"`migrate airflow` exited\n{airflow_ui.log_tails()}"
+        response = airflow_ui.api.get(path)
+        assert response.status_code == 200, response.text
+        run = response.json()
+        if run["state"] in ("success", "failed"):
+            break
+        time.sleep(2)
+    assert run.get("state") == "success", f"{dag_id} run {run_id}: {run.get('state')}\n{airflow_ui.log_tails()}"
+    return run
+
+
+def _screenshot_run(ui: Any, airflow_ui: Any, dag_id: str, run_id: str, shot: Path) -> None:
+    ui.get(f"{airflow_ui.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}")
+    _wait(ui, lambda d: run_id in _body_text(d) and "Success" in _body_text(d), what="the run page, successful")
+    ui.save_screenshot(str(shot))
+
+
+def test_a_batch_run_triggered_from_the_ui_publishes_a_lookup_version(
+    ui: Any, airflow_ui: Any, world: Any, artifacts: Path
+) -> None:
+    dag_id = f"batch_predictions__{UC}"
+    run_id = _trigger_from_ui(ui, airflow_ui, dag_id, artifacts / "03_batch_trigger_form.png", lambda d: None)
+    run = _wait_for_run(airflow_ui, dag_id, run_id)
+    _screenshot_run(ui, airflow_ui, dag_id, run_id, artifacts / "04_batch_run.png")
+
+    assert run["run_type"] == "manual" and run["triggered_by"] == "ui"
+    store = open_lookup_store(world.settings)
+    active = store.active(table_spec(world.usecase, world.settings))
+    assert active is not None and active.row_count > 0
+    assert active.data_interval_end == datetime.fromisoformat(run["data_interval_end"])
+    mine = [r for r in store.runs(UC, 10) if r.run_id == run_id]
+    assert [r.outcome for r in mine] in (["published"], ["reused"])  # "reused" if the scheduler's run came first
+
+
+def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
+    ui: Any, airflow_ui: Any, world: Any, artifacts: Path
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    dag_id = f"cutover__{UC}"
+    flags = FlagStore.from_settings(world.settings)
+    try:
+        flags.ensure_schema()
+        assert flags.get(UC).stage is Stage.BATCH
+
+        def fill(driver: Any) -> None:
+            stage = _css(driver, "#element_stage input[role=combobox]")  # a react-select, typed into
+            stage.click()
+            stage.send_keys("shadow", Keys.ENTER)
+            _css(driver, "#element_reason").send_keys("shadow from the Airflow UI")
+            _css(driver, "#element_actor").send_keys("selenium")
+
+        run_id = _trigger_from_ui(ui, airflow_ui, dag_id, artifacts / "05_cutover_trigger_form.png", fill)
+        run = _wait_for_run(airflow_ui, dag_id, run_id)
+        _screenshot_run(ui, airflow_ui, dag_id, run_id, artifacts / "06_cutover_run.png")
+
+        assert run["conf"] == {
+            "stage": "shadow",
+            "percent": None,
+            "reason": "shadow from the Airflow UI",
+            "actor": "selenium",
+            "force": False,
+        }
+        flag = flags.get(UC)
+        assert (flag.stage, flag.updated_by, flag.reason) == (Stage.SHADOW, "selenium", "shadow from the Airflow UI")
+        entry = flags.history(UC, 1)[0]
+        assert (entry.source, entry.outcome, entry.detail) == ("airflow", "applied", f"run {run_id}")
+    finally:
+        flags.close()
+
+    # The task's log, as the UI shows it, names the change.
+    ui.get(f"{airflow_ui.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/set_flag")
+    _wait(ui, lambda d: "batch → shadow" in _body_text(d), what="the set_flag log in the UI")
+    ui.save_screenshot(str(artifacts / "07_cutover_task_log.png"))
+
+
+def test_ctrl_c_stops_every_component(airflow_ui: Any) -> None:
+    cli = psutil.Process(airflow_ui.process.pid)
+    components = cli.children()
+    tree = cli.children(recursive=True)
+    assert len(components) >= 3, [c.cmdline() for c in components]
+
+    airflow_ui.process.send_signal(signal.SIGINT)
+    assert airflow_ui.process.wait(airflow_ui.stop_timeout_s) == 0, "\n".join(airflow_ui.output[-30:])
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+    port = int(airflow_ui.url.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert "Airflow stopped." in airflow_ui.output
