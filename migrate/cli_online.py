@@ -83,13 +83,14 @@ def sink(
     usecase: str,
     idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
 ) -> None:
-    """Consume the use case's shadow log (and labels) from Kafka into Parquet partitions for DuckDB."""
+    """Consume the use case's shadow log and labels (from its events) from Kafka into Parquet for DuckDB."""
     from online.broker_daemon import shared_bootstrap
     from online.sink import run_sink
 
     settings = get_settings()
-    Registry(settings.usecases_dir).get(usecase)
-    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=shared_bootstrap(settings))
+    uc = Registry(settings.usecases_dir).get(usecase)
+    bootstrap = shared_bootstrap(settings)
+    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=bootstrap, events_of=uc)
     console.print(f"[green]sink stopped[/] {report}", highlight=False)
 
 

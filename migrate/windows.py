@@ -72,16 +72,16 @@ class WindowSpec:
         self.names = [f.name for f in features]
         self.since_names = frozenset(f.name for f in features if f.aggregation == "minutes_since")
         self.span = max((f.buckets for f in features), default=1)  # buckets kept behind the newest
+        # Flattened for WindowState.add, the per-event hot path.
+        self.since_plan = tuple(enumerate(group.where for group in self.since))
+        self.group_fields = tuple(group.field for group in self.groups)
+        self.group_wheres = tuple(group.where for group in self.groups)
 
     def bucket(self, event_time_s: float) -> int:
         return math.floor(event_time_s / self.resolution_s)
 
     def new_state(self) -> WindowState:
         return WindowState(self)
-
-
-def _matches(group: _Group, event: Mapping[str, Any]) -> bool:
-    return all(event.get(name) == value for name, value in group.where)
 
 
 class WindowState:
@@ -96,36 +96,52 @@ class WindowState:
         self.last_match: list[float] = [NAN] * len(spec.since)
 
     def add(self, event_time_s: float, event: Mapping[str, Any]) -> None:
-        """Apply one event (already validated); late events update only what their time still reaches."""
+        """Apply one event (already validated); late events update only what their time still reaches.
+
+        The stream's hot path (one call per event): plain loops, no generators, eviction only when the newest
+        bucket moves.
+        """
         spec = self.spec
+        bucket = math.floor(event_time_s / spec.resolution_s)
+        reachable = True
         if event_time_s > self.newest:
+            previous = math.floor(self.newest / spec.resolution_s) if self.buckets else None
             self.newest = event_time_s
-            oldest_kept = spec.bucket(event_time_s) - spec.span
-            for stale in [b for b in self.buckets if b <= oldest_kept]:
-                del self.buckets[stale]
-        for index, group in enumerate(spec.since):
-            if _matches(group, event) and not event_time_s <= self.last_match[index]:
-                self.last_match[index] = event_time_s
-        bucket = spec.bucket(event_time_s)
-        if bucket <= spec.bucket(self.newest) - spec.span:
-            return  # older than every window: it can no longer change a window value
+            if previous is not None and bucket > previous:
+                oldest_kept = bucket - spec.span
+                for stale in [b for b in self.buckets if b <= oldest_kept]:
+                    del self.buckets[stale]
+        elif bucket <= math.floor(self.newest / spec.resolution_s) - spec.span:
+            reachable = False  # older than every window: it can no longer change a window value
+        last_match = self.last_match
+        for index, where in spec.since_plan:
+            for name, value in where:
+                if event.get(name) != value:
+                    break
+            else:
+                if not event_time_s <= last_match[index]:
+                    last_match[index] = event_time_s
+        if not reachable:
+            return
         accumulators = self.buckets.get(bucket)
         if accumulators is None:
             accumulators = self.buckets[bucket] = [[0.0, 0.0, math.inf, -math.inf] for _ in spec.groups]
-        for group, acc in zip(spec.groups, accumulators, strict=True):
-            if not _matches(group, event):
-                continue
-            if group.field is None:
-                acc[_N] += 1.0
-                continue
-            raw = event.get(group.field)
-            if raw is None:
-                continue
-            value = float(raw)
-            acc[_N] += 1.0
-            acc[_SUM] += value
-            acc[_MIN] = min(acc[_MIN], value)
-            acc[_MAX] = max(acc[_MAX], value)
+        for acc, field, where in zip(accumulators, spec.group_fields, spec.group_wheres, strict=True):
+            for name, value in where:
+                if event.get(name) != value:
+                    break
+            else:
+                if field is None:
+                    acc[0] += 1.0
+                    continue
+                raw = event.get(field)
+                if raw is None:
+                    continue
+                number = float(raw)
+                acc[0] += 1.0
+                acc[1] += number
+                acc[2] = min(acc[2], number)
+                acc[3] = max(acc[3], number)
 
     def values(self) -> list[float]:
         """The feature values at the newest event time, in declared order (minutes_since: the last match time)."""

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from migrate.errors import BrokerUnavailableError, SinkError
 from migrate.settings import Settings
+from migrate.usecase import UseCase
 from online.broker import (
     ConsumerRebalanceListener,
     KafkaConsumer,
@@ -164,13 +165,18 @@ def _write_durably(table: pa.Table, path: Path) -> None:
 class _Stream:
     """One consumed topic: where its files go and how its messages become rows."""
 
-    def __init__(self, topic: str, kind: str, root: Path, tid: str) -> None:
+    def __init__(
+        self, topic: str, kind: str, root: Path, tid: str, labeler: Callable[[bytes], LabelRecord | None] | None = None
+    ) -> None:
         self.topic = topic
         self.kind = kind
         self.root = root
         self.tid = tid
+        self.labeler = labeler  # events topic: an event → its label (None: invalid, already dead-lettered)
 
-    def parse(self, value: bytes) -> ShadowRecord | LabelRecord:
+    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | None:
+        if self.labeler is not None:
+            return self.labeler(value)
         return ShadowRecord.from_json(value) if self.kind == "shadow" else LabelRecord.from_json(value)
 
     def time_of(self, record: ShadowRecord | LabelRecord) -> datetime:
@@ -212,7 +218,9 @@ class _Sink:
         stream = self.streams[message.topic]
         try:
             record = stream.parse(message.value)
-        except (ValidationError, orjson.JSONDecodeError) as exc:
+            if record is None:
+                raise ValueError("not a valid event (the stream processor dead-letters it)")
+        except (ValidationError, orjson.JSONDecodeError, ValueError) as exc:
             # A poison message must not stall the sink: count it, log it, and commit past it with its batch.
             self.report.invalid += 1
             log.warning(
@@ -296,8 +304,12 @@ def run_sink(
     flush_records: int | None = None,
     flush_interval_s: float | None = None,
     on_flush: Callable[[FlushInfo], None] | None = None,
+    events_of: UseCase | None = None,
 ) -> SinkReport:
     """Consume ``<shadow prefix><usecase>`` (and the labels topic if it exists) into Parquet until told to stop.
+
+    With `events_of` (a use case whose ``label.event_field`` names a field of its events), its event topic is
+    consumed too and each valid event becomes a label row: outcomes flow through Kafka once, as events.
 
     Args:
         stop_after: stop once this many messages were consumed and written (None: no limit).
@@ -325,6 +337,15 @@ def run_sink(
         tid = topic_id(address, topic, timeout_s=timeout_s)
         if tid is not None:
             streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
+    if events_of is not None and events_of.label.event_field is not None:
+        from online.event_labels import event_labeler, events_topic_of
+
+        topic = events_topic_of(events_of, settings.events_topic_prefix)
+        tid = topic_id(address, topic, timeout_s=timeout_s)
+        if tid is not None:
+            streams[topic] = _Stream(
+                topic, "labels", settings.labels_dir / usecase, tid.replace("-", "")[:12], event_labeler(events_of)
+            )
     timeout_ms = int(timeout_s * 1000)
     try:
         consumer = KafkaConsumer(

@@ -1,8 +1,8 @@
-"""What the stream processor sends back to Kafka: dead letters (bad or untimely events) and labels.
+"""What the stream processor sends back to Kafka: dead letters, the events it could not use, with the reason.
 
-Both are flushed and acknowledged *before* the checkpoint that moves past their events is written, so nothing is
-lost; a crash between the two resends them (at least once). Consumers de-duplicate: dead letters by
-(topic, partition, offset), labels by ``source_event_id``.
+They are flushed and acknowledged *before* the checkpoint that moves past their events is written, so none is
+lost; a crash between the two resends them (at least once): readers de-duplicate by (topic, partition, offset).
+Labels are not sent from here: the sink reads them from the event topic itself (online/event_labels.py).
 """
 
 from __future__ import annotations
@@ -63,16 +63,13 @@ class DeadLetter(BaseModel):
 
 
 class StreamOutputs:
-    """One producer for the dead-letter and label topics of a use case."""
+    """One producer for the dead-letter topic of a use case."""
 
-    def __init__(self, bootstrap: str, usecase: str, dlq_topic: str, labels_topic: str | None, timeout_s: float):
+    def __init__(self, bootstrap: str, usecase: str, dlq_topic: str, timeout_s: float):
         self.usecase = usecase
         self.dlq_topic = dlq_topic
-        self.labels_topic = labels_topic
         self.timeout_s = timeout_s
         ensure_topic(bootstrap, dlq_topic, timeout_s=timeout_s)
-        if labels_topic is not None:
-            ensure_topic(bootstrap, labels_topic, timeout_s=timeout_s)
         timeout_ms = int(timeout_s * 1000)
         try:
             self.producer = KafkaProducer(
@@ -91,19 +88,11 @@ class StreamOutputs:
             ) from exc
         self._futures: list[Any] = []
         self.dead_letters = 0
-        self.labels = 0
 
     def dead_letter(self, letter: DeadLetter) -> None:
         key = None if letter.key is None else letter.key.encode()
         self._futures.append(self.producer.send(self.dlq_topic, key=key, value=orjson.dumps(letter.model_dump())))
         self.dead_letters += 1
-
-    def label(self, record: bytes, key: bytes) -> None:
-        """Send one label, already a `LabelRecord` as JSON (built without a model per event: the hot path)."""
-        if self.labels_topic is None:
-            return
-        self._futures.append(self.producer.send(self.labels_topic, key=key, value=record))
-        self.labels += 1
 
     def flush(self) -> None:
         """Wait until every record sent so far is acknowledged.
@@ -119,7 +108,7 @@ class StreamOutputs:
                 future.get(timeout=self.timeout_s)
         except kafka_errors.KafkaError as exc:
             raise BrokerUnavailableError(
-                f"dead letters / labels of {self.usecase!r} were not acknowledged: {exc}",
+                f"dead letters of {self.usecase!r} were not acknowledged: {exc}",
                 fix="the processor stops without checkpointing; restart it once the broker is healthy",
             ) from exc
         self._futures.clear()

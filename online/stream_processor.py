@@ -19,7 +19,6 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,7 +31,6 @@ from migrate.usecase import UseCase
 from migrate.windows import WindowSpec, WindowState
 from online.broker import ConsumerRebalanceListener, KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
 from online.event_schema import EventSchema, Rejection
-from online.labels import labels_topic
 from online.stream_checkpoint import Checkpoint, CheckpointStore, FencedError
 from online.stream_metrics import StreamMetrics
 from online.stream_outputs import DeadLetter, StreamOutputs, dead_letter_topic
@@ -75,16 +73,12 @@ class StreamReport:
 
     events: int = 0
     dead_letters: int = 0
-    labels: int = 0
     checkpoints: int = 0
     fenced: int = 0
     freshness_s: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
     def __str__(self) -> str:
-        return (
-            f"{self.events:,} events, {self.dead_letters:,} dead letters, {self.labels:,} labels, "
-            f"{self.checkpoints:,} checkpoints"
-        )
+        return f"{self.events:,} events, {self.dead_letters:,} dead letters, {self.checkpoints:,} checkpoints"
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -123,7 +117,6 @@ class StreamProcessor:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.token = uuid.uuid4().hex
-        self.label_field = usecase.label.event_field
         self.key_names = tuple(usecase.entity.key_names)
         self.client = redis.Redis.from_url(
             redis_url,
@@ -188,8 +181,6 @@ class StreamProcessor:
                 part.dirty.add(event.key)
                 part.arrivals.append(arrived_s)
                 part.watermark = max(part.watermark, event.time_s)
-                if self.label_field is not None and self._outputs is not None:
-                    self._outputs.label(self._label(event.key, event.time_s, event.fields, event.event_id), message.key)
                 self.report.events += 1
                 return
             event = rejection
@@ -198,29 +189,17 @@ class StreamProcessor:
         self.metrics.dead_letter(event.reason)
         self.report.dead_letters += 1
 
-    def _label(self, key: tuple[Any, ...], time_s: float, fields: dict[str, Any], event_id: str) -> bytes:
-        assert self.label_field is not None
-        return orjson.dumps(
-            {
-                "usecase": self.usecase.name,
-                "key": dict(zip(self.key_names, key, strict=True)),
-                "event_time": datetime.fromtimestamp(time_s, UTC),
-                "label": float(fields[self.label_field]),
-                "source_event_id": event_id,
-            }
-        )
-
     # --- checkpoints -----------------------------------------------------------------------------------------
 
     def checkpoint(self, numbers: Sequence[int] | None = None) -> None:
-        """Flush dead letters and labels, then write each partition's checkpoint (one transaction each)."""
+        """Flush dead letters, then write each partition's checkpoint (one transaction each)."""
         chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
         chosen = [p for p in chosen if p.pending and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
         if not chosen:
             return
         if self._outputs is not None:
-            self._outputs.flush()  # before the offset moves past their events: nothing is lost
+            self._outputs.flush()  # before the offset moves past them: no dead letter is lost
         fenced: list[int] = []
         for part in chosen:
             entities = []
@@ -272,9 +251,8 @@ class StreamProcessor:
         timeout_s = settings.kafka_timeout_s
         timeout_ms = int(timeout_s * 1000)
         ensure_topic(self.bootstrap, self.topic, self.partitions_declared, timeout_s=timeout_s)
-        labels = labels_topic(self.usecase.name, settings.labels_topic_prefix) if self.label_field else None
         dlq = dead_letter_topic(self.usecase.name, settings.dead_letter_topic_prefix)
-        self._outputs = StreamOutputs(self.bootstrap, self.usecase.name, dlq, labels, timeout_s)
+        self._outputs = StreamOutputs(self.bootstrap, self.usecase.name, dlq, timeout_s)
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap,
@@ -306,7 +284,6 @@ class StreamProcessor:
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._outputs.close()
             self.client.close()
-        self.report.labels = self._outputs.labels
         return self.report
 
     def _loop(self, until_caught_up: bool, max_seconds: float | None, stop: threading.Event | None) -> None:

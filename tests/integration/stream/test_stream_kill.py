@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from conftest import Stream, same
+from stream_helpers import Stream, same
 
 pytestmark = pytest.mark.integration
 

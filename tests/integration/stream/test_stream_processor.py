@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Stream, same
+from stream_helpers import Stream, same
 
 from online.broker import KafkaConsumer
 from online.stream_outputs import dead_letter_topic
@@ -159,3 +159,32 @@ def test_late_events_within_the_allowed_lateness_count_and_later_ones_are_dead_l
     assert values["scans_120m"] == 4
     assert values["minutes_since_not_found"] == pytest.approx(6.0)  # the 10:26 miss, read at 10:32
     assert same({(9001, 9001): observed}, stream.expected([events[i] for i in (0, 1, 2, 4)], at)) == []
+
+
+def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -> None:
+    import duckdb
+
+    from online.sink import run_sink
+
+    good = stream.events[:300]
+    publisher = stream.publisher()
+    try:
+        for i, event in enumerate(good):
+            publisher.send(event)
+            if i == 150:
+                publisher.send(event, value=b"{broken")  # not a label: the processor dead-letters it
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    report = run_sink(
+        stream.settings, stream.usecase.name, bootstrap=stream.bootstrap, idle_timeout_s=3, events_of=stream.usecase
+    )
+    assert report.invalid == 1
+    files = stream.settings.labels_dir / stream.usecase.name / "**" / "*.parquet"
+    rows = duckdb.sql(
+        f"SELECT source_event_id, key_store_id, key_product_id, label, event_time "
+        f"FROM read_parquet('{files}', hive_partitioning = true) ORDER BY source_event_id"
+    ).fetchall()
+    expected = sorted((e["event_id"], e["store_id"], e["product_id"], float(e["found"]), e["event_time"]) for e in good)
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [e[:4] for e in expected]
+    assert [r[4] for r in rows] == [e[4] for e in expected]
