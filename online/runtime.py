@@ -80,7 +80,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     process = None
     if settings.kafka_bootstrap and shadow_process:
         # A short queue in front of the process: its logger keeps the long one (shadow_queue_size).
-        process = ShadowProcess(list(stores.paths), capacity=1_000, registry=metrics.registry)
+        process = ShadowProcess(list(stores.paths), capacity=1_000, max_entities=10_000, registry=metrics.registry)
         shutdown.append(process.close)
 
     servers: dict[str, UseCaseServer] = {}
