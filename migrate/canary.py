@@ -52,9 +52,12 @@ class Guardrail:
     """A sliding window of online outcomes; reports the first breach of the error-rate or p99 threshold.
 
     The window holds the calls of the last ``window_s`` seconds, at most ``max_samples`` of them. Nothing is
-    reported before ``min_samples`` calls are in it. p99 > T is decided exactly, without sorting, by counting
-    calls slower than T: with nearest-rank p99 it holds iff more than ``n - ceil(0.99 n)`` calls are. So
-    `record` is O(1) amortised (each call enters and leaves the window once). Thread-safe.
+    reported before ``min_samples`` calls are in it, nor on fewer than ``min_bad`` offending calls (errors for
+    the error rate, calls slower than T for the p99): with nearest-rank p99 over 100 calls, 2 slow calls were a
+    breach, so a single stall of the machine (every call in flight slow at once) rolled a healthy path back.
+    p99 > T is decided exactly, without sorting, by counting calls slower than T: with nearest-rank p99 it holds
+    iff more than ``n - ceil(0.99 n)`` calls are. So `record` is O(1) amortised (each call enters and leaves the
+    window once). Thread-safe.
 
     A breach latches: `record` returns it once, then None until `reset` (call it when the flag moves back).
     """
@@ -67,17 +70,21 @@ class Guardrail:
         window_s: float = 60.0,
         max_samples: int = 10_000,
         min_samples: int = 100,
+        min_bad: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not (0 <= max_error_rate <= 1 and max_p99_latency_ms > 0 and window_s > 0):
             raise ValueError("need 0 <= max_error_rate <= 1, max_p99_latency_ms > 0 and window_s > 0")
         if not 1 <= min_samples <= max_samples:
             raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples})")
+        if min_bad < 1:
+            raise ValueError(f"need min_bad >= 1, not {min_bad}")
         self.max_error_rate = max_error_rate
         self.max_p99_latency_ms = max_p99_latency_ms
         self.window_s = window_s
         self.max_samples = max_samples
         self.min_samples = min_samples
+        self.min_bad = min_bad
         self._clock = clock
         self._lock = threading.Lock()
         self._window: deque[tuple[float, bool, float]] = deque()
@@ -87,15 +94,23 @@ class Guardrail:
 
     @classmethod
     def from_policy(
-        cls, policy: CutoverPolicy, *, window_s: float = 60.0, max_samples: int = 10_000, min_samples: int = 100
+        cls,
+        policy: CutoverPolicy,
+        *,
+        window_s: float = 60.0,
+        max_samples: int = 10_000,
+        min_samples: int = 100,
+        min_bad: int = 10,
     ) -> Guardrail:
-        """A guardrail with the use case's ``max_error_rate`` and ``max_p99_latency_ms``."""
+        """A guardrail with the use case's ``max_error_rate`` and ``max_p99_latency_ms``; as served, a breach
+        takes at least ``min_bad`` offending calls."""
         return cls(
             max_error_rate=policy.max_error_rate,
             max_p99_latency_ms=policy.max_p99_latency_ms,
             window_s=window_s,
             max_samples=max_samples,
             min_samples=min_samples,
+            min_bad=min_bad,
         )
 
     @property
@@ -155,9 +170,9 @@ class Guardrail:
         if n < self.min_samples:
             return None
         kind: Literal["error_rate", "p99_latency"]
-        if self._errors > self.max_error_rate * n:
+        if self._errors > self.max_error_rate * n and self._errors >= self.min_bad:
             kind = "error_rate"
-        elif self._slow > n - _rank99(n):
+        elif self._slow > n - _rank99(n) and self._slow >= self.min_bad:
             kind = "p99_latency"
         else:
             return None
