@@ -27,6 +27,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 60
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+MIGRATE = str(Path(sys.executable).parent / "migrate")  # the console script of this environment
 
 
 @dataclass
@@ -84,21 +85,27 @@ def _wait_for(output: list[str], process: subprocess.Popen[str], pattern: str, t
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(world: Any, request: pytest.FixtureRequest) -> Iterator[RunningAirflow]:
-    """`migrate airflow --port <free>` on the `world` fixture's state dir, with its own metadata DB."""
-    from migrate.airflow_server import free_port
-
+def cli_env(world: Any) -> dict[str, str]:
+    """The environment of `migrate airflow` here: the `world` fixture's state dir and a metadata DB of its own."""
     env = dict(os.environ)
     env["MIGRATE_STATE_DIR"] = str(world.settings.state_dir)
     # The session's shared metadata DB (tests/conftest.py) stays with dag.test(): this server gets its own.
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
     # The materialization DAG's Redis; no test here runs it, so nothing connects to this URL.
     env["MIGRATE_REDIS_URL"] = os.environ.get("MIGRATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(world: Any, cli_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[RunningAirflow]:
+    """`migrate airflow --port <free>` on the `world` fixture's state dir, with its own metadata DB."""
+    from migrate.airflow_server import free_port
+
     port = free_port()
     output: list[str] = []
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "migrate"), "airflow", "--port", str(port)],
-        env=env,
+        [MIGRATE, "airflow", "--port", str(port)],
+        env=cli_env,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
