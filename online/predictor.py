@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 
 from migrate.scoring import Model, score
+from migrate.windows import since_minutes
 from online.feature_store import FeatureStore
 
 
@@ -31,11 +32,14 @@ class OnlineResult:
 class OnlinePredictor:
     """Scores entities live for one use case: one pipelined feature read, one model call for the whole batch."""
 
-    def __init__(self, usecase: str, model: Model, features: FeatureStore) -> None:
+    def __init__(self, usecase: str, model: Model, features: FeatureStore, since: frozenset[str] = frozenset()) -> None:
+        """`since`: the ``minutes_since`` real-time features, stored as the event time of the last matching event
+        and turned into minutes before the request time here (as training does at the label's time)."""
         self.usecase = usecase
         self.model = model
         self.features = features
         self._names = list(model.feature_names)
+        self._since = frozenset(n for n in self._names if n in since)
 
     def predict(self, keys: Sequence[tuple[int | str, ...]], now: datetime | Sequence[datetime]) -> list[OnlineResult]:
         """Live predictions for `keys`, in order, feature ages as of `now` (one time, or one per key: coalesced
@@ -53,9 +57,12 @@ class OnlinePredictor:
                     feature = values.get(name)
                     if feature is None:
                         continue
-                    if feature.value is not None and not math.isnan(feature.value):
-                        matrix[row, column] = feature.value
-                        entity_values[name] = feature.value
+                    value = feature.value
+                    if value is not None and not math.isnan(value):
+                        if name in self._since:
+                            value = since_minutes(value, nows[row].timestamp())
+                        matrix[row, column] = value
+                        entity_values[name] = value
                     else:
                         entity_values[name] = None
                     entity_ages[name] = (nows[row] - feature.event_time).total_seconds()
