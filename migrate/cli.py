@@ -11,6 +11,7 @@ from rich.table import Table
 
 from migrate.artifact import Role
 from migrate.cli_airflow import register as register_airflow
+from migrate.cli_compare import register as register_compare
 from migrate.cli_flags import flags_app
 from migrate.cli_online import register as register_online
 from migrate.cli_stream import register as register_stream
@@ -31,6 +32,7 @@ app.add_typer(usecases_app, name="usecases")
 app.add_typer(lookup_app, name="lookup")
 app.add_typer(flags_app, name="flags")
 register_online(app)
+register_compare(app)
 register_airflow(app)
 register_stream(app)
 

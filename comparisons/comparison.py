@@ -1,0 +1,205 @@
+"""The comparison of one use case over one window: every metric, the noise floor, the explanation and the verdict.
+
+A thin coordinator: it loads the rows (`comparisons.window`), the lookup versions and the entity source into one
+DuckDB connection, and asks each metric module for its part.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from comparisons import accuracy, agreement, coverage, hourly, latency, noise, staleness, waste
+from comparisons.explain import Explanation
+from comparisons.explain import measure as explain
+from comparisons.lookup import active_and_previous, open_lookup, read_version
+from comparisons.stats import Result
+from comparisons.verdict import Evidence, Verdict, decide, primary_metric
+from comparisons.window import Rows, Window, load
+from migrate.errors import MigrateError
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+
+__all__ = ["Comparison", "compare"]
+
+log = logging.getLogger(__name__)
+
+
+class Comparison(Result):
+    """Everything measured about one use case's batch and live paths over one window."""
+
+    usecase: str
+    since: datetime | None
+    until: datetime | None
+    first_request: datetime
+    last_request: datetime
+    rows: int
+    files: int
+    label_delay_s: float
+    lookup_version: int | None
+    lookup_cutoff: datetime | None
+    staleness: staleness.Staleness
+    coverage: coverage.Coverage
+    accuracy: accuracy.Accuracy
+    agreement: agreement.Agreement
+    latency: latency.Latency
+    waste: waste.Waste
+    noise_floor: noise.NoiseFloor
+    explanation: Explanation
+    hourly: list[hourly.Hour]
+    verdict: Verdict
+    timings: dict[str, float]
+    scatter: dict[str, list[float]] = Field(default_factory=dict, exclude=True)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._last, 4)
+        self._last = now
+
+
+def _lookup(rows: Rows, usecase: UseCase, settings: Settings) -> tuple[Any, Any, str]:
+    """Load the active and previous lookup versions as tables ``lookup_active`` / ``lookup_previous``."""
+    from migrate.batch import table_spec
+
+    spec = table_spec(usecase, settings)
+    store = open_lookup(settings)
+    try:
+        active, previous = active_and_previous(store, spec)
+        if active is None:
+            return None, None, "no published lookup version"
+        rows.con.register("lookup_active_arrow", read_version(settings, spec, active.version))
+        rows.con.execute("CREATE TEMP TABLE lookup_active AS SELECT * FROM lookup_active_arrow")
+        if previous is not None:
+            rows.con.register("lookup_previous_arrow", read_version(settings, spec, previous.version))
+            rows.con.execute("CREATE TEMP TABLE lookup_previous AS SELECT * FROM lookup_previous_arrow")
+        return active, previous, ""
+    except MigrateError as exc:
+        log.warning("lookup versions of %s unavailable: %s", usecase.name, exc.what)
+        return None, None, f"lookup store unavailable: {exc.what}"
+    finally:
+        store.close()
+
+
+def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
+    """Load the entity source (keys, created_at) as table ``entities``; False when the offline store is absent."""
+    path = settings.offline_store_path
+    if not path.exists():
+        return False
+    source = usecase.entity.source
+    keys = ", ".join(f'"{k}" AS k_{k}' for k in usecase.entity.key_names)
+    try:
+        rows.con.execute(f"ATTACH '{path}' AS offline (READ_ONLY)")
+        rows.con.execute(
+            f'CREATE TEMP TABLE entities AS SELECT {keys}, CAST("{source.created_at_column}" AS TIMESTAMP) '
+            f'AS created_at FROM offline."{source.table}"'
+        )
+        rows.con.execute("DETACH offline")
+    except Exception as exc:  # duckdb raises many types here: a locked file, a missing table or column
+        log.warning("entity source of %s unavailable: %s", usecase.name, exc)
+        return False
+    return True
+
+
+def compare(
+    usecase: UseCase, settings: Settings, window: Window | None = None, *, explain_limit: int = 200
+) -> Comparison:
+    """Measure the use case's shadow log over ``window`` (default: everything) and decide the verdict."""
+    from migrate.usecase import parse_duration
+
+    clock = _Clock()
+    window = window or Window()
+    policy = usecase.cutover_policy
+    metric_name = primary_metric(policy, usecase.label.kind)
+    rows = load(usecase, settings.shadow_dir / usecase.name, settings.labels_dir / usecase.name, window)
+    try:
+        clock.lap("load")
+        active, previous, lookup_note = _lookup(rows, usecase, settings)
+        entities_loaded = _entities(rows, usecase, settings)
+        clock.lap("lookup")
+        threshold = policy.decision_threshold
+        if active is None:
+            floor = noise.unknown(lookup_note)
+        elif previous is None:
+            floor = noise.unknown("one lookup version only: the noise floor is unknown", active.version)
+        else:
+            floor = noise.measure(rows.con, rows.keys, threshold, previous.version, active.version)
+        if floor.known and floor.abs_delta.p95 is not None and floor.abs_delta.p95 > 0:
+            tau, basis = floor.abs_delta.p95, "p95 |Δ| between the two newest batch versions (noise floor)"
+        else:
+            tau, basis = policy.disagreement_threshold, "cutover_policy.disagreement_threshold (noise floor unknown)"
+        clock.lap("noise_floor")
+        stale = staleness.measure(rows)
+        cover = coverage.measure(rows, None if active is None else active.data_interval_end, entities_loaded)
+        clock.lap("staleness_coverage")
+        acc = accuracy.measure(rows, policy.confidence)
+        clock.lap("accuracy")
+        agree = agreement.measure(rows, threshold, tau, basis)
+        scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
+        lat = latency.measure(rows)
+        wasted = waste.measure(rows, None if active is None else active.version, active is not None, lookup_note)
+        hours = hourly.measure(rows, threshold, tau)
+        clock.lap("agreement_latency_waste_hourly")
+        explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
+        clock.lap("explain")
+        span = rows.con.execute("SELECT min(request_time), max(request_time) FROM s").fetchall()[0]
+        assert span is not None
+    finally:
+        rows.con.close()
+    score = acc.score(metric_name)
+    assert score is not None
+    evidence = Evidence(
+        requests=cover.requests,
+        labeled_pairs=acc.pairs,
+        metric=metric_name,
+        higher_is_better=score.higher_is_better,
+        batch_value=score.batch,
+        live_value=score.live,
+        improvement=score.improvement,
+        improvement_low=score.improvement_low,
+        improvement_high=score.improvement_high,
+        confidence=policy.confidence,
+        live_share=cover.live_share,
+        live_error_rate=lat.live.error_rate,
+        live_p99_ms=lat.live.latency_ms.p99,
+        fallback_rate=lat.fallback_rate,
+        disagreement_share=agree.disagreement_share,
+        noise_flip_share=floor.flip_share,
+        live_flip_share=agree.flip_share,
+    )
+    verdict = decide(policy, evidence)
+    clock.lap("verdict")
+    return Comparison(
+        usecase=usecase.name,
+        since=window.since,
+        until=window.until,
+        first_request=span[0].astimezone(UTC),
+        last_request=span[1].astimezone(UTC),
+        rows=rows.rows,
+        files=rows.files,
+        label_delay_s=parse_duration(usecase.label.available_after).total_seconds(),
+        lookup_version=None if active is None else active.version,
+        lookup_cutoff=None if active is None else active.data_interval_end,
+        staleness=stale,
+        coverage=cover,
+        accuracy=acc,
+        agreement=agree,
+        latency=lat,
+        waste=wasted,
+        noise_floor=floor,
+        explanation=explanation,
+        hourly=hours,
+        verdict=verdict,
+        timings=clock.timings,
+        scatter={"batch": [float(v) for v in np.asarray(scatter_b)], "live": [float(v) for v in np.asarray(scatter_l)]},
+    )

@@ -1,0 +1,73 @@
+"""Latency and errors per path, and how often serving fell back from the live path to the lookup table."""
+
+from __future__ import annotations
+
+from comparisons.stats import Distribution, Histogram, Result, quantile_sql, share
+from comparisons.window import SERVED, Rows
+
+__all__ = ["LATENCY_EDGES_MS", "Latency", "PathLatency", "measure"]
+
+# Log-spaced from 0.1 ms to 10 s, five bins per decade.
+LATENCY_EDGES_MS = [10 ** (i / 5 - 1) for i in range(0, 26)]
+
+
+class PathLatency(Result):
+    """One path: latency distribution in ms, and errors over the requests it was asked."""
+
+    latency_ms: Distribution
+    asked: int
+    errors: int
+    error_rate: float | None
+
+
+class Latency(Result):
+    """Both paths' latency and errors, the fallback rate, and requests by served source."""
+
+    batch: PathLatency
+    live: PathLatency
+    fallbacks: int
+    fallback_rate: float | None
+    served: dict[str, int]
+    histogram: Histogram
+
+
+def _bucket(column: str) -> str:
+    last = len(LATENCY_EDGES_MS) - 2
+    return f"least(greatest(CAST(floor((log10(greatest({column}, 0.1)) + 1) * 5) AS INTEGER), 0), {last})"
+
+
+def measure(rows: Rows) -> Latency:
+    """Latency and errors over the window's requests."""
+    con = rows.con
+    paths = {}
+    consulted = {"batch": "bp IS NOT NULL OR miss OR batch_err", "live": "op IS NOT NULL OR online_err"}
+    for path, ms, err in (("batch", "batch_ms", "batch_err"), ("live", "online_ms", "online_err")):
+        row = con.execute(
+            f"SELECT {quantile_sql(ms)}, count(*) FILTER (WHERE {consulted[path]}), count(*) FILTER (WHERE {err}) "
+            "FROM s"
+        ).fetchall()[0]
+        assert row is not None
+        asked, errors = int(row[3]), int(row[4])
+        paths[path] = PathLatency(
+            latency_ms=Distribution.from_row(row[:3]), asked=asked, errors=errors, error_rate=share(errors, asked)
+        )
+    codes = con.execute("SELECT served, count(*) FROM s GROUP BY ALL").fetchall()
+    served = {SERVED[code] if code < len(SERVED) else "other": int(count) for code, count in codes}
+    fallbacks = served.get("batch_fallback", 0)
+    bins = len(LATENCY_EDGES_MS) - 1
+    counts = {"batch": [0] * bins, "live": [0] * bins}
+    query = f"""
+        SELECT 'batch', {_bucket("batch_ms")} AS b, count(*) FROM s WHERE batch_ms IS NOT NULL GROUP BY b
+        UNION ALL
+        SELECT 'live', {_bucket("online_ms")} AS b, count(*) FROM s WHERE online_ms IS NOT NULL GROUP BY b
+    """
+    for path, bucket, count in con.execute(query).fetchall():
+        counts[path][int(bucket)] = int(count)
+    return Latency(
+        batch=paths["batch"],
+        live=paths["live"],
+        fallbacks=fallbacks,
+        fallback_rate=share(fallbacks, rows.rows),
+        served=served,
+        histogram=Histogram(edges=[float(e) for e in LATENCY_EDGES_MS], counts=counts),
+    )

@@ -1,0 +1,271 @@
+"""The comparison report: one self-contained HTML page (inline SVG figures, inline CSS, no script, nothing fetched)
+and a JSON file with every number. `write_report` is what the CLI, the DAG and the demo call."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from comparisons.comparison import Comparison, compare
+from comparisons.verdict import Verdict
+from comparisons.window import Window
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+
+__all__ = ["ReportFiles", "render_html", "write_report"]
+
+SECTIONS = ("verdict", "staleness", "coverage", "accuracy", "agreement", "explanation", "latency", "waste", "method")
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#666} .badge{display:inline-block;padding:6px 14px;border-radius:6px;color:#fff;font-weight:700;
+font-size:20px;letter-spacing:.05em}
+.promote{background:#2e7d32} .hold{background:#b26a00} .rollback{background:#c62828}
+table{border-collapse:collapse;margin:8px 0;background:#fff}
+td,th{border:1px solid #e0e0e0;padding:4px 8px;text-align:left;vertical-align:top} th{background:#f2f2f2}
+.pass{color:#2e7d32;font-weight:600} .fail{color:#c62828;font-weight:600} .na{color:#b26a00;font-weight:600}
+figure{display:inline-block;margin:8px 12px 8px 0;background:#fff;border:1px solid #e6e6e6;padding:6px}
+figure svg{max-width:100%;height:auto} figcaption{color:#555;font-size:12px}
+ul.reasons li{margin:4px 0} .kpis{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
+.kpi{background:#fff;border:1px solid #e6e6e6;border-radius:6px;padding:8px 12px;min-width:150px}
+.kpi b{display:block;font-size:20px}
+"""
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where the report went, the verdict it carries, and how long each step took (seconds)."""
+
+    html: Path
+    json: Path
+    verdict: Verdict
+    timings: dict[str, float]
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _n(value: float | int | None, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2%}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(figures: dict[str, str], name: str, caption: str) -> str:
+    if name not in figures:
+        return ""
+    return f'<figure data-figure="{name}">{figures[name]}<figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _verdict(c: Comparison) -> str:
+    v = c.verdict
+    marks = {True: '<span class="pass">pass</span>', False: '<span class="fail">fail</span>'}
+    missing = '<span class="na">n/a</span>'
+    checks = [[_e(k.name), missing if k.passed is None else marks[k.passed], _e(k.detail)] for k in v.checks]
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in v.reasons)
+    auto = " (auto_promote is on: the cutover flags may act on it)" if v.auto_promote else ""
+    return (
+        f'<p><span class="badge {v.decision}" id="decision">{v.decision.upper()}</span>{_e(auto)}</p>'
+        f'<ul class="reasons">{reasons}</ul>{_table(["check", "result", "detail"], checks)}'
+    )
+
+
+def _kpis(c: Comparison) -> str:
+    e = c.verdict.evidence
+    items = [
+        ("requests", _n(c.rows)),
+        ("labeled pairs", _n(c.accuracy.pairs)),
+        (f"{e.metric} batch → live", f"{_n(e.batch_value)} → {_n(e.live_value)}"),
+        ("batch data age p50", _age(c.staleness.batch.p50)),
+        ("live data age p50", _age(c.staleness.live.p50)),
+        ("lookup misses", _pct(c.coverage.miss_share)),
+        ("live p99", f"{_n(c.latency.live.latency_ms.p99)} ms"),
+        ("unread batch rows", _pct(c.waste.share)),
+    ]
+    return '<div class="kpis">' + "".join(f'<div class="kpi">{_e(k)}<b>{_e(v)}</b></div>' for k, v in items) + "</div>"
+
+
+def _sections(c: Comparison, figures: dict[str, str]) -> dict[str, str]:
+    st, cov, acc, ag, lat, w, fl, ex = (
+        c.staleness,
+        c.coverage,
+        c.accuracy,
+        c.agreement,
+        c.latency,
+        c.waste,
+        c.noise_floor,
+        c.explanation,
+    )
+    ages = [[p, _n(d.n), _age(d.p50), _age(d.p95), _age(d.max)] for p, d in (("batch", st.batch), ("live", st.live))]
+    scores = [
+        [_e(s.metric), _n(s.batch), _n(s.live), _n(s.delta), f"[{_n(s.low)}, {_n(s.high)}]", _n(s.improvement)]
+        for s in acc.scores
+    ]
+    noise_row = "unknown: " + fl.reason if not fl.known else f"versions {fl.previous_version} → {fl.active_version}"
+    kinds = []
+    for attribution in ex.kinds:
+        top = "<br>".join(
+            f"{_e(case.key)}: {case.requests} req, mean |Δ| {_n(case.mean_abs_delta, 3)} — {_e(case.detail)}"
+            for case in attribution.top[:5]
+        )
+        kinds.append([_e(attribution.kind), _n(attribution.entities), _n(attribution.requests), top or "–"])
+    explained = (
+        _table(["cause", "entities", "disagreeing requests", "top entities"], kinds)
+        if ex.available and ex.kinds
+        else f"<p>{_e(ex.reason or 'attribution unavailable')}</p>"
+    )
+    paths = [
+        [p, _n(x.latency_ms.p50), _n(x.latency_ms.p95), _n(x.latency_ms.p99), _n(x.errors), _pct(x.error_rate)]
+        for p, x in (("batch", lat.batch), ("live", lat.live))
+    ]
+    return {
+        "verdict": _kpis(c) + _verdict(c),
+        "staleness": _table(["path", "requests", "p50", "p95", "max"], ages)
+        + _figure(figures, "ages", "Data age behind each prediction, per path (log scale)."),
+        "coverage": _table(
+            ["requests", "batch answered", "lookup misses", "new entities", "known entities", "live answered"],
+            [
+                [
+                    _n(cov.requests),
+                    _pct(cov.batch_share),
+                    f"{_n(cov.misses)} ({_pct(cov.miss_share)})",
+                    _n(cov.misses_new),
+                    _n(cov.misses_known),
+                    f"{_pct(cov.live_share)} ({_n(cov.live_answered_on_misses)} of the misses)",
+                ]
+            ],
+        )
+        + f'<p class="sub">{_e(cov.miss_split)}</p>'
+        + _figure(figures, "coverage", "Share of requests each path answered, per hour."),
+        "accuracy": f"<p>{_n(acc.pairs)} labeled pairs ({_n(acc.unlabeled)} requests without a label in their closed "
+        f"window, {_n(acc.pending)} still pending; label watermark {_e(acc.label_watermark)}).</p>"
+        + _table(
+            ["metric", "batch", "live", "live − batch", f"{acc.scores[0].confidence:.0%} interval", "improvement"],
+            scores,
+        )
+        + _figure(figures, "roc", "ROC per path on the same labeled requests.")
+        + _figure(figures, "calibration", "Mean label per bin of predicted value.")
+        + _figure(figures, "hourly_accuracy", "The verdict's metric per hour."),
+        "agreement": _table(
+            ["", "pairs", "mean |Δ|", "p95 |Δ|", "flip share", "rank correlation"],
+            [
+                [
+                    "live vs batch",
+                    _n(ag.pairs),
+                    _n(ag.mean_abs_delta),
+                    _n(ag.abs_delta.p95),
+                    _pct(ag.flip_share),
+                    _n(ag.rank_correlation),
+                ],
+                [
+                    f"batch vs batch ({_e(noise_row)})",
+                    _n(fl.pairs),
+                    _n(fl.mean_abs_delta),
+                    _n(fl.abs_delta.p95),
+                    _pct(fl.flip_share),
+                    _n(fl.rank_correlation),
+                ],
+            ],
+        )
+        + f"<p>Disagreement threshold {_n(ag.disagreement_threshold)} ({_e(ag.disagreement_basis)}): "
+        f"{_n(ag.disagreements)} requests ({_pct(ag.disagreement_share)}) disagree.</p>"
+        + _figure(figures, "scatter", "Batch vs live on sampled requests; dotted: the decision threshold.")
+        + _figure(figures, "agreement", "Live vs batch, judged against batch vs batch."),
+        "explanation": f"<p>{_n(ex.disagreeing_requests)} disagreeing requests over {_n(ex.disagreeing_entities)} "
+        f"entities; the {_n(ex.examined_entities)} most frequent examined.</p>" + explained,
+        "latency": _table(["path", "p50 ms", "p95 ms", "p99 ms", "errors", "error rate"], paths)
+        + f"<p>Fallbacks: {_n(lat.fallbacks)} ({_pct(lat.fallback_rate)}); served: {_e(lat.served)}.</p>"
+        + _figure(figures, "latency", "Latency per path (log scale)."),
+        "waste": f"<p>Lookup version {_n(w.version)}: {_n(w.never_requested)} of {_n(w.rows)} predictions "
+        f"({_pct(w.share)}) were never requested in the window. {_e(w.note)}</p>",
+        "method": "<p>Labels: a request at time t is labeled by the first label of its entity in (t, t + "
+        f"{_age(c.label_delay_s)}]; only requests whose window closed before the label watermark count. Intervals: "
+        "paired bootstrap of live − batch. Details: docs/comparisons.md.</p>"
+        + f'<p class="sub">Timings (s): {_e(c.timings)}</p>',
+    }
+
+
+TITLES = {
+    "verdict": "Verdict",
+    "staleness": "Staleness: how old the data was",
+    "coverage": "Coverage: who got an answer",
+    "accuracy": "Accuracy on labeled requests",
+    "agreement": "Agreement and the noise floor",
+    "explanation": "Why they disagree",
+    "latency": "Latency and errors",
+    "waste": "Waste: batch predictions nobody read",
+    "method": "Method",
+}
+
+
+def render_html(c: Comparison, figures: dict[str, str]) -> str:
+    """The report page: every section, figures inline, no external resource."""
+    sections = _sections(c, figures)
+    body = "".join(f'<section id="{name}"><h2>{_e(TITLES[name])}</h2>{sections[name]}</section>' for name in SECTIONS)
+    window = f"{c.first_request:%Y-%m-%d %H:%M} → {c.last_request:%Y-%m-%d %H:%M} UTC"
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(c.usecase)}: batch vs live — {_e(c.verdict.decision)}</title><style>{CSS}</style></head>"
+        f"<body><main><h1>{_e(c.usecase)}: batch predictions vs the live path</h1>"
+        f'<p class="sub">{_n(c.rows)} shadow requests, {_e(window)}; lookup version {_n(c.lookup_version)}</p>'
+        f"{body}</main></body></html>"
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(
+    usecase: UseCase, settings: Settings, *, out_dir: Path | None = None, window: Window | None = None
+) -> ReportFiles:
+    """Compare, then write ``report.html`` and ``report.json`` to ``out_dir`` (default
+    ``<state_dir>/reports/<usecase>``); returns their paths, the verdict and the timings."""
+    from comparisons.figures import render_all
+
+    comparison = compare(usecase, settings, window)
+    started = time.perf_counter()
+    figures = render_all(comparison)
+    timings = dict(comparison.timings)
+    timings["figures"] = round(time.perf_counter() - started, 4)
+    target = out_dir or settings.state_dir / "reports" / usecase.name
+    target.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    html_path, json_path = target / "report.html", target / "report.json"
+    _write(html_path, render_html(comparison, figures))
+    _write(json_path, json.dumps(comparison.model_dump(mode="json"), indent=1, allow_nan=False) + "\n")
+    timings["write"] = round(time.perf_counter() - started, 4)
+    return ReportFiles(html_path, json_path, comparison.verdict, timings)

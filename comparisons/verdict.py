@@ -1,0 +1,173 @@
+"""The verdict: the use case's cutover policy applied to the comparison's evidence → promote, hold or rollback.
+
+A pure function of the policy and the numbers, so it can be tested on synthetic evidence with known truth.
+
+* **rollback** when a live guardrail is breached: error rate above ``max_error_rate``, p99 latency above
+  ``max_p99_latency_ms``, fallback rate above ``max_fallback_rate``, or — with at least ``min_labeled_samples``
+  labeled pairs — accuracy *significantly* worse than batch by more than ``max_accuracy_loss`` (the whole
+  confidence interval of the improvement lies below ``−max_accuracy_loss``).
+* **hold** when the evidence is not enough yet: fewer labeled pairs than ``min_labeled_samples`` (never promote
+  without them), the live path answers fewer requests than ``min_coverage``, the primary metric is undefined, or
+  its interval reaches below ``−max_accuracy_loss`` (a loss beyond tolerance cannot be ruled out).
+* **promote** otherwise: enough labels, the interval's lower bound of the improvement ≥ ``−max_accuracy_loss``,
+  and every guardrail passes.
+
+The verdict recommends; people (or ``auto_promote``) act on it through the cutover flags.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from comparisons.errors import PolicyMismatchError
+from comparisons.stats import Result
+from migrate.usecase import CutoverPolicy
+
+__all__ = ["Check", "Evidence", "Verdict", "decide", "primary_metric"]
+
+Decision = Literal["promote", "hold", "rollback"]
+
+
+class Evidence(Result):
+    """The numbers the verdict reads, copied from the comparison so the verdict can be shown on its own."""
+
+    requests: int
+    labeled_pairs: int
+    metric: str
+    higher_is_better: bool
+    batch_value: float | None = None
+    live_value: float | None = None
+    improvement: float | None = None
+    improvement_low: float | None = None
+    improvement_high: float | None = None
+    confidence: float
+    live_share: float | None = None
+    live_error_rate: float | None = None
+    live_p99_ms: float | None = None
+    fallback_rate: float | None = None
+    disagreement_share: float | None = None
+    noise_flip_share: float | None = None
+    live_flip_share: float | None = None
+
+
+class Check(Result):
+    """One rule of the policy: the value seen, the limit, and whether it passed (None: could not be judged)."""
+
+    name: str
+    passed: bool | None
+    value: float | None
+    limit: float
+    detail: str
+
+
+class Verdict(Result):
+    """The decision, its reasons (decisive ones first), every check, and the evidence."""
+
+    decision: Decision
+    reasons: list[str]
+    checks: list[Check]
+    evidence: Evidence
+    auto_promote: bool
+
+
+def primary_metric(policy: CutoverPolicy, kind: str) -> str:
+    """The metric the verdict judges on: the policy's, else AUC (binary) or MAE (regression)."""
+    allowed = {"binary": ("auc", "log_loss", "brier"), "regression": ("mae", "rmse")}[kind]
+    chosen = policy.primary_metric or allowed[0]
+    if chosen not in allowed:
+        raise PolicyMismatchError(
+            f"cutover_policy.primary_metric {chosen!r} does not apply to a {kind} label",
+            fix=f"use one of {list(allowed)} in the use case's cutover_policy",
+        )
+    return chosen
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
+def _guardrails(policy: CutoverPolicy, e: Evidence) -> list[Check]:
+    def upper(name: str, value: float | None, limit: float, what: str) -> Check:
+        passed = None if value is None else value <= limit
+        return Check(name=name, passed=passed, value=value, limit=limit, detail=f"{what} {_fmt(value)} (≤ {limit:g})")
+
+    return [
+        upper("live_error_rate", e.live_error_rate, policy.max_error_rate, "live error rate"),
+        upper("live_p99_latency_ms", e.live_p99_ms, policy.max_p99_latency_ms, "live p99 latency ms"),
+        upper("fallback_rate", e.fallback_rate, policy.max_fallback_rate, "fallback rate"),
+    ]
+
+
+def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
+    """Apply ``policy`` to the evidence ``e`` (see the module docstring for the rules)."""
+    tolerance = -policy.max_accuracy_loss
+    level = f"{e.confidence:.0%}"
+    checks = _guardrails(policy, e)
+    enough = e.labeled_pairs >= policy.min_labeled_samples
+    checks.append(
+        Check(
+            name="labeled_samples",
+            passed=enough,
+            value=float(e.labeled_pairs),
+            limit=float(policy.min_labeled_samples),
+            detail=f"{e.labeled_pairs} labeled pairs (≥ {policy.min_labeled_samples})",
+        )
+    )
+    coverage_ok = None if e.live_share is None else e.live_share >= policy.min_coverage
+    checks.append(
+        Check(
+            name="live_coverage",
+            passed=coverage_ok,
+            value=e.live_share,
+            limit=policy.min_coverage,
+            detail=f"live path answered {_fmt(e.live_share)} of requests (≥ {policy.min_coverage:g})",
+        )
+    )
+    interval = f"[{_fmt(e.improvement_low)}, {_fmt(e.improvement_high)}]"
+    accuracy_ok = None if e.improvement_low is None else e.improvement_low >= tolerance
+    checks.append(
+        Check(
+            name="accuracy",
+            passed=accuracy_ok,
+            value=e.improvement_low,
+            limit=tolerance,
+            detail=f"{e.metric}: live {_fmt(e.live_value)} vs batch {_fmt(e.batch_value)}, improvement "
+            f"{_fmt(e.improvement)} with {level} interval {interval} (lower bound ≥ {tolerance:g})",
+        )
+    )
+    rollback: list[str] = [f"guardrail breached: {c.detail}" for c in checks[:3] if c.passed is False]
+    if enough and e.improvement_high is not None and e.improvement_high < tolerance:
+        rollback.append(
+            f"live is significantly worse on {e.metric}: the whole {level} interval of the improvement {interval} "
+            f"lies below −max_accuracy_loss = {tolerance:g}"
+        )
+    if rollback:
+        return Verdict(decision="rollback", reasons=rollback, checks=checks, evidence=e, auto_promote=False)
+    hold: list[str] = []
+    if e.requests == 0:
+        hold.append("no shadow traffic in the window")
+    if not enough:
+        hold.append(
+            f"too few labeled samples: {e.labeled_pairs} < min_labeled_samples {policy.min_labeled_samples}; "
+            "never promote without them"
+        )
+    hold += [f"guardrail not measurable: {c.detail}" for c in checks[:3] if c.passed is None]
+    if coverage_ok is False:
+        hold.append(f"live coverage too low: {checks[4].detail}")
+    elif coverage_ok is None:
+        hold.append("live coverage unknown: no request in the window")
+    if enough and accuracy_ok is None:
+        hold.append(f"{e.metric} is undefined on the labeled pairs (one class only?)")
+    elif enough and accuracy_ok is False:
+        hold.append(
+            f"a loss beyond tolerance cannot be ruled out: the {level} interval of the {e.metric} improvement "
+            f"{interval} reaches below −max_accuracy_loss = {tolerance:g}"
+        )
+    if hold:
+        return Verdict(decision="hold", reasons=hold, checks=checks, evidence=e, auto_promote=False)
+    reasons = [
+        f"{e.metric} improvement {_fmt(e.improvement)}, {level} interval {interval}, lower bound ≥ {tolerance:g} "
+        f"on {e.labeled_pairs} labeled pairs",
+        "every guardrail passes: " + "; ".join(c.detail for c in checks[:3]),
+    ]
+    return Verdict(decision="promote", reasons=reasons, checks=checks, evidence=e, auto_promote=policy.auto_promote)

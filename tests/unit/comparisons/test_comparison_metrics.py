@@ -1,0 +1,188 @@
+"""Every metric on a small shadow log whose answers were worked out by hand (see the comments)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+from comparison_fixtures import USECASE, at, label, record, write_shadow
+
+from comparisons import accuracy, agreement, coverage, hourly, latency, staleness, waste
+from comparisons.errors import InvalidWindowError, NoShadowDataError
+from comparisons.window import Rows, Window, load
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+
+pytestmark = pytest.mark.unit
+
+# Five requests (label delay 1 h), one duplicate delivery of r1:
+#   r1 06:00 (1,10) batch .8 live .9  batch age 1 h  live ages 60/120 s -> 120   labeled 1 (label at 06:30)
+#   r2 06:10 (1,11) batch .3 live .6  batch age 2 h  live age 30             unlabeled (labels at 06:10, 07:15)
+#   r3 06:20 (1,12) miss     live .4                 live age 10             labeled 0 (06:50), no pair
+#   r4 07:10 (1,10) batch .2 live .1  batch age 3 h  live age 90             labeled 0 (08:20)
+#   r5 07:20 (2,20) batch .6 live error (fallback)  batch age 4 h           pending (watermark 08:15 < 08:20)
+RECORDS = [
+    record(1, 0, bp=0.8, op=0.9, batch_age=3600, ages={"found_rate_1d": 60, "scans_1d": 120}, batch_ms=1, online_ms=4),
+    record(2, 10, product=11, bp=0.3, op=0.6, batch_age=7200, ages={"found_rate_1d": 30}, batch_ms=2, online_ms=6),
+    record(3, 20, product=12, bp=None, op=0.4, ages={"found_rate_1d": 10}, batch_ms=3, online_ms=8),
+    record(4, 70, bp=0.2, op=0.1, batch_age=10800, ages={"found_rate_1d": 90}, batch_ms=4, online_ms=10),
+    record(5, 80, store=2, product=20, bp=0.6, op=None, batch_age=14400, batch_ms=5, online_ms=50,
+           online_error="timeout", served="batch_fallback"),
+    record(1, 0, bp=0.8, op=0.9, batch_age=3600, ages={"found_rate_1d": 60, "scans_1d": 120}),  # delivered twice
+]  # fmt: skip
+LABELS = [
+    label(30, 1.0),
+    label(10, 1.0, product=11),  # at r2's request time: not after it, so not r2's label
+    label(75, 1.0, product=11),  # after r2's window (06:10, 07:10]
+    label(50, 0.0, product=12),
+    label(100, 0.0),
+    label(135, 1.0, store=9, product=9),  # the watermark: 08:15
+]
+
+
+@pytest.fixture
+def rows(settings: Settings, usecase: UseCase) -> Rows:
+    write_shadow(settings, RECORDS, LABELS)
+    loaded = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+    yield loaded
+    loaded.con.close()
+
+
+def test_rows_are_deduplicated_and_labeled_by_the_first_label_in_the_window(rows: Rows) -> None:
+    assert rows.rows == 5
+    assert rows.files == 2
+    assert rows.label_watermark == at(135)
+    got = sorted(rows.con.execute("SELECT request_time, label_state, label FROM s ORDER BY request_time").fetchall())
+    assert [(t.astimezone(UTC), state, value) for t, state, value in got] == [
+        (at(0), "labeled", 1.0),
+        (at(10), "unlabeled", None),
+        (at(20), "labeled", 0.0),
+        (at(70), "labeled", 0.0),
+        (at(80), "pending", None),
+    ]
+
+
+def test_staleness_by_hand(rows: Rows) -> None:
+    result = staleness.measure(rows)
+    # batch ages 3600, 7200, 10800, 14400: p50 = 9000, p95 = 10800 + 0.85 × 3600, max 14400
+    assert result.batch.n == 4
+    assert result.batch.p50 == pytest.approx(9000)
+    assert result.batch.p95 == pytest.approx(13860)
+    assert result.batch.max == 14400
+    # live ages (oldest feature) 120, 30, 10, 90: p50 = 60, max 120
+    assert (result.live.n, result.live.p50, result.live.max) == (4, pytest.approx(60), 120)
+    assert sum(result.histogram.counts["batch"]) == 4 and sum(result.histogram.counts["live"]) == 4
+
+
+def test_coverage_by_hand_with_new_and_known_misses(rows: Rows) -> None:
+    cutoff = datetime(2026, 11, 14, 2, tzinfo=UTC)
+    without = coverage.measure(rows, cutoff, entities_loaded=False)
+    assert (without.requests, without.batch_answered, without.misses, without.live_answered) == (5, 4, 1, 4)
+    assert without.batch_share == pytest.approx(0.8) and without.live_share == pytest.approx(0.8)
+    assert (without.live_answered_on_misses, without.entities, without.missed_entities) == (1, 4, 1)
+    assert without.misses_new is None and "could not be read" in without.miss_split
+    rows.con.execute(
+        "CREATE TEMP TABLE entities AS SELECT * FROM (VALUES (1, 10, TIMESTAMP '2026-01-01'), "
+        "(1, 12, TIMESTAMP '2026-11-14 03:00')) t(k_store_id, k_product_id, created_at)"
+    )
+    split = coverage.measure(rows, cutoff, entities_loaded=True)
+    assert (split.misses_new, split.misses_known) == (1, 0)  # (1,12) was listed after the 02:00 cutoff
+    rows.con.execute("UPDATE entities SET created_at = TIMESTAMP '2026-11-13' WHERE k_product_id = 12")
+    assert coverage.measure(rows, cutoff, entities_loaded=True).misses_known == 1
+
+
+def test_accuracy_by_hand(rows: Rows) -> None:
+    result = accuracy.measure(rows, confidence=0.95)
+    assert (result.labeled, result.pairs, result.unlabeled, result.pending) == (3, 2, 1, 1)
+    brier, log_loss, auc = result.score("brier"), result.score("log_loss"), result.score("auc")
+    assert brier is not None and log_loss is not None and auc is not None
+    # pairs: (y=1, batch .8, live .9) and (y=0, batch .2, live .1)
+    assert (brier.batch, brier.live) == (pytest.approx(0.04), pytest.approx(0.01))
+    assert (log_loss.batch, log_loss.live) == (pytest.approx(-math.log(0.8)), pytest.approx(-math.log(0.9)))
+    assert (auc.batch, auc.live) == (1.0, 1.0)
+    assert brier.improvement == pytest.approx(0.03) and not brier.higher_is_better
+    assert brier.improvement_low is not None and brier.improvement_low <= 0.03 <= (brier.improvement_high or 0)
+    assert sum(result.calibration["batch"].count) == 2
+
+
+def test_agreement_by_hand(rows: Rows) -> None:
+    result = agreement.measure(rows, threshold=0.5, disagreement_threshold=0.2, basis="test")
+    # pairs r1, r2, r4: |Δ| .1, .3, .1; r2 flips at 0.5 (.3 → .6) and exceeds 0.2; both rankings agree
+    assert result.pairs == 3
+    assert result.mean_abs_delta == pytest.approx(0.5 / 3)
+    assert (result.flips, result.flip_share) == (1, pytest.approx(1 / 3))
+    assert (result.disagreements, result.disagreement_share) == (1, pytest.approx(1 / 3))
+    assert result.rank_correlation == pytest.approx(1.0)
+    assert result.abs_delta.max == pytest.approx(0.3)
+
+
+def test_latency_errors_and_fallbacks_by_hand(rows: Rows) -> None:
+    result = latency.measure(rows)
+    assert result.batch.latency_ms.p50 == 3 and result.batch.latency_ms.max == 5
+    assert result.live.latency_ms.p50 == 8 and result.live.latency_ms.max == 50
+    assert (result.live.asked, result.live.errors, result.live.error_rate) == (5, 1, pytest.approx(0.2))
+    assert (result.batch.errors, result.fallbacks, result.fallback_rate) == (0, 1, pytest.approx(0.2))
+    assert result.served == {"batch": 4, "batch_fallback": 1}
+
+
+def test_waste_counts_lookup_rows_nobody_requested(rows: Rows) -> None:
+    table = pa.table({"store_id": [1, 1, 3], "product_id": [10, 11, 30], "prediction": [0.1, 0.2, 0.3]})
+    rows.con.register("arrow_lookup", table)
+    rows.con.execute("CREATE TEMP TABLE lookup_active AS SELECT * FROM arrow_lookup")
+    result = waste.measure(rows, version=7, loaded=True)
+    assert (result.rows, result.requested, result.never_requested) == (3, 2, 1)
+    assert result.share == pytest.approx(1 / 3)
+    assert waste.measure(rows, version=None, loaded=False, note="no version").share is None
+
+
+def test_hourly_buckets_by_hand(rows: Rows) -> None:
+    hours = hourly.measure(rows, threshold=0.5, disagreement_threshold=0.2)
+    assert [h.hour for h in hours] == [at(0), at(60)]
+    six, seven = hours
+    assert (six.requests, six.batch_share, six.miss_share, six.live_share) == (3, 2 / 3, 1 / 3, 1.0)
+    assert (seven.requests, seven.live_share, seven.fallback_rate, seven.live_error_rate) == (2, 0.5, 0.5, 0.5)
+    assert (six.labeled, six.unlabeled, seven.labeled, seven.pending) == (2, 1, 1, 1)
+    assert six.flip_share == pytest.approx(0.5) and seven.flip_share == 0.0
+
+
+def test_a_window_reads_only_its_hours(settings: Settings, usecase: UseCase) -> None:
+    write_shadow(settings, RECORDS, LABELS)
+    rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window(since=at(60)))
+    try:
+        assert (rows.rows, rows.files) == (2, 1)
+    finally:
+        rows.con.close()
+
+
+def test_empty_window_and_missing_log_are_clear_errors(settings: Settings, usecase: UseCase) -> None:
+    shadow, labels = settings.shadow_dir / USECASE, settings.labels_dir / USECASE
+    with pytest.raises(NoShadowDataError, match="no shadow log") as missing:
+        load(usecase, shadow, labels, Window())
+    assert missing.value.fix is not None and "migrate sink" in missing.value.fix
+    write_shadow(settings, RECORDS, LABELS)
+    with pytest.raises(NoShadowDataError, match="no request in"):
+        load(usecase, shadow, labels, Window(since=at(61), until=at(62)))
+    with pytest.raises(InvalidWindowError, match="at or before it starts"):
+        Window(since=at(10), until=at(10))
+    with pytest.raises(InvalidWindowError, match="no time zone"):
+        Window(since=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+
+def test_all_misses_and_no_labels(settings: Settings, usecase: UseCase) -> None:
+    write_shadow(settings, [record(i, i, product=10 + i, bp=None, op=0.3) for i in range(4)])
+    rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+    try:
+        cover = coverage.measure(rows, None, entities_loaded=False)
+        assert (cover.batch_share, cover.miss_share, cover.live_share) == (0.0, 1.0, 1.0)
+        assert "no published lookup version" in cover.miss_split
+        agree = agreement.measure(rows, 0.5, 0.05, "test")
+        assert (agree.pairs, agree.mean_abs_delta, agree.flip_share, agree.rank_correlation) == (0, None, None, None)
+        acc = accuracy.measure(rows, 0.95)
+        assert rows.label_watermark is None
+        assert (acc.labeled, acc.pairs, acc.pending) == (0, 0, 4)
+        assert all(s.batch is None and s.live is None and s.improvement is None for s in acc.scores)
+        assert staleness.measure(rows).batch.n == 0
+    finally:
+        rows.con.close()
