@@ -50,12 +50,19 @@ def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Store
     stores = Stores({}, features, usecases)
     for usecase in usecases.values():
         try:
-            model = load_model(usecase, artifacts)
+            # The online path serves the online model (batch + real-time features), or the batch one until an
+            # online model is trained; the lookup path reads the table the batch model wrote.
+            model = load_model(usecase, artifacts, "online")
         except MigrateError as exc:
             stores.not_ready[usecase.name] = exc.what
             log.error("use case %s is not served: %s", usecase.name, exc)
             continue
-        predictor = OnlinePredictor(usecase.name, model, features)
+        since = frozenset(
+            f.name
+            for f in (usecase.realtime_features.features if usecase.realtime_features else [])
+            if f.aggregation == "minutes_since"
+        )
+        predictor = OnlinePredictor(usecase.name, model, features, since)
         stores.paths[usecase.name] = Paths(lookup, table_spec(usecase, settings), predictor)
     return stores
 

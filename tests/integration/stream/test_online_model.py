@@ -52,3 +52,45 @@ def test_realtime_training_features_see_only_earlier_events(world: Any) -> None:
         expected = by_id[row["event_id"]]
         for name in usecase.realtime_feature_names:
             assert np.isclose(row[name], expected[name], equal_nan=True), (row, expected)
+
+
+def test_live_prediction_uses_the_streamed_features_exactly_as_training_computes_them(world: Any, stream: Any) -> None:
+    """Batch features materialized + real-time features from the processor → the online model's score equals
+    the score of the vector training would build for that instant, to the last bit."""
+    from online.materialize import materialize
+    from online.predictor import OnlinePredictor
+    from online.redis_store import RedisFeatureStore
+    from online.stream_processor import StreamProcessor
+
+    usecase = world.usecase
+    train(usecase, world.settings, world.cutoff, role="online")
+    model = load_model(usecase, ArtifactStore(world.settings.artifacts_dir, world.settings.project_dir), "online")
+    store = RedisFeatureStore(stream.redis_url, read_timeout_s=5.0, write_timeout_s=30.0)
+    try:
+        materialize(stream.usecase, world.settings, store, world.cutoff)
+        instant = world.cutoff + timedelta(hours=9, seconds=1)
+        before = [e for e in stream.events if e["event_time"] < instant]
+        stream.publish(before)
+        StreamProcessor(stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url).run(
+            until_caught_up=True, max_seconds=120
+        )
+        realtime = stream.expected(before, instant)
+        with open_offline(world.settings.offline_store_path) as con:
+            batch = {
+                (r[0], r[1]): list(r[2:])
+                for r in con.sql(
+                    f"SELECT store_id, product_id, {', '.join(usecase.feature_names)} FROM item_features_daily "
+                    "WHERE as_of <= $cutoff QUALIFY row_number() OVER (PARTITION BY store_id, product_id "
+                    "ORDER BY as_of DESC) = 1",
+                    params={"cutoff": world.cutoff.replace(tzinfo=None)},
+                ).fetchall()
+            }
+        keys = sorted(k for k in realtime if k in batch)[:200]
+        assert len(keys) > 50
+        since = frozenset(f.name for f in usecase.realtime_features.features if f.aggregation == "minutes_since")
+        live = OnlinePredictor(stream.usecase.name, model, store, since).predict(keys, instant)
+        matrix = np.array([[np.nan if v is None else v for v in batch[k]] + realtime[k] for k in keys], dtype=float)
+        assert [r.prediction for r in live] == [float(p) for p in model.score(matrix)]
+        assert all(r.model_version == model.version for r in live)
+    finally:
+        store.close()
