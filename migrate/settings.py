@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_FILE = "migrate.yaml"
@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(default=1.0, gt=0, description="Connect timeout of the feature store.")
     redis_write_timeout_s: float = Field(default=30.0, gt=0, description="Socket timeout of feature-store writes.")
     redis_retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed feature-store call.")
+    clock_start: AwareDatetime | None = Field(
+        default=None, description="Simulated time of the serving clock at clock_wall (demos); unset: wall clock."
+    )
+    clock_wall: float | None = Field(default=None, description="Unix time at which the clock reads clock_start.")
+    clock_speed: float = Field(default=1.0, gt=0, description="Simulated seconds per wall second.")
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the service's admin API; unset: the admin API refuses all."
     )

@@ -72,6 +72,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     from migrate.canary import Guardrail, auto_rollback
     from migrate.flag_store import FlagStore
     from migrate.flags import FlagWatcher
+    from online.clock import clock_of
     from online.pool import BoundedPool
     from online.serving import UseCaseServer
     from online.shadow_process import InProcessShadow, ShadowProcess, ShadowSink
@@ -91,6 +92,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         shutdown.append(process.close)
 
     servers: dict[str, UseCaseServer] = {}
+    clock = clock_of(settings)  # the wall clock, or a replayed day's (MIGRATE_CLOCK_*)
     for name, paths in stores.paths.items():
         usecase = stores.usecases[name]
         guardrail = Guardrail.from_policy(usecase.cutover_policy)
@@ -119,6 +121,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
             background=background,
             metrics=metrics,
             on_breach=on_breach,
+            clock=clock,
         )
 
     def readiness() -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -22,6 +22,10 @@ from online.schemas import Source
 from online.shadow_process import ShadowSink
 
 log = logging.getLogger(__name__)
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class UseCaseServer:
@@ -38,8 +42,10 @@ class UseCaseServer:
         background: BoundedPool,
         metrics: Any,
         on_breach: Any,
+        clock: Callable[[], datetime] = _wall_clock,
     ) -> None:
         self.usecase = usecase
+        self.clock = clock
         self.paths = paths
         self.flags = flags
         self.guardrail = guardrail
@@ -66,7 +72,7 @@ class UseCaseServer:
         """Answer every entity (the body of `PredictResponse`, built as plain dicts); never raises for a failing
         path."""
         request_id = uuid.uuid4().hex
-        now = datetime.now(UTC)
+        now = self.clock()
         flag = self.flags.current(self.usecase.name)
         keys: list[Key] = [tuple(entity[name] for name in self.key_names) for entity in entities]
         online_idx = [i for i, key in enumerate(keys) if route(flag, key) == "online"]

@@ -1,0 +1,25 @@
+"""The serving clock: wall time by default, a replayed day's time when configured."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from migrate.settings import get_settings
+from online.clock import clock_of
+
+pytestmark = pytest.mark.unit
+
+
+def test_wall_clock_by_default() -> None:
+    now = clock_of(get_settings())()
+    assert abs((now - datetime.now(UTC)).total_seconds()) < 5 and now.tzinfo is not None
+
+
+def test_simulated_clock_runs_from_its_start_at_its_speed() -> None:
+    start = datetime(2026, 11, 14, 2, 0, tzinfo=UTC)
+    settings = get_settings(clock_start=start, clock_wall=time.time() - 10, clock_speed=60)
+    now = clock_of(settings)()
+    assert start + timedelta(minutes=10) <= now < start + timedelta(minutes=15)
