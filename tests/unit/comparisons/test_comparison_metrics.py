@@ -167,7 +167,7 @@ def test_empty_window_and_missing_log_are_clear_errors(settings: Settings, useca
     with pytest.raises(InvalidWindowError, match="at or before it starts"):
         Window(since=at(10), until=at(10))
     with pytest.raises(InvalidWindowError, match="no time zone"):
-        Window(since=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+        Window(since=datetime(2026, 1, 1))
 
 
 def test_all_misses_and_no_labels(settings: Settings, usecase: UseCase) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from comparison_fixtures import at, label, record, with_policy, write_shadow
+from comparison_fixtures import label, record, with_policy, write_shadow
 
 from comparisons.comparison import compare
 from comparisons.errors import PolicyMismatchError
@@ -55,7 +55,11 @@ def test_promote_needs_every_check() -> None:
         ({"live_error_rate": 0.02}, "rollback", "live error rate"),
         ({"live_p99_ms": 30.0}, "rollback", "p99 latency"),
         ({"fallback_rate": 0.2}, "rollback", "fallback rate"),
-        ({"improvement": -0.05, "improvement_low": -0.07, "improvement_high": -0.03}, "rollback", "significantly worse"),
+        (
+            {"improvement": -0.05, "improvement_low": -0.07, "improvement_high": -0.03},
+            "rollback",
+            "significantly worse",
+        ),
         # significantly worse, but on too few labels: not enough to act on, and never a promote
         ({"labeled_pairs": 10, "improvement_low": -0.07, "improvement_high": -0.03}, "hold", "too few"),
         ({"improvement": None, "improvement_low": None, "improvement_high": None}, "hold", "undefined"),

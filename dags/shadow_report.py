@@ -1,0 +1,107 @@
+"""The daily comparison report, one DAG per use case: ``shadow_report__<usecase>``.
+
+Parsing this file only reads the use-case YAML files: no DuckDB, no matplotlib, no model.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+
+os.environ.setdefault("MIGRATE_PROJECT_DIR", str(Path(__file__).resolve().parent.parent))
+
+from migrate.registry import Registry
+from migrate.settings import get_settings
+from migrate.usecase import UseCase
+
+SCHEDULE = "0 5 * * *"  # daily, 05:00 UTC: after the nightly batch run and the night's labels
+DOC = """
+### Shadow comparison report: `{name}`
+
+{description}
+
+Once a day, compares the **batch path** (lookup table `{table}`) with the **live path** on the same requests of
+the shadow log over the `window_days` days before `data_interval_end`, joined with their labels, and writes
+
+* `<state_dir>/reports/{name}/<data_interval_end date>/report.html` — the report people read (self-contained);
+* `.../report.json` — every number.
+
+The task log and its return value (XCom) carry the **verdict**: `promote`, `hold` or `rollback`, with the
+reasons and the evidence, under the use case's `cutover_policy` (min {min_labeled} labeled samples, max accuracy
+loss {max_loss:g} at {confidence:.0%} confidence). The verdict recommends; move the flag with the
+`cutover__{name}` DAG or `migrate flags set`. A use case with no shadow log in the window is skipped.
+
+Owner: **{owner}** · same numbers on demand: `migrate gate {name}` / `migrate report {name}`.
+"""
+
+
+def build_dag(usecase: UseCase) -> DAG:
+    """The daily shadow-report DAG of one use case."""
+    name = usecase.name
+    policy = usecase.cutover_policy
+    with DAG(
+        dag_id=f"shadow_report__{name}",
+        description=f"Daily batch-vs-live comparison report and cutover verdict of {name}",
+        schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["migrate", "comparison", f"usecase:{name}"],
+        default_args={"owner": usecase.owner, "retries": 1, "retry_delay": timedelta(minutes=5)},
+        params={"window_days": Param(7, type="integer", minimum=1, maximum=90, description="Days compared.")},
+        doc_md=DOC.format(
+            name=name,
+            description=usecase.description,
+            table=usecase.lookup_table.name,
+            owner=usecase.owner,
+            min_labeled=policy.min_labeled_samples,
+            max_loss=policy.max_accuracy_loss,
+            confidence=policy.confidence,
+        ),
+    ) as dag:
+
+        @task
+        def report() -> dict[str, Any]:
+            """Compare the window's shadow log, write report.html + report.json, log and return the verdict."""
+            import logging
+
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from comparisons.errors import NoShadowDataError
+            from comparisons.report import write_report
+            from comparisons.window import Window
+
+            log = logging.getLogger("migrate.shadow_report")
+            context = get_current_context()
+            end = context["data_interval_end"]
+            window = Window(end - timedelta(days=int(context["params"]["window_days"])), end)
+            settings = get_settings()
+            target = settings.state_dir / "reports" / name / f"{end:%Y-%m-%d}"
+            try:
+                files = write_report(usecase, settings, out_dir=target, window=window)
+            except NoShadowDataError as exc:
+                raise AirflowSkipException(f"{exc.what} ({exc.fix})") from exc
+            verdict = files.verdict
+            log.info("verdict for %s: %s", name, verdict.decision.upper())
+            for reason in verdict.reasons:
+                log.info("  reason: %s", reason)
+            log.info("report: %s · numbers: %s", files.html, files.json)
+            return {
+                "decision": verdict.decision,
+                "reasons": verdict.reasons,
+                "html": str(files.html),
+                "json": str(files.json),
+                "window": [window.since.isoformat() if window.since else None, end.isoformat()],
+            }
+
+        report()
+    return dag
+
+
+for _usecase in Registry(get_settings().usecases_dir).valid():
+    globals()[f"shadow_report__{_usecase.name}"] = build_dag(_usecase)
