@@ -173,10 +173,14 @@ def render(results: dict[str, Any]) -> str:
         from bench.online import render as render_online
 
         lines += ["", *render_online(results["online"])]
+    if "compare" in results:
+        from bench.compare import render as render_compare
+
+        lines += ["", *render_compare(results["compare"])]
     return "\n".join(lines) + "\n"
 
 
-SUITES = ("batch", "online")
+SUITES = ("batch", "online", "compare")
 
 
 def main() -> None:
@@ -193,6 +197,10 @@ def main() -> None:
         results["batch"] = batch_suite()
     if "online" in chosen:
         results["online"] = online_suite()
+    if "compare" in chosen:
+        from bench.compare import compare_suite
+
+        results["compare"] = compare_suite()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     DOC.write_text(render(results))

@@ -183,7 +183,6 @@ def load(
     casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)}) AS k_{k.name}" for k in usecase.entity.keys)
     entity = f"hash({', '.join(f'k_{k}' for k in keys)})"
     struct = "{" + ", ".join(f'"{name}": "DOUBLE"' for name in _feature_names(usecase)) + "}"
-    ages = ", ".join(f'a."{name}"' for name in _feature_names(usecase))
     served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
     due = f"r.request_time + to_microseconds({delay_us})"
     closed = "FALSE" if watermark is None else f"{due} <= {_timestamp(watermark)}"
@@ -191,47 +190,40 @@ def load(
     count = int(con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0])  # from the Parquet footers
     every = max(1, -(-count // AGE_SAMPLE))
     # The live path's data age is its oldest feature's. Parsing the JSON ages dominates the load at scale, so
-    # beyond AGE_SAMPLE rows it is parsed for a hash-chosen 1-in-`every` subset (Rows.age_every says which).
-    age = f"greatest({ages})" if every == 1 else f"CASE WHEN h % {every} = 0 THEN greatest({ages}) END"
+    # beyond AGE_SAMPLE rows it is parsed for a hash-chosen 1-in-`every` subset only (Rows.age_every says which).
+    parsed = f"from_json(online_feature_ages_s, '{struct}')"
+    greatest = f"greatest({', '.join(f'{parsed}.{name}' for name in _feature_names(usecase))})"
+    age = greatest if every == 1 else f"CASE WHEN hash(request_id, entity_key) % {every} = 0 THEN {greatest} END"
+    # One pass: read, derive, and join each request with its first later label by an ASOF join on a hash of the
+    # entity key (one integer key sorts far faster than the key columns; a 64-bit collision between two entities
+    # is negligible at these sizes).
     con.execute(f"""
-        CREATE TEMP TABLE s0 AS
-        SELECT * EXCLUDE (a), {entity} AS e, {age} AS online_age FROM (
+        CREATE TEMP TABLE s AS
+        WITH r AS (
             SELECT hash(request_id, entity_key) AS h, {casts}, CAST(request_time AS TIMESTAMPTZ) AS request_time,
                    CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
                    batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
                    batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
                    online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
-                   from_json(online_feature_ages_s, '{struct}') AS a
+                   {age} AS online_age
             FROM {source}
             {"WHERE " + " AND ".join(where) if where else ""}
         )
-    """)
-    # Producer retries can deliver a record twice (a request id names one request of several entities): keep one.
-    if con.execute("SELECT count(*) FROM (SELECT h FROM s0 GROUP BY h HAVING count(*) > 1)").fetchall()[0][0]:
-        con.execute("""
-            DELETE FROM s0 WHERE rowid IN (
-                SELECT rowid FROM (SELECT rowid, row_number() OVER (PARTITION BY h ORDER BY rowid) AS n FROM s0
-                                   WHERE h IN (SELECT h FROM s0 GROUP BY h HAVING count(*) > 1)) WHERE n > 1)
-        """)
-    # The label join: an ASOF join on a hash of the entity key over narrow rows (one integer key and no payload
-    # sort far faster than the key columns and every metric column), joined back by the row hash. A 64-bit hash
-    # collision between two entities is negligible at these sizes.
-    con.execute(f"""
-        CREATE TEMP TABLE matched AS
-        SELECT r.h, l.label, l.event_time FROM (SELECT h, e, request_time FROM s0) r
-        ASOF JOIN (SELECT {entity} AS e, event_time, label FROM labels) l
-        ON r.e = l.e AND r.request_time < l.event_time
-    """)
-    con.execute(f"""
-        CREATE TEMP TABLE s AS
-        SELECT r.*, date_trunc('hour', r.request_time) AS hour,
+        SELECT r.* EXCLUDE (request_time), {entity.replace("k_", "r.k_")} AS e, r.request_time,
+               date_trunc('hour', r.request_time) AS hour,
                CASE WHEN l.event_time <= {due} THEN l.label END AS label,
                CASE WHEN NOT ({closed}) THEN 'pending' WHEN l.event_time <= {due} THEN 'labeled'
                     ELSE 'unlabeled' END AS label_state
-        FROM s0 r LEFT JOIN matched l ON r.h = l.h
+        FROM r ASOF LEFT JOIN (SELECT {entity} AS e, event_time, label FROM labels) l
+        ON {entity.replace("k_", "r.k_")} = l.e AND r.request_time < l.event_time
     """)
-    con.execute("DROP TABLE s0")
-    con.execute("DROP TABLE matched")
+    # Producer retries can deliver a record twice (a request id names one request of several entities): keep one.
+    if con.execute("SELECT count(*) FROM (SELECT h FROM s GROUP BY h HAVING count(*) > 1)").fetchall()[0][0]:
+        con.execute("""
+            DELETE FROM s WHERE rowid IN (
+                SELECT rowid FROM (SELECT rowid, row_number() OVER (PARTITION BY h ORDER BY rowid) AS n FROM s
+                                   WHERE h IN (SELECT h FROM s GROUP BY h HAVING count(*) > 1)) WHERE n > 1)
+        """)
     rows = int(con.execute("SELECT count(*) FROM s").fetchall()[0][0])
     if rows == 0:
         con.close()
