@@ -188,11 +188,13 @@ def lookup_rollback(
 
 @app.command()
 @friendly
-def demo() -> None:
-    """Generate the example data, train, run the batch DAG through Airflow and show the lookup table."""
+def demo(
+    fast: Annotated[bool, typer.Option("--fast", help="A smaller world and a faster clock (CI).")] = False,
+) -> None:
+    """The whole migration of the example use case on embedded services: batch, shadow, verdict, cutover, costs."""
     from migrate.demo import run_demo
 
-    run_demo(console, get_settings())
+    run_demo(console, get_settings(), fast=fast)
 
 
 def main() -> None:

@@ -109,6 +109,10 @@ def events_replay(
         datetime | None, typer.Option("--from", help="First event time (UTC); default: after the newest batch run.")
     ] = None,
     until: Annotated[datetime | None, typer.Option(help="Stop before this event time (UTC); default: the end.")] = None,
+    clock_wall: Annotated[
+        float | None,
+        typer.Option(help="Unix time at which --from is 'now' (a simulated clock shared with `migrate serve`)."),
+    ] = None,
 ) -> None:
     """Play the offline event history back into the use case's Kafka topic, paced by event time."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -148,6 +152,7 @@ def events_replay(
                     iter_events(con, uc, start, end),
                     time_field=uc.realtime_features.event_time_column,
                     speed=speed or None,
+                    anchor=None if clock_wall is None else (start, clock_wall),
                     on_progress=progress,
                 )
         finally:

@@ -55,22 +55,25 @@ class EventPublisher:
         *,
         time_field: str,
         speed: float | None = None,
+        anchor: tuple[datetime, float] | None = None,
         on_progress: Callable[[int, datetime], None] | None = None,
     ) -> int:
         """Send `events` (in event-time order); with `speed`, event time runs `speed` times faster than wall time.
 
+        `anchor` (simulated instant, Unix time) pins the pacing to a shared simulated clock (online/clock.py):
+        an event timed t is sent at ``wall + (t - instant) / speed``. Without it the first event sets the origin.
         Returns the number sent, once every one is acknowledged.
         """
         sent = 0
-        first: float | None = None
-        started = time.monotonic()
+        origin: tuple[float, float] | None = None if anchor is None else (anchor[0].timestamp(), anchor[1])
         try:
             for event in events:
                 moment: datetime = event[time_field]
                 if speed:
                     at = moment.timestamp()
-                    first = at if first is None else first
-                    wait = (at - first) / speed - (time.monotonic() - started)
+                    if origin is None:
+                        origin = (at, time.time())
+                    wait = origin[1] + (at - origin[0]) / speed - time.time()
                     if wait > 0:
                         time.sleep(wait)
                 self.send(event)
