@@ -33,6 +33,7 @@ from pydantic import Field
 
 from comparisons.stats import Result
 from comparisons.window import Rows, Window, shadow_files
+from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -210,7 +211,10 @@ def measure(rows: Rows, usecase: UseCase, settings: Settings, threshold: float, 
     versions = sorted({c["model_version"] for c in cases if c["model_version"]})
     if not versions:
         return base.model_copy(update={"reason": "the shadow rows name no online model version"})
-    models = {v: _model(settings, usecase, v) for v in versions}
+    try:
+        models = {v: _model(settings, usecase, v) for v in versions}
+    except MigrateError as exc:  # a corrupt manifest or an artifact whose hash does not match
+        return base.model_copy(update={"reason": f"the live model cannot be loaded: {exc.what}"})
     missing = [v for v, m in models.items() if m is None]
     if missing:
         where = settings.artifacts_dir / usecase.name

@@ -160,3 +160,14 @@ def test_slow_live_path_is_rolled_back_whatever_its_accuracy(settings: Settings,
     _scenario(settings, batch_noise=1.5, live_noise=0.3, live_ms=40.0)
     decision, reasons = _decide(settings, usecase)
     assert decision == "rollback" and any("p99 latency" in r for r in reasons)
+
+
+def test_without_lookup_store_or_artifacts_the_comparison_says_so(settings: Settings, usecase: UseCase) -> None:
+    _scenario(settings, batch_noise=1.5, live_noise=0.3, n=500)
+    result = compare(usecase, settings)
+    assert not result.noise_floor.known and result.noise_floor.reason
+    assert result.agreement.disagreement_threshold == usecase.cutover_policy.disagreement_threshold
+    assert result.waste.share is None and result.waste.note
+    assert not result.explanation.available
+    assert "no artifact of live model version(s) ['v1']" in result.explanation.reason
+    assert result.explanation.disagreeing_requests > 0
