@@ -13,6 +13,7 @@ from migrate.artifact import Role
 from migrate.cli_airflow import register as register_airflow
 from migrate.cli_compare import register as register_compare
 from migrate.cli_flags import flags_app
+from migrate.cli_init import register as register_init
 from migrate.cli_online import register as register_online
 from migrate.cli_stream import register as register_stream
 from migrate.cli_support import console, err, friendly
@@ -35,6 +36,7 @@ register_online(app)
 register_compare(app)
 register_airflow(app)
 register_stream(app)
+register_init(app)
 
 
 # Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.

@@ -1,0 +1,121 @@
+"""`migrate init`: the scaffold validates, passes its own generated tests and lint, and never overwrites."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from migrate.cli import app
+from migrate.registry import Registry
+from migrate.scaffold import render
+from migrate.settings import get_settings
+
+# The project's own lint rules (pyproject.toml), run on the generated code as a user's project would hold it.
+RUFF_RULES = ["--select", "E,F,W,I,UP,B,SIM,RUF,PL,S,T20", "--ignore", "PLR0913,PLR2004,PLC0415,S101,S603,S608"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project directory the CLI resolves its use cases against."""
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("MIGRATE_PROJECT_DIR", str(root))
+    monkeypatch.delenv("MIGRATE_USECASES_DIR", raising=False)
+    return root
+
+
+def init(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["init", *args])
+    return result.exit_code, result.output
+
+
+def test_init_writes_a_use_case_that_passes_its_own_tests(project: Path, tmp_path: Path) -> None:
+    assert init("churn_risk")[0] == 0
+    code, output = init("basket_value", "--kind", "regression")
+    assert code == 0, output
+    assert "usecases/basket_value.yaml" in output and "basket_value/training.py" in output
+    elsewhere = tmp_path / "packages"
+    code, output = init("visit_length", "--kind", "regression", "--dir", str(elsewhere))
+    assert code == 0, output
+    assert f"PYTHONPATH={elsewhere}" in output
+
+    usecases = {u.name: u for u in Registry(get_settings().usecases_dir).load_all()}
+    assert sorted(usecases) == ["basket_value", "churn_risk", "visit_length"]
+    assert usecases["churn_risk"].label.kind == "binary"
+    assert usecases["basket_value"].label.kind == "regression"
+    assert usecases["basket_value"].cutover_policy.primary_metric == "mae"
+    assert usecases["churn_risk"].model.trainer == "churn_risk.training:train"
+    assert (elsewhere / "visit_length" / "tests" / "test_visit_length.py").is_file()
+    assert not (project / "visit_length").exists()
+
+    packages = [str(project / "churn_risk"), str(project / "basket_value"), str(elsewhere / "visit_length")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", *packages],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "9 passed" in done.stdout, done.stdout[-2000:]
+
+    lint = [sys.executable, "-m", "ruff"]
+    for command in (
+        [*lint, "check", "--isolated", "--line-length", "120", "--target-version", "py311", *RUFF_RULES, "."],
+        [*lint, "format", "--isolated", "--line-length", "120", "--check", "."],
+    ):
+        done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_init_refuses_to_overwrite_a_use_case(project: Path) -> None:
+    assert init("churn_risk")[0] == 0
+    yaml_file = project / "usecases" / "churn_risk.yaml"
+    yaml_file.write_text(yaml_file.read_text() + "# edited by its team\n")
+    code, output = init("churn_risk", "--kind", "regression")
+    assert code == 1
+    assert str(yaml_file) in output and "already exists" in output and "fix:" in output
+    assert yaml_file.read_text().endswith("# edited by its team\n")
+    assert "Traceback" not in output
+
+
+def test_init_refuses_when_the_package_exists_and_writes_nothing(project: Path) -> None:
+    (project / "churn_risk").mkdir()
+    code, output = init("churn_risk")
+    assert code == 1
+    assert str(project / "churn_risk") in output and "fix:" in output
+    assert not (project / "usecases").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["Churn-Risk"], "not a valid use-case name"),
+        (["json"], "already importable"),
+        (["churn_risk", "--kind", "multiclass"], "--kind binary or --kind regression"),
+        (["a" + "b" * 62], "would be invalid"),
+    ],
+)
+def test_init_refuses_bad_names_and_kinds(project: Path, args: list[str], expected: str) -> None:
+    code, output = init(*args)
+    assert code == 1
+    assert expected in output and "fix:" in output
+    assert not (project / "usecases").exists()
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_every_template_placeholder_is_filled(kind: str, tmp_path: Path) -> None:
+    files = render("churn_risk", kind, tmp_path / "usecases" / "churn_risk.yaml", tmp_path / "churn_risk")  # type: ignore[arg-type]
+    assert all("{{" not in text and "}}" not in text for text in files.values())
+    raw = yaml.safe_load(files[tmp_path / "usecases" / "churn_risk.yaml"])
+    assert raw["label"]["kind"] == kind
+    assert raw["realtime_features"]["events"]["fields"]["outcome"] == ("bool" if kind == "binary" else "float")
