@@ -24,6 +24,7 @@ def airflow(
     triggerer: Annotated[bool, typer.Option(help="Also start a triggerer (only deferrable tasks need one).")] = False,
 ) -> None:
     """Start Airflow (API server with the UI, scheduler, DAG processor) on the project's DAGs until Ctrl-C."""
+    from migrate.airflow_runner import DAGS_FOLDER
     from migrate.airflow_server import AirflowServer
     from migrate.registry import Registry
     from online.redis_server import resolve_redis_url
@@ -45,8 +46,10 @@ def airflow(
         usecases = [uc.name for uc in Registry(settings.usecases_dir).valid()]
         console.print(f"[green]Airflow is up:[/] [bold]{server.url}[/]")
         console.print(f"  log in   {login.describe()}", highlight=False)
+        # Each file of the DAGs folder makes one `<file>__<usecase>` DAG per valid use case.
+        kinds = ", ".join(f"{path.stem}__" for path in sorted(DAGS_FOLDER.glob("*.py")))
         console.print(
-            f"  DAGs     batch_predictions__, materialize_features__, cutover__ × {', '.join(usecases) or 'none'}"
+            f"  DAGs     {kinds} × {', '.join(usecases) or 'no valid use case'}"
             " (paused until you trigger or unpause them)",
             highlight=False,
         )

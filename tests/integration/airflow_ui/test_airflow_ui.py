@@ -32,7 +32,7 @@ from migrate.registry import Registry
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(600)]
 
 UC = "item_availability"
-DAG_PREFIXES = ("batch_predictions", "materialize_features", "cutover")
+DAG_PREFIXES = ("batch_predictions", "materialize_features", "cutover", "shadow_report")  # one per dags/*.py
 UI_TIMEOUT_S = 30
 RUN_TIMEOUT_S = 240  # a batch run may queue behind the scheduled run that unpausing creates
 API_SILENCE_S = 30
@@ -100,7 +100,9 @@ def test_the_dag_list_shows_every_use_cases_dags(ui: Any, airflow_ui: Any, world
             continue
         listed = _listed_dag_ids(ui)
         break
+    ui.set_window_size(1400, 400 + 140 * len(listed))  # a screenshot holds the viewport only: show every card
     ui.save_screenshot(str(artifacts / "02_dag_list.png"))
+    ui.set_window_size(1400, 1000)
     assert expected <= listed, f"missing from the UI: {sorted(expected - listed)}\n{airflow_ui.log_tails()}"
 
     # The UI lists exactly what Airflow has, and the DAGs folder parses cleanly.
