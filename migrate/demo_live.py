@@ -125,10 +125,13 @@ class LiveDay:
                 if process.poll() is not None:
                     raise DemoError(f"`migrate {name}` exited during start-up", fix=f"see {self.logs / name}.log")
             try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+                checks = httpx.get(f"{self.base}/readyz", timeout=2).json().get("checks", {})
+            except (httpx.HTTPError, ValueError):
+                checks = {}
+            # Ready for this use case; others in usecases/ may have no trained model here (not loaded, reported).
+            wanted = (f"model:{self.usecase.name}", "feature_store", "flags")
+            if checks and all(checks.get(name) == "ok" for name in wanted):
+                return
             time.sleep(0.3)
         raise DemoError("`migrate serve` was not ready within 120 s", fix=f"see {self.logs / 'serve.log'}")
 
