@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from comparisons.errors import PolicyMismatchError
 from comparisons.stats import Result
+from migrate.errors import PolicyMismatchError
 from migrate.usecase import CutoverPolicy
 
 __all__ = ["Check", "Evidence", "Verdict", "decide", "primary_metric"]

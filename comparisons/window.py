@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from comparisons.errors import InvalidWindowError, NoShadowDataError
+from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = ["Rows", "Window", "label_files", "load", "shadow_files"]

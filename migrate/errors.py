@@ -121,3 +121,19 @@ class TopicError(BrokerError):
 
 class SinkError(MigrateError):
     """The shadow-log sink could not write a Parquet partition."""
+
+
+class ComparisonError(MigrateError):
+    """The comparison of a use case's batch and live paths could not be made."""
+
+
+class NoShadowDataError(ComparisonError):
+    """The shadow log holds no rows for the use case (in the window asked for)."""
+
+
+class InvalidWindowError(ComparisonError):
+    """The time window asked for is malformed (ends before it starts, or has no time zone)."""
+
+
+class PolicyMismatchError(ComparisonError):
+    """The cutover policy names a metric the use case's label kind has no meaning for."""

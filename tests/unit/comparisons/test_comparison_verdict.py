@@ -7,8 +7,8 @@ import pytest
 from comparison_fixtures import label, record, with_policy, write_shadow
 
 from comparisons.comparison import compare
-from comparisons.errors import PolicyMismatchError
 from comparisons.verdict import Evidence, decide, primary_metric
+from migrate.errors import PolicyMismatchError
 from migrate.settings import Settings
 from migrate.usecase import CutoverPolicy, UseCase
 
