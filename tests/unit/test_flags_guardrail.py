@@ -141,6 +141,32 @@ def test_from_policy_and_bad_settings() -> None:
         Guardrail(max_error_rate=0.01, max_p99_latency_ms=10, window_s=0)
 
 
+@pytest.mark.parametrize("kind", ["error", "slow"])
+def test_as_served_a_breach_takes_at_least_ten_offending_calls(kind: str) -> None:
+    guard = Guardrail.from_policy(CutoverPolicy(max_error_rate=0.01, max_p99_latency_ms=25), min_samples=100)
+    assert guard.min_bad == 10
+    for _ in range(91):
+        assert guard.record(ok=True, latency_ms=5.0) is None
+    ok, latency_ms = kind != "error", 400.0 if kind == "slow" else 5.0
+    for _ in range(9):  # 9 % errors, or 9 calls over T: far beyond both thresholds, still too few calls
+        assert guard.record(ok=ok, latency_ms=latency_ms) is None
+    breach = guard.record(ok=ok, latency_ms=latency_ms)
+    assert breach is not None and breach.kind == ("error_rate" if kind == "error" else "p99_latency")
+    assert breach.samples == 101
+
+
+def test_the_constructor_keeps_one_offending_call_enough() -> None:
+    guard = Guardrail(max_error_rate=0.01, max_p99_latency_ms=25, min_samples=100)
+    assert guard.min_bad == 1
+    for _ in range(99):
+        guard.record(ok=True, latency_ms=5.0)
+    assert guard.record(ok=True, latency_ms=400.0) is None  # p99 of 100 calls is the 99th: one slow call is fine
+    breach = guard.record(ok=True, latency_ms=400.0)  # 2 slow of 101: nearest-rank p99 is slow
+    assert breach is not None and breach.kind == "p99_latency"
+    with pytest.raises(ValueError, match="min_bad"):
+        Guardrail(max_error_rate=0.01, max_p99_latency_ms=10, min_bad=0)
+
+
 # -- the watcher ---------------------------------------------------------------------------------------------------
 
 

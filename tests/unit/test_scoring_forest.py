@@ -1,0 +1,170 @@
+"""The NumPy forest of a HistGradientBoosting model: the estimator's scores bit for bit, or not used at all."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+from migrate import scoring
+from migrate.artifact import ArtifactStore
+from migrate.registry import load_usecase
+from migrate.scoring import FOREST_MAX_ROWS, Forest, Model, compile_forest, load_model, score
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "usecases" / "item_availability.yaml"
+N_FEATURES = 5
+
+
+def _training(seed: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(600, N_FEATURES))
+    x[:, 3] = rng.integers(0, 8, 600)  # few distinct values: thresholds sit between integers
+    x[rng.random(x.shape) < 0.1] = np.nan  # missing values in training: both missing_go_to_left directions
+    target = np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 3]) + rng.normal(0, 0.3, 600)
+    return x, target
+
+
+def _classifier() -> HistGradientBoostingClassifier:
+    x, target = _training(0)
+    return HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=15, random_state=0).fit(x, target > 0.3)
+
+
+def _regressor() -> HistGradientBoostingRegressor:
+    x, target = _training(1)
+    return HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=15, random_state=0).fit(x, 10 * target)
+
+
+@pytest.fixture(scope="module", params=["binary", "regression"])
+def fitted(request: pytest.FixtureRequest) -> tuple[Any, str]:
+    return (_classifier(), "binary") if request.param == "binary" else (_regressor(), "regression")
+
+
+def _sklearn(estimator: Any, label_kind: str, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    if label_kind == "binary":
+        return np.ascontiguousarray(estimator.predict_proba(x)[:, 1], dtype=np.float64)
+    return np.asarray(estimator.predict(x), dtype=np.float64)
+
+
+def _assert_same_bits(forest: Forest, estimator: Any, label_kind: str, x: np.ndarray[Any, Any]) -> None:
+    got, expected = forest.score(x, label_kind), _sklearn(estimator, label_kind, x)
+    assert got.shape == expected.shape
+    differ = np.flatnonzero(got.view(np.uint64) != expected.view(np.uint64))
+    assert differ.size == 0, f"rows {differ[:5]}: forest {got[differ[:5]]} vs sklearn {expected[differ[:5]]}"
+
+
+def _thresholds(forest: Forest) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    split = forest.children[1::2] != np.arange(len(forest.value))
+    return forest.feature[split], forest.threshold[split]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 100])
+def test_random_matrices_with_nan_score_bit_for_bit(fitted: tuple[Any, str], rows: int) -> None:
+    estimator, label_kind = fitted
+    forest = compile_forest(estimator, label_kind, N_FEATURES)
+    assert forest is not None
+    rng = np.random.default_rng(rows)
+    for _ in range(20):
+        x = rng.normal(size=(rows, N_FEATURES))
+        x[:, 3] = rng.integers(-1, 9, rows)
+        x[rng.random(x.shape) < 0.2] = np.nan
+        _assert_same_bits(forest, estimator, label_kind, x)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 100])
+@pytest.mark.parametrize("where", ["at", "above", "below"])
+def test_values_at_and_next_to_every_threshold_score_bit_for_bit(
+    fitted: tuple[Any, str], rows: int, where: str
+) -> None:
+    estimator, label_kind = fitted
+    forest = compile_forest(estimator, label_kind, N_FEATURES)
+    assert forest is not None
+    columns, thresholds = _thresholds(forest)
+    assert len(thresholds) > 50  # the trees really split, on every kind of column
+    shifted = {
+        "at": thresholds,
+        "above": np.nextafter(thresholds, np.inf),
+        "below": np.nextafter(thresholds, -np.inf),
+    }[where]
+    rng = np.random.default_rng(7)
+    for start in range(0, len(thresholds), rows):
+        count = min(rows, len(thresholds) - start)
+        x = rng.normal(size=(rows, N_FEATURES))
+        x[rng.random(x.shape) < 0.1] = np.nan
+        x[np.arange(count), columns[start : start + count]] = shifted[start : start + count]
+        _assert_same_bits(forest, estimator, label_kind, x)
+
+
+def test_score_uses_the_forest_up_to_the_limit_and_sklearn_above() -> None:
+    class Estimator:
+        def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            return np.full(len(x), -1.0)
+
+    class FakeForest:
+        def score(self, x: np.ndarray[Any, Any], label_kind: str) -> np.ndarray[Any, Any]:
+            return np.full(len(x), 1.0)
+
+    model = Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator(), FakeForest())  # type: ignore[arg-type]
+    assert set(score(model, np.zeros((1, 2)))) == {1.0}
+    assert set(score(model, np.zeros((FOREST_MAX_ROWS, 2)))) == {1.0}
+    assert set(score(model, np.zeros((FOREST_MAX_ROWS + 1, 2)))) == {-1.0}
+    assert set(score(Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator()), np.zeros((1, 2)))) == {-1.0}
+
+
+def test_more_than_the_limit_scores_the_same_through_sklearn() -> None:
+    estimator = _regressor()
+    forest = compile_forest(estimator, "regression", N_FEATURES)
+    model = Model("uc", "v1", "sha", tuple("abcde"), "regression", estimator, forest)
+    x = np.random.default_rng(3).normal(size=(FOREST_MAX_ROWS + 1, N_FEATURES))
+    np.testing.assert_array_equal(score(model, x), estimator.predict(x))
+
+
+def test_models_the_forest_cannot_express_are_left_to_sklearn() -> None:
+    x, target = _training(2)
+    three_classes = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(x, np.digitize(target, [-0.5, 0.5]))
+    assert Forest.compile(three_classes) is None
+    assert compile_forest(object(), "binary", N_FEATURES) is None
+
+
+def _store_with_model(tmp_path: Path) -> tuple[Any, ArtifactStore, HistGradientBoostingClassifier]:
+    usecase = load_usecase(EXAMPLE)
+    rng = np.random.default_rng(0)
+    x = rng.random((300, len(usecase.feature_names)))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    fitted = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, np.nan_to_num(x[:, 0]) > 0.5)
+    store = ArtifactStore(tmp_path / "artifacts", tmp_path)
+    store.save(usecase, fitted, trained_as_of=datetime(2026, 11, 14, 2, tzinfo=UTC), metrics={})
+    return usecase, store, fitted
+
+
+def test_load_model_compiles_a_forest_that_agrees(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    usecase, store, fitted = _store_with_model(tmp_path)
+    model = load_model(usecase, store)
+    assert model.forest is not None
+    assert not [r for r in caplog.records if "differs from the estimator" in r.getMessage()]
+    x = np.random.default_rng(1).random((3, len(usecase.feature_names)))
+    assert score(model, x).view(np.uint64).tolist() == fitted.predict_proba(x)[:, 1].view(np.uint64).tolist()
+
+
+def test_a_forest_one_ulp_off_is_caught_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    usecase, store, fitted = _store_with_model(tmp_path)
+    right = Forest.raw
+
+    def wrong(self: Forest, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        raw = right(self, features)
+        raw[-1] = np.nextafter(raw[-1], np.inf)  # one row, one ulp: the probe must still see it
+        return raw
+
+    monkeypatch.setattr(scoring.Forest, "raw", wrong)
+    model = load_model(usecase, store)
+    assert model.forest is None
+    assert any(r.levelname == "WARNING" and "differs from the estimator" in r.getMessage() for r in caplog.records)
+    x = np.random.default_rng(1).random((3, len(usecase.feature_names)))
+    np.testing.assert_array_equal(score(model, x), fitted.predict_proba(x)[:, 1])
