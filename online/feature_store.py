@@ -11,6 +11,8 @@ Write semantics, per entity and feature, whatever the backend:
 
 NaN and missing (``None``) values are stored as such and compare equal to themselves. Every backend
 (``redis_store.py``) passes the same contract tests.
+
+pyarrow is imported inside the write path only: a serving worker reads and never loads it (~36 MiB each).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, NamedTuple
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "EncodedRows",
@@ -233,6 +235,9 @@ def _column(rows: pa.Table, name: str, role: str) -> pa.ChunkedArray:
 
 
 def _times(rows: pa.Table, name: str) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     column = _column(rows, name, "event-time")
     if not pa.types.is_timestamp(column.type):
         raise FeatureStoreError(f"event-time column {name!r} is {column.type}", fix="cast it to a UTC timestamp")
@@ -242,6 +247,9 @@ def _times(rows: pa.Table, name: str) -> list[str]:
 
 
 def _values(rows: pa.Table, name: str) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     column = _column(rows, name, "feature")
     try:
         floats = pc.cast(column, pa.float64())

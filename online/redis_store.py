@@ -20,10 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import pyarrow as pa
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -44,6 +43,9 @@ from online.feature_store import (
     decode_value,
     encode_rows,
 )
+
+if TYPE_CHECKING:  # the rows written are Arrow tables; reads never load pyarrow (~36 MiB per serving worker)
+    import pyarrow as pa
 
 __all__ = [
     "RedisFeatureStore",
