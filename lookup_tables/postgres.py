@@ -23,6 +23,8 @@ from lookup_tables.chunk import timestamp_text
 from lookup_tables.engine import create_engine_for
 from lookup_tables.records import Key, utc
 from lookup_tables.spec import TableSpec
+from lookup_tables.store import require_rows
+from lookup_tables.versions import Versions
 from migrate.errors import LookupStoreError, LookupStoreUnavailableError, MigrateError
 
 _COPY_SLICE = 1 << 20
@@ -102,6 +104,37 @@ class PostgresLookupStore(SqlLookupStore):
         sql = f"SELECT {selected} FROM {quote(spec.name)} AS v JOIN unnest({unnest}) AS q({aliases}) ON {join}"
         columns = [sa.column(column.name, column.type) for column in view.columns]
         return list(conn.execute(sa.text(sql).columns(*columns), arrays))
+
+    def export(self, spec: TableSpec, version: int) -> pa.Table:
+        table = catalog.version_table(spec, version)
+        buffer = io.BytesIO()
+        with (
+            self._boundary(spec.usecase, f"exporting version {version} of {spec.name}"),
+            self._transaction(write=False) as conn,
+        ):
+            require_rows(Versions(conn, spec).require(version), spec)
+            quote = conn.dialect.identifier_preparer.quote
+            columns = ", ".join(quote(name) for name in [*spec.key_names, "prediction"])
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            # CSV, not binary: Arrow parses it in parallel, and a NULL prediction is an unquoted empty field.
+            sql = f"COPY (SELECT {columns} FROM {quote(table.name)}) TO STDOUT (FORMAT csv)"
+            with driver.cursor() as cursor, cursor.copy(sql) as copy:
+                for block in copy:
+                    buffer.write(block)
+        types = {key.name: pa.int64() if key.type == "int" else pa.string() for key in spec.keys}
+        names = [*spec.key_names, "prediction"]
+        if not buffer.tell():  # Arrow refuses an empty CSV file
+            return pa.schema([*types.items(), ("prediction", pa.float64())]).empty_table()
+        buffer.seek(0)
+        return pacsv.read_csv(
+            buffer,
+            read_options=pacsv.ReadOptions(column_names=names),
+            # Keys are NOT NULL, so only the prediction's empty fields are NULLs; an empty key string stays ''.
+            convert_options=pacsv.ConvertOptions(
+                column_types={**types, "prediction": pa.float64()}, strings_can_be_null=False
+            ),
+        )
 
     def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
         return isinstance(exc.orig, psycopg.errors.UndefinedTable)

@@ -7,6 +7,7 @@ handling is switched off on connect and ``BEGIN`` (``BEGIN IMMEDIATE`` for write
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lookup_tables import catalog
 from lookup_tables._sql import SqlLookupStore, describe
@@ -24,7 +26,21 @@ from lookup_tables.chunk import timestamp_text
 from lookup_tables.engine import create_engine_for, sql_url, write_options
 from lookup_tables.records import Key, utc
 from lookup_tables.spec import TableSpec
+from lookup_tables.store import require_rows
+from lookup_tables.versions import Versions
 from migrate.errors import LookupStoreError, LookupStoreUnavailableError, MigrateError
+
+
+@functools.lru_cache(maxsize=256)
+def _read_statement(spec: TableSpec, preparer: IdentifierPreparer) -> sa.TextualSelect:
+    """The read query of `spec`, built once per table and dialect: building it took ~0.25 ms per read."""
+    quote = preparer.quote
+    view = catalog.view_table(spec)
+    join = " AND ".join(f"v.{quote(name)} = json_extract(q.value, '$[{i}]')" for i, name in enumerate(spec.key_names))
+    selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
+    # CROSS JOIN keeps the key list as the outer loop, so each key is one probe of the unique index.
+    sql = f"SELECT {selected} FROM json_each(:keys) AS q CROSS JOIN {quote(spec.name)} AS v ON {join}"
+    return sa.text(sql).columns(*[sa.column(column.name, column.type) for column in view.columns])
 
 
 class SqliteLookupStore(SqlLookupStore):
@@ -78,16 +94,26 @@ class SqliteLookupStore(SqlLookupStore):
 
     def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[Row[Any]]:
         """One query whatever the number of keys: they travel as one JSON array, probed key by key."""
-        quote = conn.dialect.identifier_preparer.quote
-        view = catalog.view_table(spec)
-        join = " AND ".join(
-            f"v.{quote(name)} = json_extract(q.value, '$[{i}]')" for i, name in enumerate(spec.key_names)
-        )
-        selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
-        # CROSS JOIN keeps the key list as the outer loop, so each key is one probe of the unique index.
-        sql = f"SELECT {selected} FROM json_each(:keys) AS q CROSS JOIN {quote(spec.name)} AS v ON {join}"
-        columns = [sa.column(column.name, column.type) for column in view.columns]
-        return list(conn.execute(sa.text(sql).columns(*columns), {"keys": json.dumps(keys)}))
+        statement = _read_statement(spec, conn.dialect.identifier_preparer)
+        return list(conn.execute(statement, {"keys": json.dumps(keys)}))
+
+    def export(self, spec: TableSpec, version: int) -> pa.Table:
+        table = catalog.version_table(spec, version)
+        with (
+            self._boundary(spec.usecase, f"exporting version {version} of {spec.name}"),
+            self._transaction(write=False) as conn,
+        ):
+            require_rows(Versions(conn, spec).require(version), spec)
+            quote = conn.dialect.identifier_preparer.quote
+            columns = ", ".join(quote(name) for name in [*spec.key_names, "prediction"])
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            # The driver's own cursor, in the read transaction: SQLAlchemy's row objects cost more than the query.
+            rows = driver.execute(f"SELECT {columns} FROM {quote(table.name)}").fetchall()
+        values = list(zip(*rows, strict=True)) if rows else [() for _ in range(len(spec.keys) + 1)]
+        types = [pa.int64() if key.type == "int" else pa.string() for key in spec.keys]
+        arrays = [pa.array(column, kind) for column, kind in zip(values, [*types, pa.float64()], strict=True)]
+        return pa.table(arrays, names=[*spec.key_names, "prediction"])
 
     def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
         return isinstance(exc.orig, sqlite3.OperationalError) and "no such table" in str(exc.orig)

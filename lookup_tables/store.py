@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from lookup_tables.records import Key, LookupRow, PublishResult, RunRecord, VersionInfo, VersionStats
 from lookup_tables.spec import TableSpec
+from migrate.errors import LookupStoreError
 
 
 class LookupStore(ABC):
@@ -99,6 +100,14 @@ class LookupStore(ABC):
         """The first ``limit`` rows of the active version in key order, for smoke checks and the CLI."""
 
     @abstractmethod
+    def export(self, spec: TableSpec, version: int) -> pa.Table:
+        """Every row of one version as Arrow: the key columns (int64 or string) and ``prediction`` (float64).
+
+        For whole-table readers (the comparator's waste count and noise floor), in one bulk read. Rows come in
+        no particular order. Raises ``LookupStoreError`` for an unknown or retired version.
+        """
+
+    @abstractmethod
     def record_run(self, run: RunRecord) -> None:
         """Insert or replace the record of a batch run (by use case and run id)."""
 
@@ -109,3 +118,12 @@ class LookupStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close every pooled connection."""
+
+
+def require_rows(info: VersionInfo, spec: TableSpec) -> None:
+    """Refuse to read a retired version (its table is dropped), naming it and what can be read instead."""
+    if info.status == "retired":
+        raise LookupStoreError(
+            f"version {info.version} of {spec.name} (use case {spec.usecase}) is retired; its rows are gone",
+            fix=f"read a loading, ready or active version: `migrate lookup versions {spec.usecase}`",
+        )
