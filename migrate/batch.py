@@ -102,6 +102,13 @@ def open_lookup_store(settings: Settings) -> Any:
     return _STORES[key]
 
 
+def close_lookup_stores() -> None:
+    """Close every lookup store this process opened (their pooled connections with them)."""
+    while _STORES:
+        _, store = _STORES.popitem()
+        store.close()
+
+
 def snapshot(usecase: UseCase, settings: Settings, interval: Interval) -> Snapshot:
     """Write the entities and their features as of the interval's end to ``snapshots/<usecase>/<interval>``."""
     import pyarrow.parquet as pq
