@@ -27,7 +27,6 @@ from migrate.usecase import RealtimeFeatures, parse_duration
 __all__ = ["WindowSpec", "WindowState", "since_minutes", "training_features"]
 
 NAN = math.nan
-_N, _SUM, _MIN, _MAX = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,8 @@ class WindowSpec:
         self.span = max((f.buckets for f in features), default=1)  # buckets kept behind the newest
         # Flattened for WindowState.add, the per-event hot path.
         self.since_plan = tuple(enumerate(group.where for group in self.since))
-        self.group_fields = tuple(group.field for group in self.groups)
-        self.group_wheres = tuple(group.where for group in self.groups)
+        self.group_plan = tuple((group.field, group.where) for group in self.groups)
+        self.empty_bucket: list[Any] = [0.0, 0.0, None, None] * len(self.groups)
 
     def bucket(self, event_time_s: float) -> int:
         return math.floor(event_time_s / self.resolution_s)
@@ -85,14 +84,18 @@ class WindowSpec:
 
 
 class WindowState:
-    """One entity's window state: its newest event time, bucket accumulators and last matching times."""
+    """One entity's window state: its newest event time, bucket accumulators and last matching times.
+
+    A bucket's accumulators are one flat list, four slots per group: count, sum, min, max (min and max None until
+    a value arrives), so a new bucket is one allocation and a snapshot is JSON as it stands.
+    """
 
     __slots__ = ("buckets", "last_match", "newest", "spec")
 
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
         self.newest = -math.inf  # event time (epoch seconds) of the newest event applied
-        self.buckets: dict[int, list[list[float]]] = {}
+        self.buckets: dict[int, list[Any]] = {}
         self.last_match: list[float] = [NAN] * len(spec.since)
 
     def add(self, event_time_s: float, event: Mapping[str, Any]) -> None:
@@ -123,57 +126,63 @@ class WindowState:
                     last_match[index] = event_time_s
         if not reachable:
             return
-        accumulators = self.buckets.get(bucket)
-        if accumulators is None:
-            accumulators = self.buckets[bucket] = [[0.0, 0.0, math.inf, -math.inf] for _ in spec.groups]
-        for acc, field, where in zip(accumulators, spec.group_fields, spec.group_wheres, strict=True):
+        acc = self.buckets.get(bucket)
+        if acc is None:
+            acc = self.buckets[bucket] = spec.empty_bucket.copy()
+        base = 0
+        for field, where in spec.group_plan:
             for name, value in where:
                 if event.get(name) != value:
                     break
             else:
                 if field is None:
-                    acc[0] += 1.0
-                    continue
-                raw = event.get(field)
-                if raw is None:
-                    continue
-                number = float(raw)
-                acc[0] += 1.0
-                acc[1] += number
-                acc[2] = min(acc[2], number)
-                acc[3] = max(acc[3], number)
+                    acc[base] += 1.0
+                else:
+                    raw = event.get(field)
+                    if raw is not None:
+                        number = float(raw)
+                        acc[base] += 1.0
+                        acc[base + 1] += number
+                        low = acc[base + 2]
+                        if low is None or number < low:
+                            acc[base + 2] = number
+                        high = acc[base + 3]
+                        if high is None or number > high:
+                            acc[base + 3] = number
+            base += 4
 
     def values(self) -> list[float]:
         """The feature values at the newest event time, in declared order (minutes_since: the last match time)."""
         spec = self.spec
-        newest_bucket = spec.bucket(self.newest) if self.buckets else 0
+        newest_bucket = math.floor(self.newest / spec.resolution_s) if self.buckets else 0
+        items = sorted(self.buckets.items())  # bucket order, however events arrived
         out: list[float] = []
         for feature in spec.features:
             if feature.aggregation == "minutes_since":
                 out.append(self.last_match[feature.group])
                 continue
             first = newest_bucket - feature.buckets
+            base = 4 * feature.group
             n = total = 0.0
-            low, high = math.inf, -math.inf
-            for bucket, accumulators in self.buckets.items():
+            low: float | None = None
+            high: float | None = None
+            for bucket, acc in items:
                 if bucket > first:
-                    acc = accumulators[feature.group]
-                    n += acc[_N]
-                    total += acc[_SUM]
-                    low = min(low, acc[_MIN])
-                    high = max(high, acc[_MAX])
+                    n += acc[base]
+                    total += acc[base + 1]
+                    value = acc[base + 2]
+                    if value is not None and (low is None or value < low):
+                        low = value
+                    value = acc[base + 3]
+                    if value is not None and (high is None or value > high):
+                        high = value
             out.append(_aggregate(feature.aggregation, n, total, low, high))
         return out
 
     def to_json(self) -> list[Any]:
-        """A JSON-able snapshot (the stream checkpoint stores it); floats survive orjson exactly."""
-        since = [None if math.isnan(v) else v for v in self.last_match]
+        """A JSON-able snapshot (the stream checkpoint stores it); floats survive orjson exactly (NaN → null)."""
         newest = None if self.newest == -math.inf else self.newest
-        return [
-            newest,
-            since,
-            [[b, [[a[0], a[1], _finite(a[2]), _finite(a[3])] for a in acc]] for b, acc in self.buckets.items()],
-        ]
+        return [newest, self.last_match, list(self.buckets.items())]
 
     @classmethod
     def from_json(cls, spec: WindowSpec, data: Sequence[Any]) -> WindowState:
@@ -181,18 +190,11 @@ class WindowState:
         newest, since, buckets = data
         state.newest = -math.inf if newest is None else float(newest)
         state.last_match = [NAN if v is None else float(v) for v in since]
-        state.buckets = {
-            int(b): [[a[0], a[1], math.inf if a[2] is None else a[2], -math.inf if a[3] is None else a[3]] for a in acc]
-            for b, acc in buckets
-        }
+        state.buckets = {int(b): list(acc) for b, acc in buckets}
         return state
 
 
-def _finite(value: float) -> float | None:
-    return None if math.isinf(value) else value
-
-
-def _aggregate(kind: str, n: float, total: float, low: float, high: float) -> float:
+def _aggregate(kind: str, n: float, total: float, low: float | None, high: float | None) -> float:
     if kind == "count":
         return n
     if kind == "sum":
@@ -201,7 +203,8 @@ def _aggregate(kind: str, n: float, total: float, low: float, high: float) -> fl
         return NAN
     if kind == "mean":
         return total / n
-    return low if kind == "min" else high
+    chosen = low if kind == "min" else high
+    return NAN if chosen is None else chosen
 
 
 def since_minutes(stored: float | None, at_s: float) -> float:
