@@ -43,9 +43,10 @@ def _redis_url() -> str:
 @friendly
 def stream(
     usecase: str,
-    group: Annotated[str, typer.Option(help="Consumer group: processors in one group split the partitions.")] = (
-        "migrate-stream"
-    ),
+    group: Annotated[
+        str | None,
+        typer.Option(help="Consumer group (default migrate-stream-<usecase>): its members split the partitions."),
+    ] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     until_caught_up: Annotated[bool, typer.Option(help="Exit once the topic's end is reached.")] = False,
     max_seconds: Annotated[float | None, typer.Option(help="Exit after this long.")] = None,
@@ -66,7 +67,9 @@ def stream(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    console.print(f"stream processor of {uc.name} ({processor.topic} at {bootstrap}, group {group}); Ctrl-C stops")
+    console.print(
+        f"stream processor of {uc.name} ({processor.topic} at {bootstrap}, group {processor.group_id}); Ctrl-C stops"
+    )
     report = processor.run(until_caught_up=until_caught_up, max_seconds=max_seconds, stop=stop)
     console.print(f"[green]stopped[/] {uc.name}: {report}")
 
@@ -78,7 +81,10 @@ def replay(
         datetime | None,
         typer.Option("--from", help="Rebuild from this event time (UTC); default: the topic's start."),
     ] = None,
-    group: Annotated[str, typer.Option(help="The consumer group whose features are rebuilt.")] = "migrate-stream",
+    group: Annotated[
+        str | None,
+        typer.Option(help="The consumer group whose features are rebuilt (default migrate-stream-<usecase>)."),
+    ] = None,
 ) -> None:
     """Rebuild the real-time features from the event topic's retention (stop `migrate stream` first)."""
     from online.broker_daemon import shared_bootstrap

@@ -299,7 +299,7 @@ def run_sink(
     *,
     stop_after: int | None = None,
     idle_timeout_s: float | None = None,
-    group_id: str = "migrate-sink",
+    group_id: str | None = None,
     bootstrap: str | None = None,
     flush_records: int | None = None,
     flush_interval_s: float | None = None,
@@ -326,6 +326,7 @@ def run_sink(
             f"no Kafka bootstrap address for the sink of {usecase!r}",
             fix="set MIGRATE_KAFKA_BOOTSTRAP (or start the embedded broker: online.broker.resolve_bootstrap)",
         )
+    group_id = group_id or f"migrate-sink-{usecase}"  # one group per use case: no cross-use-case rebalances
     timeout_s = settings.kafka_timeout_s
     max_records = flush_records or settings.sink_flush_records
     interval = flush_interval_s if flush_interval_s is not None else settings.sink_flush_interval_s

@@ -102,7 +102,7 @@ class StreamProcessor:
         *,
         bootstrap: str,
         redis_url: str,
-        group_id: str = "migrate-stream",
+        group_id: str | None = None,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
         declared = usecase.realtime_features
@@ -115,7 +115,8 @@ class StreamProcessor:
         self.topic = events_topic(usecase, settings.events_topic_prefix)
         self.partitions_declared = declared.events.partitions
         self.bootstrap = bootstrap
-        self.group_id = group_id
+        # One group per use case: members of one use case joining or leaving do not rebalance the others.
+        self.group_id = group_id or f"migrate-stream-{usecase.name}"
         self.token = uuid.uuid4().hex
         self.key_names = tuple(usecase.entity.key_names)
         self.client = redis.Redis.from_url(
@@ -123,7 +124,7 @@ class StreamProcessor:
             socket_timeout=settings.redis_write_timeout_s,
             socket_connect_timeout=settings.redis_connect_timeout_s,
         )
-        self.checkpoints = CheckpointStore(self.client, usecase.name, group_id, self.spec.names)
+        self.checkpoints = CheckpointStore(self.client, usecase.name, self.group_id, self.spec.names)
         self.metrics = StreamMetrics.of(registry, usecase.name)
         self.partitions: dict[int, _Partition] = {}
         self.report = StreamReport()

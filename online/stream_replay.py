@@ -60,7 +60,7 @@ def replay(
     bootstrap: str,
     redis_url: str,
     since: datetime | None = None,
-    group_id: str = "migrate-stream",
+    group_id: str | None = None,
 ) -> StreamReport:
     """Rebuild the real-time features from `since` (None: the topic's start) and return what was consumed."""
     assert usecase.realtime_features is not None and usecase.realtime_features.events is not None
@@ -69,6 +69,7 @@ def replay(
     ensure_topic(bootstrap, topic, partitions, timeout_s=settings.kafka_timeout_s)
     moment = None if since is None else since - warm_up(usecase)
     offsets = _offsets_at(bootstrap, topic, partitions, moment, settings.kafka_timeout_s)
+    group_id = group_id or f"migrate-stream-{usecase.name}"
     client = redis.Redis.from_url(redis_url, socket_timeout=settings.redis_write_timeout_s)
     try:
         CheckpointStore(client, usecase.name, group_id, usecase.realtime_feature_names).reset(
