@@ -100,9 +100,9 @@ class Flag:
 
     @property
     def logs_shadow(self) -> bool:
-        """Requests served from the lookup table also compute the online prediction off the critical path and
-        log both (shadow, and canary's batch-routed entities)."""
-        return self.stage in (Stage.SHADOW, Stage.CANARY)
+        """Both paths answer and both are logged, whichever served: shadow, canary and online (the comparator
+        keeps measuring after the switch; online_only reads no lookup table, so it has nothing to compare)."""
+        return self.stage in (Stage.SHADOW, Stage.CANARY, Stage.ONLINE)
 
     @property
     def falls_back(self) -> bool:

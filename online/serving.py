@@ -100,7 +100,7 @@ class UseCaseServer:
             self.metrics.predictions.labels(self.usecase.name, source).inc(count)
 
         # Every stage that has both paths logs both: shadow, canary and online (online_only reads no lookup).
-        if flag.computes_online and flag.reads_lookup and self.shadow is not None:
+        if flag.logs_shadow and self.shadow is not None:
             served = [p["source"] for p in predictions]
             if not self.shadow.submit(Request(request_id, now, flag, keys, entities, context), served, online, batch):
                 self.metrics.shadow_skipped.labels(self.usecase.name).inc()  # the sink is full: dropped, counted

@@ -31,7 +31,7 @@ def _keys(n: int, seed: int = 11) -> list[tuple[int, int]]:
     [
         (Stage.BATCH, "batch", True, False, False, False),
         (Stage.SHADOW, "batch", True, True, True, False),
-        (Stage.ONLINE, "online", True, True, False, True),
+        (Stage.ONLINE, "online", True, True, True, True),
         (Stage.ONLINE_ONLY, "online", False, True, False, False),
     ],
 )
