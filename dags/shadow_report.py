@@ -34,7 +34,9 @@ the shadow log over the `window_days` days before `data_interval_end`, joined wi
 The task log and its return value (XCom) carry the **verdict**: `promote`, `hold` or `rollback`, with the
 reasons and the evidence, under the use case's `cutover_policy` (min {min_labeled} labeled samples, max accuracy
 loss {max_loss:g} at {confidence:.0%} confidence). The verdict recommends; move the flag with the
-`cutover__{name}` DAG or `migrate flags set`. A use case with no shadow log in the window is skipped.
+`cutover__{name}` DAG or `migrate flags set` — or set `cutover_policy.auto_promote: true` and this DAG moves it
+one step along the verdict (shadow → canary 10 % → online; rollback → shadow). A use case with no shadow log in
+the window is skipped.
 
 Owner: **{owner}** · same numbers on demand: `migrate gate {name}` / `migrate report {name}`.
 """
@@ -91,7 +93,21 @@ def build_dag(usecase: UseCase) -> DAG:
             for reason in verdict.reasons:
                 log.info("  reason: %s", reason)
             log.info("report: %s · numbers: %s", files.html, files.json)
+            from migrate.autopilot import act_on_verdict
+            from migrate.flag_store import FlagStore
+
+            moved = None
+            if usecase.cutover_policy.auto_promote:
+                store = FlagStore.from_settings(settings)
+                try:
+                    store.ensure_schema()
+                    flag = act_on_verdict(store, usecase, verdict.decision, "; ".join(verdict.reasons[:1]))
+                finally:
+                    store.close()
+                moved = None if flag is None else flag.describe()
+                log.info("auto_promote: flag %s", "unchanged" if moved is None else f"moved to {moved}")
             return {
+                "flag_moved_to": moved,
                 "decision": verdict.decision,
                 "reasons": verdict.reasons,
                 "html": str(files.html),

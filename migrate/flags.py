@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 BUCKETS = 10_000
-SOURCES = ("cli", "api", "airflow", "auto_rollback")
+SOURCES = ("cli", "api", "airflow", "auto_rollback", "verdict")
 Route = Literal["batch", "online"]
 KeyPart = str | SupportsIndex  # ints, numpy ints
 _SOURCE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
