@@ -6,7 +6,9 @@ DuckDB connection, and asks each metric module for its part.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ from pydantic import Field
 from comparisons import accuracy, agreement, coverage, hourly, latency, noise, staleness, waste
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
-from comparisons.lookup import active_and_previous, open_lookup, read_version
+from comparisons.lookup import active_and_previous, open_lookup
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
 from comparisons.window import Rows, Window, load
@@ -25,7 +27,7 @@ from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["Comparison", "compare", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,23 @@ class _Clock:
         self._last = now
 
 
+def warm(*modules: str) -> threading.Thread:
+    """Import ``modules`` on a background thread: DuckDB releases the GIL, so the seconds of importing the model
+    and plotting libraries overlap the queries instead of following them. A failure here is only logged: the
+    real import, where the module is used, raises it."""
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # an ImportError or whatever a module raises on import
+                log.debug("background import of %s failed: %s", name, exc)
+
+    thread = threading.Thread(target=run, name="comparisons-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def _lookup(rows: Rows, usecase: UseCase, settings: Settings) -> tuple[Any, Any, str]:
     """Load the active and previous lookup versions as tables ``lookup_active`` / ``lookup_previous``."""
     from migrate.batch import table_spec
@@ -78,11 +97,10 @@ def _lookup(rows: Rows, usecase: UseCase, settings: Settings) -> tuple[Any, Any,
         active, previous = active_and_previous(store, spec)
         if active is None:
             return None, None, "no published lookup version"
-        rows.con.register("lookup_active_arrow", read_version(settings, spec, active.version))
-        rows.con.execute("CREATE TEMP TABLE lookup_active AS SELECT * FROM lookup_active_arrow")
+        # Registered Arrow tables: DuckDB scans them in place, no copy into a table.
+        rows.con.register("lookup_active", store.export(spec, active.version))
         if previous is not None:
-            rows.con.register("lookup_previous_arrow", read_version(settings, spec, previous.version))
-            rows.con.execute("CREATE TEMP TABLE lookup_previous AS SELECT * FROM lookup_previous_arrow")
+            rows.con.register("lookup_previous", store.export(spec, previous.version))
         return active, previous, ""
     except MigrateError as exc:
         log.warning("lookup versions of %s unavailable: %s", usecase.name, exc.what)
@@ -118,6 +136,7 @@ def compare(
     from migrate.usecase import parse_duration
 
     clock = _Clock()
+    warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model
     window = window or Window()
     policy = usecase.cutover_policy
     metric_name = primary_metric(policy, usecase.label.kind)

@@ -32,7 +32,7 @@ import orjson
 from pydantic import Field
 
 from comparisons.stats import Result
-from comparisons.window import Rows, Window, shadow_files
+from comparisons.window import Rows, Window, row_id_sql, shadow_files
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -149,9 +149,9 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
 
 def _cases(rows: Rows, threshold: float, limit: int) -> tuple[int, int, list[dict[str, Any]]]:
     keys = rows.key_columns
-    totals = rows.con.execute(f"SELECT count(*), count(DISTINCT e) FROM s WHERE abs(op - bp) > {threshold}").fetchall()[
-        0
-    ]
+    totals = rows.con.execute(
+        f"SELECT count(*), count(DISTINCT ({keys})) FROM s WHERE abs(op - bp) > {threshold}"
+    ).fetchall()[0]
     found = rows.con.execute(f"""
         SELECT {keys}, count(*) AS n, avg(abs(op - bp)) AS d, arg_max(h, request_time), max(request_time),
                arg_max(bp, request_time), arg_max(op, request_time)
@@ -187,11 +187,12 @@ def _logged(rows: Rows, settings: Settings, cases: list[dict[str, Any]]) -> None
         for f in shadow_files(settings.shadow_dir / rows.usecase.name, Window(hour, hour + timedelta(hours=1)))
     ]
     wanted = ", ".join(str(c["h"]) for c in cases)
+    row_id = row_id_sql(rows.usecase)
     listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
     found = rows.con.execute(f"""
-        SELECT hash(request_id, entity_key) AS h, any_value(online_features), any_value(online_model_version)
+        SELECT {row_id} AS h, any_value(online_features), any_value(online_model_version)
         FROM read_parquet({listing}, union_by_name = true)
-        WHERE hash(request_id, entity_key) IN ({wanted}) GROUP BY ALL
+        WHERE {row_id} IN ({wanted}) GROUP BY ALL
     """).fetchall()
     logged = {int(h): (orjson.loads(features) if features else {}, version) for h, features, version in found}
     for case in cases:

@@ -1,7 +1,8 @@
 """Every headline number per hour of request time, for the report's plots and for anyone charting them.
 
-Per-hour percentiles are DuckDB's ``approx_quantile`` (a t-digest): cheap at any size and close enough for a plot;
-the window's own percentiles elsewhere are exact.
+Per-hour percentiles are exact (``quantile_cont``, as everywhere else), each column's two percentiles from one
+collection of its values: in DuckDB that is cheaper than the ``approx_quantile`` t-digest it replaced. Live data
+ages come from table ``ages`` (a hash-chosen sample beyond ``window.AGE_SAMPLE`` rows, see `comparisons.window`).
 """
 
 from __future__ import annotations
@@ -45,22 +46,27 @@ def measure(rows: Rows, threshold: float, disagreement_threshold: float) -> list
     """One `Hour` per hour that has requests, in time order."""
     paired = "bp IS NOT NULL AND op IS NOT NULL"
     query = f"""
-        SELECT hour, count(*), avg(CAST(bp IS NOT NULL AS DOUBLE)), avg(CAST(op IS NOT NULL AS DOUBLE)),
-               avg(CAST(miss AS DOUBLE)),
-               approx_quantile(batch_age, 0.5) FILTER (WHERE bp IS NOT NULL),
-               approx_quantile(batch_age, 0.95) FILTER (WHERE bp IS NOT NULL),
-               approx_quantile(online_age, 0.5) FILTER (WHERE op IS NOT NULL),
-               approx_quantile(online_age, 0.95) FILTER (WHERE op IS NOT NULL),
-               avg(abs(op - bp)) FILTER (WHERE {paired}),
-               avg(CAST((bp >= {threshold}) != (op >= {threshold}) AS DOUBLE)) FILTER (WHERE {paired}),
-               avg(CAST(abs(op - bp) > {disagreement_threshold} AS DOUBLE)) FILTER (WHERE {paired}),
-               approx_quantile(batch_ms, 0.5), approx_quantile(batch_ms, 0.99),
-               approx_quantile(online_ms, 0.5), approx_quantile(online_ms, 0.99),
-               avg(CAST(batch_err AS DOUBLE)), avg(CAST(online_err AS DOUBLE)),
-               avg(CAST(served = 2 AS DOUBLE)),
-               count(*) FILTER (WHERE label_state = 'labeled'), count(*) FILTER (WHERE label_state = 'unlabeled'),
-               count(*) FILTER (WHERE label_state = 'pending')
-        FROM s GROUP BY hour ORDER BY hour
+        WITH live_age AS (
+            SELECT hour, quantile_cont(online_age, [0.5, 0.95]) AS q FROM ages WHERE answered GROUP BY hour
+        ), by_hour AS (
+            SELECT hour, count(*) AS requests, avg(CAST(bp IS NOT NULL AS DOUBLE)) AS batch_share,
+                   avg(CAST(op IS NOT NULL AS DOUBLE)) AS live_share, avg(CAST(miss AS DOUBLE)) AS miss_share,
+                   quantile_cont(batch_age, [0.5, 0.95]) FILTER (WHERE bp IS NOT NULL) AS batch_age,
+                   avg(abs(op - bp)) FILTER (WHERE {paired}) AS mean_abs_delta,
+                   avg(CAST((bp >= {threshold}) != (op >= {threshold}) AS DOUBLE)) FILTER (WHERE {paired}) AS flips,
+                   avg(CAST(abs(op - bp) > {disagreement_threshold} AS DOUBLE)) FILTER (WHERE {paired}) AS disagree,
+                   quantile_cont(batch_ms, [0.5, 0.99]) AS batch_ms, quantile_cont(online_ms, [0.5, 0.99]) AS live_ms,
+                   avg(CAST(batch_err AS DOUBLE)) AS batch_err, avg(CAST(online_err AS DOUBLE)) AS live_err,
+                   avg(CAST(served = 2 AS DOUBLE)) AS fallback,
+                   count(*) FILTER (WHERE label_state = 'labeled') AS labeled,
+                   count(*) FILTER (WHERE label_state = 'unlabeled') AS unlabeled,
+                   count(*) FILTER (WHERE label_state = 'pending') AS pending
+            FROM s GROUP BY hour
+        )
+        SELECT h.hour, requests, batch_share, live_share, miss_share, batch_age[1], batch_age[2], a.q[1], a.q[2],
+               mean_abs_delta, flips, disagree, batch_ms[1], batch_ms[2], live_ms[1], live_ms[2], batch_err, live_err,
+               fallback, labeled, unlabeled, pending
+        FROM by_hour h LEFT JOIN live_age a ON h.hour = a.hour ORDER BY h.hour
     """
     names = list(Hour.model_fields)
     return [Hour(**dict(zip(names, values, strict=True))) for values in rows.con.execute(query).fetchall()]

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparisons.comparison import Comparison, compare
+from comparisons.comparison import Comparison, compare, warm
 from comparisons.verdict import Verdict
 from comparisons.window import Window
 from migrate.settings import Settings
@@ -254,9 +254,10 @@ def write_report(
 ) -> ReportFiles:
     """Compare, then write ``report.html`` and ``report.json`` to ``out_dir`` (default
     ``<state_dir>/reports/<usecase>``); returns their paths, the verdict and the timings."""
+    warm("comparisons.figures")  # matplotlib imports while the comparison runs
+    comparison = compare(usecase, settings, window)
     from comparisons.figures import render_all
 
-    comparison = compare(usecase, settings, window)
     started = time.perf_counter()
     figures = render_all(comparison)
     timings = dict(comparison.timings)

@@ -35,14 +35,14 @@ def measure(rows: Rows) -> Staleness:
     """Staleness of both paths over the window's requests."""
     con = rows.con
     batch = con.execute(f"SELECT {quantile_sql('batch_age')} FROM s WHERE bp IS NOT NULL").fetchall()[0]
-    live = con.execute(f"SELECT {quantile_sql('online_age')} FROM s WHERE op IS NOT NULL").fetchall()[0]
+    live = con.execute(f"SELECT {quantile_sql('online_age')} FROM ages WHERE answered").fetchall()[0]
     bins = len(AGE_EDGES_S) - 1
     counts = {"batch": [0] * bins, "live": [0] * bins}
     query = f"""
         SELECT 'batch', {_bucket("batch_age")} AS b, count(*) FROM s WHERE bp IS NOT NULL AND batch_age IS NOT NULL
         GROUP BY b
         UNION ALL
-        SELECT 'live', {_bucket("online_age")} AS b, count(*) FROM s WHERE op IS NOT NULL AND online_age IS NOT NULL
+        SELECT 'live', {_bucket("online_age")} AS b, count(*) FROM ages WHERE answered AND online_age IS NOT NULL
         GROUP BY b
     """
     for path, bucket, count in con.execute(query).fetchall():

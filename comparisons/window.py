@@ -18,11 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.usecase import UseCase, parse_duration
 
-__all__ = ["Rows", "Window", "label_files", "load", "shadow_files"]
+__all__ = ["Rows", "Window", "label_files", "load", "row_id_sql", "shadow_files"]
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _HOUR = re.compile(r"^hour=(\d{2})$")
@@ -114,21 +116,26 @@ def _key_type(kind: str) -> str:
     return "BIGINT" if kind == "int" else "VARCHAR"
 
 
-def _labels_view(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[str]) -> None:
-    keys = usecase.entity.keys
+def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[str]) -> None:
+    """Table ``labels(e, event_time, label)``: only what the join needs, the entity as its 64-bit hash."""
     if files:
-        casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)}) AS k_{k.name}" for k in keys)
+        casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys)
         source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
         con.execute(
-            f"CREATE TEMP TABLE labels AS SELECT {casts}, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
+            f"CREATE TEMP TABLE labels AS SELECT hash({casts}) AS e, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
             f"CAST(label AS DOUBLE) AS label FROM {source} WHERE label IS NOT NULL"
         )
     else:
-        typed = ", ".join(f"CAST(NULL AS {_key_type(k.type)}) AS k_{k.name}" for k in keys)
         con.execute(
-            f"CREATE TEMP TABLE labels AS SELECT {typed}, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
+            "CREATE TEMP TABLE labels AS SELECT CAST(NULL AS UBIGINT) AS e, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
             "CAST(NULL AS DOUBLE) AS label LIMIT 0"
         )
+
+
+def row_id_sql(usecase: UseCase) -> str:
+    """The SQL of a shadow row's id ``h`` over the Parquet columns: a 64-bit hash of request id and entity key."""
+    typed = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys)
+    return f"hash(request_id, {typed})"
 
 
 def _feature_names(usecase: UseCase) -> list[str]:
@@ -139,6 +146,7 @@ def _feature_names(usecase: UseCase) -> list[str]:
 
 
 SERVED = ("batch", "online", "batch_fallback")
+LABEL_STATES = ("labeled", "unlabeled", "pending")
 AGE_SAMPLE = 1_000_000  # live data ages are parsed for at most about this many rows
 
 
@@ -151,11 +159,13 @@ def load(
     threads: int | None = None,
     memory_limit: str | None = None,
 ) -> Rows:
-    """Read the window's shadow rows and join each with its label into table ``s`` of a fresh DuckDB connection.
+    """Read the window's shadow rows, de-duplicated and each joined with its label, as table ``s`` of a fresh
+    DuckDB connection; the live data ages of (a sample of) them as table ``ages``.
 
     Table ``s`` keeps what the metrics need, compactly: ``h`` (a 64-bit hash of request id and entity key, which
-    identifies a row), ``e`` (a hash of the entity key), the ``k_<key>`` columns, ``served`` (index into
-    ``SERVED``), predictions, ages, latencies, error flags, ``hour``, ``label`` and ``label_state``.
+    identifies a row), the ``k_<key>`` columns, ``served`` (index into ``SERVED``), predictions, batch data age,
+    latencies, error flags, ``hour``, ``label`` and ``label_state``. Table ``ages`` holds ``h``, ``hour``,
+    ``answered`` (the live path gave a prediction) and ``online_age`` for the rows ``Rows.age_every`` chooses.
 
     Raises:
         NoShadowDataError: no shadow file, or no row in the window.
@@ -171,64 +181,115 @@ def load(
     con.execute("SET TimeZone = 'UTC'")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
-    _labels_view(con, usecase, label_files(labels_root))
+    _labels_table(con, usecase, label_files(labels_root))
     watermark: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
     keys = tuple(usecase.entity.key_names)
-    delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
     where = []
     if window.since is not None:
         where.append(f"request_time >= {_timestamp(window.since)}")
     if window.until is not None:
         where.append(f"request_time < {_timestamp(window.until)}")
-    casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)}) AS k_{k.name}" for k in usecase.entity.keys)
-    entity = f"hash({', '.join(f'k_{k}' for k in keys)})"
-    struct = "{" + ", ".join(f'"{name}": "DOUBLE"' for name in _feature_names(usecase)) + "}"
+    filtered = f"WHERE {' AND '.join(where)}" if where else ""
+    typed = [f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys]
+    row_id = row_id_sql(usecase)
     served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
-    due = f"r.request_time + to_microseconds({delay_us})"
-    closed = "FALSE" if watermark is None else f"{due} <= {_timestamp(watermark)}"
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
-    count = int(con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0])  # from the Parquet footers
-    every = max(1, -(-count // AGE_SAMPLE))
-    # The live path's data age is its oldest feature's. Parsing the JSON ages dominates the load at scale, so
-    # beyond AGE_SAMPLE rows it is parsed for a hash-chosen 1-in-`every` subset only (Rows.age_every says which).
-    parsed = f"from_json(online_feature_ages_s, '{struct}')"
-    greatest = f"greatest({', '.join(f'{parsed}.{name}' for name in _feature_names(usecase))})"
-    age = greatest if every == 1 else f"CASE WHEN hash(request_id, entity_key) % {every} = 0 THEN {greatest} END"
-    # One pass: read, derive, and join each request with its first later label by an ASOF join on a hash of the
-    # entity key (one integer key sorts far faster than the key columns; a 64-bit collision between two entities
-    # is negligible at these sizes).
-    con.execute(f"""
-        CREATE TEMP TABLE s AS
-        WITH r AS (
-            SELECT hash(request_id, entity_key) AS h, {casts}, CAST(request_time AS TIMESTAMPTZ) AS request_time,
-                   CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
-                   batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
-                   batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
-                   online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
-                   {age} AS online_age
-            FROM {source}
-            {"WHERE " + " AND ".join(where) if where else ""}
-        )
-        SELECT r.* EXCLUDE (request_time), {entity.replace("k_", "r.k_")} AS e, r.request_time,
-               date_trunc('hour', r.request_time) AS hour,
-               CASE WHEN l.event_time <= {due} THEN l.label END AS label,
-               CASE WHEN NOT ({closed}) THEN 'pending' WHEN l.event_time <= {due} THEN 'labeled'
-                    ELSE 'unlabeled' END AS label_state
-        FROM r ASOF LEFT JOIN (SELECT {entity} AS e, event_time, label FROM labels) l
-        ON {entity.replace("k_", "r.k_")} = l.e AND r.request_time < l.event_time
-    """)
-    # Producer retries can deliver a record twice (a request id names one request of several entities): keep one.
-    if con.execute("SELECT count(*) FROM (SELECT h FROM s GROUP BY h HAVING count(*) > 1)").fetchall()[0][0]:
-        con.execute("""
-            DELETE FROM s WHERE rowid IN (
-                SELECT rowid FROM (SELECT rowid, row_number() OVER (PARTITION BY h ORDER BY rowid) AS n FROM s
-                                   WHERE h IN (SELECT h FROM s GROUP BY h HAVING count(*) > 1)) WHERE n > 1)
-        """)
-    rows = int(con.execute("SELECT count(*) FROM s").fetchall()[0][0])
-    if rows == 0:
+    # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
+    # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
+    # attached as two more columns, instead of carrying every column through the join's sort.
+    table = con.sql(f"""
+        SELECT {row_id} AS h, {", ".join(f"{c} AS k_{k}" for c, k in zip(typed, keys, strict=True))},
+               CAST(request_time AS TIMESTAMPTZ) AS request_time,
+               CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
+               batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
+               batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
+               online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
+               date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour
+        FROM {source} {filtered}
+    """).to_arrow_table()
+    table = _deduplicated(table)
+    if table.num_rows == 0:
         con.close()
         raise NoShadowDataError(
             f"the shadow log of use case {usecase.name!r} has no request in {window.describe()}",
             fix="widen --since/--until, or wait for traffic at stage shadow",
         )
-    return Rows(con, usecase, window, rows, len(files), watermark, keys, every)
+    delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
+    table = _labeled(con, table, keys, delay_us, watermark)
+    con.register("s", table)
+    every = max(1, -(-table.num_rows // AGE_SAMPLE))
+    _ages(con, usecase, source, filtered, every)
+    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every)
+
+
+def _deduplicated(table: pa.Table) -> pa.Table:
+    """``table`` with each row id ``h`` kept once, at its first position (a producer retry delivers a record
+    twice; a request id names one request of several entities, hence the entity key in ``h``)."""
+    h = table.column("h").to_numpy()
+    ordered = np.sort(h)
+    if not bool((ordered[1:] == ordered[:-1]).any()):
+        return table
+    _, first = np.unique(h, return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
+def _labeled(
+    con: duckdb.DuckDBPyConnection, table: pa.Table, keys: tuple[str, ...], delay_us: int, watermark: datetime | None
+) -> pa.Table:
+    """``table`` with ``label`` and ``label_state`` (see the module docstring) appended.
+
+    The ASOF join runs on (position, entity hash, request time) of the closed rows only: one integer equality
+    key sorts far faster than the key columns (a 64-bit collision between two entities is negligible at these
+    sizes), and the narrow input keeps the join's sort small. Its result lands back by position.
+    """
+    n = table.num_rows
+    times = table.column("request_time").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    due = None if watermark is None else (watermark - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    closed = np.zeros(n, dtype=bool) if due is None else times + delay_us <= due
+    label = np.zeros(n, dtype=np.float64)
+    found = np.zeros(n, dtype=bool)
+    if closed.any():
+        # Every row goes in (Arrow columns, no copy) and the filter runs in DuckDB, before the join's sort.
+        columns = ["request_time", *(f"k_{k}" for k in keys)]
+        probe = pa.table([pa.array(np.arange(n)), *(table.column(c) for c in columns)], names=["i", *columns])
+        con.register("label_probe", probe)
+        entity = f"hash({', '.join(f'r.k_{k}' for k in keys)})"
+        delay = f"to_microseconds({delay_us})"
+        assert watermark is not None
+        matched = con.execute(f"""
+            SELECT i, label FROM (
+                SELECT r.i, r.request_time + {delay} AS due, l.event_time, l.label
+                FROM (SELECT * FROM label_probe WHERE request_time + {delay} <= {_timestamp(watermark)}) r
+                ASOF JOIN labels l ON {entity} = l.e AND r.request_time < l.event_time
+            ) WHERE event_time <= due
+        """).fetchnumpy()
+        con.unregister("label_probe")
+        index = np.asarray(matched["i"], dtype=np.int64)
+        label[index] = np.asarray(matched["label"], dtype=np.float64)
+        found[index] = True
+    states = np.where(found, 0, np.where(closed, 1, 2)).astype(np.int8)
+    state = pa.DictionaryArray.from_arrays(pa.array(states), pa.array(LABEL_STATES))
+    return table.append_column("label", pa.array(label, mask=~found)).append_column("label_state", state)
+
+
+def _ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, source: str, filtered: str, every: int) -> None:
+    """Table ``ages``: the live path's data age (its oldest feature's) of the rows whose ``h`` is 0 modulo
+    ``every``. Parsing the JSON ages dominates a full read at scale, so beyond ``AGE_SAMPLE`` rows only a
+    hash-chosen subset is parsed, in a query of its own so the filter runs before the parse."""
+    names = _feature_names(usecase)
+    struct = "{" + ", ".join(f'"{name}": "DOUBLE"' for name in names) + "}"
+    parsed = f"from_json(online_feature_ages_s, '{struct}')"
+    greatest = f"greatest({', '.join(f'{parsed}.{name}' for name in names)})"
+    row_id = row_id_sql(usecase)
+    sample = f"{row_id} % {every} = 0"
+    condition = f"{filtered} AND {sample}" if filtered else f"WHERE {sample}"
+    # One row per h, as in table s (a record delivered twice counts once).
+    con.execute(f"""
+        CREATE TEMP TABLE ages AS
+        SELECT h, any_value(hour) AS hour, any_value(answered) AS answered, any_value(online_age) AS online_age
+        FROM (
+            SELECT {row_id} AS h, date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
+                   online_prediction IS NOT NULL AS answered, {greatest} AS online_age
+            FROM {source} {condition if every > 1 else filtered}
+        ) GROUP BY h
+    """)

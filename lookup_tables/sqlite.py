@@ -110,10 +110,10 @@ class SqliteLookupStore(SqlLookupStore):
             assert isinstance(driver, sqlite3.Connection)
             # The driver's own cursor, in the read transaction: SQLAlchemy's row objects cost more than the query.
             rows = driver.execute(f"SELECT {columns} FROM {quote(table.name)}").fetchall()
-        values = list(zip(*rows, strict=True)) if rows else [() for _ in range(len(spec.keys) + 1)]
-        types = [pa.int64() if key.type == "int" else pa.string() for key in spec.keys]
-        arrays = [pa.array(column, kind) for column, kind in zip(values, [*types, pa.float64()], strict=True)]
-        return pa.table(arrays, names=[*spec.key_names, "prediction"])
+        fields = [(key.name, pa.int64() if key.type == "int" else pa.string()) for key in spec.keys]
+        # The tuples convert as one struct array in Arrow's C++ (several times faster than column by column).
+        rows_as_struct = pa.array(rows, pa.struct([*fields, ("prediction", pa.float64())]))
+        return pa.Table.from_struct_array(rows_as_struct)
 
     def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
         return isinstance(exc.orig, sqlite3.OperationalError) and "no such table" in str(exc.orig)
