@@ -342,6 +342,9 @@ def run_sink(
         from online.event_labels import event_labeler, events_topic_of
 
         topic = events_topic_of(events_of, settings.events_topic_prefix)
+        declared = events_of.realtime_features.events if events_of.realtime_features else None
+        # Created here if no producer or processor has yet: a sink started first must still read the labels.
+        ensure_topic(address, topic, declared.partitions if declared else 1, timeout_s=timeout_s)
         tid = topic_id(address, topic, timeout_s=timeout_s)
         if tid is not None:
             streams[topic] = _Stream(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,21 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+_OPEN: list[FlagStore] = []
+
+
 def _store() -> FlagStore:
-    return FlagStore.from_settings(get_settings())
+    store = FlagStore.from_settings(get_settings())
+    _OPEN.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Stores opened by a test are closed after it (a pooled PostgreSQL connection must not reach the GC open)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def _trigger(conf: dict[str, Any]) -> str:

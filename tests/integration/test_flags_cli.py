@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,21 @@ def _run(app: typer.Typer, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+_OPEN: list[FlagStore] = []
+
+
 def _store() -> FlagStore:
-    return FlagStore.from_settings(get_settings())
+    store = FlagStore.from_settings(get_settings())
+    _OPEN.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Stores opened by a test are closed after it (a pooled PostgreSQL connection must not reach the GC open)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def test_set_show_and_history(cli: typer.Typer) -> None:

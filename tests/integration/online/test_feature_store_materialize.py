@@ -151,8 +151,9 @@ def test_materialize_active_uses_the_published_interval_and_the_embedded_redis(
     assert report.as_of == cutoff.isoformat() and report.entities == world.entities_at_cutoff  # type: ignore[attr-defined]
     assert report.store == fs_embedded_redis.url
 
-    # Without MIGRATE_REDIS_URL it starts the state dir's embedded Redis and leaves it running for the server.
-    assert settings.redis_url is None
+    # Without MIGRATE_REDIS_URL it starts the state dir's embedded Redis and leaves it running for the server
+    # (the production test profile sets MIGRATE_REDIS_URL: unset it here).
+    settings = settings.model_copy(update={"redis_url": None})
     try:
         embedded = materialize_active(usecase, settings)
         assert embedded.written == report.written

