@@ -115,9 +115,12 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (do not edit by hand). Every figure below was measured in one run on:",
-        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, at {m['when']}.",
-        "The machine is shared and noisy: compare figures of the same run, not across runs.",
+        "Written by `make bench` (do not edit by hand), on:",
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}.",
+        "When each suite ran: "
+        + ", ".join(f"{suite} {when}" for suite, when in sorted(results.get("measured_at", {}).items()))
+        + " (`make bench` runs them all in one go; `python -m bench <suite>` reruns one).",
+        "The machine is shared and noisy: compare figures of the same suite, not across suites.",
         "",
         "## Batch score + atomic publish",
         "",
@@ -173,6 +176,10 @@ def render(results: dict[str, Any]) -> str:
         from bench.online import render as render_online
 
         lines += ["", *render_online(results["online"])]
+    if "stream" in results:
+        from bench.stream import render as render_stream
+
+        lines += ["", *render_stream(results["stream"])]
     if "compare" in results:
         from bench.compare import render as render_compare
 
@@ -180,7 +187,7 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SUITES = ("batch", "online", "compare")
+SUITES = ("batch", "online", "stream", "compare")
 
 
 def main() -> None:
@@ -197,10 +204,17 @@ def main() -> None:
         results["batch"] = batch_suite()
     if "online" in chosen:
         results["online"] = online_suite()
+    if "stream" in chosen:
+        from bench.stream import stream_suite
+
+        results["stream"] = stream_suite()
     if "compare" in chosen:
         from bench.compare import compare_suite
 
         results["compare"] = compare_suite()
+    results.setdefault("measured_at", {})
+    for suite in chosen:
+        results["measured_at"][suite] = results["machine"]["when"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     DOC.write_text(render(results))

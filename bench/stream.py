@@ -215,17 +215,30 @@ def stream_suite() -> dict[str, Any]:
         print(f"  processor {throughput['events_per_s']:,.0f} events/s; freshness at {RATE}/s …", file=sys.stderr)
         fixed = {**common, "usecase": "bench_fresh"}
         with subprocess.Popen(
-            [sys.executable, "-m", "bench.stream", "processor", json.dumps({**fixed, "until_caught_up": False,
-                                                                            "max_seconds": RATE_SECONDS + 15})],
+            [
+                sys.executable,
+                "-m",
+                "bench.stream",
+                "processor",
+                json.dumps({**fixed, "until_caught_up": False, "max_seconds": RATE_SECONDS + 15}),
+            ],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
         ) as proc:
             time.sleep(8)  # the processor joins its group before the clock starts
             sent = subprocess.run(
-                [sys.executable, "-m", "bench.stream", "publisher",
-                 json.dumps({**fixed, "rate": RATE, "seconds": RATE_SECONDS})],
-                capture_output=True, text=True, check=True, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.stream",
+                    "publisher",
+                    json.dumps({**fixed, "rate": RATE, "seconds": RATE_SECONDS}),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
             )
             out, _ = proc.communicate(timeout=120)
         fresh = json.loads(out.strip().splitlines()[-1])
@@ -239,7 +252,7 @@ def stream_suite() -> dict[str, Any]:
         "publish_s": publish_s,
         "floor_events_per_s": floor,
         "processor": throughput,
-        "fixed_rate": {"rate": RATE, "seconds": RATE_SECONDS, "sent": published, **fresh},
+        "fixed_rate": {**fresh, "rate": RATE, "seconds": RATE_SECONDS, "sent": published},
     }
 
 
