@@ -2,7 +2,7 @@
 
 The shadow sink writes ``<shadow_dir>/<usecase>/date=YYYY-MM-DD/hour=HH/part-*.parquet`` and the labels beside it
 (``<labels_dir>/<usecase>/...``). Only the hour partitions that overlap the window are read; DuckDB reads them
-once into an in-memory table ``s`` that every metric queries.
+once into an Arrow table registered as ``s`` that every metric queries (and table ``ages``, the live data ages).
 
 The label join: a request for entity *k* at time *t* is labeled by the **first** label of *k* with event time in
 ``(t, t + label.available_after]``. Its label window is **closed** once ``t + available_after`` is at or before the
