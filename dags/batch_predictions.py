@@ -49,9 +49,27 @@ def lookup_asset(usecase: str) -> Asset:
 
 
 def _interval(context: dict[str, Any]) -> Any:
+    """The run's data interval; a run without one (triggered with ``logical_date: null``) fails at once.
+
+    Guessing the interval from the clock would make a run's output depend on when it ran; retrying cannot help.
+    """
     from migrate.batch import Interval
 
-    return Interval(context["data_interval_start"], context["data_interval_end"])
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from migrate.errors import ConfigError
+
+        error = ConfigError(
+            f"run {context.get('run_id')!r} of {context['dag'].dag_id} has no data interval to score "
+            "(it was triggered with logical_date null)",
+            fix="trigger it again with a logical_date, e.g. over REST "
+            '{"logical_date": "2026-11-25T02:00:00Z"} or `airflow dags trigger --logical-date ...`: '
+            "it scores the schedule's last complete interval ending at or before that date",
+        )
+        raise AirflowFailException(str(error)) from error  # fail, not retry: the run's conf cannot change
+    return Interval(start, end)
 
 
 def build_dag(usecase: UseCase) -> DAG:

@@ -70,8 +70,8 @@ def build_dag(usecase: UseCase) -> DAG:
             ),
             "reason": Param(type="string", minLength=1, title="Reason", description="Why; recorded in the audit."),
             "actor": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],  # optional in the trigger form: a plain "string" is required there
                 title="Actor",
                 description="Who asks; default: the user who triggered the run.",
             ),

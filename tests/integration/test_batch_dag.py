@@ -126,3 +126,19 @@ def test_missing_feature_column_is_a_clear_error(world: Any, tmp_path: Path, mon
     assert result.exit_code == 1
     assert "shelf_temperature" in result.output and "item_features_daily" in result.output
     assert "fix:" in result.output and "Traceback" not in result.output
+
+
+def test_a_run_without_a_logical_date_fails_at_once_and_names_the_fix(
+    world: Any, airflow_db: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag = _dagbag().dags[f"batch_predictions__{world.usecase.name}"]
+    assert dag.get_task("snapshot").retries == world.usecase.batch.retries > 0  # a retry would be possible
+    run = dag.test(logical_date=None)  # what a REST trigger with "logical_date": null creates
+    assert run.data_interval_start is None
+    assert str(run.state) in ("failed", "DagRunState.FAILED"), run.state
+    states = {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
+    assert states["snapshot"] == ("failed", 1)  # failed on its first try, not up for retry
+    captured = capfd.readouterr()
+    text = captured.out + captured.err  # the task's log, as dag.test() prints it
+    assert "has no data interval" in text and "logical_date" in text and "fix:" in text
+    assert "KeyError" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import subprocess
 import sys
@@ -77,6 +78,11 @@ def test_one_cutover_dag_per_use_case_loads_cleanly() -> None:
         percent = params.get_param("percent").schema
         assert (percent["type"], percent["minimum"], percent["maximum"]) == (["null", "integer"], 1, 99)
         assert params["force"] is False
+        # Optional in the trigger form, which sends null for an empty field: the triggering user is the default.
+        assert params.get_param("actor").schema["type"] == ["null", "string"] and params["actor"] is None
+        form = copy.deepcopy(params)
+        form.update({"stage": "shadow", "reason": "from the form", "actor": None})
+        assert form.validate()["actor"] is None
 
 
 def test_parsing_the_dag_file_imports_nothing_heavy() -> None:
@@ -104,7 +110,7 @@ def test_dag_test_flips_the_flag_with_source_airflow(state: Path, airflow_db: No
     assert (entry.source, entry.outcome, entry.describe_change()) == ("airflow", "applied", "batch → shadow")
     assert (entry.detail or "").startswith("run ")
 
-    assert _trigger({"stage": "canary", "percent": 10, "reason": "shadow looks right"}) == "success"
+    assert _trigger({"stage": "canary", "percent": 10, "reason": "shadow looks right", "actor": None}) == "success"
     flag = _store().get(UC)
     assert (flag.stage, flag.percent) == (Stage.CANARY, 10)
     assert flag.updated_by  # the triggering user, or 'airflow' when dag.test has none
