@@ -94,7 +94,9 @@ def _verdict(c: Comparison) -> str:
     missing = '<span class="na">n/a</span>'
     checks = [[_e(k.name), missing if k.passed is None else marks[k.passed], _e(k.detail)] for k in v.checks]
     reasons = "".join(f"<li>{_e(r)}</li>" for r in v.reasons)
-    auto = " (auto_promote is on: the cutover flags may act on it)" if v.auto_promote else ""
+    auto = (
+        " (auto_promote is on: the daily shadow_report DAG moves the flag one step along it)" if v.auto_promote else ""
+    )
     return (
         f'<p><span class="badge {v.decision}" id="decision">{v.decision.upper()}</span>{_e(auto)}</p>'
         f'<ul class="reasons">{reasons}</ul>{_table(["check", "result", "detail"], checks)}'
