@@ -83,7 +83,13 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     flag_store.ensure_schema()
     watcher = FlagWatcher(flag_store).start()
     background = BoundedPool(workers=2, capacity=1_000)
-    shutdown: list[Any] = [watcher.stop, lambda: background.shutdown(wait=True), stores.features.close]
+    # Closed in reverse order: the flag store last, after the watcher that polls it has stopped.
+    shutdown: list[Any] = [
+        flag_store.close,
+        watcher.stop,
+        lambda: background.shutdown(wait=True),
+        stores.features.close,
+    ]
     shutdown += [paths.close for paths in stores.paths.values()]  # closed in reverse: before the stores
     process = None
     if settings.kafka_bootstrap and shadow_process:
