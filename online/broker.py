@@ -41,6 +41,7 @@ __all__ = [
     "KafkaProducer",
     "OffsetAndMetadata",
     "TopicPartition",
+    "acknowledged_producer",
     "broker_binary",
     "ensure_topic",
     "kafka_errors",
@@ -271,6 +272,27 @@ def ensure_topic(bootstrap: str, name: str, partitions: int = 1, *, timeout_s: f
         ) from exc
     finally:
         admin.close()
+
+
+def acknowledged_producer(bootstrap: str, client_id: str, timeout_s: float, **options: Any) -> Any:
+    """A producer for records that must not be lost (acks=all), every wait bounded by `timeout_s`.
+
+    Raises:
+        BrokerUnavailableError: no broker answered at `bootstrap`.
+    """
+    timeout_ms = int(timeout_s * 1000)
+    config: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 5,
+        "max_block_ms": timeout_ms,
+        "request_timeout_ms": timeout_ms,
+        "delivery_timeout_ms": timeout_ms + 1000,
+        "bootstrap_timeout_ms": timeout_ms,
+    }
+    try:
+        return KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, **(config | options))
+    except kafka_errors.KafkaError as exc:
+        raise BrokerUnavailableError(f"{client_id}: no broker at {bootstrap}: {exc}", fix="start it") from exc
 
 
 def topic_id(bootstrap: str, name: str, *, timeout_s: float = 5.0) -> str | None:

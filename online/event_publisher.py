@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from migrate.errors import BrokerUnavailableError
-from online.broker import KafkaProducer, ensure_topic, kafka_errors
+from online.broker import acknowledged_producer, ensure_topic, kafka_errors
 from online.event_schema import encode_event
 from online.stream_processor import key_bytes
 
@@ -27,21 +27,13 @@ class EventPublisher:
         self.key_names = tuple(key_names)
         self.timeout_s = timeout_s
         ensure_topic(bootstrap, topic, partitions, timeout_s=timeout_s)
-        timeout_ms = int(timeout_s * 1000)
-        try:
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
-                client_id=f"migrate-events-{topic}",
-                acks="all",
-                linger_ms=5,
-                batch_size=256 * 1024,
-                max_block_ms=timeout_ms,
-                request_timeout_ms=timeout_ms,
-                delivery_timeout_ms=timeout_ms * 4,
-                bootstrap_timeout_ms=timeout_ms,
-            )
-        except kafka_errors.KafkaError as exc:
-            raise BrokerUnavailableError(f"no broker at {bootstrap} for {topic!r}: {exc}", fix="start it") from exc
+        self.producer = acknowledged_producer(
+            bootstrap,
+            f"migrate-events-{topic}",
+            timeout_s,
+            batch_size=256 * 1024,
+            delivery_timeout_ms=int(timeout_s * 4000),  # a replay sends flat out: batches queue longer
+        )
 
     def send(self, event: dict[str, Any], *, value: bytes | None = None, key: bytes | None = None) -> Any:
         """Send one event (or raw `value` bytes, for tests of bad input) keyed by its entity."""

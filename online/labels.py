@@ -12,7 +12,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from migrate.errors import BrokerUnavailableError
-from online.broker import KafkaProducer, ensure_topic, kafka_errors
+from online.broker import acknowledged_producer, ensure_topic, kafka_errors
 
 __all__ = ["LabelRecord", "labels_topic", "publish_labels"]
 
@@ -55,22 +55,8 @@ def publish_labels(
     """
     topic = labels_topic(usecase, prefix)
     ensure_topic(bootstrap, topic, timeout_s=timeout_s)
-    timeout_ms = int(timeout_s * 1000)
-    try:
-        producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=f"migrate-labels-{usecase}",
-            acks="all",  # labels are the ground truth: wait for the replicas
-            linger_ms=5,
-            max_block_ms=timeout_ms,
-            request_timeout_ms=timeout_ms,
-            delivery_timeout_ms=timeout_ms + 1000,
-            bootstrap_timeout_ms=timeout_ms,
-        )
-    except kafka_errors.KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"labels for {usecase!r}: no broker at {bootstrap}: {exc}", fix="start it"
-        ) from exc
+    # Labels are the ground truth: acknowledged by the replicas, or an error.
+    producer = acknowledged_producer(bootstrap, f"migrate-labels-{usecase}", timeout_s)
     try:
         futures = [
             producer.send(topic, key=orjson.dumps(label.key, option=orjson.OPT_SORT_KEYS), value=label.to_json())

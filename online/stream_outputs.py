@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from migrate.errors import BrokerUnavailableError
-from online.broker import KafkaProducer, ensure_topic, kafka_errors
+from online.broker import acknowledged_producer, ensure_topic, kafka_errors
 from online.event_schema import RejectReason
 
 __all__ = ["DeadLetter", "StreamOutputs", "dead_letter_topic"]
@@ -70,22 +70,7 @@ class StreamOutputs:
         self.dlq_topic = dlq_topic
         self.timeout_s = timeout_s
         ensure_topic(bootstrap, dlq_topic, timeout_s=timeout_s)
-        timeout_ms = int(timeout_s * 1000)
-        try:
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
-                client_id=f"migrate-stream-{usecase}",
-                acks="all",
-                linger_ms=5,
-                max_block_ms=timeout_ms,
-                request_timeout_ms=timeout_ms,
-                delivery_timeout_ms=timeout_ms + 1000,
-                bootstrap_timeout_ms=timeout_ms,
-            )
-        except kafka_errors.KafkaError as exc:
-            raise BrokerUnavailableError(
-                f"stream processor of {usecase!r}: no broker at {bootstrap}: {exc}", fix="start it"
-            ) from exc
+        self.producer = acknowledged_producer(bootstrap, f"migrate-stream-{usecase}", timeout_s)
         self._futures: list[Any] = []
         self.dead_letters = 0
 
