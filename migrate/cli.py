@@ -16,7 +16,7 @@ from migrate.cli_flags import flags_app
 from migrate.cli_init import register as register_init
 from migrate.cli_online import register as register_online
 from migrate.cli_stream import register as register_stream
-from migrate.cli_support import console, err, friendly
+from migrate.cli_support import as_utc, console, err, friendly
 from migrate.errors import MigrateError
 from migrate.registry import Registry
 from migrate.settings import get_settings
@@ -42,12 +42,6 @@ register_init(app)
 # Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
 def _usecase(name: str) -> UseCase:
     return Registry(get_settings().usecases_dir).get(name)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @usecases_app.command("list")
@@ -107,7 +101,7 @@ def train(
     from migrate.training import train as run_training
 
     uc = _usecase(usecase)
-    cutoff = _utc(as_of)
+    cutoff = as_utc(as_of)
     if cutoff is None:
         with open_offline(get_settings().offline_store_path) as con:
             cutoff = latest_feature_time(con, uc)
@@ -138,7 +132,7 @@ def score(
     from migrate.schedule import interval_ending
 
     uc = _usecase(usecase)
-    interval = interval_ending(uc.batch.schedule, _utc(interval_end) or datetime.now(UTC))
+    interval = interval_ending(uc.batch.schedule, as_utc(interval_end) or datetime.now(UTC))
     settings = get_settings()
     run_id = f"cli__{interval.key}"
     with Progress(

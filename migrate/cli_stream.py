@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from migrate.cli_support import console, friendly
+from migrate.cli_support import as_utc, console, friendly
 from migrate.errors import MigrateError
 from migrate.registry import Registry
 from migrate.settings import get_settings
@@ -25,12 +25,6 @@ def _usecase(name: str) -> UseCase:
     usecase = Registry(get_settings().usecases_dir).get(name)
     event_stream(usecase)  # a clear error when it declares no event stream
     return usecase
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _redis_url() -> str:
@@ -98,7 +92,7 @@ def replay(
             uc,
             bootstrap=shared_bootstrap(settings),
             redis_url=_redis_url(),
-            since=_utc(since),
+            since=as_utc(since),
             group_id=group,
         )
     console.print(f"[green]rebuilt[/] the real-time features of {uc.name}: {report}")
@@ -133,8 +127,8 @@ def events_replay(
     settings = get_settings()
     assert uc.realtime_features is not None and uc.realtime_features.events is not None
     with open_offline(settings.offline_store_path) as con:
-        start = _utc(since) or latest_feature_time(con, uc)
-        end = _utc(until) or datetime.max.replace(tzinfo=UTC)
+        start = as_utc(since) or latest_feature_time(con, uc)
+        end = as_utc(until) or datetime.max.replace(tzinfo=UTC)
         if start is None:
             raise MigrateError(
                 f"no batch features in the offline store to start the replay of {uc.name} after",

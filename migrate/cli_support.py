@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import typer
@@ -12,7 +13,7 @@ from rich.console import Console
 
 from migrate.errors import MigrateError
 
-__all__ = ["console", "err", "friendly"]
+__all__ = ["as_utc", "console", "err", "friendly"]
 
 # Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
@@ -34,3 +35,10 @@ def friendly(command: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A command-line time as aware UTC: a time without a zone is taken to be UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -32,14 +32,6 @@ class DemoError(MigrateError):
     """A step of the demo's live day failed."""
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LiveDay:
     """``with LiveDay(...) as day:`` — the services of one simulated day, stopped (and reaped) on exit."""
 
@@ -50,8 +42,10 @@ class LiveDay:
         self.end = end
         self.speed = speed
         self.logs = settings.state_dir / "demo-logs"
-        self.port = _free_port()
-        self.metrics_port = _free_port()
+        from online.broker import free_port
+
+        self.port = free_port()
+        self.metrics_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.wall0 = 0.0

@@ -44,6 +44,7 @@ __all__ = [
     "acknowledged_producer",
     "broker_binary",
     "ensure_topic",
+    "free_port",
     "kafka_errors",
     "resolve_bootstrap",
     "start_broker",
@@ -102,7 +103,8 @@ class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
             raise
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (another process may take it before it is bound)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -175,7 +177,7 @@ def start_broker(settings: Settings, *, port: int | None = None, timeout_s: floa
     attempts = 1 if port is not None else 3  # a free port can be taken between probe and bind
     error: BrokerStartError | None = None
     for _ in range(attempts):
-        chosen = port if port is not None else _free_port()
+        chosen = port if port is not None else free_port()
         try:
             return _spawn(settings, binary, chosen, timeout)
         except BrokerStartError as exc:

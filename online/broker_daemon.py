@@ -20,7 +20,7 @@ import orjson
 
 from migrate.errors import BrokerStartError, BrokerUnavailableError
 from migrate.settings import Settings
-from online.broker import _free_port, broker_binary, wait_for_broker
+from online.broker import broker_binary, free_port, wait_for_broker
 
 __all__ = ["shared_bootstrap", "stop_shared_broker"]
 
@@ -65,7 +65,7 @@ def shared_bootstrap(settings: Settings) -> str:
     settings.kafka_dir.mkdir(parents=True, exist_ok=True)
     error: Exception | None = None
     for _ in range(3):  # a free port can be taken between probe and bind
-        port = _free_port()
+        port = free_port()
         url = f"tcp://127.0.0.1:{port}"
         log_path = settings.kafka_dir / "tansu-shared.log"
         with log_path.open("ab") as log:

@@ -11,13 +11,8 @@ from datetime import UTC, datetime
 from migrate.usecase import UseCase
 from online.event_schema import EventSchema, ValidEvent
 from online.labels import LabelRecord
-from online.stream_processor import events_topic
 
-__all__ = ["event_labeler", "events_topic_of"]
-
-
-def events_topic_of(usecase: UseCase, prefix: str) -> str:
-    return events_topic(usecase, prefix)
+__all__ = ["event_labeler"]
 
 
 def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | None]:

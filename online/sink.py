@@ -339,9 +339,10 @@ def run_sink(
         if tid is not None:
             streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
     if events_of is not None and events_of.label.event_field is not None:
-        from online.event_labels import event_labeler, events_topic_of
+        from online.event_labels import event_labeler
+        from online.stream_processor import events_topic
 
-        topic = events_topic_of(events_of, settings.events_topic_prefix)
+        topic = events_topic(events_of, settings.events_topic_prefix)
         declared = events_of.realtime_features.events if events_of.realtime_features else None
         # Created here if no producer or processor has yet: a sink started first must still read the labels.
         ensure_topic(address, topic, declared.partitions if declared else 1, timeout_s=timeout_s)
