@@ -56,14 +56,9 @@ class WindowSpec:
             pool = since if feature.aggregation == "minutes_since" else groups
             if group not in pool:
                 pool.append(group)
-            buckets = 0 if feature.window is None else int(parse_duration(feature.window).total_seconds() // 1)
+            window_s = 0.0 if feature.window is None else parse_duration(feature.window).total_seconds()
             features.append(
-                _Feature(
-                    feature.name,
-                    feature.aggregation,
-                    pool.index(group),
-                    int(buckets // self.resolution_s) if buckets else 0,
-                )
+                _Feature(feature.name, feature.aggregation, pool.index(group), int(window_s // self.resolution_s))
             )
         self.groups = tuple(groups)
         self.since = tuple(since)
@@ -75,9 +70,6 @@ class WindowSpec:
         self.since_plan = tuple(enumerate(group.where for group in self.since))
         self.group_plan = tuple((group.field, group.where) for group in self.groups)
         self.empty_bucket: list[Any] = [0.0, 0.0, None, None] * len(self.groups)
-
-    def bucket(self, event_time_s: float) -> int:
-        return math.floor(event_time_s / self.resolution_s)
 
     def new_state(self) -> WindowState:
         return WindowState(self)

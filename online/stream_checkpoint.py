@@ -120,13 +120,10 @@ class CheckpointStore:
             pipe.hget(f"{self.base}:watermark", str(partition))
             pipe.hgetall(f"{self.base}:state:{partition}")
             _, offset, watermark, raw_states = pipe.execute()
-        prefix = f"mig:{self.usecase}:"
         states: dict[EntityKey, Any] = {}
-        for redis_key, blob in raw_states.items():
-            name = redis_key.decode() if isinstance(redis_key, bytes) else redis_key
-            data = orjson.loads(blob)
-            states[tuple(data[0])] = data[1]
-            assert name.startswith(prefix)
+        for blob in raw_states.values():  # each blob carries its entity key: [key, state]
+            key, state = orjson.loads(blob)
+            states[tuple(key)] = state
         return PartitionStart(
             None if offset is None else int(offset), None if watermark is None else float(watermark), states
         )
