@@ -30,6 +30,7 @@ airflow: setup
 lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports --no-cache
 
 typecheck: setup
 	$(RUN) mypy

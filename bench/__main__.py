@@ -124,7 +124,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Batch score + atomic publish",
         "",
-        "End to end through `migrate.batch.run_batch`, the DAG's steps in one process: DuckDB snapshot to",
+        "End to end through `migrate.batch.steps.run_batch`, the DAG's steps in one process: DuckDB snapshot to",
         "Parquet, scoring in chunks of 100,000 with the shared scoring function (the example's",
         "HistGradientBoosting model shape: 100 trees of up to 15 leaves, 8 features) on one thread per core,",
         "bulk load (COPY on PostgreSQL, one transaction per chunk on SQLite), validation, atomic publish",

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from bench.world import AS_OF
-from migrate import batch
+from migrate.batch import steps as batch
 from migrate.registry import Registry
 from migrate.settings import get_settings
 

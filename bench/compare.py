@@ -45,8 +45,8 @@ def _world(state: Path) -> Any:
     os.environ["MIGRATE_STATE_DIR"] = str(state)
     os.environ.setdefault("MIGRATE_PROJECT_DIR", str(ROOT))
     from bench import world
-    from migrate import batch
     from migrate.artifact import ArtifactStore
+    from migrate.batch import steps as batch
     from migrate.examples.item_availability.training import make_estimator
     from migrate.registry import Registry
     from migrate.settings import get_settings
@@ -65,9 +65,9 @@ def _world(state: Path) -> Any:
 
 def generate(settings: Any, usecase: Any, rows: int = ROWS) -> None:
     """Shadow rows and labels as the sink writes them (hour partitions, flat columns), in DuckDB."""
-    from migrate.batch import open_lookup_store, table_spec
+    from lookup_tables import TableSpec, open_lookup_store
 
-    spec = table_spec(usecase, settings)
+    spec = TableSpec.for_usecase(usecase, settings)
     store = open_lookup_store(settings)
     active = store.active(spec)
     assert active is not None

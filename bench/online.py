@@ -112,18 +112,18 @@ def online_suite() -> dict[str, Any]:
         raise SystemExit("the online benchmark needs wrk: apt-get install wrk")
     import httpx
 
-    from migrate import batch
+    from migrate.batch import steps as batch
+    from migrate.batch.schedule import interval_ending
+    from migrate.batch.training import train
+    from migrate.cutover.flag_store import FlagStore
+    from migrate.cutover.flags import Stage
+    from migrate.devservices.broker import start_broker
+    from migrate.devservices.redis_server import RedisServer
     from migrate.examples.item_availability.generator import SimulationConfig, generate
-    from migrate.flag_store import FlagStore
-    from migrate.flags import Stage
     from migrate.registry import Registry
-    from migrate.schedule import interval_ending
     from migrate.settings import get_settings
-    from migrate.training import train
-    from online.broker import start_broker
-    from online.materialize import materialize
-    from online.redis_server import RedisServer
-    from online.redis_store import RedisFeatureStore
+    from online.features.materialize import materialize
+    from online.features.redis_store import RedisFeatureStore
 
     state = Path(tempfile.mkdtemp(prefix="migrate-bench-online-"))
     os.environ["MIGRATE_STATE_DIR"] = str(state)
@@ -137,7 +137,7 @@ def online_suite() -> dict[str, Any]:
     with RedisFeatureStore(redis_server.url, read_timeout_s=2) as store:
         materialize(usecase, settings, store, cutoff)
     broker = start_broker(settings)
-    from migrate.offline import open_offline, utc_naive
+    from migrate.batch.offline_store import open_offline, utc_naive
 
     with open_offline(settings.offline_store_path) as con:
         keys = con.execute(
@@ -348,7 +348,7 @@ def render(online: dict[str, Any]) -> list[str]:
         "Reading these numbers: `online_only` is the online critical path alone (features + model, no lookup, no",
         "shadow log). `shadow` and `online` also hand each request to the comparison (the other path, a shadow",
         "record, the Kafka producer), which runs in a process of its own, fed through a queue bounded in jobs and",
-        "in entities. Concurrent requests share one feature read and one model call (online/batcher.py). A row",
+        "in entities. Concurrent requests share one feature read and one model call (online/serving/batcher.py). A row",
         "marked → shadow ended in `shadow`: the use case's guardrail (`max_p99_latency_ms` of its YAML policy, at",
         "least 10 slow calls) measured the online path over its limit under that load and rolled the flag back,",
         "as it would in production.",

@@ -64,8 +64,8 @@ def _events(n: int, start: datetime) -> Any:
 
 
 def _publisher(bootstrap: str, usecase: Any, settings: Any) -> Any:
-    from online.event_publisher import EventPublisher
-    from online.stream_processor import events_topic
+    from online.stream.processor import events_topic
+    from online.stream.publisher import EventPublisher
 
     return EventPublisher(
         bootstrap,
@@ -77,7 +77,7 @@ def _publisher(bootstrap: str, usecase: Any, settings: Any) -> Any:
 
 
 def _floor(bootstrap: str, topic: str, n: int) -> float:
-    from online.broker import KafkaConsumer
+    from online.kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", max_poll_records=5000, fetch_max_wait_ms=50
@@ -113,7 +113,7 @@ def processor_main(args: dict[str, Any]) -> None:
     import numpy as np
     import psutil
 
-    from online.stream_processor import StreamProcessor
+    from online.stream.processor import StreamProcessor
 
     settings = _settings(Path(args["state"]))
     usecase = _usecase(args["usecase"])
@@ -189,8 +189,8 @@ def publisher_main(args: dict[str, Any]) -> None:
 
 def stream_suite() -> dict[str, Any]:
     """All of the above, in one run."""
-    from online.broker import start_broker
-    from online.redis_server import start_redis
+    from migrate.devservices.broker import start_broker
+    from migrate.devservices.redis_server import start_redis
 
     n = int(os.environ.get("MIGRATE_BENCH_STREAM_EVENTS", "5000000"))
     state = Path(tempfile.mkdtemp(prefix="migrate-bench-stream-"))

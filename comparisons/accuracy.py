@@ -1,6 +1,6 @@
 """Accuracy of both paths on the same labeled requests, with paired bootstrap intervals of live − batch.
 
-Only requests whose label window has closed and that found a label count (see `comparisons.window`), and only
+Only requests whose label window has closed and that found a label count (see `comparisons.shadow_rows`), and only
 those both paths answered: the comparison is paired. Binary labels: ROC AUC, log loss, Brier score; regression:
 MAE, RMSE. ``improvement`` is live − batch turned so that positive means the live path is better (−Δ for losses).
 """
@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from comparisons.bootstrap import HIGHER_IS_BETTER, METRICS, metric, paired_intervals
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Result
-from comparisons.window import Rows
 
 __all__ = ["Accuracy", "Calibration", "HourScores", "Score", "measure"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Distribution, Result, quantile_sql, rank_correlation, share
-from comparisons.window import Rows
 
 __all__ = ["Agreement", "measure", "sample"]
 

@@ -1,6 +1,6 @@
 """The comparison of one use case over one window: every metric, the noise floor, the explanation and the verdict.
 
-A thin coordinator: it loads the rows (`comparisons.window`), the lookup versions and the entity source into one
+A thin coordinator: it loads the rows (`comparisons.shadow_rows`), the lookup versions and the entity source into one
 DuckDB connection, and asks each metric module for its part.
 """
 
@@ -20,9 +20,9 @@ from comparisons import accuracy, agreement, coverage, hourly, latency, noise, s
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import active_and_previous, open_lookup
+from comparisons.shadow_rows import Rows, Window, load
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
-from comparisons.window import Rows, Window, load
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -89,9 +89,9 @@ def warm(*modules: str) -> threading.Thread:
 
 def _lookup(rows: Rows, usecase: UseCase, settings: Settings) -> tuple[Any, Any, str]:
     """Load the active and previous lookup versions as tables ``lookup_active`` / ``lookup_previous``."""
-    from migrate.batch import table_spec
+    from lookup_tables import TableSpec
 
-    spec = table_spec(usecase, settings)
+    spec = TableSpec.for_usecase(usecase, settings)
     store = open_lookup(settings)
     try:
         active, previous = active_and_previous(store, spec)

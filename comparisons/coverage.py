@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Result, share
-from comparisons.window import Rows
 
 __all__ = ["Coverage", "measure"]
 

@@ -31,8 +31,8 @@ import numpy as np
 import orjson
 from pydantic import Field
 
+from comparisons.shadow_rows import Rows, Window, row_id_sql, shadow_files
 from comparisons.stats import Result
-from comparisons.window import Rows, Window, row_id_sql, shadow_files
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase

@@ -2,15 +2,15 @@
 
 Per-hour percentiles are exact (``quantile_cont``, as everywhere else), each column's two percentiles from one
 collection of its values: in DuckDB that is cheaper than the ``approx_quantile`` t-digest it replaced. Live data
-ages come from table ``ages`` (a hash-chosen sample beyond ``window.AGE_SAMPLE`` rows, see `comparisons.window`).
+ages come from table ``ages`` (a hash-chosen sample beyond ``window.AGE_SAMPLE`` rows, see `comparisons.shadow_rows`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Result
-from comparisons.window import Rows
 
 __all__ = ["Hour", "measure"]
 

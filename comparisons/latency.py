@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from comparisons.shadow_rows import SERVED, Rows
 from comparisons.stats import Distribution, Histogram, Result, quantile_sql, share
-from comparisons.window import SERVED, Rows
 
 __all__ = ["LATENCY_EDGES_MS", "Latency", "PathLatency", "measure"]
 

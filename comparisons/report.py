@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comparisons.comparison import Comparison, compare, warm
+from comparisons.shadow_rows import Window
 from comparisons.verdict import Verdict
-from comparisons.window import Window
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 

@@ -8,8 +8,8 @@ ages come from a hash-chosen 1-in-``live_sampled_every`` subset (parsing their J
 
 from __future__ import annotations
 
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Distribution, Histogram, Result, quantile_sql
-from comparisons.window import Rows
 
 __all__ = ["AGE_EDGES_S", "Staleness", "measure"]
 

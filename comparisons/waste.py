@@ -7,8 +7,8 @@ the window length shown beside it.
 
 from __future__ import annotations
 
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Result, share
-from comparisons.window import Rows
 
 __all__ = ["Waste", "measure"]
 

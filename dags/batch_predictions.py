@@ -53,7 +53,7 @@ def _interval(context: dict[str, Any]) -> Any:
 
     Guessing the interval from the clock would make a run's output depend on when it ran; retrying cannot help.
     """
-    from migrate.batch import Interval
+    from migrate.batch.steps import Interval
 
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is None or end is None:
@@ -105,7 +105,7 @@ def build_dag(usecase: UseCase) -> DAG:
         @task
         def snapshot() -> dict[str, Any]:
             """Entities and batch features as of data_interval_end."""
-            from migrate import batch
+            from migrate.batch import steps as batch
 
             snap = batch.snapshot(usecase, get_settings(), _interval(get_current_context()))
             return snap.to_xcom()
@@ -118,7 +118,7 @@ def build_dag(usecase: UseCase) -> DAG:
         @task
         def begin_version(snap: dict[str, Any]) -> dict[str, Any]:
             """Open a loading version of the lookup table for this run."""
-            from migrate import batch
+            from migrate.batch import steps as batch
 
             context = get_current_context()
             return batch.begin(usecase, get_settings(), _interval(context), context["run_id"])
@@ -128,7 +128,7 @@ def build_dag(usecase: UseCase) -> DAG:
             """Score one chunk with the shared scoring function and write it into the loading version."""
             from dataclasses import asdict
 
-            from migrate import batch
+            from migrate.batch import steps as batch
 
             result = batch.score_chunk(
                 usecase,
@@ -142,7 +142,7 @@ def build_dag(usecase: UseCase) -> DAG:
         @task
         def validate(snap: dict[str, Any], opened: dict[str, Any], scored: list[dict[str, Any]]) -> dict[str, Any]:
             """Row count vs the active version, no NaN, prediction range; abandon the version on failure."""
-            from migrate import batch
+            from migrate.batch import steps as batch
 
             report = batch.validate(usecase, get_settings(), batch.Snapshot.from_xcom(snap), opened["version"])
             results = [batch.ChunkResult(**r) for r in scored]
@@ -155,7 +155,7 @@ def build_dag(usecase: UseCase) -> DAG:
             """Atomically switch readers to the new version."""
             from datetime import datetime
 
-            from migrate import batch
+            from migrate.batch import steps as batch
 
             result = batch.publish(
                 usecase,
@@ -176,7 +176,7 @@ def build_dag(usecase: UseCase) -> DAG:
             """Run metadata beside the lookup tables."""
             from datetime import UTC, datetime
 
-            from migrate import batch
+            from migrate.batch import steps as batch
 
             context = get_current_context()
             outcome = "reused" if published["reused"] else ("published" if published["activated"] else "not_activated")

@@ -97,7 +97,7 @@ def build_dag(usecase: UseCase) -> DAG:
             """Set the flag with source 'airflow' and log from → to; a refused change fails the run."""
             import logging
 
-            from migrate.flag_store import FlagStore
+            from migrate.cutover.flag_store import FlagStore
 
             context = get_current_context()
             params = context["params"]

@@ -56,10 +56,14 @@ def build_dag(usecase: UseCase) -> DAG:
             """Write the active lookup version's features into the feature store."""
             from dataclasses import asdict
 
-            from online.materialize import materialize_active
+            from migrate.devservices.redis_server import resolve_redis_url
+            from online.features.materialize import materialize_active
 
             context = get_current_context()
-            report = materialize_active(usecase, get_settings(), on_correction=context["params"]["on_correction"])
+            settings = get_settings()
+            # The configured Redis, or the state dir's embedded one, left running: the features live in its memory.
+            redis_url, _server = resolve_redis_url(settings)
+            report = materialize_active(usecase, settings, redis_url, on_correction=context["params"]["on_correction"])
             return asdict(report)
 
         materialize()

@@ -74,9 +74,9 @@ def build_dag(usecase: UseCase) -> DAG:
 
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from comparisons.errors import NoShadowDataError
             from comparisons.report import write_report
-            from comparisons.window import Window
+            from comparisons.shadow_rows import Window
+            from migrate.errors import NoShadowDataError
 
             log = logging.getLogger("migrate.shadow_report")
             context = get_current_context()
@@ -93,8 +93,8 @@ def build_dag(usecase: UseCase) -> DAG:
             for reason in verdict.reasons:
                 log.info("  reason: %s", reason)
             log.info("report: %s · numbers: %s", files.html, files.json)
-            from migrate.autopilot import act_on_verdict
-            from migrate.flag_store import FlagStore
+            from migrate.cutover.autopilot import act_on_verdict
+            from migrate.cutover.flag_store import FlagStore
 
             moved = None
             if usecase.cutover_policy.auto_promote:

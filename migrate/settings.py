@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     project_dir: Path = Field(default_factory=_project_dir)
     state_dir: Path = Path(".migrate")
     usecases_dir: Path = Path("usecases")
+    dags_folder: Path | None = Field(
+        default=None, description="Folder of the DAG files; default: the source tree's dags/, else the installed copy."
+    )
     sql_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL of the lookup store; default: SQLite under state_dir."
     )
@@ -78,7 +81,7 @@ class Settings(BaseSettings):
         yaml_file = _project_dir() / CONFIG_FILE
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
 
-    @field_validator("state_dir", "usecases_dir", "offline_store", mode="after")
+    @field_validator("state_dir", "usecases_dir", "offline_store", "dags_folder", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None, info: Any) -> Path | None:
         if value is None or value.is_absolute():
@@ -92,6 +95,15 @@ class Settings(BaseSettings):
         if self.sql_url is not None:
             return self.sql_url.get_secret_value()
         return f"sqlite:///{self.state_dir / 'lookup.db'}"
+
+    @property
+    def dags_path(self) -> Path:
+        """The DAG files: ``dags_folder`` if set, else ``dags/`` of a source checkout, else the wheel's copy."""
+        if self.dags_folder is not None:
+            return self.dags_folder
+        package = Path(__file__).resolve().parent
+        source = package.parent / "dags"
+        return source if (source / "batch_predictions.py").is_file() else package / "_dags"
 
     @property
     def offline_store_path(self) -> Path:

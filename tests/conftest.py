@@ -54,7 +54,7 @@ def production_profile() -> Iterator[None]:
     try:
         yield
     finally:
-        from migrate.batch import close_lookup_stores
+        from lookup_tables import close_lookup_stores
 
         close_lookup_stores()  # before the schema goes: no pooled connection may outlive it
         # A store some test left open is found here, in the module that leaked it, not at a random later GC.

@@ -75,9 +75,9 @@ def airflow_db() -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A small world (3 days) generated and trained under a state dir of this module's own."""
+    from migrate.batch.offline_store import open_offline
+    from migrate.batch.training import train
     from migrate.examples.item_availability.generator import SimulationConfig, generate
-    from migrate.offline import open_offline
-    from migrate.training import train
 
     state = tmp_path_factory.mktemp("state")
     previous = os.environ.get("MIGRATE_STATE_DIR")

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrate.autopilot import act_on_verdict
-from migrate.flag_store import FlagStore
-from migrate.flags import Stage
+from migrate.cutover.autopilot import act_on_verdict
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Stage
 from migrate.registry import Registry
 from migrate.settings import get_settings
 from migrate.usecase import UseCase

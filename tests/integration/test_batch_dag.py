@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from migrate.batch import open_lookup_store, table_spec
-from migrate.cli import app
+from lookup_tables import TableSpec, open_lookup_store
+from migrate.cli.main import app
 from migrate.registry import Registry
 from migrate.settings import get_settings
 
@@ -73,7 +73,7 @@ def _run_dag(world: Any, night: Any) -> None:
 
 def test_dag_test_publishes_then_reruns_idempotently(world: Any, airflow_db: None) -> None:
     store = open_lookup_store(world.settings)
-    spec = table_spec(world.usecase, world.settings)
+    spec = TableSpec.for_usecase(world.usecase, world.settings)
     night_before = world.cutoff - timedelta(days=1)
 
     _run_dag(world, night_before)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from migrate.flag_store import FlagStore
-from migrate.flags import Stage
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Stage
 from migrate.registry import Registry
 from migrate.settings import get_settings
 
@@ -88,7 +88,7 @@ def test_one_cutover_dag_per_use_case_loads_cleanly() -> None:
 def test_parsing_the_dag_file_imports_nothing_heavy() -> None:
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1]); "
-        "heavy = [m for m in ('migrate.flag_store', 'lookup_tables', 'psycopg', 'sklearn', 'numpy') "
+        "heavy = [m for m in ('migrate.cutover.flag_store', 'lookup_tables', 'psycopg', 'sklearn', 'numpy') "
         "if m in sys.modules]; print(','.join(heavy))"
     )
     done = subprocess.run(

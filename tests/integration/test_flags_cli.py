@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from migrate.cli_flags import flags_app
-from migrate.flag_store import FlagStore
-from migrate.flags import Stage
+from migrate.cli.flags import flags_app
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Stage
 from migrate.settings import get_settings
 
 pytestmark = pytest.mark.integration

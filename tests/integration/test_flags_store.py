@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Flag, FlagWatcher, Stage
+from migrate.cutover.guardrail import auto_rollback
 from migrate.errors import FlagStoreError, InvalidFlagError, TransitionRefusedError
-from migrate.flag_store import FlagStore
-from migrate.flags import Flag, FlagWatcher, Stage, auto_rollback
 
 pytestmark = pytest.mark.integration
 
@@ -239,8 +240,8 @@ def test_reading_before_the_tables_exist_says_how_to_create_them(flag_url: str) 
 
 WATCHER = """
 import json, sys, time
-from migrate.flag_store import FlagStore
-from migrate.flags import FlagWatcher
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import FlagWatcher
 
 url, usecase = sys.argv[1], sys.argv[2]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from migrate import airflow_server
-from migrate.airflow_runner import AirflowError
-from migrate.airflow_server import ADMIN, AirflowServer
+from migrate.devservices import airflow_server
+from migrate.devservices.airflow_runner import AirflowError
+from migrate.devservices.airflow_server import ADMIN, AirflowServer
 from migrate.settings import Settings, get_settings
 
 pytestmark = pytest.mark.unit
@@ -100,7 +100,7 @@ def test_a_port_in_use_is_refused_before_anything_starts(settings: Settings, mon
         raise AssertionError("nothing may start on a port in use")
 
     monkeypatch.setattr(airflow_server, "ensure_metadata_db", never)
-    monkeypatch.setattr("migrate.airflow_server.subprocess.Popen", never)
+    monkeypatch.setattr("migrate.devservices.airflow_server.subprocess.Popen", never)
     with _listening() as port:
         server = AirflowServer(settings, port=port)
         with pytest.raises(AirflowError, match=f"port {port} on 127.0.0.1 is already in use") as caught:
@@ -132,6 +132,6 @@ def test_wal_is_a_no_op_off_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     def connect(*args: object, **kwargs: object) -> None:
         raise AssertionError("no SQLite connection for another database")
 
-    monkeypatch.setattr("migrate.airflow_server.sqlite3.connect", connect)
+    monkeypatch.setattr("migrate.devservices.airflow_server.sqlite3.connect", connect)
     airflow_server._sqlite_wal("postgresql+psycopg://airflow@127.0.0.1:5432/airflow")
     airflow_server._sqlite_wal("mysql://airflow@localhost/airflow")

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from migrate.cutover.flags import BUCKETS, Flag, Stage, bucket, canonical_key, check_change, route, skipped_stages
 from migrate.errors import InvalidFlagError
-from migrate.flags import BUCKETS, Flag, Stage, bucket, canonical_key, check_change, route, skipped_stages
 
 pytestmark = pytest.mark.unit
 
@@ -97,7 +97,7 @@ def test_the_hash_is_pinned_and_stable_across_processes() -> None:
     assert bucket("other", (12, 345)) == 4680  # salted by use case
     assert bucket(UC, 7) == bucket(UC, (7,)) == 1487
     assert bucket(UC, (np.int64(12), 345)) == 6240
-    code = "from migrate.flags import bucket; print(bucket('item_availability', (12, 345)))"
+    code = "from migrate.cutover.flags import bucket; print(bucket('item_availability', (12, 345)))"
     # A fresh interpreter with another hash seed: hash() would differ, blake2b does not.
     done = subprocess.run(
         [sys.executable, "-c", code],

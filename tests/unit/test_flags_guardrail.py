@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from migrate.flags import Flag, FlagWatcher, Guardrail, Stage
+from migrate.cutover.flags import Flag, FlagWatcher, Stage
+from migrate.cutover.guardrail import Guardrail
 from migrate.usecase import CutoverPolicy
 
 pytestmark = pytest.mark.unit

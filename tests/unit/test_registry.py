@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from migrate.cli import app
+from migrate.cli.main import app
 from migrate.errors import UnknownUseCaseError, UseCaseError
 from migrate.registry import Registry, load_usecase
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from migrate.cli import app
+from migrate.cli.main import app
+from migrate.cli.scaffold import render
 from migrate.registry import Registry
-from migrate.scaffold import render
 from migrate.settings import get_settings
 
 # The project's own lint rules (pyproject.toml), run on the generated code as a user's project would hold it.

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from migrate.batch import Interval
-from migrate.schedule import interval_ending
+from migrate.batch.schedule import interval_ending
+from migrate.batch.steps import Interval
 
 pytestmark = pytest.mark.unit
 

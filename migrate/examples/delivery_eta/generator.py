@@ -1,6 +1,6 @@
 """The seeded food-delivery simulator that fills the offline store of the delivery-ETA example.
 
-Tables written (timestamps are naive ``TIMESTAMP`` holding UTC, see `migrate.offline`):
+Tables written (timestamps are naive ``TIMESTAMP`` holding UTC, see `migrate.batch.offline_store`):
 
 - ``restaurants(restaurant_id, cuisine, zone, created_at)``: the entity source table
 - ``delivery_events(event_id, event_time, restaurant_id, prep_minutes, distance_km, delivery_minutes)``: one
@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from migrate.batch.offline_store import open_offline, utc_aware
 from migrate.examples.delivery_eta.features import FEATURES_TABLE, build_daily_features
 from migrate.examples.delivery_eta.simulation import CUISINES, ZONES, build_kitchens, last_batch_cutoff, simulate
-from migrate.offline import open_offline, utc_aware
 
 __all__ = ["EVENTS_TABLE", "TABLES", "GenerationSummary", "SimulationConfig", "generate"]
 

@@ -16,10 +16,10 @@ import numpy.typing as npt
 import pyarrow as pa
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from migrate.batch.event_history import online_training_frame
+from migrate.batch.offline_store import open_offline, training_frame, utc_aware
+from migrate.batch.training import TrainedModel
 from migrate.errors import OfflineStoreError, UseCaseError
-from migrate.event_history import online_training_frame
-from migrate.offline import open_offline, training_frame, utc_aware
-from migrate.training import TrainedModel
 from migrate.usecase import UseCase
 
 __all__ = ["HOLDOUT", "MIN_EVENTS", "TRAINING_DAYS", "make_estimator", "train"]

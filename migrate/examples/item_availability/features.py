@@ -11,7 +11,7 @@ from datetime import datetime
 
 import duckdb
 
-from migrate.offline import utc_naive
+from migrate.batch.offline_store import utc_naive
 
 __all__ = ["FEATURES_TABLE", "build_daily_features"]
 

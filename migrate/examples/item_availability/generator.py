@@ -1,6 +1,6 @@
 """The seeded grocery simulator that fills the offline store of the item-availability example.
 
-Tables written (timestamps are naive ``TIMESTAMP`` holding UTC, see `migrate.offline`):
+Tables written (timestamps are naive ``TIMESTAMP`` holding UTC, see `migrate.batch.offline_store`):
 
 - ``stores(store_id, region, size)`` and ``products(product_id, category, popularity, listed_at)``
 - ``store_products(store_id, product_id, listed_at)``: the entity source table
@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from migrate.batch.offline_store import open_offline, utc_aware, utc_naive
 from migrate.errors import OfflineStoreError
 from migrate.examples.item_availability.features import FEATURES_TABLE, build_daily_features
 from migrate.examples.item_availability.simulation import CATEGORIES, World, build_world, last_batch_cutoff, simulate
-from migrate.offline import open_offline, utc_aware, utc_naive
 
 __all__ = ["GenerationSummary", "SimulationConfig", "generate", "iter_events"]
 

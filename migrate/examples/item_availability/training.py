@@ -17,10 +17,10 @@ import pyarrow as pa
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
+from migrate.batch.event_history import online_training_frame
+from migrate.batch.offline_store import open_offline, training_frame, utc_aware
+from migrate.batch.training import TrainedModel
 from migrate.errors import OfflineStoreError, UseCaseError
-from migrate.event_history import online_training_frame
-from migrate.offline import open_offline, training_frame, utc_aware
-from migrate.training import TrainedModel
 from migrate.usecase import UseCase
 
 __all__ = ["HOLDOUT", "TRAINING_DAYS", "train"]

@@ -99,7 +99,7 @@ def cli_env(world: Any) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def airflow_ui(world: Any, cli_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[RunningAirflow]:
     """`migrate airflow --port <free>` on the `world` fixture's state dir, with its own metadata DB."""
-    from migrate.airflow_server import free_port
+    from migrate.devservices.airflow_server import free_port
 
     port = free_port()
     output: list[str] = []

@@ -24,9 +24,9 @@ import httpx
 import psutil
 import pytest
 
-from migrate.batch import open_lookup_store, table_spec
-from migrate.flag_store import FlagStore
-from migrate.flags import Stage
+from lookup_tables import TableSpec, open_lookup_store
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Stage
 from migrate.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(600)]
@@ -177,7 +177,7 @@ def test_a_batch_run_triggered_from_the_ui_publishes_a_lookup_version(
 
     assert run["run_type"] == "manual" and run["triggered_by"] == "ui"
     store = open_lookup_store(world.settings)
-    active = store.active(table_spec(world.usecase, world.settings))
+    active = store.active(TableSpec.for_usecase(world.usecase, world.settings))
     assert active is not None and active.row_count > 0
     assert active.data_interval_end == datetime.fromisoformat(run["data_interval_end"])
     mine = [r for r in store.runs(UC, 10) if r.run_id == run_id]
@@ -227,7 +227,7 @@ def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
 
 
 def test_a_second_server_on_the_same_state_dir_is_refused(airflow_ui: Any, cli_env: dict[str, str]) -> None:
-    from migrate.airflow_server import free_port
+    from migrate.devservices.airflow_server import free_port
 
     done = subprocess.run(
         [str(Path(sys.executable).parent / "migrate"), "airflow", "--port", str(free_port())],

@@ -23,14 +23,15 @@ import pytest
 from typer.testing import CliRunner
 
 from comparisons.report import SECTIONS, write_report
-from migrate import batch
+from lookup_tables import TableSpec, open_lookup_store
 from migrate.artifact import ArtifactStore
-from migrate.cli import app
-from migrate.offline import open_offline
+from migrate.batch import steps as batch
+from migrate.batch.offline_store import open_offline
+from migrate.cli.main import app
 from migrate.scoring import load_model
-from online.labels import LabelRecord
-from online.shadow_log import ShadowRecord
-from online.sink import label_table, shadow_table
+from online.shadow.log import ShadowRecord
+from online.shadow.sink import label_table, shadow_table
+from online.stream.label_topic import LabelRecord
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +83,8 @@ def shadowed(world: Any) -> Shadowed:
             f"SELECT store_id, product_id, {', '.join(names)}, as_of FROM item_features_daily "
             "QUALIFY row_number() OVER (PARTITION BY store_id, product_id ORDER BY as_of DESC) = 1 ORDER BY ALL"
         ).fetchall()
-    store = batch.open_lookup_store(settings)
-    spec = batch.table_spec(usecase, settings)
+    store = open_lookup_store(settings)
+    spec = TableSpec.for_usecase(usecase, settings)
     rng = np.random.default_rng(4)
     records, labels = [], []
     for i in range(600):

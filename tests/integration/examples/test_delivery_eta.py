@@ -19,24 +19,24 @@ import redis
 
 from comparisons.comparison import compare
 from comparisons.verdict import decide
+from lookup_tables import TableSpec, open_lookup_store
 from migrate.artifact import ArtifactStore
-from migrate.batch import open_lookup_store, table_spec
-from migrate.event_history import iter_events, online_training_frame
+from migrate.batch.event_history import iter_events, online_training_frame
+from migrate.batch.offline_store import open_offline
+from migrate.batch.training import train
+from migrate.devservices.broker import start_broker
+from migrate.devservices.redis_server import RedisServer
 from migrate.examples.delivery_eta.generator import GenerationSummary, SimulationConfig, generate
-from migrate.offline import open_offline
 from migrate.registry import Registry
 from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
-from migrate.training import train
 from migrate.usecase import UseCase
-from online.broker import start_broker
-from online.event_publisher import EventPublisher
-from online.labels import LabelRecord
-from online.redis_server import RedisServer
-from online.redis_store import RedisFeatureStore
-from online.shadow_log import ShadowRecord
-from online.sink import label_table, shadow_table
-from online.stream_processor import StreamProcessor, events_topic
+from online.features.redis_store import RedisFeatureStore
+from online.shadow.log import ShadowRecord
+from online.shadow.sink import label_table, shadow_table
+from online.stream.label_topic import LabelRecord
+from online.stream.processor import StreamProcessor, events_topic
+from online.stream.publisher import EventPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def test_batch_dag_publishes_a_lookup_version_of_minutes(eta: EtaWorld, airflow_
     run = dag.test(logical_date=eta.summary.last_batch_cutoff)
     assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state
     store = open_lookup_store(eta.settings)
-    spec = table_spec(eta.usecase, eta.settings)
+    spec = TableSpec.for_usecase(eta.usecase, eta.settings)
     active = store.active(spec)
     assert active is not None and active.data_interval_end == eta.summary.last_batch_cutoff
     assert active.row_count == 11  # every restaurant but the one that opens after the run

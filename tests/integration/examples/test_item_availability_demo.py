@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from migrate.batch.offline_store import open_offline, snapshot_features
 from migrate.examples.item_availability.generator import SimulationConfig, generate, iter_events
 from migrate.examples.item_availability.training import train
-from migrate.offline import open_offline, snapshot_features
 from migrate.registry import load_usecase
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from online.redis_server import RedisServer
-from online.redis_store import RedisFeatureStore
+from migrate.devservices.redis_server import RedisServer
+from online.features.redis_store import RedisFeatureStore
 
 # --- feature store: the same contract against the machine's Redis and the embedded one -------------------------
 

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 import redis
 
+from migrate.devservices.redis_server import RedisServer
 from migrate.errors import CorrectionRejectedError, FeatureStoreUnavailableError
-from online.feature_store import FeatureValue
-from online.redis_server import RedisServer
-from online.redis_store import RedisFeatureStore, entity_key
+from online.features.redis_store import RedisFeatureStore, entity_key
+from online.features.store import FeatureValue
 
 pytestmark = pytest.mark.integration
 

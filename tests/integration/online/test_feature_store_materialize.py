@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from migrate.batch.offline_store import open_offline, snapshot_features, utc_naive
+from migrate.devservices.redis_server import EmbeddedRedis, RedisServer, resolve_redis_url, stop_redis
 from migrate.errors import CorrectionRejectedError
-from migrate.offline import open_offline, snapshot_features, utc_naive
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
-from online.materialize import MaterializeReport, materialize, materialize_active
-from online.redis_server import EmbeddedRedis, RedisServer, stop_redis
-from online.redis_store import RedisFeatureStore
+from online.features.materialize import MaterializeReport, materialize, materialize_active
+from online.features.redis_store import RedisFeatureStore
 
 pytestmark = pytest.mark.integration
 
@@ -131,14 +131,14 @@ def test_a_changed_history_is_rejected_then_applied_on_request(
 @pytest.fixture
 def batch_ran(world: object) -> Iterator[object]:
     """The shared trained world of tests/integration/conftest.py, with its batch run published."""
-    from migrate.batch import Interval, run_batch
+    from migrate.batch.steps import Interval, run_batch
 
     cutoff = world.cutoff  # type: ignore[attr-defined]
     run_batch(world.usecase, world.settings, Interval(cutoff - timedelta(days=1), cutoff), f"fs-{uuid.uuid4().hex}")  # type: ignore[attr-defined]
     yield world
 
 
-def test_materialize_active_uses_the_published_interval_and_the_embedded_redis(
+def test_materialize_active_uses_the_published_interval_and_the_redis_it_is_given(
     batch_ran: object, fs_embedded_redis: RedisServer
 ) -> None:
     world = batch_ran
@@ -147,18 +147,19 @@ def test_materialize_active_uses_the_published_interval_and_the_embedded_redis(
     cutoff: datetime = world.cutoff  # type: ignore[attr-defined]
 
     configured = settings.model_copy(update={"redis_url": SecretStr(fs_embedded_redis.url)})
-    report = materialize_active(usecase, configured)
+    report = materialize_active(usecase, configured, fs_embedded_redis.url)
     assert report.as_of == cutoff.isoformat() and report.entities == world.entities_at_cutoff  # type: ignore[attr-defined]
     assert report.store == fs_embedded_redis.url
 
-    # Without MIGRATE_REDIS_URL it starts the state dir's embedded Redis and leaves it running for the server
-    # (the production test profile sets MIGRATE_REDIS_URL: unset it here).
+    # Without MIGRATE_REDIS_URL the CLI and the DAG resolve the state dir's embedded Redis, left running for the
+    # server (the production test profile sets MIGRATE_REDIS_URL: unset it here).
     settings = settings.model_copy(update={"redis_url": None})
     try:
-        embedded = materialize_active(usecase, settings)
-        assert embedded.written == report.written
+        url, _started = resolve_redis_url(settings)
+        embedded = materialize_active(usecase, settings, url)
+        assert embedded.written == report.written and embedded.store == url
         server = EmbeddedRedis(settings).start()
-        assert not server.owned  # already running, started by materialize_active
+        assert not server.owned  # already running, started by resolve_redis_url
         with RedisFeatureStore(server.url) as store:
             assert Path(server.url.removeprefix("unix://")).is_relative_to(settings.state_dir)
             assert store.read(usecase.name, [(0, 0)], usecase.feature_names) is not None

@@ -10,9 +10,15 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from migrate.devservices.redis_server import (
+    EmbeddedRedis,
+    RedisServer,
+    find_redis_server,
+    resolve_redis_url,
+    stop_redis,
+)
 from migrate.errors import EmbeddedRedisError
 from migrate.settings import Settings, get_settings
-from online.redis_server import EmbeddedRedis, RedisServer, find_redis_server, resolve_redis_url, stop_redis
 
 pytestmark = pytest.mark.integration
 

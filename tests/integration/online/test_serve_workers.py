@@ -17,14 +17,14 @@ import duckdb
 import httpx
 import pytest
 
-from migrate import batch
-from migrate.flag_store import FlagStore
-from migrate.flags import Stage
-from migrate.schedule import interval_ending
-from online.broker import start_broker
-from online.materialize import materialize_active
-from online.redis_server import stop_redis
-from online.sink import run_sink
+from migrate.batch import steps as batch
+from migrate.batch.schedule import interval_ending
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Stage
+from migrate.devservices.broker import start_broker
+from migrate.devservices.redis_server import resolve_redis_url, stop_redis
+from online.features.materialize import materialize_active
+from online.shadow.sink import run_sink
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,8 @@ def service(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     usecases = tmp_path_factory.mktemp("usecases")
     shutil.copy(Path(settings.usecases_dir) / f"{world.usecase.name}.yaml", usecases)
     batch.run_batch(world.usecase, settings, interval_ending(world.usecase.batch.schedule, world.cutoff), "workers")
-    materialize_active(world.usecase, settings)  # starts the state dir's embedded Redis, which serve then reuses
+    # The state dir's embedded Redis, which serve then reuses.
+    materialize_active(world.usecase, settings, resolve_redis_url(settings)[0])
     port = _free_port()
     broker = start_broker(settings)
     env = {k: v for k, v in os.environ.items() if k != "MIGRATE_REDIS_URL"}

@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from migrate import batch
-from migrate.flags import Stage
-from migrate.schedule import interval_ending
+from lookup_tables import TableSpec, open_lookup_store
+from migrate.batch import steps as batch
+from migrate.batch.schedule import interval_ending
+from migrate.cutover.flags import Stage
+from migrate.devservices.redis_server import RedisServer
 from migrate.settings import get_settings
-from online.app import ServingDeps, create_app
-from online.materialize import materialize
-from online.redis_server import RedisServer
-from online.redis_store import RedisFeatureStore
-from online.runtime import build_deps
-from online.shadow_process import InProcessShadow
+from online.features.materialize import materialize
+from online.features.redis_store import RedisFeatureStore
+from online.serving.app import ServingDeps, create_app
+from online.serving.runtime import build_deps
+from online.serving.shadow_handoff import InProcessShadow
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def served(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 def _known_and_new(served: Served) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    from migrate.offline import open_offline, utc_naive
+    from migrate.batch.offline_store import open_offline, utc_naive
 
     with open_offline(served.world.settings.offline_store_path) as con:
         known = con.execute(
@@ -91,8 +92,8 @@ def test_batch_stage_serves_the_lookup_table(served: Served) -> None:
     assert body["stage"] == "batch" and body["request_id"]
     sources = [p["source"] for p in body["predictions"]]
     assert sources == ["batch"] * 6
-    spec = batch.table_spec(served.world.usecase, served.world.settings)
-    rows = batch.open_lookup_store(served.world.settings).get_many(spec, known[:5])
+    spec = TableSpec.for_usecase(served.world.usecase, served.world.settings)
+    rows = open_lookup_store(served.world.settings).get_many(spec, known[:5])
     for p, key in zip(body["predictions"][:5], known[:5], strict=True):
         assert p["prediction"] == pytest.approx(rows[key].prediction)
         assert p["model_version"] == rows[key].model_version and p["data_age_s"] > 0
@@ -222,7 +223,7 @@ def test_shadow_logs_both_paths_for_every_entity(served: Served, monkeypatch: py
 def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import CollectorRegistry
 
-    from online.shadow_log import DROP_REASONS, ShadowLogger
+    from online.shadow.log import DROP_REASONS, ShadowLogger
 
     known, _ = _known_and_new(served)
     server = served.deps.servers[served.world.usecase.name]
@@ -245,7 +246,7 @@ def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, m
 
 
 def test_guardrail_breach_rolls_back_to_shadow_and_says_why(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    from migrate.canary import Guardrail
+    from migrate.cutover.guardrail import Guardrail
 
     name = served.world.usecase.name
     known, _ = _known_and_new(served)

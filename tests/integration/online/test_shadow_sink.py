@@ -19,11 +19,12 @@ import duckdb
 import pytest
 from prometheus_client import CollectorRegistry
 
+from migrate.devservices.broker import Broker, EmbeddedBroker, resolve_bootstrap, start_broker
 from migrate.settings import Settings, get_settings
-from online.broker import Broker, EmbeddedBroker, ensure_topic, resolve_bootstrap, start_broker
-from online.labels import LabelRecord, publish_labels
-from online.shadow_log import ShadowLogger, ShadowRecord
-from online.sink import FlushInfo, run_sink
+from online.kafka import ensure_topic
+from online.shadow.log import ShadowLogger, ShadowRecord
+from online.shadow.sink import FlushInfo, run_sink
+from online.stream.label_topic import LabelRecord, publish_labels
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +127,7 @@ SINK_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from migrate.settings import get_settings
-    from online.sink import run_sink
+    from online.shadow.sink import run_sink
 
     flushes = []
 

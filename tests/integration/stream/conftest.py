@@ -12,10 +12,10 @@ import pytest
 import redis
 from stream_helpers import Stream
 
-from migrate.event_history import iter_events
-from migrate.offline import open_offline
-from online.broker import Broker, start_broker
-from online.redis_server import RedisServer
+from migrate.batch.event_history import iter_events
+from migrate.batch.offline_store import open_offline
+from migrate.devservices.broker import Broker, start_broker
+from migrate.devservices.redis_server import RedisServer
 
 LOCAL_REDIS_URL = os.environ.get("MIGRATE_TEST_STREAM_REDIS_URL", "redis://127.0.0.1:6379/14")
 

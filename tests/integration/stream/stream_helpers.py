@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from migrate.feature_windows import WindowSpec, epoch_s, since_minutes, training_features
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
-from migrate.windows import WindowSpec, epoch_s, since_minutes, training_features
-from online.event_publisher import EventPublisher
-from online.redis_store import RedisFeatureStore
-from online.stream_processor import events_topic
+from online.features.redis_store import RedisFeatureStore
+from online.stream.processor import events_topic
+from online.stream.publisher import EventPublisher
 
 
 @dataclass

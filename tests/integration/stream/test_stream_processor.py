@@ -9,10 +9,10 @@ import orjson
 import pytest
 from stream_helpers import Stream, same
 
-from online.broker import KafkaConsumer
-from online.stream_outputs import dead_letter_topic
-from online.stream_processor import StreamProcessor, key_bytes
-from online.stream_replay import replay
+from online.kafka import KafkaConsumer
+from online.stream.outputs import dead_letter_topic
+from online.stream.processor import StreamProcessor, key_bytes
+from online.stream.replay import replay
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ def test_late_events_within_the_allowed_lateness_count_and_later_ones_are_dead_l
 def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -> None:
     import duckdb
 
-    from online.sink import run_sink
+    from online.shadow.sink import run_sink
 
     good = stream.events[:300]
     publisher = stream.publisher()

@@ -15,7 +15,7 @@ import orjson
 
 from migrate.registry import Registry
 from migrate.settings import get_settings
-from online.stream_processor import StreamProcessor
+from online.stream.processor import StreamProcessor
 
 
 def main(args: dict[str, Any]) -> None:

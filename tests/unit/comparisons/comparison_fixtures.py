@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 
 from migrate.settings import Settings
 from migrate.usecase import UseCase
-from online.labels import LabelRecord
-from online.shadow_log import ShadowRecord
-from online.sink import label_table, shadow_table
+from online.shadow.log import ShadowRecord
+from online.shadow.sink import label_table, shadow_table
+from online.stream.label_topic import LabelRecord
 
 T0 = datetime(2026, 11, 14, 6, 0, tzinfo=UTC)
 USECASE = "item_availability"

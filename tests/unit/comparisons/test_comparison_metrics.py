@@ -10,7 +10,7 @@ import pytest
 from comparison_fixtures import USECASE, at, label, record, write_shadow
 
 from comparisons import accuracy, agreement, coverage, hourly, latency, staleness, waste
-from comparisons.window import Rows, Window, load
+from comparisons.shadow_rows import Rows, Window, load
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.settings import Settings
 from migrate.usecase import UseCase

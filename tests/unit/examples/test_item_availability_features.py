@@ -7,9 +7,9 @@ import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from migrate.batch.offline_store import open_offline
 from migrate.examples.item_availability.features import build_daily_features
 from migrate.examples.item_availability.generator import GenerationSummary
-from migrate.offline import open_offline
 
 Key = tuple[int, int]
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from migrate.batch.offline_store import open_offline, utc_naive
 from migrate.examples.item_availability.generator import GenerationSummary, SimulationConfig, generate, iter_events
-from migrate.offline import open_offline, utc_naive
 
 TABLES = {
     "stores": "store_id",

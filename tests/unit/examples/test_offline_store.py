@@ -10,9 +10,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from migrate.batch.offline_store import check_columns, open_offline, snapshot_features, training_frame, utc_naive
 from migrate.errors import OfflineStoreError, UseCaseError
 from migrate.examples.item_availability.generator import GenerationSummary
-from migrate.offline import check_columns, open_offline, snapshot_features, training_frame, utc_naive
 from migrate.usecase import UseCase
 
 T0 = datetime(2026, 11, 1)

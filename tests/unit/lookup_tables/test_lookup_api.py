@@ -29,6 +29,8 @@ def test_all_lists_exactly_the_public_names() -> None:
         "TableSpec",
         "VersionInfo",
         "VersionStats",
+        "close_lookup_stores",
+        "open_lookup_store",
         "open_store",
     }
 

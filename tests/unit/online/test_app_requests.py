@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from migrate.registry import load_usecase
-from online.app import MAX_BODY_BYTES, ServingDeps, create_app
-from online.metrics import ServingMetrics
-from online.schemas import Prediction, PredictResponse
+from online.serving.app import MAX_BODY_BYTES, ServingDeps, create_app
+from online.serving.metrics import ServingMetrics
+from online.serving.schemas import Prediction, PredictResponse
 
 pytestmark = pytest.mark.unit
 

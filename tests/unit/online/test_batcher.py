@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from online.batcher import Batcher
-from online.paths import Key, Outcome, Paths
-from online.predictor import OnlineResult
+from online.serving.batcher import Batcher
+from online.serving.prediction_paths import Key, Outcome, Paths
+from online.serving.predictor import OnlineResult
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from migrate.settings import get_settings
-from online.clock import clock_of
+from online.serving.clock import clock_of
 
 pytestmark = pytest.mark.unit
 

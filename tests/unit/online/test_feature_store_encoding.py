@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from migrate.devservices.redis_server import find_redis_server
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
-from online.feature_store import (
+from online.features.redis_store import entity_key, mask_url, parse_entity_key
+from online.features.store import (
     MAX_EXAMPLES,
     Rejection,
     WriteReport,
@@ -22,8 +24,6 @@ from online.feature_store import (
     encode_time,
     encode_value,
 )
-from online.redis_server import find_redis_server
-from online.redis_store import entity_key, mask_url, parse_entity_key
 
 pytestmark = pytest.mark.unit
 

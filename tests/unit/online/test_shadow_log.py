@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from online.shadow_log import DROP_REASONS, ShadowLogger, ShadowRecord
+from online.shadow.log import DROP_REASONS, ShadowLogger, ShadowRecord
 
 
 def record(i: int = 1, **changes: object) -> ShadowRecord:

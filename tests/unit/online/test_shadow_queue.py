@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from migrate.canary import Guardrail
-from migrate.flags import Flag, Stage
+from migrate.cutover.flags import Flag, Stage
+from migrate.cutover.guardrail import Guardrail
 from migrate.registry import load_usecase
 from migrate.usecase import CutoverPolicy
-from online.metrics import ServingMetrics
-from online.paths import Key, Outcome
-from online.serving import UseCaseServer
-from online.shadow_process import ShadowProcess
+from online.serving.metrics import ServingMetrics
+from online.serving.prediction_paths import Key, Outcome
+from online.serving.shadow_handoff import ShadowProcess
+from online.serving.usecase_server import UseCaseServer
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from migrate.registry import Registry
-from online.event_schema import EventSchema, Rejection, ValidEvent
+from online.stream.event_schema import EventSchema, Rejection, ValidEvent
 
 pytestmark = pytest.mark.unit
 

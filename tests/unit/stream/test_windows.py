@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from migrate.feature_windows import WindowSpec, WindowState, since_minutes, training_features
 from migrate.usecase import RealtimeFeatures
-from migrate.windows import WindowSpec, WindowState, since_minutes, training_features
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,109 @@
+"""``migrate gate`` and ``migrate report``: the comparator's verdict and its report, from the shadow log."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from migrate.cli.support import console, friendly
+from migrate.registry import Registry
+from migrate.settings import get_settings
+
+__all__ = ["register"]
+
+_SINCE = typer.Option(help="Only requests at or after this time (ISO 8601; UTC when no zone is given).")
+_UNTIL = typer.Option(help="Only requests before this time (ISO 8601; UTC when no zone is given).")
+_COLOURS = {"promote": "green", "hold": "yellow", "rollback": "red"}
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    from migrate.errors import InvalidWindowError
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidWindowError(
+            f"{option} {value!r} is not a time", fix=f"pass {option} like 2026-11-14T06:00:00+00:00 or 2026-11-14"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _window(since: str | None, until: str | None) -> object:
+    from comparisons.shadow_rows import Window
+
+    return Window(_moment(since, "--since"), _moment(until, "--until"))
+
+
+@friendly
+def gate(
+    usecase: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON (for machines).")] = False,
+    since: Annotated[str | None, _SINCE] = None,
+    until: Annotated[str | None, _UNTIL] = None,
+) -> None:
+    """The cutover verdict of a use case from its shadow log: promote, hold or rollback, with reasons."""
+    from comparisons.comparison import compare
+    from comparisons.shadow_rows import Window
+
+    settings = get_settings()
+    found = Registry(settings.usecases_dir).get(usecase)
+    window = _window(since, until)
+    assert isinstance(window, Window)
+    result = compare(found, settings, window)
+    verdict = result.verdict
+    if as_json:
+        typer.echo(json.dumps(verdict.model_dump(mode="json"), indent=2))
+        return
+    colour = _COLOURS[verdict.decision]
+    console.print(
+        f"[bold {colour}]{verdict.decision.upper()}[/] {usecase}: {result.rows:,} shadow requests "
+        f"{result.first_request:%Y-%m-%d %H:%M} → {result.last_request:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+    for reason in verdict.reasons:
+        console.print(f"  • {reason}", highlight=False)
+    table = Table("check", "result", "detail")
+    for check in verdict.checks:
+        mark = {True: "[green]pass[/]", False: "[red]fail[/]", None: "[yellow]n/a[/]"}[check.passed]
+        table.add_row(check.name, mark, check.detail)
+    console.print(table)
+    if verdict.decision == "promote" and not verdict.auto_promote:
+        console.print(f'act on it: migrate flags set {usecase} --stage … --reason "gate: promote"', highlight=False)
+
+
+@friendly
+def report(
+    usecase: str,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the files; default <state_dir>/reports/<usecase>.")
+    ] = None,
+    since: Annotated[str | None, _SINCE] = None,
+    until: Annotated[str | None, _UNTIL] = None,
+) -> None:
+    """Write the comparison report (self-contained HTML) and every number (JSON); print the verdict."""
+    from comparisons.report import write_report
+    from comparisons.shadow_rows import Window
+
+    settings = get_settings()
+    found = Registry(settings.usecases_dir).get(usecase)
+    window = _window(since, until)
+    assert isinstance(window, Window)
+    result = write_report(found, settings, out_dir=out, window=window)
+    colour = _COLOURS[result.verdict.decision]
+    console.print(f"[bold {colour}]{result.verdict.decision.upper()}[/] {usecase}", highlight=False)
+    for reason in result.verdict.reasons:
+        console.print(f"  • {reason}", highlight=False)
+    console.print(f"report: {result.html}\nnumbers: {result.json}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``gate`` and ``report`` to the ``migrate`` command line."""
+    app.command("gate")(gate)
+    app.command("report")(report)

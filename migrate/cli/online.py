@@ -1,0 +1,119 @@
+"""``migrate serve``, ``materialize``, ``sink`` and ``services``: the online path's commands."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import typer
+
+from migrate.cli.support import console, friendly
+from migrate.registry import Registry
+from migrate.settings import get_settings
+
+services_app = typer.Typer(help="The embedded Redis and Kafka-protocol broker.", no_args_is_help=True)
+
+
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Serving worker processes.")] = 1,
+) -> None:
+    """Serve every use case's model live (FastAPI on uvicorn); embedded Redis and broker unless configured."""
+    import uvicorn
+
+    from migrate.devservices.redis_server import resolve_redis_url
+    from migrate.devservices.shared_broker import shared_bootstrap
+
+    settings = get_settings()
+    redis_url, redis_server = resolve_redis_url(settings)
+    bootstrap = shared_bootstrap(settings)  # the state dir's broker, shared with `stream` and `sink`
+    # Workers are separate processes: they read where the services are from the environment.
+    os.environ["MIGRATE_REDIS_URL"] = redis_url
+    os.environ["MIGRATE_KAFKA_BOOTSTRAP"] = bootstrap
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP pools woken per request cost ~10 ms at the tail
+    console.print(
+        f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
+        f"{'' if settings.kafka_bootstrap else 'the embedded broker at '}{bootstrap}; docs at http://{host}:{port}/docs"
+    )
+    uvicorn.run(
+        "online.serving.runtime:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@friendly
+def materialize(
+    usecase: str,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(help="Features as of this time (UTC); default: the active lookup version's data interval end."),
+    ] = None,
+    on_correction: Annotated[str, typer.Option(help="reject | apply: what to do with corrected values.")] = "reject",
+) -> None:
+    """Write the use case's batch features into the online feature store (a re-run is a no-op)."""
+    from migrate.devservices.redis_server import resolve_redis_url
+    from online.features.materialize import materialize as run
+    from online.features.materialize import materialize_active
+    from online.features.redis_store import open_feature_store
+
+    if on_correction not in ("reject", "apply"):
+        raise typer.BadParameter("use reject or apply", param_hint="--on-correction")
+    policy: Literal["reject", "apply"] = "apply" if on_correction == "apply" else "reject"
+    settings = get_settings()
+    uc = Registry(settings.usecases_dir).get(usecase)
+    with console.status(f"materializing {uc.name}"):
+        if as_of is None:
+            # The configured Redis, or the state dir's embedded one, left running: the features live in its memory.
+            redis_url, _server = resolve_redis_url(settings)
+            report = materialize_active(uc, settings, redis_url, on_correction=policy)
+        else:
+            moment = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of
+            with open_feature_store(settings) as store:
+                report = run(uc, settings, store, moment, on_correction=policy)
+    console.print(f"[green]materialized[/] {report}", highlight=False)
+
+
+@friendly
+def sink(
+    usecase: str,
+    idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
+) -> None:
+    """Consume the use case's shadow log and labels (from its events) from Kafka into Parquet for DuckDB."""
+    from migrate.devservices.shared_broker import shared_bootstrap
+    from online.shadow.sink import run_sink
+
+    settings = get_settings()
+    uc = Registry(settings.usecases_dir).get(usecase)
+    bootstrap = shared_bootstrap(settings)
+    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=bootstrap, events_of=uc)
+    console.print(f"[green]sink stopped[/] {report}", highlight=False)
+
+
+@services_app.command("stop")
+@friendly
+def services_stop() -> None:
+    """Stop the embedded Redis and broker of this state dir (they keep features and topics in memory)."""
+    from migrate.devservices.redis_server import stop_redis
+    from migrate.devservices.shared_broker import stop_shared_broker
+
+    settings = get_settings()
+    stopped = stop_redis(settings)
+    console.print("embedded Redis stopped" if stopped else "no embedded Redis was running")
+    broker = stop_shared_broker(settings)
+    console.print("embedded broker stopped" if broker else "no embedded broker was running")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the online path's commands to the ``migrate`` app."""
+    app.command()(serve)
+    app.command()(materialize)
+    app.command()(sink)
+    app.add_typer(services_app, name="services")

@@ -1,0 +1,423 @@
+"""The Redis feature store: one hash per entity, written and read by Lua scripts, one round trip per call.
+
+Key layout (documented in docs/online_features.md)::
+
+    mig:<usecase>:<k1>:<k2>…    HASH, one per entity
+        _            "1" — the entity exists (so a read can tell "no such entity" from "no such feature")
+        v:<feature>  the value: shortest round-trip decimal ("0.25"), "nan", "inf", or "" for missing
+        t:<feature>  its event time, integer microseconds since the Unix epoch (UTC)
+
+Integer key parts are written in decimal; string parts with ``%`` and ``:`` percent-escaped, so a key always
+splits back into its parts. A value and its event time are written by the same ``HSET`` inside one script
+call, so a reader never sees one without the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from migrate.errors import FeatureStoreError, FeatureStoreUnavailableError
+from migrate.settings import Settings
+from online.features.store import (
+    MAX_EXAMPLES,
+    EncodedRows,
+    EntityKey,
+    FeatureStore,
+    FeatureValue,
+    OnCorrection,
+    Rejection,
+    WriteReport,
+    correction_error,
+    decode_time,
+    decode_value,
+    encode_rows,
+)
+
+if TYPE_CHECKING:  # the rows written are Arrow tables; reads never load pyarrow (~36 MiB per serving worker)
+    import pyarrow as pa
+
+__all__ = [
+    "RedisFeatureStore",
+    "entity_key",
+    "mask_url",
+    "open_feature_store",
+    "parse_entity_key",
+]
+
+PREFIX = "mig"
+ENTITIES_PER_SCRIPT = 100  # one script call holds the server ~1 ms (8 features): readers wait at most that
+SCRIPTS_PER_ROUND_TRIP = 40  # 4,000 entities per round trip
+
+# Applied per entity and feature; the decision table is the one in online/features/store.py's docstring.
+# ARGV: mode, feature count F, F feature names, then per entity per feature: value, event time (µs).
+# Returns: written, unchanged, stale, corrected, rejected, then (entity index, feature index, stored value)
+# of the first few rejections.
+_WRITE_SCRIPT = """
+local mode = ARGV[1]
+local nf = tonumber(ARGV[2])
+local max_examples = tonumber(ARGV[3])
+local fields = {'_'}
+for j = 1, nf do
+  fields[2 * j] = 'v:' .. ARGV[3 + j]
+  fields[2 * j + 1] = 't:' .. ARGV[3 + j]
+end
+local base = 3 + nf
+local written, unchanged, stale, corrected, rejected = 0, 0, 0, 0, 0
+local result = {0, 0, 0, 0, 0}
+for i = 1, #KEYS do
+  local stored = redis.call('HMGET', KEYS[i], unpack(fields))
+  local out = {'_', '1'}
+  local n = 2
+  for j = 1, nf do
+    local at = base + ((i - 1) * nf + (j - 1)) * 2 + 1
+    local value, time = ARGV[at], ARGV[at + 1]
+    local stored_value, stored_time = stored[2 * j], stored[2 * j + 1]
+    local write = false
+    if not stored_time then
+      write = true
+      written = written + 1
+    else
+      local old, new = tonumber(stored_time), tonumber(time)
+      if old > new then
+        stale = stale + 1
+      elseif old < new then
+        write = true
+        written = written + 1
+      elseif stored_value == value then
+        unchanged = unchanged + 1
+      elseif mode == 'apply' then
+        write = true
+        corrected = corrected + 1
+      else
+        rejected = rejected + 1
+        if rejected <= max_examples then
+          table.insert(result, i - 1)
+          table.insert(result, j - 1)
+          table.insert(result, stored_value or '')
+        end
+      end
+    end
+    if write then
+      out[n + 1] = fields[2 * j]
+      out[n + 2] = value
+      out[n + 3] = fields[2 * j + 1]
+      out[n + 4] = time
+      n = n + 4
+    end
+  end
+  if n > 2 then
+    redis.call('HSET', KEYS[i], unpack(out))
+  end
+end
+result[1], result[2], result[3], result[4], result[5] = written, unchanged, stale, corrected, rejected
+return result
+"""
+_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+# One HMGET per entity, answered as ONE comma-joined string: redis-py's pure-Python RESP parser costs ~1 µs per
+# array element, so 100 entities × 17 fields as arrays cost ~3 ms; one bulk string and bytes.split cost ~50 µs.
+# Per entity: the "_" marker ("1" or ""), then value and time of each feature ("" when absent). No stored token
+# holds a comma: values are decimals, "nan", "inf" or "", times are digits.
+_READ_SCRIPT = """
+local nf = #ARGV
+local out = {}
+local k = 0
+for i = 1, #KEYS do
+  local row = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  for j = 1, nf do
+    k = k + 1
+    out[k] = row[j] or ''
+  end
+end
+return table.concat(out, ',')
+"""
+_READ_SHA = hashlib.sha1(_READ_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+# --- key layout: pure functions --------------------------------------------------------------------------------
+
+
+def _key_part(part: int | str) -> str:
+    if isinstance(part, str):
+        return part.replace("%", "%25").replace(":", "%3A") if ("%" in part or ":" in part) else part
+    return str(operator.index(part))  # ints and NumPy ints; a float key fails here instead of never matching
+
+
+def entity_key(usecase: str, key: EntityKey) -> str:
+    """The Redis key of one entity: ``mig:<usecase>:<k1>:<k2>…``."""
+    return f"{PREFIX}:{usecase}:" + ":".join([_key_part(p) for p in key])
+
+
+def parse_entity_key(redis_key: str, key_types: Sequence[Literal["int", "str"]]) -> tuple[str, EntityKey]:
+    """The use case and entity key of a Redis key written by `entity_key`."""
+    prefix, usecase, *parts = redis_key.split(":")
+    if prefix != PREFIX or len(parts) != len(key_types):
+        raise ValueError(f"{redis_key!r} is not a {len(key_types)}-part entity key of the feature store")
+    decoded = [p.replace("%3A", ":").replace("%25", "%") for p in parts]
+    return usecase, tuple(int(p) if t == "int" else p for p, t in zip(decoded, key_types, strict=True))
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (in the authority or a ``password=`` query parameter) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if "password" in query:
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
+    # Not urlunsplit: it turns "unix:///path" (empty authority) into "unix:/path".
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+# --- the store ------------------------------------------------------------------------------------------------
+
+
+class RedisFeatureStore(FeatureStore):
+    """Features in Redis: reads time out after ``read_timeout_s``, writes (long scripts) after ``write_timeout_s``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_timeout_s: float = 0.05,
+        write_timeout_s: float = 30.0,
+        connect_timeout_s: float = 1.0,
+        retries: int = 1,
+    ) -> None:
+        self._url = url
+        self._masked = mask_url(url)
+        self._read_timeout_s = read_timeout_s
+        self._write_timeout_s = write_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._retries = retries
+        with self._translated("connecting", connect_timeout_s):
+            self._reader = self._client(read_timeout_s)
+        self._writer: redis.Redis | None = None
+        self._fields: dict[tuple[str, ...], list[bytes]] = {}
+        self._times: dict[bytes, datetime] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str) -> RedisFeatureStore:
+        """A store at `url` with the timeouts and retries of `settings`."""
+        return cls(
+            url,
+            read_timeout_s=settings.redis_timeout_s,
+            write_timeout_s=settings.redis_write_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            retries=settings.redis_retries,
+        )
+
+    def _client(self, timeout_s: float) -> redis.Redis:
+        # A bad URL raises ValueError from redis-py; connections open lazily, on the first command.
+        try:
+            return redis.Redis.from_url(
+                self._url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=self._connect_timeout_s,
+                health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), self._retries),
+            )
+        except ValueError as exc:
+            raise FeatureStoreError(
+                f"feature-store URL {self._masked} is not a Redis URL: {exc}",
+                fix="use redis://[:password@]host:port/db, rediss://… or unix:///path/redis.sock (MIGRATE_REDIS_URL)",
+            ) from exc
+
+    @property
+    def url(self) -> str:
+        return self._masked
+
+    @property
+    def client(self) -> redis.Redis:
+        """The read client (for diagnostics and tests)."""
+        return self._reader
+
+    @contextmanager
+    def _translated(self, action: str, timeout_s: float) -> Iterator[None]:
+        try:
+            yield
+        except redis.AuthenticationError as exc:
+            raise FeatureStoreUnavailableError(
+                f"feature store at {self._masked} refused the credentials while {action}: {exc}",
+                fix="correct the user and password in MIGRATE_REDIS_URL",
+            ) from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise FeatureStoreUnavailableError(
+                f"feature store at {self._masked} did not answer while {action} (timeout {timeout_s} s): {exc}",
+                fix="start that Redis or correct MIGRATE_REDIS_URL (unset it to use the embedded Redis); "
+                "if it is only slow, raise MIGRATE_REDIS_TIMEOUT_S / MIGRATE_REDIS_WRITE_TIMEOUT_S",
+            ) from exc
+        except redis.RedisError as exc:
+            raise FeatureStoreError(
+                f"feature store at {self._masked} failed while {action}: {exc}",
+                fix="read the Redis error above; check the server's memory (maxmemory) and its log",
+            ) from exc
+
+    def ping(self) -> None:
+        with self._translated("answering PING", self._read_timeout_s):
+            self._reader.ping()
+
+    def close(self) -> None:
+        self._reader.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    # --- reads: the serving hot path ---------------------------------------------------------------------------
+
+    def _field_names(self, feature_names: Sequence[str]) -> list[bytes]:
+        names = tuple(feature_names)
+        fields = self._fields.get(names)
+        if fields is None:
+            fields = self._fields[names] = [b"_", *[f"{p}:{n}".encode() for n in names for p in ("v", "t")]]
+        return fields
+
+    def _time(self, raw: bytes) -> datetime:
+        # The features of a read share a handful of event times: decode each distinct one once per process.
+        if len(self._times) > 65_536:
+            self._times.clear()
+        moment = self._times[raw] = decode_time(raw)
+        return moment
+
+    def read(
+        self, usecase: str, keys: Sequence[EntityKey], feature_names: Sequence[str]
+    ) -> list[dict[str, FeatureValue] | None]:
+        if not keys:
+            return []
+        fields = self._field_names(feature_names)
+        redis_keys = [entity_key(usecase, key) for key in keys]
+        with self._translated(f"reading {len(keys)} entities of {usecase!r}", self._read_timeout_s):
+            try:
+                payload = self._reader.evalsha(_READ_SHA, len(redis_keys), *redis_keys, *fields)
+            except redis.exceptions.NoScriptError:
+                self._reader.script_load(_READ_SCRIPT)  # a new or restarted server: load once, then retry
+                payload = self._reader.evalsha(_READ_SHA, len(redis_keys), *redis_keys, *fields)
+        tokens = cast(bytes, payload).split(b",")
+        names = tuple(feature_names)
+        times = self._times
+        decode = self._time
+        stride = len(fields)
+        out: list[dict[str, FeatureValue] | None] = []
+        for base in range(0, stride * len(keys), stride):
+            if not tokens[base]:
+                out.append(None)
+                continue
+            stored = zip(names, tokens[base + 1 : base + stride : 2], tokens[base + 2 : base + stride : 2], strict=True)
+            out.append(
+                {
+                    name: FeatureValue(float(raw) if raw else None, times.get(raw_time) or decode(raw_time))
+                    for name, raw, raw_time in stored
+                    if raw_time
+                }
+            )
+        return out
+
+    # --- writes -------------------------------------------------------------------------------------------------
+
+    def write_features(
+        self,
+        usecase: str,
+        key_names: Sequence[str],
+        rows: pa.Table,
+        feature_names: Sequence[str],
+        event_times: str | Mapping[str, str],
+        *,
+        on_correction: OnCorrection = "reject",
+    ) -> WriteReport:
+        if on_correction not in ("reject", "apply"):
+            raise ValueError(f"on_correction must be 'reject' or 'apply', not {on_correction!r}")
+        encoded = encode_rows(rows, key_names, feature_names, event_times)
+        try:
+            redis_keys = [entity_key(usecase, k) for k in encoded.keys]
+        except TypeError as exc:
+            raise FeatureStoreError(
+                f"an entity key of {usecase!r} is neither int nor str: {exc}",
+                fix="cast the key columns to the types the use case declares (int or str)",
+            ) from exc
+        head = [on_correction, str(len(encoded.features)), str(MAX_EXAMPLES), *encoded.features]
+        report = WriteReport()
+        per_trip = ENTITIES_PER_SCRIPT * SCRIPTS_PER_ROUND_TRIP
+        for trip in range(0, len(redis_keys), per_trip):
+            calls = []
+            for start in range(trip, min(trip + per_trip, len(redis_keys)), ENTITIES_PER_SCRIPT):
+                stop = min(start + ENTITIES_PER_SCRIPT, len(redis_keys))
+                args = list(head)
+                for i in range(start, stop):
+                    for values, times in zip(encoded.values, encoded.times, strict=True):
+                        args.append(values[i])
+                        args.append(times[i])
+                calls.append(_Call(start, redis_keys[start:stop], args))
+            report = report + self._run(usecase, calls, encoded)
+        if report.rejected and on_correction == "reject":
+            raise correction_error(usecase, self._masked, report)
+        return report
+
+    def _run(self, usecase: str, calls: list[_Call], encoded: EncodedRows) -> WriteReport:
+        if self._writer is None:
+            self._writer = self._client(self._write_timeout_s)
+        with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
+            try:
+                results = _evalsha(self._writer, calls)
+            except redis.exceptions.NoScriptError:
+                self._writer.script_load(_WRITE_SCRIPT)  # a new or restarted server: load once, then retry
+                results = _evalsha(self._writer, calls)
+        report = WriteReport()
+        for call, result in zip(calls, results, strict=True):
+            examples = []
+            for e in range(5, len(result), 3):
+                i, j = call.start + int(result[e]), int(result[e + 1])
+                examples.append(
+                    Rejection(
+                        encoded.keys[i],
+                        encoded.features[j],
+                        decode_time(encoded.times[j][i]),
+                        decode_value(result[e + 2]),
+                        decode_value(encoded.values[j][i]),
+                    )
+                )
+            written, unchanged, stale, corrected, rejected = (int(x) for x in result[:5])
+            counts = WriteReport(len(call.keys), written, unchanged, stale, corrected, rejected, tuple(examples))
+            report = report + counts
+        return report
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One script call: the entities [start, start + len(keys)) of a write."""
+
+    start: int
+    keys: list[str]
+    args: list[str]
+
+
+def _evalsha(client: redis.Redis, calls: list[_Call]) -> list[list[Any]]:
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        pipe.evalsha(_WRITE_SHA, len(call.keys), *call.keys, *call.args)
+    return cast(list[list[Any]], pipe.execute())
+
+
+def open_feature_store(settings: Settings, url: str | None = None) -> RedisFeatureStore:
+    """The Redis feature store at `url` (default: ``MIGRATE_REDIS_URL``), with the settings' timeouts.
+
+    Without either, call `migrate.devservices.redis_server.resolve_redis_url` first: it starts the embedded Redis.
+    """
+    if url is None:
+        if settings.redis_url is None:
+            raise FeatureStoreError(
+                "no feature-store URL: MIGRATE_REDIS_URL is unset",
+                fix="set MIGRATE_REDIS_URL, or run through the CLI (`migrate serve`, `migrate stream`): it starts one",
+            )
+        url = settings.redis_url.get_secret_value()
+    return RedisFeatureStore.from_settings(settings, url)

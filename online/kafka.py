@@ -1,0 +1,143 @@
+"""Kafka clients: the one place that imports kafka-python, with topic and producer helpers every stream uses.
+
+kafka-python's protocol classes call the deprecated ``importlib.resources.read_text`` at import time, a warning
+silenced here rather than in every caller. Every wait is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from typing import Any
+
+from migrate.errors import BrokerUnavailableError, TopicError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import kafka.errors as kafka_errors  # type: ignore[import-untyped]
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+    from kafka.admin import NewTopic  # type: ignore[import-untyped]
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener  # type: ignore[import-untyped]
+
+__all__ = [
+    "ConsumerRebalanceListener",
+    "KafkaConsumer",
+    "KafkaProducer",
+    "OffsetAndMetadata",
+    "TopicPartition",
+    "acknowledged_producer",
+    "ensure_topic",
+    "kafka_errors",
+    "topic_id",
+    "wait_for_broker",
+]
+
+
+class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
+    """``KafkaAdminClient`` that stops its IO thread when bootstrapping fails (kafka-python 3.0.12 leaks it)."""
+
+    def __init__(self, **config: Any) -> None:
+        try:
+            super().__init__(**config)
+        except BaseException:
+            if hasattr(self, "_net"):
+                self._closed = False
+                with contextlib.suppress(Exception):
+                    self.close()
+            raise
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
+    """Return once a metadata request to ``bootstrap`` succeeds; raise ``BrokerUnavailableError`` after timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        remaining_ms = max(100, int((deadline - time.monotonic()) * 1000))
+        try:
+            admin = _AdminClient(
+                bootstrap_servers=bootstrap, request_timeout_ms=remaining_ms, bootstrap_timeout_ms=remaining_ms
+            )
+        except kafka_errors.KafkaError as exc:
+            last = exc
+            time.sleep(0.05)
+            continue
+        try:
+            admin.list_topics()
+            return
+        except kafka_errors.KafkaError as exc:
+            last = exc
+            time.sleep(0.05)
+        finally:
+            admin.close()
+    raise BrokerUnavailableError(
+        f"no Kafka broker answered at {bootstrap} within {timeout_s:.1f}s ({last})",
+        fix="start the broker, check MIGRATE_KAFKA_BOOTSTRAP, or raise MIGRATE_KAFKA_TIMEOUT_S",
+    )
+
+
+def _admin(bootstrap: str, timeout_s: float) -> Any:
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        return _AdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    except kafka_errors.KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {bootstrap} within {timeout_s:.1f}s ({exc})",
+            fix="start the broker or check MIGRATE_KAFKA_BOOTSTRAP",
+        ) from exc
+
+
+def ensure_topic(bootstrap: str, name: str, partitions: int = 1, *, timeout_s: float = 5.0) -> bool:
+    """Create topic ``name`` unless it exists; True if this call created it."""
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)], timeout_ms=int(timeout_s * 1000))
+        return True
+    except kafka_errors.TopicAlreadyExistsError:
+        return False
+    except kafka_errors.KafkaError as exc:
+        raise TopicError(
+            f"topic {name!r} could not be created at {bootstrap}: {exc}",
+            fix="create it with the team's Kafka tooling, or grant this client CREATE on the cluster",
+        ) from exc
+    finally:
+        admin.close()
+
+
+def acknowledged_producer(bootstrap: str, client_id: str, timeout_s: float, **options: Any) -> Any:
+    """A producer for records that must not be lost (acks=all), every wait bounded by `timeout_s`.
+
+    Raises:
+        BrokerUnavailableError: no broker answered at `bootstrap`.
+    """
+    timeout_ms = int(timeout_s * 1000)
+    config: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 5,
+        "max_block_ms": timeout_ms,
+        "request_timeout_ms": timeout_ms,
+        "delivery_timeout_ms": timeout_ms + 1000,
+        "bootstrap_timeout_ms": timeout_ms,
+    }
+    try:
+        return KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, **(config | options))
+    except kafka_errors.KafkaError as exc:
+        raise BrokerUnavailableError(f"{client_id}: no broker at {bootstrap}: {exc}", fix="start it") from exc
+
+
+def topic_id(bootstrap: str, name: str, *, timeout_s: float = 5.0) -> str | None:
+    """The topic's id (a UUID string; a new one each time the topic is recreated), or None if it does not exist."""
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        described = admin.describe_topics([name])
+    except kafka_errors.UnknownTopicOrPartitionError:
+        return None
+    except kafka_errors.KafkaError as exc:
+        raise TopicError(f"topic {name!r} could not be described at {bootstrap}: {exc}", fix="check broker") from exc
+    finally:
+        admin.close()
+    for entry in described:
+        if entry.get("name") == name and not entry.get("error_code"):
+            value = entry.get("topic_id")
+            return None if value is None else str(value)
+    return None

@@ -1,0 +1,244 @@
+"""The FastAPI application: ``POST /v1/models/{usecase}/predict``, health, readiness, metrics, admin flags."""
+
+# No `from __future__ import annotations`: FastAPI resolves the Depends() annotations of the local
+# dependencies below at runtime.
+import inspect
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from migrate.errors import InvalidFlagError, TransitionRefusedError
+from migrate.usecase import UseCase
+from online.serving.metrics import ServingMetrics
+from online.serving.schemas import FlagChange, PredictRequest, PredictResponse
+
+if TYPE_CHECKING:
+    from online.serving.usecase_server import UseCaseServer
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 256 * 1024
+_TOO_LARGE = {"detail": f"request body over {MAX_BODY_BYTES} bytes; send fewer entities per request"}
+# The body is read and validated by the endpoint itself (pydantic's JSON parser, one pass): documented here.
+_PREDICT_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
+}
+
+
+@dataclass
+class ServingDeps:
+    """Everything the app serves with, built once per worker process."""
+
+    servers: "dict[str, UseCaseServer]"
+    usecases: dict[str, UseCase]
+    metrics: ServingMetrics
+    flag_store: Any
+    admin_token: str | None
+    readiness: Callable[[], dict[str, str]]
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    expected = {key.name: key.type for key in usecase.entity.keys}
+    for i, entity in enumerate(entities):
+        for name in entity.keys() - expected.keys():
+            errors.append(
+                {
+                    "loc": ("body", "entities", i, name),
+                    "type": "extra_forbidden",
+                    "msg": f"unknown key column; {usecase.name} is keyed by {list(expected)}",
+                    "input": name,
+                }
+            )
+        for name, kind in expected.items():
+            value = entity.get(name)
+            if value is None:
+                errors.append(
+                    {"loc": ("body", "entities", i, name), "type": "missing", "msg": "Field required", "input": None}
+                )
+            elif (kind == "int") != (isinstance(value, int) and not isinstance(value, bool)):
+                errors.append(
+                    {
+                        "loc": ("body", "entities", i, name),
+                        "type": f"{kind}_type",
+                        "msg": f"Input should be {'an integer' if kind == 'int' else 'a string'}",
+                        "input": value,
+                    }
+                )
+    return errors
+
+
+def create_app(deps: ServingDeps) -> FastAPI:
+    """The prediction service over prepared dependencies."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for close in reversed(deps.on_shutdown):
+            try:
+                close()
+            except Exception:
+                log.exception("shutdown step failed")
+
+    app = FastAPI(title="migrate online service", version="1", lifespan=lifespan)
+    bearer = HTTPBearer(auto_error=False)
+    pid = str(os.getpid())  # create_app runs in each worker process
+
+    app.add_middleware(_Guard, pid=pid)
+
+    @app.exception_handler(Exception)
+    async def no_stack_traces(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+    def server_for(usecase: str) -> "UseCaseServer":
+        server = deps.servers.get(usecase)
+        if server is None:
+            raise HTTPException(404, f"no use case {usecase!r}; served: {sorted(deps.servers)}")
+        return server
+
+    # On the event loop: the blocking paths run on the use case's batching threads (online/serving/batcher.py). The
+    # response is built as dicts and serialised by orjson, not validated again through `PredictResponse`.
+    @app.post("/v1/models/{usecase}/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY)
+    async def predict(usecase: str, request: Request) -> Response:
+        started = time.perf_counter()
+        server = server_for(usecase)
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:  # a chunked body has no content-length for _Guard to check
+            return JSONResponse(_TOO_LARGE, status_code=413)
+        try:
+            body = PredictRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            deps.metrics.requests.labels(usecase, "422").inc()
+            raise RequestValidationError(_body_errors(exc)) from None
+        errors = _key_errors(server.usecase, body.entities)
+        if errors:
+            deps.metrics.requests.labels(usecase, "422").inc()
+            raise RequestValidationError(errors)
+        answer: Any = server.predict(body.entities, body.context)
+        if inspect.isawaitable(answer):  # UseCaseServer's is async; a test's stand-in may answer directly
+            answer = await answer
+        content = orjson.dumps(answer, default=_dump_model)
+        deps.metrics.requests.labels(usecase, "200").inc()
+        deps.metrics.request_latency.labels(usecase).observe(time.perf_counter() - started)
+        return Response(content, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        checks = deps.readiness()
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def admin(
+        usecase: str, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        actor = request.client.host if request.client else "unknown"
+        if deps.admin_token is None:
+            deps.flag_store.record_refused(
+                usecase, actor=actor, source="api", reason="admin API disabled", detail="MIGRATE_ADMIN_TOKEN is not set"
+            )
+            raise HTTPException(403, "the admin API is disabled: set MIGRATE_ADMIN_TOKEN")
+        if credentials is None:
+            deps.flag_store.record_refused(
+                usecase, actor=actor, source="api", reason="missing bearer token", detail=str(request.url.path)
+            )
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(credentials.credentials.encode(), deps.admin_token.encode()):
+            deps.flag_store.record_refused(
+                usecase, actor=actor, source="api", reason="wrong bearer token", detail=str(request.url.path)
+            )
+            raise HTTPException(403, "wrong bearer token")
+        return actor
+
+    @app.put("/v1/admin/flags/{usecase}")
+    def set_flag(usecase: str, change: FlagChange, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        if usecase not in deps.usecases:
+            raise HTTPException(404, f"no use case {usecase!r}")
+        try:
+            flag = deps.flag_store.set(
+                usecase,
+                change.stage,
+                change.percent,
+                actor=f"{change.actor}@{actor}",
+                reason=change.reason,
+                source="api",
+                force=change.force,
+            )
+        except InvalidFlagError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except TransitionRefusedError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
+
+    @app.get("/v1/admin/flags/{usecase}")
+    def get_flag(usecase: str, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        flag = deps.flag_store.get(usecase)
+        return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
+
+    return app
+
+
+class _Guard:
+    """Pure ASGI middleware (``@app.middleware("http")`` costs a task and two streams per request): refuses a
+    declared body over `MAX_BODY_BYTES` before it is read, and says which worker answered (``x-worker-pid``;
+    several uvicorn workers share one port)."""
+
+    def __init__(self, app: ASGIApp, pid: str) -> None:
+        self.app = app
+        self.pid = pid.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_pid(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-worker-pid", self.pid)]
+            await send(message)
+
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                await JSONResponse(_TOO_LARGE, status_code=413)(scope, receive, send_with_pid)
+                return
+        await self.app(scope, receive, send_with_pid)
+
+
+def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors located in the body, as FastAPI reports its own (the raw input of a JSON error is not
+    echoed: it may not be text)."""
+    errors: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False):
+        located: dict[str, Any] = {**error, "loc": ("body", *error["loc"])}
+        if isinstance(located.get("input"), bytes | bytearray):
+            located.pop("input")
+        errors.append(located)
+    return errors
+
+
+def _dump_model(value: object) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,66 @@
+"""The two prediction paths of every use case, built from settings: the lookup table and the online model.
+
+A serving worker builds them once at start; the shadow comparison process builds its own copy the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lookup_tables import TableSpec, open_lookup_store
+from migrate.artifact import ArtifactStore
+from migrate.errors import ConfigError, MigrateError
+from migrate.registry import Registry
+from migrate.scoring import load_model
+from migrate.settings import Settings
+from online.features.redis_store import RedisFeatureStore
+from online.serving.prediction_paths import Paths
+from online.serving.predictor import OnlinePredictor
+
+__all__ = ["Stores", "build_paths"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stores:
+    """Every use case's two paths over one lookup store and one feature store, and what could not load."""
+
+    paths: dict[str, Paths]
+    features: Any
+    usecases: dict[str, Any]
+    not_ready: dict[str, str] = field(default_factory=dict)
+
+
+def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Stores:
+    """Open the stores and load each use case's model (the serving worker and the shadow process both do)."""
+    if settings.redis_url is None:
+        raise ConfigError(
+            "the online service needs a feature store: MIGRATE_REDIS_URL is not set",
+            fix="run `migrate serve` (it starts an embedded Redis) or set MIGRATE_REDIS_URL",
+        )
+    lookup = open_lookup_store(settings)
+    features = RedisFeatureStore.from_settings(settings, settings.redis_url.get_secret_value())
+    usecases = {u.name: u for u in Registry(settings.usecases_dir).load_all() if names is None or u.name in names}
+    artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    stores = Stores({}, features, usecases)
+    for usecase in usecases.values():
+        try:
+            # The online path serves the online model (batch + real-time features), or the batch one until an
+            # online model is trained; the lookup path reads the table the batch model wrote.
+            model = load_model(usecase, artifacts, "online")
+        except MigrateError as exc:
+            stores.not_ready[usecase.name] = exc.what
+            log.error("use case %s is not served: %s", usecase.name, exc)
+            continue
+        since = frozenset(
+            f.name
+            for f in (usecase.realtime_features.features if usecase.realtime_features else [])
+            if f.aggregation == "minutes_since"
+        )
+        predictor = OnlinePredictor(usecase.name, model, features, since)
+        stores.paths[usecase.name] = Paths(lookup, TableSpec.for_usecase(usecase, settings), predictor)
+    return stores

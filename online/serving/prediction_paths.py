@@ -1,0 +1,112 @@
+"""The two prediction paths of a use case, each call timed and never raising: the lookup read and the live model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from migrate.cutover.flags import Flag
+from online.serving.batcher import Batcher
+from online.serving.predictor import OnlinePredictor, OnlineResult
+
+Key = tuple[int | str, ...]
+
+
+@dataclass
+class Outcome:
+    """What one path produced for the entities it was asked about (picklable: it crosses to the shadow process)."""
+
+    results: dict[int, Any]
+    latency_ms: float
+    error: str | None = None
+    asked: frozenset[int] = frozenset()  # the entities this path was called for, answered or not
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the shadow comparison needs of one request."""
+
+    id: str
+    now: datetime
+    flag: Flag
+    keys: list[Key]
+    entities: Sequence[dict[str, int | str]]
+    context: dict[str, Any]
+
+
+NOTHING = Outcome({}, 0.0)
+
+
+class Paths:
+    """The lookup table and the online model of one use case.
+
+    The blocking calls are methods (the shadow process calls them); the serving worker awaits the `*_async`
+    variants, which coalesce concurrent requests into one feature read and one model call (online/serving/batcher.py).
+    """
+
+    def __init__(self, lookup: Any, lookup_spec: Any, predictor: OnlinePredictor) -> None:
+        self.lookup = lookup
+        self.spec = lookup_spec
+        self.predictor = predictor
+        self._online_batcher: Batcher[tuple[Key, datetime], OnlineResult] | None = None
+        self._lookup_batcher: Batcher[Key, Any] | None = None
+
+    def lookup_read(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
+        """The lookup rows of `keys[indexes]`; a failing store becomes the outcome's error."""
+        started = time.perf_counter()
+        asked = frozenset(indexes)
+        try:
+            rows = self.lookup.get_many(self.spec, [keys[i] for i in indexes]) if indexes else {}
+        except Exception as exc:  # any store failure is a per-entity error, never a 500
+            return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
+        return Outcome({i: rows.get(keys[i]) for i in indexes}, (time.perf_counter() - started) * 1000, asked=asked)
+
+    def online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+        """Live predictions of `keys[indexes]`; a failing feature store or model becomes the outcome's error."""
+        started = time.perf_counter()
+        asked = frozenset(indexes)
+        try:
+            results = self.predictor.predict([keys[i] for i in indexes], now) if indexes else []
+        except Exception as exc:  # the online path may fail in any way; batch is the fallback
+            return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
+        return Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
+
+    async def lookup_read_async(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
+        """`lookup_read`, one store query for the requests waiting together."""
+        started = time.perf_counter()
+        asked = frozenset(indexes)
+        if self._lookup_batcher is None:
+            self._lookup_batcher = Batcher(self._lookup_rows, name="migrate-lookup")
+        try:
+            rows = await self._lookup_batcher([keys[i] for i in indexes]) if indexes else []
+        except Exception as exc:  # any store failure is a per-entity error, never a 500
+            return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
+        return Outcome(dict(zip(indexes, rows, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
+
+    async def online_async(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+        """`online`, one feature read and one model call for the requests waiting together."""
+        started = time.perf_counter()
+        asked = frozenset(indexes)
+        if self._online_batcher is None:
+            self._online_batcher = Batcher(self._predict_items, name="migrate-online")
+        try:
+            results = await self._online_batcher([(keys[i], now) for i in indexes]) if indexes else []
+        except Exception as exc:  # the online path may fail in any way; batch is the fallback
+            return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
+        return Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
+
+    def _lookup_rows(self, keys: list[Key]) -> list[Any]:
+        rows = self.lookup.get_many(self.spec, list(dict.fromkeys(keys)))
+        return [rows.get(key) for key in keys]
+
+    def _predict_items(self, items: list[tuple[Key, datetime]]) -> list[OnlineResult]:
+        return self.predictor.predict([key for key, _ in items], [now for _, now in items])
+
+    def close(self) -> None:
+        """Stop the batching threads."""
+        for batcher in (self._online_batcher, self._lookup_batcher):
+            if batcher is not None:
+                batcher.close()

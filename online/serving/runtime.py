@@ -1,0 +1,105 @@
+"""Build a serving worker's dependencies from settings; ``app_factory`` is what uvicorn workers import."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import FlagWatcher
+from migrate.cutover.guardrail import Guardrail, auto_rollback
+from migrate.errors import MigrateError
+from migrate.settings import Settings, get_settings
+from online.serving.app import ServingDeps, create_app
+from online.serving.assembly import build_paths
+from online.serving.clock import clock_of
+from online.serving.metrics import ServingMetrics
+from online.serving.pool import BoundedPool
+from online.serving.shadow_handoff import InProcessShadow, ShadowProcess, ShadowSink
+from online.serving.usecase_server import UseCaseServer
+from online.shadow.log import ShadowLogger
+
+log = logging.getLogger(__name__)
+
+
+def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDeps:
+    """Everything one worker serves with; comparisons go to a process of their own unless told otherwise."""
+    metrics = ServingMetrics(CollectorRegistry())
+    stores = build_paths(settings)
+    flag_store = FlagStore.from_settings(settings)
+    flag_store.ensure_schema()
+    watcher = FlagWatcher(flag_store).start()
+    background = BoundedPool(workers=2, capacity=1_000)
+    # Closed in reverse order: the flag store last, after the watcher that polls it has stopped.
+    shutdown: list[Any] = [
+        flag_store.close,
+        watcher.stop,
+        lambda: background.shutdown(wait=True),
+        stores.features.close,
+    ]
+    shutdown += [paths.close for paths in stores.paths.values()]  # closed in reverse: before the stores
+    process = None
+    if settings.kafka_bootstrap and shadow_process:
+        # A short queue in front of the process: its logger keeps the long one (shadow_queue_size).
+        process = ShadowProcess(list(stores.paths), capacity=1_000, max_entities=10_000, registry=metrics.registry)
+        shutdown.append(process.close)
+
+    servers: dict[str, UseCaseServer] = {}
+    clock = clock_of(settings)  # the wall clock, or a replayed day's (MIGRATE_CLOCK_*)
+    for name, paths in stores.paths.items():
+        usecase = stores.usecases[name]
+        guardrail = Guardrail.from_policy(usecase.cutover_policy)
+        shadow: ShadowSink | None = None
+        if process is not None:
+            shadow = process.channel(name)
+        elif settings.kafka_bootstrap:
+            logger = ShadowLogger.from_settings(settings, name, registry=metrics.registry)
+            shutdown.append(logger.close)
+            shadow = InProcessShadow(name, paths, logger, background)
+
+        def on_breach(usecase_name: str, detail: str, guard: Guardrail = guardrail) -> None:
+            flag = auto_rollback(flag_store, usecase_name, "guardrail breached on the online path", detail)
+            metrics.auto_rollbacks.labels(usecase_name).inc()
+            guard.reset()
+            log.warning("automatic rollback of %s to %s: %s", usecase_name, flag.stage, detail)
+
+        servers[name] = UseCaseServer(
+            usecase,
+            paths=paths,
+            flags=watcher,
+            guardrail=guardrail,
+            shadow=shadow,
+            background=background,
+            metrics=metrics,
+            on_breach=on_breach,
+            clock=clock,
+        )
+
+    def readiness() -> dict[str, str]:
+        checks = {f"model:{name}": f"not loaded: {why}" for name, why in stores.not_ready.items()}
+        checks.update({f"model:{name}": "ok" for name in servers})
+        try:
+            stores.features.ping()
+            checks["feature_store"] = "ok"
+        except MigrateError as exc:
+            checks["feature_store"] = exc.what
+        checks["flags"] = "ok" if watcher.revision >= 0 else "not loaded yet"
+        return checks
+
+    return ServingDeps(
+        servers=servers,
+        usecases=stores.usecases,
+        metrics=metrics,
+        flag_store=flag_store,
+        admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+        readiness=readiness,
+        on_shutdown=shutdown,
+    )
+
+
+def app_factory() -> FastAPI:
+    """The app of one uvicorn worker, configured from the environment."""
+    return create_app(build_deps(get_settings()))

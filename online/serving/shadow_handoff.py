@@ -1,0 +1,183 @@
+"""Where shadow comparisons run: a process of their own (production) or a bounded thread pool (in-process).
+
+Measured (docs/benchmarks.md): on background threads of the serving process the comparison and the Kafka
+producer held the GIL long enough to add milliseconds to the served latency. In a separate process the request
+thread only pays for handing a small picklable job to a bounded queue; a full queue drops the job, counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import threading
+from collections.abc import Sequence
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from migrate.settings import get_settings
+from online.serving.assembly import build_paths
+from online.serving.pool import BoundedPool
+from online.serving.prediction_paths import Outcome, Paths, Request
+from online.serving.shadow_compare import Logger, compare
+from online.shadow.log import DROP_REASONS, ShadowLogger
+
+log = logging.getLogger(__name__)
+_COUNTS = ("sent", *DROP_REASONS)
+
+
+class ShadowSink(Protocol):
+    """Takes one request's comparison job; False when it had to drop it."""
+
+    def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool: ...
+
+
+class InProcessShadow:
+    """Comparisons on a bounded thread pool of this process (tests, and a single-process embedding)."""
+
+    def __init__(self, usecase: str, paths: Paths, logger: Logger, pool: BoundedPool) -> None:
+        self.usecase, self.paths, self.logger, self.pool = usecase, paths, logger, pool
+
+    def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
+        return self.pool.submit(self._run, req, served, online, batch) is not None
+
+    def _run(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> None:
+        try:
+            compare(self.paths, self.logger, self.usecase, req, served=served, online=online, batch=batch)
+        except Exception:
+            log.exception("shadow comparison of request %s for %s failed", req.id, self.usecase)
+
+
+class _Channel:
+    def __init__(self, process: ShadowProcess, usecase: str) -> None:
+        self.process, self.usecase = process, usecase
+
+    def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
+        return self.process.submit((self.usecase, req, list(served), online, batch), len(req.keys))
+
+
+class ShadowProcess:
+    """One comparison process per serving worker, fed through a bounded queue; its Kafka counts are exported
+    by the worker's /metrics through shared counters.
+
+    The queue is bounded in jobs and in entities: until the process takes a job, the worker holds it (the
+    request's keys, the lookup rows, the online results), so a bound in jobs alone let 1,000 queued 100-entity
+    jobs grow the worker by ~90 MiB (measured, bench/online.py). Two single-writer counters (entities
+    submitted, written by the worker; entities taken, by the process) give the entities in flight without a lock.
+    """
+
+    def __init__(
+        self,
+        usecases: Sequence[str],
+        *,
+        capacity: int = 10_000,
+        max_entities: int = 10_000,
+        registry: CollectorRegistry,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.usecases = list(usecases)
+        self.max_entities = max_entities
+        self._queue: multiprocessing.Queue[Any] = context.Queue(maxsize=capacity)
+        self._counts: list[Synchronized[int]] = [
+            context.Value("q", 0, lock=False) for _ in range(len(self.usecases) * len(_COUNTS))
+        ]
+        self._submitted = 0
+        self._taken: Synchronized[int] = context.Value("q", 0, lock=False)
+        self._process = context.Process(
+            target=_main,
+            args=(self._queue, self.usecases, self._counts, self._taken),
+            name="migrate-shadow",
+            daemon=True,
+        )
+        self._process.start()
+        registry.register(_Counts(self))
+
+    def channel(self, usecase: str) -> ShadowSink:
+        """The sink of one use case."""
+        return _Channel(self, usecase)
+
+    def submit(self, job: tuple[Any, ...], entities: int = 1) -> bool:
+        """Queue one job of `entities` entities; False (dropped) when the queue is full in jobs or entities."""
+        if self._submitted - self._taken.value + entities > self.max_entities:
+            return False
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            return False
+        self._submitted += entities
+        return True
+
+    def counts(self, usecase: str) -> dict[str, int]:
+        """Records the comparison process sent and dropped for `usecase`, by reason."""
+        base = self.usecases.index(usecase) * len(_COUNTS)
+        return {name: int(self._counts[base + i].value) for i, name in enumerate(_COUNTS)}
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Let the process flush what it holds, then stop it."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout_s)
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+class _Counts(Collector):
+    def __init__(self, process: ShadowProcess) -> None:
+        self.process = process
+
+    def collect(self) -> Any:
+        sent = CounterMetricFamily("migrate_shadow_records_sent", "Shadow records sent to Kafka.", labels=["usecase"])
+        dropped = CounterMetricFamily(
+            "migrate_shadow_records_dropped", "Shadow records dropped, not blocking.", labels=["usecase", "reason"]
+        )
+        for usecase in self.process.usecases:
+            counts = self.process.counts(usecase)
+            sent.add_metric([usecase], counts["sent"])
+            for reason in DROP_REASONS:
+                dropped.add_metric([usecase, reason], counts[reason])
+        yield sent
+        yield dropped
+
+
+def _main(
+    jobs: multiprocessing.Queue[Any], usecases: list[str], counts: list[Synchronized[int]], taken: Synchronized[int]
+) -> None:
+    """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
+    settings = get_settings()
+    paths = build_paths(settings, usecases).paths
+    loggers = {name: ShadowLogger.from_settings(settings, name, registry=CollectorRegistry()) for name in paths}
+    stop = threading.Event()
+
+    def publish_counts() -> None:
+        while not stop.wait(0.5):
+            _publish(loggers, usecases, counts)
+
+    threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
+    try:
+        while (job := jobs.get()) is not None:
+            usecase, req, served, online, batch = job
+            taken.value += len(req.keys)  # this process is its only writer
+            if usecase not in paths:
+                continue
+            try:
+                compare(paths[usecase], loggers[usecase], usecase, req, served=served, online=online, batch=batch)
+            except Exception:
+                log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
+    finally:
+        stop.set()
+        for logger in loggers.values():
+            logger.close()
+        _publish(loggers, usecases, counts)
+
+
+def _publish(loggers: dict[str, Any], usecases: list[str], counts: list[Synchronized[int]]) -> None:
+    for name, logger in loggers.items():
+        stats = logger.stats()
+        base = usecases.index(name) * len(_COUNTS)
+        for i, counter in enumerate(_COUNTS):
+            counts[base + i].value = stats.get(counter, 0)

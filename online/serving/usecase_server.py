@@ -1,0 +1,174 @@
+"""Serving one use case: route each entity by its cutover flag, fall back to the lookup table, log the shadow.
+
+The critical path only does what the stage serves; everything done for comparison (the online prediction in
+`shadow`, the lookup read beside an online answer) is handed to a shadow sink (its own process in production).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from migrate.cutover.flags import FlagWatcher, route
+from migrate.cutover.guardrail import Guardrail
+from migrate.usecase import UseCase
+from online.serving.pool import BoundedPool
+from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Request
+from online.serving.predictor import OnlineResult
+from online.serving.schemas import Source
+from online.serving.shadow_handoff import ShadowSink
+
+log = logging.getLogger(__name__)
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class UseCaseServer:
+    """Predictions for one use case, as its cutover flag says."""
+
+    def __init__(
+        self,
+        usecase: UseCase,
+        *,
+        paths: Paths,
+        flags: FlagWatcher,
+        guardrail: Guardrail,
+        shadow: ShadowSink | None,
+        background: BoundedPool,
+        metrics: Any,
+        on_breach: Any,
+        clock: Callable[[], datetime] = _wall_clock,
+    ) -> None:
+        self.usecase = usecase
+        self.clock = clock
+        self.paths = paths
+        self.flags = flags
+        self.guardrail = guardrail
+        self.shadow = shadow
+        self.background = background  # for the rare auto rollback, never per request
+        self.metrics = metrics
+        self.on_breach = on_breach
+        self.key_names = usecase.entity.key_names
+
+    # -- the two paths -------------------------------------------------------------------------------------------
+
+    async def _online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+        outcome = await self.paths.online_async(keys, indexes, now)
+        if indexes:
+            breach = self.guardrail.record(outcome.error is None, outcome.latency_ms)
+            if breach is not None:
+                self.background.submit(self.on_breach, self.usecase.name, str(breach))
+            self.metrics.online_latency.labels(self.usecase.name).observe(outcome.latency_ms / 1000)
+        return outcome
+
+    # -- a request -----------------------------------------------------------------------------------------------
+
+    async def predict(self, entities: Sequence[dict[str, int | str]], context: dict[str, Any]) -> Answer:
+        """Answer every entity (the body of `PredictResponse`, built as plain dicts); never raises for a failing
+        path."""
+        request_id = uuid.uuid4().hex
+        now = self.clock()
+        flag = self.flags.current(self.usecase.name)
+        keys: list[Key] = [tuple(entity[name] for name in self.key_names) for entity in entities]
+        online_idx = [i for i, key in enumerate(keys) if route(flag, key) == "online"]
+        online_set = set(online_idx)
+        batch_idx = [i for i in range(len(keys)) if i not in online_set]
+
+        online = await self._online(keys, online_idx, now) if online_idx else NOTHING
+        fallback_idx = online_idx if online.error is not None and flag.falls_back else []
+        lookup_idx = batch_idx + fallback_idx
+        batch = await self.paths.lookup_read_async(keys, lookup_idx) if lookup_idx else NOTHING
+
+        predictions: list[PredictionBody] = []
+        counts: dict[Source, int] = {}
+        for i, entity in enumerate(entities):
+            if i in online_set and online.error is None:
+                answer = _from_online(entity, online.results[i])
+            elif i in online_set and not flag.falls_back:
+                answer = _answer(entity, "online", error=online.error)
+            else:
+                source: Source = "batch_fallback" if i in online_set else "batch"
+                answer = _from_lookup(entity, batch.results.get(i), source, now, batch.error)
+            predictions.append(answer)
+            counts[answer["source"]] = counts.get(answer["source"], 0) + 1
+        for source, count in counts.items():
+            self.metrics.predictions.labels(self.usecase.name, source).inc(count)
+
+        # Every stage that has both paths logs both: shadow, canary and online (online_only reads no lookup).
+        if flag.logs_shadow and self.shadow is not None:
+            served = [p["source"] for p in predictions]
+            if not self.shadow.submit(Request(request_id, now, flag, keys, entities, context), served, online, batch):
+                self.metrics.shadow_skipped.labels(self.usecase.name).inc()  # the sink is full: dropped, counted
+        return {
+            "request_id": request_id,
+            "usecase": self.usecase.name,
+            "stage": str(flag.stage),
+            "predictions": predictions,
+        }
+
+
+class PredictionBody(TypedDict):
+    """One entity's answer, as `online.serving.schemas.Prediction` documents it."""
+
+    key: dict[str, int | str]
+    prediction: float | None
+    source: Source
+    model_version: str | None
+    data_age_s: float | None
+    miss: bool
+    error: str | None
+
+
+class Answer(TypedDict):
+    """A request's answer, as `online.serving.schemas.PredictResponse` documents it."""
+
+    request_id: str
+    usecase: str
+    stage: str
+    predictions: list[PredictionBody]
+
+
+def _answer(
+    entity: dict[str, int | str],
+    source: Source,
+    *,
+    prediction: float | None = None,
+    model_version: str | None = None,
+    data_age_s: float | None = None,
+    miss: bool = False,
+    error: str | None = None,
+) -> PredictionBody:
+    return {
+        "key": entity,
+        "prediction": prediction,
+        "source": source,
+        "model_version": model_version,
+        "data_age_s": data_age_s,
+        "miss": miss,
+        "error": error,
+    }
+
+
+def _from_online(entity: dict[str, int | str], result: OnlineResult) -> PredictionBody:
+    return _answer(
+        entity, "online", prediction=result.prediction, model_version=result.model_version, data_age_s=result.data_age_s
+    )
+
+
+def _from_lookup(
+    entity: dict[str, int | str], row: Any, source: Source, now: datetime, error: str | None
+) -> PredictionBody:
+    if row is None:
+        return _answer(entity, source, miss=error is None, error=error)
+    return _answer(
+        entity,
+        source,
+        prediction=None if row.prediction is None else float(row.prediction),
+        model_version=row.model_version,
+        data_age_s=(now - row.features_as_of).total_seconds(),
+    )

@@ -1,0 +1,417 @@
+"""The shadow log: one record per served request, sent to Kafka without ever slowing or blocking serving.
+
+``ShadowLogger.log()`` only puts the record on a bounded in-memory queue; a daemon thread serialises it and hands
+it to a ``KafkaProducer``. When Kafka is down or slow, records are dropped and counted — never waited for.
+Memory is bounded twice: by the queue (``queue_size``) and by the records handed to the producer and not yet
+acknowledged (``max_in_flight``; kafka-python 3 has no ``buffer_memory`` to do it for us).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+import weakref
+from typing import Any, Literal
+
+import orjson
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from migrate.errors import BrokerError
+from migrate.settings import Settings
+from online.kafka import KafkaProducer, ensure_topic, kafka_errors
+
+__all__ = ["DROP_REASONS", "ShadowLogger", "ShadowRecord", "shadow_topic"]
+
+log = logging.getLogger(__name__)
+
+Source = Literal["batch", "online", "batch_fallback"]
+DropReason = Literal["queue_full", "send_failed", "broker_unavailable"]
+DROP_REASONS: tuple[DropReason, ...] = ("queue_full", "send_failed", "broker_unavailable")
+SCHEMA_VERSION = 1
+
+
+class ShadowRecord(BaseModel):
+    """What both paths said about one request: predictions, data ages, model versions, latencies and errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str = Field(min_length=1)
+    usecase: str = Field(min_length=1)
+    key: dict[str, int | str] = Field(min_length=1, description="Entity key: key column name → value.")
+    request_time: AwareDatetime
+    served_source: Source
+    stage: str = Field(min_length=1, description="Cutover stage when served (shadow, canary, ...).")
+    percent: float = Field(default=0.0, ge=0, le=100, description="Canary percent of the flag when served.")
+    batch_prediction: float | None = None
+    batch_miss: bool = Field(default=False, description="The entity had no row in the lookup table.")
+    batch_data_age_s: float | None = Field(default=None, description="Age of the batch prediction's features.")
+    batch_model_version: str | None = None
+    batch_latency_ms: float | None = None
+    batch_error: str | None = None
+    online_prediction: float | None = None
+    online_feature_ages_s: dict[str, float] = Field(default_factory=dict, description="Feature → age in seconds.")
+    online_features: dict[str, float | None] = Field(
+        default_factory=dict, description="Feature → value the online model used (None: missing); explains skew."
+    )
+    online_model_version: str | None = None
+    online_latency_ms: float | None = None
+    online_error: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict, description="Extra JSON-able request context.")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ShadowRecord:
+        return cls.model_validate(orjson.loads(data))
+
+    def key_bytes(self) -> bytes:
+        """The Kafka message key: the entity key, so one entity's records stay in order on one partition."""
+        return orjson.dumps(self.key, option=orjson.OPT_SORT_KEYS)
+
+
+def shadow_topic(usecase: str, prefix: str = "migrate.shadow.") -> str:
+    return f"{prefix}{usecase}"
+
+
+class _Metrics:
+    """The logger's Prometheus series, created once per registry and shared by every logger on it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "migrate_shadow_records_sent", "Shadow records acknowledged by Kafka.", ["usecase"], registry=registry
+        )
+        self.dropped = Counter(
+            "migrate_shadow_records_dropped",
+            "Shadow records dropped instead of blocking serving.",
+            ["usecase", "reason"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "migrate_shadow_queue_depth", "Shadow records waiting to be sent.", ["usecase"], registry=registry
+        )
+
+
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+_METRICS_LOCK = threading.Lock()
+
+
+def _metrics(registry: CollectorRegistry) -> _Metrics:
+    with _METRICS_LOCK:
+        found = _METRICS.get(registry)
+        if found is None:
+            found = _METRICS[registry] = _Metrics(registry)
+        return found
+
+
+class ShadowLogger:
+    """Non-blocking shadow logging to ``<prefix><usecase>``; the producer connects lazily and reconnects."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        usecase: str,
+        *,
+        topic_prefix: str = "migrate.shadow.",
+        queue_size: int = 10_000,
+        max_in_flight: int = 10_000,
+        timeout_s: float = 5.0,
+        max_block_ms: int = 200,
+        linger_ms: int = 5,
+        retry_after_s: float = 1.0,
+        topic_check_s: float = 10.0,
+        create_topic: bool = True,
+        partitions: int = 1,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.usecase = usecase
+        self.topic = shadow_topic(usecase, topic_prefix)
+        self.queue_size = queue_size
+        self._queue: queue.Queue[ShadowRecord] = queue.Queue(maxsize=queue_size)
+        self._max_in_flight = max_in_flight
+        self._timeout_s = timeout_s
+        self._max_block_ms = max_block_ms
+        self._linger_ms = linger_ms
+        self._retry_after_s = retry_after_s
+        self._topic_check_s = topic_check_s
+        self._check_topic_at = 0.0
+        self._failed_since_check = False
+        self._create_topic = create_topic
+        self._partitions = partitions
+        metrics = _metrics(registry if registry is not None else REGISTRY)
+        self._sent = metrics.sent.labels(usecase)
+        self._dropped = {reason: metrics.dropped.labels(usecase, reason) for reason in DROP_REASONS}
+        metrics.queue_depth.labels(usecase).set_function(self._queue.qsize)
+        self._counts: dict[str, int] = dict.fromkeys(("sent", *DROP_REASONS), 0)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._generation = 0  # bumps when a producer is discarded; its late callbacks are then ignored
+        self._capacity = threading.Condition(self._lock)
+        self._producer: Any = None
+        self._retry_at = 0.0
+        self._outage_logged = False  # warn once per outage, not once per retry
+        self._last_ack = time.monotonic()
+        self._closing = threading.Event()
+        self._deadline = float("inf")  # set by close()
+        self._thread = threading.Thread(target=self._run, name=f"shadow-log-{usecase}", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, usecase: str, *, bootstrap: str | None = None, **options: Any
+    ) -> ShadowLogger:
+        """A logger for ``usecase`` with the settings' prefix, queue size and timeout (``bootstrap`` overrides)."""
+        address = bootstrap or settings.kafka_bootstrap
+        if address is None:
+            raise BrokerError(
+                f"no Kafka bootstrap address for the shadow log of {usecase!r}",
+                fix="set MIGRATE_KAFKA_BOOTSTRAP, or pass the embedded broker's address (migrate.devservices.broker)",
+            )
+        options.setdefault("topic_prefix", settings.shadow_topic_prefix)
+        options.setdefault("queue_size", settings.shadow_queue_size)
+        options.setdefault("timeout_s", settings.kafka_timeout_s)
+        return cls(address, usecase, **options)
+
+    # -- the caller's side: never blocks ------------------------------------------------------------------------
+
+    def log(self, record: ShadowRecord) -> bool:
+        """Queue ``record`` for sending; False (and counted as dropped) if the queue is full or the logger closed."""
+        if self._closing.is_set():
+            self._drop("queue_full")
+            return False
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._drop("queue_full")
+            return False
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """Records sent and dropped (by reason) by this logger, and those queued or in flight now."""
+        with self._lock:
+            counts = dict(self._counts)
+            counts["in_flight"] = self._in_flight
+        counts["queued"] = self._queue.qsize()
+        return counts
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Send what can be sent within ``timeout_s``; drop (and count) the rest; True if the thread has stopped.
+
+        A thread still inside a connection attempt (bounded by ``timeout_s`` of the constructor) stops, and counts
+        the records it holds as dropped, when that attempt ends.
+        """
+        self._deadline = time.monotonic() + timeout_s
+        self._closing.set()
+        self._thread.join(timeout=timeout_s + 0.5)  # the thread itself stops at the deadline
+        self._drain_as_dropped("broker_unavailable")
+        return self.closed
+
+    @property
+    def closed(self) -> bool:
+        """Closed and its thread stopped: every record logged is now counted as sent or dropped."""
+        return self._closing.is_set() and not self._thread.is_alive()
+
+    def __enter__(self) -> ShadowLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the background thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take(500, wait_s=0.05)
+            if batch:
+                self._send(batch)
+            elif self._closing.is_set():
+                break
+            if self._closing.is_set() and (self._producer is None or time.monotonic() >= self._deadline):
+                break  # closing with no broker, or out of time: nothing more can be delivered
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self._close_producer(producer, max(0.0, self._deadline - time.monotonic()))
+
+    def _take(self, limit: int, wait_s: float) -> list[ShadowRecord]:
+        try:
+            batch = [self._queue.get(timeout=wait_s)]
+        except queue.Empty:
+            return []
+        while len(batch) < limit:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _send(self, batch: list[ShadowRecord]) -> None:
+        self._check_topic()
+        producer = self._connected_producer()
+        if producer is None:
+            self._drop("broker_unavailable", len(batch))
+            return
+        for index, record in enumerate(batch):
+            if not self._reserve():
+                self._drop("broker_unavailable", len(batch) - index)
+                self._maybe_reconnect()
+                return
+            try:
+                future = producer.send(self.topic, key=record.key_bytes(), value=record.to_json())
+            except kafka_errors.KafkaTimeoutError:
+                # No metadata within max_block_ms: the broker is gone; do not wait again for every record.
+                self._release()
+                self._drop("broker_unavailable", len(batch) - index)
+                self._reset_producer("metadata timed out")
+                return
+            except (kafka_errors.KafkaError, ValueError, TypeError) as exc:
+                self._release()
+                self._drop("send_failed")
+                log.warning("shadow record %s for %s not sent: %s", record.request_id, self.topic, str(exc))
+                continue
+            future.add_callback(functools.partial(self._on_sent, self._generation))
+            future.add_errback(functools.partial(self._on_failed, self._generation))
+
+    def _reserve(self) -> bool:
+        """Take one in-flight slot, waiting at most max_block_ms for the broker to acknowledge earlier records."""
+        with self._capacity:
+            if self._in_flight >= self._max_in_flight:
+                self._capacity.wait_for(lambda: self._in_flight < self._max_in_flight, self._max_block_ms / 1000)
+            if self._in_flight >= self._max_in_flight:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _release(self, generation: int | None = None, outcome: str | None = None) -> bool:
+        with self._capacity:
+            if generation is not None and generation != self._generation:
+                return False  # already counted as dropped when its producer was discarded
+            self._in_flight -= 1
+            if outcome is not None:
+                self._counts[outcome] += 1
+            self._capacity.notify()
+            return True
+
+    def _on_sent(self, generation: int, _metadata: Any) -> None:
+        self._last_ack = time.monotonic()
+        if self._release(generation, "sent"):
+            self._sent.inc()
+
+    def _on_failed(self, generation: int, exc: BaseException) -> None:
+        self._failed_since_check = True
+        if self._release(generation, "send_failed"):
+            self._dropped["send_failed"].inc()
+        log.debug("shadow record for %s failed: %s", self.topic, str(exc))
+
+    def _drop(self, reason: DropReason, count: int = 1) -> None:
+        self._dropped[reason].inc(count)
+        with self._lock:
+            self._counts[reason] += count
+
+    def _drain_as_dropped(self, reason: DropReason) -> None:
+        dropped = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        if dropped:
+            self._drop(reason, dropped)
+
+    def _check_topic(self) -> None:
+        """Every ``topic_check_s`` and after failures, make sure the topic still exists; reconnect if it was gone.
+
+        A restarted broker with memory storage (Tansu) has lost the topic, yet acknowledges produce requests for
+        it; a producer with stale metadata would keep sending into nothing.
+        """
+        now = time.monotonic()
+        if self._producer is None or not self._create_topic:
+            return
+        if now < self._check_topic_at and not self._failed_since_check:
+            return
+        self._check_topic_at = now + self._topic_check_s
+        self._failed_since_check = False
+        try:
+            created = ensure_topic(self.bootstrap, self.topic, self._partitions, timeout_s=self._timeout_s)
+        except BrokerError as exc:
+            log.debug("shadow log %s: topic check failed: %s", self.topic, str(exc))
+            return
+        if created:
+            self._reset_producer("topic was missing (broker restarted?)")
+            self._retry_at = 0.0
+
+    def _connected_producer(self) -> Any:
+        if self._producer is not None:
+            return self._producer
+        now = time.monotonic()
+        if now < self._retry_at or (self._closing.is_set() and now >= self._deadline):
+            return None
+        try:
+            if self._create_topic:
+                ensure_topic(self.bootstrap, self.topic, self._partitions, timeout_s=self._timeout_s)
+            self._producer = KafkaProducer(**self._producer_config())
+        except (kafka_errors.KafkaError, BrokerError) as exc:
+            self._retry_at = time.monotonic() + self._retry_after_s
+            # A string, not the exception: a retained log record must not keep its traceback (and socket) alive.
+            level = logging.DEBUG if self._outage_logged else logging.WARNING
+            self._outage_logged = True
+            log.log(level, "shadow log %s: Kafka at %s unavailable, dropping: %s", self.topic, self.bootstrap, str(exc))
+            return None
+        self._last_ack = time.monotonic()
+        self._outage_logged = False
+        log.info("shadow log %s: connected to %s", self.topic, self.bootstrap)
+        return self._producer
+
+    def _producer_config(self) -> dict[str, Any]:
+        timeout_ms = int(self._timeout_s * 1000)
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": f"migrate-shadow-{self.usecase}",
+            "acks": 1,  # the leader's word is enough for an observability log; no wait for replicas
+            "enable_idempotence": False,  # idempotence needs acks=all
+            "retries": 2,
+            "linger_ms": self._linger_ms,
+            "max_block_ms": self._max_block_ms,
+            "request_timeout_ms": timeout_ms,
+            "delivery_timeout_ms": timeout_ms + self._linger_ms + 1000,
+            "bootstrap_timeout_ms": timeout_ms,
+            "reconnect_backoff_ms": 50,
+            "reconnect_backoff_max_ms": 1000,
+            # Topics are created explicitly (ensure_topic on every (re)connect). Auto-creation by a metadata
+            # request raced with produce requests on a restarted Tansu and left records that no fetch returns.
+            "allow_auto_create_topics": False,
+        }
+
+    def _maybe_reconnect(self) -> None:
+        """In-flight records stuck for longer than a delivery timeout: the connection is dead; start afresh."""
+        if time.monotonic() - self._last_ack > 2 * self._timeout_s + 1:
+            self._reset_producer("no acknowledgement")
+
+    def _reset_producer(self, why: str) -> None:
+        producer, self._producer = self._producer, None
+        with self._capacity:
+            lost, self._in_flight = self._in_flight, 0
+            self._generation += 1
+            self._capacity.notify_all()
+        if lost:
+            self._drop("send_failed", lost)
+        self._retry_at = time.monotonic() + self._retry_after_s
+        log.warning("shadow log %s: %s; reconnecting in %.1fs", self.topic, why, self._retry_after_s)
+        if producer is not None:
+            self._close_producer(producer, 0.0)
+
+    def _close_producer(self, producer: Any, timeout_s: float) -> None:
+        try:
+            producer.close(timeout=timeout_s)
+        except kafka_errors.KafkaError as exc:
+            log.warning("shadow log %s: producer close failed: %s", self.topic, str(exc))

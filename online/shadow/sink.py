@@ -1,0 +1,416 @@
+"""The shadow sink: a consumer group that writes shadow records (and labels) to hour-partitioned Parquet files.
+
+Delivery is at-least-once with idempotent files, so a crash loses nothing and duplicates nothing:
+
+* a batch of one topic-partition's records, offsets ``first..last``, is written to
+  ``<root>/date=YYYY-MM-DD/hour=HH/part-<topic-id>-<partition>-<first>-<last>.parquet`` (one file per hour the
+  batch touches), each through a temporary file, ``fsync`` and ``rename``;
+* offsets are committed only after every file of the batch is durable;
+* before the first write to a topic-partition after it is assigned, files of that partition starting at or after
+  the committed offset are deleted: they come from a run that died between writing and committing, and their
+  records are being delivered again.
+
+The topic id in the name keeps files apart when a topic is recreated (the embedded broker keeps topics in memory,
+so its offsets restart at 0 after a restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from migrate.errors import BrokerUnavailableError, SinkError
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+from online.kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    OffsetAndMetadata,
+    TopicPartition,
+    ensure_topic,
+    kafka_errors,
+    topic_id,
+)
+from online.shadow.log import ShadowRecord, shadow_topic
+from online.stream.label_topic import LabelRecord, labels_topic
+
+__all__ = ["FlushInfo", "SinkReport", "label_table", "run_sink", "shadow_table"]
+
+log = logging.getLogger(__name__)
+
+_PART = re.compile(r"^part-(?P<tid>[0-9a-z]+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+GROUP_SESSION_TIMEOUT_MS = 6_000  # Tansu holds a group join for about half the session timeout; Kafka's minimum
+JOIN_GRACE_S = 30.0  # how long a group join may take before idle_timeout_s starts to count anyway
+
+
+@dataclass(frozen=True)
+class FlushInfo:
+    """One batch made durable, before its offsets are committed."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    files: tuple[Path, ...]
+
+
+@dataclass
+class SinkReport:
+    """What one ``run_sink`` call consumed and wrote."""
+
+    records: int = 0
+    shadow_rows: int = 0
+    label_rows: int = 0
+    invalid: int = 0
+    files: int = 0
+    commits: int = 0
+    topics: list[str] = field(default_factory=list)
+
+
+def _key_columns(keys: list[dict[str, Any]]) -> dict[str, pa.Array]:
+    names = sorted({name for key in keys for name in key})
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [key.get(name) for key in keys]
+        if all(value is None or (isinstance(value, int) and not isinstance(value, bool)) for value in values):
+            columns[f"key_{name}"] = pa.array(values, pa.int64())
+        else:
+            columns[f"key_{name}"] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return columns
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: list[int]) -> pa.Table:
+    """Flat columns: the entity key as JSON and as ``key_<name>`` columns, dicts as JSON strings."""
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array([r.request_id for r in records], pa.string()),
+        "usecase": pa.array([r.usecase for r in records], pa.string()),
+        "entity_key": pa.array([_json(r.key) for r in records], pa.string()),
+        **_key_columns([r.key for r in records]),
+        "request_time": pa.array([r.request_time for r in records], _TS),
+        "served_source": pa.array([r.served_source for r in records], pa.string()),
+        "stage": pa.array([r.stage for r in records], pa.string()),
+        "percent": pa.array([r.percent for r in records], pa.float64()),
+        "batch_prediction": pa.array([r.batch_prediction for r in records], pa.float64()),
+        "batch_miss": pa.array([r.batch_miss for r in records], pa.bool_()),
+        "batch_data_age_s": pa.array([r.batch_data_age_s for r in records], pa.float64()),
+        "batch_model_version": pa.array([r.batch_model_version for r in records], pa.string()),
+        "batch_latency_ms": pa.array([r.batch_latency_ms for r in records], pa.float64()),
+        "batch_error": pa.array([r.batch_error for r in records], pa.string()),
+        "online_prediction": pa.array([r.online_prediction for r in records], pa.float64()),
+        "online_feature_ages_s": pa.array([_json(r.online_feature_ages_s) for r in records], pa.string()),
+        "online_features": pa.array([_json(r.online_features) for r in records], pa.string()),
+        "online_model_version": pa.array([r.online_model_version for r in records], pa.string()),
+        "online_latency_ms": pa.array([r.online_latency_ms for r in records], pa.float64()),
+        "online_error": pa.array([r.online_error for r in records], pa.string()),
+        "context": pa.array([_json(r.context) for r in records], pa.string()),
+        "schema_version": pa.array([r.schema_version for r in records], pa.int32()),
+        "kafka_partition": pa.array(partitions, pa.int32()),
+        "kafka_offset": pa.array(offsets, pa.int64()),
+    }
+    return pa.table(columns)
+
+
+def label_table(records: list[LabelRecord], partitions: list[int], offsets: list[int]) -> pa.Table:
+    """Flat columns like ``shadow_table``: one row per label."""
+    columns: dict[str, pa.Array] = {
+        "usecase": pa.array([r.usecase for r in records], pa.string()),
+        "entity_key": pa.array([_json(r.key) for r in records], pa.string()),
+        **_key_columns([r.key for r in records]),
+        "event_time": pa.array([r.event_time for r in records], _TS),
+        "label": pa.array([r.label for r in records], pa.float64()),
+        "source_event_id": pa.array([r.source_event_id for r in records], pa.string()),
+        "kafka_partition": pa.array(partitions, pa.int32()),
+        "kafka_offset": pa.array(offsets, pa.int64()),
+    }
+    return pa.table(columns)
+
+
+def _write_durably(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SinkError(f"Parquet file {path} could not be written: {exc}", fix="check disk space and rights") from exc
+
+
+class _Stream:
+    """One consumed topic: where its files go and how its messages become rows."""
+
+    def __init__(
+        self, topic: str, kind: str, root: Path, tid: str, labeler: Callable[[bytes], LabelRecord | None] | None = None
+    ) -> None:
+        self.topic = topic
+        self.kind = kind
+        self.root = root
+        self.tid = tid
+        self.labeler = labeler  # events topic: an event → its label (None: invalid, already dead-lettered)
+
+    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | None:
+        if self.labeler is not None:
+            return self.labeler(value)
+        return ShadowRecord.from_json(value) if self.kind == "shadow" else LabelRecord.from_json(value)
+
+    def time_of(self, record: ShadowRecord | LabelRecord) -> datetime:
+        moment = record.request_time if isinstance(record, ShadowRecord) else record.event_time
+        return moment.astimezone(UTC)
+
+    def table(self, records: list[Any], partitions: list[int], offsets: list[int]) -> pa.Table:
+        return (
+            shadow_table(records, partitions, offsets)
+            if self.kind == "shadow"
+            else label_table(records, partitions, offsets)
+        )
+
+    def files_of(self, partition: int) -> Iterable[tuple[Path, int]]:
+        prefix = f"part-{self.tid}-{partition}-"
+        for path in self.root.glob(f"date=*/hour=*/{prefix}*.parquet"):
+            match = _PART.match(path.name)
+            if match is not None:
+                yield path, int(match.group("first"))
+
+
+class _Sink:
+    def __init__(self, consumer: Any, streams: dict[str, _Stream], on_flush: Callable[[FlushInfo], None] | None):
+        self.consumer = consumer
+        self.streams = streams
+        self.on_flush = on_flush
+        self.pending: dict[tuple[str, int], list[tuple[int, Any]]] = {}
+        self.recovered: set[tuple[str, int]] = set()
+        self.report = SinkReport(topics=sorted(streams))
+        self.first_pending_at: float | None = None
+        self.assigned_at: float | None = None  # idle time counts from the (latest) partition assignment
+
+    @property
+    def pending_count(self) -> int:
+        return sum(len(rows) for rows in self.pending.values())
+
+    def add(self, message: Any) -> None:
+        self.report.records += 1
+        stream = self.streams[message.topic]
+        try:
+            record = stream.parse(message.value)
+            if record is None:
+                raise ValueError("not a valid event (the stream processor dead-letters it)")
+        except (ValidationError, orjson.JSONDecodeError, ValueError) as exc:
+            # A poison message must not stall the sink: count it, log it, and commit past it with its batch.
+            self.report.invalid += 1
+            log.warning(
+                "skipping invalid %s message %s@%s: %s", message.topic, message.partition, message.offset, str(exc)
+            )
+            record = None
+        self.pending.setdefault((message.topic, message.partition), []).append((message.offset, record))
+        if self.first_pending_at is None:
+            self.first_pending_at = time.monotonic()
+
+    def recover(self, topic: str, partition: int, first_offset: int) -> None:
+        """Delete files a crashed run wrote for offsets that are being delivered again (see module docstring)."""
+        if (topic, partition) in self.recovered:
+            return
+        for path, first in self.streams[topic].files_of(partition):
+            if first >= first_offset:
+                log.info("removing uncommitted %s (offsets from %d are delivered again)", path, first_offset)
+                path.unlink(missing_ok=True)
+        self.recovered.add((topic, partition))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        offsets: dict[Any, Any] = {}
+        for (topic, partition), rows in sorted(self.pending.items()):
+            stream = self.streams[topic]
+            first, last = rows[0][0], rows[-1][0]
+            self.recover(topic, partition, first)
+            by_hour: dict[str, list[tuple[int, Any]]] = {}
+            for offset, record in rows:
+                if record is not None:
+                    moment = stream.time_of(record)
+                    by_hour.setdefault(f"date={moment:%Y-%m-%d}/hour={moment:%H}", []).append((offset, record))
+            files = []
+            for hour, items in sorted(by_hour.items()):
+                path = stream.root / hour / f"part-{stream.tid}-{partition}-{first:012d}-{last:012d}.parquet"
+                table = stream.table([r for _, r in items], [partition] * len(items), [o for o, _ in items])
+                _write_durably(table, path)
+                files.append(path)
+                if stream.kind == "shadow":
+                    self.report.shadow_rows += len(items)
+                else:
+                    self.report.label_rows += len(items)
+            self.report.files += len(files)
+            if self.on_flush is not None:
+                self.on_flush(FlushInfo(topic, partition, first, last, tuple(files)))
+            offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(last + 1, "", -1)
+        self.consumer.commit(offsets)
+        self.report.commits += 1
+        self.pending.clear()
+        self.first_pending_at = None
+
+    def forget(self, partitions: Iterable[Any]) -> None:
+        for tp in partitions:
+            self.recovered.discard((tp.topic, tp.partition))
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Flush and commit before partitions move away; re-run recovery for partitions that come back."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.sink.flush()
+        self.sink.forget(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.sink.forget(assigned)
+        self.sink.assigned_at = time.monotonic()
+
+
+def run_sink(
+    settings: Settings,
+    usecase: str,
+    *,
+    stop_after: int | None = None,
+    idle_timeout_s: float | None = None,
+    group_id: str | None = None,
+    bootstrap: str | None = None,
+    flush_records: int | None = None,
+    flush_interval_s: float | None = None,
+    on_flush: Callable[[FlushInfo], None] | None = None,
+    events_of: UseCase | None = None,
+) -> SinkReport:
+    """Consume ``<shadow prefix><usecase>`` (and the labels topic if it exists) into Parquet until told to stop.
+
+    With `events_of` (a use case whose ``label.event_field`` names a field of its events), its event topic is
+    consumed too and each valid event becomes a label row: outcomes flow through Kafka once, as events.
+
+    Args:
+        stop_after: stop once this many messages were consumed and written (None: no limit).
+        idle_timeout_s: stop after this long without a message once partitions are assigned (the group join does
+            not count, up to ``JOIN_GRACE_S``); None: run until interrupted.
+        on_flush: called after a batch's files are durable and before its offsets are committed.
+
+    Returns:
+        What was consumed and written.
+    """
+    address = bootstrap or settings.kafka_bootstrap
+    if address is None:
+        raise BrokerUnavailableError(
+            f"no Kafka bootstrap address for the sink of {usecase!r}",
+            fix="set MIGRATE_KAFKA_BOOTSTRAP, or run `migrate sink`: it starts the embedded broker",
+        )
+    group_id = group_id or f"migrate-sink-{usecase}"  # one group per use case: no cross-use-case rebalances
+    timeout_s = settings.kafka_timeout_s
+    max_records = flush_records or settings.sink_flush_records
+    interval = flush_interval_s if flush_interval_s is not None else settings.sink_flush_interval_s
+    shadow = shadow_topic(usecase, settings.shadow_topic_prefix)
+    labels = labels_topic(usecase, settings.labels_topic_prefix)
+    ensure_topic(address, shadow, timeout_s=timeout_s)
+    streams = {}
+    for topic, kind, root in ((shadow, "shadow", settings.shadow_dir), (labels, "labels", settings.labels_dir)):
+        tid = topic_id(address, topic, timeout_s=timeout_s)
+        if tid is not None:
+            streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
+    if events_of is not None and events_of.label.event_field is not None:
+        from online.stream.labels_from_events import event_labeler
+        from online.stream.processor import events_topic
+
+        topic = events_topic(events_of, settings.events_topic_prefix)
+        declared = events_of.realtime_features.events if events_of.realtime_features else None
+        # Created here if no producer or processor has yet: a sink started first must still read the labels.
+        ensure_topic(address, topic, declared.partitions if declared else 1, timeout_s=timeout_s)
+        tid = topic_id(address, topic, timeout_s=timeout_s)
+        if tid is not None:
+            streams[topic] = _Stream(
+                topic, "labels", settings.labels_dir / usecase, tid.replace("-", "")[:12], event_labeler(events_of)
+            )
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=address,
+            group_id=group_id,
+            client_id=f"migrate-sink-{usecase}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=GROUP_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=max(60_000, int(interval * 2000)),
+            max_poll_records=max_records,
+            fetch_max_wait_ms=200,
+            request_timeout_ms=max(timeout_ms, 1_000),
+            bootstrap_timeout_ms=timeout_ms,
+        )
+    except kafka_errors.KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"the sink of {usecase!r} cannot reach Kafka at {address}: {exc}", fix="start the broker"
+        ) from exc
+    sink = _Sink(consumer, streams, on_flush)
+    try:
+        consumer.subscribe(sorted(streams), listener=_Listener(sink))
+        _consume(sink, stop_after, idle_timeout_s, max_records, interval)
+        sink.flush()
+    except kafka_errors.KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"the sink of {usecase!r} lost Kafka at {address}: {exc}", fix="restart it once the broker is back"
+        ) from exc
+    finally:
+        consumer.close(autocommit=False, timeout_ms=timeout_ms)
+    return sink.report
+
+
+def _consume(
+    sink: _Sink, stop_after: int | None, idle_timeout_s: float | None, max_records: int, interval: float
+) -> None:
+    started = last_message = time.monotonic()
+    while True:
+        if stop_after is not None:
+            wanted = stop_after - sink.report.records
+            if wanted <= 0:
+                return
+            budget = min(max_records - sink.pending_count, wanted)
+        else:
+            budget = max_records - sink.pending_count
+        polled = sink.consumer.poll(timeout_ms=200, max_records=max(1, budget))
+        now = time.monotonic()
+        for messages in polled.values():
+            for message in messages:
+                sink.add(message)
+        if polled:
+            last_message = now
+        due = sink.first_pending_at is not None and now - sink.first_pending_at >= interval
+        if sink.pending_count >= max_records or due:
+            sink.flush()
+        if idle_timeout_s is not None:
+            if sink.assigned_at is None:
+                # The group join (seconds on Tansu, up to a session timeout after a crash) is not idleness.
+                if now - started >= idle_timeout_s + JOIN_GRACE_S:
+                    return
+            elif now - max(last_message, sink.assigned_at) >= idle_timeout_s:
+                return

@@ -1,0 +1,214 @@
+"""Stream checkpoints in Redis: features, window state, watermark and next offset of a partition in ONE script.
+
+Kafka's advice for an external sink is to keep the consumed offsets in the sink, written atomically with the
+data. A checkpoint is one Lua call: it checks that this processor still owns the partition (a newer owner's
+token fences a zombie out), then writes the features of every entity that changed, their window state, the
+partition's watermark and its next offset. A processor killed at any instant restarts from the last checkpoint
+and sees exactly the state that produced the features in Redis: every event counts once.
+
+Key layout (besides the entity hashes of online/features/redis_store.py)::
+
+    migstream:<usecase>:<group>:owner     HASH partition → token of the processor that owns it
+    migstream:<usecase>:<group>:offset    HASH partition → next offset to consume
+    migstream:<usecase>:<group>:watermark HASH partition → newest event time seen (epoch s, repr)
+    migstream:<usecase>:<group>:state:<p> HASH entity hash key → window state (JSON)
+
+All keys of one checkpoint must live on one Redis node (a single primary, as the feature store is deployed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from migrate.errors import FeatureStoreUnavailableError, MigrateError
+from online.features.redis_store import entity_key
+from online.features.store import EntityKey, encode_value
+
+__all__ = ["Checkpoint", "CheckpointStore", "FencedError", "PartitionStart"]
+
+# KEYS: owner, offset, watermark, state hash, then one entity hash per entity.
+# ARGV: partition, token, next offset, watermark, F, F feature names, then ONE JSON array with, per entity,
+# [state JSON, event time µs, F encoded values]: redis-py packs each argument in Python, so thousands of small
+# arguments cost more than the script itself; one JSON string decoded by cjson costs next to nothing.
+_CHECKPOINT_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+local nf = tonumber(ARGV[5])
+local rows = cjson.decode(ARGV[6 + nf])
+local fields = {}
+for j = 1, nf do
+  fields[j] = {'v:' .. ARGV[5 + j], 't:' .. ARGV[5 + j]}
+end
+for i = 5, #KEYS do
+  local row = rows[i - 4]
+  local out = {'_', '1'}
+  for j = 1, nf do
+    out[#out + 1] = fields[j][1]
+    out[#out + 1] = row[2 + j]
+    out[#out + 1] = fields[j][2]
+    out[#out + 1] = row[2]
+  end
+  redis.call('HSET', KEYS[i], unpack(out))
+  redis.call('HSET', KEYS[4], KEYS[i], row[1])
+end
+return 1
+"""
+_CHECKPOINT_SHA = hashlib.sha1(_CHECKPOINT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+ENTITIES_PER_CALL = 500  # arguments per script call stay moderate; a checkpoint is one transaction of calls
+
+
+class FencedError(MigrateError):
+    """Another processor took over the partition; this one must let it go."""
+
+
+@dataclass(frozen=True)
+class PartitionStart:
+    """Where a processor resumes a partition: next offset (None: from the start), watermark and window states."""
+
+    offset: int | None
+    watermark: float | None
+    states: dict[EntityKey, Any]
+
+
+@dataclass
+class Checkpoint:
+    """What one partition changed since its last checkpoint."""
+
+    partition: int
+    next_offset: int
+    watermark: float
+    entities: list[tuple[EntityKey, Any, int, list[float]]] = field(default_factory=list)
+    """(key, state JSON-able, event time µs, feature values)"""
+
+
+class CheckpointStore:
+    """The checkpoints of one use case's stream processors in one consumer group."""
+
+    def __init__(self, client: redis.Redis, usecase: str, group: str, feature_names: Sequence[str]) -> None:
+        self.client = client
+        self.usecase = usecase
+        self.base = f"migstream:{usecase}:{group}"
+        self.feature_names = list(feature_names)
+        self._loaded = False
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise FeatureStoreUnavailableError(
+                f"stream checkpoint ({action}) of {self.usecase!r}: Redis unreachable: {exc}",
+                fix="check MIGRATE_REDIS_URL and that Redis is up; the processor resumes from its last checkpoint",
+            ) from exc
+
+    def claim(self, partition: int, token: str) -> PartitionStart:
+        """Own `partition` from now on (fencing out its previous owner) and read where it stopped."""
+        with self._translated("claim"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(f"{self.base}:owner", str(partition), token)
+            pipe.hget(f"{self.base}:offset", str(partition))
+            pipe.hget(f"{self.base}:watermark", str(partition))
+            pipe.hgetall(f"{self.base}:state:{partition}")
+            _, offset, watermark, raw_states = pipe.execute()
+        states: dict[EntityKey, Any] = {}
+        for blob in raw_states.values():  # each blob carries its entity key: [key, state]
+            key, state = orjson.loads(blob)
+            states[tuple(key)] = state
+        return PartitionStart(
+            None if offset is None else int(offset), None if watermark is None else float(watermark), states
+        )
+
+    def commit(self, checkpoint: Checkpoint, token: str) -> None:
+        """Write the checkpoint atomically: one MULTI/EXEC of script calls, the offset with the last one.
+
+        Raises:
+            FencedError: another processor owns the partition now; nothing was written.
+        """
+        try:
+            self._commit(checkpoint, token)
+        except redis.exceptions.NoScriptError:
+            self._loaded = False  # Redis restarted and lost its script cache: load it and try once more
+            self._commit(checkpoint, token)
+
+    def _commit(self, checkpoint: Checkpoint, token: str) -> None:
+        names = self.feature_names
+        entities = checkpoint.entities
+        chunks = [entities[i : i + ENTITIES_PER_CALL] for i in range(0, len(entities), ENTITIES_PER_CALL)] or [[]]
+        with self._translated("commit"):
+            self._ensure_script()
+            # All calls in one transaction: a crash leaves either none or all of them applied, so window state
+            # and offset never disagree (a state ahead of its offset would count replayed events twice).
+            pipe = self.client.pipeline(transaction=True)
+            for chunk in chunks:
+                keys = [
+                    f"{self.base}:owner",
+                    f"{self.base}:offset",
+                    f"{self.base}:watermark",
+                    f"{self.base}:state:{checkpoint.partition}",
+                ]
+                args: list[Any] = [
+                    str(checkpoint.partition),
+                    token,
+                    str(checkpoint.next_offset),
+                    repr(checkpoint.watermark),
+                    len(names),
+                    *names,
+                ]
+                rows = []
+                for key, state, time_us, values in chunk:
+                    keys.append(entity_key(self.usecase, key))
+                    rows.append([orjson.dumps([list(key), state]).decode(), str(time_us), *map(encode_value, values)])
+                args.append(orjson.dumps(rows))
+                pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args)
+            results = pipe.execute()
+        if not all(results):
+            raise FencedError(
+                f"partition {checkpoint.partition} of {self.usecase!r} is owned by another processor now",
+                fix="nothing to do: the group rebalanced and the new owner resumes from the last checkpoint",
+            )
+
+    def _ensure_script(self) -> None:
+        if not self._loaded:
+            self.client.script_load(_CHECKPOINT_SCRIPT)
+            self._loaded = True
+
+    def positions(self) -> dict[int, int]:
+        """The next offset of every checkpointed partition."""
+        with self._translated("positions"):
+            raw = self.client.hgetall(f"{self.base}:offset")
+        return {int(p): int(o) for p, o in raw.items()}
+
+    def reset(self, realtime_features: Sequence[str]) -> int:
+        """Forget every checkpoint of the group and delete the real-time features (replay starts from scratch).
+
+        Returns the number of entity hashes cleared.
+        """
+        fields = [f"{kind}:{name}" for name in realtime_features for kind in ("v", "t")]
+        cleared = 0
+        with self._translated("reset"):
+            for key in self.client.scan_iter(match=f"{self.base}:*", count=1000):
+                self.client.delete(key)
+            pipe = self.client.pipeline(transaction=False)
+            for key in self.client.scan_iter(match=f"mig:{self.usecase}:*", count=1000):
+                pipe.hdel(key, *fields)
+                cleared += 1
+                if len(pipe) >= 1000:
+                    pipe.execute()
+            pipe.execute()
+        return cleared
+
+
+def start_offsets(client: redis.Redis, usecase: str, group: str, offsets: dict[int, int]) -> None:
+    """Make the group's processors start each partition at the given offset (a replay's starting point)."""
+    if offsets:
+        client.hset(f"migstream:{usecase}:{group}:offset", mapping={str(p): str(o) for p, o in offsets.items()})

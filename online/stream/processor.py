@@ -1,0 +1,349 @@
+"""The stream processor: events from Kafka → validated → windowed real-time features in Redis, exactly once.
+
+One process is one member of a Kafka consumer group; the group splits the topic's partitions among its members.
+Per partition the processor keeps each entity's window state (migrate/feature_windows.py) and, every
+``stream_checkpoint_interval_s`` or ``stream_checkpoint_events``, writes the changed features, their window
+state, the partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py).
+On (re)assignment it resumes from exactly that checkpoint, so a processor killed at any instant yields the
+same features as one that never stopped. Bad or untimely events go to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from migrate.errors import BrokerUnavailableError
+from migrate.feature_windows import WindowSpec, WindowState
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+from online.kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
+from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
+from online.stream.event_schema import EventSchema, Rejection
+from online.stream.metrics import StreamMetrics
+from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
+
+__all__ = ["StreamProcessor", "StreamReport", "events_topic"]
+
+log = logging.getLogger(__name__)
+SESSION_TIMEOUT_MS = 6_000
+JOIN_GRACE_S = 30.0
+SWEEP_INTERVAL_S = 10.0
+
+
+def events_topic(usecase: UseCase, prefix: str = "migrate.events.") -> str:
+    """The event topic of a use case: declared, else ``<prefix><use case>``."""
+    declared = usecase.realtime_features
+    if declared is not None and declared.events is not None and declared.events.topic:
+        return declared.events.topic
+    return f"{prefix}{usecase.name}"
+
+
+def key_bytes(key: dict[str, Any]) -> bytes:
+    """The Kafka message key of an entity: its key columns as sorted JSON (so one entity → one partition)."""
+    return orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass
+class _Partition:
+    number: int
+    states: dict[tuple[Any, ...], WindowState] = field(default_factory=dict)
+    watermark: float = -math.inf
+    next_offset: int | None = None
+    dirty: set[tuple[Any, ...]] = field(default_factory=set)
+    pending: int = 0  # messages since the last checkpoint
+    arrivals: list[float] = field(default_factory=list)  # broker timestamps (s) of events since the checkpoint
+
+
+@dataclass
+class StreamReport:
+    """What one run consumed and wrote."""
+
+    events: int = 0
+    dead_letters: int = 0
+    checkpoints: int = 0
+    fenced: int = 0
+    freshness_s: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def __str__(self) -> str:
+        return f"{self.events:,} events, {self.dead_letters:,} dead letters, {self.checkpoints:,} checkpoints"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: StreamProcessor) -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.processor.release([tp.partition for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.processor.take([tp.partition for tp in assigned])
+
+
+class StreamProcessor:
+    """One member of the use case's stream-processing consumer group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        usecase: UseCase,
+        *,
+        bootstrap: str,
+        redis_url: str,
+        group_id: str | None = None,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        declared = usecase.realtime_features
+        if declared is None or declared.events is None:
+            raise ValueError(f"use case {usecase.name!r} declares no realtime_features.events")
+        self.settings = settings
+        self.usecase = usecase
+        self.schema = EventSchema(usecase)
+        self.spec = WindowSpec(declared)
+        self.topic = events_topic(usecase, settings.events_topic_prefix)
+        self.partitions_declared = declared.events.partitions
+        self.bootstrap = bootstrap
+        # One group per use case: members of one use case joining or leaving do not rebalance the others.
+        self.group_id = group_id or f"migrate-stream-{usecase.name}"
+        self.token = uuid.uuid4().hex
+        self.key_names = tuple(usecase.entity.key_names)
+        self.client = redis.Redis.from_url(
+            redis_url,
+            socket_timeout=settings.redis_write_timeout_s,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+        )
+        self.checkpoints = CheckpointStore(self.client, usecase.name, self.group_id, self.spec.names)
+        self.metrics = StreamMetrics.of(registry, usecase.name)
+        self.partitions: dict[int, _Partition] = {}
+        self.report = StreamReport()
+        self._consumer: Any = None
+        self._outputs: StreamOutputs | None = None
+        self._last_checkpoint = time.monotonic()
+
+    # --- partitions ------------------------------------------------------------------------------------------
+
+    def take(self, numbers: Sequence[int]) -> None:
+        """Claim newly assigned partitions and resume each from its checkpoint."""
+        for number in numbers:
+            start = self.checkpoints.claim(number, self.token)
+            part = _Partition(number, watermark=-math.inf if start.watermark is None else start.watermark)
+            part.states = {key: WindowState.from_json(self.spec, data) for key, data in start.states.items()}
+            part.next_offset = start.offset
+            self.partitions[number] = part
+            tp = TopicPartition(self.topic, number)
+            if start.offset is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, start.offset)
+            log.info("partition %d: resuming at offset %s with %d entities", number, start.offset, len(part.states))
+
+    def release(self, numbers: Sequence[int]) -> None:
+        """Checkpoint revoked partitions (if still ours) and forget them."""
+        with contextlib.suppress(FencedError):
+            self.checkpoint([n for n in numbers if n in self.partitions])
+        for number in numbers:
+            self.partitions.pop(number, None)
+
+    # --- events ----------------------------------------------------------------------------------------------
+
+    def handle(self, message: Any) -> None:
+        """Apply one message of a partition this processor owns."""
+        part = self.partitions.get(message.partition)
+        if part is None:
+            return
+        part.next_offset = message.offset + 1
+        part.pending += 1
+        arrived_s = message.timestamp / 1000.0
+        event = self.schema.parse(message.value)
+        if not isinstance(event, Rejection):
+            # The key first: an event on the wrong partition must not be judged by this partition's watermark.
+            rejection: Rejection | None = None
+            if message.key != key_bytes(dict(zip(self.key_names, event.key, strict=True))):
+                rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
+            else:
+                rejection = self.schema.timing(event, part.watermark, arrived_s)
+            if rejection is None:
+                state = part.states.get(event.key)
+                if state is None:
+                    state = part.states[event.key] = WindowState(self.spec)
+                state.add(event.time_s, event.fields)
+                part.dirty.add(event.key)
+                part.arrivals.append(arrived_s)
+                part.watermark = max(part.watermark, event.time_s)
+                self.report.events += 1
+                return
+            event = rejection
+        assert self._outputs is not None
+        self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+        self.metrics.dead_letter(event.reason)
+        self.report.dead_letters += 1
+
+    # --- checkpoints -----------------------------------------------------------------------------------------
+
+    def checkpoint(self, numbers: Sequence[int] | None = None) -> None:
+        """Flush dead letters, then write each partition's checkpoint (one transaction each)."""
+        chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
+        chosen = [p for p in chosen if p.pending and p.next_offset is not None]
+        self._last_checkpoint = time.monotonic()
+        if not chosen:
+            return
+        if self._outputs is not None:
+            self._outputs.flush()  # before the offset moves past them: no dead letter is lost
+        fenced: list[int] = []
+        for part in chosen:
+            entities = []
+            for key in part.dirty:
+                state = part.states[key]
+                entities.append((key, state.to_json(), round(state.newest * 1_000_000), state.values()))
+            assert part.next_offset is not None
+            try:
+                self.checkpoints.commit(Checkpoint(part.number, part.next_offset, part.watermark, entities), self.token)
+            except FencedError:
+                log.warning("partition %d was taken over by another processor; letting it go", part.number)
+                fenced.append(part.number)
+                continue
+            now = time.time()
+            ages = [now - a for a in part.arrivals]
+            self.metrics.committed(part.pending, ages)
+            self.report.freshness_s.extend(ages)
+            part.dirty.clear()
+            part.arrivals.clear()
+            part.pending = 0
+            self.report.checkpoints += 1
+        for number in fenced:
+            self.partitions.pop(number, None)
+            self.report.fenced += 1
+
+    def sweep(self) -> int:
+        """Drop window buckets no accepted event can reach any more (memory stays flat); returns entities swept."""
+        swept = 0
+        reach = self.spec.span * self.spec.resolution_s + self.schema.lateness_s
+        for part in self.partitions.values():
+            horizon = part.watermark - reach
+            for state in part.states.values():
+                if state.buckets and state.newest < horizon:
+                    state.buckets = {}
+                    swept += 1
+        return swept
+
+    # --- the loop --------------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        until_caught_up: bool = False,
+        max_seconds: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> StreamReport:
+        """Consume until stopped (or caught up with the topic's end, or `max_seconds`)."""
+        settings = self.settings
+        timeout_s = settings.kafka_timeout_s
+        timeout_ms = int(timeout_s * 1000)
+        ensure_topic(self.bootstrap, self.topic, self.partitions_declared, timeout_s=timeout_s)
+        dlq = dead_letter_topic(self.usecase.name, settings.dead_letter_topic_prefix)
+        self._outputs = StreamOutputs(self.bootstrap, self.usecase.name, dlq, timeout_s)
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group_id,
+                client_id=f"migrate-stream-{self.usecase.name}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=1_000,
+                max_poll_records=settings.stream_checkpoint_events,
+                fetch_max_wait_ms=50,
+                request_timeout_ms=max(timeout_ms, 1_000),
+                bootstrap_timeout_ms=timeout_ms,
+            )
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"stream processor of {self.usecase.name!r}: no broker at {self.bootstrap}: {exc}", fix="start it"
+            ) from exc
+        try:
+            self._consumer.subscribe([self.topic], listener=_Listener(self))
+            self._loop(until_caught_up, max_seconds, stop)
+            self.checkpoint()
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"stream processor of {self.usecase.name!r} lost Kafka at {self.bootstrap}: {exc}",
+                fix="restart it once the broker is back; it resumes from its last checkpoint",
+            ) from exc
+        finally:
+            self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
+            self._outputs.close()
+            self.client.close()
+        return self.report
+
+    def _loop(self, until_caught_up: bool, max_seconds: float | None, stop: threading.Event | None) -> None:
+        settings = self.settings
+        started = last_sweep = last_log = time.monotonic()
+        logged_events = 0
+        consumer = self._consumer
+        while stop is None or not stop.is_set():
+            polled = consumer.poll(timeout_ms=50, max_records=settings.stream_checkpoint_events)
+            for messages in polled.values():
+                for message in messages:
+                    self.handle(message)
+            now = time.monotonic()
+            pending = sum(p.pending for p in self.partitions.values())
+            if pending >= settings.stream_checkpoint_events or (
+                pending and now - self._last_checkpoint >= settings.stream_checkpoint_interval_s
+            ):
+                self.checkpoint()
+            if now - last_sweep >= SWEEP_INTERVAL_S:
+                self.sweep()
+                last_sweep = now
+            if now - last_log >= 5.0:
+                lag = self._lag()
+                rate = (self.report.events - logged_events) / (now - last_log)
+                log.info(
+                    "%s: %.0f events/s, lag %d, %d dead letters, partitions %s",
+                    self.usecase.name,
+                    rate,
+                    lag,
+                    self.report.dead_letters,
+                    sorted(self.partitions),
+                )
+                logged_events, last_log = self.report.events, now
+            if max_seconds is not None and now - started >= max_seconds:
+                return
+            if until_caught_up and not polled and self._caught_up(now - started):
+                return
+
+    def _lag(self) -> int:
+        total = 0
+        for number, part in self.partitions.items():
+            high = self._consumer.highwater(TopicPartition(self.topic, number))
+            if high is not None:
+                lag = max(0, high - (part.next_offset or 0))
+                self.metrics.lag(number, lag)
+                total += lag
+        return total
+
+    def _caught_up(self, elapsed: float) -> bool:
+        """Whether the whole group is done: every partition of the topic checkpointed at its end offset.
+
+        Not just this member's partitions: when another member dies, its partitions come here after the rebalance.
+        """
+        if not self.partitions and elapsed < JOIN_GRACE_S:
+            return False
+        if any(p.pending for p in self.partitions.values()):
+            return False
+        numbers = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, n) for n in sorted(numbers)]
+        ends = self._consumer.end_offsets(tps)
+        done = self.checkpoints.positions()
+        return all(done.get(tp.partition, 0) >= ends[tp] for tp in tps)
