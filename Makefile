@@ -16,7 +16,7 @@ $(TOOLS)/bin/uv:
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	# Bytecode compiled at install: imports stay fast where PYTHONDONTWRITEBYTECODE is set (as here and on CI).
-	$(UV) sync --frozen --compile-bytecode
+	$(UV) sync --frozen --all-extras --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced

@@ -41,7 +41,7 @@ def machine() -> dict[str, Any]:
 
 
 def _pg_reachable() -> bool:
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # noqa: PLC0415 - a suite imports only what it measures
 
     try:
         with sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}).connect():
@@ -51,7 +51,7 @@ def _pg_reachable() -> bool:
 
 
 def _reset_pg() -> None:
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # noqa: PLC0415 - a suite imports only what it measures
 
     with sa.create_engine(PG_URL).begin() as con:
         con.execute(sa.text("DROP SCHEMA IF EXISTS migrate_bench CASCADE"))
@@ -60,10 +60,10 @@ def _reset_pg() -> None:
 
 def batch_suite() -> list[dict[str, Any]]:
     """Batch score + atomic publish of N entities, SQLite and PostgreSQL, each run in its own process."""
-    from bench import world
-    from migrate.artifact import ArtifactStore
-    from migrate.registry import Registry
-    from migrate.settings import get_settings
+    from bench import world  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.artifact import ArtifactStore  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.registry import Registry  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.settings import get_settings  # noqa: PLC0415 - a suite imports only what it measures
 
     runs: list[dict[str, Any]] = []
     plan = [("sqlite", 1_000_000), ("postgresql", 1_000_000), ("postgresql", 10_000_000)]
@@ -80,7 +80,7 @@ def batch_suite() -> list[dict[str, Any]]:
         os.environ["MIGRATE_STATE_DIR"] = str(state)
         settings = get_settings()
         world.build(settings.offline_store_path, entities)
-        from migrate.examples.item_availability.training import make_estimator
+        from migrate.examples.item_availability.training import make_estimator  # noqa: PLC0415 - a suite imports only what it measures
 
         x, y = world.training_set()
         model = make_estimator().fit(x, y)  # the example's own model shape, fitted on synthetic features
@@ -173,15 +173,15 @@ def render(results: dict[str, Any]) -> str:
         ratio = pg_runs[10_000_000]["peak_rss_mib"] / pg_runs[1_000_000]["peak_rss_mib"]
         lines += ["", f"Memory: 10× the entities took {ratio:.2f}× the peak RSS (PostgreSQL runs above)."]
     if "online" in results:
-        from bench.online import render as render_online
+        from bench.online import render as render_online  # noqa: PLC0415 - a suite imports only what it measures
 
         lines += ["", *render_online(results["online"])]
     if "stream" in results:
-        from bench.stream import render as render_stream
+        from bench.stream import render as render_stream  # noqa: PLC0415 - a suite imports only what it measures
 
         lines += ["", *render_stream(results["stream"])]
     if "compare" in results:
-        from bench.compare import render as render_compare
+        from bench.compare import render as render_compare  # noqa: PLC0415 - a suite imports only what it measures
 
         lines += ["", *render_compare(results["compare"])]
     return "\n".join(lines) + "\n"
@@ -192,7 +192,7 @@ SUITES = ("batch", "online", "stream", "compare")
 
 def main() -> None:
     """``python -m bench [suite ...]``: run the named suites (default all), keep the others' last results."""
-    from bench.online import online_suite
+    from bench.online import online_suite  # noqa: PLC0415 - a suite imports only what it measures
 
     chosen = sys.argv[1:] or list(SUITES)
     unknown = sorted(set(chosen) - set(SUITES))
@@ -205,11 +205,11 @@ def main() -> None:
     if "online" in chosen:
         results["online"] = online_suite()
     if "stream" in chosen:
-        from bench.stream import stream_suite
+        from bench.stream import stream_suite  # noqa: PLC0415 - a suite imports only what it measures
 
         results["stream"] = stream_suite()
     if "compare" in chosen:
-        from bench.compare import compare_suite
+        from bench.compare import compare_suite  # noqa: PLC0415 - a suite imports only what it measures
 
         results["compare"] = compare_suite()
     results.setdefault("measured_at", {})

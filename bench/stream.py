@@ -32,20 +32,20 @@ RATE_SECONDS = 20
 
 
 def _settings(state: Path) -> Any:
-    from migrate.settings import get_settings
+    from migrate.settings import get_settings  # noqa: PLC0415 - a suite imports only what it measures
 
     return get_settings(state_dir=state, project_dir=ROOT)
 
 
 def _usecase(name: str) -> Any:
-    from migrate.registry import Registry
+    from migrate.registry import Registry  # noqa: PLC0415 - a suite imports only what it measures
 
     return Registry(ROOT / "usecases").get("item_availability").model_copy(update={"name": name})
 
 
 def _events(n: int, start: datetime) -> Any:
     """N events in time order (event dicts made lazily, so memory stays small)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - a suite imports only what it measures
 
     rng = np.random.default_rng(11)
     stores = rng.integers(0, ENTITIES[0], n) + 1000
@@ -64,8 +64,8 @@ def _events(n: int, start: datetime) -> Any:
 
 
 def _publisher(bootstrap: str, usecase: Any, settings: Any) -> Any:
-    from online.stream.processor import events_topic
-    from online.stream.publisher import EventPublisher
+    from online.stream.processor import events_topic  # noqa: PLC0415 - a suite imports only what it measures
+    from online.stream.publisher import EventPublisher  # noqa: PLC0415 - a suite imports only what it measures
 
     return EventPublisher(
         bootstrap,
@@ -77,7 +77,7 @@ def _publisher(bootstrap: str, usecase: Any, settings: Any) -> Any:
 
 
 def _floor(bootstrap: str, topic: str, n: int) -> float:
-    from online.kafka import KafkaConsumer
+    from online.kafka import KafkaConsumer  # noqa: PLC0415 - a suite imports only what it measures
 
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", max_poll_records=5000, fetch_max_wait_ms=50
@@ -110,10 +110,10 @@ def _run_processor(args: dict[str, Any]) -> dict[str, Any]:
 
 def processor_main(args: dict[str, Any]) -> None:
     """In its own process: run the processor, sample its RSS, print a JSON report."""
-    import numpy as np
-    import psutil
+    import numpy as np  # noqa: PLC0415 - a suite imports only what it measures
+    import psutil  # noqa: PLC0415 - a suite imports only what it measures
 
-    from online.stream.processor import StreamProcessor
+    from online.stream.processor import StreamProcessor  # noqa: PLC0415 - a suite imports only what it measures
 
     settings = _settings(Path(args["state"]))
     usecase = _usecase(args["usecase"])
@@ -189,8 +189,8 @@ def publisher_main(args: dict[str, Any]) -> None:
 
 def stream_suite() -> dict[str, Any]:
     """All of the above, in one run."""
-    from migrate.devservices.broker import start_broker
-    from migrate.devservices.redis_server import start_redis
+    from migrate.devservices.broker import start_broker  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.devservices.redis_server import start_redis  # noqa: PLC0415 - a suite imports only what it measures
 
     n = int(os.environ.get("MIGRATE_BENCH_STREAM_EVENTS", "5000000"))
     state = Path(tempfile.mkdtemp(prefix="migrate-bench-stream-"))

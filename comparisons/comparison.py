@@ -23,9 +23,10 @@ from comparisons.lookup import active_and_previous, open_lookup
 from comparisons.shadow_rows import Rows, Window, load
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
+from lookup_tables import TableSpec
 from migrate.errors import MigrateError
 from migrate.settings import Settings
-from migrate.usecase import UseCase
+from migrate.usecase import UseCase, parse_duration
 
 __all__ = ["Comparison", "compare", "warm"]
 
@@ -89,7 +90,6 @@ def warm(*modules: str) -> threading.Thread:
 
 def _lookup(rows: Rows, usecase: UseCase, settings: Settings) -> tuple[Any, Any, str]:
     """Load the active and previous lookup versions as tables ``lookup_active`` / ``lookup_previous``."""
-    from lookup_tables import TableSpec
 
     spec = TableSpec.for_usecase(usecase, settings)
     store = open_lookup(settings)
@@ -133,7 +133,6 @@ def compare(
     usecase: UseCase, settings: Settings, window: Window | None = None, *, explain_limit: int = 200
 ) -> Comparison:
     """Measure the use case's shadow log over ``window`` (default: everything) and decide the verdict."""
-    from migrate.usecase import parse_duration
 
     clock = _Clock()
     warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model

@@ -27,13 +27,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
 import numpy as np
 import orjson
+import pyarrow as pa
 from pydantic import Field
 
 from comparisons.shadow_rows import Rows, Window, row_id_sql, shadow_files
 from comparisons.stats import Result
+from migrate.artifact import ArtifactStore, deserialize
 from migrate.errors import MigrateError
+from migrate.scoring import Model
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -93,8 +97,6 @@ def _snapshots(settings: Settings, usecase: str) -> list[tuple[datetime, Path]]:
 
 def _model(settings: Settings, usecase: UseCase, version: str) -> Any:
     """The artifact of ``version`` (online or batch role), verified and loaded; None when no manifest names it."""
-    from migrate.artifact import ArtifactStore, deserialize
-    from migrate.scoring import Model
 
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
     for role in ("online", "batch"):
@@ -115,8 +117,6 @@ def _differs(online: float | None, offline: float | None) -> bool:
 
 def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The offline batch-feature row of each case's entity at or before its request time (None: no store)."""
-    import duckdb
-    import pyarrow as pa
 
     path = settings.offline_store_path
     if not path.exists():

@@ -258,7 +258,7 @@ def write_report(
     ``<state_dir>/reports/<usecase>``); returns their paths, the verdict and the timings."""
     warm("comparisons.figures")  # matplotlib imports while the comparison runs
     comparison = compare(usecase, settings, window)
-    from comparisons.figures import render_all
+    from comparisons.figures import render_all  # noqa: PLC0415 - optional dependency: matplotlib, the [report] extra
 
     started = time.perf_counter()
     figures = render_all(comparison)

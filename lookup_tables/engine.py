@@ -9,6 +9,7 @@ switched off on connect and ``BEGIN`` (``BEGIN IMMEDIATE`` on connections with `
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,7 +73,6 @@ def write_options(engine: Engine | Connection) -> dict[str, Any]:
 
 
 def _sqlite_engine(parsed: sa.URL, timeout_s: float) -> Engine:
-    from pathlib import Path
 
     assert parsed.database is not None
     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ def open_store(url: str, *, timeout_s: float = 10.0) -> LookupStore:
     """A new lookup store at ``url`` (SQLite or PostgreSQL by the URL); ``timeout_s`` bounds connects and locks."""
     parsed = sql_url(url)
     if parsed.drivername in SQLITE_DRIVERS:
-        from lookup_tables.sqlite import SqliteLookupStore
+        from lookup_tables.sqlite import SqliteLookupStore  # noqa: PLC0415 - only the backend in use is imported
 
         return SqliteLookupStore(url, timeout_s=timeout_s)
-    from lookup_tables.postgres import PostgresLookupStore
+    from lookup_tables.postgres import PostgresLookupStore  # noqa: PLC0415 - only the backend in use is imported
 
     return PostgresLookupStore(parsed.render_as_string(hide_password=False), timeout_s=timeout_s)
 

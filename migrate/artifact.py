@@ -90,7 +90,7 @@ class ArtifactStore:
         role: Role = "batch",
     ) -> ArtifactInfo:
         """Write a new version of the use case's `role` model and record its sha256 in that role's manifest."""
-        import skops.io as sio
+        import skops.io as sio  # noqa: PLC0415 - start-up cost: skops loads only when a model is read or written
 
         data = sio.dumps(estimator)
         digest = sha256_of(data)
@@ -162,7 +162,7 @@ class ArtifactStore:
 
 def deserialize(data: bytes, source: Path) -> Any:
     """Rebuild an estimator from verified skops bytes, refusing types outside scikit-learn and NumPy."""
-    import skops.io as sio
+    import skops.io as sio  # noqa: PLC0415 - start-up cost: skops loads only when a model is read or written
 
     untrusted = sio.get_untrusted_types(data=data)
     foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]

@@ -16,6 +16,10 @@ class ConfigError(MigrateError):
     """A setting is missing or malformed."""
 
 
+class MissingExtraError(ConfigError):
+    """An optional dependency is not installed; names the extra that brings it."""
+
+
 class UseCaseError(MigrateError):
     """A use-case YAML file is invalid; names the file, the field and the fix."""
 

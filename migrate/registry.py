@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,6 @@ class Registry:
     def valid(self) -> list[UseCase]:
         """The valid use cases; each invalid file is logged as an error (for DAG files: one team's bad YAML must
         not hide every other use case's DAGs; `migrate usecases validate` fails on it)."""
-        import logging
 
         usecases = []
         for file, outcome in self.validate_all().items():

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from migrate.artifact import ArtifactStore, Role, deserialize
 from migrate.errors import ArtifactError
@@ -43,7 +44,6 @@ class Forest:
     @classmethod
     def compile(cls, estimator: Any) -> Forest | None:
         """The forest of a single-output HistGradientBoosting model without categorical splits, else None."""
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
         if not isinstance(estimator, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
             return None

@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from lookup_tables import close_lookup_stores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +42,6 @@ def production_profile() -> Iterator[None]:
     if not PRODUCTION:
         yield
         return
-    import redis
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
 
     engine = sa.create_engine(_PG_URL, poolclass=NullPool, connect_args={"connect_timeout": 5})
     schema = f"prod_{uuid.uuid4().hex[:12]}"
@@ -54,8 +56,6 @@ def production_profile() -> Iterator[None]:
     try:
         yield
     finally:
-        from lookup_tables import close_lookup_stores
-
         close_lookup_stores()  # before the schema goes: no pooled connection may outlive it
         # A store some test left open is found here, in the module that leaked it, not at a random later GC.
         gc.collect()

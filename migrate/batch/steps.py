@@ -10,12 +10,21 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
+
 from lookup_tables import RunRecord, TableSpec, open_lookup_store
+from migrate.artifact import ArtifactStore
+from migrate.batch.offline_store import open_offline, write_snapshot
 from migrate.errors import BatchValidationError
+from migrate.scoring import load_model, score
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -79,9 +88,6 @@ class ChunkResult:
 
 def snapshot(usecase: UseCase, settings: Settings, interval: Interval) -> Snapshot:
     """Write the entities and their features as of the interval's end to ``snapshots/<usecase>/<interval>``."""
-    import pyarrow.parquet as pq
-
-    from migrate.batch.offline_store import open_offline, write_snapshot
 
     chunk_size = usecase.batch.chunk_size or settings.chunk_size
     target = settings.snapshots_dir / usecase.name / interval.key / "snapshot.parquet"
@@ -99,8 +105,6 @@ def snapshot(usecase: UseCase, settings: Settings, interval: Interval) -> Snapsh
 
 def read_chunk(snap: Snapshot, chunk: Chunk) -> Any:
     """The rows of one chunk, reading only the Parquet row groups that hold them."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     first = chunk.chunk_id * snap.chunk_size
     last = first + chunk.rows
@@ -121,7 +125,6 @@ def read_chunk(snap: Snapshot, chunk: Chunk) -> Any:
 
 def begin(usecase: UseCase, settings: Settings, interval: Interval, run_id: str) -> dict[str, Any]:
     """Open a loading version of the lookup table for this run (reused if the task is retried)."""
-    from migrate.artifact import ArtifactStore
 
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
     _, sha, info = store.resolve(usecase)
@@ -141,8 +144,6 @@ _MODELS: dict[tuple[str, str], Any] = {}
 
 def _model(usecase: UseCase, settings: Settings) -> Any:
     # Mapped tasks in one worker process score several chunks: load (and verify) the artifact once.
-    from migrate.artifact import ArtifactStore
-    from migrate.scoring import load_model
 
     key = (usecase.name, str(settings.artifacts_dir))
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
@@ -165,10 +166,6 @@ def chunk_checksum(keys: list[Any], predictions: Any, features_as_of: Any) -> st
 
 def score_chunk(usecase: UseCase, settings: Settings, snap: Snapshot, version: int, chunk: Chunk) -> ChunkResult:
     """Score one row group of the snapshot and write it into the loading version (idempotent per chunk)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from migrate.scoring import score
 
     started = time.perf_counter()
     model = _model(usecase, settings)
@@ -345,9 +342,6 @@ def run_batch(
     results = []
     # Chunks are independent: score them on every core at once. Scoring (OpenMP, one thread per chunk here),
     # Parquet reads and the bulk loads release the GIL, so threads overlap compute with I/O.
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for result in pool.map(lambda c: score_chunk(usecase, settings, snap, version, c), snap.chunks):

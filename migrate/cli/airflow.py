@@ -24,9 +24,9 @@ def airflow(
     triggerer: Annotated[bool, typer.Option(help="Also start a triggerer (only deferrable tasks need one).")] = False,
 ) -> None:
     """Start Airflow (API server with the UI, scheduler, DAG processor) on the project's DAGs until Ctrl-C."""
-    from migrate.devservices.airflow_server import AirflowServer
-    from migrate.devservices.redis_server import resolve_redis_url
-    from migrate.registry import Registry
+    from migrate.devservices.airflow_server import AirflowServer  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.registry import Registry  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     settings.ensure_state_dir()

@@ -22,7 +22,7 @@ _COLOURS = {"promote": "green", "hold": "yellow", "rollback": "red"}
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
-    from migrate.errors import InvalidWindowError
+    from migrate.errors import InvalidWindowError  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     if value is None:
         return None
@@ -36,7 +36,7 @@ def _moment(value: str | None, option: str) -> datetime | None:
 
 
 def _window(since: str | None, until: str | None) -> object:
-    from comparisons.shadow_rows import Window
+    from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     return Window(_moment(since, "--since"), _moment(until, "--until"))
 
@@ -49,8 +49,8 @@ def gate(
     until: Annotated[str | None, _UNTIL] = None,
 ) -> None:
     """The cutover verdict of a use case from its shadow log: promote, hold or rollback, with reasons."""
-    from comparisons.comparison import compare
-    from comparisons.shadow_rows import Window
+    from comparisons.comparison import compare  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     found = Registry(settings.usecases_dir).get(usecase)
@@ -88,8 +88,8 @@ def report(
     until: Annotated[str | None, _UNTIL] = None,
 ) -> None:
     """Write the comparison report (self-contained HTML) and every number (JSON); print the verdict."""
-    from comparisons.report import write_report
-    from comparisons.shadow_rows import Window
+    from comparisons.report import write_report  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     found = Registry(settings.usecases_dir).get(usecase)

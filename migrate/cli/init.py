@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Write usecases/<name>.yaml, a package <name>/ with a trainer and sample data, and its tests."""
-        from migrate.cli.scaffold import scaffold
-        from migrate.errors import ConfigError
+        from migrate.cli.scaffold import scaffold  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+        from migrate.errors import ConfigError  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
         if kind not in ("binary", "regression"):
             raise ConfigError(f"--kind {kind!r} is not a label kind", fix="use --kind binary or --kind regression")

@@ -97,8 +97,8 @@ def train(
     ] = False,
 ) -> None:
     """Train the use case's model and write a new versioned artifact with its sha256."""
-    from migrate.batch.offline_store import latest_feature_time, open_offline
-    from migrate.batch.training import train as run_training
+    from migrate.batch.offline_store import latest_feature_time, open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.batch.training import train as run_training  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     cutoff = as_utc(as_of)
@@ -126,10 +126,10 @@ def score(
     ] = None,
 ) -> None:
     """Run the batch path outside Airflow: the same steps and code as the DAG."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    from migrate.batch import steps as batch
-    from migrate.batch.schedule import interval_ending
+    from migrate.batch import steps as batch  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.batch.schedule import interval_ending  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     interval = interval_ending(uc.batch.schedule, as_utc(interval_end) or datetime.now(UTC))
@@ -159,7 +159,7 @@ def score(
 @friendly
 def lookup_show(usecase: str, rows: Annotated[int, typer.Option(help="Sample rows to print.")] = 5) -> None:
     """Versions of the use case's lookup table, and a few rows of the active one."""
-    from migrate.batch.versions_view import print_lookup
+    from migrate.batch.versions_view import print_lookup  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     print_lookup(console, _usecase(usecase), get_settings(), rows)
 
@@ -171,7 +171,7 @@ def lookup_rollback(
     to: Annotated[int | None, typer.Option(help="Version to switch to; default: the previous one.")] = None,
 ) -> None:
     """Switch readers back to a previous version, atomically."""
-    from lookup_tables import TableSpec, open_lookup_store
+    from lookup_tables import TableSpec, open_lookup_store  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     settings = get_settings()
@@ -188,7 +188,7 @@ def demo(
     fast: Annotated[bool, typer.Option("--fast", help="A smaller world and a faster clock (CI).")] = False,
 ) -> None:
     """The whole migration of the example use case on embedded services: batch, shadow, verdict, cutover, costs."""
-    from migrate.demo.story import run_demo
+    from migrate.demo.story import run_demo  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     run_demo(console, get_settings(), fast=fast)
 

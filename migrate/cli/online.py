@@ -22,10 +22,10 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Serving worker processes.")] = 1,
 ) -> None:
     """Serve every use case's model live (FastAPI on uvicorn); embedded Redis and broker unless configured."""
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    from migrate.devservices.redis_server import resolve_redis_url
-    from migrate.devservices.shared_broker import shared_bootstrap
+    from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     redis_url, redis_server = resolve_redis_url(settings)
@@ -59,10 +59,10 @@ def materialize(
     on_correction: Annotated[str, typer.Option(help="reject | apply: what to do with corrected values.")] = "reject",
 ) -> None:
     """Write the use case's batch features into the online feature store (a re-run is a no-op)."""
-    from migrate.devservices.redis_server import resolve_redis_url
-    from online.features.materialize import materialize as run
-    from online.features.materialize import materialize_active
-    from online.features.redis_store import open_feature_store
+    from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.features.materialize import materialize as run  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.features.materialize import materialize_active  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.features.redis_store import open_feature_store  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     if on_correction not in ("reject", "apply"):
         raise typer.BadParameter("use reject or apply", param_hint="--on-correction")
@@ -87,8 +87,8 @@ def sink(
     idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
 ) -> None:
     """Consume the use case's shadow log and labels (from its events) from Kafka into Parquet for DuckDB."""
-    from migrate.devservices.shared_broker import shared_bootstrap
-    from online.shadow.sink import run_sink
+    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.shadow.sink import run_sink  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     uc = Registry(settings.usecases_dir).get(usecase)
@@ -101,8 +101,8 @@ def sink(
 @friendly
 def services_stop() -> None:
     """Stop the embedded Redis and broker of this state dir (they keep features and topics in memory)."""
-    from migrate.devservices.redis_server import stop_redis
-    from migrate.devservices.shared_broker import stop_shared_broker
+    from migrate.devservices.redis_server import stop_redis  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.devservices.shared_broker import stop_shared_broker  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     stopped = stop_redis(settings)

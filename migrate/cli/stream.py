@@ -20,7 +20,7 @@ events_app = typer.Typer(help="The use cases' event topics.", no_args_is_help=Tr
 
 
 def _usecase(name: str) -> UseCase:
-    from migrate.batch.event_history import event_stream
+    from migrate.batch.event_history import event_stream  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     usecase = Registry(get_settings().usecases_dir).get(name)
     event_stream(usecase)  # a clear error when it declares no event stream
@@ -28,7 +28,7 @@ def _usecase(name: str) -> UseCase:
 
 
 def _redis_url() -> str:
-    from migrate.devservices.redis_server import resolve_redis_url
+    from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     url, _ = resolve_redis_url(get_settings())
     return url
@@ -46,15 +46,15 @@ def stream(
     max_seconds: Annotated[float | None, typer.Option(help="Exit after this long.")] = None,
 ) -> None:
     """Compute the use case's real-time features from its event topic into the feature store, exactly once."""
-    from migrate.devservices.shared_broker import shared_bootstrap
-    from online.stream.processor import StreamProcessor
+    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.stream.processor import StreamProcessor  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uc = _usecase(usecase)
     settings = get_settings()
     bootstrap = shared_bootstrap(settings)
     if metrics_port is not None:
-        from prometheus_client import start_http_server
+        from prometheus_client import start_http_server  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
         start_http_server(metrics_port, addr="127.0.0.1")
     processor = StreamProcessor(settings, uc, bootstrap=bootstrap, redis_url=_redis_url(), group_id=group)
@@ -81,8 +81,8 @@ def replay(
     ] = None,
 ) -> None:
     """Rebuild the real-time features from the event topic's retention (stop `migrate stream` first)."""
-    from migrate.devservices.shared_broker import shared_bootstrap
-    from online.stream.replay import replay as run_replay
+    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.stream.replay import replay as run_replay  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     settings = get_settings()
@@ -115,13 +115,13 @@ def events_replay(
     ] = None,
 ) -> None:
     """Play the offline event history back into the use case's Kafka topic, paced by event time."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    from migrate.batch.event_history import iter_events
-    from migrate.batch.offline_store import latest_feature_time, open_offline
-    from migrate.devservices.shared_broker import shared_bootstrap
-    from online.stream.processor import events_topic
-    from online.stream.publisher import EventPublisher
+    from migrate.batch.event_history import iter_events  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.batch.offline_store import latest_feature_time, open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.stream.processor import events_topic  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.stream.publisher import EventPublisher  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     settings = get_settings()

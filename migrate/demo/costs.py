@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import duckdb
+import numpy as np
 from rich.console import Console
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
 from migrate.settings import Settings
-from migrate.usecase import UseCase
+from migrate.usecase import UseCase, parse_duration
 
 __all__ = ["Costs", "measure_costs", "print_costs"]
 
@@ -39,7 +42,6 @@ class Costs:
 
 
 def _auc(scores: Any, labels: Any) -> float | None:
-    from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else None
 
@@ -55,10 +57,6 @@ def measure_costs(
 ) -> Costs:
     """The costs of the requests in the window [since, until) as served by `served` ("batch" or "online")."""
     since, until = window
-    import duckdb
-    import numpy as np
-
-    from migrate.usecase import parse_duration
 
     shadow = str(settings.shadow_dir / usecase.name / "**" / "*.parquet")
     labels = str(settings.labels_dir / usecase.name / "**" / "*.parquet")

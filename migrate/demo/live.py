@@ -21,6 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from migrate.batch.offline_store import open_offline, utc_naive
+from migrate.devservices.broker import free_port
+from migrate.devservices.redis_server import resolve_redis_url
+from migrate.devservices.shared_broker import shared_bootstrap
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -42,7 +49,6 @@ class LiveDay:
         self.end = end
         self.speed = speed
         self.logs = settings.state_dir / "demo-logs"
-        from migrate.devservices.broker import free_port
 
         self.port = free_port()
         self.metrics_port = free_port()
@@ -75,8 +81,6 @@ class LiveDay:
             )
 
     def __enter__(self) -> LiveDay:
-        from migrate.devservices.redis_server import resolve_redis_url
-        from migrate.devservices.shared_broker import shared_bootstrap
 
         redis_url, _ = resolve_redis_url(self.settings)
         bootstrap = shared_bootstrap(self.settings)
@@ -111,7 +115,6 @@ class LiveDay:
         return self
 
     def _wait_ready(self) -> None:
-        import httpx
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -132,8 +135,6 @@ class LiveDay:
     def stream_freshness(self) -> dict[str, float]:
         """Upper bounds of the stream's freshness quantiles (event reaches Kafka → features in Redis, wall clock),
         from the processor's Prometheus histogram."""
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
 
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
         buckets: list[tuple[float, float]] = []
@@ -231,7 +232,6 @@ class Shoppers:
         on_tick: Callable[[datetime, TrafficReport], None] | None = None,
     ) -> TrafficReport:
         """Send requests at about `rate_per_s` (wall) until the simulated clock reaches `until`."""
-        import httpx
 
         report = TrafficReport()
         url = f"{day.base}/v1/models/{self.usecase.name}/predict"
@@ -264,7 +264,6 @@ class Shoppers:
 
 def day_events(settings: Settings, usecase: UseCase, start: datetime, end: datetime) -> list[Any]:
     """The day's scan events as (time, key), in time order, for the shoppers to draw from."""
-    from migrate.batch.offline_store import open_offline, utc_naive
 
     assert usecase.realtime_features is not None
     keys = ", ".join(usecase.entity.key_names)
@@ -280,7 +279,6 @@ def day_events(settings: Settings, usecase: UseCase, start: datetime, end: datet
 
 def new_entities(settings: Settings, usecase: UseCase, cutoff: datetime) -> list[tuple[Any, ...]]:
     """Entities listed after the batch cutoff: the lookup table has no row for them."""
-    from migrate.batch.offline_store import open_offline, utc_naive
 
     source = usecase.entity.source
     keys = ", ".join(usecase.entity.key_names)

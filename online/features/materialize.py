@@ -15,8 +15,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from lookup_tables import TableSpec, open_lookup_store
-from migrate.batch.offline_store import utc_aware
+from migrate.batch.offline_store import open_offline, utc_aware, write_snapshot
 from migrate.errors import CorrectionRejectedError, NoActiveVersionError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -64,10 +67,6 @@ def materialize(
         OfflineStoreError: the offline store lacks the use case's tables or columns.
         FeatureStoreUnavailableError: the feature store cannot be reached.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from migrate.batch.offline_store import open_offline, write_snapshot
 
     started = time.perf_counter()
     as_of = utc_aware(as_of)

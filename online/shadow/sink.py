@@ -45,6 +45,8 @@ from online.kafka import (
 )
 from online.shadow.log import ShadowRecord, shadow_topic
 from online.stream.label_topic import LabelRecord, labels_topic
+from online.stream.labels_from_events import event_labeler
+from online.stream.processor import events_topic
 
 __all__ = ["FlushInfo", "SinkReport", "label_table", "run_sink", "shadow_table"]
 
@@ -339,9 +341,6 @@ def run_sink(
         if tid is not None:
             streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
     if events_of is not None and events_of.label.event_field is not None:
-        from online.stream.labels_from_events import event_labeler
-        from online.stream.processor import events_topic
-
         topic = events_topic(events_of, settings.events_topic_prefix)
         declared = events_of.realtime_features.events if events_of.realtime_features else None
         # Created here if no producer or processor has yet: a sink started first must still read the labels.

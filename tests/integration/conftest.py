@@ -15,6 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from migrate.batch.offline_store import open_offline
+from migrate.batch.training import train
+from migrate.examples.item_availability.generator import SimulationConfig, generate
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
@@ -75,9 +78,6 @@ def airflow_db() -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A small world (3 days) generated and trained under a state dir of this module's own."""
-    from migrate.batch.offline_store import open_offline
-    from migrate.batch.training import train
-    from migrate.examples.item_availability.generator import SimulationConfig, generate
 
     state = tmp_path_factory.mktemp("state")
     previous = os.environ.get("MIGRATE_STATE_DIR")

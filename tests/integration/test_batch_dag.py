@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.dag_processing.dagbag import DagBag
 from typer.testing import CliRunner
 
 from lookup_tables import TableSpec, open_lookup_store
@@ -22,7 +23,6 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 def _dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.dag_processing.dagbag import DagBag
 
 from migrate.cutover.flag_store import FlagStore
 from migrate.cutover.flags import Stage
@@ -27,7 +28,6 @@ _DATES = itertools.count()
 
 
 def _dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAG_FILE))
 

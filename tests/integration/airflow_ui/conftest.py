@@ -19,6 +19,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from migrate.devservices.airflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts" / "airflow_ui"
@@ -99,7 +103,6 @@ def cli_env(world: Any) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def airflow_ui(world: Any, cli_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[RunningAirflow]:
     """`migrate airflow --port <free>` on the `world` fixture's state dir, with its own metadata DB."""
-    from migrate.devservices.airflow_server import free_port
 
     port = free_port()
     output: list[str] = []
@@ -167,8 +170,6 @@ def browser(airflow_ui: RunningAirflow) -> Iterator[Any]:
         if os.environ.get("MIGRATE_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

@@ -23,10 +23,16 @@ from urllib.parse import quote, unquote
 import httpx
 import psutil
 import pytest
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 from lookup_tables import TableSpec, open_lookup_store
 from migrate.cutover.flag_store import FlagStore
 from migrate.cutover.flags import Stage
+from migrate.devservices.airflow_server import free_port
 from migrate.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(600)]
@@ -39,20 +45,16 @@ API_SILENCE_S = 30
 
 
 def _wait(driver: Any, condition: Callable[[Any], Any], timeout_s: float = UI_TIMEOUT_S, what: str = "") -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout_s, poll_frequency=0.25).until(condition, what)
 
 
 def _css(driver: Any, selector: str) -> Any:
-    from selenium.webdriver.common.by import By
 
     return driver.find_element(By.CSS_SELECTOR, selector)
 
 
 def _visible(selector: str) -> Callable[[Any], Any]:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
 
     return ec.visibility_of_element_located((By.CSS_SELECTOR, selector))
 
@@ -81,13 +83,11 @@ def _expected_dag_ids(world: Any) -> set[str]:
 
 
 def _listed_dag_ids(driver: Any) -> set[str]:
-    from selenium.webdriver.common.by import By
 
     return {link.text for link in driver.find_elements(By.CSS_SELECTOR, "a[data-testid=dag-id]")}
 
 
 def test_the_dag_list_shows_every_use_cases_dags(ui: Any, airflow_ui: Any, world: Any, artifacts: Path) -> None:
-    from selenium.common.exceptions import TimeoutException
 
     expected = _expected_dag_ids(world)
     listed: set[str] = set()
@@ -128,7 +128,6 @@ def _trigger_from_ui(ui: Any, airflow_ui: Any, dag_id: str, shot: Path, fill: Ca
 
 
 def _unpause_checkbox(driver: Any, dag_id: str) -> Any:
-    from selenium.webdriver.common.by import By
 
     for label in driver.find_elements(By.CSS_SELECTOR, "label[data-scope=checkbox]"):
         if f"Unpause {dag_id}" in label.text:
@@ -187,7 +186,6 @@ def test_a_batch_run_triggered_from_the_ui_publishes_a_lookup_version(
 def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
     ui: Any, airflow_ui: Any, world: Any, artifacts: Path
 ) -> None:
-    from selenium.webdriver.common.keys import Keys
 
     dag_id = f"cutover__{UC}"
     flags = FlagStore.from_settings(world.settings)
@@ -227,7 +225,6 @@ def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
 
 
 def test_a_second_server_on_the_same_state_dir_is_refused(airflow_ui: Any, cli_env: dict[str, str]) -> None:
-    from migrate.devservices.airflow_server import free_port
 
     done = subprocess.run(
         [str(Path(sys.executable).parent / "migrate"), "airflow", "--port", str(free_port())],

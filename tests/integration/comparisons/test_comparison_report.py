@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from airflow.dag_processing.dagbag import DagBag
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
 from comparisons.report import SECTIONS, write_report
@@ -192,8 +196,6 @@ def browser() -> Iterator[Any]:
         if os.environ.get("MIGRATE_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -208,7 +210,6 @@ def browser() -> Iterator[Any]:
 
 
 def test_report_renders_in_chromium(report: Any, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
 
     browser.get(report.html.as_uri())
     assert report.verdict.decision in browser.title
@@ -269,7 +270,6 @@ DAG_FILE = ROOT / "dags" / "shadow_report.py"
 
 
 def _dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAG_FILE))
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import redis
+from airflow.dag_processing.dagbag import DagBag
 
 from comparisons.comparison import compare
 from comparisons.verdict import decide
@@ -101,7 +102,6 @@ def test_batch_and_online_models_train_and_online_beats_batch_on_mae(eta: EtaWor
 
 @pytest.mark.airflow
 def test_batch_dag_publishes_a_lookup_version_of_minutes(eta: EtaWorld, airflow_db: None) -> None:
-    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}

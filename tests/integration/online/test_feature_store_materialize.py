@@ -13,8 +13,10 @@ import pytest
 from pydantic import SecretStr
 
 from migrate.batch.offline_store import open_offline, snapshot_features, utc_naive
+from migrate.batch.steps import Interval, run_batch
 from migrate.devservices.redis_server import EmbeddedRedis, RedisServer, resolve_redis_url, stop_redis
 from migrate.errors import CorrectionRejectedError
+from migrate.examples.item_availability.generator import SimulationConfig, generate
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
@@ -34,7 +36,6 @@ class SmallWorld:
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
     """3 stores × 30 products × 3 days in an offline store of this module's own (no model needed)."""
-    from migrate.examples.item_availability.generator import SimulationConfig, generate
 
     settings = get_settings(state_dir=tmp_path_factory.mktemp("materialize-state"))
     summary = generate(settings.offline_store_path, SimulationConfig(stores=3, products=30, days=3, seed=5))
@@ -131,7 +132,6 @@ def test_a_changed_history_is_rejected_then_applied_on_request(
 @pytest.fixture
 def batch_ran(world: object) -> Iterator[object]:
     """The shared trained world of tests/integration/conftest.py, with its batch run published."""
-    from migrate.batch.steps import Interval, run_batch
 
     cutoff = world.cutoff  # type: ignore[attr-defined]
     run_batch(world.usecase, world.settings, Interval(cutoff - timedelta(days=1), cutoff), f"fs-{uuid.uuid4().hex}")  # type: ignore[attr-defined]

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis as redis_client
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 from lookup_tables import TableSpec, open_lookup_store
 from migrate.batch import steps as batch
+from migrate.batch.offline_store import open_offline, utc_naive
 from migrate.batch.schedule import interval_ending
 from migrate.cutover.flags import Stage
+from migrate.cutover.guardrail import Guardrail
 from migrate.devservices.redis_server import RedisServer
 from migrate.settings import get_settings
 from online.features.materialize import materialize
@@ -21,6 +26,7 @@ from online.features.redis_store import RedisFeatureStore
 from online.serving.app import ServingDeps, create_app
 from online.serving.runtime import build_deps
 from online.serving.shadow_handoff import InProcessShadow
+from online.shadow.log import DROP_REASONS, ShadowLogger
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +76,6 @@ def served(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 def _known_and_new(served: Served) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    from migrate.batch.offline_store import open_offline, utc_naive
 
     with open_offline(served.world.settings.offline_store_path) as con:
         known = con.execute(
@@ -221,9 +226,6 @@ def test_shadow_logs_both_paths_for_every_entity(served: Served, monkeypatch: py
 
 
 def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from online.shadow.log import DROP_REASONS, ShadowLogger
 
     known, _ = _known_and_new(served)
     server = served.deps.servers[served.world.usecase.name]
@@ -246,7 +248,6 @@ def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, m
 
 
 def test_guardrail_breach_rolls_back_to_shadow_and_says_why(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    from migrate.cutover.guardrail import Guardrail
 
     name = served.world.usecase.name
     known, _ = _known_and_new(served)
@@ -272,9 +273,6 @@ def test_guardrail_breach_rolls_back_to_shadow_and_says_why(served: Served, monk
 
 
 def test_redis_slowed_mid_load_falls_back_within_the_budget(served: Served) -> None:
-    import threading
-
-    import redis as redis_client
 
     known, _ = _known_and_new(served)
     served.set_stage(Stage.ONLINE)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from migrate.feature_windows import WindowSpec, epoch_s, since_minutes, training_features
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
@@ -101,7 +103,6 @@ class Stream:
 
 
 def _array(values: list[float]) -> Any:
-    import numpy as np
 
     return np.asarray(values, dtype=np.float64)
 

@@ -14,6 +14,10 @@ from migrate.batch.event_history import online_training_frame, realtime_feature_
 from migrate.batch.offline_store import open_offline
 from migrate.batch.training import train
 from migrate.scoring import load_model
+from online.features.materialize import materialize
+from online.features.redis_store import RedisFeatureStore
+from online.serving.predictor import OnlinePredictor
+from online.stream.processor import StreamProcessor
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +61,6 @@ def test_realtime_training_features_see_only_earlier_events(world: Any) -> None:
 def test_live_prediction_uses_the_streamed_features_exactly_as_training_computes_them(world: Any, stream: Any) -> None:
     """Batch features materialized + real-time features from the processor → the online model's score equals
     the score of the vector training would build for that instant, to the last bit."""
-    from online.features.materialize import materialize
-    from online.features.redis_store import RedisFeatureStore
-    from online.serving.predictor import OnlinePredictor
-    from online.stream.processor import StreamProcessor
 
     usecase = world.usecase
     train(usecase, world.settings, world.cutoff, role="online")

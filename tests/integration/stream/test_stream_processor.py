@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 from stream_helpers import Stream, same
 
 from online.kafka import KafkaConsumer
+from online.shadow.sink import run_sink
 from online.stream.outputs import dead_letter_topic
 from online.stream.processor import StreamProcessor, key_bytes
 from online.stream.replay import replay
@@ -162,9 +164,6 @@ def test_late_events_within_the_allowed_lateness_count_and_later_ones_are_dead_l
 
 
 def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -> None:
-    import duckdb
-
-    from online.shadow.sink import run_sink
 
     good = stream.events[:300]
     publisher = stream.publisher()

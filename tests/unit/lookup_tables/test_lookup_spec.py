@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lookup_tables import KeyColumn, TableSpec
@@ -49,7 +50,6 @@ def test_key_columns_check_name_and_type() -> None:
 
 
 def test_keys_are_normalised_to_plain_python_values() -> None:
-    import numpy as np
 
     two = spec(keys=(KeyColumn("item_id", "int"), KeyColumn("store", "str")))
     key = two.key_of((np.int64(3), "s1"))
