@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from online.serving.prediction_paths import NOTHING, Outcome, Paths, Request
-from online.shadow.log import ShadowRecord
+from online.shadow.record import ShadowRecord
 
 
 class Logger(Protocol):

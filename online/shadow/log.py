@@ -16,67 +16,19 @@ import time
 import weakref
 from typing import Any, Literal
 
-import orjson
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from migrate.errors import BrokerError
 from migrate.settings import Settings
 from online.kafka import KafkaProducer, ensure_topic, kafka_errors
+from online.shadow.record import ShadowRecord, shadow_topic
 
-__all__ = ["DROP_REASONS", "ShadowLogger", "ShadowRecord", "shadow_topic"]
+__all__ = ["DROP_REASONS", "ShadowLogger"]
 
 log = logging.getLogger(__name__)
 
-Source = Literal["batch", "online", "batch_fallback"]
 DropReason = Literal["queue_full", "send_failed", "broker_unavailable"]
 DROP_REASONS: tuple[DropReason, ...] = ("queue_full", "send_failed", "broker_unavailable")
-SCHEMA_VERSION = 1
-
-
-class ShadowRecord(BaseModel):
-    """What both paths said about one request: predictions, data ages, model versions, latencies and errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    schema_version: int = SCHEMA_VERSION
-    request_id: str = Field(min_length=1)
-    usecase: str = Field(min_length=1)
-    key: dict[str, int | str] = Field(min_length=1, description="Entity key: key column name → value.")
-    request_time: AwareDatetime
-    served_source: Source
-    stage: str = Field(min_length=1, description="Cutover stage when served (shadow, canary, ...).")
-    percent: float = Field(default=0.0, ge=0, le=100, description="Canary percent of the flag when served.")
-    batch_prediction: float | None = None
-    batch_miss: bool = Field(default=False, description="The entity had no row in the lookup table.")
-    batch_data_age_s: float | None = Field(default=None, description="Age of the batch prediction's features.")
-    batch_model_version: str | None = None
-    batch_latency_ms: float | None = None
-    batch_error: str | None = None
-    online_prediction: float | None = None
-    online_feature_ages_s: dict[str, float] = Field(default_factory=dict, description="Feature → age in seconds.")
-    online_features: dict[str, float | None] = Field(
-        default_factory=dict, description="Feature → value the online model used (None: missing); explains skew."
-    )
-    online_model_version: str | None = None
-    online_latency_ms: float | None = None
-    online_error: str | None = None
-    context: dict[str, Any] = Field(default_factory=dict, description="Extra JSON-able request context.")
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump())
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> ShadowRecord:
-        return cls.model_validate(orjson.loads(data))
-
-    def key_bytes(self) -> bytes:
-        """The Kafka message key: the entity key, so one entity's records stay in order on one partition."""
-        return orjson.dumps(self.key, option=orjson.OPT_SORT_KEYS)
-
-
-def shadow_topic(usecase: str, prefix: str = "migrate.shadow.") -> str:
-    return f"{prefix}{usecase}"
 
 
 class _Metrics:

@@ -17,7 +17,6 @@ so its offsets restart at 0 after a restart).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -28,10 +27,9 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from migrate.errors import BrokerUnavailableError, SinkError
+from migrate.errors import BrokerUnavailableError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import (
@@ -43,12 +41,13 @@ from online.kafka import (
     kafka_errors,
     topic_id,
 )
-from online.shadow.log import ShadowRecord, shadow_topic
+from online.shadow.parquet import label_table, shadow_table, write_durably
+from online.shadow.record import ShadowRecord, shadow_topic
 from online.stream.label_topic import LabelRecord, labels_topic
 from online.stream.labels_from_events import event_labeler
 from online.stream.processor import events_topic
 
-__all__ = ["FlushInfo", "SinkReport", "label_table", "run_sink", "shadow_table"]
+__all__ = ["FlushInfo", "SinkReport", "run_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -79,89 +78,6 @@ class SinkReport:
     files: int = 0
     commits: int = 0
     topics: list[str] = field(default_factory=list)
-
-
-def _key_columns(keys: list[dict[str, Any]]) -> dict[str, pa.Array]:
-    names = sorted({name for key in keys for name in key})
-    columns: dict[str, pa.Array] = {}
-    for name in names:
-        values = [key.get(name) for key in keys]
-        if all(value is None or (isinstance(value, int) and not isinstance(value, bool)) for value in values):
-            columns[f"key_{name}"] = pa.array(values, pa.int64())
-        else:
-            columns[f"key_{name}"] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return columns
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-
-
-_TS = pa.timestamp("us", tz="UTC")
-
-
-def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: list[int]) -> pa.Table:
-    """Flat columns: the entity key as JSON and as ``key_<name>`` columns, dicts as JSON strings."""
-    columns: dict[str, pa.Array] = {
-        "request_id": pa.array([r.request_id for r in records], pa.string()),
-        "usecase": pa.array([r.usecase for r in records], pa.string()),
-        "entity_key": pa.array([_json(r.key) for r in records], pa.string()),
-        **_key_columns([r.key for r in records]),
-        "request_time": pa.array([r.request_time for r in records], _TS),
-        "served_source": pa.array([r.served_source for r in records], pa.string()),
-        "stage": pa.array([r.stage for r in records], pa.string()),
-        "percent": pa.array([r.percent for r in records], pa.float64()),
-        "batch_prediction": pa.array([r.batch_prediction for r in records], pa.float64()),
-        "batch_miss": pa.array([r.batch_miss for r in records], pa.bool_()),
-        "batch_data_age_s": pa.array([r.batch_data_age_s for r in records], pa.float64()),
-        "batch_model_version": pa.array([r.batch_model_version for r in records], pa.string()),
-        "batch_latency_ms": pa.array([r.batch_latency_ms for r in records], pa.float64()),
-        "batch_error": pa.array([r.batch_error for r in records], pa.string()),
-        "online_prediction": pa.array([r.online_prediction for r in records], pa.float64()),
-        "online_feature_ages_s": pa.array([_json(r.online_feature_ages_s) for r in records], pa.string()),
-        "online_features": pa.array([_json(r.online_features) for r in records], pa.string()),
-        "online_model_version": pa.array([r.online_model_version for r in records], pa.string()),
-        "online_latency_ms": pa.array([r.online_latency_ms for r in records], pa.float64()),
-        "online_error": pa.array([r.online_error for r in records], pa.string()),
-        "context": pa.array([_json(r.context) for r in records], pa.string()),
-        "schema_version": pa.array([r.schema_version for r in records], pa.int32()),
-        "kafka_partition": pa.array(partitions, pa.int32()),
-        "kafka_offset": pa.array(offsets, pa.int64()),
-    }
-    return pa.table(columns)
-
-
-def label_table(records: list[LabelRecord], partitions: list[int], offsets: list[int]) -> pa.Table:
-    """Flat columns like ``shadow_table``: one row per label."""
-    columns: dict[str, pa.Array] = {
-        "usecase": pa.array([r.usecase for r in records], pa.string()),
-        "entity_key": pa.array([_json(r.key) for r in records], pa.string()),
-        **_key_columns([r.key for r in records]),
-        "event_time": pa.array([r.event_time for r in records], _TS),
-        "label": pa.array([r.label for r in records], pa.float64()),
-        "source_event_id": pa.array([r.source_event_id for r in records], pa.string()),
-        "kafka_partition": pa.array(partitions, pa.int32()),
-        "kafka_offset": pa.array(offsets, pa.int64()),
-    }
-    return pa.table(columns)
-
-
-def _write_durably(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SinkError(f"Parquet file {path} could not be written: {exc}", fix="check disk space and rights") from exc
 
 
 class _Stream:
@@ -260,7 +176,7 @@ class _Sink:
             for hour, items in sorted(by_hour.items()):
                 path = stream.root / hour / f"part-{stream.tid}-{partition}-{first:012d}-{last:012d}.parquet"
                 table = stream.table([r for _, r in items], [partition] * len(items), [o for o, _ in items])
-                _write_durably(table, path)
+                write_durably(table, path)
                 files.append(path)
                 if stream.kind == "shadow":
                     self.report.shadow_rows += len(items)

@@ -33,8 +33,8 @@ from migrate.batch import steps as batch
 from migrate.batch.offline_store import open_offline
 from migrate.cli.main import app
 from migrate.scoring import load_model
-from online.shadow.log import ShadowRecord
-from online.shadow.sink import label_table, shadow_table
+from online.shadow.parquet import label_table, shadow_table
+from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
 
 pytestmark = pytest.mark.integration

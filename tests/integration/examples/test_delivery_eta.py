@@ -33,8 +33,8 @@ from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.redis_store import RedisFeatureStore
-from online.shadow.log import ShadowRecord
-from online.shadow.sink import label_table, shadow_table
+from online.shadow.parquet import label_table, shadow_table
+from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
 from online.stream.processor import StreamProcessor, events_topic
 from online.stream.publisher import EventPublisher

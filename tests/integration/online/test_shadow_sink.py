@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 from migrate.devservices.broker import Broker, EmbeddedBroker, resolve_bootstrap, start_broker
 from migrate.settings import Settings, get_settings
 from online.kafka import ensure_topic
-from online.shadow.log import ShadowLogger, ShadowRecord
+from online.shadow.log import ShadowLogger
+from online.shadow.record import ShadowRecord
 from online.shadow.sink import FlushInfo, run_sink
 from online.stream.label_topic import LabelRecord, publish_labels
 

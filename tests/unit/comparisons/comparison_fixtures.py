@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 
 from migrate.settings import Settings
 from migrate.usecase import UseCase
-from online.shadow.log import ShadowRecord
-from online.shadow.sink import label_table, shadow_table
+from online.shadow.parquet import label_table, shadow_table
+from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
 
 T0 = datetime(2026, 11, 14, 6, 0, tzinfo=UTC)

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from online.shadow.log import DROP_REASONS, ShadowLogger, ShadowRecord
+from online.shadow.log import DROP_REASONS, ShadowLogger
+from online.shadow.record import ShadowRecord
 
 
 def record(i: int = 1, **changes: object) -> ShadowRecord:
