@@ -1,19 +1,26 @@
-"""Real-time window features: the one piece of code that both the stream processor and training run.
+"""Real-time window features: the one piece of code that the stream processor, serving and training run.
 
-Per entity, events fall into buckets of ``resolution`` (1 minute by default) by **event time**. A window feature
-of length W is evaluated at the entity's newest event time T over the buckets ``(bucket(T) - W, bucket(T)]``.
-A ``minutes_since`` feature stores the event time of the last matching event, and becomes minutes only when it
-is read (``since_minutes``): at request time when serving, at the label's time when training — so its age is
-what the model sees in both. Buckets older than the longest window are evicted as the newest time moves on, so
-an entity's state stays bounded however many events it has.
+Per group key (the entity, or another key such as a store or a merchant), events fall into buckets of
+``resolution`` (1 minute by default) by **event time**; the stream processor keeps the buckets, serving and
+training evaluate them. A window feature of length W is evaluated **at the instant t of the request** (serving)
+or of the prediction (training) over the W / resolution buckets ending with the one that holds t:
+``(bucket(t) - W, bucket(t)]``. So a window decays as time passes without events (a count reaches 0, a mean
+becomes missing), whatever the entity's last event was. A ``minutes_since`` feature keeps the event time of the
+last matching event and is read as minutes before t. Buckets older than the longest window behind the newest
+event are evicted, so a key's state stays bounded however many events it has.
 
-The stream processor applies events in offset order; training applies the same events in event-time order per
-entity, reading the features *before* each labelled event: what the store held at that instant.
+State is mergeable: each Kafka partition keeps its own partial state of a key (a key other than the entity's
+is fed by every partition), and `evaluate` combines the partials (counts and sums add, minima and maxima
+compare) before evaluating, so the result equals one state fed with every event.
+
+Training applies the events strictly before each prediction time and evaluates at that time with the same
+`WindowState.values_at`: what serving would have answered at that instant.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,9 +29,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from migrate.usecase import RealtimeFeatures, parse_duration
+from migrate.usecase import RealtimeFeature, UseCase, parse_duration
 
-__all__ = ["WindowSpec", "WindowState", "since_minutes", "training_features"]
+__all__ = [
+    "ENTITY_GROUP",
+    "Group",
+    "WindowSpec",
+    "WindowState",
+    "evaluate",
+    "features_at",
+    "groups_of",
+    "merge",
+    "since_minutes",
+]
 
 NAN = math.nan
 
@@ -46,12 +63,12 @@ class _Group:
 class WindowSpec:
     """The compiled feature declarations of one use case: accumulator groups shared by features."""
 
-    def __init__(self, declared: RealtimeFeatures) -> None:
-        self.resolution_s = parse_duration(declared.resolution).total_seconds()
+    def __init__(self, resolution: str, declared: Sequence[RealtimeFeature]) -> None:
+        self.resolution_s = parse_duration(resolution).total_seconds()
         groups: list[_Group] = []
         since: list[_Group] = []
         features: list[_Feature] = []
-        for feature in declared.features:
+        for feature in declared:
             group = _Group(feature.field, tuple(sorted(feature.where.items())))
             pool = since if feature.aggregation == "minutes_since" else groups
             if group not in pool:
@@ -143,33 +160,9 @@ class WindowState:
                             acc[base + 3] = number
             base += 4
 
-    def values(self) -> list[float]:
-        """The feature values at the newest event time, in declared order (minutes_since: the last match time)."""
-        spec = self.spec
-        newest_bucket = math.floor(self.newest / spec.resolution_s) if self.buckets else 0
-        items = sorted(self.buckets.items())  # bucket order, however events arrived
-        out: list[float] = []
-        for feature in spec.features:
-            if feature.aggregation == "minutes_since":
-                out.append(self.last_match[feature.group])
-                continue
-            first = newest_bucket - feature.buckets
-            base = 4 * feature.group
-            n = total = 0.0
-            low: float | None = None
-            high: float | None = None
-            for bucket, acc in items:
-                if bucket > first:
-                    n += acc[base]
-                    total += acc[base + 1]
-                    value = acc[base + 2]
-                    if value is not None and (low is None or value < low):
-                        low = value
-                    value = acc[base + 3]
-                    if value is not None and (high is None or value > high):
-                        high = value
-            out.append(_aggregate(feature.aggregation, n, total, low, high))
-        return out
+    def values_at(self, at_s: float) -> list[float]:
+        """The feature values at instant `at_s`, in declared order (minutes_since: minutes before `at_s`)."""
+        return _evaluate(self.spec, self.buckets.items(), self.last_match, at_s)
 
     def to_json(self) -> list[Any]:
         """A JSON-able snapshot (the stream checkpoint stores it); floats survive orjson exactly (NaN → null)."""
@@ -186,6 +179,70 @@ class WindowState:
         return state
 
 
+def _evaluate(
+    spec: WindowSpec, buckets: Iterable[tuple[int, list[Any]]], last_match: Sequence[float], at_s: float
+) -> list[float]:
+    """Every feature at `at_s` from bucket accumulators and last-match times: the one evaluation of windows."""
+    last = math.floor(at_s / spec.resolution_s)
+    items = sorted(buckets)  # bucket order, however events arrived: sums add up in one order everywhere
+    out: list[float] = []
+    for feature in spec.features:
+        if feature.aggregation == "minutes_since":
+            out.append(since_minutes(last_match[feature.group], at_s))
+            continue
+        first = last - feature.buckets
+        base = 4 * feature.group
+        n = total = 0.0
+        low: float | None = None
+        high: float | None = None
+        for bucket, acc in items:
+            if first < bucket <= last:
+                n += acc[base]
+                total += acc[base + 1]
+                value = acc[base + 2]
+                if value is not None and (low is None or value < low):
+                    low = value
+                value = acc[base + 3]
+                if value is not None and (high is None or value > high):
+                    high = value
+        out.append(_aggregate(feature.aggregation, n, total, low, high))
+    return out
+
+
+def merge(spec: WindowSpec, partials: Sequence[Sequence[Any]]) -> tuple[dict[int, list[Any]], list[float]]:
+    """One key's partial states (``WindowState.to_json``, one per partition) combined: buckets and last matches."""
+    if len(partials) == 1:
+        _, since, buckets = partials[0]
+        return {int(b): acc for b, acc in buckets}, [NAN if v is None else float(v) for v in since]
+    merged: dict[int, list[Any]] = {}
+    last_match = [NAN] * len(spec.since)
+    for _, since, buckets in partials:
+        for index, value in enumerate(since):
+            if value is not None and not value <= last_match[index]:
+                last_match[index] = float(value)
+        for bucket, acc in buckets:
+            into = merged.get(int(bucket))
+            if into is None:
+                merged[int(bucket)] = list(acc)
+                continue
+            for base in range(0, len(acc), 4):
+                into[base] += acc[base]
+                into[base + 1] += acc[base + 1]
+                for slot, better in ((base + 2, operator.lt), (base + 3, operator.gt)):
+                    value = acc[slot]
+                    if value is not None and (into[slot] is None or better(value, into[slot])):
+                        into[slot] = value
+    return merged, last_match
+
+
+def evaluate(spec: WindowSpec, partials: Sequence[Sequence[Any]], at_s: float) -> list[float]:
+    """The features of one key at `at_s` from its partial states (none: the key has no event yet)."""
+    if not partials:
+        return _evaluate(spec, (), [NAN] * len(spec.since), at_s)
+    buckets, last_match = merge(spec, partials)
+    return _evaluate(spec, buckets.items(), last_match, at_s)
+
+
 def _aggregate(kind: str, n: float, total: float, low: float | None, high: float | None) -> float:
     if kind == "count":
         return n
@@ -200,10 +257,10 @@ def _aggregate(kind: str, n: float, total: float, low: float | None, high: float
 
 
 def since_minutes(stored: float | None, at_s: float) -> float:
-    """A stored ``minutes_since`` value (event time of the last match) as minutes before `at_s`."""
+    """A ``minutes_since`` state (event time of the last match) as minutes before `at_s`; 0 for a later match."""
     if stored is None or math.isnan(stored):
         return NAN
-    return (at_s - stored) / 60.0
+    return max(0.0, (at_s - stored) / 60.0)
 
 
 def epoch_s(moment: datetime) -> float:
@@ -213,29 +270,64 @@ def epoch_s(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def training_features(
+def features_at(
     spec: WindowSpec,
-    keys: Iterable[tuple[Any, ...]],
-    times_s: npt.NDArray[np.float64],
+    event_keys: Sequence[tuple[Any, ...]],
+    event_times_s: npt.NDArray[np.float64],
     events: Sequence[Mapping[str, Any]],
+    *,
+    at_keys: Sequence[tuple[Any, ...]],
+    at_times_s: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    """Per event, the features the store held just before it (minutes_since as minutes at its time).
+    """Per (key, instant) asked, the features from that key's events strictly before the instant.
 
-    `keys`, `times_s` and `events` are aligned and sorted by entity, then event time, then event id: the order
-    the producer publishes in, so the stream processor saw each entity's events in this order too.
+    Events are applied in the order given (sort them by event time, then id: the order a key's partition saw
+    them); the answer for each instant is `WindowState.values_at`, the function serving evaluates.
     """
-    out = np.full((len(times_s), len(spec.features)), NAN, dtype=np.float64)
-    since_columns = [i for i, f in enumerate(spec.features) if f.aggregation == "minutes_since"]
-    state: WindowState | None = None
-    previous: tuple[Any, ...] | None = None
-    for row, (key, event) in enumerate(zip(keys, events, strict=True)):
-        if key != previous:
-            state, previous = spec.new_state(), key
-        assert state is not None
-        at = float(times_s[row])
-        if state.buckets or state.newest != -math.inf:
-            out[row] = state.values()
-            for column in since_columns:
-                out[row, column] = since_minutes(out[row, column], at)
-        state.add(at, event)
+    out = np.full((len(at_keys), len(spec.features)), NAN, dtype=np.float64)
+    by_key: dict[tuple[Any, ...], list[int]] = {}
+    for row, key in enumerate(event_keys):
+        by_key.setdefault(key, []).append(row)
+    asked: dict[tuple[Any, ...], list[int]] = {}
+    for row, key in enumerate(at_keys):
+        asked.setdefault(key, []).append(row)
+    empty = spec.new_state()
+    for key, rows in asked.items():
+        rows.sort(key=lambda r: at_times_s[r])
+        mine = by_key.get(key, [])
+        state = spec.new_state() if mine else empty
+        applied = 0
+        for row in rows:
+            at = float(at_times_s[row])
+            while applied < len(mine) and event_times_s[mine[applied]] < at:
+                state.add(float(event_times_s[mine[applied]]), events[mine[applied]])
+                applied += 1
+            out[row] = state.values_at(at)
+    return out
+
+
+@dataclass(frozen=True)
+class Group:
+    """Real-time features kept per value of `key`: the entity's own group, or one keyed by other columns."""
+
+    name: str
+    key: tuple[str, ...]
+    spec: WindowSpec
+
+    @property
+    def is_entity(self) -> bool:
+        return self.name == ENTITY_GROUP
+
+
+ENTITY_GROUP = "entity"
+
+
+def groups_of(usecase: UseCase) -> list[Group]:
+    """The use case's real-time feature groups: the entity's first (possibly empty), then the declared ones."""
+    declared = usecase.realtime_features
+    if declared is None:
+        return []
+    out = [Group(ENTITY_GROUP, tuple(usecase.entity.key_names), WindowSpec(declared.resolution, declared.features))]
+    for group in declared.groups:
+        out.append(Group(group.name, tuple(group.key), WindowSpec(declared.resolution, group.features)))
     return out

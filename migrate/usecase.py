@@ -110,14 +110,26 @@ class EventStream(_Strict):
         return value
 
 
+class FeatureGroup(_Strict):
+    """Real-time features kept per value of other columns than the entity's key (per store, per merchant, ...)."""
+
+    name: Identifier
+    key: list[Identifier] = Field(
+        min_length=1,
+        description="Event fields keying the group; a request supplies each from its entity key or context.",
+    )
+    features: list[RealtimeFeature] = Field(min_length=1)
+
+
 class RealtimeFeatures(_Strict):
-    """Real-time features: windowed aggregates over the event stream, by event time."""
+    """Real-time features: windowed aggregates over the event stream, by event time, evaluated at request time."""
 
     event_table: Identifier = Field(description="Offline-store table holding the same events as the stream.")
     event_time_column: Identifier
     events: EventStream | None = Field(default=None, description="The event topic and schema (stream processor).")
     resolution: str = Field(default="1m", description="Window bucket width; windows are multiples of it.")
-    features: list[RealtimeFeature] = Field(default_factory=list)
+    features: list[RealtimeFeature] = Field(default_factory=list, description="Kept per entity.")
+    groups: list[FeatureGroup] = Field(default_factory=list, description="Kept per value of other key columns.")
 
     @field_validator("resolution")
     @classmethod
@@ -125,10 +137,18 @@ class RealtimeFeatures(_Strict):
         parse_duration(value)
         return value
 
+    @property
+    def all_features(self) -> list[RealtimeFeature]:
+        """The entity's features, then each group's, in declared order."""
+        return [*self.features, *(f for group in self.groups for f in group.features)]
+
     @model_validator(mode="after")
     def _consistent(self) -> RealtimeFeatures:
         step = parse_duration(self.resolution)
-        for feature in self.features:
+        names = [group.name for group in self.groups]
+        if "entity" in names or len(set(names)) != len(names):
+            raise ValueError(f"feature group names {names} repeat or use the reserved name 'entity'")
+        for feature in self.all_features:
             if feature.aggregation != "minutes_since" and feature.window is None:
                 raise ValueError(f"feature {feature.name!r} ({feature.aggregation}) needs a window, e.g. '30m'")
             if feature.aggregation == "minutes_since" and feature.window is not None:
@@ -143,16 +163,64 @@ class RealtimeFeatures(_Strict):
                 raise ValueError(f"events.fields must declare {self.event_time_column!r} as datetime")
             if self.events.id_field not in fields:
                 raise ValueError(f"events.id_field {self.events.id_field!r} is not among events.fields")
-            for feature in self.features:
+            for feature in self.all_features:
                 used = [feature.field, *feature.where] if feature.field else list(feature.where)
                 unknown = [f for f in used if f not in fields]
                 if unknown:
                     raise ValueError(f"feature {feature.name!r} reads {unknown}, not among events.fields")
+            for group in self.groups:
+                unknown = [k for k in group.key if k not in fields]
+                if unknown:
+                    raise ValueError(f"feature group {group.name!r} is keyed by {unknown}, not among events.fields")
         return self
 
     @property
     def names(self) -> list[str]:
-        return [f.name for f in self.features]
+        """Every real-time feature: the entity's, then each group's."""
+        return [f.name for f in self.all_features]
+
+
+class ContextFeature(_Strict):
+    """A value the request carries in its ``context``, validated on arrival: a model input when numeric (an amount,
+    an hour), a key of a feature group when a string (a merchant, an origin)."""
+
+    name: Identifier
+    type: Literal["float", "int", "bool", "str"] = "float"
+    min: float | None = Field(default=None, description="Smallest accepted value (inclusive).")
+    max: float | None = Field(default=None, description="Largest accepted value (inclusive).")
+    required: bool = Field(default=True, description="Refuse a request without it (else: missing → NaN).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ContextFeature:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"context feature {self.name!r}: min {self.min} is above max {self.max}")
+        if self.type in ("str", "bool") and (self.min is not None or self.max is not None):
+            raise ValueError(f"context feature {self.name!r} ({self.type}) takes no min or max")
+        return self
+
+    @property
+    def is_input(self) -> bool:
+        """Numeric context values feed the model; strings only key feature groups."""
+        return self.type != "str"
+
+
+class TrainingSpec(_Strict):
+    """How training rows are formed: one per prediction the model would have made, at its prediction time."""
+
+    predict_before: str = Field(
+        default="0s",
+        description="Prediction time = the labelled event's time minus this lead; features see only earlier data.",
+    )
+
+    @field_validator("predict_before")
+    @classmethod
+    def _lead(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def lead(self) -> timedelta:
+        return parse_duration(self.predict_before)
 
 
 class Label(_Strict):
@@ -249,6 +317,8 @@ class UseCase(_Strict):
     model: ModelSpec
     batch_features: BatchFeatures
     realtime_features: RealtimeFeatures | None = None
+    context: list[ContextFeature] = Field(default_factory=list, description="Request-time model inputs.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     label: Label
     lookup_table: LookupTableSpec
     batch: BatchSpec
@@ -259,6 +329,7 @@ class UseCase(_Strict):
         names = self.entity.key_names + [f.name for f in self.batch_features.features]
         if self.realtime_features is not None:
             names += self.realtime_features.names
+        names += [c.name for c in self.context]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"columns {duplicates} appear twice among entity keys, batch and real-time features")
@@ -269,6 +340,15 @@ class UseCase(_Strict):
                 raise ValueError(f"realtime_features.events.fields lacks the entity key(s) {missing}")
             if self.label.event_field is not None and self.label.event_field not in rt.events.fields:
                 raise ValueError(f"label.event_field {self.label.event_field!r} is not among the event fields")
+        if rt is not None:
+            carried = set(self.entity.key_names) | {c.name for c in self.context}
+            for group in rt.groups:
+                unknown = [k for k in group.key if k not in carried]
+                if unknown:
+                    raise ValueError(
+                        f"feature group {group.name!r} is keyed by {unknown}, which a request does not carry: "
+                        "make each an entity key or a context feature"
+                    )
         return self
 
     @property
@@ -277,9 +357,14 @@ class UseCase(_Strict):
         return [] if self.realtime_features is None else self.realtime_features.names
 
     @property
+    def context_names(self) -> list[str]:
+        """The request-time model inputs (numeric context values), in declared order."""
+        return [c.name for c in self.context if c.is_input]
+
+    @property
     def online_feature_names(self) -> list[str]:
-        """The online model's inputs: the batch features, then the real-time ones."""
-        return self.feature_names + self.realtime_feature_names
+        """The online model's inputs: the batch features, the real-time ones (entity, then groups), the context."""
+        return self.feature_names + self.realtime_feature_names + self.context_names
 
     @property
     def feature_names(self) -> list[str]:

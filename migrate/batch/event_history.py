@@ -1,8 +1,8 @@
 """The event history in the offline store: the same events as the Kafka topic, for replays and for training.
 
 ``realtime_features.event_table`` holds every event with the fields ``realtime_features.events`` declares.
-Training computes the real-time features over it with the stream processor's own window code
-(migrate/feature_windows.py), each event seeing only the events before it: point-in-time correct, no leakage.
+Training computes the real-time features over it with serving's own window code (migrate/feature_windows.py)
+at each prediction time, from the events strictly before it: point-in-time correct, no leakage.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from migrate.batch.offline_store import _quote, _use_utc, check_columns, training_frame, utc_naive
 from migrate.errors import UseCaseError
-from migrate.feature_windows import WindowSpec, training_features
+from migrate.feature_windows import features_at, groups_of
 from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 
-__all__ = ["event_stream", "iter_events", "online_training_frame", "realtime_feature_table"]
+__all__ = ["event_stream", "iter_events", "online_training_frame", "realtime_features_at"]
 
 
 def event_stream(usecase: UseCase) -> tuple[RealtimeFeatures, EventStream]:
@@ -67,48 +68,80 @@ def iter_events(
             yield event
 
 
-def realtime_feature_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, end: datetime) -> pa.Table:
-    """Per event before `end`: its id and the real-time features the store held just before it.
+def realtime_features_at(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, spine: pa.Table, end: datetime
+) -> npt.NDArray[np.float64]:
+    """Per spine row, every real-time feature at its ``prediction_time`` from the events strictly before it.
 
-    Columns: the event id field, then one float64 column per real-time feature (minutes_since in minutes at the
-    event's time). Computed over the whole history before `end`, so windows and "minutes since" start right.
+    `spine` holds ``prediction_time`` (UTC) and every column keying a feature group (entity keys, context
+    values). Columns of the answer: `usecase.realtime_feature_names`. The windows are evaluated with the serving
+    code (`migrate.feature_windows.features_at`), over the whole history before `end` so they start full.
     """
     _use_utc(con)
     declared, stream = event_stream(usecase)
     select, fields = _select(con, usecase)
-    keys = usecase.entity.key_names
     time_col, id_col = _quote(declared.event_time_column), _quote(stream.id_field)
-    order = ", ".join([*(_quote(k) for k in keys), time_col, id_col])
     table = con.sql(
-        f"{select} WHERE {time_col} < $end ORDER BY {order}", params={"end": utc_naive(end)}
+        f"{select} WHERE {time_col} < $end ORDER BY {time_col}, {id_col}", params={"end": utc_naive(end)}
     ).to_arrow_table()
-    spec = WindowSpec(declared)
     times = table.column(declared.event_time_column).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-    times_s = np.asarray(times, dtype=np.float64) / 1e6
+    event_times_s = np.asarray(times, dtype=np.float64) / 1e6
     events = table.select([n for n in fields if n != declared.event_time_column]).to_pylist()
-    key_tuples = list(zip(*(table.column(k).to_pylist() for k in keys), strict=True)) if len(table) else []
-    values = training_features(spec, key_tuples, times_s, events)
-    columns: dict[str, Any] = {stream.id_field: table.column(stream.id_field)}
-    for index, name in enumerate(spec.names):
-        columns[name] = pa.array(values[:, index], pa.float64())
-    return pa.table(columns)
+    asked = spine.column("prediction_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    at_times_s = np.asarray(asked, dtype=np.float64) / 1e6
+    blocks = []
+    for group in groups_of(usecase):
+        if not group.spec.features:
+            continue
+        missing = [c for c in group.key if c not in spine.column_names]
+        if missing:
+            raise UseCaseError(
+                f"usecases/{usecase.name}.yaml",
+                f"realtime_features.groups.{group.name}.key",
+                f"names {missing}, which the training rows do not carry",
+                fix="key a group by entity keys or context features (the spine carries both)",
+            )
+        event_keys = list(zip(*(table.column(c).to_pylist() for c in group.key), strict=True)) if len(table) else []
+        at_keys = list(zip(*(spine.column(c).to_pylist() for c in group.key), strict=True)) if len(spine) else []
+        blocks.append(
+            features_at(group.spec, event_keys, event_times_s, events, at_keys=at_keys, at_times_s=at_times_s)
+        )
+    if not blocks:
+        return np.empty((len(spine), 0), dtype=np.float64)
+    return np.hstack(blocks)
 
 
 def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime) -> pa.Table:
-    """`training_frame` (batch features as of each labelled event) plus the real-time features before it."""
+    """`training_frame` (one row per labelled event, a prediction ``training.predict_before`` ahead of it, with
+    the batch features strictly before the prediction time) plus the real-time features and the context inputs
+    at the prediction time.
+
+    Context inputs come from the labelled event's field of the same name: the request the event stands for
+    carries them. With ``predict_before`` > 0 the prediction precedes the event, so its fields are refused.
+    """
     _, stream = event_stream(usecase)
-    frame = training_frame(con, usecase, start, end, id_column=stream.id_field)
-    realtime = realtime_feature_table(con, usecase, end)
-    names = ", ".join(f"rt.{_quote(n)}" for n in usecase.realtime_feature_names)
-    con.register("_frame", frame)
-    con.register("_realtime", realtime)
-    try:
-        joined = con.sql(
-            f"SELECT fr.*, {names} FROM _frame fr JOIN _realtime rt USING ({_quote(stream.id_field)}) "
-            f"ORDER BY fr.event_time, {', '.join(f'fr.{_quote(k)}' for k in usecase.entity.key_names)}, "
-            f"fr.{_quote(stream.id_field)}"
-        ).to_arrow_table()
-    finally:
-        con.unregister("_frame")
-        con.unregister("_realtime")
-    return joined
+    context = usecase.context_names
+    from_events = [c.name for c in usecase.context if c.name in stream.fields]
+    not_fields = [c for c in context if c not in stream.fields]
+    if not_fields:
+        raise UseCaseError(
+            f"usecases/{usecase.name}.yaml",
+            "context",
+            f"declares {not_fields}, which the labelled events do not carry, so training rows cannot have them",
+            fix="add them to realtime_features.events.fields (and the event table)",
+        )
+    if from_events and usecase.training.lead.total_seconds() > 0:
+        raise UseCaseError(
+            f"usecases/{usecase.name}.yaml",
+            "training.predict_before",
+            f"is {usecase.training.predict_before}, but the context {from_events} is read from the labelled "
+            "event, which a prediction made before it cannot know",
+            fix="predict at the event (predict_before: 0s), or drop those context features",
+        )
+    frame = training_frame(con, usecase, start, end, id_column=stream.id_field, extra_columns=from_events)
+    values = realtime_features_at(con, usecase, frame, end)
+    for index, name in enumerate(usecase.realtime_feature_names):
+        frame = frame.append_column(name, pa.array(values[:, index], pa.float64()))
+    for name in context:
+        frame = frame.set_column(frame.column_names.index(name), name, frame.column(name).cast(pa.float64()))
+    return frame

@@ -183,12 +183,15 @@ def training_frame(
     *,
     usecase_file: str | None = None,
     id_column: str | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> pa.Table:
-    """Labelled events in [start, end), each joined to the latest batch-feature row at or before it.
+    """Labelled events in [start, end), each a prediction made ``training.predict_before`` ahead of it, joined to
+    the latest batch-feature row strictly before that prediction time.
 
-    Columns: the entity keys, ``event_time`` (UTC), each feature as float64, ``features_as_of`` (UTC) and the
-    label (0/1 for binary labels). Events whose entity had no feature row yet are left out, as the batch
-    model could not have scored them; rows are sorted by event time, keys and label.
+    Columns: the entity keys, ``event_time`` (the label's time, UTC), ``prediction_time`` (UTC), each feature as
+    float64, ``features_as_of`` (UTC), the label (0/1 for binary labels), then `id_column` and `extra_columns`
+    (event fields, as stored). Events whose entity had no feature row yet are left out, as the batch model could
+    not have scored them; rows are sorted by event time, keys and label.
     """
     _use_utc(con)
     file = _file_of(usecase, usecase_file)
@@ -203,7 +206,7 @@ def training_frame(
     events = usecase.realtime_features
     batch = usecase.batch_features
     label = usecase.label.name
-    extra = [] if id_column is None else [id_column]
+    extra = ([] if id_column is None else [id_column]) + [c for c in extra_columns if c != id_column]
     check_columns(con, events.event_table, [*keys, events.event_time_column, label, *extra], usecase_file=file)
     ev_extra = "".join(f", {_quote(c)}" for c in extra)
     out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
@@ -214,11 +217,14 @@ def training_frame(
     event_time = _quote(events.event_time_column)
     ts = _quote(batch.timestamp_column)
     features = ", ".join(f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in usecase.feature_names)
-    # ASOF JOIN picks, per event, the feature row with the greatest timestamp <= the event time: no leakage.
+    lead_us = int(usecase.training.lead.total_seconds() * 1_000_000)
+    # ASOF JOIN picks, per prediction, the feature row with the greatest timestamp strictly before the prediction
+    # time: what the lookup table could have held then, never the snapshot of that very instant. No leakage.
     query = f"""
         WITH ev AS (
             SELECT {", ".join(_quote(k) for k in keys)},
                    CAST({event_time} AS TIMESTAMP) AS event_time,
+                   CAST({event_time} AS TIMESTAMP) - to_microseconds({lead_us}) AS prediction_time,
                    CAST({_quote(label)} AS {label_type}) AS label_value{ev_extra}
             FROM {_quote(events.event_table)}
             WHERE {event_time} >= $start AND {event_time} < $end AND {_quote(label)} IS NOT NULL
@@ -228,10 +234,13 @@ def training_frame(
             FROM {_quote(batch.table)}
             WHERE {ts} < $end
         )
-        SELECT {ev_keys}, ev.event_time, {features}, f.features_as_of, ev.label_value AS {_quote(label)}{out_extra}
-        FROM ev ASOF JOIN f ON {on_keys} AND ev.event_time >= f.features_as_of
+        SELECT {ev_keys}, ev.event_time, ev.prediction_time, {features}, f.features_as_of,
+               ev.label_value AS {_quote(label)}{out_extra}
+        FROM ev ASOF JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of
         ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
     params = {"start": utc_naive(start), "end": utc_naive(end)}
     table = con.sql(query, params=params).to_arrow_table()
-    return _as_utc_timestamps(_as_utc_timestamps(table, "event_time"), "features_as_of")
+    for column in ("event_time", "prediction_time", "features_as_of"):
+        table = _as_utc_timestamps(table, column)
+    return table

@@ -1,34 +1,35 @@
 """The Redis feature store: one hash per entity, written and read by Lua scripts, one round trip per call.
 
-Key layout (documented in docs/online_features.md)::
-
-    mig:<usecase>:<k1>:<k2>…    HASH, one per entity
-        _            "1" — the entity exists (so a read can tell "no such entity" from "no such feature")
-        v:<feature>  the value: shortest round-trip decimal ("0.25"), "nan", "inf", or "" for missing
-        t:<feature>  its event time, integer microseconds since the Unix epoch (UTC)
-
-Integer key parts are written in decimal; string parts with ``%`` and ``:`` percent-escaped, so a key always
-splits back into its parts. A value and its event time are written by the same ``HSET`` inside one script
-call, so a reader never sees one without the other.
+The key layout is online/features/redis_layout.py's (documented in docs/online_features.md), the scripts
+online/features/redis_scripts.py's. A value and its event time are written by the same ``HSET`` inside one
+script call, so a reader never sees one without the other.
 """
 
 from __future__ import annotations
 
-import hashlib
-import operator
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from migrate.errors import FeatureStoreError, FeatureStoreUnavailableError
 from migrate.settings import Settings
+from online.features.redis_layout import PREFIX, entity_key, parse_entity_key, state_key, window_columns
+from online.features.redis_scripts import (
+    ONLINE_READ_SCRIPT,
+    ONLINE_READ_SHA,
+    READ_SCRIPT,
+    READ_SHA,
+    WRITE_SCRIPT,
+    WRITE_SHA,
+)
 from online.features.store import (
     MAX_EXAMPLES,
     EncodedRows,
@@ -36,6 +37,7 @@ from online.features.store import (
     FeatureStore,
     FeatureValue,
     OnCorrection,
+    OnlineRead,
     Rejection,
     WriteReport,
     correction_error,
@@ -48,124 +50,17 @@ if TYPE_CHECKING:  # the rows written are Arrow tables; reads never load pyarrow
     import pyarrow as pa
 
 __all__ = [
+    "PREFIX",
     "RedisFeatureStore",
     "entity_key",
     "mask_url",
     "open_feature_store",
     "parse_entity_key",
+    "state_key",
 ]
 
-PREFIX = "mig"
 ENTITIES_PER_SCRIPT = 100  # one script call holds the server ~1 ms (8 features): readers wait at most that
 SCRIPTS_PER_ROUND_TRIP = 40  # 4,000 entities per round trip
-
-# Applied per entity and feature; the decision table is the one in online/features/store.py's docstring.
-# ARGV: mode, feature count F, F feature names, then per entity per feature: value, event time (µs).
-# Returns: written, unchanged, stale, corrected, rejected, then (entity index, feature index, stored value)
-# of the first few rejections.
-_WRITE_SCRIPT = """
-local mode = ARGV[1]
-local nf = tonumber(ARGV[2])
-local max_examples = tonumber(ARGV[3])
-local fields = {'_'}
-for j = 1, nf do
-  fields[2 * j] = 'v:' .. ARGV[3 + j]
-  fields[2 * j + 1] = 't:' .. ARGV[3 + j]
-end
-local base = 3 + nf
-local written, unchanged, stale, corrected, rejected = 0, 0, 0, 0, 0
-local result = {0, 0, 0, 0, 0}
-for i = 1, #KEYS do
-  local stored = redis.call('HMGET', KEYS[i], unpack(fields))
-  local out = {'_', '1'}
-  local n = 2
-  for j = 1, nf do
-    local at = base + ((i - 1) * nf + (j - 1)) * 2 + 1
-    local value, time = ARGV[at], ARGV[at + 1]
-    local stored_value, stored_time = stored[2 * j], stored[2 * j + 1]
-    local write = false
-    if not stored_time then
-      write = true
-      written = written + 1
-    else
-      local old, new = tonumber(stored_time), tonumber(time)
-      if old > new then
-        stale = stale + 1
-      elseif old < new then
-        write = true
-        written = written + 1
-      elseif stored_value == value then
-        unchanged = unchanged + 1
-      elseif mode == 'apply' then
-        write = true
-        corrected = corrected + 1
-      else
-        rejected = rejected + 1
-        if rejected <= max_examples then
-          table.insert(result, i - 1)
-          table.insert(result, j - 1)
-          table.insert(result, stored_value or '')
-        end
-      end
-    end
-    if write then
-      out[n + 1] = fields[2 * j]
-      out[n + 2] = value
-      out[n + 3] = fields[2 * j + 1]
-      out[n + 4] = time
-      n = n + 4
-    end
-  end
-  if n > 2 then
-    redis.call('HSET', KEYS[i], unpack(out))
-  end
-end
-result[1], result[2], result[3], result[4], result[5] = written, unchanged, stale, corrected, rejected
-return result
-"""
-_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
-
-# One HMGET per entity, answered as ONE comma-joined string: redis-py's pure-Python RESP parser costs ~1 µs per
-# array element, so 100 entities × 17 fields as arrays cost ~3 ms; one bulk string and bytes.split cost ~50 µs.
-# Per entity: the "_" marker ("1" or ""), then value and time of each feature ("" when absent). No stored token
-# holds a comma: values are decimals, "nan", "inf" or "", times are digits.
-_READ_SCRIPT = """
-local nf = #ARGV
-local out = {}
-local k = 0
-for i = 1, #KEYS do
-  local row = redis.call('HMGET', KEYS[i], unpack(ARGV))
-  for j = 1, nf do
-    k = k + 1
-    out[k] = row[j] or ''
-  end
-end
-return table.concat(out, ',')
-"""
-_READ_SHA = hashlib.sha1(_READ_SCRIPT.encode(), usedforsecurity=False).hexdigest()
-
-
-# --- key layout: pure functions --------------------------------------------------------------------------------
-
-
-def _key_part(part: int | str) -> str:
-    if isinstance(part, str):
-        return part.replace("%", "%25").replace(":", "%3A") if ("%" in part or ":" in part) else part
-    return str(operator.index(part))  # ints and NumPy ints; a float key fails here instead of never matching
-
-
-def entity_key(usecase: str, key: EntityKey) -> str:
-    """The Redis key of one entity: ``mig:<usecase>:<k1>:<k2>…``."""
-    return f"{PREFIX}:{usecase}:" + ":".join([_key_part(p) for p in key])
-
-
-def parse_entity_key(redis_key: str, key_types: Sequence[Literal["int", "str"]]) -> tuple[str, EntityKey]:
-    """The use case and entity key of a Redis key written by `entity_key`."""
-    prefix, usecase, *parts = redis_key.split(":")
-    if prefix != PREFIX or len(parts) != len(key_types):
-        raise ValueError(f"{redis_key!r} is not a {len(key_types)}-part entity key of the feature store")
-    decoded = [p.replace("%3A", ":").replace("%25", "%") for p in parts]
-    return usecase, tuple(int(p) if t == "int" else p for p, t in zip(decoded, key_types, strict=True))
 
 
 def mask_url(url: str) -> str:
@@ -297,19 +192,76 @@ class RedisFeatureStore(FeatureStore):
             return []
         fields = self._field_names(feature_names)
         redis_keys = [entity_key(usecase, key) for key in keys]
-        with self._translated(f"reading {len(keys)} entities of {usecase!r}", self._read_timeout_s):
+        payload = self._call(READ_SHA, READ_SCRIPT, f"reading {len(keys)} entities of {usecase!r}", redis_keys, fields)
+        return self._rows(cast(bytes, payload), feature_names, len(keys))
+
+    def read_online(
+        self,
+        usecase: str,
+        keys: Sequence[EntityKey],
+        feature_names: Sequence[str],
+        group_keys: Mapping[str, Sequence[EntityKey | None]],
+        partitions: int,
+    ) -> OnlineRead:
+        if not keys:
+            return OnlineRead([], {group: [] for group in group_keys})
+        fields = self._field_names(feature_names)
+        windows = window_columns(partitions) if group_keys else []
+        redis_keys = [entity_key(usecase, key) for key in keys]
+        slots: dict[str, int] = {}  # group hash → its position among KEYS (entities first, each group key once)
+        where: dict[str, list[int | None]] = {}
+        for group, per_entity in group_keys.items():
+            if group == "entity":
+                where[group] = list(range(len(keys)))
+                continue
+            positions: list[int | None] = []
+            for key in per_entity:
+                if key is None:
+                    positions.append(None)
+                    continue
+                hashed = state_key(usecase, group, key)
+                if hashed not in slots:
+                    slots[hashed] = len(redis_keys)
+                    redis_keys.append(hashed)
+                positions.append(slots[hashed])
+            where[group] = positions
+        args = [len(keys), len(fields), len(windows), *fields, *windows]
+        payload = cast(
+            list[bytes],
+            self._call(
+                ONLINE_READ_SHA, ONLINE_READ_SCRIPT, f"reading {len(keys)} entities of {usecase!r}", redis_keys, args
+            ),
+        )
+        decoded: dict[int, list[Any]] = {}
+
+        def partials(position: int | None) -> list[Any]:
+            if position is None:
+                return []
+            found = decoded.get(position)
+            if found is None:
+                raw = payload[position + 1]
+                found = decoded[position] = [orjson.loads(part) for part in raw.split(b"\n")] if raw else []
+            return found
+
+        states = {group: [partials(position) for position in positions] for group, positions in where.items()}
+        return OnlineRead(self._rows(payload[0], feature_names, len(keys)), states)
+
+    def _call(self, sha: str, script: str, action: str, keys: list[str], args: Sequence[Any]) -> Any:
+        with self._translated(action, self._read_timeout_s):
             try:
-                payload = self._reader.evalsha(_READ_SHA, len(redis_keys), *redis_keys, *fields)
+                return self._reader.evalsha(sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                self._reader.script_load(_READ_SCRIPT)  # a new or restarted server: load once, then retry
-                payload = self._reader.evalsha(_READ_SHA, len(redis_keys), *redis_keys, *fields)
-        tokens = cast(bytes, payload).split(b",")
+                self._reader.script_load(script)  # a new or restarted server: load once, then retry
+                return self._reader.evalsha(sha, len(keys), *keys, *args)
+
+    def _rows(self, payload: bytes, feature_names: Sequence[str], count: int) -> list[dict[str, FeatureValue] | None]:
+        tokens = payload.split(b",")
         names = tuple(feature_names)
         times = self._times
         decode = self._time
-        stride = len(fields)
+        stride = 1 + 2 * len(names)
         out: list[dict[str, FeatureValue] | None] = []
-        for base in range(0, stride * len(keys), stride):
+        for base in range(0, stride * count, stride):
             if not tokens[base]:
                 out.append(None)
                 continue
@@ -370,7 +322,7 @@ class RedisFeatureStore(FeatureStore):
             try:
                 results = _evalsha(self._writer, calls)
             except redis.exceptions.NoScriptError:
-                self._writer.script_load(_WRITE_SCRIPT)  # a new or restarted server: load once, then retry
+                self._writer.script_load(WRITE_SCRIPT)  # a new or restarted server: load once, then retry
                 results = _evalsha(self._writer, calls)
         report = WriteReport()
         for call, result in zip(calls, results, strict=True):
@@ -404,7 +356,7 @@ class _Call:
 def _evalsha(client: redis.Redis, calls: list[_Call]) -> list[list[Any]]:
     pipe = client.pipeline(transaction=False)
     for call in calls:
-        pipe.evalsha(_WRITE_SHA, len(call.keys), *call.keys, *call.args)
+        pipe.evalsha(WRITE_SHA, len(call.keys), *call.keys, *call.args)
     return cast(list[list[Any]], pipe.execute())
 
 

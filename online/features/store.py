@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
 
@@ -60,6 +60,15 @@ class FeatureValue(NamedTuple):
 
     value: float | None
     event_time: datetime
+
+
+@dataclass(frozen=True)
+class OnlineRead:
+    """What `FeatureStore.read_online` found: batch features per entity, window states per group and entity."""
+
+    features: list[dict[str, FeatureValue] | None]
+    states: dict[str, list[list[Any]]]
+    """group → per entity, its partial window states (empty: no event yet, or no key in the request)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,22 @@ class FeatureStore(ABC):
         """The stored features of each key, in order, in one round trip.
 
         An entity the store holds nothing of gives ``None``; a feature it lacks is absent from the dict.
+        """
+
+    @abstractmethod
+    def read_online(
+        self,
+        usecase: str,
+        keys: Sequence[EntityKey],
+        feature_names: Sequence[str],
+        group_keys: Mapping[str, Sequence[EntityKey | None]],
+        partitions: int,
+    ) -> OnlineRead:
+        """A request's stored data in one round trip: `read`'s batch features, and every window state it needs.
+
+        `group_keys` maps each feature group to one key per entity (None: the request has no key for it); the
+        entity group's key is the entity's own. Window states come back as decoded partial states, one per stream
+        partition that wrote the key, for `migrate.feature_windows.evaluate`.
         """
 
     def read_entities(

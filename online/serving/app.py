@@ -25,6 +25,7 @@ from migrate.errors import InvalidFlagError, TransitionRefusedError
 from migrate.usecase import UseCase
 from online.serving.metrics import ServingMetrics
 from online.serving.schemas import FlagChange, PredictRequest, PredictResponse
+from online.serving.validation import context_errors, key_errors
 
 if TYPE_CHECKING:
     from online.serving.usecase_server import UseCaseServer
@@ -49,37 +50,6 @@ class ServingDeps:
     admin_token: str | None
     readiness: Callable[[], dict[str, str]]
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
-
-
-def _key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[dict[str, Any]]:
-    errors: list[dict[str, Any]] = []
-    expected = {key.name: key.type for key in usecase.entity.keys}
-    for i, entity in enumerate(entities):
-        for name in entity.keys() - expected.keys():
-            errors.append(
-                {
-                    "loc": ("body", "entities", i, name),
-                    "type": "extra_forbidden",
-                    "msg": f"unknown key column; {usecase.name} is keyed by {list(expected)}",
-                    "input": name,
-                }
-            )
-        for name, kind in expected.items():
-            value = entity.get(name)
-            if value is None:
-                errors.append(
-                    {"loc": ("body", "entities", i, name), "type": "missing", "msg": "Field required", "input": None}
-                )
-            elif (kind == "int") != (isinstance(value, int) and not isinstance(value, bool)):
-                errors.append(
-                    {
-                        "loc": ("body", "entities", i, name),
-                        "type": f"{kind}_type",
-                        "msg": f"Input should be {'an integer' if kind == 'int' else 'a string'}",
-                        "input": value,
-                    }
-                )
-    return errors
 
 
 def create_app(deps: ServingDeps) -> FastAPI:
@@ -125,7 +95,7 @@ def create_app(deps: ServingDeps) -> FastAPI:
         except ValidationError as exc:
             deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(_body_errors(exc)) from None
-        errors = _key_errors(server.usecase, body.entities)
+        errors = key_errors(server.usecase, body.entities) + context_errors(server.usecase, body.context)
         if errors:
             deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(errors)

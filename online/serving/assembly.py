@@ -56,11 +56,6 @@ def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Store
             stores.not_ready[usecase.name] = exc.what
             log.error("use case %s is not served: %s", usecase.name, exc)
             continue
-        since = frozenset(
-            f.name
-            for f in (usecase.realtime_features.features if usecase.realtime_features else [])
-            if f.aggregation == "minutes_since"
-        )
-        predictor = OnlinePredictor(usecase.name, model, features, since)
+        predictor = OnlinePredictor(usecase, model, features)
         stores.paths[usecase.name] = Paths(lookup, TableSpec.for_usecase(usecase, settings), predictor)
     return stores

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,7 +51,7 @@ class Paths:
         self.lookup = lookup
         self.spec = lookup_spec
         self.predictor = predictor
-        self._online_batcher: Batcher[tuple[Key, datetime], OnlineResult] | None = None
+        self._online_batcher: Batcher[tuple[Key, datetime, Mapping[str, Any]], OnlineResult] | None = None
         self._lookup_batcher: Batcher[Key, Any] | None = None
 
     def lookup_read(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
@@ -64,12 +64,12 @@ class Paths:
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome({i: rows.get(keys[i]) for i in indexes}, (time.perf_counter() - started) * 1000, asked=asked)
 
-    def online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+    def online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime, context: Mapping[str, Any]) -> Outcome:
         """Live predictions of `keys[indexes]`; a failing feature store or model becomes the outcome's error."""
         started = time.perf_counter()
         asked = frozenset(indexes)
         try:
-            results = self.predictor.predict([keys[i] for i in indexes], now) if indexes else []
+            results = self.predictor.predict([keys[i] for i in indexes], now, context) if indexes else []
         except Exception as exc:  # the online path may fail in any way; batch is the fallback
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
@@ -86,14 +86,16 @@ class Paths:
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome(dict(zip(indexes, rows, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
 
-    async def online_async(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
+    async def online_async(
+        self, keys: Sequence[Key], indexes: Sequence[int], now: datetime, context: Mapping[str, Any]
+    ) -> Outcome:
         """`online`, one feature read and one model call for the requests waiting together."""
         started = time.perf_counter()
         asked = frozenset(indexes)
         if self._online_batcher is None:
             self._online_batcher = Batcher(self._predict_items, name="migrate-online")
         try:
-            results = await self._online_batcher([(keys[i], now) for i in indexes]) if indexes else []
+            results = await self._online_batcher([(keys[i], now, context) for i in indexes]) if indexes else []
         except Exception as exc:  # the online path may fail in any way; batch is the fallback
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)
@@ -102,8 +104,8 @@ class Paths:
         rows = self.lookup.get_many(self.spec, list(dict.fromkeys(keys)))
         return [rows.get(key) for key in keys]
 
-    def _predict_items(self, items: list[tuple[Key, datetime]]) -> list[OnlineResult]:
-        return self.predictor.predict([key for key, _ in items], [now for _, now in items])
+    def _predict_items(self, items: list[tuple[Key, datetime, Mapping[str, Any]]]) -> list[OnlineResult]:
+        return self.predictor.predict([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
 
     def close(self) -> None:
         """Stop the batching threads."""

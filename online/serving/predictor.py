@@ -1,17 +1,26 @@
-"""The online path: features from the feature store at request time, scored by the one scoring function."""
+"""The online path: features at the request's instant, scored by the one scoring function.
+
+Per request, one feature-store round trip brings the entity's batch features and the window states of every
+real-time feature group the request has a key for (the entity's own, and e.g. its store's or its merchant's);
+each window is evaluated at the request's instant with `migrate.feature_windows.evaluate`, the function training
+evaluates at each prediction time. Context values come from the request body.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
-from migrate.feature_windows import since_minutes
+from migrate.feature_windows import Group, evaluate, groups_of
 from migrate.scoring import Model, score
-from online.features.store import FeatureStore
+from migrate.usecase import UseCase
+from online.features.store import EntityKey, FeatureStore
+from online.serving.validation import context_values
 
 
 @dataclass(frozen=True)
@@ -30,42 +39,92 @@ class OnlineResult:
 
 
 class OnlinePredictor:
-    """Scores entities live for one use case: one pipelined feature read, one model call for the whole batch."""
+    """Scores entities live for one use case: one feature read, one model call for the whole batch."""
 
-    def __init__(self, usecase: str, model: Model, features: FeatureStore, since: frozenset[str] = frozenset()) -> None:
-        """`since`: the ``minutes_since`` real-time features, stored as the event time of the last matching event
-        and turned into minutes before the request time here (as training does at the label's time)."""
+    def __init__(self, usecase: UseCase, model: Model, features: FeatureStore) -> None:
         self.usecase = usecase
         self.model = model
         self.features = features
-        self._names = list(model.feature_names)
-        self._since = frozenset(n for n in self._names if n in since)
+        names = list(model.feature_names)
+        self._names = names
+        self._batch = [n for n in usecase.feature_names if n in names]
+        self._groups = [g for g in groups_of(usecase) if g.spec.features]
+        self._context = [c.name for c in usecase.context if c.is_input]
+        self._key_names = usecase.entity.key_names
+        self._partitions = (
+            usecase.realtime_features.events.partitions
+            if usecase.realtime_features is not None and usecase.realtime_features.events is not None
+            else 1
+        )
+        # Each model column's source: ("batch", name), (group index, feature index) or ("context", index).
+        where: dict[str, tuple[Any, Any]] = {n: ("batch", n) for n in self._batch}
+        for g, group in enumerate(self._groups):
+            for f, name in enumerate(group.spec.names):
+                where[name] = (g, f)
+        for c, name in enumerate(self._context):
+            where[name] = ("context", c)
+        unknown = [n for n in names if n not in where]
+        if unknown:
+            raise ValueError(f"model of {usecase.name!r} takes {unknown}, which the use case does not declare")
+        self._columns = [where[n] for n in names]
 
-    def predict(self, keys: Sequence[tuple[int | str, ...]], now: datetime | Sequence[datetime]) -> list[OnlineResult]:
-        """Live predictions for `keys`, in order, feature ages as of `now` (one time, or one per key: coalesced
-        requests each keep their own); raises the feature store's error when it cannot answer."""
-        stored = self.features.read(self.usecase, keys, self._names)
-        nows = [now] * len(keys) if isinstance(now, datetime) else now
+    def _group_key(self, group: Group, key: EntityKey, context: Mapping[str, Any]) -> EntityKey | None:
+        if group.is_entity:
+            return key
+        entity = dict(zip(self._key_names, key, strict=True))
+        parts = [entity[c] if c in entity else context.get(c) for c in group.key]
+        return None if any(p is None for p in parts) else tuple(p for p in parts if p is not None)
+
+    def predict(
+        self,
+        keys: Sequence[EntityKey],
+        now: datetime | Sequence[datetime],
+        context: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[OnlineResult]:
+        """Live predictions for `keys`, in order, as of `now` with `context` (one of each for all keys, or one per
+        key: coalesced requests each keep their own); raises the feature store's error when it cannot answer."""
+        nows = [now] * len(keys) if isinstance(now, datetime) else list(now)
+        contexts: list[Mapping[str, Any]] = (
+            [context or {}] * len(keys) if context is None or isinstance(context, Mapping) else list(context)
+        )
+        group_keys = {
+            g.name: [self._group_key(g, k, c) for k, c in zip(keys, contexts, strict=True)] for g in self._groups
+        }
+        read = self.features.read_online(self.usecase.name, keys, self._batch, group_keys, self._partitions)
         matrix = np.full((len(keys), len(self._names)), np.nan, dtype=np.float64)
         ages: list[dict[str, float]] = []
         used: list[dict[str, float | None]] = []
-        for row, values in enumerate(stored):
+        for row in range(len(keys)):
+            at = nows[row]
+            at_s = at.timestamp()
+            stored = read.features[row] or {}
+            windows: list[list[float]] = []
             entity_ages: dict[str, float] = {}
+            for group in self._groups:
+                partials = read.states[group.name][row]
+                windows.append(evaluate(group.spec, partials, at_s))
+                newest = max((p[0] for p in partials if p[0] is not None), default=None)
+                if newest is not None:
+                    age = at_s - float(newest)
+                    entity_ages.update(dict.fromkeys(group.spec.names, age))
+            inputs = context_values(self.usecase, dict(contexts[row])) if self._context else []
             entity_values: dict[str, float | None] = {}
-            if values:
-                for column, name in enumerate(self._names):
-                    feature = values.get(name)
+            for column, (name, (source, index)) in enumerate(zip(self._names, self._columns, strict=True)):
+                if source == "batch":
+                    feature = stored.get(index)
                     if feature is None:
                         continue
                     value = feature.value
-                    if value is not None and not math.isnan(value):
-                        if name in self._since:
-                            value = since_minutes(value, nows[row].timestamp())
-                        matrix[row, column] = value
-                        entity_values[name] = value
-                    else:
-                        entity_values[name] = None
-                    entity_ages[name] = (nows[row] - feature.event_time).total_seconds()
+                    entity_ages[name] = (at - feature.event_time).total_seconds()
+                elif source == "context":
+                    value = inputs[index]
+                else:
+                    value = windows[source][index]
+                if value is not None and not math.isnan(value):
+                    matrix[row, column] = value
+                    entity_values[name] = value
+                else:
+                    entity_values[name] = None
             ages.append(entity_ages)
             used.append(entity_values)
         predictions = score(self.model, matrix)

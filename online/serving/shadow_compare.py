@@ -30,7 +30,7 @@ def compare(
     keys, flag, now = req.keys, req.flag, req.now
     missing_online = [i for i in range(len(keys)) if i not in online.asked]
     missing_batch = [i for i in range(len(keys)) if i not in batch.asked] if flag.reads_lookup else []
-    extra_online = paths.online(keys, missing_online, now) if missing_online else NOTHING
+    extra_online = paths.online(keys, missing_online, now, req.context) if missing_online else NOTHING
     extra_batch = paths.lookup_read(keys, missing_batch) if missing_batch else NOTHING
     for i, entity in enumerate(req.entities):
         on = online.results.get(i) or extra_online.results.get(i)

@@ -57,8 +57,10 @@ class UseCaseServer:
 
     # -- the two paths -------------------------------------------------------------------------------------------
 
-    async def _online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime) -> Outcome:
-        outcome = await self.paths.online_async(keys, indexes, now)
+    async def _online(
+        self, keys: Sequence[Key], indexes: Sequence[int], now: datetime, context: dict[str, Any]
+    ) -> Outcome:
+        outcome = await self.paths.online_async(keys, indexes, now, context)
         if indexes:
             breach = self.guardrail.record(outcome.error is None, outcome.latency_ms)
             if breach is not None:
@@ -79,7 +81,7 @@ class UseCaseServer:
         online_set = set(online_idx)
         batch_idx = [i for i in range(len(keys)) if i not in online_set]
 
-        online = await self._online(keys, online_idx, now) if online_idx else NOTHING
+        online = await self._online(keys, online_idx, now, context) if online_idx else NOTHING
         fallback_idx = online_idx if online.error is not None and flag.falls_back else []
         lookup_idx = batch_idx + fallback_idx
         batch = await self.paths.lookup_read_async(keys, lookup_idx) if lookup_idx else NOTHING

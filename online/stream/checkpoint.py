@@ -1,25 +1,29 @@
-"""Stream checkpoints in Redis: features, window state, watermark and next offset of a partition in ONE script.
+"""Stream checkpoints in Redis: window states, watermark and next offset of a partition in ONE transaction.
 
 Kafka's advice for an external sink is to keep the consumed offsets in the sink, written atomically with the
-data. A checkpoint is one Lua call: it checks that this processor still owns the partition (a newer owner's
-token fences a zombie out), then writes the features of every entity that changed, their window state, the
-partition's watermark and its next offset. A processor killed at any instant restarts from the last checkpoint
-and sees exactly the state that produced the features in Redis: every event counts once.
+data. A checkpoint checks that this processor still owns the partition (a newer owner's token fences a zombie
+out), then writes the window state of every key that changed, the partition's watermark and its next offset.
+A processor killed at any instant restarts from the last checkpoint and sees exactly the state that is in
+Redis: every event counts once.
 
-Key layout (besides the entity hashes of online/features/redis_store.py)::
+Key layout::
 
+    mig:<usecase>:<entity key>            HASH w:<p> → the entity's window state from partition p (serving reads it)
+    mig:<usecase>@<group>:<group key>     HASH w:<p> → a group key's partial window state from partition p
     migstream:<usecase>:<group>:owner     HASH partition → token of the processor that owns it
     migstream:<usecase>:<group>:offset    HASH partition → next offset to consume
     migstream:<usecase>:<group>:watermark HASH partition → newest event time seen (epoch s, repr)
-    migstream:<usecase>:<group>:state:<p> HASH entity hash key → window state (JSON)
+    migstream:<usecase>:<group>:state:<p> HASH state hash key → [feature group, key, window state] (resume)
 
-All keys of one checkpoint must live on one Redis node (a single primary, as the feature store is deployed).
+Serving evaluates the states at the request's instant (migrate/feature_windows.py): nothing here is a value
+frozen at the entity's last event. All keys of one checkpoint must live on one Redis node (a single primary,
+as the feature store is deployed).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,47 +32,44 @@ import orjson
 import redis
 
 from migrate.errors import FeatureStoreUnavailableError, MigrateError
-from online.features.redis_store import entity_key
-from online.features.store import EntityKey, encode_value
+from online.features.redis_store import PREFIX, state_key
+from online.features.store import EntityKey
 
 __all__ = ["Checkpoint", "CheckpointStore", "FencedError", "PartitionStart"]
 
-# KEYS: owner, offset, watermark, state hash, then one entity hash per entity.
-# ARGV: partition, token, next offset, watermark, F, F feature names, then ONE JSON array with, per entity,
-# [state JSON, event time µs, F encoded values]: redis-py packs each argument in Python, so thousands of small
-# arguments cost more than the script itself; one JSON string decoded by cjson costs next to nothing.
+# KEYS: owner, offset, watermark, resume hash, then one state hash per state.
+# ARGV: partition, token, next offset, watermark, the partition's field (w:<p>), then ONE JSON array with, per
+# state, [resume blob, state JSON, 1 if it is an entity's]: redis-py packs each argument in Python, so thousands of
+# small arguments cost more than the script itself; one JSON string decoded by cjson costs next to nothing.
 _CHECKPOINT_SCRIPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-local nf = tonumber(ARGV[5])
-local rows = cjson.decode(ARGV[6 + nf])
-local fields = {}
-for j = 1, nf do
-  fields[j] = {'v:' .. ARGV[5 + j], 't:' .. ARGV[5 + j]}
-end
+local rows = cjson.decode(ARGV[6])
 for i = 5, #KEYS do
   local row = rows[i - 4]
-  local out = {'_', '1'}
-  for j = 1, nf do
-    out[#out + 1] = fields[j][1]
-    out[#out + 1] = row[2 + j]
-    out[#out + 1] = fields[j][2]
-    out[#out + 1] = row[2]
+  if row[3] == 1 then
+    redis.call('HSET', KEYS[i], '_', '1', ARGV[5], row[2])
+  else
+    redis.call('HSET', KEYS[i], ARGV[5], row[2])
   end
-  redis.call('HSET', KEYS[i], unpack(out))
   redis.call('HSET', KEYS[4], KEYS[i], row[1])
 end
 return 1
 """
 _CHECKPOINT_SHA = hashlib.sha1(_CHECKPOINT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 ENTITIES_PER_CALL = 500  # arguments per script call stay moderate; a checkpoint is one transaction of calls
+ENTITY = "entity"  # the feature group keyed by the entity (migrate.feature_windows.ENTITY_GROUP)
 
 
 class FencedError(MigrateError):
     """Another processor took over the partition; this one must let it go."""
+
+
+StateKey = tuple[str, EntityKey]
+"""(feature group, key in that group)"""
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class PartitionStart:
 
     offset: int | None
     watermark: float | None
-    states: dict[EntityKey, Any]
+    states: dict[StateKey, Any]
 
 
 @dataclass
@@ -87,18 +88,17 @@ class Checkpoint:
     partition: int
     next_offset: int
     watermark: float
-    entities: list[tuple[EntityKey, Any, int, list[float]]] = field(default_factory=list)
-    """(key, state JSON-able, event time µs, feature values)"""
+    states: list[tuple[StateKey, Any]] = field(default_factory=list)
+    """((feature group, key), window state JSON-able)"""
 
 
 class CheckpointStore:
     """The checkpoints of one use case's stream processors in one consumer group."""
 
-    def __init__(self, client: redis.Redis, usecase: str, group: str, feature_names: Sequence[str]) -> None:
+    def __init__(self, client: redis.Redis, usecase: str, group: str) -> None:
         self.client = client
         self.usecase = usecase
         self.base = f"migstream:{usecase}:{group}"
-        self.feature_names = list(feature_names)
         self._loaded = False
 
     @contextmanager
@@ -120,10 +120,10 @@ class CheckpointStore:
             pipe.hget(f"{self.base}:watermark", str(partition))
             pipe.hgetall(f"{self.base}:state:{partition}")
             _, offset, watermark, raw_states = pipe.execute()
-        states: dict[EntityKey, Any] = {}
-        for blob in raw_states.values():  # each blob carries its entity key: [key, state]
-            key, state = orjson.loads(blob)
-            states[tuple(key)] = state
+        states: dict[StateKey, Any] = {}
+        for blob in raw_states.values():  # each blob carries its group and key: [group, key, state]
+            group, key, state = orjson.loads(blob)
+            states[(group, tuple(key))] = state
         return PartitionStart(
             None if offset is None else int(offset), None if watermark is None else float(watermark), states
         )
@@ -141,9 +141,9 @@ class CheckpointStore:
             self._commit(checkpoint, token)
 
     def _commit(self, checkpoint: Checkpoint, token: str) -> None:
-        names = self.feature_names
-        entities = checkpoint.entities
-        chunks = [entities[i : i + ENTITIES_PER_CALL] for i in range(0, len(entities), ENTITIES_PER_CALL)] or [[]]
+        states = checkpoint.states
+        chunks = [states[i : i + ENTITIES_PER_CALL] for i in range(0, len(states), ENTITIES_PER_CALL)] or [[]]
+        column = f"w:{checkpoint.partition}"
         with self._translated("commit"):
             self._ensure_script()
             # All calls in one transaction: a crash leaves either none or all of them applied, so window state
@@ -156,20 +156,13 @@ class CheckpointStore:
                     f"{self.base}:watermark",
                     f"{self.base}:state:{checkpoint.partition}",
                 ]
-                args: list[Any] = [
-                    str(checkpoint.partition),
-                    token,
-                    str(checkpoint.next_offset),
-                    repr(checkpoint.watermark),
-                    len(names),
-                    *names,
-                ]
                 rows = []
-                for key, state, time_us, values in chunk:
-                    keys.append(entity_key(self.usecase, key))
-                    rows.append([orjson.dumps([list(key), state]).decode(), str(time_us), *map(encode_value, values)])
-                args.append(orjson.dumps(rows))
-                pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args)
+                for (group, key), state in chunk:
+                    keys.append(state_key(self.usecase, group, key))
+                    resume = orjson.dumps([group, list(key), state]).decode()
+                    rows.append([resume, orjson.dumps(state).decode(), 1 if group == ENTITY else 0])
+                args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark)]
+                pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args, column, orjson.dumps(rows))
             results = pipe.execute()
         if not all(results):
             raise FencedError(
@@ -188,19 +181,22 @@ class CheckpointStore:
             raw = self.client.hgetall(f"{self.base}:offset")
         return {int(p): int(o) for p, o in raw.items()}
 
-    def reset(self, realtime_features: Sequence[str]) -> int:
-        """Forget every checkpoint of the group and delete the real-time features (replay starts from scratch).
+    def reset(self, partitions: int) -> int:
+        """Forget every checkpoint of the group and delete the window states (replay starts from scratch).
 
-        Returns the number of entity hashes cleared.
+        Returns the number of hashes cleared.
         """
-        fields = [f"{kind}:{name}" for name in realtime_features for kind in ("v", "t")]
+        columns = [f"w:{p}" for p in range(partitions)]
         cleared = 0
         with self._translated("reset"):
             for key in self.client.scan_iter(match=f"{self.base}:*", count=1000):
                 self.client.delete(key)
             pipe = self.client.pipeline(transaction=False)
-            for key in self.client.scan_iter(match=f"mig:{self.usecase}:*", count=1000):
-                pipe.hdel(key, *fields)
+            for key in self.client.scan_iter(match=f"{PREFIX}:{self.usecase}@*", count=1000):
+                pipe.delete(key)
+                cleared += 1
+            for key in self.client.scan_iter(match=f"{PREFIX}:{self.usecase}:*", count=1000):
+                pipe.hdel(key, *columns)
                 cleared += 1
                 if len(pipe) >= 1000:
                     pipe.execute()

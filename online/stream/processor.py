@@ -1,9 +1,11 @@
-"""The stream processor: events from Kafka → validated → windowed real-time features in Redis, exactly once.
+"""The stream processor: events from Kafka → validated → window states in Redis, exactly once.
 
 One process is one member of a Kafka consumer group; the group splits the topic's partitions among its members.
-Per partition the processor keeps each entity's window state (migrate/feature_windows.py) and, every
-``stream_checkpoint_interval_s`` or ``stream_checkpoint_events``, writes the changed features, their window
-state, the partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py).
+Per partition the processor keeps a window state per entity and per key of each other feature group (per store,
+per merchant: a partial state, since such a key's events arrive on every partition) (migrate/feature_windows.py)
+and, every ``stream_checkpoint_interval_s`` or ``stream_checkpoint_events``, writes the changed states, the
+partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py). Serving
+evaluates the states at each request's instant.
 On (re)assignment it resumes from exactly that checkpoint, so a processor killed at any instant yields the
 same features as one that never stopped. Bad or untimely events go to the dead-letter topic with the reason.
 """
@@ -26,7 +28,7 @@ import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from migrate.errors import BrokerUnavailableError
-from migrate.feature_windows import WindowSpec, WindowState
+from migrate.feature_windows import Group, WindowState, groups_of
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
@@ -56,13 +58,16 @@ def key_bytes(key: dict[str, Any]) -> bytes:
     return orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
 
 
+StateKey = tuple[str, tuple[Any, ...]]  # (feature group, key in that group)
+
+
 @dataclass
 class _Partition:
     number: int
-    states: dict[tuple[Any, ...], WindowState] = field(default_factory=dict)
+    states: dict[StateKey, WindowState] = field(default_factory=dict)
     watermark: float = -math.inf
     next_offset: int | None = None
-    dirty: set[tuple[Any, ...]] = field(default_factory=set)
+    dirty: set[StateKey] = field(default_factory=set)
     pending: int = 0  # messages since the last checkpoint
     arrivals: list[float] = field(default_factory=list)  # broker timestamps (s) of events since the checkpoint
 
@@ -111,7 +116,9 @@ class StreamProcessor:
         self.settings = settings
         self.usecase = usecase
         self.schema = EventSchema(usecase)
-        self.spec = WindowSpec(declared)
+        # The entity's group only when it has features of its own: a use case may window only other keys.
+        self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features]
+        self.specs = {group.name: group.spec for group in self.groups}
         self.topic = events_topic(usecase, settings.events_topic_prefix)
         self.partitions_declared = declared.events.partitions
         self.bootstrap = bootstrap
@@ -124,7 +131,7 @@ class StreamProcessor:
             socket_timeout=settings.redis_write_timeout_s,
             socket_connect_timeout=settings.redis_connect_timeout_s,
         )
-        self.checkpoints = CheckpointStore(self.client, usecase.name, self.group_id, self.spec.names)
+        self.checkpoints = CheckpointStore(self.client, usecase.name, self.group_id)
         self.metrics = StreamMetrics.of(registry, usecase.name)
         self.partitions: dict[int, _Partition] = {}
         self.report = StreamReport()
@@ -139,7 +146,11 @@ class StreamProcessor:
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
             part = _Partition(number, watermark=-math.inf if start.watermark is None else start.watermark)
-            part.states = {key: WindowState.from_json(self.spec, data) for key, data in start.states.items()}
+            part.states = {
+                (group, key): WindowState.from_json(self.specs[group], data)
+                for (group, key), data in start.states.items()
+                if group in self.specs  # a group since removed from the YAML: its state is dropped
+            }
             part.next_offset = start.offset
             self.partitions[number] = part
             tp = TopicPartition(self.topic, number)
@@ -175,11 +186,20 @@ class StreamProcessor:
             else:
                 rejection = self.schema.timing(event, part.watermark, arrived_s)
             if rejection is None:
-                state = part.states.get(event.key)
-                if state is None:
-                    state = part.states[event.key] = WindowState(self.spec)
-                state.add(event.time_s, event.fields)
-                part.dirty.add(event.key)
+                fields = event.fields
+                for group in self.groups:
+                    if group.is_entity:
+                        at: StateKey = (group.name, event.key)
+                    else:
+                        key = tuple(fields.get(column) for column in group.key)
+                        if None in key:
+                            continue  # no value for the group's key: the event feeds no key of that group
+                        at = (group.name, key)
+                    state = part.states.get(at)
+                    if state is None:
+                        state = part.states[at] = WindowState(group.spec)
+                    state.add(event.time_s, fields)
+                    part.dirty.add(at)
                 part.arrivals.append(arrived_s)
                 part.watermark = max(part.watermark, event.time_s)
                 self.report.events += 1
@@ -203,13 +223,10 @@ class StreamProcessor:
             self._outputs.flush()  # before the offset moves past them: no dead letter is lost
         fenced: list[int] = []
         for part in chosen:
-            entities = []
-            for key in part.dirty:
-                state = part.states[key]
-                entities.append((key, state.to_json(), round(state.newest * 1_000_000), state.values()))
+            states = [(at, part.states[at].to_json()) for at in part.dirty]
             assert part.next_offset is not None
             try:
-                self.checkpoints.commit(Checkpoint(part.number, part.next_offset, part.watermark, entities), self.token)
+                self.checkpoints.commit(Checkpoint(part.number, part.next_offset, part.watermark, states), self.token)
             except FencedError:
                 log.warning("partition %d was taken over by another processor; letting it go", part.number)
                 fenced.append(part.number)
@@ -229,10 +246,10 @@ class StreamProcessor:
     def sweep(self) -> int:
         """Drop window buckets no accepted event can reach any more (memory stays flat); returns entities swept."""
         swept = 0
-        reach = self.spec.span * self.spec.resolution_s + self.schema.lateness_s
         for part in self.partitions.values():
-            horizon = part.watermark - reach
             for state in part.states.values():
+                spec = state.spec
+                horizon = part.watermark - spec.span * spec.resolution_s - self.schema.lateness_s
                 if state.buckets and state.newest < horizon:
                     state.buckets = {}
                     swept += 1

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import redis
 
 from migrate.errors import BrokerUnavailableError
-from migrate.feature_windows import WindowSpec
+from migrate.feature_windows import groups_of
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
@@ -27,9 +27,8 @@ __all__ = ["replay", "warm_up"]
 
 def warm_up(usecase: UseCase) -> timedelta:
     """How far before `from` a replay starts reading, so that every window is full at `from`."""
-    assert usecase.realtime_features is not None
-    spec = WindowSpec(usecase.realtime_features)
-    return timedelta(seconds=spec.span * spec.resolution_s + EventSchema(usecase).lateness_s)
+    reach = max((g.spec.span * g.spec.resolution_s for g in groups_of(usecase)), default=0.0)
+    return timedelta(seconds=reach + EventSchema(usecase).lateness_s)
 
 
 def _offsets_at(
@@ -72,9 +71,7 @@ def replay(
     group_id = group_id or f"migrate-stream-{usecase.name}"
     client = redis.Redis.from_url(redis_url, socket_timeout=settings.redis_write_timeout_s)
     try:
-        CheckpointStore(client, usecase.name, group_id, usecase.realtime_feature_names).reset(
-            usecase.realtime_feature_names
-        )
+        CheckpointStore(client, usecase.name, group_id).reset(partitions)
         start_offsets(client, usecase.name, group_id, offsets)
     finally:
         client.close()

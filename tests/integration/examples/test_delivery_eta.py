@@ -28,6 +28,7 @@ from migrate.batch.training import train
 from migrate.devservices.broker import start_broker
 from migrate.devservices.redis_server import RedisServer
 from migrate.examples.delivery_eta.generator import GenerationSummary, SimulationConfig, generate
+from migrate.feature_windows import evaluate, groups_of
 from migrate.registry import Registry
 from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
@@ -135,18 +136,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def _by_hand(events: list[dict[str, Any]]) -> dict[str, float]:
-    """The four windows at the newest event, from their definition: 1-minute buckets, (newest − W, newest]."""
-    newest = math.floor(events[-1]["event_time"].timestamp() / 60)
+def _by_hand(events: list[dict[str, Any]], at: datetime) -> dict[str, float]:
+    """The four windows at instant `at`, from their definition: 1-minute buckets, (bucket(at) − W, bucket(at)]."""
+    last = math.floor(at.timestamp() / 60)
 
     def within(minutes: int) -> list[dict[str, Any]]:
-        return [e for e in events if math.floor(e["event_time"].timestamp() / 60) > newest - minutes]
+        return [e for e in events if last - minutes < math.floor(e["event_time"].timestamp() / 60) <= last]
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else math.nan
 
     return {
         "orders_30m": float(len(within(30))),
-        "mean_delivery_60m": float(np.mean([e["delivery_minutes"] for e in within(60)])),
-        "max_prep_30m": max(e["prep_minutes"] for e in within(30)),
-        "sum_distance_60m": sum(e["distance_km"] for e in within(60)),
+        "mean_delivery_60m": mean([e["delivery_minutes"] for e in within(60)]),
+        "max_prep_30m": max((e["prep_minutes"] for e in within(30)), default=math.nan),
+        "sum_distance_60m": float(sum(e["distance_km"] for e in within(60))),
     }
 
 
@@ -178,7 +182,9 @@ def test_stream_processor_computes_the_declared_windows(eta: EtaWorld, redis_url
     mine = [e for e in events if e["restaurant_id"] == busiest]
     store = RedisFeatureStore(redis_url, read_timeout_s=5.0, write_timeout_s=30.0)
     try:
-        [stored] = store.read(usecase.name, [(busiest,)], usecase.realtime_feature_names)
+        [group] = groups_of(usecase)
+        read = store.read_online(usecase.name, [(busiest,)], [], {"entity": [(busiest,)]}, 4)
+        states = read.states["entity"][0]
     finally:
         store.close()
         client = redis.Redis.from_url(redis_url)
@@ -187,11 +193,13 @@ def test_stream_processor_computes_the_declared_windows(eta: EtaWorld, redis_url
             if keys:
                 client.delete(*keys)
         client.close()
-    assert stored is not None
-    expected = _by_hand(mine)
-    assert expected["orders_30m"] >= 1
-    assert {name: stored[name].value for name in expected} == pytest.approx(expected, rel=1e-9)
-    assert stored["orders_30m"].event_time == mine[-1]["event_time"]
+    assert states, "no window state in Redis"
+    # At the newest event, and 45 minutes later with no new event: the windows decay as time passes.
+    for at in (mine[-1]["event_time"], mine[-1]["event_time"] + timedelta(minutes=45)):
+        expected = _by_hand(mine, at)
+        served = dict(zip(group.spec.names, evaluate(group.spec, states, at.timestamp()), strict=True))
+        assert served == pytest.approx(expected, rel=1e-9, nan_ok=True), at
+    assert _by_hand(mine, mine[-1]["event_time"])["orders_30m"] >= 1
 
 
 def _shadow_log(eta: EtaWorld) -> tuple[list[ShadowRecord], list[LabelRecord]]:

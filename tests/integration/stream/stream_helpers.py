@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from migrate.feature_windows import WindowSpec, epoch_s, since_minutes, training_features
+from migrate.feature_windows import epoch_s, evaluate, features_at, groups_of
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.redis_store import RedisFeatureStore
@@ -51,53 +51,58 @@ class Stream:
     def settings_with(self, **overrides: Any) -> Settings:
         return get_settings(state_dir=self.settings.state_dir, **overrides)
 
-    def stored(
-        self, events: list[dict[str, Any]] | None = None
-    ) -> dict[tuple[Any, ...], dict[str, tuple[float | None, datetime]]]:
-        """Every entity's (of `events`, default: the world's) real-time features in Redis: name → (value, time)."""
+    def entity_keys(self, events: list[dict[str, Any]] | None = None) -> list[tuple[Any, ...]]:
+        source = self.events if events is None else events
+        return sorted({tuple(e[k] for k in self.usecase.entity.key_names) for e in source})
+
+    def states(self, keys: list[tuple[Any, ...]]) -> dict[str, list[list[Any]]]:
+        """Per feature group, per entity: the partial window states in Redis (what serving reads)."""
+        assert self.usecase.realtime_features is not None and self.usecase.realtime_features.events is not None
+        names = self.usecase.entity.key_names
         store = RedisFeatureStore(self.redis_url, read_timeout_s=5.0, write_timeout_s=30.0)
         try:
-            source = self.events if events is None else events
-            keys = sorted({tuple(e[k] for k in self.usecase.entity.key_names) for e in source})
-            rows = store.read(self.usecase.name, keys, self.usecase.realtime_feature_names)
+            group_keys = {
+                g.name: [tuple(dict(zip(names, key, strict=True))[c] for c in g.key) for key in keys]
+                for g in groups_of(self.usecase)
+                if g.spec.features
+            }
+            read = store.read_online(
+                self.usecase.name, keys, [], group_keys, self.usecase.realtime_features.events.partitions
+            )
         finally:
             store.close()
-        return {
-            key: {name: (v.value, v.event_time) for name, v in row.items()}
-            for key, row in zip(keys, rows, strict=True)
-            if row
-        }
+        return read.states
 
     def expected(self, events: list[dict[str, Any]], at: datetime) -> dict[tuple[Any, ...], list[float]]:
-        """Per entity: the features the training code computes for an instant `at` after all `events`."""
-        assert self.usecase.realtime_features is not None
-        spec = WindowSpec(self.usecase.realtime_features)
-        keys = self.usecase.entity.key_names
-        by_entity: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for event in sorted(events, key=lambda e: (e["event_time"], e["event_id"])):
-            by_entity.setdefault(tuple(event[k] for k in keys), []).append(event)
-        out: dict[tuple[Any, ...], list[float]] = {}
-        for key, history in by_entity.items():
-            sentinel = {**history[-1], "event_time": at}
-            rows = [*history, sentinel]
-            times = [epoch_s(e["event_time"]) for e in rows]
-            values = training_features(spec, [key] * len(rows), _array(times), rows)
-            out[key] = list(values[-1])
-        return out
+        """Per entity of `events`: the features training computes for a prediction at `at` (earlier events only)."""
+        ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))
+        entities = self.entity_keys(events)
+        names = self.usecase.entity.key_names
+        blocks = []
+        for group in groups_of(self.usecase):
+            if not group.spec.features:
+                continue
+            keys = [tuple(e[c] for c in group.key) for e in ordered]
+            times = _array([epoch_s(e["event_time"]) for e in ordered])
+            asked = [tuple(dict(zip(names, key, strict=True))[c] for c in group.key) for key in entities]
+            at_s = _array([epoch_s(at)] * len(entities))
+            blocks.append(features_at(group.spec, keys, times, ordered, at_keys=asked, at_times_s=at_s))
+        values = np.hstack(blocks)
+        return {key: list(values[i]) for i, key in enumerate(entities)}
 
     def observed(self, at: datetime, events: list[dict[str, Any]] | None = None) -> dict[tuple[Any, ...], list[float]]:
-        """The stored features, read at instant `at` (minutes_since converted as serving does)."""
-        assert self.usecase.realtime_features is not None
-        spec = WindowSpec(self.usecase.realtime_features)
+        """Per entity (of `events`, default: the world's) with any stored state: the features a request at `at`
+        gets, evaluated from the window states in Redis as serving evaluates them."""
+        keys = self.entity_keys(events)
+        states = self.states(keys)
         out: dict[tuple[Any, ...], list[float]] = {}
-        for key, row in self.stored(events).items():
+        for i, key in enumerate(keys):
+            if not states["entity"][i]:
+                continue
             values: list[float] = []
-            for name in spec.names:
-                value = row[name][0] if name in row else None
-                if name in spec.since_names:
-                    values.append(since_minutes(value, epoch_s(at)))
-                else:
-                    values.append(math.nan if value is None else value)
+            for group in groups_of(self.usecase):
+                if group.spec.features:
+                    values += evaluate(group.spec, states[group.name][i], epoch_s(at))
             out[key] = values
         return out
 

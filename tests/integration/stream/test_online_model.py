@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from migrate.artifact import ArtifactStore
-from migrate.batch.event_history import online_training_frame, realtime_feature_table
+from migrate.batch.event_history import online_training_frame
 from migrate.batch.offline_store import open_offline
 from migrate.batch.training import train
 from migrate.scoring import load_model
@@ -33,29 +33,36 @@ def test_online_model_trains_on_batch_and_realtime_features_and_serves_by_role(w
     assert batch.feature_names == tuple(usecase.feature_names) and batch.version != online.version
 
 
-def test_realtime_training_features_see_only_earlier_events(world: Any) -> None:
+def test_realtime_training_features_are_computed_from_strictly_earlier_events(world: Any) -> None:
+    """Each training row's windows, counted by hand from the raw events strictly before its prediction time."""
     usecase = world.usecase
     with open_offline(world.settings.offline_store_path) as con:
         frame = online_training_frame(con, usecase, world.cutoff - timedelta(days=3), world.cutoff)
-        table = realtime_feature_table(con, usecase, world.cutoff)
         events = con.sql(
-            "SELECT event_id, store_id, product_id, event_time FROM scan_events WHERE event_time < $end "
-            "ORDER BY store_id, product_id, event_time, event_id",
+            "SELECT store_id, product_id, epoch(event_time), found FROM scan_events WHERE event_time < $end",
             params={"end": world.cutoff.replace(tzinfo=None)},
         ).fetchall()
-    by_id = {row["event_id"]: row for row in table.to_pylist()}
-    # The first event of each entity knows nothing real-time (no leakage of its own outcome).
-    firsts, previous = [], None
-    for event_id, store, product, _ in events:
-        if (store, product) != previous:
-            firsts.append(event_id)
-            previous = (store, product)
-    assert firsts and all(math.isnan(by_id[e]["scans_120m"]) for e in firsts)
-    # The frame carries exactly the table's values for its labelled events.
-    for row in frame.select(["event_id", *usecase.realtime_feature_names]).to_pylist()[:500]:
-        expected = by_id[row["event_id"]]
-        for name in usecase.realtime_feature_names:
-            assert np.isclose(row[name], expected[name], equal_nan=True), (row, expected)
+    by_entity: dict[tuple[int, int], list[tuple[float, bool]]] = {}
+    for store, product, when, found in events:
+        by_entity.setdefault((store, product), []).append((float(when), bool(found)))
+    rows = frame.select(["store_id", "product_id", "prediction_time", "scans_120m", "found_rate_30m"]).to_pylist()
+    assert len(rows) > 500
+    for row in rows[:: max(1, len(rows) // 500)]:
+        at = row["prediction_time"].timestamp()
+        last = math.floor(at / 60)
+        seen = [(w, f) for w, f in by_entity[(row["store_id"], row["product_id"])] if w < at]
+        in_120 = [f for w, f in seen if last - 120 < math.floor(w / 60) <= last]
+        in_30 = [f for w, f in seen if last - 30 < math.floor(w / 60) <= last]
+        assert row["scans_120m"] == len(in_120), row
+        expected_rate = sum(in_30) / len(in_30) if in_30 else math.nan
+        assert np.isclose(row["found_rate_30m"], expected_rate, equal_nan=True), row
+    # The labelled event itself is never among its own features: with no earlier event, the windows are empty.
+    firsts = [
+        r
+        for r in rows
+        if not any(w < r["prediction_time"].timestamp() for w, _ in by_entity[(r["store_id"], r["product_id"])])
+    ]
+    assert all(r["scans_120m"] == 0 and math.isnan(r["found_rate_30m"]) for r in firsts)
 
 
 def test_live_prediction_uses_the_streamed_features_exactly_as_training_computes_them(world: Any, stream: Any) -> None:
@@ -87,8 +94,7 @@ def test_live_prediction_uses_the_streamed_features_exactly_as_training_computes
             }
         keys = sorted(k for k in realtime if k in batch)[:200]
         assert len(keys) > 50
-        since = frozenset(f.name for f in usecase.realtime_features.features if f.aggregation == "minutes_since")
-        live = OnlinePredictor(stream.usecase.name, model, store, since).predict(keys, instant)
+        live = OnlinePredictor(stream.usecase, model, store).predict(keys, instant)
         matrix = np.array([[np.nan if v is None else v for v in batch[k]] + realtime[k] for k in keys], dtype=float)
         assert [r.prediction for r in live] == [float(p) for p in model.score(matrix)]
         assert all(r.model_version == model.version for r in live)

@@ -65,7 +65,7 @@ def tiny(usecase: UseCase) -> duckdb.DuckDBPyConnection:
     )
     con.execute("""INSERT INTO scan_events VALUES
         ('a', '2026-11-01 12:00', 1, 1, true),   -- before any feature row: left out
-        ('b', '2026-11-02 00:00', 1, 1, false),  -- exactly at a feature row: uses it
+        ('b', '2026-11-02 00:00', 1, 1, false),  -- exactly at a feature row: not yet published then, left out
         ('c', '2026-11-02 23:59', 1, 1, true),
         ('d', '2026-11-03 08:00', 1, 1, true),
         ('e', '2026-11-03 09:00', 1, 3, true),   -- entity without features: left out
@@ -101,13 +101,22 @@ def test_training_frame_joins_each_event_to_its_past_features(
 ) -> None:
     frame = training_frame(tiny, usecase, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC))
     rows = frame.to_pylist()
-    assert [(r["event_time"].hour, r["features_as_of"].day, r["found"]) for r in rows] == [
-        (0, 2, 0),
-        (23, 2, 1),
-        (8, 3, 1),
-    ]
-    assert [r["found_rate_1d"] for r in rows] == pytest.approx([0.1, 0.1, 0.2])
+    assert [(r["event_time"].hour, r["features_as_of"].day, r["found"]) for r in rows] == [(23, 2, 1), (8, 3, 1)]
+    assert [r["found_rate_1d"] for r in rows] == pytest.approx([0.1, 0.2])
     assert frame.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+    assert [r["prediction_time"] for r in rows] == [r["event_time"] for r in rows]  # predict_before: 0s
+
+
+def test_training_rows_are_predictions_made_predict_before_ahead(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase
+) -> None:
+    early = _variant(usecase, training={"predict_before": "9h"})
+    rows = training_frame(tiny, early, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC)).to_pylist()
+    # c (11-02 23:59) is predicted at 14:59 from the 11-02 row; d (11-03 08:00) at 11-02 23:00, before the 11-03 row.
+    assert [(r["event_time"].day, r["prediction_time"].hour, r["features_as_of"].day) for r in rows] == [
+        (2, 14, 2),
+        (3, 23, 2),
+    ]
 
 
 @pytest.mark.parametrize("reader", ["snapshot", "training"])

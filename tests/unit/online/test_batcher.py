@@ -124,7 +124,9 @@ class GatedPredictor:
     def __init__(self) -> None:
         self.gate = Gate(fail_on=("fails",))
 
-    def predict(self, keys: Sequence[Key], now: datetime | Sequence[datetime]) -> list[OnlineResult]:
+    def predict(
+        self, keys: Sequence[Key], now: datetime | Sequence[datetime], context: Any = None
+    ) -> list[OnlineResult]:
         return [OnlineResult(prediction=0.5, model_version="v1") for _ in self.gate(list(keys))]
 
 
@@ -136,10 +138,10 @@ def test_paths_report_a_failed_coalesced_online_call_on_every_request() -> None:
 
     async def serve() -> list[Outcome]:
         loop = asyncio.get_running_loop()
-        tasks = [asyncio.ensure_future(paths.online_async(requests[0], [0], now))]
+        tasks = [asyncio.ensure_future(paths.online_async(requests[0], [0], now, {}))]
         assert await _bounded(loop.run_in_executor(None, predictor.gate.first_started.wait, WAIT_S))
-        tasks.append(asyncio.ensure_future(paths.online_async(requests[1], [0, 1], now)))
-        tasks.append(asyncio.ensure_future(paths.online_async(requests[2], [0], now)))
+        tasks.append(asyncio.ensure_future(paths.online_async(requests[1], [0, 1], now, {})))
+        tasks.append(asyncio.ensure_future(paths.online_async(requests[2], [0], now, {})))
         await asyncio.sleep(0)
         predictor.gate.released.set()
         return list(await _bounded(asyncio.gather(*tasks)))
@@ -151,7 +153,7 @@ def test_paths_report_a_failed_coalesced_online_call_on_every_request() -> None:
         paths.close()
     assert predictor.gate.calls[:2] == [[("ok",)], [("fails",), ("b",), ("c",)]]  # one call for the three
     assert first.error is None and first.results[0].prediction == 0.5
-    alone = paths.online(requests[1], [0, 1], now)  # what the failing request gets when called by itself
+    alone = paths.online(requests[1], [0, 1], now, {})  # what the failing request gets when called by itself
     for outcome, asked in ((failing, {0, 1}), (beside, {0})):
         assert outcome.results == {} and outcome.asked == frozenset(asked)
         assert outcome.error == alone.error == "ValueError: cannot compute ('fails',)"

@@ -1,4 +1,5 @@
-"""The window code, by hand: buckets, windows, lateness, eviction, minutes_since, snapshots, training order."""
+"""The window code, by hand: buckets, windows at the request's instant, decay, lateness, eviction, minutes_since,
+snapshots, partial states merged, training at prediction times."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from migrate.feature_windows import WindowSpec, WindowState, since_minutes, training_features
+from migrate.feature_windows import WindowSpec, WindowState, evaluate, features_at
 from migrate.usecase import RealtimeFeatures
 
 pytestmark = pytest.mark.unit
@@ -17,28 +18,28 @@ T0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)  # a minute boundary
 
 
 def spec(**extra: Any) -> WindowSpec:
-    return WindowSpec(
-        RealtimeFeatures.model_validate(
-            {
-                "event_table": "events",
-                "event_time_column": "event_time",
-                "features": [
-                    {"name": "rate_30m", "aggregation": "mean", "field": "found", "window": "30m"},
-                    {"name": "n_30m", "aggregation": "count", "window": "30m"},
-                    {"name": "n_120m", "aggregation": "count", "window": "120m"},
-                    {"name": "amount_sum_10m", "aggregation": "sum", "field": "amount", "window": "10m"},
-                    {"name": "amount_max_10m", "aggregation": "max", "field": "amount", "window": "10m"},
-                    {"name": "amount_min_10m", "aggregation": "min", "field": "amount", "window": "10m"},
-                    {"name": "since_miss", "aggregation": "minutes_since", "where": {"found": False}},
-                ],
-                **extra,
-            }
-        )
+    declared = RealtimeFeatures.model_validate(
+        {
+            "event_table": "events",
+            "event_time_column": "event_time",
+            "features": [
+                {"name": "rate_30m", "aggregation": "mean", "field": "found", "window": "30m"},
+                {"name": "n_30m", "aggregation": "count", "window": "30m"},
+                {"name": "n_120m", "aggregation": "count", "window": "120m"},
+                {"name": "amount_sum_10m", "aggregation": "sum", "field": "amount", "window": "10m"},
+                {"name": "amount_max_10m", "aggregation": "max", "field": "amount", "window": "10m"},
+                {"name": "amount_min_10m", "aggregation": "min", "field": "amount", "window": "10m"},
+                {"name": "since_miss", "aggregation": "minutes_since", "where": {"found": False}},
+            ],
+            **extra,
+        }
     )
+    return WindowSpec(declared.resolution, declared.features)
 
 
-def values(state: WindowState) -> dict[str, float]:
-    return dict(zip(state.spec.names, state.values(), strict=True))
+def values(state: WindowState, at: float | None = None) -> dict[str, float]:
+    """The features at `at` (default: the state's newest event, as a request at that instant sees them)."""
+    return dict(zip(state.spec.names, state.values_at(state.newest if at is None else at), strict=True))
 
 
 def ev(found: bool, amount: float = 1.0) -> dict[str, Any]:
@@ -55,8 +56,8 @@ def test_window_values_by_hand() -> None:
     assert got["rate_30m"] == pytest.approx(2 / 3)
     # 10m window at bucket 29: buckets 20..29 → only the 7
     assert (got["amount_sum_10m"], got["amount_max_10m"], got["amount_min_10m"]) == (7, 7, 7)
-    assert got["since_miss"] == T0 + 300  # stored as the event time of the last miss
-    assert since_minutes(got["since_miss"], T0 + 60 * 35) == pytest.approx(30.0)
+    assert got["since_miss"] == pytest.approx((60 * 29 + 30 - 300) / 60)  # minutes before the instant asked
+    assert values(state, T0 + 60 * 35)["since_miss"] == pytest.approx(30.0)
     state.add(T0 + 60 * 30, ev(True, 1))  # bucket 30: bucket 0 leaves the 30m window
     got = values(state)
     assert got["n_30m"] == 3 and got["n_120m"] == 4
@@ -80,13 +81,52 @@ def test_late_event_counts_where_its_window_still_reaches_and_order_does_not_mat
         in_order.add(t, ev(t != T0 + 600))
     for t in [times[0], times[2], times[4], times[1], times[3]]:
         shuffled.add(t, ev(t != T0 + 600))
-    assert in_order.values() == shuffled.values() or np.allclose(in_order.values(), shuffled.values(), equal_nan=True)
+    at = T0 + 1800
+    assert np.array_equal(np.array(in_order.values_at(at)), np.array(shuffled.values_at(at)), equal_nan=True)
     # A late event older than every window changes no window (but still counts for minutes_since).
     state = spec().new_state()
     state.add(T0 + 3 * 3600, ev(True))
     state.add(T0, ev(False))
     got = values(state)
-    assert got["n_120m"] == 1 and got["since_miss"] == T0
+    assert got["n_120m"] == 1 and got["since_miss"] == pytest.approx(180.0)
+
+
+def test_windows_decay_at_the_request_instant_without_new_events() -> None:
+    state = spec().new_state()
+    state.add(T0, ev(True, 5))
+    state.add(T0 + 60 * 20, ev(False, 3))
+    assert values(state, T0 + 60 * 25)["n_30m"] == 2
+    later = values(state, T0 + 60 * 45)  # bucket 0 has left the 30m window; bucket 20 has not
+    assert later["n_30m"] == 1 and later["rate_30m"] == 0.0 and later["n_120m"] == 2
+    assert math.isnan(later["amount_max_10m"])  # no event in the last 10 minutes: missing, not the old max
+    day_later = values(state, T0 + 86_400)
+    assert day_later["n_30m"] == 0 and day_later["n_120m"] == 0 and math.isnan(day_later["rate_30m"])
+    assert day_later["since_miss"] == pytest.approx((86_400 - 1200) / 60)  # keeps growing
+
+
+def test_a_window_covers_the_buckets_ending_with_the_one_of_the_instant() -> None:
+    state = spec().new_state()
+    state.add(T0 + 59, ev(True))  # bucket 0 (its last second)
+    # At T0 + 30 min + 0 s the 30m window is buckets 1..30: bucket 0 is out even though 29 min 1 s passed.
+    assert values(state, T0 + 1800)["n_30m"] == 0
+    assert values(state, T0 + 1799.999)["n_30m"] == 1
+    # An event timed after the instant (a clock ahead of the request's) is not counted at that instant.
+    state.add(T0 + 600, ev(False))
+    assert values(state, T0 + 300)["n_30m"] == 1 and values(state, T0 + 300)["since_miss"] == 0.0
+
+
+def test_partial_states_merge_to_the_state_of_all_events() -> None:
+    s = spec()
+    whole, parts = s.new_state(), [s.new_state(), s.new_state(), s.new_state()]
+    for i in range(40):
+        when, event = T0 + i * 53.0, ev(i % 4 == 0, amount=float(i % 7))
+        whole.add(when, event)
+        parts[i % 3].add(when, event)
+    at = T0 + 40 * 53.0
+    merged = evaluate(s, [p.to_json() for p in parts], at)
+    assert np.array_equal(np.array(merged), np.array(whole.values_at(at)), equal_nan=True)
+    assert np.array_equal(np.array(evaluate(s, [whole.to_json()], at)), np.array(whole.values_at(at)), equal_nan=True)
+    assert evaluate(s, [], at)[s.names.index("n_30m")] == 0 and math.isnan(evaluate(s, [], at)[0])
 
 
 def test_snapshot_round_trip_is_exact() -> None:
@@ -95,26 +135,33 @@ def test_snapshot_round_trip_is_exact() -> None:
     for i in range(50):
         state.add(T0 + i * 37.3, ev(i % 3 == 0, amount=i * 0.1))
     again = WindowState.from_json(s, state.to_json())
-    assert np.array_equal(np.array(again.values()), np.array(state.values()), equal_nan=True)
+    at = T0 + 1900
+    assert np.array_equal(np.array(again.values_at(at)), np.array(state.values_at(at)), equal_nan=True)
     again.add(T0 + 2000, ev(False, 0.3))
     state.add(T0 + 2000, ev(False, 0.3))
-    assert np.array_equal(np.array(again.values()), np.array(state.values()), equal_nan=True)
+    assert np.array_equal(np.array(again.values_at(at + 200)), np.array(state.values_at(at + 200)), equal_nan=True)
 
 
-def test_training_features_are_the_state_just_before_each_event() -> None:
+def test_training_features_use_only_events_strictly_before_each_prediction_time() -> None:
     s = spec()
     key = (1, 2)
     rows = [ev(True), ev(False), ev(True)]
     times = np.array([T0, T0 + 60, T0 + 180])
-    out = training_features(s, [key, key, key], times, rows)
-    assert np.isnan(out[0]).all()  # nothing known before the first event
+    asked = [key, key, key, key, (9, 9)]
+    at = np.array([T0, T0 + 60, T0 + 180, T0 + 3 * 3600, T0 + 60])
+    out = features_at(s, [key, key, key], times, rows, at_keys=asked, at_times_s=at)
     names = s.names
-    assert out[1, names.index("n_30m")] == 1 and out[2, names.index("n_30m")] == 2
-    assert out[2, names.index("rate_30m")] == 0.5
-    assert out[2, names.index("since_miss")] == pytest.approx(2.0)  # minutes at the event's time
-    # A new entity starts fresh.
-    out = training_features(s, [key, (9, 9)], np.array([T0, T0 + 60]), [ev(False), ev(True)])
-    assert np.isnan(out[1]).all()
+    assert out[0, names.index("n_30m")] == 0 and math.isnan(out[0, names.index("rate_30m")])  # nothing before
+    assert out[1, names.index("n_30m")] == 1  # the event at T0 + 60 itself is not seen at T0 + 60
+    assert out[2, names.index("n_30m")] == 2 and out[2, names.index("rate_30m")] == 0.5
+    assert out[2, names.index("since_miss")] == pytest.approx(2.0)  # minutes at the prediction time
+    assert out[3, names.index("n_120m")] == 0 and out[3, names.index("since_miss")] == pytest.approx(179.0)
+    assert out[4, names.index("n_30m")] == 0  # another key starts empty
+    # The same as a request at those instants over a state fed with the earlier events (the serving function).
+    state = s.new_state()
+    state.add(T0, rows[0])
+    state.add(T0 + 60, rows[1])
+    assert np.array_equal(out[2], np.array(state.values_at(T0 + 180)), equal_nan=True)
 
 
 def test_declarations_are_checked() -> None:

@@ -1,0 +1,100 @@
+"""Checks of a prediction request against its use case, as 422 errors that name the field (FastAPI's format)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from migrate.usecase import ContextFeature, UseCase
+
+__all__ = ["context_errors", "context_values", "key_errors"]
+
+
+def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[dict[str, Any]]:
+    """Each entity has exactly the use case's key columns, each of its type."""
+    errors: list[dict[str, Any]] = []
+    expected = {key.name: key.type for key in usecase.entity.keys}
+    for i, entity in enumerate(entities):
+        for name in entity.keys() - expected.keys():
+            errors.append(
+                {
+                    "loc": ("body", "entities", i, name),
+                    "type": "extra_forbidden",
+                    "msg": f"unknown key column; {usecase.name} is keyed by {list(expected)}",
+                    "input": name,
+                }
+            )
+        for name, kind in expected.items():
+            value = entity.get(name)
+            if value is None:
+                errors.append(
+                    {"loc": ("body", "entities", i, name), "type": "missing", "msg": "Field required", "input": None}
+                )
+            elif (kind == "int") != (isinstance(value, int) and not isinstance(value, bool)):
+                errors.append(
+                    {
+                        "loc": ("body", "entities", i, name),
+                        "type": f"{kind}_type",
+                        "msg": f"Input should be {'an integer' if kind == 'int' else 'a string'}",
+                        "input": value,
+                    }
+                )
+    return errors
+
+
+def _error(name: str, kind: str, msg: str, value: Any) -> dict[str, Any]:
+    return {"loc": ("body", "context", name), "type": kind, "msg": msg, "input": value}
+
+
+def _type_error(item: ContextFeature, value: Any) -> tuple[str, str] | None:
+    """(error type, message) when `value` is not of the item's type."""
+    if item.type == "str":
+        return None if isinstance(value, str) else ("string_type", "Input should be a string")
+    if item.type == "bool":
+        return None if isinstance(value, bool) else ("bool_type", "Input should be a boolean")
+    if item.type == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else ("int_type", "Input should be an integer")
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return None if ok else ("float_type", "Input should be a number")
+
+
+def _context_error(item: ContextFeature, value: Any) -> dict[str, Any] | None:
+    wrong = _type_error(item, value)
+    if wrong is not None:
+        return _error(item.name, *wrong, value)
+    if item.type in ("str", "bool"):
+        return None
+    if not math.isfinite(value):
+        return _error(item.name, "finite_number", "Input should be a finite number", str(value))
+    if item.min is not None and value < item.min:
+        return _error(item.name, "greater_than_equal", f"Input should be greater than or equal to {item.min:g}", value)
+    if item.max is not None and value > item.max:
+        return _error(item.name, "less_than_equal", f"Input should be less than or equal to {item.max:g}", value)
+    return None
+
+
+def context_errors(usecase: UseCase, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each declared context value is present (when required), of its type and within its bounds; other keys of
+    the context are kept for the shadow log, unchecked."""
+    errors: list[dict[str, Any]] = []
+    for item in usecase.context:
+        value = context.get(item.name)
+        if value is None:
+            if item.required:
+                errors.append(_error(item.name, "missing", "Field required", None))
+            continue
+        error = _context_error(item, value)
+        if error is not None:
+            errors.append(error)
+    return errors
+
+
+def context_values(usecase: UseCase, context: dict[str, Any]) -> list[float]:
+    """The numeric context inputs of the model, in declared order (missing optional ones as NaN)."""
+    out: list[float] = []
+    for item in usecase.context:
+        if item.is_input:
+            value = context.get(item.name)
+            out.append(math.nan if value is None else float(value))
+    return out
