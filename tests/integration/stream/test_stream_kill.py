@@ -25,8 +25,9 @@ WORKER = Path(__file__).with_name("worker.py")
 GROUP = "migrate-stream"
 
 
-def spawn(stream: Stream, log: Path, *, delay_s: float) -> subprocess.Popen[bytes]:
-    args = {
+def spawn(stream: Stream, log: Path, *, delay_s: float, usecase: Any = None) -> subprocess.Popen[bytes]:
+    """A worker process; `usecase` (a UseCase) replaces the renamed example when given."""
+    args: dict[str, Any] = {
         "state_dir": str(stream.settings.state_dir),
         "usecase": stream.usecase.name,
         "bootstrap": stream.bootstrap,
@@ -34,6 +35,8 @@ def spawn(stream: Stream, log: Path, *, delay_s: float) -> subprocess.Popen[byte
         "group": GROUP,
         "delay_s": delay_s,
     }
+    if usecase is not None:
+        args["usecase_json"] = usecase.model_dump_json()
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, str(WORKER), orjson.dumps(args).decode()], stdout=out, stderr=out)
 
@@ -66,8 +69,8 @@ def wait_for(condition: Any, process: subprocess.Popen[bytes], timeout_s: float,
     raise AssertionError(f"timed out after {timeout_s} s; worker log:\n{log.read_text()[-3000:]}")
 
 
-def finish(stream: Stream, log: Path) -> None:
-    final = spawn(stream, log, delay_s=0.0)
+def finish(stream: Stream, log: Path, usecase: Any = None) -> None:
+    final = spawn(stream, log, delay_s=0.0, usecase=usecase)
     assert final.wait(timeout=180) == 0, log.read_text()[-3000:]
 
 

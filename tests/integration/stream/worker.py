@@ -15,6 +15,7 @@ import orjson
 
 from migrate.registry import Registry
 from migrate.settings import get_settings
+from migrate.usecase import UseCase
 from online.stream.processor import StreamProcessor
 
 
@@ -24,7 +25,10 @@ def main(args: dict[str, Any]) -> None:
         stream_checkpoint_events=args.get("checkpoint_events", 50),
         stream_checkpoint_interval_s=args.get("checkpoint_interval_s", 0.02),
     )
-    usecase = Registry(settings.usecases_dir).get("item_availability").model_copy(update={"name": args["usecase"]})
+    if "usecase_json" in args:  # a variant of the example, built by the test
+        usecase = UseCase.model_validate_json(args["usecase_json"])
+    else:
+        usecase = Registry(settings.usecases_dir).get("item_availability").model_copy(update={"name": args["usecase"]})
     processor = StreamProcessor(
         settings, usecase, bootstrap=args["bootstrap"], redis_url=args["redis_url"], group_id=args["group"]
     )
