@@ -116,13 +116,15 @@ def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, star
     the batch features strictly before the prediction time) plus the real-time features and the context inputs
     at the prediction time.
 
-    Context inputs come from the labelled event's field of the same name: the request the event stands for
-    carries them. With ``predict_before`` > 0 the prediction precedes the event, so its fields are refused.
+    Context values come from the labelled event's field of the same name: the request the event stands for
+    carries them. With ``predict_before`` > 0 the prediction precedes the event, so numeric context inputs read
+    from it are refused (string keys such as an origin or a merchant are known before the event).
     """
     _, stream = event_stream(usecase)
     context = usecase.context_names
     from_events = [c.name for c in usecase.context if c.name in stream.fields]
-    not_fields = [c for c in context if c not in stream.fields]
+    inputs_from_events = [c for c in context if c in stream.fields]
+    not_fields = [c.name for c in usecase.context if c.name not in stream.fields]
     if not_fields:
         raise UseCaseError(
             f"usecases/{usecase.name}.yaml",
@@ -130,12 +132,12 @@ def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, star
             f"declares {not_fields}, which the labelled events do not carry, so training rows cannot have them",
             fix="add them to realtime_features.events.fields (and the event table)",
         )
-    if from_events and usecase.training.lead.total_seconds() > 0:
+    if inputs_from_events and usecase.training.lead.total_seconds() > 0:
         raise UseCaseError(
             f"usecases/{usecase.name}.yaml",
             "training.predict_before",
-            f"is {usecase.training.predict_before}, but the context {from_events} is read from the labelled "
-            "event, which a prediction made before it cannot know",
+            f"is {usecase.training.predict_before}, but the context inputs {inputs_from_events} are read from the "
+            "labelled event, which a prediction made before it cannot know",
             fix="predict at the event (predict_before: 0s), or drop those context features",
         )
     frame = training_frame(con, usecase, start, end, id_column=stream.id_field, extra_columns=from_events)
