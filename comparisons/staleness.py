@@ -2,7 +2,7 @@
 
 Batch: ``batch_data_age_s`` (request time − the lookup row's ``features_as_of``), over requests the lookup table
 answered. Live: the age of the *oldest* feature the online model used (``max`` of ``online_feature_ages_s``), over
-requests the live path answered with at least one stored feature. Beyond ``window.AGE_SAMPLE`` requests the live
+requests the live path answered with at least one stored feature. Beyond ``shadow_rows.AGE_SAMPLE`` requests the live
 ages come from a hash-chosen 1-in-``live_sampled_every`` subset (parsing their JSON dominates the load otherwise).
 """
 
