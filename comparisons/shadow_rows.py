@@ -7,7 +7,9 @@ once into an Arrow table registered as ``s`` that every metric queries (and tabl
 The label join: a request for entity *k* at time *t* is labeled by the **first** label of *k* with event time in
 ``(t, t + label.available_after]``. Its label window is **closed** once ``t + available_after`` is at or before the
 label watermark (the newest label event time seen for the use case). Rows are ``labeled`` (closed, label found),
-``unlabeled`` (closed, no label) or ``pending`` (window still open); only ``labeled`` rows score accuracy.
+``unlabeled`` (closed, no label) or ``pending`` (window still open); only ``labeled`` rows score accuracy. When the
+label is an event that may never come (``label.from_event`` with ``otherwise``: no chargeback means no fraud), a
+closed window without one is labeled ``otherwise``.
 """
 
 from __future__ import annotations
@@ -215,7 +217,9 @@ def load(
             fix="widen --since/--until, or wait for traffic at stage shadow",
         )
     delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
-    table = _labeled(con, table, keys, delay_us, watermark)
+    by_reference = usecase.label.from_event
+    otherwise = None if by_reference is None else by_reference.otherwise
+    table = _labeled(con, table, keys, delay_us, watermark, otherwise=otherwise)
     con.register("s", table)
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
     _ages(con, usecase, source, filtered, every)
@@ -234,7 +238,13 @@ def _deduplicated(table: pa.Table) -> pa.Table:
 
 
 def _labeled(
-    con: duckdb.DuckDBPyConnection, table: pa.Table, keys: tuple[str, ...], delay_us: int, watermark: datetime | None
+    con: duckdb.DuckDBPyConnection,
+    table: pa.Table,
+    keys: tuple[str, ...],
+    delay_us: int,
+    watermark: datetime | None,
+    *,
+    otherwise: float | None = None,
 ) -> pa.Table:
     """``table`` with ``label`` and ``label_state`` (see the module docstring) appended.
 
@@ -267,6 +277,9 @@ def _labeled(
         index = np.asarray(matched["i"], dtype=np.int64)
         label[index] = np.asarray(matched["label"], dtype=np.float64)
         found[index] = True
+    if otherwise is not None:  # a closed window without the label event: the label it stands for
+        label[closed & ~found] = otherwise
+        found |= closed
     states = np.where(found, 0, np.where(closed, 1, 2)).astype(np.int8)
     state = pa.DictionaryArray.from_arrays(pa.array(states), pa.array(LABEL_STATES))
     return table.append_column("label", pa.array(label, mask=~found)).append_column("label_state", state)

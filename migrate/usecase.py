@@ -204,9 +204,16 @@ class ContextFeature(_Strict):
         return self.type != "str"
 
 
+class Spine(_Strict):
+    """Which events are prediction requests: each is one training row (default: the labelled events)."""
+
+    where: dict[str, bool | int | str] = Field(default_factory=dict, description="Event filter: field == value.")
+
+
 class TrainingSpec(_Strict):
     """How training rows are formed: one per prediction the model would have made, at its prediction time."""
 
+    spine: Spine | None = Field(default=None, description="The events that are predictions; default: labelled ones.")
     predict_before: str = Field(
         default="0s",
         description="Prediction time = the labelled event's time minus this lead; features see only earlier data.",
@@ -223,6 +230,17 @@ class TrainingSpec(_Strict):
         return parse_duration(self.predict_before)
 
 
+class LabelFromEvent(_Strict):
+    """The label arrives as a later event naming the prediction's event (a chargeback naming its authorization)."""
+
+    where: dict[str, bool | int | str] = Field(min_length=1, description="Which events are labels: field == value.")
+    ref_field: Identifier = Field(description="Field of the label event holding the id of the event it labels.")
+    value: float = Field(default=1.0, description="The label when such an event arrives within available_after.")
+    otherwise: float | None = Field(
+        default=0.0, description="The label when none arrives in time (None: such a prediction stays unlabeled)."
+    )
+
+
 class Label(_Strict):
     """The outcome the model predicts and when it becomes known."""
 
@@ -233,6 +251,15 @@ class Label(_Strict):
     event_field: Identifier | None = Field(
         default=None, description="Event field whose value is the label (the stream processor publishes it)."
     )
+    from_event: LabelFromEvent | None = Field(
+        default=None, description="The label is a later event that names the prediction's event (not event_field)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Label:
+        if self.event_field is not None and self.from_event is not None:
+            raise ValueError("label takes event_field or from_event, not both")
+        return self
 
     @field_validator("available_after")
     @classmethod
@@ -340,6 +367,14 @@ class UseCase(_Strict):
                 raise ValueError(f"realtime_features.events.fields lacks the entity key(s) {missing}")
             if self.label.event_field is not None and self.label.event_field not in rt.events.fields:
                 raise ValueError(f"label.event_field {self.label.event_field!r} is not among the event fields")
+            filters = {**(self.training.spine.where if self.training.spine else {})}
+            if self.label.from_event is not None:
+                filters |= {**self.label.from_event.where, self.label.from_event.ref_field: ""}
+            unknown = sorted(f for f in filters if f not in rt.events.fields)
+            if unknown:
+                raise ValueError(f"training.spine / label.from_event read {unknown}, not among the event fields")
+        if self.label.from_event is not None and self.training.spine is None:
+            raise ValueError("label.from_event labels the events of training.spine: declare training.spine.where")
         if rt is not None:
             carried = set(self.entity.key_names) | {c.name for c in self.context}
             for group in rt.groups:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from migrate.errors import OfflineStoreError, UseCaseError
-from migrate.usecase import UseCase
+from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
     "check_columns",
@@ -175,6 +176,56 @@ def write_snapshot(
     )
 
 
+def _where_sql(where: dict[str, bool | int | str], params: dict[str, Any], prefix: str) -> str:
+    """``field = $param AND ...`` for an event filter, the values bound as parameters."""
+    parts = []
+    for index, (field, value) in enumerate(sorted(where.items())):
+        params[f"{prefix}{index}"] = value
+        parts.append(f"{_quote(field)} = ${prefix}{index}")
+    return " AND ".join(parts) or "TRUE"
+
+
+def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]) -> str:
+    """One row per prediction request in [start, end): its keys, label time, prediction time, label, `extra`.
+
+    Requests are the labelled events (``label.event_field`` or the label column), or the events of
+    ``training.spine.where`` labelled by a later event naming them (``label.from_event``), kept only once their
+    label window has closed before `end` (a fraud still undisputed may be disputed tomorrow).
+    """
+    assert usecase.realtime_features is not None
+    events = usecase.realtime_features
+    keys = ", ".join(_quote(k) for k in usecase.entity.key_names)
+    event_time = _quote(events.event_time_column)
+    lead_us = int(usecase.training.lead.total_seconds() * 1_000_000)
+    label_type = "INTEGER" if usecase.label.kind == "binary" else "DOUBLE"
+    columns = "".join(f", {_quote(c)}" for c in extra)
+    spine = usecase.training.spine
+    spine_where = _where_sql(spine.where, params, "spine") if spine is not None else "TRUE"
+    times = f"""CAST({event_time} AS TIMESTAMP) AS event_time,
+                CAST({event_time} AS TIMESTAMP) - to_microseconds({lead_us}) AS prediction_time"""
+    source = _quote(events.event_table)
+    by_reference = usecase.label.from_event
+    if by_reference is None:
+        label = _quote(usecase.label.name)
+        return f"""SELECT {keys}, {times}, CAST({label} AS {label_type}) AS label_value{columns} FROM {source}
+            WHERE {event_time} >= $start AND {event_time} < $end AND {label} IS NOT NULL AND {spine_where}"""
+    assert events.events is not None
+    delay = f"to_microseconds({int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)})"
+    otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
+    label_where = _where_sql(by_reference.where, params, "label")
+    return f"""SELECT * FROM (
+        SELECT {keys}, {times}{columns}, CAST(CASE WHEN EXISTS (
+                   SELECT 1 FROM {source} l
+                   WHERE l.{_quote(by_reference.ref_field)} = sp.{_quote(events.events.id_field)} AND {label_where}
+                     AND CAST(l.{event_time} AS TIMESTAMP) > CAST(sp.{event_time} AS TIMESTAMP)
+                     AND CAST(l.{event_time} AS TIMESTAMP) <= CAST(sp.{event_time} AS TIMESTAMP) + {delay}
+               ) THEN {float(by_reference.value)!r} ELSE {otherwise} END AS {label_type}) AS label_value
+        FROM {source} sp
+        WHERE {event_time} >= $start AND {event_time} < $end AND {spine_where}
+          AND CAST({event_time} AS TIMESTAMP) + {delay} <= CAST($end AS TIMESTAMP)
+    ) WHERE label_value IS NOT NULL"""
+
+
 def training_frame(
     con: duckdb.DuckDBPyConnection,
     usecase: UseCase,
@@ -185,10 +236,10 @@ def training_frame(
     id_column: str | None = None,
     extra_columns: Sequence[str] = (),
 ) -> pa.Table:
-    """Labelled events in [start, end), each a prediction made ``training.predict_before`` ahead of it, joined to
-    the latest batch-feature row strictly before that prediction time.
+    """Prediction requests in [start, end) (see `_predictions_sql`), each made ``training.predict_before`` ahead of
+    its event and joined to the latest batch-feature row strictly before that prediction time.
 
-    Columns: the entity keys, ``event_time`` (the label's time, UTC), ``prediction_time`` (UTC), each feature as
+    Columns: the entity keys, ``event_time`` (the event's time, UTC), ``prediction_time`` (UTC), each feature as
     float64, ``features_as_of`` (UTC), the label (0/1 for binary labels), then `id_column` and `extra_columns`
     (event fields, as stored). Events whose entity had no feature row yet are left out, as the batch model could
     not have scored them; rows are sorted by event time, keys and label.
@@ -207,28 +258,20 @@ def training_frame(
     batch = usecase.batch_features
     label = usecase.label.name
     extra = ([] if id_column is None else [id_column]) + [c for c in extra_columns if c != id_column]
-    check_columns(con, events.event_table, [*keys, events.event_time_column, label, *extra], usecase_file=file)
-    ev_extra = "".join(f", {_quote(c)}" for c in extra)
+    needed = [*keys, events.event_time_column, *extra]
+    needed += [] if usecase.label.from_event is not None else [label]
+    check_columns(con, events.event_table, needed, usecase_file=file)
     out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
     check_columns(con, batch.table, [*keys, batch.timestamp_column, *usecase.feature_names], usecase_file=file)
-    label_type = "INTEGER" if usecase.label.kind == "binary" else "DOUBLE"
     ev_keys = ", ".join(f"ev.{_quote(k)}" for k in keys)
     on_keys = " AND ".join(f"ev.{_quote(k)} = f.{_quote(k)}" for k in keys)
-    event_time = _quote(events.event_time_column)
     ts = _quote(batch.timestamp_column)
     features = ", ".join(f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in usecase.feature_names)
-    lead_us = int(usecase.training.lead.total_seconds() * 1_000_000)
+    params: dict[str, Any] = {"start": utc_naive(start), "end": utc_naive(end)}
     # ASOF JOIN picks, per prediction, the feature row with the greatest timestamp strictly before the prediction
     # time: what the lookup table could have held then, never the snapshot of that very instant. No leakage.
     query = f"""
-        WITH ev AS (
-            SELECT {", ".join(_quote(k) for k in keys)},
-                   CAST({event_time} AS TIMESTAMP) AS event_time,
-                   CAST({event_time} AS TIMESTAMP) - to_microseconds({lead_us}) AS prediction_time,
-                   CAST({_quote(label)} AS {label_type}) AS label_value{ev_extra}
-            FROM {_quote(events.event_table)}
-            WHERE {event_time} >= $start AND {event_time} < $end AND {_quote(label)} IS NOT NULL
-        ), f AS (
+        WITH ev AS ({_predictions_sql(usecase, extra, params)}), f AS (
             SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in usecase.feature_names)},
                    CAST({ts} AS TIMESTAMP) AS features_as_of
             FROM {_quote(batch.table)}
@@ -239,7 +282,6 @@ def training_frame(
         FROM ev ASOF JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of
         ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
-    params = {"start": utc_naive(start), "end": utc_naive(end)}
     table = con.sql(query, params=params).to_arrow_table()
     for column in ("event_time", "prediction_time", "features_as_of"):
         table = _as_utc_timestamps(table, column)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -75,6 +75,7 @@ class SinkReport:
     shadow_rows: int = 0
     label_rows: int = 0
     invalid: int = 0
+    not_labels: int = 0  # valid events of the event topic that label nothing (label.from_event's filter)
     files: int = 0
     commits: int = 0
     topics: list[str] = field(default_factory=list)
@@ -84,7 +85,12 @@ class _Stream:
     """One consumed topic: where its files go and how its messages become rows."""
 
     def __init__(
-        self, topic: str, kind: str, root: Path, tid: str, labeler: Callable[[bytes], LabelRecord | None] | None = None
+        self,
+        topic: str,
+        kind: str,
+        root: Path,
+        tid: str,
+        labeler: Callable[[bytes], LabelRecord | Literal[False] | None] | None = None,
     ) -> None:
         self.topic = topic
         self.kind = kind
@@ -92,7 +98,7 @@ class _Stream:
         self.tid = tid
         self.labeler = labeler  # events topic: an event → its label (None: invalid, already dead-lettered)
 
-    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | None:
+    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | Literal[False] | None:
         if self.labeler is not None:
             return self.labeler(value)
         return ShadowRecord.from_json(value) if self.kind == "shadow" else LabelRecord.from_json(value)
@@ -138,6 +144,9 @@ class _Sink:
             record = stream.parse(message.value)
             if record is None:
                 raise ValueError("not a valid event (the stream processor dead-letters it)")
+            if record is False:  # a valid event that labels nothing: counted, committed past with its batch
+                self.report.not_labels += 1
+                record = None
         except (ValidationError, orjson.JSONDecodeError, ValueError) as exc:
             # A poison message must not stall the sink: count it, log it, and commit past it with its batch.
             self.report.invalid += 1
@@ -256,7 +265,7 @@ def run_sink(
         tid = topic_id(address, topic, timeout_s=timeout_s)
         if tid is not None:
             streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
-    if events_of is not None and events_of.label.event_field is not None:
+    if events_of is not None and (events_of.label.event_field is not None or events_of.label.from_event is not None):
         topic = events_topic(events_of, settings.events_topic_prefix)
         declared = events_of.realtime_features.events if events_of.realtime_features else None
         # Created here if no producer or processor has yet: a sink started first must still read the labels.

@@ -1,12 +1,18 @@
 """Labels from events: when a use case's outcome is a field of its events (``label.event_field``), each valid
-event is a label of its entity at its event time. The sink turns the event topic into label rows this way, so an
+event is a label of its entity at its event time; when the outcome is a later event naming the prediction's event
+(``label.from_event``, a chargeback naming its authorization), each event matching its filter is a label of value
+``from_event.value`` for its entity at its time. The sink turns the event topic into label rows this way, so an
 outcome crosses Kafka once, as the event it is, rather than again as a label message.
+
+The shadow comparison joins a label to the requests of the same entity within ``available_after`` before it (it
+has no event id of the request); training joins ``from_event`` labels to their own event by id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 from migrate.usecase import UseCase
 from online.stream.event_schema import EventSchema, ValidEvent
@@ -15,23 +21,32 @@ from online.stream.label_topic import LabelRecord
 __all__ = ["event_labeler"]
 
 
-def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | None]:
-    """A function from an event message's value to its label (None when the event is invalid)."""
-    field = usecase.label.event_field
-    if field is None:
-        raise ValueError(f"use case {usecase.name!r} has no label.event_field")
+def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[False] | None]:
+    """A function from an event message's value to its label (None: the event is invalid; False: a valid event
+    that is no label)."""
+    field, by_reference = usecase.label.event_field, usecase.label.from_event
+    if field is None and by_reference is None:
+        raise ValueError(f"use case {usecase.name!r} has no label.event_field nor label.from_event")
     schema = EventSchema(usecase)
     names = usecase.entity.key_names
+    where = tuple(by_reference.where.items()) if by_reference is not None else ()
 
-    def label(value: bytes) -> LabelRecord | None:
+    def label(value: bytes) -> LabelRecord | Literal[False] | None:
         event = schema.parse(value)
         if not isinstance(event, ValidEvent):
             return None
+        if by_reference is not None:
+            if any(event.fields.get(name) != wanted for name, wanted in where):
+                return False
+            outcome = by_reference.value
+        else:
+            assert field is not None
+            outcome = float(event.fields[field])
         return LabelRecord.model_construct(
             usecase=usecase.name,
             key=dict(zip(names, event.key, strict=True)),
             event_time=datetime.fromtimestamp(event.time_s, UTC),
-            label=float(event.fields[field]),
+            label=outcome,
             source_event_id=event.event_id,
         )
 

@@ -1,0 +1,159 @@
+"""A label that arrives as a later event naming its prediction (a chargeback naming its authorization): training
+rows, the sink's label rows and the comparator's closed windows, each checked by hand."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from comparisons.shadow_rows import Window, load
+from migrate.batch.offline_store import training_frame
+from migrate.usecase import UseCase
+from online.shadow.parquet import label_table, shadow_table
+from online.shadow.record import ShadowRecord
+from online.stream.label_topic import LabelRecord
+from online.stream.labels_from_events import event_labeler
+
+pytestmark = pytest.mark.unit
+
+FIELDS = {
+    "event_id": "str",
+    "event_time": "datetime",
+    "card_id": "int",
+    "kind": "str",
+    "amount": "float",
+    "auth_id": "str",
+}
+
+
+def usecase(otherwise: float | None = 0.0) -> UseCase:
+    return UseCase.model_validate(
+        {
+            "name": "cards",
+            "description": "Fraud on card authorizations.",
+            "owner": "tests",
+            "entity": {
+                "keys": [{"name": "card_id", "type": "int"}],
+                "source": {"table": "cards", "created_at_column": "issued_at"},
+            },
+            "model": {"trainer": "tests.none:train"},
+            "batch_features": {"table": "card_daily", "timestamp_column": "as_of", "features": [{"name": "auths_7d"}]},
+            "realtime_features": {
+                "event_table": "card_events",
+                "event_time_column": "event_time",
+                "events": {"id_field": "event_id", "fields": FIELDS},
+                "features": [{"name": "auths_10m", "aggregation": "count", "window": "10m", "where": {"kind": "auth"}}],
+            },
+            "training": {"spine": {"where": {"kind": "auth"}}},
+            "label": {
+                "name": "fraud",
+                "description": "A chargeback arrived.",
+                "kind": "binary",
+                "available_after": "3d",
+                "from_event": {"where": {"kind": "chargeback"}, "ref_field": "auth_id", "otherwise": otherwise},
+            },
+            "lookup_table": {"name": "lt_cards"},
+            "batch": {"schedule": "0 2 * * *"},
+        }
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(tmp_path / "offline.duckdb"))
+    con.execute("CREATE TABLE card_daily (card_id BIGINT, as_of TIMESTAMP, auths_7d DOUBLE)")
+    con.execute("INSERT INTO card_daily VALUES (1, '2026-11-01', 3), (2, '2026-11-01', 5), (3, '2026-11-01', 0)")
+    con.execute(
+        "CREATE TABLE card_events (event_id VARCHAR, event_time TIMESTAMP, card_id BIGINT, kind VARCHAR, "
+        "amount DOUBLE, auth_id VARCHAR)"
+    )
+    con.execute("""INSERT INTO card_events VALUES
+        ('a1', '2026-11-02 10:00', 1, 'auth', 50, 'a1'),
+        ('a2', '2026-11-02 11:00', 2, 'auth', 20, 'a2'),
+        ('a3', '2026-11-02 12:00', 1, 'auth', 70, 'a3'),
+        ('a4', '2026-11-09 09:00', 3, 'auth', 10, 'a4'),   -- its 3 days are not over by the end: left out
+        ('c1', '2026-11-04 08:00', 1, 'chargeback', 50, 'a1'),  -- disputes a1 within 3 days: fraud
+        ('c3', '2026-11-06 12:00', 1, 'chargeback', 70, 'a3')   -- disputes a3 after 4 days: too late""")
+    return con
+
+
+def test_training_rows_are_the_spine_events_labelled_by_the_event_that_names_them(
+    store: duckdb.DuckDBPyConnection,
+) -> None:
+    start, end = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    rows = training_frame(store, usecase(), start, end, id_column="event_id").to_pylist()
+    assert [(r["event_id"], r["fraud"]) for r in rows] == [("a1", 1), ("a2", 0), ("a3", 0)]
+    assert all(r["prediction_time"] == r["event_time"] for r in rows)
+    # Without `otherwise`, an authorization nobody disputed stays unlabeled and out of training.
+    strict = training_frame(store, usecase(otherwise=None), start, end, id_column="event_id").to_pylist()
+    assert [(r["event_id"], r["fraud"]) for r in strict] == [("a1", 1)]
+
+
+def test_the_sink_labels_only_the_events_of_the_label_filter() -> None:
+    label = event_labeler(usecase())
+
+    def event(kind: str, ident: str) -> bytes:
+        when = "2026-11-04T08:00:00+00:00"
+        return orjson.dumps(
+            {"event_id": ident, "event_time": when, "card_id": 1, "kind": kind, "amount": 5.0, "auth_id": "a1"}
+        )
+
+    chargeback = label(event("chargeback", "c1"))
+    assert chargeback and chargeback.label == 1.0 and chargeback.key == {"card_id": 1}
+    assert chargeback.source_event_id == "c1"
+    assert label(event("auth", "a9")) is False  # valid, but no label
+    assert label(b"{broken") is None  # invalid
+
+
+def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_path: Path) -> None:
+    t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(minutes=1)), "r3": (3, t0 + timedelta(days=5))}
+    shadow = [
+        ShadowRecord(
+            request_id=rid,
+            usecase="cards",
+            key={"card_id": card},
+            request_time=when,
+            served_source="batch",
+            stage="shadow",
+            batch_prediction=0.1,
+            batch_miss=False,
+            batch_data_age_s=60.0,
+            batch_model_version="v1",
+            batch_latency_ms=1.0,
+            online_prediction=0.2,
+            online_feature_ages_s={},
+            online_features={},
+            online_model_version="v2",
+            online_latency_ms=2.0,
+        )
+        for rid, (card, when) in requests.items()
+    ]
+    labels = [  # a chargeback on card 1 an hour later; a late one elsewhere moves the label watermark
+        LabelRecord(
+            usecase="cards", key={"card_id": 1}, event_time=t0 + timedelta(hours=1), label=1.0, source_event_id="c1"
+        ),
+        LabelRecord(
+            usecase="cards", key={"card_id": 9}, event_time=t0 + timedelta(days=6), label=1.0, source_event_id="c9"
+        ),
+    ]
+    for root, table in (
+        (tmp_path / "shadow" / "cards" / "date=2026-11-02" / "hour=10", shadow_table(shadow, [0] * 3, [0, 1, 2])),
+        (tmp_path / "labels" / "cards" / "date=2026-11-02" / "hour=11", label_table(labels, [0, 0], [0, 1])),
+    ):
+        root.mkdir(parents=True)
+        pq.write_table(table, root / "part-test-0-0-1.parquet")
+    rows = load(usecase(), tmp_path / "shadow" / "cards", tmp_path / "labels" / "cards", Window())
+    got: dict[int, Any] = {
+        card: (label, state)
+        for card, label, state in rows.con.execute("SELECT k_card_id, label, label_state FROM s").fetchall()
+    }
+    assert got[1] == (1.0, "labeled")  # disputed within 3 days
+    assert got[2] == (0.0, "labeled")  # 3 days passed without a dispute: not fraud
+    assert got[3] == (None, "pending")  # its 3 days are not over yet
