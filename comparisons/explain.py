@@ -130,8 +130,17 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
             "i": list(range(len(cases))),
         }
     )
-    names = ", ".join(f'f."{n}"' for n in usecase.feature_names)
+    selected = [f'f."{f.name}"' for f in batch.features]
     on = " AND ".join(f'p."{k}" = f."{k}"' for k in keys)
+    joins = ""
+    for index, join in enumerate(batch.joins):  # tables at coarser grains, as of the same instant
+        joined_on = " AND ".join(f'p."{k}" = j{index}."{k}"' for k in join.keys)
+        joins += (
+            f' ASOF LEFT JOIN offline."{join.table}" j{index} ON {joined_on} '
+            f'AND p.t >= CAST(j{index}."{join.timestamp_column}" AS TIMESTAMP)'
+        )
+        selected += [f'j{index}."{f.name}"' for f in join.features]
+    names = ", ".join(selected)
     try:
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
@@ -139,7 +148,7 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
             con.register("probe", probe)
             found = con.execute(f"""
                 SELECT p.i, {names} FROM probe p ASOF LEFT JOIN offline."{batch.table}" f
-                ON {on} AND p.t >= CAST(f."{batch.timestamp_column}" AS TIMESTAMP) ORDER BY p.i
+                ON {on} AND p.t >= CAST(f."{batch.timestamp_column}" AS TIMESTAMP){joins} ORDER BY p.i
             """).fetchall()
     except duckdb.Error as exc:
         log.warning("offline store unavailable for the explanation of %s: %s", usecase.name, exc)

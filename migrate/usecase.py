@@ -61,12 +61,28 @@ class Feature(_Strict):
     type: Literal["float", "int", "bool"] = "float"
 
 
+class BatchJoin(_Strict):
+    """Batch features of another grain (per store, per product), joined on some of the entity's keys."""
+
+    table: Identifier
+    keys: list[Identifier] = Field(min_length=1, description="The entity keys this table is keyed by.")
+    timestamp_column: Identifier = Field(description="Snapshot time of each feature row (point in time).")
+    features: list[Feature] = Field(min_length=1)
+
+
 class BatchFeatures(_Strict):
-    """Where the batch features live in the offline store (DuckDB)."""
+    """Where the batch features live in the offline store (DuckDB): one table at the entity's grain, and tables at
+    coarser grains joined on a subset of its keys."""
 
     table: Identifier
     timestamp_column: Identifier = Field(description="Snapshot time of each feature row (point in time).")
     features: list[Feature] = Field(min_length=1)
+    joins: list[BatchJoin] = Field(default_factory=list, description="Tables at other grains, joined by key.")
+
+    @property
+    def names(self) -> list[str]:
+        """Every batch feature: the entity table's, then each join's, in declared order."""
+        return [f.name for f in self.features] + [f.name for j in self.joins for f in j.features]
 
 
 class RealtimeFeature(_Strict):
@@ -353,13 +369,17 @@ class UseCase(_Strict):
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> UseCase:
-        names = self.entity.key_names + [f.name for f in self.batch_features.features]
+        names = self.entity.key_names + self.batch_features.names
         if self.realtime_features is not None:
             names += self.realtime_features.names
         names += [c.name for c in self.context]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"columns {duplicates} appear twice among entity keys, batch and real-time features")
+        for join in self.batch_features.joins:
+            unknown = [k for k in join.keys if k not in self.entity.key_names]
+            if unknown:
+                raise ValueError(f"batch_features.joins {join.table!r} is keyed by {unknown}, not entity keys")
         rt = self.realtime_features
         if rt is not None and rt.events is not None:
             missing = [k for k in self.entity.key_names if k not in rt.events.fields]
@@ -403,8 +423,8 @@ class UseCase(_Strict):
 
     @property
     def feature_names(self) -> list[str]:
-        """The batch model's inputs, in model order."""
-        return [f.name for f in self.batch_features.features]
+        """The batch model's inputs, in model order: the entity table's features, then each join's."""
+        return self.batch_features.names
 
     @property
     def prediction_range(self) -> tuple[float | None, float | None]:

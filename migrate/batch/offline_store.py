@@ -111,11 +111,24 @@ def _snapshot_query(con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_fi
     source = usecase.entity.source
     batch = usecase.batch_features
     check_columns(con, source.table, [*keys, source.created_at_column], usecase_file=file)
-    check_columns(con, batch.table, [*keys, batch.timestamp_column, *usecase.feature_names], usecase_file=file)
+    own = [f.name for f in batch.features]
+    check_columns(con, batch.table, [*keys, batch.timestamp_column, *own], usecase_file=file)
     key_list = ", ".join(_quote(k) for k in keys)
     ts = _quote(batch.timestamp_column)
-    features = ", ".join(f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in usecase.feature_names)
-    # QUALIFY keeps the newest row per entity; DuckDB does this in one hash-partitioned pass.
+    features = [f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in own]
+    joined, tables = "", ""
+    for index, join in enumerate(batch.joins):
+        names = [f.name for f in join.features]
+        check_columns(con, join.table, [*join.keys, join.timestamp_column, *names], usecase_file=file)
+        on = ", ".join(_quote(k) for k in join.keys)
+        tables += f""", j{index} AS (
+            SELECT * FROM {_quote(join.table)} WHERE {_quote(join.timestamp_column)} <= $as_of
+            QUALIFY row_number() OVER (PARTITION BY {on} ORDER BY {_quote(join.timestamp_column)} DESC) = 1
+        )"""
+        joined += f" LEFT JOIN j{index} USING ({on})"
+        features += [f"CAST(j{index}.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in names]
+    # QUALIFY keeps the newest row per key; DuckDB does this in one hash-partitioned pass. A coarser table without
+    # a row for the entity's store (say) leaves its features missing; the entity table's row is required.
     return f"""
         WITH entities AS (
             SELECT DISTINCT {key_list} FROM {_quote(source.table)}
@@ -124,10 +137,10 @@ def _snapshot_query(con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_fi
             SELECT * FROM {_quote(batch.table)}
             WHERE {ts} <= $as_of
             QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY {ts} DESC) = 1
-        )
-        SELECT {", ".join(f"e.{_quote(k)}" for k in keys)}, {features},
+        ){tables}
+        SELECT {", ".join(f"e.{_quote(k)}" for k in keys)}, {", ".join(features)},
                CAST(CAST(f.{ts} AS TIMESTAMP) AS TIMESTAMPTZ) AS features_as_of
-        FROM entities e JOIN latest f USING ({key_list})
+        FROM entities e JOIN latest f USING ({key_list}){joined}
         ORDER BY {", ".join(f"e.{_quote(k)}" for k in keys)}
     """
 
@@ -262,24 +275,37 @@ def training_frame(
     needed += [] if usecase.label.from_event is not None else [label]
     check_columns(con, events.event_table, needed, usecase_file=file)
     out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
-    check_columns(con, batch.table, [*keys, batch.timestamp_column, *usecase.feature_names], usecase_file=file)
+    own = [f.name for f in batch.features]
+    check_columns(con, batch.table, [*keys, batch.timestamp_column, *own], usecase_file=file)
     ev_keys = ", ".join(f"ev.{_quote(k)}" for k in keys)
     on_keys = " AND ".join(f"ev.{_quote(k)} = f.{_quote(k)}" for k in keys)
     ts = _quote(batch.timestamp_column)
-    features = ", ".join(f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in usecase.feature_names)
+    selected = [f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in own]
+    joined = ""
+    for index, join in enumerate(batch.joins):
+        names = [f.name for f in join.features]
+        check_columns(con, join.table, [*join.keys, join.timestamp_column, *names], usecase_file=file)
+        on = " AND ".join(f"ev.{_quote(k)} = j{index}.{_quote(k)}" for k in join.keys)
+        # Each coarser table as of the same instant, strictly before the prediction; missing rows stay missing.
+        joined += f"""
+        ASOF LEFT JOIN (SELECT *, CAST({_quote(join.timestamp_column)} AS TIMESTAMP) AS _as_of
+                        FROM {_quote(join.table)} WHERE {_quote(join.timestamp_column)} < $end) j{index}
+            ON {on} AND ev.prediction_time > j{index}._as_of"""
+        selected += [f"CAST(j{index}.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in names]
+    features = ", ".join(selected)
     params: dict[str, Any] = {"start": utc_naive(start), "end": utc_naive(end)}
     # ASOF JOIN picks, per prediction, the feature row with the greatest timestamp strictly before the prediction
     # time: what the lookup table could have held then, never the snapshot of that very instant. No leakage.
     query = f"""
         WITH ev AS ({_predictions_sql(usecase, extra, params)}), f AS (
-            SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in usecase.feature_names)},
+            SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in own)},
                    CAST({ts} AS TIMESTAMP) AS features_as_of
             FROM {_quote(batch.table)}
             WHERE {ts} < $end
         )
         SELECT {ev_keys}, ev.event_time, ev.prediction_time, {features}, f.features_as_of,
                ev.label_value AS {_quote(label)}{out_extra}
-        FROM ev ASOF JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of
+        FROM ev ASOF JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of{joined}
         ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
     table = con.sql(query, params=params).to_arrow_table()

@@ -169,3 +169,36 @@ def test_snapshot_of_the_example_leaves_out_products_listed_after_as_of(
     assert set(keys) == created  # every entity listed by then had a feature row at the previous day end
     assert len(listed) - len(keys) >= small_store.new_products >= 1
     assert set(snapshot["features_as_of"].to_pylist()) <= {as_of, as_of - timedelta(days=1)}
+
+
+def test_batch_features_of_a_coarser_grain_join_on_their_keys_as_of_the_same_instant(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase
+) -> None:
+    """A per-store table joins every product of the store, latest row at or before the snapshot (strictly before
+    a prediction in training); a store without a row leaves the feature missing, not the entity out."""
+    tiny.execute("CREATE TABLE store_daily (store_id BIGINT, as_of TIMESTAMP, store_rate DOUBLE)")
+    tiny.execute(
+        "INSERT INTO store_daily VALUES (1, '2026-11-01', 0.11), (1, '2026-11-02 12:00', 0.12), "
+        "(1, '2026-11-03 00:00', 0.13), (1, '2026-11-03 06:00', 0.99)"
+    )
+    joined = _variant(
+        usecase,
+        batch_features__joins=[
+            {
+                "table": "store_daily",
+                "keys": ["store_id"],
+                "timestamp_column": "as_of",
+                "features": [{"name": "store_rate"}],
+            }
+        ],
+    )
+    assert joined.feature_names == [*usecase.feature_names, "store_rate"]
+    snapshot = snapshot_features(tiny, joined, AS_OF).to_pylist()
+    assert [(r["store_id"], r["product_id"], r["store_rate"]) for r in snapshot] == [(1, 1, 0.13)]
+    rows = training_frame(
+        tiny, joined, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC)
+    ).to_pylist()
+    # c at 11-02 23:59 sees the 11-02 12:00 store row; d at 11-03 08:00 the 06:00 one (strictly before each).
+    assert [(r["event_time"].day, r["store_rate"]) for r in rows] == [(2, 0.12), (3, 0.99)]
+    tiny.execute("DELETE FROM store_daily")
+    assert [r["store_rate"] for r in snapshot_features(tiny, joined, AS_OF).to_pylist()] == [None]
