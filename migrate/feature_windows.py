@@ -308,11 +308,13 @@ def features_at(
 
 @dataclass(frozen=True)
 class Group:
-    """Real-time features kept per value of `key`: the entity's own group, or one keyed by other columns."""
+    """Real-time features kept per value of `key`: the entity's own group, or one keyed by other columns, fed by
+    the event stream `stream` (``main``, or a declared further stream)."""
 
     name: str
     key: tuple[str, ...]
     spec: WindowSpec
+    stream: str = "main"
 
     @property
     def is_entity(self) -> bool:
@@ -323,11 +325,16 @@ ENTITY_GROUP = "entity"
 
 
 def groups_of(usecase: UseCase) -> list[Group]:
-    """The use case's real-time feature groups: the entity's first (possibly empty), then the declared ones."""
+    """The use case's real-time feature groups: the entity's first (possibly empty), then the main stream's, then
+    each further stream's, in the order of `RealtimeFeatures.all_features`."""
     declared = usecase.realtime_features
     if declared is None:
         return []
     out = [Group(ENTITY_GROUP, tuple(usecase.entity.key_names), WindowSpec(declared.resolution, declared.features))]
     for group in declared.groups:
         out.append(Group(group.name, tuple(group.key), WindowSpec(declared.resolution, group.features)))
+    for stream in declared.streams:
+        for group in stream.groups:
+            spec = WindowSpec(declared.resolution, group.features)
+            out.append(Group(group.name, tuple(group.key), spec, stream.name))
     return out

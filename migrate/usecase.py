@@ -137,8 +137,36 @@ class FeatureGroup(_Strict):
     features: list[RealtimeFeature] = Field(min_length=1)
 
 
+class SideStream(_Strict):
+    """Another event stream of the use case (weather, a merchant feed): its own topic, offline table and schema,
+    feeding feature groups keyed by its columns. Its topic may be partitioned by anything: each partition keeps a
+    partial state per key, merged at read time."""
+
+    name: Identifier
+    event_table: Identifier = Field(description="Offline-store table holding the same events as the topic.")
+    event_time_column: Identifier
+    events: EventStream
+    groups: list[FeatureGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_declared(self) -> SideStream:
+        fields = self.events.fields
+        if fields.get(self.event_time_column) != "datetime":
+            raise ValueError(f"stream {self.name!r}: events.fields must declare {self.event_time_column!r} as datetime")
+        if self.events.id_field not in fields:
+            raise ValueError(f"stream {self.name!r}: events.id_field {self.events.id_field!r} is not among its fields")
+        for group in self.groups:
+            used = list(group.key)
+            for feature in group.features:
+                used += [feature.field, *feature.where] if feature.field else list(feature.where)
+            unknown = sorted({f for f in used if f not in fields})
+            if unknown:
+                raise ValueError(f"stream {self.name!r}: group {group.name!r} reads {unknown}, not among its fields")
+        return self
+
+
 class RealtimeFeatures(_Strict):
-    """Real-time features: windowed aggregates over the event stream, by event time, evaluated at request time."""
+    """Real-time features: windowed aggregates over event streams, by event time, evaluated at request time."""
 
     event_table: Identifier = Field(description="Offline-store table holding the same events as the stream.")
     event_time_column: Identifier
@@ -146,6 +174,7 @@ class RealtimeFeatures(_Strict):
     resolution: str = Field(default="1m", description="Window bucket width; windows are multiples of it.")
     features: list[RealtimeFeature] = Field(default_factory=list, description="Kept per entity.")
     groups: list[FeatureGroup] = Field(default_factory=list, description="Kept per value of other key columns.")
+    streams: list[SideStream] = Field(default_factory=list, description="Further event streams and their groups.")
 
     @field_validator("resolution")
     @classmethod
@@ -153,17 +182,34 @@ class RealtimeFeatures(_Strict):
         parse_duration(value)
         return value
 
+    def source(self, stream: str) -> tuple[str, str, EventStream | None]:
+        """(event table, event time column, topic and schema) of the stream named `stream` (``main``: this one)."""
+        if stream == "main":
+            return self.event_table, self.event_time_column, self.events
+        for side in self.streams:
+            if side.name == stream:
+                return side.event_table, side.event_time_column, side.events
+        raise ValueError(f"no event stream {stream!r}; declared: {['main', *(s.name for s in self.streams)]}")
+
+    @property
+    def all_groups(self) -> list[FeatureGroup]:
+        """The groups of the main stream, then those of each further stream, in declared order."""
+        return [*self.groups, *(group for stream in self.streams for group in stream.groups)]
+
     @property
     def all_features(self) -> list[RealtimeFeature]:
-        """The entity's features, then each group's, in declared order."""
-        return [*self.features, *(f for group in self.groups for f in group.features)]
+        """The entity's features, then each group's (main stream first), in declared order."""
+        return [*self.features, *(f for group in self.all_groups for f in group.features)]
 
     @model_validator(mode="after")
     def _consistent(self) -> RealtimeFeatures:
         step = parse_duration(self.resolution)
-        names = [group.name for group in self.groups]
+        names = [group.name for group in self.all_groups]
         if "entity" in names or len(set(names)) != len(names):
             raise ValueError(f"feature group names {names} repeat or use the reserved name 'entity'")
+        streams = [stream.name for stream in self.streams]
+        if "main" in streams or len(set(streams)) != len(streams):
+            raise ValueError(f"stream names {streams} repeat or use the reserved name 'main'")
         for feature in self.all_features:
             if feature.aggregation != "minutes_since" and feature.window is None:
                 raise ValueError(f"feature {feature.name!r} ({feature.aggregation}) needs a window, e.g. '30m'")
@@ -179,7 +225,7 @@ class RealtimeFeatures(_Strict):
                 raise ValueError(f"events.fields must declare {self.event_time_column!r} as datetime")
             if self.events.id_field not in fields:
                 raise ValueError(f"events.id_field {self.events.id_field!r} is not among events.fields")
-            for feature in self.all_features:
+            for feature in [*self.features, *(f for group in self.groups for f in group.features)]:
                 used = [feature.field, *feature.where] if feature.field else list(feature.where)
                 unknown = [f for f in used if f not in fields]
                 if unknown:
@@ -397,7 +443,7 @@ class UseCase(_Strict):
             raise ValueError("label.from_event labels the events of training.spine: declare training.spine.where")
         if rt is not None:
             carried = set(self.entity.key_names) | {c.name for c in self.context}
-            for group in rt.groups:
+            for group in rt.all_groups:
                 unknown = [k for k in group.key if k not in carried]
                 if unknown:
                     raise ValueError(

@@ -68,6 +68,36 @@ def iter_events(
             yield event
 
 
+def _stream_events(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, stream: str, end: datetime
+) -> tuple[pa.Table, npt.NDArray[np.float64], list[dict[str, Any]]]:
+    """One stream's events before `end` in event-time order (then id): the table, times (epoch s), field dicts."""
+    declared = usecase.realtime_features
+    assert declared is not None
+    table_name, time_column, events = declared.source(stream)
+    if events is None:
+        raise UseCaseError(
+            f"usecases/{usecase.name}.yaml",
+            "realtime_features.events",
+            "is not declared, so there is no event stream",
+            fix="declare the event topic's fields (see usecases/item_availability.yaml)",
+        )
+    fields = list(events.fields)
+    check_columns(con, table_name, fields, usecase_file=f"usecases/{usecase.name}.yaml")
+    columns = ", ".join(
+        f"CAST({_quote(n)} AS TIMESTAMP) AS {_quote(n)}" if t == "datetime" else _quote(n)
+        for n, t in events.fields.items()
+    )
+    time_col, id_col = _quote(time_column), _quote(events.id_field)
+    table = con.sql(
+        f"SELECT {columns} FROM {_quote(table_name)} WHERE {time_col} < $end ORDER BY {time_col}, {id_col}",
+        params={"end": utc_naive(end)},
+    ).to_arrow_table()
+    times = table.column(time_column).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+    rows = table.select([n for n in fields if n != time_column]).to_pylist()
+    return table, np.asarray(times, dtype=np.float64) / 1e6, rows
+
+
 def realtime_features_at(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, spine: pa.Table, end: datetime
 ) -> npt.NDArray[np.float64]:
@@ -75,20 +105,12 @@ def realtime_features_at(
 
     `spine` holds ``prediction_time`` (UTC) and every column keying a feature group (entity keys, context
     values). Columns of the answer: `usecase.realtime_feature_names`. The windows are evaluated with the serving
-    code (`migrate.feature_windows.features_at`), over the whole history before `end` so they start full.
+    code (`migrate.feature_windows.features_at`), over each stream's whole history before `end` so they start full.
     """
     _use_utc(con)
-    declared, stream = event_stream(usecase)
-    select, fields = _select(con, usecase)
-    time_col, id_col = _quote(declared.event_time_column), _quote(stream.id_field)
-    table = con.sql(
-        f"{select} WHERE {time_col} < $end ORDER BY {time_col}, {id_col}", params={"end": utc_naive(end)}
-    ).to_arrow_table()
-    times = table.column(declared.event_time_column).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-    event_times_s = np.asarray(times, dtype=np.float64) / 1e6
-    events = table.select([n for n in fields if n != declared.event_time_column]).to_pylist()
     asked = spine.column("prediction_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
     at_times_s = np.asarray(asked, dtype=np.float64) / 1e6
+    loaded: dict[str, tuple[pa.Table, npt.NDArray[np.float64], list[dict[str, Any]]]] = {}
     blocks = []
     for group in groups_of(usecase):
         if not group.spec.features:
@@ -101,11 +123,13 @@ def realtime_features_at(
                 f"names {missing}, which the training rows do not carry",
                 fix="key a group by entity keys or context features (the spine carries both)",
             )
+        if group.stream not in loaded:
+            loaded[group.stream] = _stream_events(con, usecase, group.stream, end)
+        table, event_times_s, events = loaded[group.stream]
         event_keys = list(zip(*(table.column(c).to_pylist() for c in group.key), strict=True)) if len(table) else []
         at_keys = list(zip(*(spine.column(c).to_pylist() for c in group.key), strict=True)) if len(spine) else []
-        blocks.append(
-            features_at(group.spec, event_keys, event_times_s, events, at_keys=at_keys, at_times_s=at_times_s)
-        )
+        found = features_at(group.spec, event_keys, event_times_s, events, at_keys=at_keys, at_times_s=at_times_s)
+        blocks.append(found)
     if not blocks:
         return np.empty((len(spine), 0), dtype=np.float64)
     return np.hstack(blocks)

@@ -35,7 +35,7 @@ def _redis_url() -> str:
 
 
 @friendly
-def stream(
+def stream(  # noqa: PLR0917 - a Typer command: each parameter is one of its options
     usecase: str,
     group: Annotated[
         str | None,
@@ -44,8 +44,11 @@ def stream(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     until_caught_up: Annotated[bool, typer.Option(help="Exit once the topic's end is reached.")] = False,
     max_seconds: Annotated[float | None, typer.Option(help="Exit after this long.")] = None,
+    stream_name: Annotated[
+        str, typer.Option("--stream", help="Which event stream: main, or one of realtime_features.streams.")
+    ] = "main",
 ) -> None:
-    """Compute the use case's real-time features from its event topic into the feature store, exactly once."""
+    """Compute the use case's real-time features from one event topic into the feature store, exactly once."""
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.stream.processor import StreamProcessor  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
@@ -57,7 +60,12 @@ def stream(
         from prometheus_client import start_http_server  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    processor = StreamProcessor(settings, uc, bootstrap=bootstrap, redis_url=_redis_url(), group_id=group)
+    try:
+        processor = StreamProcessor(
+            settings, uc, bootstrap=bootstrap, redis_url=_redis_url(), group_id=group, stream=stream_name
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--stream") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -79,8 +87,11 @@ def replay(
         str | None,
         typer.Option(help="The consumer group whose features are rebuilt (default migrate-stream-<usecase>)."),
     ] = None,
+    stream_name: Annotated[
+        str, typer.Option("--stream", help="Which event stream: main, or one of realtime_features.streams.")
+    ] = "main",
 ) -> None:
-    """Rebuild the real-time features from the event topic's retention (stop `migrate stream` first)."""
+    """Rebuild one stream's real-time features from its topic's retention (stop its `migrate stream` first)."""
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.stream.replay import replay as run_replay  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
@@ -94,8 +105,9 @@ def replay(
             redis_url=_redis_url(),
             since=as_utc(since),
             group_id=group,
+            stream=stream_name,
         )
-    console.print(f"[green]rebuilt[/] the real-time features of {uc.name}: {report}")
+    console.print(f"[green]rebuilt[/] the real-time features of {uc.name} ({stream_name} stream): {report}")
 
 
 @events_app.command("replay")

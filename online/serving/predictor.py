@@ -51,11 +51,10 @@ class OnlinePredictor:
         self._groups = [g for g in groups_of(usecase) if g.spec.features]
         self._context = [c.name for c in usecase.context if c.is_input]
         self._key_names = usecase.entity.key_names
-        self._partitions = (
-            usecase.realtime_features.events.partitions
-            if usecase.realtime_features is not None and usecase.realtime_features.events is not None
-            else 1
-        )
+        declared = usecase.realtime_features
+        # Window states live in one hash field per partition: read as many as the widest stream has.
+        streams = [] if declared is None else [declared.events, *(s.events for s in declared.streams)]
+        self._partitions = max((s.partitions for s in streams if s is not None), default=1)
         # Each model column's source: ("batch", name), (group index, feature index) or ("context", index).
         where: dict[str, tuple[Any, Any]] = {n: ("batch", n) for n in self._batch}
         for g, group in enumerate(self._groups):

@@ -181,25 +181,29 @@ class CheckpointStore:
             raw = self.client.hgetall(f"{self.base}:offset")
         return {int(p): int(o) for p, o in raw.items()}
 
-    def reset(self, partitions: int) -> int:
-        """Forget every checkpoint of the group and delete the window states (replay starts from scratch).
-
-        Returns the number of hashes cleared.
+    def reset(self, partitions: int, groups: list[str]) -> int:
+        """Forget every checkpoint of the consumer group and delete the window states of the feature `groups` it
+        feeds (replay starts from scratch); other streams' groups are kept. Returns the number of hashes cleared.
         """
         columns = [f"w:{p}" for p in range(partitions)]
+        patterns = [f"{PREFIX}:{self.usecase}@{group}:*" for group in groups if group != ENTITY]
         cleared = 0
         with self._translated("reset"):
             for key in self.client.scan_iter(match=f"{self.base}:*", count=1000):
                 self.client.delete(key)
             pipe = self.client.pipeline(transaction=False)
-            for key in self.client.scan_iter(match=f"{PREFIX}:{self.usecase}@*", count=1000):
-                pipe.delete(key)
-                cleared += 1
-            for key in self.client.scan_iter(match=f"{PREFIX}:{self.usecase}:*", count=1000):
-                pipe.hdel(key, *columns)
-                cleared += 1
-                if len(pipe) >= 1000:
-                    pipe.execute()
+            for pattern in patterns:
+                for key in self.client.scan_iter(match=pattern, count=1000):
+                    pipe.delete(key)
+                    cleared += 1
+                    if len(pipe) >= 1000:
+                        pipe.execute()
+            if ENTITY in groups:
+                for key in self.client.scan_iter(match=f"{PREFIX}:{self.usecase}:*", count=1000):
+                    pipe.hdel(key, *columns)
+                    cleared += 1
+                    if len(pipe) >= 1000:
+                        pipe.execute()
             pipe.execute()
         return cleared
 

@@ -97,16 +97,20 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
 class EventSchema:
     """The compiled event schema of one use case."""
 
-    def __init__(self, usecase: UseCase) -> None:
+    def __init__(self, usecase: UseCase, stream_name: str = "main") -> None:
         declared = usecase.realtime_features
-        if declared is None or declared.events is None:
+        if declared is None:
+            raise ValueError(f"use case {usecase.name!r} declares no realtime_features")
+        _, time_field, events = declared.source(stream_name)
+        if events is None:
             raise ValueError(f"use case {usecase.name!r} declares no realtime_features.events")
-        stream: EventStream = declared.events
+        stream: EventStream = events
         self.usecase = usecase.name
         self.fields = tuple((name, _CHECKERS[kind]) for name, kind in stream.fields.items())
         self.types = dict(stream.fields)
-        self.key_names = tuple(usecase.entity.key_names)
-        self.time_field = declared.event_time_column
+        # The main stream is keyed by the entity; a further stream by whatever keys its groups (no entity key).
+        self.key_names = tuple(usecase.entity.key_names) if stream_name == "main" else ()
+        self.time_field = time_field
         self.id_field = stream.id_field
         self.lateness_s = parse_duration(stream.allowed_lateness).total_seconds()
         self.future_s = parse_duration(stream.max_future).total_seconds()

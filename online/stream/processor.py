@@ -37,7 +37,7 @@ from online.stream.event_schema import EventSchema, Rejection
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
 
-__all__ = ["StreamProcessor", "StreamReport", "events_topic"]
+__all__ = ["StreamProcessor", "StreamReport", "default_group", "events_topic"]
 
 log = logging.getLogger(__name__)
 SESSION_TIMEOUT_MS = 6_000
@@ -45,12 +45,20 @@ JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
 
 
-def events_topic(usecase: UseCase, prefix: str = "migrate.events.") -> str:
-    """The event topic of a use case: declared, else ``<prefix><use case>``."""
+def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = "main") -> str:
+    """The topic of one of the use case's event streams: declared, else ``<prefix><use case>`` (the main stream)
+    or ``<prefix><use case>.<stream>``."""
     declared = usecase.realtime_features
-    if declared is not None and declared.events is not None and declared.events.topic:
-        return declared.events.topic
-    return f"{prefix}{usecase.name}"
+    if declared is not None:
+        _, _, events = declared.source(stream)
+        if events is not None and events.topic:
+            return events.topic
+    return f"{prefix}{usecase.name}" if stream == "main" else f"{prefix}{usecase.name}.{stream}"
+
+
+def default_group(usecase: str, stream: str = "main") -> str:
+    """The consumer group of a use case's stream processors (one per stream)."""
+    return f"migrate-stream-{usecase}" if stream == "main" else f"migrate-stream-{usecase}.{stream}"
 
 
 def key_bytes(key: dict[str, Any]) -> bytes:
@@ -109,21 +117,24 @@ class StreamProcessor:
         redis_url: str,
         group_id: str | None = None,
         registry: CollectorRegistry = REGISTRY,
+        stream: str = "main",
     ) -> None:
         declared = usecase.realtime_features
-        if declared is None or declared.events is None:
+        events = None if declared is None else declared.source(stream)[2]
+        if events is None:
             raise ValueError(f"use case {usecase.name!r} declares no realtime_features.events")
         self.settings = settings
         self.usecase = usecase
-        self.schema = EventSchema(usecase)
-        # The entity's group only when it has features of its own: a use case may window only other keys.
-        self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features]
+        self.stream = stream
+        self.schema = EventSchema(usecase, stream)
+        # The groups this stream feeds; the entity's only when it has features of its own.
+        self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features and g.stream == stream]
         self.specs = {group.name: group.spec for group in self.groups}
-        self.topic = events_topic(usecase, settings.events_topic_prefix)
-        self.partitions_declared = declared.events.partitions
+        self.topic = events_topic(usecase, settings.events_topic_prefix, stream)
+        self.partitions_declared = events.partitions
         self.bootstrap = bootstrap
-        # One group per use case: members of one use case joining or leaving do not rebalance the others.
-        self.group_id = group_id or f"migrate-stream-{usecase.name}"
+        # One consumer group per use case and stream: members of one joining or leaving rebalance no other.
+        self.group_id = group_id or default_group(usecase.name, stream)
         self.token = uuid.uuid4().hex
         self.key_names = tuple(usecase.entity.key_names)
         self.client = redis.Redis.from_url(
@@ -181,7 +192,7 @@ class StreamProcessor:
         if not isinstance(event, Rejection):
             # The key first: an event on the wrong partition must not be judged by this partition's watermark.
             rejection: Rejection | None = None
-            if message.key != key_bytes(dict(zip(self.key_names, event.key, strict=True))):
+            if self.stream == "main" and message.key != key_bytes(dict(zip(self.key_names, event.key, strict=True))):
                 rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
             else:
                 rejection = self.schema.timing(event, part.watermark, arrived_s)

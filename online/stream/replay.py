@@ -20,7 +20,7 @@ from migrate.usecase import UseCase
 from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
 from online.stream.checkpoint import CheckpointStore, start_offsets
 from online.stream.event_schema import EventSchema
-from online.stream.processor import StreamProcessor, StreamReport, events_topic
+from online.stream.processor import StreamProcessor, StreamReport, default_group, events_topic
 
 __all__ = ["replay", "warm_up"]
 
@@ -60,20 +60,27 @@ def replay(
     redis_url: str,
     since: datetime | None = None,
     group_id: str | None = None,
+    stream: str = "main",
 ) -> StreamReport:
-    """Rebuild the real-time features from `since` (None: the topic's start) and return what was consumed."""
-    assert usecase.realtime_features is not None and usecase.realtime_features.events is not None
-    topic = events_topic(usecase, settings.events_topic_prefix)
-    partitions = usecase.realtime_features.events.partitions
+    """Rebuild the real-time features of one event stream from `since` (None: the topic's start) and return
+    what was consumed; the other streams' features are left as they are."""
+    assert usecase.realtime_features is not None
+    events = usecase.realtime_features.source(stream)[2]
+    assert events is not None
+    topic = events_topic(usecase, settings.events_topic_prefix, stream)
+    partitions = events.partitions
     ensure_topic(bootstrap, topic, partitions, timeout_s=settings.kafka_timeout_s)
     moment = None if since is None else since - warm_up(usecase)
     offsets = _offsets_at(bootstrap, topic, partitions, moment, settings.kafka_timeout_s)
-    group_id = group_id or f"migrate-stream-{usecase.name}"
+    group_id = group_id or default_group(usecase.name, stream)
+    groups = [g.name for g in groups_of(usecase) if g.stream == stream and g.spec.features]
     client = redis.Redis.from_url(redis_url, socket_timeout=settings.redis_write_timeout_s)
     try:
-        CheckpointStore(client, usecase.name, group_id).reset(partitions)
+        CheckpointStore(client, usecase.name, group_id).reset(partitions, groups)
         start_offsets(client, usecase.name, group_id, offsets)
     finally:
         client.close()
-    processor = StreamProcessor(settings, usecase, bootstrap=bootstrap, redis_url=redis_url, group_id=group_id)
+    processor = StreamProcessor(
+        settings, usecase, bootstrap=bootstrap, redis_url=redis_url, group_id=group_id, stream=stream
+    )
     return processor.run(until_caught_up=True)
