@@ -12,18 +12,14 @@ from datetime import datetime
 
 import duckdb
 
-from migrate.batch.offline_store import utc_naive
+from migrate.examples.skeleton.features import build_daily_table
 
 __all__ = ["FEATURES_TABLE", "build_daily_features"]
 
 FEATURES_TABLE = "eta_features_daily"
 
-_SQL = """
-CREATE OR REPLACE TABLE eta_features_daily AS
-WITH days AS (
-    SELECT CAST(as_of AS TIMESTAMP) AS as_of
-    FROM generate_series(CAST($first AS TIMESTAMP), CAST($last AS TIMESTAMP), INTERVAL 1 DAY) AS t(as_of)
-), pairs AS (
+# After the day ends (``days``): one row per restaurant and day end, over that restaurant's last week of deliveries.
+_QUERY = """pairs AS (
     SELECT r.restaurant_id, d.as_of FROM restaurants r JOIN days d ON r.created_at < d.as_of
 )
 SELECT p.restaurant_id, p.as_of,
@@ -46,4 +42,4 @@ ORDER BY p.as_of, p.restaurant_id
 
 def build_daily_features(con: duckdb.DuckDBPyConnection, first_as_of: datetime, last_as_of: datetime) -> None:
     """(Re)build ``eta_features_daily`` for every day end from `first_as_of` to `last_as_of` (inclusive)."""
-    con.execute(_SQL, {"first": utc_naive(first_as_of), "last": utc_naive(last_as_of)})
+    build_daily_table(con, FEATURES_TABLE, _QUERY, first_as_of, last_as_of)

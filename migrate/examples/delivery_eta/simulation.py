@@ -11,23 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import datetime
 
 import numpy as np
-import numpy.typing as npt
 
-__all__ = [
-    "CUISINES",
-    "ZONES",
-    "DayOrders",
-    "Kitchens",
-    "Scale",
-    "build_kitchens",
-    "daily_curve",
-    "last_batch_cutoff",
-    "simulate",
-]
+from migrate.examples.delivery_eta.config import SimulationConfig
+from migrate.examples.skeleton.simulation import Bools, Floats, Ints, Times, day_starts, pick_new, start64, weekend
+
+__all__ = ["CUISINES", "ZONES", "DayOrders", "Kitchens", "build_kitchens", "daily_curve", "simulate"]
 
 CUISINES = ("pizza", "burger", "sushi", "thai", "indian", "salad", "mexican", "bakery")
 _CUISINE_PREP = np.array([14.0, 10.0, 16.0, 13.0, 17.0, 8.0, 11.0, 7.0])  # typical minutes to prepare
@@ -39,36 +30,6 @@ _LOAD_WINDOW_MIN = 30  # the kitchen's queue: orders of the last half hour
 _MINUTES_PER_KM = 2.4
 _HANDOVER_MIN = 3.0  # parking, stairs, the door
 _COURIER_WAIT_MIN = 2.5  # mean wait for a courier (exponential)
-
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-Bools = npt.NDArray[np.bool_]
-Times = npt.NDArray[np.datetime64]
-
-
-class Scale(Protocol):
-    """The simulation parameters the core reads (``SimulationConfig`` provides them)."""
-
-    @property
-    def restaurants(self) -> int: ...
-
-    @property
-    def days(self) -> int: ...
-
-    @property
-    def step_minutes(self) -> int: ...
-
-    @property
-    def daily_orders(self) -> float: ...
-
-    @property
-    def slowdowns_per_day(self) -> float: ...
-
-    @property
-    def rain_per_day(self) -> float: ...
-
-    @property
-    def new_restaurant_share(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -96,21 +57,15 @@ class DayOrders:
     delivery_minutes: Floats
 
 
-def _start64(start: datetime) -> np.datetime64:
-    return np.datetime64(start.replace(tzinfo=None), "us")
-
-
-def build_kitchens(scale: Scale, start: datetime, cutoff: datetime, rng: np.random.Generator) -> Kitchens:
+def build_kitchens(scale: SimulationConfig, start: datetime, cutoff: datetime, rng: np.random.Generator) -> Kitchens:
     """Draw restaurants; new ones open between 30 minutes and 12 hours after `cutoff` (the last batch run)."""
     n = scale.restaurants
     cuisine = rng.integers(0, len(CUISINES), n)
     zone = rng.integers(0, len(ZONES), n)
-    n_new = max(1, round(scale.new_restaurant_share * n)) if scale.new_restaurant_share > 0 else 0
-    is_new = np.zeros(n, dtype=bool)
-    is_new[rng.choice(n, size=n_new, replace=False)] = True
+    is_new = pick_new(rng, n, scale.new_restaurant_share)
     age = (rng.uniform(30.0, 1500.0, n) * 86_400e6).astype("timedelta64[us]")
     opening = (rng.uniform(0.5, 12.0, n) * 3_600e6).astype("timedelta64[us]")
-    created = np.where(is_new, _start64(cutoff) + opening, _start64(start) - age)
+    created = np.where(is_new, start64(cutoff) + opening, start64(start) - age)
     volume = rng.lognormal(0.0, 0.5, n)
     return Kitchens(
         cuisine=cuisine.astype(np.int64),
@@ -149,7 +104,9 @@ def _episodes(
     return factor
 
 
-def simulate(scale: Scale, start: datetime, kitchens: Kitchens, rng: np.random.Generator) -> Iterator[DayOrders]:
+def simulate(
+    scale: SimulationConfig, start: datetime, kitchens: Kitchens, rng: np.random.Generator
+) -> Iterator[DayOrders]:
     """Run the kitchens day by day and yield each day's delivered orders (by delivery time; the last day's late
     deliveries spill past midnight)."""
     n = kitchens.base_prep.size
@@ -159,11 +116,8 @@ def simulate(scale: Scale, start: datetime, kitchens: Kitchens, rng: np.random.G
     load_steps = max(1, _LOAD_WINDOW_MIN // scale.step_minutes)
     rush = 1.0 + 0.25 * curve / curve.max()  # the roads are busier when everyone orders
     created_us = kitchens.created_at.astype(np.int64)
-    t0 = _start64(start)
-    for day in range(scale.days):
-        day_start = t0 + np.timedelta64(day, "D").astype("timedelta64[us]")
-        weekday = (day_start.astype("datetime64[D]").astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
-        day_factor = (1.2 if weekday >= 5 else 1.0) * rng.lognormal(0.0, 0.2, n)
+    for day_start in day_starts(start, scale.days):
+        day_factor = (1.2 if weekend(day_start) else 1.0) * rng.lognormal(0.0, 0.2, n)
         slow = _episodes(rng, steps, scale.step_minutes, n, rate=scale.slowdowns_per_day, length_h=(1.0, 2.0))
         rain = _episodes(rng, steps, scale.step_minutes, 1, rate=scale.rain_per_day, length_h=(1.0, 3.0))[:, 0]
         traffic = rush * (1.0 + (rain - 1.0) * 0.4)
@@ -196,8 +150,3 @@ def simulate(scale: Scale, start: datetime, kitchens: Kitchens, rng: np.random.G
             distance_km=distance[order],
             delivery_minutes=total[order],
         )
-
-
-def last_batch_cutoff(start: datetime, days: int) -> datetime:
-    """02:00 UTC of the final simulated day: the last nightly batch run before the simulation ends."""
-    return start + timedelta(days=days - 1, hours=2)

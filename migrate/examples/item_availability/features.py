@@ -11,18 +11,15 @@ from datetime import datetime
 
 import duckdb
 
-from migrate.batch.offline_store import utc_naive
+from migrate.examples.skeleton.features import build_daily_table
 
 __all__ = ["FEATURES_TABLE", "build_daily_features"]
 
 FEATURES_TABLE = "item_features_daily"
 
-_SQL = """
-CREATE OR REPLACE TABLE item_features_daily AS
-WITH days AS (
-    SELECT CAST(as_of AS TIMESTAMP) AS as_of
-    FROM generate_series(CAST($first AS TIMESTAMP), CAST($last AS TIMESTAMP), INTERVAL 1 DAY) AS t(as_of)
-), daily AS (
+# After the day ends (``days``): per-day counts, then each listed item's day and week beside its store's and its
+# product's week.
+_QUERY = """daily AS (
     SELECT store_id, product_id,
            CAST(date_trunc('day', event_time) AS TIMESTAMP) + INTERVAL 1 DAY AS as_of,
            count(*) AS n, count(*) FILTER (WHERE found) AS f
@@ -71,4 +68,4 @@ ORDER BY i.as_of, i.store_id, i.product_id
 
 def build_daily_features(con: duckdb.DuckDBPyConnection, first_as_of: datetime, last_as_of: datetime) -> None:
     """(Re)build ``item_features_daily`` for every day end from `first_as_of` to `last_as_of` (inclusive)."""
-    con.execute(_SQL, {"first": utc_naive(first_as_of), "last": utc_naive(last_as_of)})
+    build_daily_table(con, FEATURES_TABLE, _QUERY, first_as_of, last_as_of)

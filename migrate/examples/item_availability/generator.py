@@ -21,17 +21,21 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
-from migrate.batch.offline_store import open_offline, utc_aware, utc_naive
+from migrate.batch.offline_store import open_offline, utc_naive
 from migrate.errors import OfflineStoreError
+from migrate.examples.item_availability.config import SimulationConfig
 from migrate.examples.item_availability.features import FEATURES_TABLE, build_daily_features
-from migrate.examples.item_availability.simulation import CATEGORIES, World, build_world, last_batch_cutoff, simulate
+from migrate.examples.item_availability.simulation import CATEGORIES, World, build_world, simulate
+from migrate.examples.skeleton.generator import SummaryBase, append_events, insert_rows, write_tables
 
-__all__ = ["GenerationSummary", "SimulationConfig", "generate", "iter_events"]
+__all__ = ["EVENTS_TABLE", "TABLES", "GenerationSummary", "SimulationConfig", "generate", "iter_events"]
 
 STORE_ID_BASE = 1
 PRODUCT_ID_BASE = 1_000_001  # distinct ranges keep a swapped store/product id from silently matching
+EVENTS_TABLE = "scan_events"
+TABLES = ("stores", "products", "store_products", EVENTS_TABLE, FEATURES_TABLE)
 
 _SCHEMA = """
 CREATE OR REPLACE TABLE stores (store_id BIGINT, region VARCHAR, size DOUBLE);
@@ -43,54 +47,9 @@ CREATE OR REPLACE TABLE scan_events (
 """
 
 
-class SimulationConfig(BaseModel):
-    """How big a world to simulate, for how long, and how its shelves behave."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = 42
-    stores: int = Field(default=20, ge=1)
-    products: int = Field(default=400, ge=1)
-    days: int = Field(default=14, ge=2, description="At least two, so a batch run precedes the final day.")
-    start: datetime = Field(default=datetime(2026, 11, 1, tzinfo=UTC), description="Midnight UTC.")
-    step_minutes: int = Field(default=10, ge=1, le=60)
-    new_product_share: float = Field(default=0.03, ge=0, le=0.5, description="Listed after the last batch run.")
-    daily_demand: float = Field(default=12.0, gt=0, description="Units wanted per day at popularity 1, size 1.")
-    scan_share: float = Field(default=0.35, gt=0, le=1, description="Shoppers who scan the item in the app.")
-    restocks_per_day: float = Field(default=1.2, ge=0, description="Mid-day restock rounds per store and day.")
-    sellout_found_probability: float = Field(default=0.07, ge=0, le=1, description="Found rate of an empty shelf.")
-    phantom_share: float = Field(default=0.02, ge=0, le=1, description="Shelves empty although stock is counted.")
-
-    @field_validator("start")
-    @classmethod
-    def _midnight_utc(cls, value: datetime) -> datetime:
-        value = utc_aware(value)
-        if value != value.replace(hour=0, minute=0, second=0, microsecond=0):
-            raise ValueError("start must be midnight UTC, so that days and batch runs line up")
-        return value
-
-    @model_validator(mode="after")
-    def _step_divides_day(self) -> SimulationConfig:
-        if 1440 % self.step_minutes:
-            raise ValueError(f"step_minutes={self.step_minutes} must divide a day (1440 minutes)")
-        return self
-
-    @property
-    def end(self) -> datetime:
-        return self.start + timedelta(days=self.days)
-
-
-class GenerationSummary(BaseModel):
+class GenerationSummary(SummaryBase):
     """What one generator run wrote."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: Path
-    rows: dict[str, int]
-    start: datetime
-    end: datetime
-    first_event: datetime | None
-    last_event: datetime | None
     new_products: int
     last_batch_cutoff: datetime = Field(description="02:00 UTC of the final day; new products appear after it.")
 
@@ -127,65 +86,33 @@ def _write(con: duckdb.DuckDBPyConnection, config: SimulationConfig) -> int:
     stores, products, store_products = _dimension_tables(world)
     con.execute(_SCHEMA)
     for name, table in (("stores", stores), ("products", products), ("store_products", store_products)):
-        con.register("_rows", table)
-        con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
-        con.unregister("_rows")
-    written = 0
+        insert_rows(con, name, table)
+    append_events(con, EVENTS_TABLE, "scan", _scans(config, world, rng))
+    build_daily_features(con, config.start + timedelta(days=1), config.end)
+    return int(world.product_is_new.sum())
+
+
+def _scans(config: SimulationConfig, world: World, rng: np.random.Generator) -> Iterator[pa.Table]:
+    """Each simulated day's scans as ``scan_events`` columns (all but the event id)."""
     for day in simulate(config, config.start, world, rng):
-        # One day at a time keeps memory bounded by a day of events, whatever the number of days.
-        batch = pa.table(
+        yield pa.table(
             {
-                "seq": np.arange(written, written + day.time.size, dtype=np.int64),
                 "event_time": day.time.astype("datetime64[us]"),
                 "store_id": world.entity_store[day.entity] + STORE_ID_BASE,
                 "product_id": world.entity_product[day.entity] + PRODUCT_ID_BASE,
                 "found": day.found,
             }
         )
-        con.register("_events", batch)
-        con.execute(
-            "INSERT INTO scan_events SELECT printf('scan-%010d', seq), event_time, store_id, product_id, found "
-            "FROM _events"
-        )
-        con.unregister("_events")
-        written += day.time.size
-    build_daily_features(con, config.start + timedelta(days=1), config.end)
-    return int(world.product_is_new.sum())
 
 
 def generate(path: Path, config: SimulationConfig) -> GenerationSummary:
     """Simulate `config` and (re)write the example tables into the DuckDB file at `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = open_offline(path, read_only=False)
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            new_products = _write(con, config)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        rows = {
-            name: _count(con, name) for name in ("stores", "products", "store_products", "scan_events", FEATURES_TABLE)
-        }
-        first, last = con.sql("SELECT min(event_time), max(event_time) FROM scan_events").fetchall()[0]
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+    written = write_tables(path, lambda con: _write(con, config), TABLES, EVENTS_TABLE)
     return GenerationSummary(
-        path=path,
-        rows=rows,
-        start=config.start,
-        end=config.end,
-        first_event=None if first is None else utc_aware(first),
-        last_event=None if last is None else utc_aware(last),
-        new_products=new_products,
-        last_batch_cutoff=last_batch_cutoff(config.start, config.days),
+        **written.summary_fields(path, config),
+        new_products=written.new_entities,
+        last_batch_cutoff=config.last_batch_cutoff,
     )
-
-
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def iter_events(path: Path, start: datetime, end: datetime, *, chunk_rows: int = 10_000) -> Iterator[dict[str, Any]]:

@@ -9,22 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import datetime
 
 import numpy as np
-import numpy.typing as npt
+
+from migrate.examples.item_availability.config import SimulationConfig
+from migrate.examples.skeleton.simulation import (
+    Bools,
+    Floats,
+    Ints,
+    Strings,
+    Times,
+    day_starts,
+    last_batch_cutoff,
+    pick_new,
+    start64,
+    weekend,
+)
 
 __all__ = [
     "CATEGORIES",
     "REGIONS",
     "DayEvents",
-    "Scale",
     "World",
     "build_world",
     "daily_curve",
     "found_probability",
-    "last_batch_cutoff",
     "simulate",
 ]
 
@@ -44,7 +54,6 @@ CATEGORIES = (
 _CATEGORY_SHELF = np.array([0.7, 0.9, 0.6, 0.8, 1.2, 1.6, 1.3, 1.1, 1.8, 1.7])
 REGIONS = ("north", "south", "east", "west", "central")
 
-_DAY = np.timedelta64(1, "D").astype("timedelta64[us]")
 _HOUR = np.timedelta64(1, "h").astype("timedelta64[us]")
 _DELIVERY_HOUR = 5  # the overnight truck is unloaded before opening
 _MIDDAY_RESTOCK_HOURS = (11, 19)
@@ -52,49 +61,6 @@ _MISSED_DELIVERY = 0.03  # supply failures: the shelf stays as the evening left 
 _RESTOCK_COVERAGE = 0.8  # a mid-day restock round misses some half-empty shelves
 _PHANTOM_NOTICED = 0.4  # daily chance that staff find and fix a phantom shelf
 _BEST_FOUND = 0.95  # even a full shelf is sometimes not found (wrong aisle, scanner misses)
-
-Ints = npt.NDArray[np.int64]
-Floats = npt.NDArray[np.float64]
-Bools = npt.NDArray[np.bool_]
-Times = npt.NDArray[np.datetime64]
-Strings = npt.NDArray[np.str_]
-
-
-class Scale(Protocol):
-    """The simulation parameters the core reads (``SimulationConfig`` provides them)."""
-
-    @property
-    def seed(self) -> int: ...
-
-    @property
-    def stores(self) -> int: ...
-
-    @property
-    def products(self) -> int: ...
-
-    @property
-    def days(self) -> int: ...
-
-    @property
-    def step_minutes(self) -> int: ...
-
-    @property
-    def new_product_share(self) -> float: ...
-
-    @property
-    def daily_demand(self) -> float: ...
-
-    @property
-    def scan_share(self) -> float: ...
-
-    @property
-    def restocks_per_day(self) -> float: ...
-
-    @property
-    def sellout_found_probability(self) -> float: ...
-
-    @property
-    def phantom_share(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -121,31 +87,20 @@ class DayEvents:
     found: Bools
 
 
-def _start64(start: datetime) -> np.datetime64:
-    return np.datetime64(start.replace(tzinfo=None), "us")
-
-
-def last_batch_cutoff(start: datetime, days: int) -> datetime:
-    """02:00 UTC of the final simulated day: the last nightly batch run before the simulation ends."""
-    return start + timedelta(days=days - 1, hours=2)
-
-
-def build_world(scale: Scale, start: datetime, rng: np.random.Generator) -> World:
+def build_world(scale: SimulationConfig, start: datetime, rng: np.random.Generator) -> World:
     """Draw stores, products, assortments and listing times; new products are listed after the last batch run."""
     n_stores, n_products = scale.stores, scale.products
-    t0 = _start64(start)
+    t0 = start64(start)
     store_region = np.array(REGIONS)[rng.integers(0, len(REGIONS), n_stores)]
     store_size = np.round(rng.uniform(0.5, 2.0, n_stores), 3)
     category = rng.integers(0, len(CATEGORIES), n_products)
     popularity = rng.lognormal(0.0, 0.9, n_products)
     popularity = np.round(popularity / popularity.mean(), 4)
-    n_new = max(1, round(scale.new_product_share * n_products)) if scale.new_product_share > 0 else 0
-    is_new = np.zeros(n_products, dtype=bool)
-    is_new[rng.choice(n_products, size=n_new, replace=False)] = True
+    is_new = pick_new(rng, n_products, scale.new_product_share)
     age_days = rng.uniform(7.0, 1000.0, n_products)
     listed = t0 - (age_days * 86_400e6).astype("timedelta64[us]")
     # New products go live between 30 minutes and 14 hours after the last batch cutoff: no lookup row covers them.
-    cutoff = _start64(last_batch_cutoff(start, scale.days))
+    cutoff = start64(last_batch_cutoff(start, scale.days))
     launch = rng.uniform(0.5, 14.0, n_products) * 3_600e6
     listed = np.where(is_new, cutoff + launch.astype("timedelta64[us]"), listed)
     # Bigger stores carry more of the range; every product is carried somewhere.
@@ -184,7 +139,7 @@ def found_probability(stock: Ints, phantom: Bools, floor: float) -> Floats:
     return np.where(phantom | (stock <= 0), floor, stocked)
 
 
-def simulate(scale: Scale, start: datetime, world: World, rng: np.random.Generator) -> Iterator[DayEvents]:
+def simulate(scale: SimulationConfig, start: datetime, world: World, rng: np.random.Generator) -> Iterator[DayEvents]:
     """Run the shelves day by day and yield each day's scan events (time order)."""
     n = world.entity_store.size
     size = world.store_size[world.entity_store]
@@ -203,11 +158,8 @@ def simulate(scale: Scale, start: datetime, world: World, rng: np.random.Generat
     delivery_step = _DELIVERY_HOUR * 60 // scale.step_minutes
     restock_lo, restock_hi = (h * 60 // scale.step_minutes for h in _MIDDAY_RESTOCK_HOURS)
     listed_us = world.entity_listed_at.astype(np.int64)
-    t0 = _start64(start)
-    for day in range(scale.days):
-        day_start = t0 + day * _DAY
-        weekday = (day_start.astype("datetime64[D]").astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
-        day_factor = (1.25 if weekday >= 5 else 1.0) * rng.lognormal(0.0, 0.25, n)
+    for day_start in day_starts(start, scale.days):
+        day_factor = (1.25 if weekend(day_start) else 1.0) * rng.lognormal(0.0, 0.25, n)
         rounds = rng.poisson(scale.restocks_per_day, scale.stores)
         restock_at = np.zeros((steps, scale.stores), dtype=bool)
         round_steps = rng.integers(restock_lo, restock_hi, rounds.sum())
