@@ -267,9 +267,25 @@ class ContextFeature(_Strict):
 
 
 class Spine(_Strict):
-    """Which events are prediction requests: each is one training row (default: the labelled events)."""
+    """Which past predictions training rows are: events of the main stream (``where``), or the rows of a table of
+    past requests (``table``: the entity keys, ``time_column``, the context values, optionally an id)."""
 
     where: dict[str, bool | int | str] = Field(default_factory=dict, description="Event filter: field == value.")
+    table: Identifier | None = Field(default=None, description="Offline-store table of past requests.")
+    time_column: Identifier | None = Field(default=None, description="When each request was made (with table).")
+    id_column: Identifier | None = Field(
+        default=None, description="The request's id, as label.from_event's ref_field names it (with table)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Spine:
+        if self.table is not None and self.where:
+            raise ValueError("training.spine takes where (events) or table (past requests), not both")
+        if (self.table is None) != (self.time_column is None):
+            raise ValueError("training.spine.table and training.spine.time_column go together")
+        if self.id_column is not None and self.table is None:
+            raise ValueError("training.spine.id_column names a column of training.spine.table")
+        return self
 
 
 class TrainingSpec(_Strict):
@@ -439,8 +455,13 @@ class UseCase(_Strict):
             unknown = sorted(f for f in filters if f not in rt.events.fields)
             if unknown:
                 raise ValueError(f"training.spine / label.from_event read {unknown}, not among the event fields")
-        if self.label.from_event is not None and self.training.spine is None:
+        spine = self.training.spine
+        if self.label.from_event is not None and spine is None:
             raise ValueError("label.from_event labels the events of training.spine: declare training.spine.where")
+        if self.label.from_event is not None and spine is not None and spine.table and spine.id_column is None:
+            raise ValueError("label.from_event names requests by id: declare training.spine.id_column")
+        if spine is not None and spine.table is not None and self.training.lead.total_seconds() > 0:
+            raise ValueError("a table of past requests holds their prediction times: training.predict_before is 0s")
         if rt is not None:
             carried = set(self.entity.key_names) | {c.name for c in self.context}
             for group in rt.all_groups:

@@ -135,16 +135,10 @@ def realtime_features_at(
     return np.hstack(blocks)
 
 
-def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime) -> pa.Table:
-    """`training_frame` (one row per labelled event, a prediction ``training.predict_before`` ahead of it, with
-    the batch features strictly before the prediction time) plus the real-time features and the context inputs
-    at the prediction time.
-
-    Context values come from the labelled event's field of the same name: the request the event stands for
-    carries them. With ``predict_before`` > 0 the prediction precedes the event, so numeric context inputs read
-    from it are refused (string keys such as an origin or a merchant are known before the event).
-    """
-    _, stream = event_stream(usecase)
+def _frame_from_events(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime, stream: EventStream
+) -> pa.Table:
+    """`training_frame` over the main stream's events, with the context values their fields carry."""
     context = usecase.context_names
     from_events = [c.name for c in usecase.context if c.name in stream.fields]
     inputs_from_events = [c for c in context if c in stream.fields]
@@ -154,7 +148,8 @@ def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, star
             f"usecases/{usecase.name}.yaml",
             "context",
             f"declares {not_fields}, which the labelled events do not carry, so training rows cannot have them",
-            fix="add them to realtime_features.events.fields (and the event table)",
+            fix="add them to realtime_features.events.fields (and the event table), or train from a table of past "
+            "requests (training.spine.table)",
         )
     if inputs_from_events and usecase.training.lead.total_seconds() > 0:
         raise UseCaseError(
@@ -164,7 +159,29 @@ def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, star
             "labelled event, which a prediction made before it cannot know",
             fix="predict at the event (predict_before: 0s), or drop those context features",
         )
-    frame = training_frame(con, usecase, start, end, id_column=stream.id_field, extra_columns=from_events)
+    return training_frame(con, usecase, start, end, id_column=stream.id_field, extra_columns=from_events)
+
+
+def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime) -> pa.Table:
+    """`training_frame` (one row per labelled event, a prediction ``training.predict_before`` ahead of it, with
+    the batch features strictly before the prediction time) plus the real-time features and the context inputs
+    at the prediction time.
+
+    The rows are the spine's: the main stream's events (labelled ones, or those of ``training.spine.where``),
+    whose fields of the same name give the context values the request carried (with ``predict_before`` > 0 the
+    prediction precedes the event, so numeric context inputs read from it are refused; string keys such as an
+    origin are known before), or the rows of a table of past requests (``training.spine.table``) with their own
+    context columns.
+    """
+    _, stream = event_stream(usecase)
+    context = usecase.context_names
+    spine = usecase.training.spine
+    if spine is not None and spine.table is not None:
+        # A table of past requests carries each request's context as it was sent: no event can leak into it.
+        carried = [c.name for c in usecase.context]
+        frame = training_frame(con, usecase, start, end, id_column=spine.id_column, extra_columns=carried)
+    else:
+        frame = _frame_from_events(con, usecase, start, end, stream)
     values = realtime_features_at(con, usecase, frame, end)
     for index, name in enumerate(usecase.realtime_feature_names):
         frame = frame.append_column(name, pa.array(values[:, index], pa.float64()))

@@ -218,6 +218,8 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
                 CAST({event_time} AS TIMESTAMP) - to_microseconds({lead_us}) AS prediction_time"""
     source = _quote(events.event_table)
     by_reference = usecase.label.from_event
+    if spine is not None and spine.table is not None:
+        return _requests_sql(usecase, extra, params)
     if by_reference is None:
         label = _quote(usecase.label.name)
         return f"""SELECT {keys}, {times}, CAST({label} AS {label_type}) AS label_value{columns} FROM {source}
@@ -236,6 +238,43 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
         FROM {source} sp
         WHERE {event_time} >= $start AND {event_time} < $end AND {spine_where}
           AND CAST({event_time} AS TIMESTAMP) + {delay} <= CAST($end AS TIMESTAMP)
+    ) WHERE label_value IS NOT NULL"""
+
+
+def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]) -> str:
+    """`_predictions_sql` over a table of past requests: each labelled by the first label of its entity within
+    ``available_after`` after it (``label.event_field`` or the label column of the events), or by the event naming
+    its id (``label.from_event``); kept once that window has closed before `end`."""
+    events, spine = usecase.realtime_features, usecase.training.spine
+    assert events is not None and events.events is not None and spine is not None and spine.table is not None
+    assert spine.time_column is not None
+    keys = usecase.entity.key_names
+    at = f"CAST(r.{_quote(spine.time_column)} AS TIMESTAMP)"
+    label_type = "INTEGER" if usecase.label.kind == "binary" else "DOUBLE"
+    delay = f"to_microseconds({int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)})"
+    when = f"CAST(l.{_quote(events.event_time_column)} AS TIMESTAMP)"
+    by_reference = usecase.label.from_event
+    if by_reference is not None:
+        assert spine.id_column is not None
+        otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
+        label = f"""CASE WHEN EXISTS (
+            SELECT 1 FROM {_quote(events.event_table)} l
+            WHERE l.{_quote(by_reference.ref_field)} = r.{_quote(spine.id_column)}
+              AND {_where_sql(by_reference.where, params, "label")} AND {when} > {at} AND {when} <= {at} + {delay}
+        ) THEN {float(by_reference.value)!r} ELSE {otherwise} END"""
+    else:
+        column = _quote(usecase.label.event_field or usecase.label.name)
+        same = " AND ".join(f"l.{_quote(k)} = r.{_quote(k)}" for k in keys)
+        label = f"""(SELECT l.{column} FROM {_quote(events.event_table)} l
+            WHERE {same} AND l.{column} IS NOT NULL AND {when} > {at} AND {when} <= {at} + {delay}
+            ORDER BY {when}, l.{_quote(events.events.id_field)} LIMIT 1)"""
+    columns = "".join(f", r.{_quote(c)}" for c in extra)
+    return f"""SELECT * FROM (
+        SELECT {", ".join(f"r.{_quote(k)}" for k in keys)}, {at} AS event_time, {at} AS prediction_time{columns},
+               CAST({label} AS {label_type}) AS label_value
+        FROM {_quote(spine.table)} r
+        WHERE r.{_quote(spine.time_column)} >= $start AND r.{_quote(spine.time_column)} < $end
+          AND {at} + {delay} <= CAST($end AS TIMESTAMP)
     ) WHERE label_value IS NOT NULL"""
 
 
@@ -271,8 +310,13 @@ def training_frame(
     batch = usecase.batch_features
     label = usecase.label.name
     extra = ([] if id_column is None else [id_column]) + [c for c in extra_columns if c != id_column]
-    needed = [*keys, events.event_time_column, *extra]
-    needed += [] if usecase.label.from_event is not None else [label]
+    spine = usecase.training.spine
+    if spine is not None and spine.table is not None and spine.time_column is not None:
+        check_columns(con, spine.table, [*keys, spine.time_column, *extra], usecase_file=file)
+        needed = [*keys, events.event_time_column]
+    else:
+        needed = [*keys, events.event_time_column, *extra]
+    needed += [] if usecase.label.from_event is not None else [usecase.label.event_field or label]
     check_columns(con, events.event_table, needed, usecase_file=file)
     out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
     own = [f.name for f in batch.features]

@@ -95,6 +95,30 @@ def test_training_rows_are_the_spine_events_labelled_by_the_event_that_names_the
     assert [(r["event_id"], r["fraud"]) for r in strict] == [("a1", 1)]
 
 
+def test_a_table_of_past_requests_is_a_spine_with_its_own_context_and_ids(store: duckdb.DuckDBPyConnection) -> None:
+    store.execute(
+        "CREATE TABLE past_requests (request_id VARCHAR, requested_at TIMESTAMP, card_id BIGINT, amount DOUBLE)"
+    )
+    store.execute("""INSERT INTO past_requests VALUES
+        ('a1', '2026-11-02 09:59', 1, 50),   -- c1 names it within 3 days: fraud
+        ('q2', '2026-11-02 11:00', 2, 20),   -- nobody names it: not fraud
+        ('q3', '2026-11-08 10:00', 1, 99)    -- its 3 days are not over by the end: left out""")
+    raw = usecase().model_dump()
+    raw["training"] = {"spine": {"table": "past_requests", "time_column": "requested_at", "id_column": "request_id"}}
+    raw["context"] = [{"name": "amount", "min": 0}]
+    requests = UseCase.model_validate(raw)
+    start, end = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    rows = training_frame(store, requests, start, end, id_column="request_id", extra_columns=["amount"]).to_pylist()
+    assert [(r["request_id"], r["fraud"], r["amount"], r["auths_7d"]) for r in rows] == [
+        ("a1", 1, 50.0, 3.0),
+        ("q2", 0, 20.0, 5.0),
+    ]
+    assert all(r["prediction_time"] == r["event_time"] for r in rows)
+    raw["training"] = {"spine": {"table": "past_requests", "time_column": "requested_at"}}
+    with pytest.raises(ValueError, match=r"spine\.id_column"):
+        UseCase.model_validate(raw)
+
+
 def test_the_sink_labels_only_the_events_of_the_label_filter() -> None:
     label = event_labeler(usecase())
 
