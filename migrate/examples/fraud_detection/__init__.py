@@ -1,0 +1,1 @@
+"""Fraud detection: card authorizations and the chargebacks that dispute them days later, and a binary trainer."""
