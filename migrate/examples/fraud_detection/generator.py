@@ -46,7 +46,7 @@ class FraudConfig(BaseModel):
     first_day: date = Field(default=date(2026, 11, 1), description="The first simulated day (UTC).")
     auths_per_card_day: float = Field(default=2.0, gt=0)
     compromises_per_card_day: float = Field(default=0.003, ge=0, description="Card thefts per card and day.")
-    merchant_breaches_per_day: float = Field(default=1.0, ge=0, description="Merchant checkouts breached per day.")
+    breaches_per_merchant_day: float = Field(default=0.002, ge=0, description="Checkouts breached, per merchant-day.")
     friendly_chargeback_rate: float = Field(default=0.002, ge=0, le=1, description="Honest auths disputed anyway.")
     new_card_share: float = Field(default=0.03, ge=0, le=0.5, description="Cards issued during the simulated days.")
 
@@ -59,17 +59,8 @@ class FraudConfig(BaseModel):
         return self.start + timedelta(days=self.days)
 
     def rates(self) -> Rates:
-        return Rates(
-            cards=self.cards,
-            merchants=self.merchants,
-            days=self.days,
-            start_us=micros(self.start),
-            auths_per_card_day=self.auths_per_card_day,
-            compromises_per_card_day=self.compromises_per_card_day,
-            merchant_breaches_per_day=self.merchant_breaches_per_day,
-            friendly_chargeback_rate=self.friendly_chargeback_rate,
-            new_card_share=self.new_card_share,
-        )
+        """The simulation's parameters: every field but the seed, the first day as an instant."""
+        return Rates(start_us=micros(self.start), **self.model_dump(exclude={"seed", "first_day"}))
 
 
 class FraudSummary(BaseModel):
@@ -77,14 +68,14 @@ class FraudSummary(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path
-    rows: dict[str, int]
-    start: datetime
-    end: datetime
     auths: int
     fraud_auths: int
     chargebacks: int
     friendly_chargebacks: int = Field(description="Chargebacks of honest authorizations (label noise).")
+    rows: dict[str, int] = Field(description="Rows per table written.")
+    path: Path
+    start: datetime
+    end: datetime
 
     @property
     def fraud_rate(self) -> float:

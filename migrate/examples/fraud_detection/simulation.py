@@ -42,7 +42,7 @@ CHARGEBACK_DELAY_H = (2.0, 70.0)  # a dispute arrives 2 to 70 hours after the au
 _US_PER_H = 3_600_000_000
 _US_PER_DAY = 24 * _US_PER_H
 _BURST_GAP_S = 70.0  # mean seconds between a thief's authorizations
-_REVISIT_H = (2.0, 30.0)  # a thief comes back for another burst this many hours later
+_REVISIT_H = (2.0, 48.0)  # a thief comes back for another burst this many hours later
 _CASH_OUT_SHARE = 0.04  # merchants where stolen cards are turned into goods
 _YOUNG_CARD_DAYS = 60.0  # cards younger than this are twice as exposed
 
@@ -57,7 +57,7 @@ class Rates:
     start_us: int  # midnight UTC of the first day
     auths_per_card_day: float
     compromises_per_card_day: float
-    merchant_breaches_per_day: float
+    breaches_per_merchant_day: float
     friendly_chargeback_rate: float
     new_card_share: float
 
@@ -155,7 +155,7 @@ def _stolen_cards(rates: Rates, pop: Population, rng: np.random.Generator) -> Au
     thefts = rng.poisson(rates.compromises_per_card_day * rates.days * pop.exposure)
     card = np.repeat(np.arange(thefts.size), thefts)
     first = np.maximum(pop.issued_us[card], rates.start_us) + rng.integers(0, span_us, card.size)
-    visits = 1 + rng.poisson(0.7, card.size)
+    visits = 1 + rng.poisson(1.0, card.size)
     theft = np.repeat(np.arange(card.size), visits)
     gaps = rng.uniform(*_REVISIT_H, theft.size) * _US_PER_H
     gaps[np.cumsum(visits) - visits] = 0.0  # the first visit is the theft itself
@@ -176,7 +176,7 @@ def _stolen_cards(rates: Rates, pop: Population, rng: np.random.Generator) -> Au
 
 def _breached_merchants(rates: Rates, pop: Population, rng: np.random.Generator) -> Authorizations:
     """A breached checkout: for 2 to 6 hours, 8 to 20 fraudulent authorizations an hour from many cards."""
-    breaches = rng.poisson(rates.merchant_breaches_per_day * rates.days)
+    breaches = rng.poisson(rates.breaches_per_merchant_day * rates.merchants * rates.days)
     where = rng.choice(pop.popularity.size, size=breaches, p=pop.popularity)
     begin = rates.start_us + rng.integers(0, rates.days * _US_PER_DAY, breaches)
     hours = rng.uniform(2.0, 6.0, breaches)

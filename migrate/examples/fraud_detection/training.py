@@ -31,17 +31,18 @@ HOLDOUT = timedelta(days=1)  # the last labelled day is held out
 MIN_FRAUD = 20  # fewer disputed authorizations than this in a part: nothing to learn or to measure
 
 
+_TREES = {
+    "max_iter": 250,
+    "learning_rate": 0.05,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 30,
+    "l2_regularization": 1.0,
+}
+
+
 def classifier() -> HistGradientBoostingClassifier:
     """Shallow boosted trees with a fixed seed; no early stopping, whose random split would make fits differ."""
-    return HistGradientBoostingClassifier(
-        max_iter=250,
-        learning_rate=0.05,
-        max_leaf_nodes=15,
-        min_samples_leaf=30,
-        l2_regularization=1.0,
-        early_stopping=False,
-        random_state=0,
-    )
+    return HistGradientBoostingClassifier(**_TREES, early_stopping=False, random_state=0)
 
 
 def _inputs(frame: pa.Table, names: list[str]) -> npt.NDArray[np.float64]:
@@ -62,15 +63,17 @@ def _check(usecase: UseCase, part: str, labels: npt.NDArray[np.float64], span: t
         )
 
 
+def _require_binary(usecase: UseCase) -> None:
+    """AUC, log loss and Brier need a 0/1 label: refuse another kind before reading any data."""
+    if usecase.label.kind == "binary":
+        return
+    fix = "this trainer classifies authorizations: use kind: binary, or another trainer"
+    raise UseCaseError(f"usecases/{usecase.name}.yaml", "label.kind", f"is {usecase.label.kind!r}", fix=fix)
+
+
 def train(usecase: UseCase, offline_path: Path, as_of: datetime, *, online: bool = False) -> TrainedModel:
     """Fit on authorizations from as_of - 10 days to the last closed day, report AUC, log loss and Brier on it."""
-    if usecase.label.kind != "binary":
-        raise UseCaseError(
-            f"usecases/{usecase.name}.yaml",
-            "label.kind",
-            f"is {usecase.label.kind!r}",
-            fix="this trainer fits a classifier of fraud: use kind: binary, or another trainer",
-        )
+    _require_binary(usecase)
     as_of = utc_aware(as_of)
     closed = as_of - parse_duration(usecase.label.available_after)  # later authorizations may still be disputed
     start, split = as_of - WINDOW, closed - HOLDOUT
