@@ -12,18 +12,15 @@ from datetime import datetime
 
 import duckdb
 
-from migrate.batch.offline_store import utc_naive
+from migrate.examples.skeleton.features import build_daily_table
 
 __all__ = ["FEATURES_TABLE", "build_card_features"]
 
 FEATURES_TABLE = "card_features_daily"
 
-_DAILY = """
-CREATE OR REPLACE TABLE card_features_daily AS
-WITH snapshot AS (
-    SELECT c.card_id, c.issued_at, CAST(d.generate_series AS TIMESTAMP) AS as_of
-    FROM cards c, generate_series(CAST($first AS TIMESTAMP), CAST($last AS TIMESTAMP), INTERVAL 1 DAY) d
-    WHERE c.issued_at < d.generate_series
+# After the day ends (``days``): each card issued before a day end, its week of authorizations and its disputes.
+_CARDS = """snapshot AS (
+    SELECT c.card_id, c.issued_at, d.as_of FROM cards c JOIN days d ON c.issued_at < d.as_of
 ), week AS (
     SELECT s.card_id, s.as_of, count(e.event_id) AS auths, avg(e.amount) AS mean_amount
     FROM snapshot s LEFT JOIN card_events e
@@ -52,4 +49,4 @@ def build_card_features(con: duckdb.DuckDBPyConnection, first_as_of: datetime, l
 
     Rebuilt whole rather than appended, so a rerun after new events never leaves yesterday's rows half-updated.
     """
-    con.execute(_DAILY, {"first": utc_naive(first_as_of), "last": utc_naive(last_as_of)})
+    build_daily_table(con, FEATURES_TABLE, _CARDS, first_as_of, last_as_of)

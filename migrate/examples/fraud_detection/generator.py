@@ -8,24 +8,27 @@ Tables written (timestamps are naive ``TIMESTAMP`` holding UTC, see `migrate.bat
   the authorization disputed, its card, merchant and amount), as the event topic carries them
 - ``card_features_daily``: the nightly batch features, one row per card per day end
 
-Only these three tables are replaced, in one transaction, so the file can hold the other examples too; the same
-configuration always writes the same rows. The truth (which authorization was fraud) is not written: the
-chargebacks are how the toolkit learns it, as in production. `simulate` hands it to tests.
+Only these three tables are replaced, in one transaction (`migrate.examples.skeleton.generator.write_tables`), so
+the file can hold the other examples too; the same configuration always writes the same rows. The truth (which
+authorization was fraud) is not written: the chargebacks are how the toolkit learns it, as in production.
+`simulate` hands it to tests.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from migrate.batch.offline_store import open_offline
 from migrate.examples.fraud_detection.features import FEATURES_TABLE, build_card_features
-from migrate.examples.fraud_detection.simulation import Rates, World, micros, simulate_world
+from migrate.examples.fraud_detection.simulation import Rates, World, simulate_world
+from migrate.examples.skeleton.generator import SimulatedDays, SummaryBase, insert_rows, write_tables
+from migrate.examples.skeleton.simulation import start64
 
 __all__ = ["CARD_ID_BASE", "EVENTS_TABLE", "TABLES", "FraudConfig", "FraudSummary", "generate", "simulate"]
 
@@ -33,49 +36,46 @@ CARD_ID_BASE = 4_000_001  # a range of its own, apart from the other examples' i
 EVENTS_TABLE = "card_events"
 TABLES = ("cards", EVENTS_TABLE, FEATURES_TABLE)
 
+_SCHEMA = """
+CREATE OR REPLACE TABLE cards (card_id BIGINT, issued_at TIMESTAMP);
+CREATE OR REPLACE TABLE card_events (
+    event_id VARCHAR, event_time TIMESTAMP, card_id BIGINT, merchant_id VARCHAR,
+    kind VARCHAR, amount DOUBLE, auth_id VARCHAR
+);
+"""
 
-class FraudConfig(BaseModel):
-    """The size of the world and how often cards and merchants are compromised."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FraudConfig(SimulatedDays):
+    """The size of the world and how often cards and merchants are compromised.
+
+    Instants are drawn continuously, not on a grid: the inherited ``step_minutes`` is not used.
+    """
 
     seed: int = 11
+    days: int = Field(default=10, ge=2, description="At least two, so a nightly row precedes the final day.")
     cards: int = Field(default=3_000, ge=10)
     merchants: int = Field(default=300, ge=25, description="At least 25, so there is a cash-out merchant.")
-    days: int = Field(default=10, ge=2, description="At least two, so a nightly row precedes the final day.")
-    first_day: date = Field(default=date(2026, 11, 1), description="The first simulated day (UTC).")
     auths_per_card_day: float = Field(default=2.0, gt=0)
     compromises_per_card_day: float = Field(default=0.003, ge=0, description="Card thefts per card and day.")
     breaches_per_merchant_day: float = Field(default=0.002, ge=0, description="Checkouts breached, per merchant-day.")
     friendly_chargeback_rate: float = Field(default=0.002, ge=0, le=1, description="Honest auths disputed anyway.")
     new_card_share: float = Field(default=0.03, ge=0, le=0.5, description="Cards issued during the simulated days.")
 
-    @property
-    def start(self) -> datetime:
-        return datetime.combine(self.first_day, time(0), tzinfo=UTC)
-
-    @property
-    def end(self) -> datetime:
-        return self.start + timedelta(days=self.days)
-
     def rates(self) -> Rates:
-        """The simulation's parameters: every field but the seed, the first day as an instant."""
-        return Rates(start_us=micros(self.start), **self.model_dump(exclude={"seed", "first_day"}))
+        """The simulation's parameters: the world's size and pace, the first day as microseconds."""
+        pace = self.model_dump(exclude={"seed", "start", "step_minutes"})
+        return Rates(start_us=int(start64(self.start).astype(np.int64)), **pace)
 
 
-class FraudSummary(BaseModel):
+class FraudSummary(SummaryBase):
     """What one run wrote, and the truth behind it in counts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     auths: int
     fraud_auths: int
     chargebacks: int
     friendly_chargebacks: int = Field(description="Chargebacks of honest authorizations (label noise).")
-    rows: dict[str, int] = Field(description="Rows per table written.")
-    path: Path
-    start: datetime
-    end: datetime
+    new_cards: int = Field(description="Cards issued during the simulated days (no nightly row before).")
+    last_batch_cutoff: datetime = Field(description="02:00 UTC of the final day: the last nightly run.")
 
     @property
     def fraud_rate(self) -> float:
@@ -120,46 +120,33 @@ def _event_table(world: World) -> pa.Table:
     )
 
 
-def _replace(con: duckdb.DuckDBPyConnection, config: FraudConfig, world: World) -> None:
-    cards = pa.table(
-        {
-            "card_id": np.arange(world.population.issued_us.size, dtype=np.int64) + CARD_ID_BASE,
-            "issued_at": _timestamps(world.population.issued_us),
-        }
-    )
-    events = _event_table(world)
-    for name, rows in (("cards", cards), (EVENTS_TABLE, events)):
-        con.register("_fraud_rows", rows)
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _fraud_rows")
-        con.unregister("_fraud_rows")
-    build_card_features(con, config.start + timedelta(days=1), config.end)
+def _writer(config: FraudConfig, world: World) -> Callable[[duckdb.DuckDBPyConnection], int]:
+    """What `write_tables` runs in its transaction: the two source tables, then the nightly features from them."""
+
+    def write(con: duckdb.DuckDBPyConnection) -> int:
+        issued = world.population.issued_us
+        con.execute(_SCHEMA)
+        insert_rows(
+            con, "cards", pa.table({"card_id": np.arange(issued.size) + CARD_ID_BASE, "issued_at": _timestamps(issued)})
+        )
+        insert_rows(con, EVENTS_TABLE, _event_table(world))
+        build_card_features(con, config.start + timedelta(days=1), config.end)
+        return int((issued >= config.rates().start_us).sum())
+
+    return write
 
 
 def generate(path: Path, config: FraudConfig) -> FraudSummary:
-    """Simulate `config` and (re)write the example's three tables in the DuckDB file at `path`.
-
-    One transaction: a failure leaves the previous tables as they were, never half a world.
-    """
+    """Simulate `config` and (re)write the example's three tables in the DuckDB file at `path`."""
     world = simulate(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_offline(path, read_only=False) as con:
-        con.begin()
-        try:
-            _replace(con, config, world)
-        except BaseException:
-            con.rollback()
-            raise
-        con.commit()
-        rows = {name: int(con.table(name).count("*").fetchall()[0][0]) for name in TABLES}
-        con.execute("CHECKPOINT")
+    written = write_tables(path, _writer(config, world), TABLES, EVENTS_TABLE)
     disputed = world.chargebacks.auth
     return FraudSummary(
-        path=path,
-        rows=rows,
-        start=config.start,
-        end=config.end,
+        **written.summary_fields(path, config),
         auths=int(world.auths.at_us.size),
         fraud_auths=int(world.auths.fraud.sum()),
         chargebacks=int(disputed.size),
         friendly_chargebacks=int((~world.auths.fraud[disputed]).sum()),
+        new_cards=written.new_entities,
+        last_batch_cutoff=config.last_batch_cutoff,
     )

@@ -18,10 +18,10 @@ call order, so the same seed gives the same world.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 import numpy as np
-import numpy.typing as npt
+
+from migrate.examples.skeleton.simulation import Bools, Floats, Ints
 
 __all__ = [
     "CHARGEBACK_DELAY_H",
@@ -33,10 +33,7 @@ __all__ = [
     "simulate_world",
 ]
 
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-Bools = npt.NDArray[np.bool_]
-Micros = npt.NDArray[np.int64]  # instants as microseconds since the epoch, naive UTC
+Micros = Ints  # instants as microseconds since the epoch, naive UTC: plain integers for the arithmetic
 
 CHARGEBACK_DELAY_H = (2.0, 70.0)  # a dispute arrives 2 to 70 hours after the authorization: within 3 days
 _US_PER_H = 3_600_000_000
@@ -217,9 +214,3 @@ def simulate_world(rates: Rates, seed: int) -> World:
     parts = [_honest(rates, pop, rng), _stolen_cards(rates, pop, rng), _breached_merchants(rates, pop, rng)]
     auths = _combine(rates, pop, parts)
     return World(pop, auths, _chargebacks(rates, auths, rng))
-
-
-def micros(moment: datetime) -> int:
-    """A naive-UTC or aware datetime as microseconds since the epoch."""
-    naive = moment.replace(tzinfo=None) - (moment.utcoffset() or timedelta(0))
-    return (naive - datetime(1970, 1, 1)) // timedelta(microseconds=1)
