@@ -57,7 +57,7 @@ class FraudConfig(SimulatedDays):
     merchants: int = Field(default=300, ge=25, description="At least 25, so there is a cash-out merchant.")
     auths_per_card_day: float = Field(default=2.0, gt=0)
     compromises_per_card_day: float = Field(default=0.003, ge=0, description="Card thefts per card and day.")
-    breaches_per_merchant_day: float = Field(default=0.002, ge=0, description="Checkouts breached, per merchant-day.")
+    breaches_per_merchant_day: float = Field(default=0.005, ge=0, description="Checkouts breached, per merchant-day.")
     friendly_chargeback_rate: float = Field(default=0.002, ge=0, le=1, description="Honest auths disputed anyway.")
     new_card_share: float = Field(default=0.03, ge=0, le=0.5, description="Cards issued during the simulated days.")
 

@@ -172,12 +172,12 @@ def _stolen_cards(rates: Rates, pop: Population, rng: np.random.Generator) -> Au
 
 
 def _breached_merchants(rates: Rates, pop: Population, rng: np.random.Generator) -> Authorizations:
-    """A breached checkout: for 2 to 6 hours, 8 to 20 fraudulent authorizations an hour from many cards."""
+    """A breached checkout: for 2 to 6 hours, 5 to 12 fraudulent authorizations an hour from many cards."""
     breaches = rng.poisson(rates.breaches_per_merchant_day * rates.merchants * rates.days)
     where = rng.choice(pop.popularity.size, size=breaches, p=pop.popularity)
     begin = rates.start_us + rng.integers(0, rates.days * _US_PER_DAY, breaches)
     hours = rng.uniform(2.0, 6.0, breaches)
-    count = rng.poisson(rng.uniform(8.0, 20.0, breaches) * hours)
+    count = rng.poisson(rng.uniform(5.0, 12.0, breaches) * hours)
     breach = np.repeat(np.arange(breaches), count)
     at = begin[breach] + (rng.random(breach.size) * hours[breach] * _US_PER_H).astype(np.int64)
     card = rng.integers(0, pop.issued_us.size, breach.size)

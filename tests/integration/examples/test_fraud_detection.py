@@ -31,7 +31,7 @@ from online.stream.publisher import EventPublisher
 pytestmark = pytest.mark.integration
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the simulation's instants are microseconds since it
-CONFIG = FraudConfig()  # seed 11: 3,000 cards, 300 merchants, 10 days, ~61,000 authorizations
+CONFIG = FraudConfig()  # seed 11: 3,000 cards, 300 merchants, 10 days, ~61,000 authorizations, 2.2 % fraud
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,14 @@ def test_both_models_train_on_closed_labels_and_online_beats_batch(fraud: FraudW
         # The same rows for both: authorizations of days 2-7 (day 1 has no nightly row yet, days 8-10 no closed
         # label), the last of them held out.
         assert metrics["n_train"] > 25_000 and metrics["n_test"] > 5_000
-        assert 0.01 < metrics["holdout_positive_rate"] < 0.03
+        assert 0.01 < metrics["holdout_positive_rate"] < 0.05  # one day: 2.2 % over all days, 3.8 % on this one
         assert metrics["auc"] > 0.5
     assert batch["n_test"] == online["n_test"] and batch["holdout_positive_rate"] == online["holdout_positive_rate"]
     # Why online wins, honestly: a stolen card's burst starts minutes before the authorization scored, and a breached
     # checkout carries many cards' fraud for a few hours; last night's card features see neither (only a thief who
     # came back on a later day, or a card's past disputes). The card's last 10-60 minutes, the merchant's last
-    # 30-60 minutes and the request's amount do. Measured on seed 11: batch AUC 0.636, online 0.932; over seeds
-    # 1, 2, 3, 5 the gap was 0.17 to 0.34.
+    # 30-60 minutes and the request's amount do. Measured on seed 11: batch AUC 0.634, online 0.941; over seeds
+    # 1, 2, 3, 5 the gap was 0.20 to 0.33.
     assert online["auc"] >= batch["auc"] + 0.15
     assert online["log_loss"] < batch["log_loss"] and online["brier"] < batch["brier"]
 
@@ -90,19 +90,20 @@ def test_the_real_time_windows_see_the_bursts_the_batch_features_cannot(fraud: F
 
     # A stolen card's burst: its earlier authorizations of the last 10 minutes (seed 11: median 3, honest 0).
     assert median("card_auths_10m", stolen) >= 2 > median("card_auths_10m", honest)
-    # A breached checkout: the merchant's last half hour is crowded (seed 11: median 6.5, honest 1).
+    # A breached checkout: the merchant's last half hour is crowded (seed 11: median 4, honest 1).
     assert median("merchant_auths_30m", breach) >= 3 * max(1.0, median("merchant_auths_30m", honest))
-    # Last night's activity barely tells them apart (seed 11: 18 vs 15 authorizations a week).
+    # Last night's activity barely tells them apart (seed 11: 16 vs 15 authorizations a week).
     assert median("card_auths_7d", truth.fraud[index]) < 1.5 * median("card_auths_7d", honest)
 
 
 def _breach() -> tuple[str, datetime]:
-    """The merchant of the largest breach and an instant in its busiest hour (from the simulation's truth)."""
+    """The merchant of the largest breach and the instant ending its busiest half hour (from the simulation's truth)."""
     auths = simulate(CONFIG).auths
     merchants, counts = np.unique(auths.merchant[auths.breach], return_counts=True)
     merchant = int(merchants[np.argmax(counts)])
     times = np.sort(auths.at_us[auths.breach & (auths.merchant == merchant)])
-    return f"m-{merchant:04d}", EPOCH + timedelta(microseconds=int(times[times.size // 2]))
+    crowd = np.arange(times.size) - np.searchsorted(times, times - 1_800_000_000)  # breach auths of the 30 min before
+    return f"m-{merchant:04d}", EPOCH + timedelta(microseconds=int(times[np.argmax(crowd)]) + 1)
 
 
 def _merchant_by_hand(events: list[dict[str, Any]], merchant: str, at: datetime) -> list[float]:
