@@ -17,7 +17,7 @@ call order, so the same seed gives the same world.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -93,6 +93,8 @@ class Chargebacks:
 
 @dataclass(frozen=True)
 class World:
+    """Everything one seed draws; the generator writes the events and leaves the truth (``fraud``, ``breach``) out."""
+
     population: Population
     auths: Authorizations
     chargebacks: Chargebacks
@@ -128,6 +130,7 @@ def _daytime(rng: np.random.Generator, size: int) -> Micros:
 
 
 def _honest(rates: Rates, pop: Population, rng: np.random.Generator) -> Authorizations:
+    """Each card's everyday spending: Poisson per day around its own activity, at popular merchants, usual tickets."""
     per_day = rng.poisson(np.repeat(pop.activity[None, :], rates.days, axis=0))  # (days, cards)
     day, card = np.nonzero(per_day)
     count = per_day[day, card]
@@ -186,9 +189,12 @@ def _breached_merchants(rates: Rates, pop: Population, rng: np.random.Generator)
     return Authorizations(at, card.astype(np.int64), where[breach].astype(np.int64), amount, yes, yes)
 
 
+_AUTH_COLUMNS = [f.name for f in fields(Authorizations)]
+
+
 def _combine(rates: Rates, pop: Population, parts: list[Authorizations]) -> Authorizations:
     """One stream in time order (then card), inside the simulated days and after each card was issued."""
-    joined = [np.concatenate([getattr(p, name) for p in parts]) for name in Authorizations.__dataclass_fields__]
+    joined = [np.concatenate([getattr(p, name) for p in parts]) for name in _AUTH_COLUMNS]
     at, card = joined[0], joined[1]
     end_us = rates.start_us + rates.days * _US_PER_DAY
     keep = (at >= rates.start_us) & (at < end_us) & (at > pop.issued_us[card])
