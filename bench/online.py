@@ -180,7 +180,7 @@ def online_suite() -> dict[str, Any]:
                 ready = httpx.get(f"{base}/readyz", timeout=2)
                 checks = ready.json().get("checks", {})
                 # Ready for the benchmarked use case (another in usecases/ may have no model in this world).
-                if all(checks.get(name) == "ok" for name in ("model:item_availability", "feature_store", "flags")):
+                if all(checks.get(name) == "ok" for name in ("usecase:item_availability", "feature_store", "flags")):
                     break
             except (httpx.HTTPError, ValueError):
                 pass

@@ -125,8 +125,8 @@ class LiveDay:
                 checks = httpx.get(f"{self.base}/readyz", timeout=2).json().get("checks", {})
             except (httpx.HTTPError, ValueError):
                 checks = {}
-            # Ready for this use case; others in usecases/ may have no trained model here (not loaded, reported).
-            wanted = (f"model:{self.usecase.name}", "feature_store", "flags")
+            # Ready for this use case with its online model; others in usecases/ may be degraded (no model here).
+            wanted = (f"usecase:{self.usecase.name}", "feature_store", "flags")
             if checks and all(checks.get(name) == "ok" for name in wanted):
                 return
             time.sleep(0.3)

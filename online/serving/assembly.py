@@ -32,7 +32,8 @@ class Stores:
     paths: dict[str, Paths]
     features: Any
     usecases: dict[str, Any]
-    not_ready: dict[str, str] = field(default_factory=dict)
+    degraded: dict[str, str] = field(default_factory=dict)
+    """use case → why its online path is down (its lookup table still answers)"""
 
 
 def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Stores:
@@ -48,14 +49,20 @@ def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Store
     artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
     stores = Stores({}, features, usecases)
     for usecase in usecases.values():
+        predictor: OnlinePredictor | None = None
         try:
             # The online path serves the online model (batch + real-time features), or the batch one until an
             # online model is trained; the lookup path reads the table the batch model wrote.
-            model = load_model(usecase, artifacts, "online")
-        except MigrateError as exc:
-            stores.not_ready[usecase.name] = exc.what
-            log.error("use case %s is not served: %s", usecase.name, exc)
-            continue
-        predictor = OnlinePredictor(usecase, model, features)
-        stores.paths[usecase.name] = Paths(lookup, TableSpec.for_usecase(usecase, settings), predictor)
+            predictor = OnlinePredictor(usecase, load_model(usecase, artifacts, "online"), features)
+        except (MigrateError, ValueError) as exc:
+            # A missing or corrupt model takes down the online path only: the lookup table keeps answering.
+            reason = exc.what if isinstance(exc, MigrateError) else str(exc)
+            stores.degraded[usecase.name] = reason
+            log.error(
+                "use case %s is served by its lookup table only, its online model is not loaded: %s",
+                usecase.name,
+                reason,
+            )
+        lookup_spec = TableSpec.for_usecase(usecase, settings)
+        stores.paths[usecase.name] = Paths(lookup, lookup_spec, predictor, down=stores.degraded.get(usecase.name))
     return stores

@@ -47,10 +47,14 @@ class Paths:
     variants, which coalesce concurrent requests into one feature read and one model call (online/serving/batcher.py).
     """
 
-    def __init__(self, lookup: Any, lookup_spec: Any, predictor: OnlinePredictor) -> None:
+    def __init__(
+        self, lookup: Any, lookup_spec: Any, predictor: OnlinePredictor | None, *, down: str | None = None
+    ) -> None:
+        """`predictor` None: the online path is down (`down` says why); every online call answers that error."""
         self.lookup = lookup
         self.spec = lookup_spec
         self.predictor = predictor
+        self.down = None if predictor is not None else f"the online model is not loaded: {down or 'unknown reason'}"
         self._online_batcher: Batcher[tuple[Key, datetime, Mapping[str, Any]], OnlineResult] | None = None
         self._lookup_batcher: Batcher[Key, Any] | None = None
 
@@ -68,6 +72,8 @@ class Paths:
         """Live predictions of `keys[indexes]`; a failing feature store or model becomes the outcome's error."""
         started = time.perf_counter()
         asked = frozenset(indexes)
+        if self.predictor is None:
+            return Outcome({}, 0.0, self.down, asked)
         try:
             results = self.predictor.predict([keys[i] for i in indexes], now, context) if indexes else []
         except Exception as exc:  # the online path may fail in any way; batch is the fallback
@@ -92,6 +98,8 @@ class Paths:
         """`online`, one feature read and one model call for the requests waiting together."""
         started = time.perf_counter()
         asked = frozenset(indexes)
+        if self.predictor is None:
+            return Outcome({}, 0.0, self.down, asked)
         if self._online_batcher is None:
             self._online_batcher = Batcher(self._predict_items, name="migrate-online")
         try:
@@ -105,6 +113,7 @@ class Paths:
         return [rows.get(key) for key in keys]
 
     def _predict_items(self, items: list[tuple[Key, datetime, Mapping[str, Any]]]) -> list[OnlineResult]:
+        assert self.predictor is not None  # online_async answers for a missing model before batching
         return self.predictor.predict([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
 
     def close(self) -> None:

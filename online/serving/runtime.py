@@ -79,8 +79,9 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         )
 
     def readiness() -> dict[str, str]:
-        checks = {f"model:{name}": f"not loaded: {why}" for name, why in stores.not_ready.items()}
-        checks.update({f"model:{name}": "ok" for name in servers})
+        # Per use case: "ok", or "degraded: …" when only its lookup table answers (still ready to serve).
+        checks = {f"usecase:{name}": "ok" for name in servers}
+        checks.update({f"usecase:{name}": f"degraded: {why}" for name, why in stores.degraded.items()})
         try:
             stores.features.ping()
             checks["feature_store"] = "ok"
