@@ -109,6 +109,11 @@ def batch_suite() -> list[dict[str, Any]]:
     return runs
 
 
+def _loads(results: dict[str, Any]) -> str:
+    loads = sorted(results.get("load_at_start", {}).items())
+    return ", ".join(f"{suite} {' / '.join(map(str, load))}" for suite, load in loads) or "not recorded"
+
+
 def render(results: dict[str, Any]) -> str:
     """docs/benchmarks.md from the results."""
     m = results["machine"]
@@ -120,6 +125,7 @@ def render(results: dict[str, Any]) -> str:
         "When each suite ran: "
         + ", ".join(f"{suite} {when}" for suite, when in sorted(results.get("measured_at", {}).items()))
         + " (`make bench` runs them all in one go; `python -m bench <suite>` reruns one).",
+        "Load average (1, 5, 15 min) when each suite started: " + _loads(results) + ".",
         "The machine is shared and noisy: compare figures of the same suite, not across suites.",
         "",
         "## Batch score + atomic publish",
@@ -200,17 +206,23 @@ def main() -> None:
         raise SystemExit(f"unknown suites {unknown}; choose from {list(SUITES)}")
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = machine()
+    loads = results.setdefault("load_at_start", {})
+    # The machine is shared: each suite says how loaded it was when it started (1, 5 and 15-minute averages).
     if "batch" in chosen:
+        loads["batch"] = [round(x, 2) for x in os.getloadavg()]
         results["batch"] = batch_suite()
     if "online" in chosen:
+        loads["online"] = [round(x, 2) for x in os.getloadavg()]
         results["online"] = online_suite()
     if "stream" in chosen:
         from bench.stream import stream_suite  # noqa: PLC0415 - a suite imports only what it measures
 
+        loads["stream"] = [round(x, 2) for x in os.getloadavg()]
         results["stream"] = stream_suite()
     if "compare" in chosen:
         from bench.compare import compare_suite  # noqa: PLC0415 - a suite imports only what it measures
 
+        loads["compare"] = [round(x, 2) for x in os.getloadavg()]
         results["compare"] = compare_suite()
     results.setdefault("measured_at", {})
     for suite in chosen:
