@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from service_helpers import stop, wait_ready
 
 from lookup_tables import TableSpec, open_lookup_store
 from migrate.batch import steps as batch
@@ -143,25 +143,10 @@ def served(slim: tuple[Path, Path], world: Any, tmp_path_factory: pytest.TempPat
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline, last = time.monotonic() + READY_S, "no answer"
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"not ready in {READY_S} s ({last}): {log_path.read_text()[-3000:]}"
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-                last = f"{ready.status_code} {ready.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.3)
+        wait_ready(process, base, log_path, READY_S)
         yield base, world
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
         broker.stop()
         redis_server.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+from service_helpers import stop, wait_ready
 
 from migrate.batch import steps as batch
 from migrate.batch.schedule import interval_ending
@@ -63,29 +64,10 @@ def service(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_S
-        last = "no answer"
-        while True:
-            assert process.poll() is None, (settings.state_dir / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                f"the service was not ready in {READY_S} s; /readyz: {last}; log: "
-                + (settings.state_dir / "serve.log").read_text()[-3000:]
-            )
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-                last = f"{ready.status_code} {ready.text[:500]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.3)
+        wait_ready(process, base, settings.state_dir / "serve.log", READY_S)
         yield base, world, broker.bootstrap
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
         broker.stop()
         stop_redis(settings)
