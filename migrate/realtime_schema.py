@@ -106,7 +106,9 @@ class SideStream(Strict):
     event_table: Identifier = Field(description="Offline-store table holding the same events as the topic.")
     event_time_column: Identifier
     events: EventStream
-    groups: list[FeatureGroup] = Field(min_length=1)
+    groups: list[FeatureGroup] = Field(
+        default_factory=list, description="Feature groups it feeds (none: a stream of label events only)."
+    )
 
     @model_validator(mode="after")
     def _fields_declared(self) -> SideStream:

@@ -182,6 +182,9 @@ class LabelFromEvent(_Strict):
 
     where: dict[str, bool | int | str] = Field(min_length=1, description="Which events are labels: field == value.")
     ref_field: Identifier = Field(description="Field of the label event holding the id of the event it labels.")
+    stream: Identifier = Field(
+        default="main", description="The event stream carrying the label events (main, or realtime_features.streams)."
+    )
     value: float = Field(default=1.0, description="The label when such an event arrives within available_after.")
     otherwise: float | None = Field(
         default=0.0, description="The label when none arrives in time (None: such a prediction stays unlabeled)."
@@ -318,12 +321,21 @@ class UseCase(_Strict):
                 raise ValueError(f"realtime_features.events.fields lacks the entity key(s) {missing}")
             if self.label.event_field is not None and self.label.event_field not in rt.events.fields:
                 raise ValueError(f"label.event_field {self.label.event_field!r} is not among the event fields")
-            filters = {**(self.training.spine.where if self.training.spine else {})}
-            if self.label.from_event is not None:
-                filters |= {**self.label.from_event.where, self.label.from_event.ref_field: ""}
-            unknown = sorted(f for f in filters if f not in rt.events.fields)
+            spine_fields = set(self.training.spine.where if self.training.spine else {})
+            unknown = sorted(f for f in spine_fields if f not in rt.events.fields)
             if unknown:
-                raise ValueError(f"training.spine / label.from_event read {unknown}, not among the event fields")
+                raise ValueError(f"training.spine reads {unknown}, not among the event fields")
+            by_reference = self.label.from_event
+            if by_reference is not None:
+                source = rt.source(by_reference.stream)[2]
+                fields = {} if source is None else source.fields
+                # The comparator joins labels to requests by entity: a label event must carry the entity's keys.
+                read = {*by_reference.where, by_reference.ref_field, *self.entity.key_names}
+                unknown = sorted(f for f in read if f not in fields)
+                if unknown:
+                    raise ValueError(
+                        f"label.from_event reads {unknown}, not among the fields of stream {by_reference.stream!r}"
+                    )
         spine = self.training.spine
         if self.label.from_event is not None and spine is None:
             raise ValueError("label.from_event labels the events of training.spine: declare training.spine.where")

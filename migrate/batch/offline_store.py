@@ -228,12 +228,14 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
     delay = f"to_microseconds({int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)})"
     otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
     label_where = _where_sql(by_reference.where, params, "label")
+    label_table, label_time_column, _ = events.source(by_reference.stream)
+    label_time = f"CAST(l.{_quote(label_time_column)} AS TIMESTAMP)"
     return f"""SELECT * FROM (
         SELECT {keys}, {times}{columns}, CAST(CASE WHEN EXISTS (
-                   SELECT 1 FROM {source} l
+                   SELECT 1 FROM {_quote(label_table)} l
                    WHERE l.{_quote(by_reference.ref_field)} = sp.{_quote(events.events.id_field)} AND {label_where}
-                     AND CAST(l.{event_time} AS TIMESTAMP) > CAST(sp.{event_time} AS TIMESTAMP)
-                     AND CAST(l.{event_time} AS TIMESTAMP) <= CAST(sp.{event_time} AS TIMESTAMP) + {delay}
+                     AND {label_time} > CAST(sp.{event_time} AS TIMESTAMP)
+                     AND {label_time} <= CAST(sp.{event_time} AS TIMESTAMP) + {delay}
                ) THEN {float(by_reference.value)!r} ELSE {otherwise} END AS {label_type}) AS label_value
         FROM {source} sp
         WHERE {event_time} >= $start AND {event_time} < $end AND {spine_where}
@@ -257,8 +259,10 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
     if by_reference is not None:
         assert spine.id_column is not None
         otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
+        label_table, label_time_column, _ = events.source(by_reference.stream)
+        when = f"CAST(l.{_quote(label_time_column)} AS TIMESTAMP)"
         label = f"""CASE WHEN EXISTS (
-            SELECT 1 FROM {_quote(events.event_table)} l
+            SELECT 1 FROM {_quote(label_table)} l
             WHERE l.{_quote(by_reference.ref_field)} = r.{_quote(spine.id_column)}
               AND {_where_sql(by_reference.where, params, "label")} AND {when} > {at} AND {when} <= {at} + {delay}
         ) THEN {float(by_reference.value)!r} ELSE {otherwise} END"""

@@ -266,8 +266,10 @@ def run_sink(
         if tid is not None:
             streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
     if events_of is not None and (events_of.label.event_field is not None or events_of.label.from_event is not None):
-        topic = events_topic(events_of, settings.events_topic_prefix)
-        declared = events_of.realtime_features.events if events_of.realtime_features else None
+        by_reference = events_of.label.from_event
+        stream = by_reference.stream if by_reference is not None else "main"
+        topic = events_topic(events_of, settings.events_topic_prefix, stream)
+        declared = events_of.realtime_features.source(stream)[2] if events_of.realtime_features else None
         # Created here if no producer or processor has yet: a sink started first must still read the labels.
         ensure_topic(address, topic, declared.partitions if declared else 1, timeout_s=timeout_s)
         tid = topic_id(address, topic, timeout_s=timeout_s)

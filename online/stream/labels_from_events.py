@@ -27,7 +27,7 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
     field, by_reference = usecase.label.event_field, usecase.label.from_event
     if field is None and by_reference is None:
         raise ValueError(f"use case {usecase.name!r} has no label.event_field nor label.from_event")
-    schema = EventSchema(usecase)
+    schema = EventSchema(usecase, by_reference.stream if by_reference is not None else "main")
     names = usecase.entity.key_names
     where = tuple(by_reference.where.items()) if by_reference is not None else ()
 
@@ -44,7 +44,7 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
             outcome = float(event.fields[field])
         return LabelRecord.model_construct(
             usecase=usecase.name,
-            key=dict(zip(names, event.key, strict=True)),
+            key={name: event.fields[name] for name in names},  # any stream's label events carry the entity keys
             event_time=datetime.fromtimestamp(event.time_s, UTC),
             label=outcome,
             source_event_id=event.event_id,

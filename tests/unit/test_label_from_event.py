@@ -119,6 +119,37 @@ def test_a_table_of_past_requests_is_a_spine_with_its_own_context_and_ids(store:
         UseCase.model_validate(raw)
 
 
+def test_label_events_may_come_from_another_stream(store: duckdb.DuckDBPyConnection) -> None:
+    """Disputes on a topic and table of their own, naming the authorization they dispute."""
+    store.execute("CREATE TABLE disputes (dispute_id VARCHAR, opened_at TIMESTAMP, card_id BIGINT, auth_id VARCHAR)")
+    store.execute("INSERT INTO disputes VALUES ('d1', '2026-11-03 09:00', 2, 'a2')")  # a2 within 3 days
+    raw = usecase().model_dump()
+    raw["realtime_features"]["streams"] = [
+        {
+            "name": "disputes",
+            "event_table": "disputes",
+            "event_time_column": "opened_at",
+            "events": {
+                "id_field": "dispute_id",
+                "fields": {"dispute_id": "str", "opened_at": "datetime", "card_id": "int", "auth_id": "str"},
+            },
+        }
+    ]
+    raw["label"]["from_event"] = {"where": {"card_id": 2}, "ref_field": "auth_id", "stream": "disputes"}
+    disputed = UseCase.model_validate(raw)
+    start, end = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    rows = training_frame(store, disputed, start, end, id_column="event_id").to_pylist()
+    assert [(r["event_id"], r["fraud"]) for r in rows] == [("a1", 0), ("a2", 1), ("a3", 0)]
+    label = event_labeler(disputed)
+    record = label(
+        orjson.dumps({"dispute_id": "d1", "opened_at": "2026-11-03T09:00:00+00:00", "card_id": 2, "auth_id": "a2"})
+    )
+    assert record and record.key == {"card_id": 2} and record.label == 1.0
+    raw["label"]["from_event"] = {"where": {"kind": "chargeback"}, "ref_field": "auth_id", "stream": "disputes"}
+    with pytest.raises(ValueError, match="not among the fields of stream 'disputes'"):
+        UseCase.model_validate(raw)
+
+
 def test_the_sink_labels_only_the_events_of_the_label_filter() -> None:
     label = event_labeler(usecase())
 
