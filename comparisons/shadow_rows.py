@@ -118,13 +118,21 @@ def _key_type(kind: str) -> str:
     return "BIGINT" if kind == "int" else "VARCHAR"
 
 
+def _by_id(usecase: UseCase) -> str | None:
+    """The context key of a request's id, when labels name requests by id (``label.from_event.request_field``)."""
+    by_reference = usecase.label.from_event
+    return None if by_reference is None else by_reference.request_field
+
+
 def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[str]) -> None:
-    """Table ``labels(e, event_time, label)``: only what the join needs, the entity as its 64-bit hash."""
+    """Table ``labels(e, event_time, label)``: only what the join needs, the join key as a 64-bit hash (of the
+    entity, or of the id the label names)."""
     if files:
         casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys)
+        joined = "hash(ref)" if _by_id(usecase) else f"hash({casts})"
         source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
         con.execute(
-            f"CREATE TEMP TABLE labels AS SELECT hash({casts}) AS e, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
+            f"CREATE TEMP TABLE labels AS SELECT {joined} AS e, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
             f"CAST(label AS DOUBLE) AS label FROM {source} WHERE label IS NOT NULL"
         )
     else:
@@ -196,11 +204,14 @@ def load(
     row_id = row_id_sql(usecase)
     served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
+    request_field = _by_id(usecase)
+    # The label join key: the entity, or the id the request carried in its context (labels that name requests).
+    join = f"hash(json_extract_string(context, '$.{request_field}'))" if request_field else f"hash({', '.join(typed)})"
     # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
     # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
     # attached as two more columns, instead of carrying every column through the join's sort.
     table = con.sql(f"""
-        SELECT {row_id} AS h, {", ".join(f"{c} AS k_{k}" for c, k in zip(typed, keys, strict=True))},
+        SELECT {row_id} AS h, {", ".join(f"{c} AS k_{k}" for c, k in zip(typed, keys, strict=True))}, {join} AS j,
                CAST(request_time AS TIMESTAMPTZ) AS request_time,
                CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
                batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
@@ -260,10 +271,10 @@ def _labeled(
     found = np.zeros(n, dtype=bool)
     if closed.any():
         # Every row goes in (Arrow columns, no copy) and the filter runs in DuckDB, before the join's sort.
-        columns = ["request_time", *(f"k_{k}" for k in keys)]
+        columns = ["request_time", "j"]
         probe = pa.table([pa.array(np.arange(n)), *(table.column(c) for c in columns)], names=["i", *columns])
         con.register("label_probe", probe)
-        entity = f"hash({', '.join(f'r.k_{k}' for k in keys)})"
+        entity = "r.j"
         delay = f"to_microseconds({delay_us})"
         assert watermark is not None
         matched = con.execute(f"""

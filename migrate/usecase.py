@@ -185,6 +185,10 @@ class LabelFromEvent(_Strict):
     stream: Identifier = Field(
         default="main", description="The event stream carrying the label events (main, or realtime_features.streams)."
     )
+    request_field: Identifier | None = Field(
+        default=None,
+        description="The request context value holding the id a label names: the shadow comparison then joins by id.",
+    )
     value: float = Field(default=1.0, description="The label when such an event arrives within available_after.")
     otherwise: float | None = Field(
         default=0.0, description="The label when none arrives in time (None: such a prediction stays unlabeled)."
@@ -339,6 +343,12 @@ class UseCase(_Strict):
         spine = self.training.spine
         if self.label.from_event is not None and spine is None:
             raise ValueError("label.from_event labels the events of training.spine: declare training.spine.where")
+        request_field = self.label.from_event.request_field if self.label.from_event is not None else None
+        if request_field is not None and not any(c.name == request_field and c.required for c in self.context):
+            raise ValueError(
+                f"label.from_event.request_field {request_field!r} must be a required context value: the shadow "
+                "comparison joins each request's label by it"
+            )
         if self.label.from_event is not None and spine is not None and spine.table and spine.id_column is None:
             raise ValueError("label.from_event names requests by id: declare training.spine.id_column")
         if spine is not None and spine.table is not None and self.training.lead.total_seconds() > 0:

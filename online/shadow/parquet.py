@@ -76,6 +76,7 @@ def label_table(records: list[LabelRecord], partitions: list[int], offsets: list
         "event_time": pa.array([r.event_time for r in records], _TS),
         "label": pa.array([r.label for r in records], pa.float64()),
         "source_event_id": pa.array([r.source_event_id for r in records], pa.string()),
+        "ref": pa.array([r.ref for r in records], pa.string()),
         "kafka_partition": pa.array(partitions, pa.int32()),
         "kafka_offset": pa.array(offsets, pa.int64()),
     }

@@ -27,6 +27,7 @@ class LabelRecord(BaseModel):
     event_time: AwareDatetime
     label: float
     source_event_id: str = Field(min_length=1, description="Id of the event the label was derived from.")
+    ref: str | None = Field(default=None, description="The id the label event names (label.from_event.ref_field).")
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump())

@@ -48,6 +48,7 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
             event_time=datetime.fromtimestamp(event.time_s, UTC),
             label=outcome,
             source_event_id=event.event_id,
+            ref=None if by_reference is None else str(event.fields.get(by_reference.ref_field)),
         )
 
     return label

@@ -212,3 +212,64 @@ def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_p
     assert got[1] == (1.0, "labeled")  # disputed within 3 days
     assert got[2] == (0.0, "labeled")  # 3 days passed without a dispute: not fraud
     assert got[3] == (None, "pending")  # its 3 days are not over yet
+
+
+def test_with_a_request_field_the_comparator_joins_labels_by_the_id_they_name(tmp_path: Path) -> None:
+    raw = usecase().model_dump()
+    raw["context"] = [{"name": "auth_id", "type": "str"}]
+    raw["label"]["from_event"]["request_field"] = "auth_id"
+    by_id = UseCase.model_validate(raw)
+    t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+
+    def request(rid: str, auth: str, minutes: int) -> ShadowRecord:
+        return ShadowRecord(
+            request_id=rid,
+            usecase="cards",
+            key={"card_id": 1},
+            request_time=t0 + timedelta(minutes=minutes),
+            served_source="batch",
+            stage="shadow",
+            batch_prediction=0.1,
+            batch_miss=False,
+            batch_data_age_s=60.0,
+            batch_model_version="v1",
+            batch_latency_ms=1.0,
+            online_prediction=0.2,
+            online_feature_ages_s={},
+            online_features={},
+            online_model_version="v2",
+            online_latency_ms=2.0,
+            context={"auth_id": auth},
+        )
+
+    shadow = [request("r1", "a1", 0), request("r2", "a2", 5)]  # two authorizations of one card
+    labels = [  # the chargeback names a2 only; a late label elsewhere closes every window
+        LabelRecord(
+            usecase="cards",
+            key={"card_id": 1},
+            event_time=t0 + timedelta(hours=5),
+            label=1.0,
+            source_event_id="c2",
+            ref="a2",
+        ),
+        LabelRecord(
+            usecase="cards",
+            key={"card_id": 9},
+            event_time=t0 + timedelta(days=6),
+            label=1.0,
+            source_event_id="c9",
+            ref="zz",
+        ),
+    ]
+    for root, table in (
+        (tmp_path / "shadow" / "cards" / "date=2026-11-02" / "hour=10", shadow_table(shadow, [0, 0], [0, 1])),
+        (tmp_path / "labels" / "cards" / "date=2026-11-02" / "hour=15", label_table(labels, [0, 0], [0, 1])),
+    ):
+        root.mkdir(parents=True)
+        pq.write_table(table, root / "part-test-0-0-1.parquet")
+    rows = load(by_id, tmp_path / "shadow" / "cards", tmp_path / "labels" / "cards", Window())
+    got = dict(rows.con.execute("SELECT request_time, label FROM s ORDER BY request_time").fetchall())
+    assert list(got.values()) == [0.0, 1.0]  # by card, both would be 1
+    with pytest.raises(ValueError, match="must be a required context value"):
+        raw["context"] = []
+        UseCase.model_validate(raw)

@@ -179,10 +179,11 @@ def test_the_comparator_judges_the_held_out_day_from_the_chargebacks(fraud: Frau
     3 days passed without a chargeback 0 (``otherwise``), finds live ahead of batch beyond doubt, and its
     accuracy check passes.
 
-    The comparator joins a chargeback to the requests of the same card in the 3 days before it, not to the
-    authorization it names (a request carries no authorization id): a stolen card's honest authorizations before
-    the theft count as fraud too, which blurs both models alike. Measured on seed 11: AUC batch 0.579, live 0.663
-    (the trainer's holdout, labelled by id: 0.634 and 0.941). docs/features.md says so."""
+    Each request carries its authorization's id (context ``auth_id``, ``label.from_event.request_field``) and each
+    chargeback names one, so the comparator joins them by id, as the trainer does: the verdict sees what the
+    holdout saw. (Joined by card instead, a stolen card's honest authorizations before the theft counted as fraud
+    too: AUC batch 0.579, live 0.663 on seed 11.)
+    """
     usecase, settings = fraud.usecase, fraud.settings
     closed = fraud.summary.end - timedelta(days=3)
     artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
@@ -218,6 +219,7 @@ def test_the_comparator_judges_the_held_out_day_from_the_chargebacks(fraud: Frau
             online_feature_ages_s={"card_auths_10m": 1.0},
             online_model_version=online_model.version,
             online_latency_ms=4.0,
+            context={"auth_id": event_id, "amount": 1.0, "merchant_id": "m"},  # what the request carried
         )
         for i, (card, moment, event_id) in enumerate(
             zip(
@@ -228,13 +230,14 @@ def test_the_comparator_judges_the_held_out_day_from_the_chargebacks(fraud: Frau
             )
         )
     ]
-    labels = [
+    labels = [  # as the sink derives them from the chargeback events: the card, and the authorization named
         LabelRecord(
             usecase=usecase.name,
             key={"card_id": c["card_id"]},
             event_time=c["event_time"],
             label=1.0,
             source_event_id=c["event_id"],
+            ref=c["auth_id"],
         )
         for c in chargebacks
     ]
@@ -255,6 +258,7 @@ def test_the_comparator_judges_the_held_out_day_from_the_chargebacks(fraud: Frau
     auc = comparison.accuracy.score("auc")
     assert auc is not None and auc.batch is not None and auc.live is not None
     assert comparison.accuracy.pairs > 5_000  # every request of the day: no chargeback within 3 days means 0
-    assert auc.live > auc.batch and auc.low is not None and auc.low > 0.02, auc
+    # The trainer's holdout on the same day: batch 0.634, online 0.941 (seed 11).
+    assert auc.live > auc.batch + 0.15 and auc.low is not None and auc.low > 0.1, auc
     check = next(c for c in comparison.verdict.checks if c.name == "accuracy")
     assert check.passed is True
