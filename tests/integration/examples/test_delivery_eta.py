@@ -8,15 +8,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import redis
 from airflow.dag_processing.dagbag import DagBag
+from shadow_log_helpers import scored_request, write_by_hour
 
 from comparisons.comparison import compare
 from comparisons.verdict import decide
@@ -34,7 +34,6 @@ from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.redis_store import RedisFeatureStore
-from online.shadow.parquet import label_table, shadow_table
 from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
 from online.stream.processor import StreamProcessor, events_topic
@@ -227,23 +226,10 @@ def _shadow_log(eta: EtaWorld) -> tuple[list[ShadowRecord], list[LabelRecord]]:
     )
     for i, (restaurant, moment, event_id, minutes) in enumerate(rows):
         key = {"restaurant_id": restaurant}
+        predictions = (float(batch[i]), float(live[i]))
+        versions = (batch_model.version, online_model.version)
         records.append(
-            ShadowRecord(
-                request_id=f"req-{event_id}",
-                usecase=usecase.name,
-                key=key,
-                request_time=moment - timedelta(seconds=1),
-                served_source="batch",
-                stage="shadow",
-                batch_prediction=float(batch[i]),
-                batch_data_age_s=3_600.0,
-                batch_model_version=batch_model.version,
-                batch_latency_ms=1.0,
-                online_prediction=float(live[i]),
-                online_feature_ages_s={"orders_30m": 30.0},
-                online_model_version=online_model.version,
-                online_latency_ms=4.0,
-            )
+            scored_request(usecase.name, key, moment - timedelta(seconds=1), event_id, predictions, versions)
         )
         labels.append(
             LabelRecord(usecase=usecase.name, key=key, event_time=moment, label=minutes, source_event_id=event_id)
@@ -251,30 +237,12 @@ def _shadow_log(eta: EtaWorld) -> tuple[list[ShadowRecord], list[LabelRecord]]:
     return records, labels
 
 
-def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _write(root: Path, table: Any, moment: datetime) -> None:
-    path = root / f"date={moment:%Y-%m-%d}" / f"hour={moment:%H}" / "part-test-0-0-0.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-
-
 def test_comparator_reports_mae_and_rmse_with_intervals(eta: EtaWorld) -> None:
     records, labels = _shadow_log(eta)
     assert len(records) > 300
     # In the sink's layout: one Parquet file per hour partition, built by the sink's own table functions.
-    for hour in sorted({_hour(r.request_time) for r in records}):
-        part = [r for r in records if _hour(r.request_time) == hour]
-        _write(
-            eta.settings.shadow_dir / eta.usecase.name, shadow_table(part, [0] * len(part), [*range(len(part))]), hour
-        )
-    for hour in sorted({_hour(r.event_time) for r in labels}):
-        part = [r for r in labels if _hour(r.event_time) == hour]
-        _write(
-            eta.settings.labels_dir / eta.usecase.name, label_table(part, [0] * len(part), [*range(len(part))]), hour
-        )
+    write_by_hour(eta.settings.shadow_dir / eta.usecase.name, records, lambda r: r.request_time, "shadow")
+    write_by_hour(eta.settings.labels_dir / eta.usecase.name, labels, lambda r: r.event_time, "labels")
 
     comparison = compare(eta.usecase, eta.settings)
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from shadow_log_helpers import scored_request, write_by_hour
 
 from comparisons.comparison import compare
 from migrate.artifact import ArtifactStore
@@ -29,8 +29,6 @@ from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.redis_store import RedisFeatureStore
-from online.shadow.parquet import label_table, shadow_table
-from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
 from online.stream.processor import StreamProcessor, events_topic
 from online.stream.publisher import EventPublisher
@@ -203,31 +201,20 @@ def test_the_comparator_judges_the_held_out_day_from_the_chargebacks(fraud: Frau
         batch_model.score(matrix(batch_model.feature_names)),
         online_model.score(matrix(online_model.feature_names)),
     )
+    versions = (batch_model.version, online_model.version)
     records = [
-        ShadowRecord(
-            request_id=f"req-{event_id}",
-            usecase=usecase.name,
-            key={"card_id": card},
-            request_time=moment,
-            served_source="batch",
-            stage="shadow",
-            batch_prediction=float(batch[i]),
-            batch_data_age_s=3_600.0,
-            batch_model_version=batch_model.version,
-            batch_latency_ms=1.0,
-            online_prediction=float(live[i]),
-            online_feature_ages_s={"card_auths_10m": 1.0},
-            online_model_version=online_model.version,
-            online_latency_ms=4.0,
-            context={"auth_id": event_id, "amount": 1.0, "merchant_id": "m"},  # what the request carried
+        # What the request carried: its authorization's id, and the amount and merchant it was scored with.
+        scored_request(
+            usecase.name,
+            {"card_id": card},
+            moment,
+            event_id,
+            (float(batch[i]), float(live[i])),
+            versions,
+            {"auth_id": event_id, "amount": 1.0, "merchant_id": "m"},
         )
         for i, (card, moment, event_id) in enumerate(
-            zip(
-                frame["card_id"].to_pylist(),
-                frame["event_time"].to_pylist(),
-                frame["event_id"].to_pylist(),
-                strict=True,
-            )
+            zip(*(frame[c].to_pylist() for c in ("card_id", "event_time", "event_id")), strict=True)
         )
     ]
     labels = [  # as the sink derives them from the chargeback events: the card, and the authorization named
@@ -242,17 +229,8 @@ def test_the_comparator_judges_the_held_out_day_from_the_chargebacks(fraud: Frau
         for c in chargebacks
     ]
     assert len(records) > 5_000 and labels
-    for root, rows, table, when in (
-        (settings.shadow_dir, records, shadow_table, lambda r: r.request_time),
-        (settings.labels_dir, labels, label_table, lambda r: r.event_time),
-    ):
-        hours: dict[datetime, list[Any]] = {}
-        for row in rows:
-            hours.setdefault(when(row).astimezone(UTC).replace(minute=0, second=0, microsecond=0), []).append(row)
-        for hour, part in hours.items():
-            path = root / usecase.name / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / "part-test-0-0-0.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table(part, [0] * len(part), [*range(len(part))]), path)
+    write_by_hour(settings.shadow_dir / usecase.name, records, lambda r: r.request_time, "shadow")
+    write_by_hour(settings.labels_dir / usecase.name, labels, lambda r: r.event_time, "labels")
 
     comparison = compare(usecase, settings)
     auc = comparison.accuracy.score("auc")
