@@ -230,7 +230,7 @@ def load(
     delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
     by_reference = usecase.label.from_event
     otherwise = None if by_reference is None else by_reference.otherwise
-    table = _labeled(con, table, keys, delay_us, watermark, otherwise=otherwise)
+    table = _labeled(con, table, delay_us, watermark, otherwise=otherwise)
     con.register("s", table)
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
     _ages(con, usecase, source, filtered, every)
@@ -251,7 +251,6 @@ def _deduplicated(table: pa.Table) -> pa.Table:
 def _labeled(
     con: duckdb.DuckDBPyConnection,
     table: pa.Table,
-    keys: tuple[str, ...],
     delay_us: int,
     watermark: datetime | None,
     *,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from migrate.realtime_schema import ENTITY_GROUP, MAIN_STREAM
 from migrate.usecase import RealtimeFeature, UseCase, parse_duration
 
 __all__ = [
@@ -314,14 +315,11 @@ class Group:
     name: str
     key: tuple[str, ...]
     spec: WindowSpec
-    stream: str = "main"
+    stream: str = MAIN_STREAM
 
     @property
     def is_entity(self) -> bool:
         return self.name == ENTITY_GROUP
-
-
-ENTITY_GROUP = "entity"
 
 
 def groups_of(usecase: UseCase) -> list[Group]:

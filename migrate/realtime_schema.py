@@ -12,7 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "ENTITY_GROUP",
     "IDENTIFIER",
+    "MAIN_STREAM",
     "EventFieldType",
     "EventStream",
     "FeatureGroup",
@@ -25,6 +27,8 @@ __all__ = [
 ]
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
+MAIN_STREAM = "main"  # the stream of realtime_features.events, keyed by the entity
+ENTITY_GROUP = "entity"  # the feature group of realtime_features.features, keyed by the entity
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -146,7 +150,7 @@ class RealtimeFeatures(Strict):
 
     def source(self, stream: str) -> tuple[str, str, EventStream | None]:
         """(event table, event time column, topic and schema) of the stream named `stream` (``main``: this one)."""
-        if stream == "main":
+        if stream == MAIN_STREAM:
             return self.event_table, self.event_time_column, self.events
         for side in self.streams:
             if side.name == stream:
@@ -167,10 +171,10 @@ class RealtimeFeatures(Strict):
     def _consistent(self) -> RealtimeFeatures:
         step = parse_duration(self.resolution)
         names = [group.name for group in self.all_groups]
-        if "entity" in names or len(set(names)) != len(names):
+        if ENTITY_GROUP in names or len(set(names)) != len(names):
             raise ValueError(f"feature group names {names} repeat or use the reserved name 'entity'")
         streams = [stream.name for stream in self.streams]
-        if "main" in streams or len(set(streams)) != len(streams):
+        if MAIN_STREAM in streams or len(set(streams)) != len(streams):
             raise ValueError(f"stream names {streams} repeat or use the reserved name 'main'")
         for feature in self.all_features:
             if feature.aggregation != "minutes_since" and feature.window is None:

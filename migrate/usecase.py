@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 # The real-time declarations live in their own module; they are part of this schema and named from here too.
 from migrate.realtime_schema import (
     IDENTIFIER,
+    MAIN_STREAM,
     EventFieldType,
     EventStream,
     FeatureGroup,
@@ -183,7 +184,8 @@ class LabelFromEvent(_Strict):
     where: dict[str, bool | int | str] = Field(min_length=1, description="Which events are labels: field == value.")
     ref_field: Identifier = Field(description="Field of the label event holding the id of the event it labels.")
     stream: Identifier = Field(
-        default="main", description="The event stream carrying the label events (main, or realtime_features.streams)."
+        default=MAIN_STREAM,
+        description="The event stream carrying the label events (main, or realtime_features.streams).",
     )
     request_field: Identifier | None = Field(
         default=None,

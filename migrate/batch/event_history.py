@@ -19,6 +19,7 @@ import pyarrow as pa
 from migrate.batch.offline_store import _quote, _use_utc, check_columns, training_frame, utc_naive
 from migrate.errors import UseCaseError
 from migrate.feature_windows import features_at, groups_of
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 
 __all__ = ["event_stream", "iter_events", "online_training_frame", "realtime_features_at"]
@@ -37,15 +38,22 @@ def event_stream(usecase: UseCase) -> tuple[RealtimeFeatures, EventStream]:
     return declared, declared.events
 
 
-def _select(con: duckdb.DuckDBPyConnection, usecase: UseCase) -> tuple[str, list[str]]:
-    declared, stream = event_stream(usecase)
-    fields = list(stream.fields)
-    check_columns(con, declared.event_table, fields, usecase_file=f"usecases/{usecase.name}.yaml")
+def _select(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, stream: str = MAIN_STREAM
+) -> tuple[str, list[str], str, EventStream]:
+    """``SELECT`` of one stream's events (datetimes as TIMESTAMP), its fields, its time column and declaration."""
+    declared = usecase.realtime_features
+    table_name, time_column, events = (None, "", None) if declared is None else declared.source(stream)
+    if table_name is None or events is None:
+        event_stream(usecase)  # raises the clear error: no event stream declared
+        raise AssertionError("unreachable")
+    fields = list(events.fields)
+    check_columns(con, table_name, fields, usecase_file=f"usecases/{usecase.name}.yaml")
     columns = ", ".join(
         f"CAST({_quote(n)} AS TIMESTAMP) AS {_quote(n)}" if t == "datetime" else _quote(n)
-        for n, t in stream.fields.items()
+        for n, t in events.fields.items()
     )
-    return f"SELECT {columns} FROM {_quote(declared.event_table)}", fields
+    return f"SELECT {columns} FROM {_quote(table_name)}", fields, time_column, events
 
 
 def iter_events(
@@ -54,7 +62,7 @@ def iter_events(
     """Events with ``start <= event time < end`` in event-time order (then id), datetimes aware UTC."""
     _use_utc(con)
     declared, stream = event_stream(usecase)
-    select, _ = _select(con, usecase)
+    select, _, _, _ = _select(con, usecase)
     time_col, id_col = _quote(declared.event_time_column), _quote(stream.id_field)
     reader = con.sql(
         f"{select} WHERE {time_col} >= $start AND {time_col} < $end ORDER BY {time_col}, {id_col}",
@@ -72,25 +80,10 @@ def _stream_events(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, stream: str, end: datetime
 ) -> tuple[pa.Table, npt.NDArray[np.float64], list[dict[str, Any]]]:
     """One stream's events before `end` in event-time order (then id): the table, times (epoch s), field dicts."""
-    declared = usecase.realtime_features
-    assert declared is not None
-    table_name, time_column, events = declared.source(stream)
-    if events is None:
-        raise UseCaseError(
-            f"usecases/{usecase.name}.yaml",
-            "realtime_features.events",
-            "is not declared, so there is no event stream",
-            fix="declare the event topic's fields (see usecases/item_availability.yaml)",
-        )
-    fields = list(events.fields)
-    check_columns(con, table_name, fields, usecase_file=f"usecases/{usecase.name}.yaml")
-    columns = ", ".join(
-        f"CAST({_quote(n)} AS TIMESTAMP) AS {_quote(n)}" if t == "datetime" else _quote(n)
-        for n, t in events.fields.items()
-    )
+    select, fields, time_column, events = _select(con, usecase, stream)
     time_col, id_col = _quote(time_column), _quote(events.id_field)
     table = con.sql(
-        f"SELECT {columns} FROM {_quote(table_name)} WHERE {time_col} < $end ORDER BY {time_col}, {id_col}",
+        f"{select} WHERE {time_col} < $end ORDER BY {time_col}, {id_col}",
         params={"end": utc_naive(end)},
     ).to_arrow_table()
     times = table.column(time_column).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()

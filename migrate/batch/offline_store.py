@@ -198,6 +198,21 @@ def _where_sql(where: dict[str, bool | int | str], params: dict[str, Any], prefi
     return " AND ".join(parts) or "TRUE"
 
 
+def _named_label_sql(usecase: UseCase, named_id: str, at: str, delay: str, params: dict[str, Any]) -> str:
+    """``label.from_event``'s label of a prediction whose id is `named_id` made at `at`: its ``value`` when an
+    event of its filter names that id within (`at`, `at` + `delay`], else ``otherwise``."""
+    events, by_reference = usecase.realtime_features, usecase.label.from_event
+    assert events is not None and by_reference is not None
+    otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
+    label_table, label_time_column, _ = events.source(by_reference.stream)
+    when = f"CAST(l.{_quote(label_time_column)} AS TIMESTAMP)"
+    return f"""CASE WHEN EXISTS (
+            SELECT 1 FROM {_quote(label_table)} l
+            WHERE l.{_quote(by_reference.ref_field)} = {named_id}
+              AND {_where_sql(by_reference.where, params, "label")} AND {when} > {at} AND {when} <= {at} + {delay}
+        ) THEN {float(by_reference.value)!r} ELSE {otherwise} END"""
+
+
 def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]) -> str:
     """One row per prediction request in [start, end): its keys, label time, prediction time, label, `extra`.
 
@@ -226,17 +241,10 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
             WHERE {event_time} >= $start AND {event_time} < $end AND {label} IS NOT NULL AND {spine_where}"""
     assert events.events is not None
     delay = f"to_microseconds({int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)})"
-    otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
-    label_where = _where_sql(by_reference.where, params, "label")
-    label_table, label_time_column, _ = events.source(by_reference.stream)
-    label_time = f"CAST(l.{_quote(label_time_column)} AS TIMESTAMP)"
+    sp_at = f"CAST(sp.{event_time} AS TIMESTAMP)"
+    label = _named_label_sql(usecase, f"sp.{_quote(events.events.id_field)}", sp_at, delay, params)
     return f"""SELECT * FROM (
-        SELECT {keys}, {times}{columns}, CAST(CASE WHEN EXISTS (
-                   SELECT 1 FROM {_quote(label_table)} l
-                   WHERE l.{_quote(by_reference.ref_field)} = sp.{_quote(events.events.id_field)} AND {label_where}
-                     AND {label_time} > CAST(sp.{event_time} AS TIMESTAMP)
-                     AND {label_time} <= CAST(sp.{event_time} AS TIMESTAMP) + {delay}
-               ) THEN {float(by_reference.value)!r} ELSE {otherwise} END AS {label_type}) AS label_value
+        SELECT {keys}, {times}{columns}, CAST({label} AS {label_type}) AS label_value
         FROM {source} sp
         WHERE {event_time} >= $start AND {event_time} < $end AND {spine_where}
           AND CAST({event_time} AS TIMESTAMP) + {delay} <= CAST($end AS TIMESTAMP)
@@ -258,14 +266,7 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
     by_reference = usecase.label.from_event
     if by_reference is not None:
         assert spine.id_column is not None
-        otherwise = "NULL" if by_reference.otherwise is None else repr(float(by_reference.otherwise))
-        label_table, label_time_column, _ = events.source(by_reference.stream)
-        when = f"CAST(l.{_quote(label_time_column)} AS TIMESTAMP)"
-        label = f"""CASE WHEN EXISTS (
-            SELECT 1 FROM {_quote(label_table)} l
-            WHERE l.{_quote(by_reference.ref_field)} = r.{_quote(spine.id_column)}
-              AND {_where_sql(by_reference.where, params, "label")} AND {when} > {at} AND {when} <= {at} + {delay}
-        ) THEN {float(by_reference.value)!r} ELSE {otherwise} END"""
+        label = _named_label_sql(usecase, f"r.{_quote(spine.id_column)}", at, delay, params)
     else:
         column = _quote(usecase.label.event_field or usecase.label.name)
         same = " AND ".join(f"l.{_quote(k)} = r.{_quote(k)}" for k in keys)

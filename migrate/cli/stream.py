@@ -12,6 +12,7 @@ import typer
 
 from migrate.cli.support import as_utc, console, friendly
 from migrate.errors import MigrateError
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.registry import Registry
 from migrate.settings import get_settings
 from migrate.usecase import UseCase
@@ -46,7 +47,7 @@ def stream(  # noqa: PLR0917 - a Typer command: each parameter is one of its opt
     max_seconds: Annotated[float | None, typer.Option(help="Exit after this long.")] = None,
     stream_name: Annotated[
         str, typer.Option("--stream", help="Which event stream: main, or one of realtime_features.streams.")
-    ] = "main",
+    ] = MAIN_STREAM,
 ) -> None:
     """Compute the use case's real-time features from one event topic into the feature store, exactly once."""
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
@@ -89,7 +90,7 @@ def replay(
     ] = None,
     stream_name: Annotated[
         str, typer.Option("--stream", help="Which event stream: main, or one of realtime_features.streams.")
-    ] = "main",
+    ] = MAIN_STREAM,
 ) -> None:
     """Rebuild one stream's real-time features from its topic's retention (stop its `migrate stream` first)."""
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs

@@ -17,6 +17,7 @@ import operator
 from collections.abc import Sequence
 from typing import Literal
 
+from migrate.realtime_schema import ENTITY_GROUP
 from online.features.store import EntityKey
 
 __all__ = ["PREFIX", "entity_key", "parse_entity_key", "state_key", "window_columns"]
@@ -40,7 +41,7 @@ def entity_key(usecase: str, key: EntityKey) -> str:
 
 def state_key(usecase: str, group: str, key: EntityKey) -> str:
     """The Redis hash of one key's window states: the entity's own hash, or ``mig:<usecase>@<group>:<key>…``."""
-    return entity_key(usecase if group == "entity" else f"{usecase}@{group}", key)
+    return entity_key(usecase if group == ENTITY_GROUP else f"{usecase}@{group}", key)
 
 
 def parse_entity_key(redis_key: str, key_types: Sequence[Literal["int", "str"]]) -> tuple[str, EntityKey]:

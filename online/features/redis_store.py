@@ -20,6 +20,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from migrate.errors import FeatureStoreError, FeatureStoreUnavailableError
+from migrate.realtime_schema import ENTITY_GROUP
 from migrate.settings import Settings
 from online.features.redis_layout import PREFIX, entity_key, parse_entity_key, state_key, window_columns
 from online.features.redis_scripts import (
@@ -211,7 +212,7 @@ class RedisFeatureStore(FeatureStore):
         slots: dict[str, int] = {}  # group hash → its position among KEYS (entities first, each group key once)
         where: dict[str, list[int | None]] = {}
         for group, per_entity in group_keys.items():
-            if group == "entity":
+            if group == ENTITY_GROUP:
                 where[group] = list(range(len(keys)))
                 continue
             positions: list[int | None] = []

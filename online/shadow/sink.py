@@ -30,6 +30,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from migrate.errors import BrokerUnavailableError
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import (
@@ -267,7 +268,7 @@ def run_sink(
             streams[topic] = _Stream(topic, kind, root / usecase, tid.replace("-", "")[:12])
     if events_of is not None and (events_of.label.event_field is not None or events_of.label.from_event is not None):
         by_reference = events_of.label.from_event
-        stream = by_reference.stream if by_reference is not None else "main"
+        stream = by_reference.stream if by_reference is not None else MAIN_STREAM
         topic = events_topic(events_of, settings.events_topic_prefix, stream)
         declared = events_of.realtime_features.source(stream)[2] if events_of.realtime_features else None
         # Created here if no producer or processor has yet: a sink started first must still read the labels.

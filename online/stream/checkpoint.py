@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from migrate.errors import FeatureStoreUnavailableError, MigrateError
+from migrate.realtime_schema import ENTITY_GROUP
 from online.features.redis_store import PREFIX, state_key
 from online.features.store import EntityKey
 
@@ -61,7 +62,6 @@ return 1
 """
 _CHECKPOINT_SHA = hashlib.sha1(_CHECKPOINT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 ENTITIES_PER_CALL = 500  # arguments per script call stay moderate; a checkpoint is one transaction of calls
-ENTITY = "entity"  # the feature group keyed by the entity (migrate.feature_windows.ENTITY_GROUP)
 
 
 class FencedError(MigrateError):
@@ -160,7 +160,7 @@ class CheckpointStore:
                 for (group, key), state in chunk:
                     keys.append(state_key(self.usecase, group, key))
                     resume = orjson.dumps([group, list(key), state]).decode()
-                    rows.append([resume, orjson.dumps(state).decode(), 1 if group == ENTITY else 0])
+                    rows.append([resume, orjson.dumps(state).decode(), 1 if group == ENTITY_GROUP else 0])
                 args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark)]
                 pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args, column, orjson.dumps(rows))
             results = pipe.execute()
@@ -186,7 +186,7 @@ class CheckpointStore:
         feeds (replay starts from scratch); other streams' groups are kept. Returns the number of hashes cleared.
         """
         columns = [f"w:{p}" for p in range(partitions)]
-        patterns = [f"{PREFIX}:{self.usecase}@{group}:*" for group in groups if group != ENTITY]
+        patterns = [f"{PREFIX}:{self.usecase}@{group}:*" for group in groups if group != ENTITY_GROUP]
         cleared = 0
         with self._translated("reset"):
             for key in self.client.scan_iter(match=f"{self.base}:*", count=1000):
@@ -198,7 +198,7 @@ class CheckpointStore:
                     cleared += 1
                     if len(pipe) >= 1000:
                         pipe.execute()
-            if ENTITY in groups:
+            if ENTITY_GROUP in groups:
                 for key in self.client.scan_iter(match=f"{PREFIX}:{self.usecase}:*", count=1000):
                     pipe.hdel(key, *columns)
                     cleared += 1

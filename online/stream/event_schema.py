@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import EventStream, UseCase, parse_duration
 
 __all__ = ["EventSchema", "RejectReason", "Rejection", "ValidEvent"]
@@ -97,7 +98,7 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
 class EventSchema:
     """The compiled event schema of one use case."""
 
-    def __init__(self, usecase: UseCase, stream_name: str = "main") -> None:
+    def __init__(self, usecase: UseCase, stream_name: str = MAIN_STREAM) -> None:
         declared = usecase.realtime_features
         if declared is None:
             raise ValueError(f"use case {usecase.name!r} declares no realtime_features")
@@ -109,7 +110,7 @@ class EventSchema:
         self.fields = tuple((name, _CHECKERS[kind]) for name, kind in stream.fields.items())
         self.types = dict(stream.fields)
         # The main stream is keyed by the entity; a further stream by whatever keys its groups (no entity key).
-        self.key_names = tuple(usecase.entity.key_names) if stream_name == "main" else ()
+        self.key_names = tuple(usecase.entity.key_names) if stream_name == MAIN_STREAM else ()
         self.time_field = time_field
         self.id_field = stream.id_field
         self.lateness_s = parse_duration(stream.allowed_lateness).total_seconds()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import UseCase
 from online.stream.event_schema import EventSchema, ValidEvent
 from online.stream.label_topic import LabelRecord
@@ -27,7 +28,7 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
     field, by_reference = usecase.label.event_field, usecase.label.from_event
     if field is None and by_reference is None:
         raise ValueError(f"use case {usecase.name!r} has no label.event_field nor label.from_event")
-    schema = EventSchema(usecase, by_reference.stream if by_reference is not None else "main")
+    schema = EventSchema(usecase, by_reference.stream if by_reference is not None else MAIN_STREAM)
     names = usecase.entity.key_names
     where = tuple(by_reference.where.items()) if by_reference is not None else ()
 

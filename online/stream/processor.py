@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from migrate.errors import BrokerUnavailableError
 from migrate.feature_windows import Group, WindowState, groups_of
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
@@ -45,7 +46,7 @@ JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
 
 
-def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = "main") -> str:
+def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = MAIN_STREAM) -> str:
     """The topic of one of the use case's event streams: declared, else ``<prefix><use case>`` (the main stream)
     or ``<prefix><use case>.<stream>``."""
     declared = usecase.realtime_features
@@ -53,12 +54,12 @@ def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str 
         _, _, events = declared.source(stream)
         if events is not None and events.topic:
             return events.topic
-    return f"{prefix}{usecase.name}" if stream == "main" else f"{prefix}{usecase.name}.{stream}"
+    return f"{prefix}{usecase.name}" if stream == MAIN_STREAM else f"{prefix}{usecase.name}.{stream}"
 
 
-def default_group(usecase: str, stream: str = "main") -> str:
+def default_group(usecase: str, stream: str = MAIN_STREAM) -> str:
     """The consumer group of a use case's stream processors (one per stream)."""
-    return f"migrate-stream-{usecase}" if stream == "main" else f"migrate-stream-{usecase}.{stream}"
+    return f"migrate-stream-{usecase}" if stream == MAIN_STREAM else f"migrate-stream-{usecase}.{stream}"
 
 
 def key_bytes(key: dict[str, Any]) -> bytes:
@@ -117,7 +118,7 @@ class StreamProcessor:
         redis_url: str,
         group_id: str | None = None,
         registry: CollectorRegistry = REGISTRY,
-        stream: str = "main",
+        stream: str = MAIN_STREAM,
     ) -> None:
         declared = usecase.realtime_features
         events = None if declared is None else declared.source(stream)[2]
@@ -192,7 +193,9 @@ class StreamProcessor:
         if not isinstance(event, Rejection):
             # The key first: an event on the wrong partition must not be judged by this partition's watermark.
             rejection: Rejection | None = None
-            if self.stream == "main" and message.key != key_bytes(dict(zip(self.key_names, event.key, strict=True))):
+            if self.stream == MAIN_STREAM and message.key != key_bytes(
+                dict(zip(self.key_names, event.key, strict=True))
+            ):
                 rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
             else:
                 rejection = self.schema.timing(event, part.watermark, arrived_s)

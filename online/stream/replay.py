@@ -15,6 +15,7 @@ import redis
 
 from migrate.errors import BrokerUnavailableError
 from migrate.feature_windows import groups_of
+from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
@@ -60,7 +61,7 @@ def replay(
     redis_url: str,
     since: datetime | None = None,
     group_id: str | None = None,
-    stream: str = "main",
+    stream: str = MAIN_STREAM,
 ) -> StreamReport:
     """Rebuild the real-time features of one event stream from `since` (None: the topic's start) and return
     what was consumed; the other streams' features are left as they are."""
