@@ -26,7 +26,7 @@ import pyarrow as pa
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.usecase import UseCase, parse_duration
 
-__all__ = ["Rows", "Window", "label_files", "load", "row_id_sql", "shadow_files"]
+__all__ = ["LoggedRequests", "Rows", "Window", "label_files", "load", "logged_requests", "row_id_sql", "shadow_files"]
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _HOUR = re.compile(r"^hour=(\d{2})$")
@@ -194,19 +194,12 @@ def load(
     _labels_table(con, usecase, label_files(labels_root))
     watermark: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
     keys = tuple(usecase.entity.key_names)
-    where = []
-    if window.since is not None:
-        where.append(f"request_time >= {_timestamp(window.since)}")
-    if window.until is not None:
-        where.append(f"request_time < {_timestamp(window.until)}")
-    filtered = f"WHERE {' AND '.join(where)}" if where else ""
+    filtered = _window_filter(window)
     typed = [f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys]
     row_id = row_id_sql(usecase)
     served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
-    request_field = _by_id(usecase)
-    # The label join key: the entity, or the id the request carried in its context (labels that name requests).
-    join = f"hash(json_extract_string(context, '$.{request_field}'))" if request_field else f"hash({', '.join(typed)})"
+    join = _join_key_sql(usecase)
     # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
     # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
     # attached as two more columns, instead of carrying every column through the join's sort.
@@ -235,6 +228,87 @@ def load(
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
     _ages(con, usecase, source, filtered, every)
     return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every)
+
+
+def _window_filter(window: Window) -> str:
+    where = []
+    if window.since is not None:
+        where.append(f"request_time >= {_timestamp(window.since)}")
+    if window.until is not None:
+        where.append(f"request_time < {_timestamp(window.until)}")
+    return f"WHERE {' AND '.join(where)}" if where else ""
+
+
+def _join_key_sql(usecase: UseCase) -> str:
+    """The label join key of a shadow row: a hash of the entity, or of the id the request carried in its context
+    (labels that name requests, ``label.from_event.request_field``)."""
+    request_field = _by_id(usecase)
+    if request_field:
+        return f"hash(json_extract_string(context, '$.{request_field}'))"
+    return f"hash({', '.join(f'CAST(key_{k.name} AS {_key_type(k.type)})' for k in usecase.entity.keys)})"
+
+
+_CONTEXT_TYPES = {"float": "DOUBLE", "int": "BIGINT", "bool": "BOOLEAN", "str": "VARCHAR"}
+
+
+@dataclass(frozen=True)
+class LoggedRequests:
+    """The logged requests of a window, one row per entity of a request, each with its label (``migrate spine``)."""
+
+    table: pa.Table  # the entity keys, request_time (UTC), request_id, each declared context value, the label
+    labeled: int
+    unlabeled: int  # the label window closed without a label (and no ``otherwise`` stands in)
+    pending: int  # the label window is still open at the label watermark
+    duplicates: int  # records delivered twice (a producer retry), kept once
+    label_watermark: datetime | None
+
+
+def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, window: Window) -> LoggedRequests:
+    """The requests the service logged in `window`, each joined with its label exactly as the comparison joins it
+    (same label files, same windows, same ``otherwise``), with the context values they were sent with, typed as
+    the use case declares them. Only labeled rows are in the table; the others are counted.
+
+    Raises:
+        NoShadowDataError: no shadow file, or no row in the window.
+    """
+    files = shadow_files(shadow_root, window)
+    if not files:
+        raise NoShadowDataError(
+            f"no shadow log for use case {usecase.name!r} in {shadow_root} ({window.describe()})",
+            fix=f"serve it at stage shadow and run `migrate sink {usecase.name}`; or widen --since/--until",
+        )
+    source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
+    typed = [f"CAST(key_{k.name} AS {_key_type(k.type)}) AS {k.name}" for k in usecase.entity.keys]
+    context = [
+        f"CAST(json_extract_string(context, '$.{c.name}') AS {_CONTEXT_TYPES[c.type]}) AS {c.name}"
+        for c in usecase.context
+    ]
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        _labels_table(con, usecase, label_files(labels_root))
+        watermark: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
+        table = con.sql(f"""
+            SELECT {row_id_sql(usecase)} AS h, {_join_key_sql(usecase)} AS j, {", ".join(typed)},
+                   CAST(request_time AS TIMESTAMPTZ) AS request_time, request_id{"".join(", " + c for c in context)}
+            FROM {source} {_window_filter(window)}
+            ORDER BY request_time, request_id
+        """).to_arrow_table()
+        read = table.num_rows
+        table = _deduplicated(table)
+        if table.num_rows == 0:
+            raise NoShadowDataError(
+                f"the shadow log of use case {usecase.name!r} has no request in {window.describe()}",
+                fix="widen --since/--until, or wait for traffic at stage shadow",
+            )
+        delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
+        by_reference = usecase.label.from_event
+        otherwise = None if by_reference is None else by_reference.otherwise
+        table = _labeled(con, table, delay_us, watermark, otherwise=otherwise)
+    states = table.column("label_state").combine_chunks().indices.to_numpy(zero_copy_only=False)
+    counts = np.bincount(states, minlength=len(LABEL_STATES))
+    kept = table.filter(pa.array(states == 0)).drop_columns(["h", "j", "label_state"])
+    kept = kept.rename_columns([usecase.label.name if c == "label" else c for c in kept.column_names])
+    return LoggedRequests(kept, int(counts[0]), int(counts[1]), int(counts[2]), read - int(counts.sum()), watermark)
 
 
 def _deduplicated(table: pa.Table) -> pa.Table:

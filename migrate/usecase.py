@@ -138,13 +138,19 @@ class ContextFeature(_Strict):
 
 class Spine(_Strict):
     """Which past predictions training rows are: events of the main stream (``where``), or the rows of a table of
-    past requests (``table``: the entity keys, ``time_column``, the context values, optionally an id)."""
+    past requests (``table``: the entity keys, ``time_column``, the context values, optionally an id and the label
+    each request already got, as ``migrate spine`` exports them from the shadow log)."""
 
     where: dict[str, bool | int | str] = Field(default_factory=dict, description="Event filter: field == value.")
     table: Identifier | None = Field(default=None, description="Offline-store table of past requests.")
     time_column: Identifier | None = Field(default=None, description="When each request was made (with table).")
     id_column: Identifier | None = Field(
         default=None, description="The request's id, as label.from_event's ref_field names it (with table)."
+    )
+    label_column: Identifier | None = Field(
+        default=None,
+        description="The table's own label of each request (with table), e.g. the shadow log's label join; "
+        "default: each request is labelled from the event history.",
     )
 
     @model_validator(mode="after")
@@ -155,6 +161,8 @@ class Spine(_Strict):
             raise ValueError("training.spine.table and training.spine.time_column go together")
         if self.id_column is not None and self.table is None:
             raise ValueError("training.spine.id_column names a column of training.spine.table")
+        if self.label_column is not None and self.table is None:
+            raise ValueError("training.spine.label_column names a column of training.spine.table")
         return self
 
 
@@ -351,8 +359,17 @@ class UseCase(_Strict):
                 f"label.from_event.request_field {request_field!r} must be a required context value: the shadow "
                 "comparison joins each request's label by it"
             )
-        if self.label.from_event is not None and spine is not None and spine.table and spine.id_column is None:
-            raise ValueError("label.from_event names requests by id: declare training.spine.id_column")
+        if (
+            self.label.from_event is not None
+            and spine is not None
+            and spine.table
+            and spine.id_column is None
+            and spine.label_column is None
+        ):
+            raise ValueError(
+                "label.from_event names requests by id: declare training.spine.id_column (or label_column, the "
+                "table's own labels)"
+            )
         if spine is not None and spine.table is not None and self.training.lead.total_seconds() > 0:
             raise ValueError("a table of past requests holds their prediction times: training.predict_before is 0s")
         if rt is not None:

@@ -254,7 +254,8 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
 def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]) -> str:
     """`_predictions_sql` over a table of past requests: each labelled by the first label of its entity within
     ``available_after`` after it (``label.event_field`` or the label column of the events), or by the event naming
-    its id (``label.from_event``); kept once that window has closed before `end`."""
+    its id (``label.from_event``), or by the table's own ``label_column``; kept once that window has closed before
+    `end`, so a label that arrived after `end` is never used."""
     events, spine = usecase.realtime_features, usecase.training.spine
     assert events is not None and events.events is not None and spine is not None and spine.table is not None
     assert spine.time_column is not None
@@ -264,7 +265,9 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
     delay = f"to_microseconds({int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)})"
     when = f"CAST(l.{_quote(events.event_time_column)} AS TIMESTAMP)"
     by_reference = usecase.label.from_event
-    if by_reference is not None:
+    if spine.label_column is not None:  # labelled already (the shadow log's label join, exported by `migrate spine`)
+        label = f"r.{_quote(spine.label_column)}"
+    elif by_reference is not None:
         assert spine.id_column is not None
         label = _named_label_sql(usecase, f"r.{_quote(spine.id_column)}", at, delay, params)
     else:
@@ -317,11 +320,13 @@ def training_frame(
     extra = ([] if id_column is None else [id_column]) + [c for c in extra_columns if c != id_column]
     spine = usecase.training.spine
     if spine is not None and spine.table is not None and spine.time_column is not None:
-        check_columns(con, spine.table, [*keys, spine.time_column, *extra], usecase_file=file)
+        own_label = [] if spine.label_column is None else [spine.label_column]
+        check_columns(con, spine.table, [*keys, spine.time_column, *own_label, *extra], usecase_file=file)
         needed = [*keys, events.event_time_column]
     else:
         needed = [*keys, events.event_time_column, *extra]
-    needed += [] if usecase.label.from_event is not None else [usecase.label.event_field or label]
+    labelled_by_events = usecase.label.from_event is None and (spine is None or spine.label_column is None)
+    needed += [usecase.label.event_field or label] if labelled_by_events else []
     check_columns(con, events.event_table, needed, usecase_file=file)
     out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
     own = [f.name for f in batch.features]
@@ -361,3 +366,28 @@ def training_frame(
     for column in ("event_time", "prediction_time", "features_as_of"):
         table = _as_utc_timestamps(table, column)
     return table
+
+
+def replace_requests(
+    path: Path, table_name: str, requests: pa.Table, *, time_column: str, since: datetime | None, until: datetime | None
+) -> int:
+    """Write `requests` into table `table_name` of the offline store, replacing its rows of [since, until) (open
+    ends: everything on that side), so exporting the same window twice leaves one copy and consecutive windows
+    accumulate. Timestamps are stored as naive UTC, as every table of the store. Returns the table's row count."""
+    for column in requests.column_names:
+        if pa.types.is_timestamp(requests.schema.field(column).type):
+            index = requests.column_names.index(column)
+            requests = requests.set_column(index, column, requests.column(column).cast(pa.timestamp("us", tz="UTC")))
+            requests = requests.set_column(index, column, requests.column(column).cast(pa.timestamp("us")))
+    name, at = _quote(table_name), _quote(time_column)
+    with open_offline(path, read_only=False) as con:
+        con.register("incoming", requests)
+        con.execute("BEGIN")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+        bounds = [f"{at} >= $since" if since is not None else "TRUE", f"{at} < $until" if until is not None else "TRUE"]
+        params = {k: utc_naive(v) for k, v in (("since", since), ("until", until)) if v is not None}
+        con.execute(f"DELETE FROM {name} WHERE {' AND '.join(bounds)}", params)
+        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+        con.execute("COMMIT")
+        count: int = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+    return count

@@ -103,7 +103,46 @@ def report(
     console.print(f"report: {result.html}\nnumbers: {result.json}", highlight=False)
 
 
+@friendly
+def spine(
+    usecase: str,
+    since: Annotated[str | None, _SINCE] = None,
+    until: Annotated[str | None, _UNTIL] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(help="Offline-store table to write; default training.spine.table, else logged_requests__<uc>."),
+    ] = None,
+) -> None:
+    """Write the logged shadow requests, each with its label, into an offline-store table to train on."""
+    from comparisons.logged_spine import export_spine  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    settings = get_settings()
+    found = Registry(settings.usecases_dir).get(usecase)
+    window = _window(since, until)
+    assert isinstance(window, Window)
+    with console.status(f"joining the logged requests of {usecase} with their labels"):
+        done = export_spine(found, settings, window, table)
+    console.print(
+        f"[green]✓[/] {done.written:,} labeled requests ({window.describe()}) → table {done.table} of "
+        f"{settings.offline_store_path} ({done.table_rows:,} rows in all)",
+        highlight=False,
+    )
+    left = {"label window still open": done.pending, "closed without a label": done.unlabeled}
+    left["delivered twice, kept once"] = done.duplicates
+    for why, count in left.items():
+        if count:
+            console.print(f"  left out: {count:,} ({why})", highlight=False)
+    label = found.label.name
+    console.print(
+        f"train on them with training.spine: {{table: {done.table}, time_column: request_time, "
+        f"label_column: {label}}} in usecases/{usecase}.yaml",
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``gate`` and ``report`` to the ``migrate`` command line."""
+    """Add ``gate``, ``report`` and ``spine`` to the ``migrate`` command line."""
     app.command("gate")(gate)
     app.command("report")(report)
+    app.command("spine")(spine)

@@ -119,6 +119,29 @@ def test_a_table_of_past_requests_is_a_spine_with_its_own_context_and_ids(store:
         UseCase.model_validate(raw)
 
 
+def test_a_spine_table_with_its_own_labels_uses_them_once_their_window_closed(
+    store: duckdb.DuckDBPyConnection,
+) -> None:
+    """``label_column``: the labels the table carries (as ``migrate spine`` exports them from the shadow log), not the
+    events' — and only for requests whose label window closed before the cutoff, so no later label leaks in."""
+    store.execute("CREATE TABLE logged (request_time TIMESTAMP, card_id BIGINT, amount DOUBLE, fraud DOUBLE)")
+    store.execute("""INSERT INTO logged VALUES
+        ('2026-11-02 09:59', 1, 50, 0),   -- the events would say fraud (c1 names a1): the table's label wins
+        ('2026-11-02 11:00', 2, 20, 1),
+        ('2026-11-02 12:00', 2, 30, NULL), -- no label: left out
+        ('2026-11-08 10:00', 1, 99, 1)    -- its 3 days end after the cutoff: left out""")
+    raw = usecase().model_dump()
+    raw["training"] = {"spine": {"table": "logged", "time_column": "request_time", "label_column": "fraud"}}
+    raw["context"] = [{"name": "amount", "min": 0}]
+    logged = UseCase.model_validate(raw)
+    start, end = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    rows = training_frame(store, logged, start, end, extra_columns=["amount"]).to_pylist()
+    assert [(r["card_id"], r["fraud"], r["amount"]) for r in rows] == [(1, 0, 50.0), (2, 1, 20.0)]
+    raw["training"] = {"spine": {"where": {"kind": "auth"}, "label_column": "fraud"}}
+    with pytest.raises(ValueError, match=r"label_column names a column of training\.spine\.table"):
+        UseCase.model_validate(raw)
+
+
 def test_label_events_may_come_from_another_stream(store: duckdb.DuckDBPyConnection) -> None:
     """Disputes on a topic and table of their own, naming the authorization they dispute."""
     store.execute("CREATE TABLE disputes (dispute_id VARCHAR, opened_at TIMESTAMP, card_id BIGINT, auth_id VARCHAR)")
