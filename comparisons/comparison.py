@@ -43,6 +43,7 @@ class Comparison(Result):
     last_request: datetime
     rows: int
     files: int
+    backtest: bool = Field(default=False, description="Every row is a backtest's answer from history.")
     label_delay_s: float
     lookup_version: int | None
     lookup_cutoff: datetime | None
@@ -170,7 +171,7 @@ def compare(
         clock.lap("agreement_latency_waste_hourly")
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
-        span = rows.con.execute("SELECT min(request_time), max(request_time) FROM s").fetchall()[0]
+        span = rows.con.execute("SELECT min(request_time), max(request_time), bool_and(backtest) FROM s").fetchall()[0]
         assert span is not None
     finally:
         rows.con.close()
@@ -194,6 +195,7 @@ def compare(
         disagreement_share=agree.disagreement_share,
         noise_flip_share=floor.flip_share,
         live_flip_share=agree.flip_share,
+        backtest=bool(span[2]),
     )
     verdict = decide(policy, evidence)
     clock.lap("verdict")
@@ -205,6 +207,7 @@ def compare(
         last_request=span[1].astimezone(UTC),
         rows=rows.rows,
         files=rows.files,
+        backtest=bool(span[2]),
         label_delay_s=parse_duration(usecase.label.available_after).total_seconds(),
         lookup_version=None if active is None else active.version,
         lookup_cutoff=None if active is None else active.data_interval_end,

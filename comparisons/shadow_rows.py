@@ -26,7 +26,17 @@ import pyarrow as pa
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.usecase import UseCase, parse_duration
 
-__all__ = ["LoggedRequests", "Rows", "Window", "label_files", "load", "logged_requests", "row_id_sql", "shadow_files"]
+__all__ = [
+    "BACKTEST_STAGE",
+    "LoggedRequests",
+    "Rows",
+    "Window",
+    "label_files",
+    "load",
+    "logged_requests",
+    "row_id_sql",
+    "shadow_files",
+]
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _HOUR = re.compile(r"^hour=(\d{2})$")
@@ -156,6 +166,7 @@ def _feature_names(usecase: UseCase) -> list[str]:
 
 
 SERVED = ("batch", "online", "batch_fallback")
+BACKTEST_STAGE = "backtest"  # the stage of a backtest's records (`migrate backtest`): answers from history
 LABEL_STATES = ("labeled", "unlabeled", "pending")
 AGE_SAMPLE = 1_000_000  # live data ages are parsed for at most about this many rows
 
@@ -210,7 +221,8 @@ def load(
                batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
                batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
                online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
-               date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour
+               date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
+               coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest
         FROM {source} {filtered}
     """).to_arrow_table()
     table = _deduplicated(table)

@@ -48,6 +48,7 @@ class Evidence(Result):
     disagreement_share: float | None = None
     noise_flip_share: float | None = None
     live_flip_share: float | None = None
+    backtest: bool = False  # answers from history (`migrate backtest`): no live latency, errors or fallbacks
 
 
 class Check(Result):
@@ -88,6 +89,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _guardrails(policy: CutoverPolicy, e: Evidence) -> list[Check]:
     def upper(name: str, value: float | None, limit: float, what: str) -> Check:
+        if e.backtest:  # answers from history carry no live errors, latency or fallbacks
+            return Check(name=name, passed=None, value=None, limit=limit, detail=f"{what}: judged on live traffic")
         passed = None if value is None else value <= limit
         return Check(name=name, passed=passed, value=value, limit=limit, detail=f"{what} {_fmt(value)} (≤ {limit:g})")
 
@@ -151,7 +154,8 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             f"too few labeled samples: {e.labeled_pairs} < min_labeled_samples {policy.min_labeled_samples}; "
             "never promote without them"
         )
-    hold += [f"guardrail not measurable: {c.detail}" for c in checks[:3] if c.passed is None]
+    if not e.backtest:  # a backtest has no live traffic: its guardrails are judged in the live shadow
+        hold += [f"guardrail not measurable: {c.detail}" for c in checks[:3] if c.passed is None]
     if coverage_ok is False:
         hold.append(f"live coverage too low: {checks[4].detail}")
     elif coverage_ok is None:
@@ -168,6 +172,12 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
     reasons = [
         f"{e.metric} improvement {_fmt(e.improvement)}, {level} interval {interval}, lower bound ≥ {tolerance:g} "
         f"on {e.labeled_pairs} labeled pairs",
-        "every guardrail passes: " + "; ".join(c.detail for c in checks[:3]),
     ]
+    if e.backtest:
+        reasons.append(
+            "a backtest from history: errors, latency and fallbacks are judged on live traffic — confirm with a "
+            "short live shadow before moving the flag"
+        )
+        return Verdict(decision="promote", reasons=reasons, checks=checks, evidence=e, auto_promote=False)
+    reasons.append("every guardrail passes: " + "; ".join(c.detail for c in checks[:3]))
     return Verdict(decision="promote", reasons=reasons, checks=checks, evidence=e, auto_promote=policy.auto_promote)

@@ -141,3 +141,7 @@ class InvalidWindowError(ComparisonError):
 
 class PolicyMismatchError(ComparisonError):
     """The cutover policy names a metric the use case's label kind has no meaning for."""
+
+
+class BacktestError(MigrateError):
+    """A backtest could not be run as asked (a model that saw the period, no request in it, no history)."""

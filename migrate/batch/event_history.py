@@ -57,18 +57,23 @@ def _select(
 
 
 def iter_events(
-    con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime, *, chunk_rows: int = 10_000
+    con: duckdb.DuckDBPyConnection,
+    usecase: UseCase,
+    start: datetime,
+    end: datetime,
+    *,
+    chunk_rows: int = 10_000,
+    stream: str = MAIN_STREAM,
 ) -> Iterator[dict[str, Any]]:
-    """Events with ``start <= event time < end`` in event-time order (then id), datetimes aware UTC."""
+    """Events of `stream` with ``start <= event time < end`` in event-time order (then id), datetimes aware UTC."""
     _use_utc(con)
-    declared, stream = event_stream(usecase)
-    select, _, _, _ = _select(con, usecase)
-    time_col, id_col = _quote(declared.event_time_column), _quote(stream.id_field)
+    select, _, time_column, declared = _select(con, usecase, stream)
+    time_col, id_col = _quote(time_column), _quote(declared.id_field)
     reader = con.sql(
         f"{select} WHERE {time_col} >= $start AND {time_col} < $end ORDER BY {time_col}, {id_col}",
         params={"start": utc_naive(start), "end": utc_naive(end)},
     ).to_arrow_reader(chunk_rows)
-    dates = [n for n, t in stream.fields.items() if t == "datetime"]
+    dates = [n for n, t in declared.fields.items() if t == "datetime"]
     for batch in reader:
         for event in batch.to_pylist():
             for name in dates:

@@ -286,6 +286,44 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
     ) WHERE label_value IS NOT NULL"""
 
 
+def _batch_join_sql(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, file: str, *, outer: bool
+) -> tuple[str, str, str]:
+    """The batch features of each row of a relation ``ev`` (entity keys, ``prediction_time``) as of that time:
+    (the CTE ``f``, the SELECT list of the features, the joins after ``FROM ev``). Reads only rows before ``$end``.
+
+    ASOF JOIN picks, per prediction, the feature row with the greatest timestamp strictly before the prediction
+    time: what the lookup table could have held then, never the snapshot of that very instant (no leakage). With
+    `outer` a row without any feature row yet is kept with missing features (what serving reads for an entity it
+    does not know); without it, such a row is left out (the batch model could not have scored it).
+    """
+    keys = usecase.entity.key_names
+    batch = usecase.batch_features
+    own = [f.name for f in batch.features]
+    check_columns(con, batch.table, [*keys, batch.timestamp_column, *own], usecase_file=file)
+    on_keys = " AND ".join(f"ev.{_quote(k)} = f.{_quote(k)}" for k in keys)
+    ts = _quote(batch.timestamp_column)
+    selected = [f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in own]
+    joins = f"ASOF {'LEFT ' if outer else ''}JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of"
+    for index, join in enumerate(batch.joins):
+        names = [f.name for f in join.features]
+        check_columns(con, join.table, [*join.keys, join.timestamp_column, *names], usecase_file=file)
+        on = " AND ".join(f"ev.{_quote(k)} = j{index}.{_quote(k)}" for k in join.keys)
+        # Each coarser table as of the same instant, strictly before the prediction; missing rows stay missing.
+        joins += f"""
+        ASOF LEFT JOIN (SELECT *, CAST({_quote(join.timestamp_column)} AS TIMESTAMP) AS _as_of
+                        FROM {_quote(join.table)} WHERE {_quote(join.timestamp_column)} < $end) j{index}
+            ON {on} AND ev.prediction_time > j{index}._as_of"""
+        selected += [f"CAST(j{index}.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in names]
+    f_cte = f"""f AS (
+            SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in own)},
+                   CAST({ts} AS TIMESTAMP) AS features_as_of
+            FROM {_quote(batch.table)}
+            WHERE {ts} < $end
+        )"""
+    return f_cte, ", ".join(selected), joins
+
+
 def training_frame(
     con: duckdb.DuckDBPyConnection,
     usecase: UseCase,
@@ -315,7 +353,6 @@ def training_frame(
         )
     keys = usecase.entity.key_names
     events = usecase.realtime_features
-    batch = usecase.batch_features
     label = usecase.label.name
     extra = ([] if id_column is None else [id_column]) + [c for c in extra_columns if c != id_column]
     spine = usecase.training.spine
@@ -329,43 +366,106 @@ def training_frame(
     needed += [usecase.label.event_field or label] if labelled_by_events else []
     check_columns(con, events.event_table, needed, usecase_file=file)
     out_extra = "".join(f", ev.{_quote(c)}" for c in extra)
-    own = [f.name for f in batch.features]
-    check_columns(con, batch.table, [*keys, batch.timestamp_column, *own], usecase_file=file)
     ev_keys = ", ".join(f"ev.{_quote(k)}" for k in keys)
-    on_keys = " AND ".join(f"ev.{_quote(k)} = f.{_quote(k)}" for k in keys)
-    ts = _quote(batch.timestamp_column)
-    selected = [f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in own]
-    joined = ""
-    for index, join in enumerate(batch.joins):
-        names = [f.name for f in join.features]
-        check_columns(con, join.table, [*join.keys, join.timestamp_column, *names], usecase_file=file)
-        on = " AND ".join(f"ev.{_quote(k)} = j{index}.{_quote(k)}" for k in join.keys)
-        # Each coarser table as of the same instant, strictly before the prediction; missing rows stay missing.
-        joined += f"""
-        ASOF LEFT JOIN (SELECT *, CAST({_quote(join.timestamp_column)} AS TIMESTAMP) AS _as_of
-                        FROM {_quote(join.table)} WHERE {_quote(join.timestamp_column)} < $end) j{index}
-            ON {on} AND ev.prediction_time > j{index}._as_of"""
-        selected += [f"CAST(j{index}.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in names]
-    features = ", ".join(selected)
     params: dict[str, Any] = {"start": utc_naive(start), "end": utc_naive(end)}
-    # ASOF JOIN picks, per prediction, the feature row with the greatest timestamp strictly before the prediction
-    # time: what the lookup table could have held then, never the snapshot of that very instant. No leakage.
+    f_cte, features, joins = _batch_join_sql(con, usecase, file, outer=False)
     query = f"""
-        WITH ev AS ({_predictions_sql(usecase, extra, params)}), f AS (
-            SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in own)},
-                   CAST({ts} AS TIMESTAMP) AS features_as_of
-            FROM {_quote(batch.table)}
-            WHERE {ts} < $end
-        )
+        WITH ev AS ({_predictions_sql(usecase, extra, params)}), {f_cte}
         SELECT {ev_keys}, ev.event_time, ev.prediction_time, {features}, f.features_as_of,
                ev.label_value AS {_quote(label)}{out_extra}
-        FROM ev ASOF JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of{joined}
+        FROM ev {joins}
         ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
     table = con.sql(query, params=params).to_arrow_table()
     for column in ("event_time", "prediction_time", "features_as_of"):
         table = _as_utc_timestamps(table, column)
     return table
+
+
+def prediction_requests(
+    con: duckdb.DuckDBPyConnection,
+    usecase: UseCase,
+    start: datetime,
+    end: datetime,
+    *,
+    table: str | None = None,
+    time_column: str = "request_time",
+) -> pa.Table:
+    """The predictions the use case would have been asked for in [start, end), labels aside (a backtest's requests).
+
+    From `table` (a table of past requests: the entity keys, `time_column`, any context values), else from
+    ``training.spine`` as training forms its rows: a spine table, or the main stream's events of ``spine.where``
+    (default: those with a label), each a prediction ``training.predict_before`` ahead of its event. Columns: the
+    entity keys, ``prediction_time`` (UTC), ``request_id`` (the row's id, or its position), then each declared
+    context value the source carries (as stored), sorted by prediction time then keys.
+    """
+    _use_utc(con)
+    file = _file_of(usecase, None)
+    keys = usecase.entity.key_names
+    spine = usecase.training.spine
+    params: dict[str, Any] = {"start": utc_naive(start), "end": utc_naive(end)}
+    if table is None and spine is not None and spine.table is not None and spine.time_column is not None:
+        table, time_column = spine.table, spine.time_column
+    if table is not None:
+        id_column = spine.id_column if spine is not None and spine.table == table else None
+        check_columns(con, table, [*keys, time_column], usecase_file=file)
+        at = f"CAST({_quote(time_column)} AS TIMESTAMP)"
+        where = f"{_quote(time_column)} >= $start AND {_quote(time_column)} < $end"
+    else:
+        declared = usecase.realtime_features
+        if declared is None or declared.events is None:
+            raise UseCaseError(
+                file,
+                "realtime_features.events",
+                "is not declared, so there are no past requests to replay",
+                fix="pass a table of past requests (--requests), or declare the event stream",
+            )
+        table, id_column = declared.event_table, declared.events.id_field
+        lead_us = int(usecase.training.lead.total_seconds() * 1_000_000)
+        at = f"CAST({_quote(declared.event_time_column)} AS TIMESTAMP) - to_microseconds({lead_us})"
+        filters = _where_sql(spine.where, params, "spine") if spine is not None else "TRUE"
+        if usecase.label.from_event is None and (spine is None or not spine.where):
+            filters += f" AND {_quote(usecase.label.event_field or usecase.label.name)} IS NOT NULL"
+        where = f"{at} >= $start AND {at} < $end AND {filters}"
+    present = {row[0] for row in con.sql(f"DESCRIBE {_quote(table)}").fetchall()}
+    context = [c.name for c in usecase.context if c.name in present and c.name not in keys]
+    request_id = f"CAST({_quote(id_column)} AS VARCHAR)" if id_column else "CAST(row_number() OVER () AS VARCHAR)"
+    columns = "".join(f", {_quote(c)}" for c in context)
+    ordered = ", ".join(_quote(k) for k in keys)
+    query = f"""SELECT {ordered}, {at} AS prediction_time, {request_id} AS request_id{columns}
+        FROM {_quote(table)} WHERE {where} ORDER BY prediction_time, {ordered}, request_id"""
+    return _as_utc_timestamps(con.sql(query, params=params).to_arrow_table(), "prediction_time")
+
+
+def batch_features_at(con: duckdb.DuckDBPyConnection, usecase: UseCase, requests: pa.Table) -> pa.Table:
+    """`requests` (entity keys, ``prediction_time``) with each batch feature as of its prediction time and
+    ``features_as_of``, in the same order; a request without any feature row yet keeps missing features, as the
+    online path reads an entity it does not know. The same join as `training_frame`."""
+    _use_utc(con)
+    keys = usecase.entity.key_names
+    positions = pa.array(range(requests.num_rows), pa.int64())
+    probe = pa.table(
+        [*(requests.column(k) for k in keys), requests.column("prediction_time"), positions],
+        names=[*keys, "prediction_time", "_row"],
+    )
+    probe = probe.set_column(
+        len(keys), "prediction_time", probe.column("prediction_time").cast(pa.timestamp("us", tz="UTC"))
+    )
+    probe = probe.set_column(len(keys), "prediction_time", probe.column("prediction_time").cast(pa.timestamp("us")))
+    f_cte, features, joins = _batch_join_sql(con, usecase, _file_of(usecase, None), outer=True)
+    con.register("_requests", probe)
+    try:
+        found = con.sql(
+            f"WITH ev AS (SELECT * FROM _requests), {f_cte} "
+            f"SELECT ev._row, {features}, f.features_as_of FROM ev {joins} ORDER BY ev._row",
+            params={"end": datetime(9999, 1, 1)},
+        ).to_arrow_table()
+    finally:
+        con.unregister("_requests")
+    found = _as_utc_timestamps(found, "features_as_of")
+    for name in found.column_names[1:]:
+        requests = requests.append_column(name, found.column(name))
+    return requests
 
 
 def replace_requests(

@@ -12,13 +12,26 @@ from rich.table import Table
 
 from migrate.cli.support import console, friendly
 from migrate.registry import Registry
-from migrate.settings import get_settings
+from migrate.settings import Settings, get_settings
 
 __all__ = ["register"]
 
 _SINCE = typer.Option(help="Only requests at or after this time (ISO 8601; UTC when no zone is given).")
 _UNTIL = typer.Option(help="Only requests before this time (ISO 8601; UTC when no zone is given).")
 _COLOURS = {"promote": "green", "hold": "yellow", "rollback": "red"}
+_BACKTEST = typer.Option(
+    "--backtest", help="Judge the use case's backtest (`migrate backtest`), not its live shadow log."
+)
+
+
+def _settings(usecase: object, backtest: bool) -> Settings:
+    """The project's settings, or its backtest's (its own shadow log, labels and lookup versions)."""
+    from migrate.backtest.runner import backtest_settings  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.usecase import UseCase  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    assert isinstance(usecase, UseCase)
+    settings = get_settings()
+    return backtest_settings(settings, usecase) if backtest else settings
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -47,23 +60,24 @@ def gate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON (for machines).")] = False,
     since: Annotated[str | None, _SINCE] = None,
     until: Annotated[str | None, _UNTIL] = None,
+    backtest: Annotated[bool, _BACKTEST] = False,
 ) -> None:
     """The cutover verdict of a use case from its shadow log: promote, hold or rollback, with reasons."""
     from comparisons.comparison import compare  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    settings = get_settings()
-    found = Registry(settings.usecases_dir).get(usecase)
+    found = Registry(get_settings().usecases_dir).get(usecase)
     window = _window(since, until)
     assert isinstance(window, Window)
-    result = compare(found, settings, window)
+    result = compare(found, _settings(found, backtest), window)
     verdict = result.verdict
     if as_json:
         typer.echo(json.dumps(verdict.model_dump(mode="json"), indent=2))
         return
     colour = _COLOURS[verdict.decision]
+    what = "backtest requests (answers from history)" if result.backtest else "shadow requests"
     console.print(
-        f"[bold {colour}]{verdict.decision.upper()}[/] {usecase}: {result.rows:,} shadow requests "
+        f"[bold {colour}]{verdict.decision.upper()}[/] {usecase}: {result.rows:,} {what} "
         f"{result.first_request:%Y-%m-%d %H:%M} → {result.last_request:%Y-%m-%d %H:%M} UTC",
         highlight=False,
     )
@@ -74,7 +88,11 @@ def gate(
         mark = {True: "[green]pass[/]", False: "[red]fail[/]", None: "[yellow]n/a[/]"}[check.passed]
         table.add_row(check.name, mark, check.detail)
     console.print(table)
-    if verdict.decision == "promote" and not verdict.auto_promote:
+    if result.backtest:
+        console.print(
+            f"confirm on live traffic: migrate flags set {usecase} --stage shadow --reason …", highlight=False
+        )
+    elif verdict.decision == "promote" and not verdict.auto_promote:
         console.print(f'act on it: migrate flags set {usecase} --stage … --reason "gate: promote"', highlight=False)
 
 
@@ -86,16 +104,16 @@ def report(
     ] = None,
     since: Annotated[str | None, _SINCE] = None,
     until: Annotated[str | None, _UNTIL] = None,
+    backtest: Annotated[bool, _BACKTEST] = False,
 ) -> None:
     """Write the comparison report (self-contained HTML) and every number (JSON); print the verdict."""
     from comparisons.report import write_report  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    settings = get_settings()
-    found = Registry(settings.usecases_dir).get(usecase)
+    found = Registry(get_settings().usecases_dir).get(usecase)
     window = _window(since, until)
     assert isinstance(window, Window)
-    result = write_report(found, settings, out_dir=out, window=window)
+    result = write_report(found, _settings(found, backtest), out_dir=out, window=window)
     colour = _COLOURS[result.verdict.decision]
     console.print(f"[bold {colour}]{result.verdict.decision.upper()}[/] {usecase}", highlight=False)
     for reason in result.verdict.reasons:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from migrate.artifact import Role
 from migrate.cli.airflow import register as register_airflow
+from migrate.cli.backtest import register as register_backtest
 from migrate.cli.compare import register as register_compare
 from migrate.cli.flags import flags_app
 from migrate.cli.init import register as register_init
@@ -34,6 +35,7 @@ app.add_typer(lookup_app, name="lookup")
 app.add_typer(flags_app, name="flags")
 register_online(app)
 register_compare(app)
+register_backtest(app)
 register_airflow(app)
 register_stream(app)
 register_init(app)

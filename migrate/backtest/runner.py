@@ -1,0 +1,331 @@
+"""A backtest: what the batch path and the online path would have answered to past requests, before any live
+traffic, written in the shadow log's format so `migrate gate` and `migrate report` judge it unchanged.
+
+For each night of the range the batch path runs as the DAG does (`migrate.batch.steps.run_batch`, the pinned
+batch model, a lookup store of the backtest's own), and each request is answered from the version that was live
+at its instant (the latest night at or before it; no row is a miss). The online path's answer is the online
+model's score (`migrate.scoring`) of the features as of the request's instant: the batch features strictly before
+it and every window over the events strictly before it (`migrate.feature_windows`, the serving code), with the
+context the request carried. Labels come from the event history through the sink's own labeler.
+
+Everything lives in ``<state_dir>/backtests/<usecase>/``: the pinned models, the lookup versions of each night
+(also kept as Parquet), ``shadow/`` and ``labels/``. It resumes: a night already scored and a day already written
+are not redone.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from croniter import croniter
+
+from comparisons.shadow_rows import BACKTEST_STAGE
+from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
+from migrate.artifact import ArtifactStore
+from migrate.batch.event_history import iter_events, realtime_features_at
+from migrate.batch.offline_store import batch_features_at, open_offline, prediction_requests
+from migrate.batch.schedule import interval_ending
+from migrate.batch.steps import Interval, run_batch
+from migrate.errors import BacktestError
+from migrate.realtime_schema import MAIN_STREAM
+from migrate.scoring import load_model
+from migrate.settings import Settings
+from migrate.usecase import UseCase, parse_duration
+from online.shadow.parquet import label_table, shadow_table, write_durably
+from online.shadow.record import ShadowRecord
+from online.stream.event_schema import encode_event
+from online.stream.label_topic import LabelRecord
+from online.stream.labels_from_events import event_labeler
+
+__all__ = ["BacktestResult", "backtest_settings", "run_backtest"]
+
+
+def backtest_settings(settings: Settings, usecase: UseCase) -> Settings:
+    """The settings a backtest runs under: its own state dir (pinned models, lookup store, shadow log, labels)
+    beside the project's, reading the project's offline store."""
+    return settings.model_copy(
+        update={
+            "state_dir": settings.state_dir / "backtests" / usecase.name,
+            "offline_store": settings.offline_store_path,
+            "sql_url": None,
+        }
+    )
+
+
+@dataclass
+class BacktestResult:
+    """What one backtest wrote."""
+
+    settings: Settings  # open `migrate gate --backtest` on these
+    nights: int = 0  # lookup versions published (or reused on a resume)
+    requests: int = 0  # shadow rows written by this run
+    skipped_days: int = 0  # days already written by an earlier run
+    batch_misses: int = 0  # requests whose entity had no row in the live version (or no version yet)
+    labels: int = 0
+    models: dict[str, str] = field(default_factory=dict)  # role → version
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _pin_models(settings: Settings, bt: Settings, usecase: UseCase, start: datetime) -> dict[str, str]:
+    """Copy the use case's artifacts into the backtest once (a resume keeps the first run's models) and refuse a
+    model trained on data after the backtest starts: it would be judged on what it learned from."""
+    source, target = settings.artifacts_dir / usecase.name, bt.artifacts_dir / usecase.name
+    if not target.exists():
+        if not source.exists():
+            raise BacktestError(
+                f"use case {usecase.name!r} has no trained model in {source}",
+                fix=f"train both models on data before the backtest starts: `migrate train {usecase.name} --as-of "
+                f"{start:%Y-%m-%d}`, and again with --online",
+            )
+        shutil.copytree(source, target)
+    store = ArtifactStore(bt.artifacts_dir, bt.project_dir)
+    versions = {}
+    for role in ("batch", "online"):
+        _, _, info = store.resolve(usecase, role)
+        if info is None:
+            continue
+        if info.trained_as_of > start:
+            raise BacktestError(
+                f"the {role} model {info.version} of {usecase.name!r} was trained on data up to "
+                f"{info.trained_as_of.isoformat()}, after the backtest starts ({start.isoformat()}): it would be "
+                "scored on data it learned from",
+                fix=f"train it with --as-of at or before {start:%Y-%m-%d} (or start the backtest at "
+                f"{info.trained_as_of:%Y-%m-%d}); delete {target} to pin newly trained models",
+            )
+        versions[role] = info.version
+    if "online" not in versions:
+        raise BacktestError(
+            f"use case {usecase.name!r} has no online model to backtest",
+            fix=f"`migrate train {usecase.name} --online --as-of {start:%Y-%m-%d}`, then delete {target} and re-run",
+        )
+    return versions
+
+
+def _nights(usecase: UseCase, start: datetime, until: datetime) -> list[Interval]:
+    """Every batch interval whose version is live at some instant of [start, until): the one live at `start`
+    (the latest tick at or before it), then each tick before `until`."""
+    first = interval_ending(usecase.batch.schedule, start)
+    intervals = [first]
+    ticks = croniter(usecase.batch.schedule, first.end)
+    while (tick := ticks.get_next(datetime).astimezone(UTC)) < until:
+        intervals.append(Interval(intervals[-1].end, tick))
+    return intervals
+
+
+def _run_nights(bt: Settings, usecase: UseCase, nights: list[Interval], progress: Progress | None) -> pa.Table:
+    """Run the batch path for each night (reused when done before) and return every version's rows with the
+    instant it went live: keys, ``prediction``, ``live_from``, ``version``, ``model_version``."""
+    folder = bt.state_dir / "versions"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = TableSpec.for_usecase(usecase, bt)
+    parts = []
+    try:
+        for done, interval in enumerate(nights):
+            path = folder / f"{interval.key}.parquet"
+            if not path.exists():
+                result = run_batch(usecase, bt, interval, f"backtest__{interval.key}", workers=1)
+                store = open_lookup_store(bt)
+                info = next(v for v in store.versions(spec) if v.version == result.version)
+                rows = store.export(spec, result.version)
+                n = rows.num_rows
+                rows = rows.append_column("live_from", pa.array([interval.end] * n, pa.timestamp("us", tz="UTC")))
+                rows = rows.append_column("version", pa.array([result.version] * n, pa.int64()))
+                rows = rows.append_column("model_version", pa.array([info.model_version] * n, pa.string()))
+                tmp = path.with_suffix(".tmp")
+                pq.write_table(rows, tmp)
+                tmp.replace(path)
+            parts.append(pq.read_table(path))
+            if progress is not None:
+                progress("nightly batch runs", done + 1, len(nights))
+    finally:
+        close_lookup_stores()
+    return pa.concat_tables(parts)
+
+
+def _batch_answers(usecase: UseCase, requests: pa.Table, versions: pa.Table) -> pa.Table:
+    """Per request, in order: the live version's ``prediction`` (null: a miss), ``version``, ``model_version`` and
+    ``live_from`` (the version's data cutoff) — the latest night at or before the request, as serving reads it."""
+    keys = usecase.entity.key_names
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        probe = pa.table(
+            [*(requests.column(k) for k in keys), requests.column("prediction_time"), pa.array(range(len(requests)))],
+            names=[*keys, "at", "_row"],
+        )
+        con.register("probe", probe)
+        con.register("versions", versions)
+        # Which version was live: the newest night at or before the request (nights are few: an ASOF on time).
+        con.execute(
+            "CREATE TEMP TABLE live AS SELECT _row, n.version, n.live_from, n.model_version FROM probe ASOF LEFT JOIN "
+            "(SELECT DISTINCT version, live_from, model_version FROM versions) n ON probe.at >= n.live_from"
+        )
+        on = " AND ".join(f"v.{k} = p.{k}" for k in keys)
+        answered = con.sql(f"""
+            SELECT l._row, v.prediction, l.version, l.live_from, l.model_version
+            FROM live l JOIN probe p USING (_row)
+            LEFT JOIN versions v ON {on} AND v.version = l.version
+            ORDER BY l._row""").to_arrow_table()
+    return answered
+
+
+def _online_scores(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, bt: Settings, requests: pa.Table, end: datetime
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]], pa.Table, str]:
+    """The online model's scores of the requests, its input matrix, the batch-featured requests and its version."""
+    model = load_model(usecase, ArtifactStore(bt.artifacts_dir, bt.project_dir), "online")
+    featured = batch_features_at(con, usecase, requests)
+    windows = realtime_features_at(con, usecase, requests, end)
+    columns: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+    for name in usecase.feature_names:
+        columns[name] = np.asarray(featured.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+    for index, name in enumerate(usecase.realtime_feature_names):
+        columns[name] = windows[:, index]
+    for name in usecase.context_names:
+        values = requests.column(name) if name in requests.column_names else pa.nulls(len(requests))
+        columns[name] = np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    matrix = np.column_stack([columns[n] for n in model.feature_names]) if len(requests) else np.empty((0, 0))
+    scores = model.score(matrix) if len(requests) else np.empty(0)
+    return np.asarray(scores, dtype=np.float64), matrix, featured, model.version
+
+
+def _records(
+    usecase: UseCase,
+    requests: pa.Table,
+    batch: pa.Table,
+    online: tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]], pa.Table, str],
+) -> list[ShadowRecord]:
+    scores, matrix, featured, online_version = online
+    keys = usecase.entity.key_names
+    context = [c.name for c in usecase.context if c.name in requests.column_names and c.name not in keys]
+    names = list(usecase.online_feature_names)
+    out = []
+    columns = {c: requests.column(c).to_pylist() for c in [*keys, "prediction_time", "request_id", *context]}
+    as_of = featured.column("features_as_of").to_pylist()
+    predicted, live_from, model_version = (
+        batch.column(c).to_pylist() for c in ("prediction", "live_from", "model_version")
+    )
+    for i in range(len(requests)):
+        at: datetime = columns["prediction_time"][i]
+        miss = predicted[i] is None
+        row = matrix[i]
+        features = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, row, strict=True)}
+        ages = {} if as_of[i] is None else {"batch_features": (at - as_of[i]).total_seconds()}
+        out.append(
+            ShadowRecord.model_construct(
+                schema_version=1,
+                request_id=f"{BACKTEST_STAGE}-{columns['request_id'][i]}",
+                usecase=usecase.name,
+                key={k: columns[k][i] for k in keys},
+                request_time=at,
+                served_source="batch",
+                stage=BACKTEST_STAGE,
+                percent=0.0,
+                batch_prediction=predicted[i],
+                batch_miss=miss,
+                batch_data_age_s=None if live_from[i] is None or miss else (at - live_from[i]).total_seconds(),
+                batch_model_version=model_version[i],
+                batch_latency_ms=None,
+                batch_error=None,
+                online_prediction=float(scores[i]),
+                online_feature_ages_s=ages,
+                online_features=features,
+                online_model_version=online_version,
+                online_latency_ms=None,
+                online_error=None,
+                context={c: columns[c][i] for c in context},
+            )
+        )
+    return out
+
+
+def _write_by_hour(root: Path, rows: list[Any], moment: Callable[[Any], datetime], kind: str) -> None:
+    """Rows in the sink's layout (``date=…/hour=…``), one file per hour named for the backtest: a re-run of the same
+    hour replaces its file."""
+    build = shadow_table if kind == "shadow" else label_table
+    hours: dict[datetime, list[Any]] = {}
+    for row in rows:
+        hours.setdefault(moment(row).astimezone(UTC).replace(minute=0, second=0, microsecond=0), []).append(row)
+    for hour, part in hours.items():
+        path = root / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / f"part-{BACKTEST_STAGE}-{hour:%Y%m%dT%H}.parquet"
+        write_durably(build(part, [-1] * len(part), [*range(len(part))]), path)
+
+
+def _labels(con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime) -> list[LabelRecord]:
+    """The labels the sink would have logged from the event history in [start, end), through its own labeler."""
+    labeler = event_labeler(usecase)
+    stream = usecase.label.from_event.stream if usecase.label.from_event is not None else MAIN_STREAM
+    labels = []
+    for event in iter_events(con, usecase, start, end, stream=stream):
+        label = labeler(encode_event(event))
+        if label:
+            labels.append(label)
+    return labels
+
+
+def run_backtest(
+    usecase: UseCase,
+    settings: Settings,
+    start: datetime,
+    until: datetime,
+    *,
+    requests_table: str | None = None,
+    time_column: str = "request_time",
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Answer every past request of [start, until) by both paths and write the backtest's shadow log and labels
+    (see the module docstring). Resumes where an earlier run of the same range stopped."""
+    if until <= start:
+        raise BacktestError(
+            f"the backtest ends ({until.isoformat()}) before it starts ({start.isoformat()})",
+            fix="pass --until after --from",
+        )
+    bt = backtest_settings(settings, usecase)
+    bt.ensure_state_dir()
+    result = BacktestResult(settings=bt, models=_pin_models(settings, bt, usecase, start))
+    versions = _run_nights(bt, usecase, _nights(usecase, start, until), progress)
+    result.nights = len(versions.column("version").unique())
+    done_dir = bt.state_dir / "done"
+    done_dir.mkdir(exist_ok=True)
+    days = []
+    day = start
+    while day < until:
+        days.append((day, min(until, (day + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0))))
+        day = days[-1][1]
+    with open_offline(settings.offline_store_path) as con:
+        for number, (first, last) in enumerate(days):
+            marker = done_dir / f"{first:%Y%m%dT%H%M%S}-{last:%Y%m%dT%H%M%S}"
+            if marker.exists():
+                result.skipped_days += 1
+                continue
+            requests = prediction_requests(con, usecase, first, last, table=requests_table, time_column=time_column)
+            if len(requests):
+                answers = _batch_answers(usecase, requests, versions)
+                online = _online_scores(con, usecase, bt, requests, last)
+                records = _records(usecase, requests, answers, online)
+                _write_by_hour(bt.shadow_dir / usecase.name, records, lambda r: r.request_time, "shadow")
+                result.requests += len(records)
+                result.batch_misses += sum(1 for r in records if r.batch_miss)
+            marker.touch()
+            if progress is not None:
+                progress("days answered by both paths", number + 1, len(days))
+        horizon = until + parse_duration(usecase.label.available_after)
+        labels = _labels(con, usecase, start, horizon)
+    _write_by_hour(bt.labels_dir / usecase.name, labels, lambda r: r.event_time, "labels")
+    result.labels = len(labels)
+    if result.requests == 0 and result.skipped_days == 0:
+        raise BacktestError(
+            f"no past request of {usecase.name!r} in {start.isoformat()} → {until.isoformat()}",
+            fix="widen --from/--until to a range the offline store holds, or pass --requests TABLE",
+        )
+    return result

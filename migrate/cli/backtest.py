@@ -1,0 +1,67 @@
+"""``migrate backtest``: both paths' answers to past requests, judged by `migrate gate --backtest`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from migrate.cli.support import as_utc, console, friendly
+from migrate.registry import Registry
+from migrate.settings import get_settings
+
+__all__ = ["register"]
+
+
+@friendly
+def backtest(
+    usecase: str,
+    start: Annotated[datetime, typer.Option("--from", help="First past instant to answer (UTC when no zone).")],
+    until: Annotated[datetime, typer.Option("--until", help="End of the range, excluded (UTC when no zone).")],
+    requests: Annotated[
+        str | None,
+        typer.Option(
+            help="Offline-store table of past requests (entity keys, a time column, context values); "
+            "default: the use case's training spine."
+        ),
+    ] = None,
+    time_column: Annotated[str, typer.Option(help="The requests table's time column.")] = "request_time",
+) -> None:
+    """Answer past requests by both paths from history (nightly batch versions, point-in-time features), in the
+    shadow log's format; then `migrate gate <uc> --backtest`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    from migrate.backtest.runner import run_backtest  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    settings = get_settings()
+    found = Registry(settings.usecases_dir).get(usecase)
+    first, last = as_utc(start), as_utc(until)
+    assert first is not None and last is not None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = run_backtest(
+            found, settings, first, last, requests_table=requests, time_column=time_column, progress=progress
+        )
+    console.print(
+        f"[green]✓[/] backtest of {usecase} {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC: "
+        f"{result.requests:,} requests answered by both paths ({result.batch_misses:,} without a lookup row), "
+        f"{result.nights} nightly lookup versions, {result.labels:,} labels; models "
+        + ", ".join(f"{role} {version}" for role, version in result.models.items()),
+        highlight=False,
+    )
+    if result.skipped_days:
+        console.print(f"  resumed: {result.skipped_days} days were already written", highlight=False)
+    console.print(f"  in {result.settings.state_dir}; judge it: migrate gate {usecase} --backtest", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``backtest`` to the ``migrate`` command line."""
+    app.command("backtest")(backtest)
