@@ -4,6 +4,10 @@ Last night's batch DAG → the live path in shadow with real-time features durin
 comparison and its verdict → the flag moved to canary 10 %, then online → the five costs of batch before and
 after → the report. Every step runs the way production does (Airflow's dag.test(), the service, the stream
 processor, the sink, the comparator), against the state dir's embedded DuckDB, SQLite, Redis and broker.
+
+Then a second use case from history alone: card fraud (`migrate.examples.fraud_detection`), whose label arrives
+days later as a chargeback. Both models are trained on the days before a backtest, `migrate backtest` answers two
+days of past authorizations by both paths, and the comparator gives its verdict before any live traffic.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from comparisons.comparison import compare
 from comparisons.report import write_report
 from comparisons.shadow_rows import Window
 from lookup_tables import TableSpec, open_lookup_store
+from migrate.backtest.runner import run_backtest
 from migrate.batch.training import train
 from migrate.batch.versions_view import print_lookup
 from migrate.cutover.flag_store import FlagStore
@@ -34,12 +39,15 @@ from migrate.demo.live import LiveDay, Shoppers, day_events, new_entities
 from migrate.devservices.airflow_runner import ensure_metadata_db, run_dag_test
 from migrate.devservices.redis_server import resolve_redis_url, stop_redis
 from migrate.devservices.shared_broker import stop_shared_broker
+from migrate.examples.fraud_detection.generator import FraudConfig
+from migrate.examples.fraud_detection.generator import generate as generate_fraud
 from migrate.examples.item_availability.generator import SimulationConfig, generate
 from migrate.registry import Registry
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
 USECASE = "item_availability"
+FRAUD = "fraud_detection"
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ def run_demo(console: Console, settings: Settings, *, fast: bool = False) -> Non
     cutoff = _last_night(console, settings, usecase, plan)
     console.rule("[bold]today: the live path beside batch, with real-time features[/]")
     _live_day(console, settings, usecase, plan, cutoff)
+    console.rule("[bold]a second use case, from history alone: card fraud[/]")
+    _fraud_from_history(console, settings, fast=fast)
 
 
 def _clean(settings: Settings) -> None:
@@ -79,7 +89,7 @@ def _clean(settings: Settings) -> None:
 
     stop_redis(settings)
     stop_shared_broker(settings)
-    for folder in ("shadow", "labels", "reports", "demo-logs", "artifacts", "snapshots", "materialize"):
+    for folder in ("shadow", "labels", "reports", "demo-logs", "artifacts", "snapshots", "materialize", "backtests"):
         shutil.rmtree(settings.state_dir / folder, ignore_errors=True)
     (settings.state_dir / "lookup.db").unlink(missing_ok=True)
 
@@ -203,6 +213,62 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
         "The embedded Redis and broker keep running for `migrate serve`, `migrate gate` and friends; stop them with "
         "[bold]migrate services stop[/]."
     )
+
+
+def _fraud_from_history(console: Console, settings: Settings, *, fast: bool) -> None:
+    """Card fraud: train on the days before, backtest two days of authorizations, the verdict from history."""
+
+    fraud = Registry(settings.usecases_dir).get(FRAUD)
+    config = FraudConfig(cards=1_500 if fast else 3_000, days=12)
+    with console.status("generating cards, merchants and twelve days of authorizations and chargebacks"):
+        world = generate_fraud(settings.offline_store_path, config)
+    console.print(
+        f"[green]✓[/] {world.auths:,} authorizations, {world.fraud_auths:,} fraudulent (stolen cards in bursts, "
+        f"breached checkouts), {world.chargebacks:,} chargebacks up to three days later",
+        highlight=False,
+    )
+    start = world.start + timedelta(days=7)
+    until = start + timedelta(days=2)
+    with console.status(f"training both fraud models on authorizations before {start:%Y-%m-%d}"):
+        batch, online = (train(fraud, settings, start, role=role).metrics for role in ("batch", "online"))
+    console.print(
+        f"[green]✓[/] holdout AUC — batch {batch['auc']:.3f} (last night's card features), online "
+        f"{online['auc']:.3f} (+ the card's and the merchant's last minutes and the amount)",
+        highlight=False,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"backtest: {stage}", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = run_backtest(fraud, settings, start, until, progress=progress)
+    console.print(
+        f"[green]✓[/] migrate backtest {FRAUD} --from {start:%Y-%m-%d} --until {until:%Y-%m-%d}: "
+        f"{result.requests:,} past authorizations answered by both paths ({result.nights} nightly lookup "
+        f"versions, {result.batch_misses:,} cards unknown to the lookup table)",
+        highlight=False,
+    )
+    with console.status("the comparator on the backtest"):
+        verdict = compare(fraud, result.settings).verdict
+    e = verdict.evidence
+    if e.batch_value is not None and e.live_value is not None:
+        interval = (
+            ""
+            if e.improvement_low is None or e.improvement_high is None
+            else f", live − batch {e.improvement_low:+.3f} … {e.improvement_high:+.3f} at {e.confidence:.0%}"
+        )
+        console.print(
+            f"same {e.labeled_pairs:,} labeled authorizations, {e.metric}: batch {e.batch_value:.3f}, live "
+            f"{e.live_value:.3f}{interval}",
+            highlight=False,
+        )
+    console.print(f"[bold]verdict from history: {verdict.decision.upper()}[/]")
+    for reason in verdict.reasons:
+        console.print(f"  • {reason}", highlight=False)
+    console.print(f"every check: [bold]migrate gate {FRAUD} --backtest[/]", highlight=False)
 
 
 def _traffic(console: Console, day: Any, shoppers: Any, plan: Plan, *, until: datetime, title: str) -> Any:

@@ -34,5 +34,8 @@ def test_demo_fast_tells_the_whole_story_and_can_run_twice(tmp_path: Path) -> No
         assert report.is_file() and f"report: {report}" in out.replace("\n", "")
         assert list((tmp_path / "state" / "shadow" / "item_availability").rglob("*.parquet"))
         assert list((tmp_path / "state" / "labels" / "item_availability").rglob("*.parquet"))
+        # The second act: card fraud judged from history alone, its verdict stated with its numbers.
+        assert "migrate backtest fraud_detection --from" in out and "verdict from history: PROMOTE" in out, out[-3000:]
+        assert list((tmp_path / "state" / "backtests" / "fraud_detection" / "shadow").rglob("*.parquet"))
     finally:
         subprocess.run([migrate, "services", "stop"], env=env, capture_output=True, timeout=60, check=False)
