@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from comparisons import accuracy, agreement, coverage, hourly, latency, noise, staleness, waste
+from comparisons import accuracy, agreement, baselines, coverage, hourly, latency, noise, staleness, waste
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import active_and_previous, open_lookup
@@ -50,6 +50,7 @@ class Comparison(Result):
     staleness: staleness.Staleness
     coverage: coverage.Coverage
     accuracy: accuracy.Accuracy
+    baselines: baselines.Baselines
     agreement: agreement.Agreement
     latency: latency.Latency
     waste: waste.Waste
@@ -162,6 +163,7 @@ def compare(
         cover = coverage.measure(rows, None if active is None else active.data_interval_end, entities_loaded)
         clock.lap("staleness_coverage")
         acc = accuracy.measure(rows, policy.confidence)
+        checked = baselines.measure(rows, acc, settings, metric_name)
         clock.lap("accuracy")
         agree = agreement.measure(rows, threshold, tau, basis)
         scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
@@ -196,6 +198,12 @@ def compare(
         noise_flip_share=floor.flip_share,
         live_flip_share=agree.flip_share,
         backtest=bool(span[2]),
+        loss_metric=checked.paths["live"].loss_metric,
+        live_loss=checked.paths["live"].loss,
+        baseline_loss=checked.paths["live"].baseline_loss,
+        live_calibration_error=checked.paths["live"].calibration_error,
+        live_holdout=checked.paths["live"].holdout,
+        live_offline_gap=checked.paths["live"].offline_gap,
     )
     verdict = decide(policy, evidence)
     clock.lap("verdict")
@@ -214,6 +222,7 @@ def compare(
         staleness=stale,
         coverage=cover,
         accuracy=acc,
+        baselines=checked,
         agreement=agree,
         latency=lat,
         waste=wasted,

@@ -67,7 +67,7 @@ def measure(rows: Rows, cutoff: datetime | None, entities_loaded: bool) -> Cover
         assert split is not None
         known = int(split[0])
         new = int(split[1]) - known
-        note = f"new: created after the batch cutoff {cutoff.astimezone(UTC).isoformat()} or not listed"
+        note = f"new: created after the batch cutoff {cutoff.astimezone(UTC):%Y-%m-%d %H:%M} UTC or not listed"
     return Coverage(
         requests=requests,
         batch_answered=answered,

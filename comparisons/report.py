@@ -18,7 +18,18 @@ from migrate.usecase import UseCase
 
 __all__ = ["ReportFiles", "render_html", "write_report"]
 
-SECTIONS = ("verdict", "staleness", "coverage", "accuracy", "agreement", "explanation", "latency", "waste", "method")
+SECTIONS = (
+    "verdict",
+    "staleness",
+    "coverage",
+    "accuracy",
+    "checks",
+    "agreement",
+    "explanation",
+    "latency",
+    "waste",
+    "method",
+)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
@@ -34,7 +45,8 @@ figure{display:inline-block;margin:8px 12px 8px 0;background:#fff;border:1px sol
 figure svg{max-width:100%;height:auto} figcaption{color:#555;font-size:12px}
 ul.reasons li{margin:4px 0} .kpis{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
 .kpi{background:#fff;border:1px solid #e6e6e6;border-radius:6px;padding:8px 12px;min-width:150px}
-.kpi b{display:block;font-size:20px}
+.kpi b{display:block;font-size:20px} nav ol{columns:2;margin:8px 0}
+.banner{background:#e8f0fe;border:1px solid #aac4f6;border-radius:6px;padding:8px 12px;margin:12px 0}
 """
 
 
@@ -52,16 +64,31 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _n(value: float | int | None, digits: int = 4) -> str:
+def _n(value: float | int | None, digits: int = 3) -> str:
+    """A count with thousands separators, or a metric with `digits` decimals: one precision for every metric."""
     if value is None:
         return "–"
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}g}"
+    if value != 0 and abs(value) < 10**-digits:
+        return f"{value:.1e}"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f} ms"
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2%}"
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _when(moment: object) -> str:
+    return "–" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _counts(values: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in sorted(values.items())) or "none"
 
 
 def _age(seconds: float | None) -> str:
@@ -82,10 +109,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _figure(figures: dict[str, str], name: str, caption: str) -> str:
+def _figure(figures: dict[str, str], name: str, caption: str, window: str = "") -> str:
     if name not in figures:
         return ""
-    return f'<figure data-figure="{name}">{figures[name]}<figcaption>{_e(caption)}</figcaption></figure>'
+    label = f"{caption} {window}".strip()
+    return f'<figure data-figure="{name}">{figures[name]}<figcaption>{_e(label)}</figcaption></figure>'
 
 
 def _verdict(c: Comparison) -> str:
@@ -109,36 +137,165 @@ def _kpis(c: Comparison) -> str:
         ("requests", _n(c.rows)),
         ("labeled pairs", _n(c.accuracy.pairs)),
         (f"{e.metric} batch → live", f"{_n(e.batch_value)} → {_n(e.live_value)}"),
-        ("batch data age p50", _age(c.staleness.batch.p50)),
-        ("live data age p50", _age(c.staleness.live.p50)),
+        ("data age p50, batch → live", f"{_age(c.staleness.batch.p50)} → {_age(c.staleness.live.p50)}"),
         ("lookup misses", _pct(c.coverage.miss_share)),
-        ("live p99", f"{_n(c.latency.live.latency_ms.p99)} ms"),
+        ("live p99", "backtest: none" if c.backtest else _ms(c.latency.live.latency_ms.p99)),
         ("unread batch rows", _pct(c.waste.share)),
     ]
     return '<div class="kpis">' + "".join(f'<div class="kpi">{_e(k)}<b>{_e(v)}</b></div>' for k, v in items) + "</div>"
 
 
-def _sections(c: Comparison, figures: dict[str, str]) -> dict[str, str]:
-    st, cov, acc, ag, lat, w, fl, ex = (
-        c.staleness,
-        c.coverage,
-        c.accuracy,
-        c.agreement,
-        c.latency,
-        c.waste,
-        c.noise_floor,
-        c.explanation,
+def _staleness(c: Comparison, figures: dict[str, str], window: str) -> str:
+    st = c.staleness
+    ages = [
+        [path, _n(d.n), _age(d.p50), _age(d.p95), _age(d.max)]
+        for path, d in (("batch (the lookup row)", st.batch), ("live (the newest data it used)", st.live))
+    ]
+    groups = []
+    for g in st.groups:
+        span = "–" if g.window_s is None else _age(g.window_s)
+        quiet = "–" if g.no_event_in_window is None else f"{_n(g.no_event_in_window)} ({_pct(g.no_event_share)})"
+        groups.append([_e(g.group), _e(g.kind), span, _n(g.age.n), _age(g.age.p50), _age(g.age.p95), quiet])
+    sampled = "" if st.live_sampled_every == 1 else f" Live ages from 1 in {st.live_sampled_every:,} requests."
+    return (
+        f'<p class="sub">{_e(st.definition)}.{_e(sampled)}</p>'
+        + _table(["path", "answers", "p50", "p95", "max"], ages)
+        + "<p>Per feature group of the live path (a real-time group's age is that of its key's newest event, "
+        "counted only within the group's longest window):</p>"
+        + _table(["group", "kind", "window", "answers with data", "p50", "p95", "no event within the window"], groups)
+        + _figure(figures, "ages", "Data age behind each answer, per path (log scale).", window)
     )
-    ages = [[p, _n(d.n), _age(d.p50), _age(d.p95), _age(d.max)] for p, d in (("batch", st.batch), ("live", st.live))]
+
+
+def _coverage(c: Comparison, figures: dict[str, str], window: str) -> str:
+    cov = c.coverage
+    row = [
+        _n(cov.requests),
+        _pct(cov.batch_share),
+        f"{_n(cov.misses)} ({_pct(cov.miss_share)})",
+        _n(cov.misses_new),
+        _n(cov.misses_known),
+        f"{_pct(cov.live_share)} ({_n(cov.live_answered_on_misses)} of the misses)",
+    ]
+    header = ["requests", "batch answered", "lookup misses", "new entities", "known entities", "live answered"]
+    return (
+        _table(header, [row])
+        + f'<p class="sub">{_e(cov.miss_split)}</p>'
+        + _figure(figures, "coverage", "Share of requests each path answered, per hour.", window)
+    )
+
+
+def _calibration(c: Comparison) -> str:
+    acc = c.accuracy
+    rows = []
+    for path in ("batch", "live"):
+        cal = acc.calibration[path]
+        for index, count in enumerate(cal.count):
+            if not count:
+                continue
+            predicted, observed = cal.predicted[index], cal.observed[index]
+            spread = "–"
+            if observed is not None and acc.kind == "binary":
+                # A 95 % normal interval of the observed rate: a gap within it is noise, not miscalibration.
+                half = 1.96 * (observed * (1 - observed) / count) ** 0.5
+                spread = f"{_n(max(0.0, observed - half))} … {_n(min(1.0, observed + half))}"
+            span = f"{index / 10:.1f} – {(index + 1) / 10:.1f}" if acc.kind == "binary" else str(index + 1)
+            rows.append([path, span, _n(count), _n(predicted), _n(observed), spread])
+    return _table(["path", "predicted", "requests", "mean prediction", "mean label", "95 % interval"], rows)
+
+
+def _accuracy(c: Comparison, figures: dict[str, str], window: str) -> str:
+    acc = c.accuracy
     scores = [
-        [_e(s.metric), _n(s.batch), _n(s.live), _n(s.delta), f"[{_n(s.low)}, {_n(s.high)}]", _n(s.improvement)]
+        [_e(s.metric), _n(s.batch), _n(s.live), _n(s.delta), f"{_n(s.low)} … {_n(s.high)}", _n(s.improvement)]
         for s in acc.scores
     ]
+    level = f"{acc.scores[0].confidence:.0%} interval" if acc.scores else "interval"
+    return (
+        f"<p>{_n(acc.pairs)} labeled pairs ({_n(acc.unlabeled)} requests without a label in their closed window, "
+        f"{_n(acc.pending)} still pending; labels seen up to {_e(_when(acc.label_watermark))}).</p>"
+        + _table(["metric", "batch", "live", "live − batch", level, "improvement"], scores)
+        + _figure(figures, "roc", "ROC per path on the same labeled requests.", window)
+        + _figure(figures, "calibration", "Mean label per bin of predicted value.", window)
+        + _figure(figures, "hourly_accuracy", "The verdict's metric per hour.", window)
+        + "<p>Calibration bins (requests per bin; the mean label's interval shows what is noise):</p>"
+        + _calibration(c)
+    )
+
+
+def _checks(c: Comparison) -> str:
+    b = c.baselines
+    rows = []
+    for path in ("batch", "live"):
+        check = b.paths[path]
+        beats = {True: '<span class="pass">yes</span>', False: '<span class="fail">no</span>', None: "–"}
+        rows.append(
+            [
+                path,
+                f"{_e(check.loss_metric)} {_n(check.loss)}",
+                _n(check.baseline_loss),
+                beats[check.beats_baseline],
+                _n(check.calibration_error),
+                _e(check.model_version or "–"),
+                _n(check.holdout),
+                _n(check.shadow),
+                _n(check.offline_gap),
+            ]
+        )
+    header = [
+        "path",
+        "loss",
+        "trivial baseline",
+        "beats it",
+        "calibration error",
+        "model",
+        f"holdout {c.verdict.evidence.metric}",
+        "in this comparison",
+        "gap",
+    ]
+    return (
+        f'<p class="sub">Trivial baseline: {_e(b.baseline)}. Holdout: the metric recorded when the model was trained; '
+        "a holdout far above this comparison's value suggests leakage or training/serving skew.</p>"
+        + _table(header, rows)
+    )
+
+
+def _agreement(c: Comparison, figures: dict[str, str], window: str) -> str:
+    ag, fl = c.agreement, c.noise_floor
     noise_row = "unknown: " + fl.reason if not fl.known else f"versions {fl.previous_version} → {fl.active_version}"
+    rows = [
+        [
+            "live vs batch",
+            _n(ag.pairs),
+            _n(ag.mean_abs_delta),
+            _n(ag.abs_delta.p95),
+            _pct(ag.flip_share),
+            _n(ag.rank_correlation),
+        ],
+        [
+            f"batch vs batch ({_e(noise_row)})",
+            _n(fl.pairs),
+            _n(fl.mean_abs_delta),
+            _n(fl.abs_delta.p95),
+            _pct(fl.flip_share),
+            _n(fl.rank_correlation),
+        ],
+    ]
+    return (
+        _table(["", "pairs", "mean |Δ|", "p95 |Δ|", "flip share", "rank correlation"], rows)
+        + f"<p>Disagreement threshold {_n(ag.disagreement_threshold)} ({_e(ag.disagreement_basis)}): "
+        f"{_n(ag.disagreements)} requests ({_pct(ag.disagreement_share)}) disagree.</p>"
+        + _figure(figures, "scatter", "Batch vs live on sampled requests; dotted: the decision threshold.", window)
+        + _figure(figures, "agreement", "Live vs batch, judged against batch vs batch.", window)
+    )
+
+
+def _explanation(c: Comparison) -> str:
+    ex = c.explanation
     kinds = []
     for attribution in ex.kinds:
         top = "<br>".join(
-            f"{_e(case.key)}: {case.requests} req, mean |Δ| {_n(case.mean_abs_delta, 3)} — {_e(case.detail)}"
+            f"{_e(case.key)}: {_n(case.requests)} requests, mean |Δ| {_n(case.mean_abs_delta)} — {_e(case.detail)}"
             for case in attribution.top[:5]
         )
         kinds.append([_e(attribution.kind), _n(attribution.entities), _n(attribution.requests), top or "–"])
@@ -147,84 +304,69 @@ def _sections(c: Comparison, figures: dict[str, str]) -> dict[str, str]:
         if ex.available and ex.kinds
         else f"<p>{_e(ex.reason or 'attribution unavailable')}</p>"
     )
+    return (
+        f"<p>{_n(ex.disagreeing_requests)} disagreeing requests over {_n(ex.disagreeing_entities)} entities; the "
+        f"{_n(ex.examined_entities)} most frequent examined.</p>" + explained
+    )
+
+
+def _latency(c: Comparison, figures: dict[str, str], window: str) -> str:
+    lat = c.latency
+    if c.backtest:
+        return "<p>A backtest answers from history: it has no latency, errors or fallbacks to measure.</p>"
     paths = [
-        [p, _n(x.latency_ms.p50), _n(x.latency_ms.p95), _n(x.latency_ms.p99), _n(x.errors), _pct(x.error_rate)]
+        [p, _ms(x.latency_ms.p50), _ms(x.latency_ms.p95), _ms(x.latency_ms.p99), _n(x.errors), _pct(x.error_rate)]
         for p, x in (("batch", lat.batch), ("live", lat.live))
     ]
+    return (
+        _table(["path", "p50", "p95", "p99", "errors", "error rate"], paths)
+        + f"<p>Fallbacks: {_n(lat.fallbacks)} ({_pct(lat.fallback_rate)}). Requests by the path that served them: "
+        f"{_e(_counts(lat.served))}.</p>" + _figure(figures, "latency", "Latency per path (log scale).", window)
+    )
+
+
+def _waste(c: Comparison) -> str:
+    w = c.waste
+    return (
+        f"<p>Lookup version {_n(w.version)}: {_n(w.never_requested)} of {_n(w.rows)} predictions ({_pct(w.share)}) "
+        f"were never requested in the window. {_e(w.note)}</p>"
+    )
+
+
+def _method(c: Comparison) -> str:
+    timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in c.timings.items())
+    return (
+        "<p>Labels: a request at time t is labeled by the first label of its entity in (t, t + "
+        f"{_age(c.label_delay_s)}]; only requests whose window closed before the newest label count. Intervals: "
+        "paired bootstrap of live − batch. Details: docs/comparisons.md.</p>"
+        + f'<p class="sub">Time spent computing this report: {_e(timings)}.</p>'
+    )
+
+
+def _sections(c: Comparison, figures: dict[str, str]) -> dict[str, str]:
+    window = f"({_when(c.first_request)} → {_when(c.last_request)})"
     return {
         "verdict": _kpis(c) + _verdict(c),
-        "staleness": _table(["path", "requests", "p50", "p95", "max"], ages)
-        + _figure(figures, "ages", "Data age behind each prediction, per path (log scale)."),
-        "coverage": _table(
-            ["requests", "batch answered", "lookup misses", "new entities", "known entities", "live answered"],
-            [
-                [
-                    _n(cov.requests),
-                    _pct(cov.batch_share),
-                    f"{_n(cov.misses)} ({_pct(cov.miss_share)})",
-                    _n(cov.misses_new),
-                    _n(cov.misses_known),
-                    f"{_pct(cov.live_share)} ({_n(cov.live_answered_on_misses)} of the misses)",
-                ]
-            ],
-        )
-        + f'<p class="sub">{_e(cov.miss_split)}</p>'
-        + _figure(figures, "coverage", "Share of requests each path answered, per hour."),
-        "accuracy": f"<p>{_n(acc.pairs)} labeled pairs ({_n(acc.unlabeled)} requests without a label in their closed "
-        f"window, {_n(acc.pending)} still pending; label watermark {_e(acc.label_watermark)}).</p>"
-        + _table(
-            ["metric", "batch", "live", "live − batch", f"{acc.scores[0].confidence:.0%} interval", "improvement"],
-            scores,
-        )
-        + _figure(figures, "roc", "ROC per path on the same labeled requests.")
-        + _figure(figures, "calibration", "Mean label per bin of predicted value.")
-        + _figure(figures, "hourly_accuracy", "The verdict's metric per hour."),
-        "agreement": _table(
-            ["", "pairs", "mean |Δ|", "p95 |Δ|", "flip share", "rank correlation"],
-            [
-                [
-                    "live vs batch",
-                    _n(ag.pairs),
-                    _n(ag.mean_abs_delta),
-                    _n(ag.abs_delta.p95),
-                    _pct(ag.flip_share),
-                    _n(ag.rank_correlation),
-                ],
-                [
-                    f"batch vs batch ({_e(noise_row)})",
-                    _n(fl.pairs),
-                    _n(fl.mean_abs_delta),
-                    _n(fl.abs_delta.p95),
-                    _pct(fl.flip_share),
-                    _n(fl.rank_correlation),
-                ],
-            ],
-        )
-        + f"<p>Disagreement threshold {_n(ag.disagreement_threshold)} ({_e(ag.disagreement_basis)}): "
-        f"{_n(ag.disagreements)} requests ({_pct(ag.disagreement_share)}) disagree.</p>"
-        + _figure(figures, "scatter", "Batch vs live on sampled requests; dotted: the decision threshold.")
-        + _figure(figures, "agreement", "Live vs batch, judged against batch vs batch."),
-        "explanation": f"<p>{_n(ex.disagreeing_requests)} disagreeing requests over {_n(ex.disagreeing_entities)} "
-        f"entities; the {_n(ex.examined_entities)} most frequent examined.</p>" + explained,
-        "latency": _table(["path", "p50 ms", "p95 ms", "p99 ms", "errors", "error rate"], paths)
-        + f"<p>Fallbacks: {_n(lat.fallbacks)} ({_pct(lat.fallback_rate)}); served: {_e(lat.served)}.</p>"
-        + _figure(figures, "latency", "Latency per path (log scale)."),
-        "waste": f"<p>Lookup version {_n(w.version)}: {_n(w.never_requested)} of {_n(w.rows)} predictions "
-        f"({_pct(w.share)}) were never requested in the window. {_e(w.note)}</p>",
-        "method": "<p>Labels: a request at time t is labeled by the first label of its entity in (t, t + "
-        f"{_age(c.label_delay_s)}]; only requests whose window closed before the label watermark count. Intervals: "
-        "paired bootstrap of live − batch. Details: docs/comparisons.md.</p>"
-        + f'<p class="sub">Timings (s): {_e(c.timings)}</p>',
+        "staleness": _staleness(c, figures, window),
+        "coverage": _coverage(c, figures, window),
+        "accuracy": _accuracy(c, figures, window),
+        "checks": _checks(c),
+        "agreement": _agreement(c, figures, window),
+        "explanation": _explanation(c),
+        "latency": _latency(c, figures, window),
+        "waste": _waste(c),
+        "method": _method(c),
     }
 
 
 TITLES = {
     "verdict": "Verdict",
-    "staleness": "Staleness: how old the data was",
+    "staleness": "Staleness: how old the data behind each answer was",
     "coverage": "Coverage: who got an answer",
     "accuracy": "Accuracy on labeled requests",
+    "checks": "Baselines, calibration and the training holdout",
     "agreement": "Agreement and the noise floor",
-    "explanation": "Why they disagree",
+    "explanation": "Where the paths disagree, and the likely cause",
     "latency": "Latency and errors",
     "waste": "Waste: batch predictions nobody read",
     "method": "Method",
@@ -235,13 +377,22 @@ def render_html(c: Comparison, figures: dict[str, str]) -> str:
     """The report page: every section, figures inline, no external resource."""
     sections = _sections(c, figures)
     body = "".join(f'<section id="{name}"><h2>{_e(TITLES[name])}</h2>{sections[name]}</section>' for name in SECTIONS)
-    window = f"{c.first_request:%Y-%m-%d %H:%M} → {c.last_request:%Y-%m-%d %H:%M} UTC"
+    contents = "".join(f'<li><a href="#{name}">{_e(TITLES[name])}</a></li>' for name in SECTIONS)
+    window = f"{_when(c.first_request)} → {_when(c.last_request)}"
+    what = "backtest requests (answers from history)" if c.backtest else "shadow requests"
+    banner = (
+        '<p class="banner" id="backtest">A <b>backtest</b>: every answer was computed from history by '
+        "<code>migrate backtest</code>, not served live. Confirm the verdict with a short live shadow.</p>"
+        if c.backtest
+        else ""
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(c.usecase)}: batch vs live — {_e(c.verdict.decision)}</title><style>{CSS}</style></head>"
         f"<body><main><h1>{_e(c.usecase)}: batch predictions vs the live path</h1>"
-        f'<p class="sub">{_n(c.rows)} shadow requests, {_e(window)}; lookup version {_n(c.lookup_version)}</p>'
-        f"{body}</main></body></html>"
+        f'<p class="sub">{_n(c.rows)} {what}, {_e(window)}; newest lookup version {_n(c.lookup_version)}. '
+        "Every figure and table covers this window.</p>"
+        f"{banner}<nav><b>Contents</b><ol>{contents}</ol></nav>{body}</main></body></html>"
     )
 
 

@@ -15,7 +15,7 @@ closed window without one is labeled ``otherwise``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,10 +24,12 @@ import numpy as np
 import pyarrow as pa
 
 from migrate.errors import InvalidWindowError, NoShadowDataError
+from migrate.feature_windows import groups_of
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
     "BACKTEST_STAGE",
+    "FeatureGroup",
     "LoggedRequests",
     "Rows",
     "Window",
@@ -109,6 +111,7 @@ class Rows:
     label_watermark: datetime | None
     keys: tuple[str, ...]
     age_every: int = 1
+    model_versions: dict[str, str | None] = field(default_factory=dict)  # path → the model that answered most
 
     @property
     def key_columns(self) -> str:
@@ -156,13 +159,6 @@ def row_id_sql(usecase: UseCase) -> str:
     """The SQL of a shadow row's id ``h`` over the Parquet columns: a 64-bit hash of request id and entity key."""
     typed = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys)
     return f"hash(request_id, {typed})"
-
-
-def _feature_names(usecase: UseCase) -> list[str]:
-    names = list(usecase.feature_names)
-    if usecase.realtime_features is not None:
-        names += [f.name for f in usecase.realtime_features.features]
-    return names
 
 
 SERVED = ("batch", "online", "batch_fallback")
@@ -239,7 +235,11 @@ def load(
     con.register("s", table)
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
     _ages(con, usecase, source, filtered, every)
-    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every)
+    batch_version, online_version = con.execute(
+        f"SELECT mode(batch_model_version), mode(online_model_version) FROM {source} {filtered}"
+    ).fetchall()[0]
+    versions = {"batch": batch_version, "live": online_version}
+    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions)
 
 
 def _window_filter(window: Window) -> str:
@@ -381,14 +381,58 @@ def _labeled(
     return table.append_column("label", pa.array(label, mask=~found)).append_column("label_state", state)
 
 
-def _ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, source: str, filtered: str, every: int) -> None:
-    """Table ``ages``: the live path's data age (its oldest feature's) of the rows whose ``h`` is 0 modulo
-    ``every``. Parsing the JSON ages dominates a full read at scale, so beyond ``AGE_SAMPLE`` rows only a
-    hash-chosen subset is parsed, in a query of its own so the filter runs before the parse."""
-    names = _feature_names(usecase)
+@dataclass(frozen=True)
+class FeatureGroup:
+    """Features whose data share one age: the batch features (one nightly row), or one real-time group (the
+    newest event of its key); `window_s` is the group's longest window (None: only minutes_since features)."""
+
+    name: str
+    kind: str  # "batch features" or "real-time"
+    features: tuple[str, ...]
+    window_s: float | None
+
+
+def feature_groups(usecase: UseCase) -> list[FeatureGroup]:
+    """The live path's feature groups: the batch features, then each real-time group that has features."""
+    groups = [FeatureGroup("batch features", "batch features", tuple(usecase.feature_names), None)]
+    for group in groups_of(usecase):
+        if not group.spec.features:
+            continue
+        windows = [f.buckets for f in group.spec.features if f.aggregation != "minutes_since"]
+        window_s = max(windows) * group.spec.resolution_s if windows else None
+        groups.append(FeatureGroup(group.name, "real-time", tuple(group.spec.names), window_s))
+    return groups
+
+
+def _parsed_ages(usecase: UseCase, column: str) -> str:
+    names = [*usecase.feature_names, *usecase.realtime_feature_names]
     struct = "{" + ", ".join(f'"{name}": "DOUBLE"' for name in names) + "}"
-    parsed = f"from_json(online_feature_ages_s, '{struct}')"
-    greatest = f"greatest({', '.join(f'{parsed}.{name}' for name in names)})"
+    return f"from_json({column}, '{struct}')"
+
+
+def newest_age_sql(usecase: UseCase, column: str = "online_feature_ages_s") -> str:
+    """The live path's **data age** of a shadow row: the age of the newest data behind its answer, i.e. the youngest
+    of its features' ages (``online_feature_ages_s``). One definition for the report, the JSON, `migrate gate` and
+    the demo: an entity without a recent event is as old as its batch features, never older (docs/comparisons.md)."""
+    parsed = _parsed_ages(usecase, column)
+    names = [*usecase.feature_names, *usecase.realtime_feature_names]
+    return f"least({', '.join(f'{parsed}.{name}' for name in names)})" if names else "NULL"
+
+
+def group_age_sql(usecase: UseCase, group: FeatureGroup, column: str = "online_feature_ages_s") -> str:
+    """A feature group's age in a shadow row: the oldest of its features' ages (they share one in practice)."""
+    parsed = _parsed_ages(usecase, column)
+    return f"greatest({', '.join(f'{parsed}.{name}' for name in group.features)})" if group.features else "NULL"
+
+
+def _ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, source: str, filtered: str, every: int) -> None:
+    """Table ``ages``: the live path's data age (`newest_age_sql`) and each feature group's age (``g0``, ``g1``, …
+    in the order of `feature_groups`) of the rows whose ``h`` is 0 modulo ``every``. Parsing the JSON ages
+    dominates a full read at scale, so beyond ``AGE_SAMPLE`` rows only a hash-chosen subset is parsed, in a query
+    of its own so the filter runs before the parse."""
+    groups = feature_groups(usecase)
+    columns = "".join(f", {group_age_sql(usecase, g)} AS g{i}" for i, g in enumerate(groups))
+    picked = "".join(f", any_value(g{i}) AS g{i}" for i in range(len(groups)))
     row_id = row_id_sql(usecase)
     sample = f"{row_id} % {every} = 0"
     condition = f"{filtered} AND {sample}" if filtered else f"WHERE {sample}"
@@ -396,9 +440,10 @@ def _ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, source: str, filtere
     con.execute(f"""
         CREATE TEMP TABLE ages AS
         SELECT h, any_value(hour) AS hour, any_value(answered) AS answered, any_value(online_age) AS online_age
+               {picked}
         FROM (
             SELECT {row_id} AS h, date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
-                   online_prediction IS NOT NULL AS answered, {greatest} AS online_age
+                   online_prediction IS NOT NULL AS answered, {newest_age_sql(usecase)} AS online_age{columns}
             FROM {source} {condition if every > 1 else filtered}
         ) GROUP BY h
     """)

@@ -49,6 +49,12 @@ class Evidence(Result):
     noise_flip_share: float | None = None
     live_flip_share: float | None = None
     backtest: bool = False  # answers from history (`migrate backtest`): no live latency, errors or fallbacks
+    loss_metric: str | None = None  # brier (binary) or mae (regression): the live path against the baseline
+    live_loss: float | None = None
+    baseline_loss: float | None = None
+    live_calibration_error: float | None = None
+    live_holdout: float | None = None  # the online model's primary metric at training
+    live_offline_gap: float | None = None  # how much better that holdout looked than the shadow
 
 
 class Check(Result):
@@ -83,8 +89,17 @@ def primary_metric(policy: CutoverPolicy, kind: str) -> str:
     return chosen
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}g}"
+def _fmt(value: float | None, digits: int = 3) -> str:
+    """One precision for every metric in a verdict (the report uses the same)."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 10**-digits:
+        return f"{value:.1e}"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _guardrails(policy: CutoverPolicy, e: Evidence) -> list[Check]:
@@ -96,9 +111,59 @@ def _guardrails(policy: CutoverPolicy, e: Evidence) -> list[Check]:
 
     return [
         upper("live_error_rate", e.live_error_rate, policy.max_error_rate, "live error rate"),
-        upper("live_p99_latency_ms", e.live_p99_ms, policy.max_p99_latency_ms, "live p99 latency ms"),
+        upper("live_p99_latency_ms", e.live_p99_ms, policy.max_p99_latency_ms, "live p99 latency (ms)"),
         upper("fallback_rate", e.fallback_rate, policy.max_fallback_rate, "fallback rate"),
     ]
+
+
+def _model_checks(policy: CutoverPolicy, e: Evidence, enough: bool) -> list[Check]:
+    """The live model against a trivial baseline, its calibration, and its holdout against its shadow: judged
+    only on enough labeled pairs (a failure holds the cutover, with its reason)."""
+
+    def judged(passed: bool | None) -> bool | None:
+        return passed if enough else None
+
+    loss = e.loss_metric or "loss"
+    baseline = Check(
+        name="beats_baseline",
+        passed=judged(None if e.live_loss is None or e.baseline_loss is None else e.live_loss < e.baseline_loss),
+        value=e.live_loss,
+        limit=e.baseline_loss if e.baseline_loss is not None else float("nan"),
+        detail=f"the live path is no better than a trivial baseline: {loss} {_fmt(e.live_loss)} vs "
+        f"{_fmt(e.baseline_loss)} (must be lower)",
+    )
+    if baseline.passed is not False:
+        baseline = baseline.model_copy(
+            update={"detail": f"live {loss} {_fmt(e.live_loss)} vs trivial baseline {_fmt(e.baseline_loss)}"}
+        )
+    checks = [baseline]
+    if e.live_calibration_error is not None or e.loss_metric == "brier":
+        ece = e.live_calibration_error
+        calibrated = judged(None if ece is None else ece <= policy.max_calibration_error)
+        word = "live predictions are miscalibrated: " if calibrated is False else ""
+        checks.append(
+            Check(
+                name="calibration",
+                passed=calibrated,
+                value=ece,
+                limit=policy.max_calibration_error,
+                detail=f"{word}expected calibration error {_fmt(ece)} (≤ {policy.max_calibration_error:g})",
+            )
+        )
+    gap = e.live_offline_gap
+    consistent = judged(None if gap is None else gap <= policy.max_offline_gap)
+    word = "suspected leakage or training/serving skew: " if consistent is False else ""
+    checks.append(
+        Check(
+            name="offline_consistency",
+            passed=consistent,
+            value=gap,
+            limit=policy.max_offline_gap,
+            detail=f"{word}the online model's holdout {e.metric} {_fmt(e.live_holdout)} at training vs "
+            f"{_fmt(e.live_value)} in shadow, gap {_fmt(gap)} (≤ max_offline_gap {policy.max_offline_gap:g})",
+        )
+    )
+    return checks
 
 
 def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
@@ -113,7 +178,7 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             passed=enough,
             value=float(e.labeled_pairs),
             limit=float(policy.min_labeled_samples),
-            detail=f"{e.labeled_pairs} labeled pairs (≥ {policy.min_labeled_samples})",
+            detail=f"{e.labeled_pairs:,} labeled pairs (≥ {policy.min_labeled_samples:,})",
         )
     )
     coverage_ok = None if e.live_share is None else e.live_share >= policy.min_coverage
@@ -123,7 +188,7 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             passed=coverage_ok,
             value=e.live_share,
             limit=policy.min_coverage,
-            detail=f"live path answered {_fmt(e.live_share)} of requests (≥ {policy.min_coverage:g})",
+            detail=f"live path answered {_pct(e.live_share)} of requests (≥ {policy.min_coverage:.0%})",
         )
     )
     interval = f"[{_fmt(e.improvement_low)}, {_fmt(e.improvement_high)}]"
@@ -138,6 +203,7 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             f"{_fmt(e.improvement)} with {level} interval {interval} (lower bound ≥ {tolerance:g})",
         )
     )
+    checks += _model_checks(policy, e, enough)
     rollback: list[str] = [f"guardrail breached: {c.detail}" for c in checks[:3] if c.passed is False]
     if enough and e.improvement_high is not None and e.improvement_high < tolerance:
         rollback.append(
@@ -151,7 +217,7 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
         hold.append("no shadow traffic in the window")
     if not enough:
         hold.append(
-            f"too few labeled samples: {e.labeled_pairs} < min_labeled_samples {policy.min_labeled_samples}; "
+            f"too few labeled samples: {e.labeled_pairs:,} < min_labeled_samples {policy.min_labeled_samples:,}; "
             "never promote without them"
         )
     if not e.backtest:  # a backtest has no live traffic: its guardrails are judged in the live shadow
@@ -167,11 +233,14 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             f"a loss beyond tolerance cannot be ruled out: the {level} interval of the {e.metric} improvement "
             f"{interval} reaches below −max_accuracy_loss = {tolerance:g}"
         )
+    for check in checks[6:]:
+        if check.passed is False:
+            hold.append(check.detail)
     if hold:
         return Verdict(decision="hold", reasons=hold, checks=checks, evidence=e, auto_promote=False)
     reasons = [
         f"{e.metric} improvement {_fmt(e.improvement)}, {level} interval {interval}, lower bound ≥ {tolerance:g} "
-        f"on {e.labeled_pairs} labeled pairs",
+        f"on {e.labeled_pairs:,} labeled pairs",
     ]
     if e.backtest:
         reasons.append(

@@ -296,6 +296,15 @@ class CutoverPolicy(_Strict):
         default=0.05, gt=0, description="|live − batch| that counts as a disagreement when the noise floor is unknown."
     )
     auto_promote: bool = False
+    max_offline_gap: float = Field(
+        default=0.1,
+        ge=0,
+        description="How much better the online model's holdout may look than its shadow on the primary metric "
+        "(absolute for AUC, a share of the shadow value for losses); beyond it: hold, suspected leakage or skew.",
+    )
+    max_calibration_error: float = Field(
+        default=0.1, gt=0, le=1, description="Largest expected calibration error of the live path (binary labels)."
+    )
 
 
 class UseCase(_Strict):

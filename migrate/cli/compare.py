@@ -48,6 +48,15 @@ def _moment(value: str | None, option: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _window(since: str | None, until: str | None) -> object:
     from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
@@ -83,6 +92,11 @@ def gate(
     )
     for reason in verdict.reasons:
         console.print(f"  • {reason}", highlight=False)
+    ages = result.staleness
+    console.print(
+        f"data age p50 (the newest data behind the answer): batch {_age(ages.batch.p50)}, live {_age(ages.live.p50)}",
+        highlight=False,
+    )
     table = Table("check", "result", "detail")
     for check in verdict.checks:
         mark = {True: "[green]pass[/]", False: "[red]fail[/]", None: "[yellow]n/a[/]"}[check.passed]

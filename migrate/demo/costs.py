@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
+from comparisons.shadow_rows import newest_age_sql
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
 
@@ -61,16 +62,13 @@ def measure_costs(
     shadow = str(settings.shadow_dir / usecase.name / "**" / "*.parquet")
     labels = str(settings.labels_dir / usecase.name / "**" / "*.parquet")
     keys = usecase.entity.key_names
-    realtime = usecase.realtime_feature_names
-    struct = "{" + ", ".join(f'"{n}": "DOUBLE"' for n in realtime) + "}"
-    newest = f"least({', '.join(f'a.{n}' for n in realtime)})" if realtime else "NULL"
+    newest = newest_age_sql(usecase)  # the comparator's definition of the live path's data age
     delay = int(parse_duration(usecase.label.available_after).total_seconds())
     on = " AND ".join(f"r.key_{k} = l.key_{k}" for k in keys)
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(
-            f"""CREATE TEMP TABLE r AS SELECT DISTINCT ON (request_id, entity_key) *,
-                from_json(online_feature_ages_s, '{struct}') AS a
+            f"""CREATE TEMP TABLE r AS SELECT DISTINCT ON (request_id, entity_key) *
             FROM read_parquet('{shadow}', hive_partitioning = true, union_by_name = true)
             WHERE request_time >= $since AND request_time < $until""",
             {"since": since, "until": until},

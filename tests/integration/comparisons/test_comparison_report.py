@@ -171,6 +171,21 @@ def test_report_has_every_section_figure_and_number(report: Any, shadowed: Shado
     assert numbers["staleness"]["batch"]["p50"] > 20 * 3600 > numbers["staleness"]["live"]["p50"]
     assert numbers["accuracy"]["pairs"] > 400
     assert len(numbers["hourly"]) >= 3
+    assert {g["group"] for g in numbers["staleness"]["groups"]} == {"batch features", "entity"}
+    assert set(numbers["baselines"]["paths"]) == {"batch", "live"}
+
+
+def test_report_reads_as_prose_not_as_python(report: Any) -> None:
+    """No dict or list reprs, no raw datetimes, one precision for metrics, and a contents list."""
+    text = report.html.read_text()
+    visible = re.sub(r"<svg.*?</svg>", "", text, flags=re.S)  # the figures' own markup aside
+    for leak in ("{'", "': ", "['", "datetime.", "+00:00", "None"):
+        assert leak not in visible, (leak, visible[max(0, visible.find(leak) - 200) : visible.find(leak) + 200])
+    assert '<nav><b>Contents</b><ol><li><a href="#verdict">' in text
+    metrics = re.findall(r"<td>(0\.\d+)</td>", visible)
+    assert metrics and all(len(m) == 5 for m in metrics), metrics  # 0.xxx everywhere
+    assert "of requests (≥" in visible and "labeled pairs (≥" in visible
+    assert "Calibration bins" in visible and "95 % interval" in visible
 
 
 def test_disagreements_are_attributed_to_the_planted_causes(report: Any) -> None:

@@ -71,9 +71,41 @@ def test_staleness_by_hand(rows: Rows) -> None:
     assert result.batch.p50 == pytest.approx(9000)
     assert result.batch.p95 == pytest.approx(13860)
     assert result.batch.max == 14400
-    # live ages (oldest feature) 120, 30, 10, 90: p50 = 60, max 120
-    assert (result.live.n, result.live.p50, result.live.max) == (4, pytest.approx(60), 120)
+    # live data age = the newest data behind the answer: min(60, 120), 30, 10, 90 → p50 = 45, max 90
+    assert (result.live.n, result.live.p50, result.live.max) == (4, pytest.approx(45), 90)
     assert sum(result.histogram.counts["batch"]) == 4 and sum(result.histogram.counts["live"]) == 4
+    # The batch features' group: its oldest feature, max(60, 120), 30, 10, 90 → p50 = 60
+    batch_features = next(g for g in result.groups if g.kind == "batch features")
+    assert (batch_features.age.n, batch_features.age.p50) == (4, pytest.approx(60))
+
+
+def test_freshness_per_feature_group_counts_quiet_keys_apart(settings: Settings, usecase: UseCase) -> None:
+    """Live features minutes old, batch features hours old: the live path's data age shows it; a key without an
+    event within its group's window (or without any) is counted as such, not as old data."""
+    nine_hours = 9 * 3600.0
+    batch = dict.fromkeys(usecase.feature_names, nine_hours)
+    realtime = usecase.realtime_feature_names
+    world = [
+        record(1, 0, product=1, batch_age=9.5 * 3600, ages=batch | dict.fromkeys(realtime, 120.0)),  # scanned 2 min ago
+        record(2, 1, product=2, batch_age=9.5 * 3600, ages=batch | dict.fromkeys(realtime, 5 * 3600.0)),  # 5 h ago
+        record(3, 2, product=3, batch_age=9.5 * 3600, ages=batch),  # never scanned since the stream started
+    ]
+    write_shadow(settings, world, [label(600, 0.0, store=9, product=9)])
+    loaded = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+    try:
+        result = staleness.measure(loaded)
+    finally:
+        loaded.con.close()
+    assert result.batch.p50 == pytest.approx(9.5 * 3600)
+    assert (
+        result.live.p50 == pytest.approx(5 * 3600) and result.live.p50 < result.batch.p50
+    )  # median of 2 min, 5 h, 9 h
+    groups = {g.group: g for g in result.groups}
+    assert groups["batch features"].age.p50 == pytest.approx(nine_hours)
+    entity = groups["entity"]
+    assert entity.window_s == 7200  # the longest window, 120 min
+    assert (entity.age.n, entity.age.p50) == (1, pytest.approx(120))  # only the key with an event within 2 h
+    assert (entity.no_event_in_window, entity.no_event_share) == (2, pytest.approx(2 / 3))
 
 
 def test_coverage_by_hand_with_new_and_known_misses(rows: Rows) -> None:

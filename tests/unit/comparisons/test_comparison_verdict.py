@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from comparison_fixtures import label, record, with_policy, write_shadow
+from comparison_fixtures import T0, label, record, with_policy, write_shadow
 
 from comparisons.comparison import compare
 from comparisons.verdict import Evidence, decide, primary_metric
+from migrate.artifact import ArtifactStore
 from migrate.errors import PolicyMismatchError
 from migrate.settings import Settings
 from migrate.usecase import CutoverPolicy, UseCase
@@ -35,6 +36,12 @@ def evidence(**changes: object) -> Evidence:
         "live_error_rate": 0.001,
         "live_p99_ms": 12.0,
         "fallback_rate": 0.0,
+        "loss_metric": "brier",
+        "live_loss": 0.12,
+        "baseline_loss": 0.21,
+        "live_calibration_error": 0.02,
+        "live_holdout": 0.86,
+        "live_offline_gap": 0.01,
     }
     return Evidence.model_validate(base | changes)
 
@@ -64,6 +71,13 @@ def test_promote_needs_every_check() -> None:
         ({"labeled_pairs": 10, "improvement_low": -0.07, "improvement_high": -0.03}, "hold", "too few"),
         ({"improvement": None, "improvement_low": None, "improvement_high": None}, "hold", "undefined"),
         ({"live_p99_ms": None}, "hold", "not measurable"),
+        ({"live_loss": 0.25}, "hold", "no better than a trivial baseline"),
+        ({"live_calibration_error": 0.15}, "hold", "miscalibrated"),
+        ({"live_holdout": 0.97, "live_offline_gap": 0.12}, "hold", "suspected leakage or training/serving skew"),
+        # Unknown holdout (a pinned model without a manifest) or calibration: not judged, not a hold.
+        ({"live_holdout": None, "live_offline_gap": None, "live_calibration_error": None}, "promote", "lower bound"),
+        # On too few labels none of them is judged: the hold says why.
+        ({"labeled_pairs": 10, "live_calibration_error": 0.5}, "hold", "too few"),
     ],
 )
 def test_each_rule(changes: dict[str, object], decision: str, reason: str) -> None:
@@ -89,23 +103,34 @@ def _scenario(
     skewed_share: float = 0.0,
     live_ms: float = 5.0,
     seed: int = 11,
+    live_shift: float = 0.0,
+    live_version: str = "v1",
 ) -> None:
     """n requests (one entity each) over 3 h; truth p from a logit; each path = truth logit + its own noise.
 
     ``skewed_share`` of entities get a feature-skew bug on the live path: their live score is that of another
-    entity. Labels arrive 1–50 min after the request; ``labeled`` caps how many requests get one.
+    entity. Labels arrive 1–50 min after the request; ``labeled`` caps how many requests get one. ``live_shift``
+    adds a constant to the live logit: the same ranking (AUC), predictions off the observed rates.
     """
     rng = np.random.default_rng(seed)
     logit = rng.normal(0, 1.5, n)
     truth = 1 / (1 + np.exp(-logit))
     y = (rng.random(n) < truth).astype(float)
     batch = 1 / (1 + np.exp(-(logit + rng.normal(0, batch_noise, n))))
-    live = 1 / (1 + np.exp(-(logit + rng.normal(0, live_noise, n))))
+    live = 1 / (1 + np.exp(-(logit + rng.normal(0, live_noise, n) + live_shift)))
     skewed = rng.random(n) < skewed_share
     live = np.where(skewed, rng.permutation(live), live)
     minutes = np.sort(rng.uniform(0, 180, n))
     records = [
-        record(i, float(minutes[i]), product=i, bp=float(batch[i]), op=float(live[i]), online_ms=live_ms)
+        record(
+            i,
+            float(minutes[i]),
+            product=i,
+            bp=float(batch[i]),
+            op=float(live[i]),
+            online_ms=live_ms,
+            online_model_version=live_version,
+        )
         for i in range(n)
     ]
     count = n if labeled is None else labeled
@@ -171,3 +196,43 @@ def test_without_lookup_store_or_artifacts_the_comparison_says_so(settings: Sett
     assert not result.explanation.available
     assert "no artifact of live model version(s) ['v1']" in result.explanation.reason
     assert result.explanation.disagreeing_requests > 0
+
+
+def _online_model(settings: Settings, usecase: UseCase, holdout_auc: float) -> str:
+    """An online artifact whose manifest records `holdout_auc` at training; its version, for the records."""
+    from sklearn.dummy import DummyClassifier  # noqa: PLC0415 - only these tests need an estimator to save
+
+    estimator = DummyClassifier().fit([[0.0]], [1])
+    store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    return store.save(usecase, estimator, trained_as_of=T0, metrics={"auc": holdout_auc}, role="online").version
+
+
+def test_a_model_whose_holdout_is_far_above_its_shadow_is_held_as_leaky(settings: Settings, usecase: UseCase) -> None:
+    """Live is better than batch beyond doubt, but its holdout said 0.99: offline it saw something it cannot see
+    live (the 0.88 offline / 0.64 live story). The same scenario with an honest holdout is promoted."""
+    _scenario(settings, batch_noise=1.5, live_noise=0.3, live_version=_online_model(settings, usecase, 0.99))
+    decision, reasons = _decide(settings, usecase)
+    assert decision == "hold" and any("suspected leakage or training/serving skew" in r for r in reasons), reasons
+    honest = _online_model(settings, usecase, 0.86)  # this scenario's live AUC is about 0.85
+    _scenario(settings, batch_noise=1.5, live_noise=0.3, live_version=honest)
+    decision, reasons = _decide(settings, usecase)
+    assert decision == "promote", reasons
+    result = compare(with_policy(usecase, min_labeled_samples=1000, max_p99_latency_ms=25), settings)
+    live = result.baselines.paths["live"]
+    assert live.model_version == honest and live.holdout == 0.86 and live.offline_gap is not None
+    assert abs(live.offline_gap - (0.86 - result.accuracy.score("auc").live)) < 1e-12  # type: ignore[union-attr]
+
+
+def test_a_miscalibrated_model_is_held_even_when_it_ranks_better(settings: Settings, usecase: UseCase) -> None:
+    _scenario(settings, batch_noise=1.5, live_noise=0.3, live_shift=2.5)  # same order, probabilities far too high
+    decision, reasons = _decide(settings, usecase)
+    assert decision == "hold", reasons
+    assert any("miscalibrated" in r for r in reasons) and any("trivial baseline" in r for r in reasons), reasons
+    result = compare(with_policy(usecase, min_labeled_samples=1000, max_p99_latency_ms=25), settings)
+    live, batch = result.baselines.paths["live"], result.baselines.paths["batch"]
+    # By hand: the constant at the base rate ȳ has Brier ȳ(1 − ȳ) on the labeled pairs.
+    rate = result.accuracy.calibration["live"]
+    labels = sum(o * n for o, n in zip(rate.observed, rate.count, strict=True) if o is not None) / sum(rate.count)
+    assert live.baseline_loss is not None and abs(live.baseline_loss - labels * (1 - labels)) < 1e-9
+    assert live.beats_baseline is False and batch.beats_baseline is True
+    assert live.calibration_error is not None and live.calibration_error > 0.2
