@@ -10,16 +10,18 @@ import importlib
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field
 
 from comparisons import accuracy, agreement, baselines, coverage, hourly, latency, noise, staleness, waste
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
-from comparisons.lookup import active_and_previous, open_lookup
+from comparisons.lookup import open_lookup
 from comparisons.shadow_rows import Rows, Window, load
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
@@ -90,25 +92,76 @@ def warm(*modules: str) -> threading.Thread:
     return thread
 
 
-def _lookup(rows: Rows, usecase: UseCase, settings: Settings) -> tuple[Any, Any, str]:
-    """Load the active and previous lookup versions as tables ``lookup_active`` / ``lookup_previous``."""
-
-    spec = TableSpec.for_usecase(usecase, settings)
+def _timeline(usecase: UseCase, settings: Settings) -> tuple[list[Any], str]:
+    """Every version of the use case's lookup table (any status), oldest first; or none and why."""
     store = open_lookup(settings)
     try:
-        active, previous = active_and_previous(store, spec)
-        if active is None:
-            return None, None, "no published lookup version"
-        # Registered Arrow tables: DuckDB scans them in place, no copy into a table.
-        rows.con.register("lookup_active", store.export(spec, active.version))
-        if previous is not None:
-            rows.con.register("lookup_previous", store.export(spec, previous.version))
-        return active, previous, ""
+        return sorted(store.versions(TableSpec.for_usecase(usecase, settings)), key=lambda v: v.version), ""
     except MigrateError as exc:
         log.warning("lookup versions of %s unavailable: %s", usecase.name, exc.what)
-        return None, None, f"lookup store unavailable: {exc.what}"
+        return [], f"lookup store unavailable: {exc.what}"
     finally:
         store.close()
+
+
+@dataclass(frozen=True)
+class _Served:
+    """The lookup versions behind the window's requests, as loaded for the metrics."""
+
+    primary: Any  # the version that answered most requests (VersionInfo), or None
+    previous: Any  # the newest kept version older than it, or None
+    loaded: tuple[int, ...]  # served versions whose rows are registered as ``lookup_v<n>``
+    gone: tuple[int, ...]  # served versions no longer kept (their rows were dropped)
+    note: str
+
+
+def _lookup(rows: Rows, usecase: UseCase, settings: Settings, timeline: list[Any], note: str) -> _Served:
+    """Register table ``versions(version, cutoff)``, the served versions' rows (``lookup_v<n>``) and, for the noise
+    floor, the primary served version and the one before it as ``lookup_active`` / ``lookup_previous``.
+
+    Coverage, waste and the noise floor use the version that served each request (``s.lv``), so a later batch
+    run does not change a report over a past window."""
+    if not timeline:
+        return _Served(None, None, (), (), note or "no published lookup version")
+    rows.con.register(
+        "versions",
+        pa.table(
+            {
+                "version": pa.array([v.version for v in timeline], pa.int64()),
+                "cutoff": pa.array([v.data_interval_end for v in timeline], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    counts = dict(rows.con.execute("SELECT lv, count(*) FROM s WHERE lv IS NOT NULL GROUP BY lv").fetchall())
+    by_number = {v.version: v for v in timeline}
+    active = next((v for v in timeline if v.status == "active"), None)
+    primary = by_number.get(max(counts, key=lambda n: counts[n])) if counts else active
+    if primary is None:
+        return _Served(None, None, (), (), "no published lookup version")
+    kept = {v.version for v in timeline if v.status in ("active", "ready")}
+    older = [v for v in timeline if v.version < primary.version and v.version in kept]
+    previous = older[-1] if older else None
+    spec = TableSpec.for_usecase(usecase, settings)
+    store = open_lookup(settings)
+    loaded: list[int] = []
+    try:
+        for number in sorted(set(counts) | {primary.version}):
+            if number not in kept:
+                continue
+            # Registered Arrow tables: DuckDB scans them in place, no copy into a table.
+            rows.con.register(f"lookup_v{number}", store.export(spec, number))
+            loaded.append(number)
+        if primary.version in kept:
+            rows.con.execute(f"CREATE VIEW lookup_active AS SELECT * FROM lookup_v{primary.version}")
+        if previous is not None:
+            rows.con.register("lookup_previous", store.export(spec, previous.version))
+    except MigrateError as exc:
+        log.warning("lookup versions of %s unavailable: %s", usecase.name, exc.what)
+        return _Served(primary, None, (), tuple(sorted(counts)), f"lookup store unavailable: {exc.what}")
+    finally:
+        store.close()
+    gone = tuple(sorted(n for n in counts if n not in kept))
+    return _Served(primary, previous, tuple(loaded), gone, "")
 
 
 def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
@@ -141,15 +194,22 @@ def compare(
     window = window or Window()
     policy = usecase.cutover_policy
     metric_name = primary_metric(policy, usecase.label.kind)
-    rows = load(usecase, settings.shadow_dir / usecase.name, settings.labels_dir / usecase.name, window)
+    timeline, lookup_note = _timeline(usecase, settings)
+    published = [(v.version, v.published_at) for v in timeline if v.published_at is not None]
+    rows = load(
+        usecase, settings.shadow_dir / usecase.name, settings.labels_dir / usecase.name, window, published=published
+    )
     try:
         clock.lap("load")
-        active, previous, lookup_note = _lookup(rows, usecase, settings)
+        served = _lookup(rows, usecase, settings, timeline, lookup_note)
+        active, previous = served.primary, served.previous
         entities_loaded = _entities(rows, usecase, settings)
         clock.lap("lookup")
         threshold = policy.decision_threshold
         if active is None:
-            floor = noise.unknown(lookup_note)
+            floor = noise.unknown(served.note)
+        elif active.version not in served.loaded:
+            floor = noise.unknown(f"version {active.version} served the window but its rows are no longer kept")
         elif previous is None:
             floor = noise.unknown("one lookup version only: the noise floor is unknown", active.version)
         else:
@@ -160,7 +220,7 @@ def compare(
             tau, basis = policy.disagreement_threshold, "cutover_policy.disagreement_threshold (noise floor unknown)"
         clock.lap("noise_floor")
         stale = staleness.measure(rows)
-        cover = coverage.measure(rows, None if active is None else active.data_interval_end, entities_loaded)
+        cover = coverage.measure(rows, active is not None, entities_loaded)
         clock.lap("staleness_coverage")
         acc = accuracy.measure(rows, policy.confidence)
         checked = baselines.measure(rows, acc, settings, metric_name)
@@ -168,7 +228,7 @@ def compare(
         agree = agreement.measure(rows, threshold, tau, basis)
         scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
         lat = latency.measure(rows)
-        wasted = waste.measure(rows, None if active is None else active.version, active is not None, lookup_note)
+        wasted = waste.measure(rows, served.loaded, served.gone, served.note)
         hours = hourly.measure(rows, threshold, tau)
         clock.lap("agreement_latency_waste_hourly")
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)

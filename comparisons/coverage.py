@@ -1,16 +1,14 @@
 """Coverage: which requests each path could answer, and why the lookup table missed the others.
 
 A batch **miss** is a request whose entity had no row in the lookup table. A miss is **new** when the entity was
-created after the active lookup version's cutoff (its ``data_interval_end``) or is not listed in the use case's
-entity source at all: the batch run could not have scored it. It is **known** when the entity was listed by then:
-the batch run should have scored it and did not (no features yet, a dropped row). The split needs the entity
-source (the offline store's ``entity.source`` table, loaded as table ``entities``) and the cutoff; without them
-it is left out and the report says why.
+created after the cutoff (``data_interval_end``) of the lookup version that served that request (recorded in the
+shadow log), or is not listed in the use case's entity source at all: the batch run could not have scored it. It
+is **known** when the entity was listed by then: the batch run should have scored it and did not (no features
+yet, a dropped row). The split needs the entity source (the offline store's ``entity.source`` table, loaded as
+table ``entities``) and the versions' cutoffs; without them it is left out and the report says why.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from comparisons.shadow_rows import Rows
 from comparisons.stats import Result, share
@@ -37,8 +35,9 @@ class Coverage(Result):
     missed_entities: int
 
 
-def measure(rows: Rows, cutoff: datetime | None, entities_loaded: bool) -> Coverage:
-    """Coverage over the window; ``entities_loaded`` says table ``entities(k_<key>..., created_at)`` exists."""
+def measure(rows: Rows, versions_loaded: bool, entities_loaded: bool) -> Coverage:
+    """Coverage over the window. ``versions_loaded``: table ``versions(version, cutoff)`` exists and ``s.lv`` names
+    the version that served each request; ``entities_loaded``: table ``entities(k_<key>..., created_at)`` exists."""
     con = rows.con
     keys = rows.key_columns
     row = con.execute(f"""
@@ -51,23 +50,26 @@ def measure(rows: Rows, cutoff: datetime | None, entities_loaded: bool) -> Cover
     assert row is not None
     requests, answered, misses, errors, live, live_on_misses, entities, missed_entities = (int(v) for v in row)
     new = known = None
-    if cutoff is None:
+    if not versions_loaded:
         note = "no published lookup version: the cutoff of the batch run is unknown"
     elif not entities_loaded:
         note = "the entity source (offline store) could not be read"
     else:
         on = " AND ".join(f"s.k_{k} = e.k_{k}" for k in rows.keys)
-        moment = cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        # Each miss against the cutoff of the version that served its request; before any version, every entity
+        # is new to the lookup table.
         split = con.execute(f"""
-            SELECT count(*) FILTER (WHERE e.created_at IS NOT NULL AND e.created_at <= TIMESTAMP '{moment}'),
+            SELECT count(*) FILTER (WHERE e.created_at IS NOT NULL AND v.cutoff IS NOT NULL
+                                    AND e.created_at <= CAST(v.cutoff AS TIMESTAMP)),
                    count(*)
             FROM s LEFT JOIN (SELECT {keys}, min(created_at) AS created_at FROM entities GROUP BY ALL) e ON {on}
+                   LEFT JOIN versions v ON v.version = s.lv
             WHERE s.miss
         """).fetchall()[0]
         assert split is not None
         known = int(split[0])
         new = int(split[1]) - known
-        note = f"new: created after the batch cutoff {cutoff.astimezone(UTC):%Y-%m-%d %H:%M} UTC or not listed"
+        note = "new: created after the cutoff of the lookup version that served the request, or not listed"
     return Coverage(
         requests=requests,
         batch_answered=answered,

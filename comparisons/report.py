@@ -327,9 +327,10 @@ def _latency(c: Comparison, figures: dict[str, str], window: str) -> str:
 
 def _waste(c: Comparison) -> str:
     w = c.waste
+    which = ", ".join(str(v) for v in w.versions) or "–"
     return (
-        f"<p>Lookup version {_n(w.version)}: {_n(w.never_requested)} of {_n(w.rows)} predictions ({_pct(w.share)}) "
-        f"were never requested in the window. {_e(w.note)}</p>"
+        f"<p>Lookup version(s) that served the window: {_e(which)}. {_n(w.never_requested)} of their {_n(w.rows)} "
+        f"predictions ({_pct(w.share)}) were never requested while they served. {_e(w.note)}</p>"
     )
 
 
@@ -390,7 +391,7 @@ def render_html(c: Comparison, figures: dict[str, str]) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(c.usecase)}: batch vs live — {_e(c.verdict.decision)}</title><style>{CSS}</style></head>"
         f"<body><main><h1>{_e(c.usecase)}: batch predictions vs the live path</h1>"
-        f'<p class="sub">{_n(c.rows)} {what}, {_e(window)}; newest lookup version {_n(c.lookup_version)}. '
+        f'<p class="sub">{_n(c.rows)} {what}, {_e(window)}; lookup version {_n(c.lookup_version)} served most of them. '
         "Every figure and table covers this window.</p>"
         f"{banner}<nav><b>Contents</b><ol>{contents}</ol></nav>{body}</main></body></html>"
     )

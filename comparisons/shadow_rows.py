@@ -15,6 +15,7 @@ closed window without one is labeled ``otherwise``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -175,13 +176,16 @@ def load(
     *,
     threads: int | None = None,
     memory_limit: str | None = None,
+    published: Sequence[tuple[int, datetime]] = (),
 ) -> Rows:
     """Read the window's shadow rows, de-duplicated and each joined with its label, as table ``s`` of a fresh
     DuckDB connection; the live data ages of (a sample of) them as table ``ages``.
 
     Table ``s`` keeps what the metrics need, compactly: ``h`` (a 64-bit hash of request id and entity key, which
     identifies a row), the ``k_<key>`` columns, ``served`` (index into ``SERVED``), predictions, batch data age,
-    latencies, error flags, ``hour``, ``label`` and ``label_state``. Table ``ages`` holds ``h``, ``hour``,
+    latencies, error flags, ``hour``, ``lv`` (the lookup version that served: the record's ``lookup_version``, or
+    for a record without one the newest of `published` (version, published at) at or before its request time; null
+    before any), ``label`` and ``label_state``. Table ``ages`` holds ``h``, ``hour``,
     ``answered`` (the live path gave a prediction) and ``online_age`` for the rows ``Rows.age_every`` chooses.
 
     Raises:
@@ -207,6 +211,7 @@ def load(
     served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
     join = _join_key_sql(usecase)
+    recorded = "lookup_version" in con.sql(f"SELECT * FROM {source} LIMIT 0").columns  # older logs lack it
     # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
     # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
     # attached as two more columns, instead of carrying every column through the join's sort.
@@ -217,11 +222,12 @@ def load(
                batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
                batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
                online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
+               {"CAST(lookup_version AS BIGINT)" if recorded else "CAST(NULL AS BIGINT)"} AS lv,
                date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest
         FROM {source} {filtered}
     """).to_arrow_table()
-    table = _deduplicated(table)
+    table = _served_versions(_deduplicated(table), published)
     if table.num_rows == 0:
         con.close()
         raise NoShadowDataError(
@@ -321,6 +327,24 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
     kept = table.filter(pa.array(states == 0)).drop_columns(["h", "j", "label_state"])
     kept = kept.rename_columns([usecase.label.name if c == "label" else c for c in kept.column_names])
     return LoggedRequests(kept, int(counts[0]), int(counts[1]), int(counts[2]), read - int(counts.sum()), watermark)
+
+
+def _served_versions(table: pa.Table, published: Sequence[tuple[int, datetime]]) -> pa.Table:
+    """Column ``lv`` with every null filled by the version published last at or before the request (a record
+    written before the shadow log carried versions, or a request whose every entity missed with no row read)."""
+    lv = table.column("lv")
+    if not published or lv.null_count == 0:
+        return table
+    timeline = sorted((when, version) for version, when in published)
+    moments = np.array([int(when.timestamp() * 1_000_000) for when, _ in timeline], dtype=np.int64)
+    versions = np.array([version for _, version in timeline], dtype=np.int64)
+    times = table.column("request_time").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    index = np.searchsorted(moments, times, side="right") - 1
+    known = lv.combine_chunks().to_numpy(zero_copy_only=False)
+    missing = lv.combine_chunks().is_null().to_numpy(zero_copy_only=False)
+    filled = np.where(missing, versions[np.maximum(index, 0)], np.nan_to_num(known.astype(np.float64))).astype(np.int64)
+    nulls = missing & (index < 0)
+    return table.set_column(table.column_names.index("lv"), "lv", pa.array(filled, pa.int64(), mask=nulls))
 
 
 def _deduplicated(table: pa.Table) -> pa.Table:

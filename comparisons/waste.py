@@ -1,11 +1,16 @@
-"""Waste: batch predictions the lookup version holds that no request asked for in the window.
+"""Waste: batch predictions that no request asked for while their lookup version was serving.
 
-The nightly run scores every entity; this counts the rows of the active lookup version (table ``lookup_active``,
-loaded by the caller) whose key no request of the window named. A short window overstates waste: compare it with
-the window length shown beside it.
+The nightly run scores every entity; for each lookup version that served requests of the window (``s.lv``, its
+rows registered as ``lookup_v<n>`` by the caller), this counts its rows whose key no request it served named, and
+sums over those versions. A short window overstates waste: compare it with the window length shown beside it. A
+version no longer kept (retired by later runs) cannot be counted: the note says so.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
 
 from comparisons.shadow_rows import Rows
 from comparisons.stats import Result, share
@@ -14,9 +19,10 @@ __all__ = ["Waste", "measure"]
 
 
 class Waste(Result):
-    """How many of the lookup version's predictions were read (by key) and how many were never asked for."""
+    """How many of the serving versions' predictions were read (by key) and how many were never asked for."""
 
-    version: int | None
+    version: int | None  # the version counted, when only one served the window
+    versions: list[int] = Field(default_factory=list)  # the versions counted
     rows: int
     requested: int
     never_requested: int
@@ -24,18 +30,30 @@ class Waste(Result):
     note: str = ""
 
 
-def measure(rows: Rows, version: int | None, loaded: bool, note: str = "") -> Waste:
-    """Waste of lookup version ``version`` (``loaded``: table ``lookup_active(<key>..., prediction)`` exists)."""
-    if version is None or not loaded:
-        return Waste(version=version, rows=0, requested=0, never_requested=0, share=None, note=note)
-    on = " AND ".join(f"l.{k} = r.k_{k}" for k in rows.keys)
-    row = rows.con.execute(f"""
-        SELECT count(*), count(*) FILTER (WHERE r.k_{rows.keys[0]} IS NOT NULL)
-        FROM lookup_active l LEFT JOIN (SELECT DISTINCT {rows.key_columns} FROM s) r ON {on}
-    """).fetchall()[0]
-    assert row is not None
-    total, requested = int(row[0]), int(row[1])
+def measure(rows: Rows, loaded: Sequence[int], gone: Sequence[int] = (), note: str = "") -> Waste:
+    """Waste of the served versions in `loaded` (tables ``lookup_v<n>`` exist); `gone`: served but not kept."""
+    if gone:
+        note = (note + " " if note else "") + f"version(s) {list(gone)} served the window but are no longer kept."
+    if not loaded:
+        return Waste(version=None, rows=0, requested=0, never_requested=0, share=None, note=note.strip())
+    total = requested = 0
+    for number in loaded:
+        on = " AND ".join(f"l.{k} = r.k_{k}" for k in rows.keys)
+        row = rows.con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE r.k_{rows.keys[0]} IS NOT NULL)
+            FROM lookup_v{number} l
+            LEFT JOIN (SELECT DISTINCT {rows.key_columns} FROM s WHERE lv = {int(number)}) r ON {on}
+        """).fetchall()[0]
+        assert row is not None
+        total += int(row[0])
+        requested += int(row[1])
     never = total - requested
     return Waste(
-        version=version, rows=total, requested=requested, never_requested=never, share=share(never, total), note=note
+        version=loaded[0] if len(loaded) == 1 else None,
+        versions=list(loaded),
+        rows=total,
+        requested=requested,
+        never_requested=never,
+        share=share(never, total),
+        note=note.strip(),
     )

@@ -57,6 +57,20 @@ class Paths:
         self.down = None if predictor is not None else f"the online model is not loaded: {down or 'unknown reason'}"
         self._online_batcher: Batcher[tuple[Key, datetime, Mapping[str, Any]], OnlineResult] | None = None
         self._lookup_batcher: Batcher[Key, Any] | None = None
+        self._active: int | None = None
+        self._active_at = float("-inf")
+
+    def active_version(self, max_age_s: float = 1.0) -> int | None:
+        """The lookup version applications read now (cached for `max_age_s`), for shadow records of requests whose
+        every entity missed: no row says which version was read. None when the store cannot say."""
+        now = time.monotonic()
+        if now - self._active_at > max_age_s:
+            try:
+                info = self.lookup.active(self.spec)
+            except Exception:  # the shadow record then leaves the version to the comparator's timeline
+                info = None
+            self._active, self._active_at = (None if info is None else info.version), now
+        return self._active
 
     def lookup_read(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
         """The lookup rows of `keys[indexes]`; a failing store becomes the outcome's error."""

@@ -32,6 +32,12 @@ def compare(
     missing_batch = [i for i in range(len(keys)) if i not in batch.asked] if flag.reads_lookup else []
     extra_online = paths.online(keys, missing_online, now, req.context) if missing_online else NOTHING
     extra_batch = paths.lookup_read(keys, missing_batch) if missing_batch else NOTHING
+    # The version read for this request: every row of one read comes from one version, so a miss was read there too.
+    read_version = next(
+        (r.version for r in (*batch.results.values(), *extra_batch.results.values()) if r is not None), None
+    )
+    if read_version is None and flag.reads_lookup and not (batch.error or extra_batch.error):
+        read_version = paths.active_version()  # every entity missed: the version applications read now
     for i, entity in enumerate(req.entities):
         on = online.results.get(i) or extra_online.results.get(i)
         row = batch.results.get(i) or extra_batch.results.get(i)
@@ -46,6 +52,7 @@ def compare(
                 served_source=served[i],
                 batch_prediction=None if row is None else row.prediction,
                 batch_model_version=None if row is None else row.model_version,
+                lookup_version=read_version if row is None else row.version,
                 batch_data_age_s=None if row is None else (now - row.features_as_of).total_seconds(),
                 batch_miss=row is None and batch.error is None and flag.reads_lookup,
                 online_prediction=None if on is None else on.prediction,

@@ -51,6 +51,7 @@ def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: li
         "batch_miss": pa.array([r.batch_miss for r in records], pa.bool_()),
         "batch_data_age_s": pa.array([r.batch_data_age_s for r in records], pa.float64()),
         "batch_model_version": pa.array([r.batch_model_version for r in records], pa.string()),
+        "lookup_version": pa.array([r.lookup_version for r in records], pa.int64()),
         "batch_latency_ms": pa.array([r.batch_latency_ms for r in records], pa.float64()),
         "batch_error": pa.array([r.batch_error for r in records], pa.string()),
         "online_prediction": pa.array([r.online_prediction for r in records], pa.float64()),

@@ -33,6 +33,9 @@ class ShadowRecord(BaseModel):
     batch_miss: bool = Field(default=False, description="The entity had no row in the lookup table.")
     batch_data_age_s: float | None = Field(default=None, description="Age of the batch prediction's features.")
     batch_model_version: str | None = None
+    lookup_version: int | None = Field(
+        default=None, description="The lookup-table version that answered (or, for a miss, was read)."
+    )
     batch_latency_ms: float | None = None
     batch_error: str | None = None
     online_prediction: float | None = None

@@ -222,6 +222,13 @@ def test_shadow_logs_both_paths_for_every_entity(served: Served, monkeypatch: py
             assert record.online_prediction == pytest.approx(record.batch_prediction, abs=1e-12)
             assert record.online_feature_ages_s and record.batch_data_age_s is not None
             assert set(record.online_features) == set(record.online_feature_ages_s)
+    # The version that answered rides on every record, the miss included (its read came from the same version) ...
+    versions = {record.lookup_version for record in recorder.records}
+    assert len(versions) == 1 and None not in versions
+    # ... and a request whose every entity missed names the version applications read then.
+    served.predict(new[1:2])
+    _wait_for(lambda: len(recorder.records) == len(body["predictions"]) + 1, "the all-miss record")
+    assert recorder.records[-1].batch_miss and recorder.records[-1].lookup_version in versions
     served.set_stage(Stage.BATCH)
 
 

@@ -108,21 +108,39 @@ def test_freshness_per_feature_group_counts_quiet_keys_apart(settings: Settings,
     assert (entity.no_event_in_window, entity.no_event_share) == (2, pytest.approx(2 / 3))
 
 
-def test_coverage_by_hand_with_new_and_known_misses(rows: Rows) -> None:
-    cutoff = datetime(2026, 11, 14, 2, tzinfo=UTC)
-    without = coverage.measure(rows, cutoff, entities_loaded=False)
-    assert (without.requests, without.batch_answered, without.misses, without.live_answered) == (5, 4, 1, 4)
-    assert without.batch_share == pytest.approx(0.8) and without.live_share == pytest.approx(0.8)
-    assert (without.live_answered_on_misses, without.entities, without.missed_entities) == (1, 4, 1)
-    assert without.misses_new is None and "could not be read" in without.miss_split
-    rows.con.execute(
-        "CREATE TEMP TABLE entities AS SELECT * FROM (VALUES (1, 10, TIMESTAMP '2026-01-01'), "
-        "(1, 12, TIMESTAMP '2026-11-14 03:00')) t(k_store_id, k_product_id, created_at)"
-    )
-    split = coverage.measure(rows, cutoff, entities_loaded=True)
-    assert (split.misses_new, split.misses_known) == (1, 0)  # (1,12) was listed after the 02:00 cutoff
-    rows.con.execute("UPDATE entities SET created_at = TIMESTAMP '2026-11-13' WHERE k_product_id = 12")
-    assert coverage.measure(rows, cutoff, entities_loaded=True).misses_known == 1
+def test_coverage_by_hand_with_new_and_known_misses(settings: Settings, usecase: UseCase) -> None:
+    """The miss r3 (1,12) at 06:20 is judged against the cutoff of the version that served it: version 1 (cutoff
+    02:00), published at 02:30 — whatever was published later."""
+    write_shadow(settings, RECORDS, LABELS)
+    published = [(1, datetime(2026, 11, 14, 2, 30, tzinfo=UTC)), (2, at(60 * 5))]  # version 2 after the window
+    rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window(), published=published)
+    try:
+        without = coverage.measure(rows, versions_loaded=True, entities_loaded=False)
+        assert (without.requests, without.batch_answered, without.misses, without.live_answered) == (5, 4, 1, 4)
+        assert without.batch_share == pytest.approx(0.8) and without.live_share == pytest.approx(0.8)
+        assert (without.live_answered_on_misses, without.entities, without.missed_entities) == (1, 4, 1)
+        assert without.misses_new is None and "could not be read" in without.miss_split
+        rows.con.register(
+            "versions",
+            pa.table(
+                {
+                    "version": pa.array([1, 2], pa.int64()),
+                    "cutoff": pa.array(
+                        [datetime(2026, 11, 14, 2, tzinfo=UTC), at(60 * 4)], pa.timestamp("us", tz="UTC")
+                    ),
+                }
+            ),
+        )
+        rows.con.execute(
+            "CREATE TEMP TABLE entities AS SELECT * FROM (VALUES (1, 10, TIMESTAMP '2026-01-01'), "
+            "(1, 12, TIMESTAMP '2026-11-14 03:00')) t(k_store_id, k_product_id, created_at)"
+        )
+        split = coverage.measure(rows, versions_loaded=True, entities_loaded=True)
+        assert (split.misses_new, split.misses_known) == (1, 0)  # (1,12) was listed after version 1's cutoff
+        rows.con.execute("UPDATE entities SET created_at = TIMESTAMP '2026-11-13' WHERE k_product_id = 12")
+        assert coverage.measure(rows, versions_loaded=True, entities_loaded=True).misses_known == 1
+    finally:
+        rows.con.close()
 
 
 def test_accuracy_by_hand(rows: Rows) -> None:
@@ -162,11 +180,17 @@ def test_latency_errors_and_fallbacks_by_hand(rows: Rows) -> None:
 def test_waste_counts_lookup_rows_nobody_requested(rows: Rows) -> None:
     table = pa.table({"store_id": [1, 1, 3], "product_id": [10, 11, 30], "prediction": [0.1, 0.2, 0.3]})
     rows.con.register("arrow_lookup", table)
-    rows.con.execute("CREATE TEMP TABLE lookup_active AS SELECT * FROM arrow_lookup")
-    result = waste.measure(rows, version=7, loaded=True)
-    assert (result.rows, result.requested, result.never_requested) == (3, 2, 1)
+    rows.con.execute("CREATE TEMP TABLE lookup_v7 AS SELECT * FROM arrow_lookup")
+    # No record names a version and none was published: nothing served by version 7, all its rows unread.
+    assert waste.measure(rows, [7]).never_requested == 3
+    served = rows.con.sql("SELECT * REPLACE (CAST(7 AS BIGINT) AS lv) FROM s").to_arrow_table()
+    rows.con.unregister("s")
+    rows.con.register("s", served)
+    result = waste.measure(rows, [7])
+    assert (result.rows, result.requested, result.never_requested, result.versions) == (3, 2, 1, [7])
     assert result.share == pytest.approx(1 / 3)
-    assert waste.measure(rows, version=None, loaded=False, note="no version").share is None
+    gone = waste.measure(rows, [], gone=[5], note="")
+    assert gone.share is None and "[5] served the window but are no longer kept" in gone.note
 
 
 def test_hourly_buckets_by_hand(rows: Rows) -> None:
@@ -206,7 +230,7 @@ def test_all_misses_and_no_labels(settings: Settings, usecase: UseCase) -> None:
     write_shadow(settings, [record(i, i, product=10 + i, bp=None, op=0.3) for i in range(4)])
     rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
     try:
-        cover = coverage.measure(rows, None, entities_loaded=False)
+        cover = coverage.measure(rows, versions_loaded=False, entities_loaded=False)
         assert (cover.batch_share, cover.miss_share, cover.live_share) == (0.0, 1.0, 1.0)
         assert "no published lookup version" in cover.miss_split
         agree = agreement.measure(rows, 0.5, 0.05, "test")
