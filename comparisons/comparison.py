@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from comparisons import accuracy, agreement, baselines, coverage, hourly, latency, noise, staleness, waste
+from comparisons import accuracy, agreement, baselines, coverage, hourly, latency, noise, skew, staleness, waste
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import open_lookup
@@ -53,6 +53,7 @@ class Comparison(Result):
     coverage: coverage.Coverage
     accuracy: accuracy.Accuracy
     baselines: baselines.Baselines
+    feature_skew: skew.Skew
     agreement: agreement.Agreement
     latency: latency.Latency
     waste: waste.Waste
@@ -233,6 +234,8 @@ def compare(
         clock.lap("agreement_latency_waste_hourly")
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
+        skewed = skew.measure(rows, usecase, settings)
+        clock.lap("feature_skew")
         span = rows.con.execute("SELECT min(request_time), max(request_time), bool_and(backtest) FROM s").fetchall()[0]
         assert span is not None
     finally:
@@ -283,6 +286,7 @@ def compare(
         coverage=cover,
         accuracy=acc,
         baselines=checked,
+        feature_skew=skewed,
         agreement=agree,
         latency=lat,
         waste=wasted,

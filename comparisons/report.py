@@ -257,6 +257,30 @@ def _checks(c: Comparison) -> str:
         f'<p class="sub">Trivial baseline: {_e(b.baseline)}. Holdout: the metric recorded when the model was trained; '
         "a holdout far above this comparison's value suggests leakage or training/serving skew.</p>"
         + _table(header, rows)
+        + _skew(c)
+    )
+
+
+def _skew(c: Comparison) -> str:
+    sk = c.feature_skew
+    if not sk.available:
+        return f"<p>Feature skew: not measured ({_e(sk.reason)}).</p>"
+    rows = [
+        [
+            _e(f.feature),
+            _e(f.kind),
+            _n(f.compared),
+            f"{_n(f.mismatches)} ({_pct(f.mismatch_rate)})",
+            _n(f.missing_online),
+            _n(f.missing_offline),
+        ]
+        for f in sk.features[:12]
+    ]
+    header = ["feature", "kind", "both present", "differ", "missing online only", "missing offline only"]
+    return (
+        f"<p>Feature skew on {_n(sk.sampled)} sampled live answers: the value the live path used against the offline "
+        "point-in-time value of the same entity at the same instant (the training rows' code), most skewed first.</p>"
+        + _table(header, rows)
     )
 
 
@@ -365,7 +389,7 @@ TITLES = {
     "staleness": "Staleness: how old the data behind each answer was",
     "coverage": "Coverage: who got an answer",
     "accuracy": "Accuracy on labeled requests",
-    "checks": "Baselines, calibration and the training holdout",
+    "checks": "Baselines, calibration, the training holdout and feature skew",
     "agreement": "Agreement and the noise floor",
     "explanation": "Where the paths disagree, and the likely cause",
     "latency": "Latency and errors",

@@ -113,6 +113,8 @@ class Rows:
     keys: tuple[str, ...]
     age_every: int = 1
     model_versions: dict[str, str | None] = field(default_factory=dict)  # path → the model that answered most
+    source: str = ""  # the SQL reading the window's shadow files (``read_parquet(...)``) and its WHERE clause
+    filtered: str = ""
 
     @property
     def key_columns(self) -> str:
@@ -245,7 +247,7 @@ def load(
         f"SELECT mode(batch_model_version), mode(online_model_version) FROM {source} {filtered}"
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
-    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions)
+    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered)
 
 
 def _window_filter(window: Window) -> str:

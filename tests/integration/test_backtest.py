@@ -137,6 +137,10 @@ def test_the_comparator_judges_it_as_a_backtest(backtested: Backtested) -> None:
     assert any("backtest from history" in reason for reason in comparison.verdict.reasons)
     latency = next(c for c in comparison.verdict.checks if c.name == "live_p99_latency_ms")
     assert latency.passed is None and "judged on live traffic" in latency.detail
+    # A backtest's live answers are the offline point-in-time values: its feature-skew check finds none.
+    skew = comparison.feature_skew
+    assert skew.available and skew.sampled > 1_000, skew.reason
+    assert all(f.mismatches == 0 and f.missing_online == 0 for f in skew.features), skew.features
 
 
 def test_a_second_run_resumes_and_a_lost_day_is_redone_identically(backtested: Backtested) -> None:

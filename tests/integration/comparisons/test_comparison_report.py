@@ -175,6 +175,17 @@ def test_report_has_every_section_figure_and_number(report: Any, shadowed: Shado
     assert set(numbers["baselines"]["paths"]) == {"batch", "live"}
 
 
+def test_feature_skew_finds_the_planted_bug(report: Any, shadowed: Shadowed) -> None:
+    """The live path reads found_rate_7d wrong for every 7th product: that feature, and only that one, differs from
+    its offline point-in-time value, on about the share of requests those products got."""
+    skew = json.loads(report.json.read_text())["feature_skew"]
+    assert skew["available"], skew["reason"]
+    top, *rest = skew["features"]
+    assert top["feature"] == "found_rate_7d" and top["mismatches"] > 0
+    assert 0.05 < top["mismatch_rate"] < 0.3  # products divisible by 7 among those requested (~1/7)
+    assert all(f["mismatches"] == 0 for f in rest if f["kind"] == "batch"), rest
+
+
 def test_report_reads_as_prose_not_as_python(report: Any) -> None:
     """No dict or list reprs, no raw datetimes, one precision for metrics, and a contents list."""
     text = report.html.read_text()

@@ -1,0 +1,154 @@
+"""Feature skew: the values the live path used against the offline point-in-time values of the same entities at
+the same instants, per feature — the training/serving skew check Chronon and Feast users run.
+
+For a fixed hash-chosen sample of the live answers (at most ``SAMPLE``), the offline values come from the code
+that builds the online model's training rows: the batch features of the newest row strictly before the request
+(`migrate.batch.offline_store.batch_features_at`), every window over the events strictly before it
+(`migrate.batch.event_history.realtime_features_at`, the serving window code) and the context values the request
+carried. Only the features the answering model logged are compared. Per feature: how often both sides have a
+value and they differ (beyond 1e-9 + 1e-6 relative), and how often one side is missing while the other is not.
+Without an offline store (or its tables) the check says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+from pydantic import Field
+
+from comparisons.shadow_rows import Rows
+from comparisons.stats import Result, share
+from migrate.batch.event_history import realtime_features_at
+from migrate.batch.offline_store import batch_features_at, open_offline
+from migrate.errors import MigrateError
+from migrate.settings import Settings
+from migrate.usecase import UseCase
+
+__all__ = ["SAMPLE", "FeatureSkew", "Skew", "measure"]
+
+log = logging.getLogger(__name__)
+SAMPLE = 2_000
+_TYPES = {"int": pa.int64(), "str": pa.string(), "float": pa.float64(), "bool": pa.bool_()}
+
+
+class FeatureSkew(Result):
+    """One feature: online vs offline point-in-time on the sampled answers."""
+
+    feature: str
+    kind: str  # "batch", "real-time" or "context"
+    compared: int
+    mismatches: int
+    mismatch_rate: float | None
+    missing_online: int  # offline has a value, online did not
+    missing_offline: int  # online had a value, offline has none
+    missing_rate: float | None
+
+
+class Skew(Result):
+    """Every feature the online model uses, the most skewed first."""
+
+    available: bool
+    reason: str = ""
+    sampled: int = 0
+    features: list[FeatureSkew] = Field(default_factory=list)
+
+
+def _differs(online: float, offline: float) -> bool:
+    return abs(online - offline) > 1e-9 + 1e-6 * abs(offline)
+
+
+def _sample(rows: Rows, usecase: UseCase) -> list[dict[str, Any]]:
+    keys = ", ".join(f"key_{k}" for k in usecase.entity.key_names)
+    answered = "online_prediction IS NOT NULL"
+    where = f"{rows.filtered} AND {answered}" if rows.filtered else f"WHERE {answered}"
+    found = rows.con.execute(f"""
+        SELECT {keys}, CAST(request_time AS TIMESTAMPTZ) AS request_time, online_features, context
+        FROM {rows.source} {where}
+        ORDER BY hash(request_id, entity_key) LIMIT {SAMPLE}
+    """)
+    names = [d[0] for d in found.description]
+    return [dict(zip(names, row, strict=True)) for row in found.fetchall()]
+
+
+def _requests(usecase: UseCase, sample: list[dict[str, Any]]) -> pa.Table:
+    columns: dict[str, pa.Array] = {}
+    for key in usecase.entity.keys:
+        columns[key.name] = pa.array([row[f"key_{key.name}"] for row in sample], _TYPES[key.type])
+    columns["prediction_time"] = pa.array([row["request_time"] for row in sample], pa.timestamp("us", tz="UTC"))
+    contexts = [orjson.loads(row["context"] or "{}") for row in sample]
+    for context in usecase.context:
+        columns[context.name] = pa.array([c.get(context.name) for c in contexts], _TYPES[context.type])
+    return pa.table(columns)
+
+
+def _offline(settings: Settings, usecase: UseCase, requests: pa.Table) -> dict[str, list[float | None]]:
+    """Feature → the offline point-in-time value per request (None: missing)."""
+    values: dict[str, list[float | None]] = {}
+    with open_offline(settings.offline_store_path) as con:
+        featured = batch_features_at(con, usecase, requests)
+        for name in usecase.feature_names:
+            values[name] = [None if v is None or math.isnan(v) else float(v) for v in featured[name].to_pylist()]
+        if usecase.realtime_feature_names:
+            end = max(requests["prediction_time"].to_pylist())
+            windows = realtime_features_at(con, usecase, requests, end)
+            for index, name in enumerate(usecase.realtime_feature_names):
+                values[name] = [None if math.isnan(v) else float(v) for v in windows[:, index]]
+    for context in usecase.context:
+        if context.is_input:
+            values[context.name] = [None if v is None else float(v) for v in requests[context.name].to_pylist()]
+    return values
+
+
+def measure(rows: Rows, usecase: UseCase, settings: Settings) -> Skew:
+    """Online vs offline point-in-time values of every online-model feature on a sample of live answers."""
+    sample = _sample(rows, usecase)
+    if not sample:
+        return Skew(available=False, reason="no live answer in the window")
+    if not settings.offline_store_path.exists():
+        return Skew(available=False, reason=f"no offline store at {settings.offline_store_path}", sampled=len(sample))
+    try:
+        offline = _offline(settings, usecase, _requests(usecase, sample))
+    except (MigrateError, duckdb.Error, pa.ArrowException) as exc:
+        log.warning("feature skew of %s unavailable: %s", usecase.name, exc)
+        what = exc.what if isinstance(exc, MigrateError) else str(exc).splitlines()[0]
+        return Skew(available=False, reason=f"offline values unavailable: {what}", sampled=len(sample))
+    logged = [orjson.loads(row["online_features"] or "{}") for row in sample]
+    kinds = {
+        **dict.fromkeys(usecase.feature_names, "batch"),
+        **dict.fromkeys(usecase.realtime_feature_names, "real-time"),
+        **{c.name: "context" for c in usecase.context if c.is_input},
+    }
+    features = []
+    for name, kind in kinds.items():
+        if not any(name in f for f in logged):
+            continue  # the model that answered does not take it (a batch model serving live, say)
+        compared = mismatches = missing_online = missing_offline = 0
+        for used, expected in zip((f.get(name) for f in logged), offline[name], strict=True):
+            if used is None and expected is None:
+                continue
+            if used is None:
+                missing_online += 1
+            elif expected is None:
+                missing_offline += 1
+            else:
+                compared += 1
+                mismatches += _differs(float(used), expected)
+        features.append(
+            FeatureSkew(
+                feature=name,
+                kind=kind,
+                compared=compared,
+                mismatches=mismatches,
+                mismatch_rate=share(mismatches, compared),
+                missing_online=missing_online,
+                missing_offline=missing_offline,
+                missing_rate=share(missing_online + missing_offline, len(sample)),
+            )
+        )
+    features.sort(key=lambda f: -((f.mismatch_rate or 0.0) + (f.missing_rate or 0.0)))
+    return Skew(available=True, sampled=len(sample), features=features)
