@@ -18,7 +18,19 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from comparisons import accuracy, agreement, baselines, coverage, hourly, latency, noise, skew, staleness, waste
+from comparisons import (
+    accuracy,
+    agreement,
+    baselines,
+    coverage,
+    hourly,
+    latency,
+    noise,
+    segments,
+    skew,
+    staleness,
+    waste,
+)
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import open_lookup
@@ -54,6 +66,7 @@ class Comparison(Result):
     accuracy: accuracy.Accuracy
     baselines: baselines.Baselines
     feature_skew: skew.Skew
+    segments: segments.Segments
     agreement: agreement.Agreement
     latency: latency.Latency
     waste: waste.Waste
@@ -236,6 +249,8 @@ def compare(
         clock.lap("explain")
         skewed = skew.measure(rows, usecase, settings)
         clock.lap("feature_skew")
+        parts = segments.measure(rows, metric_name)
+        clock.lap("segments")
         span = rows.con.execute("SELECT min(request_time), max(request_time), bool_and(backtest) FROM s").fetchall()[0]
         assert span is not None
     finally:
@@ -287,6 +302,7 @@ def compare(
         accuracy=acc,
         baselines=checked,
         feature_skew=skewed,
+        segments=parts,
         agreement=agree,
         latency=lat,
         waste=wasted,

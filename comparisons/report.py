@@ -25,6 +25,7 @@ SECTIONS = (
     "accuracy",
     "checks",
     "agreement",
+    "segments",
     "explanation",
     "latency",
     "waste",
@@ -314,6 +315,23 @@ def _agreement(c: Comparison, figures: dict[str, str], window: str) -> str:
     )
 
 
+def _segments(c: Comparison) -> str:
+    sg = c.segments
+    drift = (
+        f"<p>Population stability index of the live predictions against the batch ones, on {_n(sg.psi_pairs)} "
+        f"requests both answered: <b>{_n(sg.psi)}</b> (below 0.1 the same distribution, above 0.25 a large "
+        "move).</p>"
+    )
+    if sg.column is None:
+        return drift + "<p>No segment declared: set <code>cutover_policy.segment</code> to an entity key or a context "
+        "value (a store, a merchant) to see where live wins and where it loses.</p>"
+    rows = [
+        [_e(g.segment), _n(g.requests), _pct(g.miss_share), _n(g.pairs), _n(g.batch), _n(g.live)] for g in sg.segments
+    ]
+    header = [sg.column, "requests", "lookup misses", "labeled pairs", f"{sg.metric} batch", f"{sg.metric} live"]
+    return drift + _table(header, rows)
+
+
 def _explanation(c: Comparison) -> str:
     ex = c.explanation
     kinds = []
@@ -377,6 +395,7 @@ def _sections(c: Comparison, figures: dict[str, str]) -> dict[str, str]:
         "accuracy": _accuracy(c, figures, window),
         "checks": _checks(c),
         "agreement": _agreement(c, figures, window),
+        "segments": _segments(c),
         "explanation": _explanation(c),
         "latency": _latency(c, figures, window),
         "waste": _waste(c),
@@ -391,6 +410,7 @@ TITLES = {
     "accuracy": "Accuracy on labeled requests",
     "checks": "Baselines, calibration, the training holdout and feature skew",
     "agreement": "Agreement and the noise floor",
+    "segments": "Segments and prediction drift",
     "explanation": "Where the paths disagree, and the likely cause",
     "latency": "Latency and errors",
     "waste": "Waste: batch predictions nobody read",

@@ -226,7 +226,7 @@ def load(
                online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
                {"CAST(lookup_version AS BIGINT)" if recorded else "CAST(NULL AS BIGINT)"} AS lv,
                date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
-               coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest
+               coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg
         FROM {source} {filtered}
     """).to_arrow_table()
     table = _served_versions(_deduplicated(table), published)
@@ -248,6 +248,16 @@ def load(
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
     return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered)
+
+
+def _segment_sql(usecase: UseCase) -> str:
+    """The row's value of ``cutover_policy.segment`` as text (an entity key, or a context value), else NULL."""
+    segment = usecase.cutover_policy.segment
+    if segment is None:
+        return "CAST(NULL AS VARCHAR)"
+    if segment in usecase.entity.key_names:
+        return f"CAST(key_{segment} AS VARCHAR)"
+    return f"json_extract_string(context, '$.{segment}')"
 
 
 def _window_filter(window: Window) -> str:

@@ -305,6 +305,10 @@ class CutoverPolicy(_Strict):
     max_calibration_error: float = Field(
         default=0.1, gt=0, le=1, description="Largest expected calibration error of the live path (binary labels)."
     )
+    segment: Identifier | None = Field(
+        default=None,
+        description="An entity key or a context value the report breaks the comparison down by (store, merchant).",
+    )
 
 
 class UseCase(_Strict):
@@ -381,6 +385,9 @@ class UseCase(_Strict):
             )
         if spine is not None and spine.table is not None and self.training.lead.total_seconds() > 0:
             raise ValueError("a table of past requests holds their prediction times: training.predict_before is 0s")
+        segment = self.cutover_policy.segment
+        if segment is not None and segment not in self.entity.key_names + [c.name for c in self.context]:
+            raise ValueError(f"cutover_policy.segment {segment!r} is neither an entity key nor a context value")
         if rt is not None:
             carried = set(self.entity.key_names) | {c.name for c in self.context}
             for group in rt.all_groups:
