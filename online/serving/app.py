@@ -4,10 +4,11 @@
 # dependencies below at runtime.
 import inspect
 import logging
+import math
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,10 +20,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from migrate.errors import InvalidFlagError, TransitionRefusedError
 from migrate.usecase import UseCase
+from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics
 from online.serving.schemas import FlagChange, PredictRequest, PredictResponse
 from online.serving.validation import context_errors, key_errors
@@ -30,9 +31,9 @@ from online.serving.validation import context_errors, key_errors
 if TYPE_CHECKING:
     from online.serving.usecase_server import UseCaseServer
 
+__all__ = ["MAX_BODY_BYTES", "ServingDeps", "create_app"]
+
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 256 * 1024
-_TOO_LARGE = {"detail": f"request body over {MAX_BODY_BYTES} bytes; send fewer entities per request"}
 # The body is read and validated by the endpoint itself (pydantic's JSON parser, one pass): documented here.
 _PREDICT_BODY = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
@@ -68,12 +69,12 @@ def create_app(deps: ServingDeps) -> FastAPI:
     bearer = HTTPBearer(auto_error=False)
     pid = str(os.getpid())  # create_app runs in each worker process
 
-    app.add_middleware(_Guard, pid=pid)
+    # Unhandled errors are answered (500, no stack trace) by the guard, which keeps the connection open.
+    app.add_middleware(RequestGuard, pid=pid, metrics=deps.metrics, usecases=list(deps.servers))
 
-    @app.exception_handler(Exception)
-    async def no_stack_traces(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        return Response(_dump_errors(exc.errors()), status_code=422, media_type="application/json")
 
     def server_for(usecase: str) -> "UseCaseServer":
         server = deps.servers.get(usecase)
@@ -87,23 +88,18 @@ def create_app(deps: ServingDeps) -> FastAPI:
     async def predict(usecase: str, request: Request) -> Response:
         started = time.perf_counter()
         server = server_for(usecase)
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:  # a chunked body has no content-length for _Guard to check
-            return JSONResponse(_TOO_LARGE, status_code=413)
+        raw = await request.body()  # the guard's receive refuses a body over MAX_BODY_BYTES as it streams in
         try:
             body = PredictRequest.model_validate_json(raw)
         except ValidationError as exc:
-            deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(_body_errors(exc)) from None
         errors = key_errors(server.usecase, body.entities) + context_errors(server.usecase, body.context)
         if errors:
-            deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(errors)
         answer: Any = server.predict(body.entities, body.context)
         if inspect.isawaitable(answer):  # UseCaseServer's is async; a test's stand-in may answer directly
             answer = await answer
         content = orjson.dumps(answer, default=_dump_model)
-        deps.metrics.requests.labels(usecase, "200").inc()
         deps.metrics.request_latency.labels(usecase).observe(time.perf_counter() - started)
         return Response(content, media_type="application/json")
 
@@ -171,32 +167,6 @@ def create_app(deps: ServingDeps) -> FastAPI:
     return app
 
 
-class _Guard:
-    """Pure ASGI middleware (``@app.middleware("http")`` costs a task and two streams per request): refuses a
-    declared body over `MAX_BODY_BYTES` before it is read, and says which worker answered (``x-worker-pid``;
-    several uvicorn workers share one port)."""
-
-    def __init__(self, app: ASGIApp, pid: str) -> None:
-        self.app = app
-        self.pid = pid.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_pid(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"x-worker-pid", self.pid)]
-            await send(message)
-
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-                await JSONResponse(_TOO_LARGE, status_code=413)(scope, receive, send_with_pid)
-                return
-        await self.app(scope, receive, send_with_pid)
-
-
 def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic's errors located in the body, as FastAPI reports its own (the raw input of a JSON error is not
     echoed: it may not be text)."""
@@ -207,6 +177,22 @@ def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
             located.pop("input")
         errors.append(located)
     return errors
+
+
+def _dump_errors(errors: Sequence[Any]) -> bytes:
+    """The 422 body; an echoed input JSON cannot carry (NaN, an integer past 64 bits) is echoed as its repr."""
+    return orjson.dumps({"detail": [_echoable(error) for error in errors]}, default=str)
+
+
+def _echoable(error: dict[str, Any]) -> dict[str, Any]:
+    value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        return {**error, "input": str(value)}
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return {**error, "input": repr(value)[:200]}
+    return error
 
 
 def _dump_model(value: object) -> Any:

@@ -7,7 +7,11 @@ from typing import Any
 
 from migrate.usecase import ContextFeature, UseCase
 
-__all__ = ["context_errors", "context_values", "key_errors"]
+__all__ = ["INT64_MAX", "INT64_MIN", "context_errors", "context_values", "key_errors"]
+
+# Keys are BIGINT columns and JSON numbers are answered by orjson: integers outside 64 bits fit neither.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT64 = "Input should be a signed 64-bit integer (from -2**63 to 2**63-1)"
 
 
 def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[dict[str, Any]]:
@@ -39,7 +43,24 @@ def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[d
                         "input": value,
                     }
                 )
+            elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                loc = ("body", "entities", i, name)
+                errors.append({"loc": loc, "type": "int64", "msg": _INT64, "input": str(value)})
     return errors
+
+
+def _unrepresentable(loc: tuple[Any, ...], value: Any) -> list[dict[str, Any]]:
+    """Numbers in `value` (nested in lists and objects) that JSON cannot carry back: NaN, ±infinity (``1e400``
+    parses as infinity) and integers outside 64 bits. The context is logged to the shadow log as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [{"loc": loc, "type": "finite_number", "msg": "Input should be a finite number", "input": str(value)}]
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return [{"loc": loc, "type": "int64", "msg": _INT64, "input": str(value)}]
+    if isinstance(value, dict):
+        return [error for key, item in value.items() for error in _unrepresentable((*loc, key), item)]
+    if isinstance(value, list):
+        return [error for i, item in enumerate(value) for error in _unrepresentable((*loc, i), item)]
+    return []
 
 
 def _error(name: str, kind: str, msg: str, value: Any) -> dict[str, Any]:
@@ -65,8 +86,6 @@ def _context_error(item: ContextFeature, value: Any) -> dict[str, Any] | None:
         return _error(item.name, *wrong, value)
     if item.type in ("str", "bool"):
         return None
-    if not math.isfinite(value):
-        return _error(item.name, "finite_number", "Input should be a finite number", str(value))
     if item.min is not None and value < item.min:
         return _error(item.name, "greater_than_equal", f"Input should be greater than or equal to {item.min:g}", value)
     if item.max is not None and value > item.max:
@@ -76,10 +95,13 @@ def _context_error(item: ContextFeature, value: Any) -> dict[str, Any] | None:
 
 def context_errors(usecase: UseCase, context: dict[str, Any]) -> list[dict[str, Any]]:
     """Each declared context value is present (when required), of its type and within its bounds; other keys of
-    the context are kept for the shadow log, unchecked."""
-    errors: list[dict[str, Any]] = []
+    the context are kept for the shadow log, checked only for numbers JSON cannot carry."""
+    errors = _unrepresentable(("body", "context"), context)
+    flagged = {error["loc"][2] for error in errors}
     for item in usecase.context:
         value = context.get(item.name)
+        if item.name in flagged:
+            continue
         if value is None:
             if item.required:
                 errors.append(_error(item.name, "missing", "Field required", None))
