@@ -46,6 +46,8 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=False,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default; the app trusts MIGRATE_TRUSTED_PROXIES only.
+        proxy_headers=False,
     )
 
 

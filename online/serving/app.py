@@ -6,26 +6,25 @@ import inspect
 import logging
 import math
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from migrate.errors import InvalidFlagError, TransitionRefusedError
 from migrate.usecase import UseCase
+from online.serving.admin import admin_router
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics
-from online.serving.schemas import FlagChange, PredictRequest, PredictResponse
+from online.serving.schemas import PredictRequest, PredictResponse
 from online.serving.validation import context_errors, key_errors
 
 if TYPE_CHECKING:
@@ -51,6 +50,7 @@ class ServingDeps:
     admin_token: str | None
     readiness: Callable[[], dict[str, str]]
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For names the client
 
 
 def create_app(deps: ServingDeps) -> FastAPI:
@@ -66,11 +66,20 @@ def create_app(deps: ServingDeps) -> FastAPI:
                 log.exception("shutdown step failed")
 
     app = FastAPI(title="migrate online service", version="1", lifespan=lifespan)
-    bearer = HTTPBearer(auto_error=False)
     pid = str(os.getpid())  # create_app runs in each worker process
 
     # Unhandled errors are answered (500, no stack trace) by the guard, which keeps the connection open.
     app.add_middleware(RequestGuard, pid=pid, metrics=deps.metrics, usecases=list(deps.servers))
+    if deps.trusted_proxies:  # the client's address from X-Forwarded-For only when a listed proxy sent it
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=deps.trusted_proxies)
+    app.include_router(
+        admin_router(
+            flag_store=deps.flag_store,
+            usecases=lambda: set(deps.usecases),
+            token=lambda: deps.admin_token,
+            refused=deps.metrics.admin_refused,
+        )
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -117,52 +126,6 @@ def create_app(deps: ServingDeps) -> FastAPI:
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    def admin(
-        usecase: str, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-    ) -> str:
-        actor = request.client.host if request.client else "unknown"
-        if deps.admin_token is None:
-            deps.flag_store.record_refused(
-                usecase, actor=actor, source="api", reason="admin API disabled", detail="MIGRATE_ADMIN_TOKEN is not set"
-            )
-            raise HTTPException(403, "the admin API is disabled: set MIGRATE_ADMIN_TOKEN")
-        if credentials is None:
-            deps.flag_store.record_refused(
-                usecase, actor=actor, source="api", reason="missing bearer token", detail=str(request.url.path)
-            )
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not secrets.compare_digest(credentials.credentials.encode(), deps.admin_token.encode()):
-            deps.flag_store.record_refused(
-                usecase, actor=actor, source="api", reason="wrong bearer token", detail=str(request.url.path)
-            )
-            raise HTTPException(403, "wrong bearer token")
-        return actor
-
-    @app.put("/v1/admin/flags/{usecase}")
-    def set_flag(usecase: str, change: FlagChange, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
-        if usecase not in deps.usecases:
-            raise HTTPException(404, f"no use case {usecase!r}")
-        try:
-            flag = deps.flag_store.set(
-                usecase,
-                change.stage,
-                change.percent,
-                actor=f"{change.actor}@{actor}",
-                reason=change.reason,
-                source="api",
-                force=change.force,
-            )
-        except InvalidFlagError as exc:
-            raise HTTPException(400, str(exc)) from None
-        except TransitionRefusedError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
-
-    @app.get("/v1/admin/flags/{usecase}")
-    def get_flag(usecase: str, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
-        flag = deps.flag_store.get(usecase)
-        return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
 
     return app
 
