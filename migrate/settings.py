@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, SecretStr, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -18,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from migrate.errors import ConfigError
 
 CONFIG_FILE = "migrate.yaml"
 
@@ -163,5 +165,33 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides: Any) -> Settings:
-    """Read settings now (env and file may have changed since the last call)."""
-    return Settings(**overrides)
+    """Read settings now (env and file may have changed since the last call).
+
+    Raises:
+        ConfigError: a setting is malformed or out of range, or migrate.yaml has a key that is no setting; names
+            the variable, the file key and the fix.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    problems: list[str] = []
+    names: list[str] = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{CONFIG_FILE} key {field!r} is not a setting")
+            continue
+        variable = f"MIGRATE_{field.upper()}"
+        names.append(variable)
+        secret = Settings.model_fields.get(field) is not None and Settings.model_fields[field].annotation in (
+            SecretStr,
+            SecretStr | None,
+        )
+        given = "" if secret else f" (got {error.get('input')!r})"
+        problems.append(f"{variable} (or {field} in {CONFIG_FILE}): {error['msg']}{given}")
+    fix = f"correct or unset {', '.join(names)}" if names else f"remove the unknown keys from {CONFIG_FILE}"
+    return ConfigError("invalid settings: " + "; ".join(problems), fix=f"{fix}; docs/operations.md#settings lists them")
