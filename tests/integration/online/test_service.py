@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -301,3 +303,53 @@ def test_redis_slowed_mid_load_falls_back_within_the_budget(served: Served) -> N
         stall.join(timeout=10)
         sleeper.close()
         served.set_stage(Stage.BATCH)
+
+
+def _fallbacks(served: Served) -> float:
+    line = f'migrate_predictions_total{{source="batch_fallback",usecase="{served.world.usecase.name}"}} '
+    found = [row for row in served.client.get("/metrics").text.splitlines() if row.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
+
+
+def _guardrail_errors(served: Served) -> int:
+    described = served.deps.servers[served.world.usecase.name].guardrail.describe()  # "N online calls, E errors…"
+    return int(described.split(", ")[1].split()[0])
+
+
+def test_a_stopped_redis_costs_each_request_its_deadline_and_feeds_the_guardrail(served: Served) -> None:
+    """SIGSTOP the embedded redis-server: its socket accepts and never answers. Before, every request waited for
+    the socket timeout, its retry and the calls queued ahead of it (~225 ms at a 50 ms timeout); now each stops
+    waiting at MIGRATE_REDIS_TIMEOUT_S and the error says so: online_only answers it, online falls back."""
+    known, _ = _known_and_new(served)
+    pid = served.redis.pid
+    assert pid is not None
+    timeout_s = get_settings().redis_timeout_s
+    deadline_error = f"TimeoutError: the online path did not answer within {timeout_s} s (MIGRATE_REDIS_TIMEOUT_S)"
+
+    def post(i: int) -> dict[str, Any]:
+        key = known[i % len(known)]
+        response = served.client.post(served.url, json={"entities": [{"store_id": key[0], "product_id": key[1]}]})
+        assert response.status_code == 200, response.text
+        return dict(response.json()["predictions"][0])
+
+    served.set_stage(Stage.ONLINE_ONLY)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            stopped = list(threads.map(post, range(16)))
+        assert {(p["source"], p["error"]) for p in stopped} == {("online", deadline_error)}
+        served.set_stage(Stage.ONLINE)
+        served.deps.servers[served.world.usecase.name].guardrail.reset()  # count this test's calls alone
+        fallbacks = _fallbacks(served)
+        with ThreadPoolExecutor(8) as threads:
+            fell_back = list(threads.map(post, range(16)))
+        assert {p["source"] for p in fell_back} == {"batch_fallback"}
+        assert all(p["prediction"] is not None for p in fell_back)
+        assert _fallbacks(served) == fallbacks + 16
+        assert _guardrail_errors(served) == 16
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        served.set_stage(Stage.BATCH)
+    served.set_stage(Stage.ONLINE)
+    assert served.predict([known[0]])["predictions"][0]["source"] == "online"  # Redis answers again
+    served.set_stage(Stage.BATCH)
