@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 
 from migrate.errors import InvalidFlagError, TransitionRefusedError
+from online.serving.openapi import problems
 from online.serving.schemas import FlagChange
 
 __all__ = ["REFUSALS", "admin_router"]
@@ -26,6 +27,11 @@ __all__ = ["REFUSALS", "admin_router"]
 log = logging.getLogger(__name__)
 REFUSALS = ("disabled", "missing_token", "wrong_token", "unknown_usecase")
 _LOG_EVERY_S = 60.0
+_REFUSED = {
+    401: "No bearer token.",
+    403: "A wrong token, or the admin API is disabled (MIGRATE_ADMIN_TOKEN unset).",
+    404: "No such use case.",
+}
 
 
 class _Refusals:
@@ -85,7 +91,7 @@ def admin_router(
 
     @router.put(
         "/v1/admin/flags/{usecase}",
-        responses={400: {}, 401: {}, 403: {}, 404: {}, 409: {}},
+        responses=problems(_REFUSED | {400: "The change is malformed.", 409: "It skips stages without force."}),
     )
     def set_flag(usecase: str, change: FlagChange, actor: Annotated[str, Depends(caller)]) -> dict[str, Any]:
         try:
@@ -105,7 +111,7 @@ def admin_router(
         return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
 
     # A read changes nothing: authenticated like a change, never audited.
-    @router.get("/v1/admin/flags/{usecase}", responses={401: {}, 403: {}, 404: {}})
+    @router.get("/v1/admin/flags/{usecase}", responses=problems(_REFUSED))
     def get_flag(usecase: str, _: Annotated[str, Depends(caller)]) -> dict[str, Any]:
         flag = flag_store.get(usecase)
         return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}

@@ -7,15 +7,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -24,8 +24,9 @@ from migrate.usecase import UseCase
 from online.serving.admin import admin_router
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics
+from online.serving.openapi import document_bodies, predict_operation, predict_responses
 from online.serving.schemas import PredictRequest, PredictResponse
-from online.serving.validation import context_errors, key_errors
+from online.serving.validation import context_errors, integral_keys, key_errors
 
 if TYPE_CHECKING:
     from online.serving.usecase_server import UseCaseServer
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_BODY_BYTES", "ServingDeps", "create_app"]
 
 log = logging.getLogger(__name__)
-# The body is read and validated by the endpoint itself (pydantic's JSON parser, one pass): documented here.
-_PREDICT_BODY = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
-}
 
 
 @dataclass
@@ -93,7 +90,6 @@ def create_app(deps: ServingDeps) -> FastAPI:
 
     # On the event loop: the blocking paths run on the use case's batching threads (online/serving/batcher.py). The
     # response is built as dicts and serialised by orjson, not validated again through `PredictResponse`.
-    @app.post("/v1/models/{usecase}/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY)
     async def predict(usecase: str, request: Request) -> Response:
         started = time.perf_counter()
         server = server_for(usecase)
@@ -102,28 +98,49 @@ def create_app(deps: ServingDeps) -> FastAPI:
             body = PredictRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise RequestValidationError(_body_errors(exc)) from None
+        integral_keys(server.usecase, body.entities)
         errors = key_errors(server.usecase, body.entities) + context_errors(server.usecase, body.context)
         if errors:
             raise RequestValidationError(errors)
-        answer: Any = server.predict(body.entities, body.context)
+        entities = cast(list[dict[str, int | str]], body.entities)  # key_errors refused the floats left
+        answer: Any = server.predict(entities, body.context)
         if inspect.isawaitable(answer):  # UseCaseServer's is async; a test's stand-in may answer directly
             answer = await answer
         content = orjson.dumps(answer, default=_dump_model)
         deps.metrics.request_latency.labels(usecase).observe(time.perf_counter() - started)
         return Response(content, media_type="application/json")
 
+    # One documented route per served use case (its keys, context and limits); the generic one answers the rest.
+    for name, served in deps.servers.items():
+        app.add_api_route(
+            f"/v1/models/{name}/predict",
+            _bound(predict, name),
+            methods=["POST"],
+            response_model=PredictResponse,
+            responses=predict_responses(),
+            openapi_extra=predict_operation(served.usecase),
+            operation_id=f"predict_{name}",
+            summary=f"Predict {name}",
+        )
+
+    document_bodies(app, [served.usecase for served in deps.servers.values()])
+
+    @app.post("/v1/models/{usecase}/predict", include_in_schema=False)
+    async def predict_any(usecase: str, request: Request) -> Response:
+        return await predict(usecase, request)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "A use case cannot answer, or the flags are not loaded."}})
     def readyz() -> Response:
         checks = deps.readiness()
         # A degraded use case (online model not loaded) still serves from its lookup table: ready, and says why.
         ready = all(value == "ok" or value.startswith("degraded: ") for value in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -140,6 +157,17 @@ def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
             located.pop("input")
         errors.append(located)
     return errors
+
+
+def _bound(
+    predict: Callable[[str, Request], Awaitable[Response]], usecase: str
+) -> Callable[[Request], Awaitable[Response]]:
+    """The predict endpoint of one use case (its name is in the path, not a parameter)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await predict(usecase, request)
+
+    return endpoint
 
 
 def _dump_errors(errors: Sequence[Any]) -> bytes:

@@ -7,14 +7,26 @@ from typing import Any
 
 from migrate.usecase import ContextFeature, UseCase
 
-__all__ = ["INT64_MAX", "INT64_MIN", "context_errors", "context_values", "key_errors"]
+__all__ = ["INT64_MAX", "INT64_MIN", "context_errors", "context_values", "integral_keys", "key_errors"]
 
 # Keys are BIGINT columns and JSON numbers are answered by orjson: integers outside 64 bits fit neither.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT64 = "Input should be a signed 64-bit integer (from -2**63 to 2**63-1)"
+_RANGE = "Input should be from -2**63 to 2**63-1 (the signed 64-bit range)"
 
 
-def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[dict[str, Any]]:
+def integral_keys(usecase: UseCase, entities: list[dict[str, int | str | float]]) -> None:
+    """Integer key columns given as integral numbers (``3.0``, which JSON Schema's integer includes) become ints,
+    in place; other floats stay for `key_errors` to refuse."""
+    ints = [key.name for key in usecase.entity.keys if key.type == "int"]
+    for entity in entities:
+        for name in ints:
+            value = entity.get(name)
+            if isinstance(value, float) and value.is_integer():
+                entity[name] = int(value)
+
+
+def key_errors(usecase: UseCase, entities: list[dict[str, int | str | float]]) -> list[dict[str, Any]]:
     """Each entity has exactly the use case's key columns, each of its type."""
     errors: list[dict[str, Any]] = []
     expected = {key.name: key.type for key in usecase.entity.keys}
@@ -34,7 +46,9 @@ def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[d
                 errors.append(
                     {"loc": ("body", "entities", i, name), "type": "missing", "msg": "Field required", "input": None}
                 )
-            elif (kind == "int") != (isinstance(value, int) and not isinstance(value, bool)):
+            elif not (
+                isinstance(value, str) if kind == "str" else isinstance(value, int) and not isinstance(value, bool)
+            ):
                 errors.append(
                     {
                         "loc": ("body", "entities", i, name),
@@ -50,12 +64,14 @@ def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[d
 
 
 def _unrepresentable(loc: tuple[Any, ...], value: Any) -> list[dict[str, Any]]:
-    """Numbers in `value` (nested in lists and objects) that JSON cannot carry back: NaN, ±infinity (``1e400``
-    parses as infinity) and integers outside 64 bits. The context is logged to the shadow log as JSON."""
+    """Numbers in `value` (nested in lists and objects) outside what the context takes: NaN and ±infinity
+    (``1e400`` parses as infinity), which JSON cannot carry back to the shadow log, and numbers outside the
+    signed 64-bit range (an integer there cannot be logged; a float there is refused too, so that the rule is
+    one bound that the OpenAPI document can state: -2**63 <= x <= 2**63-1)."""
     if isinstance(value, float) and not math.isfinite(value):
         return [{"loc": loc, "type": "finite_number", "msg": "Input should be a finite number", "input": str(value)}]
-    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
-        return [{"loc": loc, "type": "int64", "msg": _INT64, "input": str(value)}]
+    if isinstance(value, int | float) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return [{"loc": loc, "type": "int64", "msg": _RANGE, "input": str(value)}]
     if isinstance(value, dict):
         return [error for key, item in value.items() for error in _unrepresentable((*loc, key), item)]
     if isinstance(value, list):
@@ -73,8 +89,10 @@ def _type_error(item: ContextFeature, value: Any) -> tuple[str, str] | None:
         return None if isinstance(value, str) else ("string_type", "Input should be a string")
     if item.type == "bool":
         return None if isinstance(value, bool) else ("bool_type", "Input should be a boolean")
-    if item.type == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
+    if item.type == "int":  # 3.0 too: JSON Schema's integer includes it
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
         return None if ok else ("int_type", "Input should be an integer")
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     return None if ok else ("float_type", "Input should be a number")

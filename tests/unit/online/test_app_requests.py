@@ -120,7 +120,7 @@ def test_unknown_usecase_is_404(client: TestClient) -> None:
 
 
 def test_openapi_and_metrics(client: TestClient) -> None:
-    assert "/v1/models/{usecase}/predict" in client.get("/openapi.json").json()["paths"]
+    assert URL in client.get("/openapi.json").json()["paths"]  # one documented route per use case
     client.post(URL, json={"entities": [{"store_id": 1, "product_id": 2}]})
     assert 'migrate_predict_requests_total{status="200",usecase="item_availability"} 1.0' in client.get("/metrics").text
     assert client.get("/healthz").json() == {"status": "ok"}
@@ -212,3 +212,28 @@ def test_a_chunked_body_over_the_limit_is_refused_as_it_streams_in() -> None:
     assert sent[0]["status"] == 413
     assert b"fewer entities" in b"".join(m.get("body", b"") for m in sent[1:])
     assert pulled <= MAX_BODY_BYTES // len(chunk) + 1, pulled
+
+
+def test_integral_numbers_are_integer_keys_as_json_schema_says(client: TestClient) -> None:
+    response = client.post(URL, json={"entities": [{"store_id": 3.0, "product_id": -2.0}]})
+    assert response.status_code == 200, response.text
+    key = response.json()["predictions"][0]["key"]
+    assert key == {"store_id": 3, "product_id": -2} and isinstance(key["store_id"], int)
+    refused = client.post(URL, json={"entities": [{"store_id": 3.5, "product_id": 2}]})
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "entities", 0, "store_id"]
+
+
+def test_the_openapi_document_states_each_use_cases_request(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    body = document["components"]["schemas"][f"PredictRequest_{USECASE.name}"]
+    entity = body["properties"]["entities"]["items"]
+    assert entity["required"] == ["store_id", "product_id"] and entity["additionalProperties"] is False
+    assert entity["properties"]["store_id"] == {
+        "type": "integer",
+        "format": "int64",
+        "minimum": -(2**63),
+        "maximum": 2**63 - 1,
+    }
+    assert body["properties"]["entities"]["maxItems"] == 1_000
+    assert set(document["paths"][URL]["post"]["responses"]) == {"200", "413", "422", "500"}
