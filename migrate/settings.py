@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from migrate.errors import ConfigError
 
 CONFIG_FILE = "migrate.yaml"
 
@@ -68,6 +76,18 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the service's admin API; unset: the admin API refuses all."
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses (or networks) of the proxies whose X-Forwarded-For names the client; "
+        "comma-separated in the environment. Empty: the peer's address is the client's.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -145,5 +165,33 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides: Any) -> Settings:
-    """Read settings now (env and file may have changed since the last call)."""
-    return Settings(**overrides)
+    """Read settings now (env and file may have changed since the last call).
+
+    Raises:
+        ConfigError: a setting is malformed or out of range, or migrate.yaml has a key that is no setting; names
+            the variable, the file key and the fix.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    problems: list[str] = []
+    names: list[str] = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{CONFIG_FILE} key {field!r} is not a setting")
+            continue
+        variable = f"MIGRATE_{field.upper()}"
+        names.append(variable)
+        secret = Settings.model_fields.get(field) is not None and Settings.model_fields[field].annotation in (
+            SecretStr,
+            SecretStr | None,
+        )
+        given = "" if secret else f" (got {error.get('input')!r})"
+        problems.append(f"{variable} (or {field} in {CONFIG_FILE}): {error['msg']}{given}")
+    fix = f"correct or unset {', '.join(names)}" if names else f"remove the unknown keys from {CONFIG_FILE}"
+    return ConfigError("invalid settings: " + "; ".join(problems), fix=f"{fix}; docs/operations.md#settings lists them")

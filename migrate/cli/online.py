@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -38,6 +39,9 @@ def serve(
         f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
         f"{'' if settings.kafka_bootstrap else 'the embedded broker at '}{bootstrap}; docs at http://{host}:{port}/docs"
     )
+    # uvicorn shuts down gracefully on SIGTERM (the app's shutdown flushes the shadow records), then raises the
+    # signal again so that the process dies of it (exit -15). A stop asked for is a clean exit: 0.
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(
         "online.serving.runtime:app_factory",
         factory=True,
@@ -46,7 +50,13 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=False,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default; the app trusts MIGRATE_TRUSTED_PROXIES only.
+        proxy_headers=False,
     )
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 @friendly

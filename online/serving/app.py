@@ -4,39 +4,36 @@
 # dependencies below at runtime.
 import inspect
 import logging
+import math
 import os
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from migrate.errors import InvalidFlagError, TransitionRefusedError
 from migrate.usecase import UseCase
+from online.serving.admin import admin_router
+from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics
-from online.serving.schemas import FlagChange, PredictRequest, PredictResponse
-from online.serving.validation import context_errors, key_errors
+from online.serving.openapi import document_bodies, predict_operation, predict_responses
+from online.serving.schemas import PredictRequest, PredictResponse
+from online.serving.validation import context_errors, integral_keys, key_errors
 
 if TYPE_CHECKING:
     from online.serving.usecase_server import UseCaseServer
 
+__all__ = ["MAX_BODY_BYTES", "ServingDeps", "create_app"]
+
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 256 * 1024
-_TOO_LARGE = {"detail": f"request body over {MAX_BODY_BYTES} bytes; send fewer entities per request"}
-# The body is read and validated by the endpoint itself (pydantic's JSON parser, one pass): documented here.
-_PREDICT_BODY = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
-}
 
 
 @dataclass
@@ -50,6 +47,7 @@ class ServingDeps:
     admin_token: str | None
     readiness: Callable[[], dict[str, str]]
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For names the client
 
 
 def create_app(deps: ServingDeps) -> FastAPI:
@@ -65,15 +63,24 @@ def create_app(deps: ServingDeps) -> FastAPI:
                 log.exception("shutdown step failed")
 
     app = FastAPI(title="migrate online service", version="1", lifespan=lifespan)
-    bearer = HTTPBearer(auto_error=False)
     pid = str(os.getpid())  # create_app runs in each worker process
 
-    app.add_middleware(_Guard, pid=pid)
+    # Unhandled errors are answered (500, no stack trace) by the guard, which keeps the connection open.
+    app.add_middleware(RequestGuard, pid=pid, metrics=deps.metrics, usecases=list(deps.servers))
+    if deps.trusted_proxies:  # the client's address from X-Forwarded-For only when a listed proxy sent it
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=deps.trusted_proxies)
+    app.include_router(
+        admin_router(
+            flag_store=deps.flag_store,
+            usecases=lambda: set(deps.usecases),
+            token=lambda: deps.admin_token,
+            refused=deps.metrics.admin_refused,
+        )
+    )
 
-    @app.exception_handler(Exception)
-    async def no_stack_traces(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        return Response(_dump_errors(exc.errors()), status_code=422, media_type="application/json")
 
     def server_for(usecase: str) -> "UseCaseServer":
         server = deps.servers.get(usecase)
@@ -83,118 +90,61 @@ def create_app(deps: ServingDeps) -> FastAPI:
 
     # On the event loop: the blocking paths run on the use case's batching threads (online/serving/batcher.py). The
     # response is built as dicts and serialised by orjson, not validated again through `PredictResponse`.
-    @app.post("/v1/models/{usecase}/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY)
     async def predict(usecase: str, request: Request) -> Response:
         started = time.perf_counter()
         server = server_for(usecase)
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:  # a chunked body has no content-length for _Guard to check
-            return JSONResponse(_TOO_LARGE, status_code=413)
+        raw = await request.body()  # the guard's receive refuses a body over MAX_BODY_BYTES as it streams in
         try:
             body = PredictRequest.model_validate_json(raw)
         except ValidationError as exc:
-            deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(_body_errors(exc)) from None
+        integral_keys(server.usecase, body.entities)
         errors = key_errors(server.usecase, body.entities) + context_errors(server.usecase, body.context)
         if errors:
-            deps.metrics.requests.labels(usecase, "422").inc()
             raise RequestValidationError(errors)
-        answer: Any = server.predict(body.entities, body.context)
+        entities = cast(list[dict[str, int | str]], body.entities)  # key_errors refused the floats left
+        answer: Any = server.predict(entities, body.context)
         if inspect.isawaitable(answer):  # UseCaseServer's is async; a test's stand-in may answer directly
             answer = await answer
         content = orjson.dumps(answer, default=_dump_model)
-        deps.metrics.requests.labels(usecase, "200").inc()
         deps.metrics.request_latency.labels(usecase).observe(time.perf_counter() - started)
         return Response(content, media_type="application/json")
+
+    # One documented route per served use case (its keys, context and limits); the generic one answers the rest.
+    for name, served in deps.servers.items():
+        app.add_api_route(
+            f"/v1/models/{name}/predict",
+            _bound(predict, name),
+            methods=["POST"],
+            response_model=PredictResponse,
+            responses=predict_responses(),
+            openapi_extra=predict_operation(served.usecase),
+            operation_id=f"predict_{name}",
+            summary=f"Predict {name}",
+        )
+
+    document_bodies(app, [served.usecase for served in deps.servers.values()])
+
+    @app.post("/v1/models/{usecase}/predict", include_in_schema=False)
+    async def predict_any(usecase: str, request: Request) -> Response:
+        return await predict(usecase, request)
 
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "A use case cannot answer, or the flags are not loaded."}})
     def readyz() -> Response:
         checks = deps.readiness()
         # A degraded use case (online model not loaded) still serves from its lookup table: ready, and says why.
         ready = all(value == "ok" or value.startswith("degraded: ") for value in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def admin(
-        usecase: str, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-    ) -> str:
-        actor = request.client.host if request.client else "unknown"
-        if deps.admin_token is None:
-            deps.flag_store.record_refused(
-                usecase, actor=actor, source="api", reason="admin API disabled", detail="MIGRATE_ADMIN_TOKEN is not set"
-            )
-            raise HTTPException(403, "the admin API is disabled: set MIGRATE_ADMIN_TOKEN")
-        if credentials is None:
-            deps.flag_store.record_refused(
-                usecase, actor=actor, source="api", reason="missing bearer token", detail=str(request.url.path)
-            )
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not secrets.compare_digest(credentials.credentials.encode(), deps.admin_token.encode()):
-            deps.flag_store.record_refused(
-                usecase, actor=actor, source="api", reason="wrong bearer token", detail=str(request.url.path)
-            )
-            raise HTTPException(403, "wrong bearer token")
-        return actor
-
-    @app.put("/v1/admin/flags/{usecase}")
-    def set_flag(usecase: str, change: FlagChange, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
-        if usecase not in deps.usecases:
-            raise HTTPException(404, f"no use case {usecase!r}")
-        try:
-            flag = deps.flag_store.set(
-                usecase,
-                change.stage,
-                change.percent,
-                actor=f"{change.actor}@{actor}",
-                reason=change.reason,
-                source="api",
-                force=change.force,
-            )
-        except InvalidFlagError as exc:
-            raise HTTPException(400, str(exc)) from None
-        except TransitionRefusedError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
-
-    @app.get("/v1/admin/flags/{usecase}")
-    def get_flag(usecase: str, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
-        flag = deps.flag_store.get(usecase)
-        return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
-
     return app
-
-
-class _Guard:
-    """Pure ASGI middleware (``@app.middleware("http")`` costs a task and two streams per request): refuses a
-    declared body over `MAX_BODY_BYTES` before it is read, and says which worker answered (``x-worker-pid``;
-    several uvicorn workers share one port)."""
-
-    def __init__(self, app: ASGIApp, pid: str) -> None:
-        self.app = app
-        self.pid = pid.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_pid(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"x-worker-pid", self.pid)]
-            await send(message)
-
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-                await JSONResponse(_TOO_LARGE, status_code=413)(scope, receive, send_with_pid)
-                return
-        await self.app(scope, receive, send_with_pid)
 
 
 def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -207,6 +157,33 @@ def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
             located.pop("input")
         errors.append(located)
     return errors
+
+
+def _bound(
+    predict: Callable[[str, Request], Awaitable[Response]], usecase: str
+) -> Callable[[Request], Awaitable[Response]]:
+    """The predict endpoint of one use case (its name is in the path, not a parameter)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await predict(usecase, request)
+
+    return endpoint
+
+
+def _dump_errors(errors: Sequence[Any]) -> bytes:
+    """The 422 body; an echoed input JSON cannot carry (NaN, an integer past 64 bits) is echoed as its repr."""
+    return orjson.dumps({"detail": [_echoable(error) for error in errors]}, default=str)
+
+
+def _echoable(error: dict[str, Any]) -> dict[str, Any]:
+    value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        return {**error, "input": str(value)}
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return {**error, "input": repr(value)[:200]}
+    return error
 
 
 def _dump_model(value: object) -> Any:

@@ -64,5 +64,11 @@ def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Store
                 reason,
             )
         lookup_spec = TableSpec.for_usecase(usecase, settings)
-        stores.paths[usecase.name] = Paths(lookup, lookup_spec, predictor, down=stores.degraded.get(usecase.name))
+        stores.paths[usecase.name] = Paths(
+            lookup,
+            lookup_spec,
+            predictor,
+            down=stores.degraded.get(usecase.name),
+            deadline_s=settings.redis_timeout_s,  # a request waits for the online path no longer than this
+        )
     return stores

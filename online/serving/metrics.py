@@ -44,6 +44,12 @@ class ServingMetrics:
             ["usecase"],
             registry=registry,
         )
+        self.admin_refused = Counter(
+            "migrate_admin_refused_total",
+            "Admin API calls refused before the audit log: no token configured or sent, a wrong one, no such use case.",
+            ["reason"],
+            registry=registry,
+        )
         self.auto_rollbacks = Counter(
             "migrate_auto_rollbacks_total", "Automatic rollbacks to shadow.", ["usecase"], registry=registry
         )

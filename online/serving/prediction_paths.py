@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ class Request:
 NOTHING = Outcome({}, 0.0)
 
 
+async def _no_results() -> list[OnlineResult]:
+    return []
+
+
 class Paths:
     """The lookup table and the online model of one use case.
 
@@ -48,10 +53,22 @@ class Paths:
     """
 
     def __init__(
-        self, lookup: Any, lookup_spec: Any, predictor: OnlinePredictor | None, *, down: str | None = None
+        self,
+        lookup: Any,
+        lookup_spec: Any,
+        predictor: OnlinePredictor | None,
+        *,
+        down: str | None = None,
+        deadline_s: float | None = None,
     ) -> None:
-        """`predictor` None: the online path is down (`down` says why); every online call answers that error."""
+        """`predictor` None: the online path is down (`down` says why); every online call answers that error.
+
+        `deadline_s` bounds how long a request waits for the online path (`online_async`): the feature read may
+        hold its thread for its socket timeout times its tries (and a request may queue behind such a call),
+        but the request stops waiting at the deadline and answers the timeout as the path's error.
+        """
         self.lookup = lookup
+        self.deadline_s = deadline_s
         self.spec = lookup_spec
         self.predictor = predictor
         self.down = None if predictor is not None else f"the online model is not loaded: {down or 'unknown reason'}"
@@ -117,7 +134,11 @@ class Paths:
         if self._online_batcher is None:
             self._online_batcher = Batcher(self._predict_items, name="migrate-online")
         try:
-            results = await self._online_batcher([(keys[i], now, context) for i in indexes]) if indexes else []
+            call = self._online_batcher([(keys[i], now, context) for i in indexes]) if indexes else _no_results()
+            results = await asyncio.wait_for(call, self.deadline_s)
+        except TimeoutError:  # the call goes on in its thread; its answer, when it comes, is dropped (batcher.py)
+            error = f"TimeoutError: the online path did not answer within {self.deadline_s} s (MIGRATE_REDIS_TIMEOUT_S)"
+            return Outcome({}, (time.perf_counter() - started) * 1000, error, asked)
         except Exception as exc:  # the online path may fail in any way; batch is the fallback
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome(dict(zip(indexes, results, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)

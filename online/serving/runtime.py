@@ -98,6 +98,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
         readiness=readiness,
         on_shutdown=shutdown,
+        trusted_proxies=list(settings.trusted_proxies),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 MAX_ENTITIES = 1_000
 Source = Literal["batch", "online", "batch_fallback"]
@@ -15,8 +15,9 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Floats too: JSON Schema's integer includes 3.0 (validation.integral_keys makes it 3; 3.5 is refused there).
     entities: Annotated[
-        list[dict[str, StrictInt | StrictStr]],
+        list[dict[str, StrictInt | StrictStr | StrictFloat]],
         Field(min_length=1, max_length=MAX_ENTITIES, description="Entity keys, e.g. {'store_id': 1, 'product_id': 7}"),
     ]
     context: dict[str, Any] = Field(default_factory=dict, description="Request-time context, logged with the shadow.")

@@ -7,10 +7,26 @@ from typing import Any
 
 from migrate.usecase import ContextFeature, UseCase
 
-__all__ = ["context_errors", "context_values", "key_errors"]
+__all__ = ["INT64_MAX", "INT64_MIN", "context_errors", "context_values", "integral_keys", "key_errors"]
+
+# Keys are BIGINT columns and JSON numbers are answered by orjson: integers outside 64 bits fit neither.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT64 = "Input should be a signed 64-bit integer (from -2**63 to 2**63-1)"
+_RANGE = "Input should be from -2**63 to 2**63-1 (the signed 64-bit range)"
 
 
-def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[dict[str, Any]]:
+def integral_keys(usecase: UseCase, entities: list[dict[str, int | str | float]]) -> None:
+    """Integer key columns given as integral numbers (``3.0``, which JSON Schema's integer includes) become ints,
+    in place; other floats stay for `key_errors` to refuse."""
+    ints = [key.name for key in usecase.entity.keys if key.type == "int"]
+    for entity in entities:
+        for name in ints:
+            value = entity.get(name)
+            if isinstance(value, float) and value.is_integer():
+                entity[name] = int(value)
+
+
+def key_errors(usecase: UseCase, entities: list[dict[str, int | str | float]]) -> list[dict[str, Any]]:
     """Each entity has exactly the use case's key columns, each of its type."""
     errors: list[dict[str, Any]] = []
     expected = {key.name: key.type for key in usecase.entity.keys}
@@ -30,7 +46,9 @@ def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[d
                 errors.append(
                     {"loc": ("body", "entities", i, name), "type": "missing", "msg": "Field required", "input": None}
                 )
-            elif (kind == "int") != (isinstance(value, int) and not isinstance(value, bool)):
+            elif not (
+                isinstance(value, str) if kind == "str" else isinstance(value, int) and not isinstance(value, bool)
+            ):
                 errors.append(
                     {
                         "loc": ("body", "entities", i, name),
@@ -39,7 +57,26 @@ def key_errors(usecase: UseCase, entities: list[dict[str, int | str]]) -> list[d
                         "input": value,
                     }
                 )
+            elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                loc = ("body", "entities", i, name)
+                errors.append({"loc": loc, "type": "int64", "msg": _INT64, "input": str(value)})
     return errors
+
+
+def _unrepresentable(loc: tuple[Any, ...], value: Any) -> list[dict[str, Any]]:
+    """Numbers in `value` (nested in lists and objects) outside what the context takes: NaN and ±infinity
+    (``1e400`` parses as infinity), which JSON cannot carry back to the shadow log, and numbers outside the
+    signed 64-bit range (an integer there cannot be logged; a float there is refused too, so that the rule is
+    one bound that the OpenAPI document can state: -2**63 <= x <= 2**63-1)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [{"loc": loc, "type": "finite_number", "msg": "Input should be a finite number", "input": str(value)}]
+    if isinstance(value, int | float) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return [{"loc": loc, "type": "int64", "msg": _RANGE, "input": str(value)}]
+    if isinstance(value, dict):
+        return [error for key, item in value.items() for error in _unrepresentable((*loc, key), item)]
+    if isinstance(value, list):
+        return [error for i, item in enumerate(value) for error in _unrepresentable((*loc, i), item)]
+    return []
 
 
 def _error(name: str, kind: str, msg: str, value: Any) -> dict[str, Any]:
@@ -52,8 +89,10 @@ def _type_error(item: ContextFeature, value: Any) -> tuple[str, str] | None:
         return None if isinstance(value, str) else ("string_type", "Input should be a string")
     if item.type == "bool":
         return None if isinstance(value, bool) else ("bool_type", "Input should be a boolean")
-    if item.type == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
+    if item.type == "int":  # 3.0 too: JSON Schema's integer includes it
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
         return None if ok else ("int_type", "Input should be an integer")
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     return None if ok else ("float_type", "Input should be a number")
@@ -65,8 +104,6 @@ def _context_error(item: ContextFeature, value: Any) -> dict[str, Any] | None:
         return _error(item.name, *wrong, value)
     if item.type in ("str", "bool"):
         return None
-    if not math.isfinite(value):
-        return _error(item.name, "finite_number", "Input should be a finite number", str(value))
     if item.min is not None and value < item.min:
         return _error(item.name, "greater_than_equal", f"Input should be greater than or equal to {item.min:g}", value)
     if item.max is not None and value > item.max:
@@ -76,10 +113,13 @@ def _context_error(item: ContextFeature, value: Any) -> dict[str, Any] | None:
 
 def context_errors(usecase: UseCase, context: dict[str, Any]) -> list[dict[str, Any]]:
     """Each declared context value is present (when required), of its type and within its bounds; other keys of
-    the context are kept for the shadow log, unchecked."""
-    errors: list[dict[str, Any]] = []
+    the context are kept for the shadow log, checked only for numbers JSON cannot carry."""
+    errors = _unrepresentable(("body", "context"), context)
+    flagged = {error["loc"][2] for error in errors}
     for item in usecase.context:
         value = context.get(item.name)
+        if item.name in flagged:
+            continue
         if value is None:
             if item.required:
                 errors.append(_error(item.name, "missing", "Field required", None))

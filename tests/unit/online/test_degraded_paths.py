@@ -4,7 +4,9 @@ degraded, still ready; anything else not ok keeps /readyz at 503."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from online.serving.app import ServingDeps, create_app
 from online.serving.metrics import ServingMetrics
-from online.serving.prediction_paths import Paths
+from online.serving.prediction_paths import Outcome, Paths
+from online.serving.predictor import OnlineResult
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +50,41 @@ def test_readiness_is_ready_when_every_served_use_case_can_answer(checks: dict[s
     )
     response = TestClient(create_app(deps)).get("/readyz")
     assert response.status_code == status and response.json()["checks"] == checks
+
+
+class StalledPredictor:
+    """An online predictor whose feature read hangs until released: a Redis that stopped answering."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def predict(self, keys: Any, now: Any, context: Any) -> list[OnlineResult]:
+        self.calls += 1
+        self.release.wait(timeout=30)
+        return [OnlineResult(0.5, "v1") for _ in keys]
+
+
+def test_a_stalled_feature_store_costs_a_request_its_deadline_not_the_stall() -> None:
+    """Before, a request waited for the stalled call (each socket timeout, its retry, and the calls queued ahead
+    of it: ~4.5 timeouts). Now each waits its deadline and answers the timeout as the online path's error; the
+    call in the thread is left to finish and its late answer is dropped."""
+    stalled = StalledPredictor()
+    paths = Paths(lookup=None, lookup_spec=None, predictor=stalled, deadline_s=0.05)  # type: ignore[arg-type]
+
+    async def stall_then_recover() -> tuple[list[Outcome], Outcome]:
+        stalled_answers = await asyncio.gather(*(paths.online_async([(i,)], [0], NOW, {}) for i in range(5)))
+        stalled.release.set()  # Redis answers again (one event loop throughout, as in a worker)
+        return list(stalled_answers), await paths.online_async([(7,)], [0], NOW, {})
+
+    try:
+        outcomes, answered = asyncio.run(stall_then_recover())
+        assert [o.error for o in outcomes] == [
+            "TimeoutError: the online path did not answer within 0.05 s (MIGRATE_REDIS_TIMEOUT_S)"
+        ] * 5
+        assert all(o.results == {} and o.asked == frozenset({0}) for o in outcomes)
+        assert stalled.calls == 2  # the stalled call, then the one after it: the four queued gave up without one
+        assert answered.error is None and answered.results[0].prediction == 0.5
+    finally:
+        stalled.release.set()
+        paths.close()
