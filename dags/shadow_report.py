@@ -71,6 +71,8 @@ def build_dag(usecase: UseCase) -> DAG:
         def report() -> dict[str, Any]:
             """Compare the window's shadow log, write report.html + report.json, log and return the verdict."""
             import logging  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            import warnings  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from collections import Counter  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
 
             from airflow.sdk.exceptions import AirflowSkipException  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
 
@@ -84,15 +86,26 @@ def build_dag(usecase: UseCase) -> DAG:
             window = Window(end - timedelta(days=int(context["params"]["window_days"])), end)
             settings = get_settings()
             target = settings.state_dir / "reports" / name / f"{end:%Y-%m-%d}"
-            try:
-                files = write_report(usecase, settings, out_dir=target, window=window)
-            except NoShadowDataError as exc:
-                raise AirflowSkipException(f"{exc.what} ({exc.fix})") from exc
+            # Libraries warn while the comparison runs (deprecations by the hundred in a task log): they are
+            # recorded, then counted in one line after the verdict, so the log starts with what a reader came for.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    files = write_report(usecase, settings, out_dir=target, window=window)
+                except NoShadowDataError as exc:
+                    raise AirflowSkipException(f"{exc.what} ({exc.fix})") from exc
             verdict = files.verdict
-            log.info("verdict for %s: %s", name, verdict.decision.upper())
+            log.info("verdict for %s: %s · report: %s", name, verdict.decision.upper(), files.html)
             for reason in verdict.reasons:
                 log.info("  reason: %s", reason)
-            log.info("report: %s · numbers: %s", files.html, files.json)
+            log.info("numbers: %s", files.json)
+            if caught:
+                kinds = Counter(f"{w.category.__name__} from {Path(w.filename).name}" for w in caught)
+                log.info(
+                    "%d warnings while comparing (%s)",
+                    len(caught),
+                    "; ".join(f"{n}× {k}" for k, n in kinds.most_common(3)),
+                )
             from migrate.cutover.autopilot import act_on_verdict  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
             from migrate.cutover.flag_store import FlagStore  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -25,6 +26,7 @@ from online.serving.admin import admin_router
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics
 from online.serving.openapi import document_bodies, predict_operation, predict_responses
+from online.serving.reports import reports_router
 from online.serving.schemas import PredictRequest, PredictResponse
 from online.serving.validation import context_errors, integral_keys, key_errors
 
@@ -48,6 +50,7 @@ class ServingDeps:
     readiness: Callable[[], dict[str, str]]
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For names the client
+    reports_dir: Path | None = None  # <state_dir>/reports: GET /v1/reports/{usecase}/latest serves from it
 
 
 def create_app(deps: ServingDeps) -> FastAPI:
@@ -77,6 +80,9 @@ def create_app(deps: ServingDeps) -> FastAPI:
             refused=deps.metrics.admin_refused,
         )
     )
+
+    if deps.reports_dir is not None:
+        app.include_router(reports_router(deps.reports_dir, lambda: set(deps.usecases)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:

@@ -99,6 +99,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         readiness=readiness,
         on_shutdown=shutdown,
         trusted_proxies=list(settings.trusted_proxies),
+        reports_dir=settings.state_dir / "reports",
     )
 
 

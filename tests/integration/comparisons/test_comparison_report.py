@@ -329,3 +329,32 @@ def test_shadow_report_dag_writes_the_report_and_returns_the_verdict(shadowed: S
     numbers = json.loads((folder / "report.json").read_text())
     assert numbers["rows"] == shadowed.requests
     assert (folder / "report.html").read_text().count("<svg") == 8
+
+
+@pytest.mark.airflow
+def test_shadow_report_task_log_starts_with_the_verdict_and_counts_the_warnings(
+    shadowed: Shadowed, airflow_db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Libraries that warn by the hundred while the comparison runs do not bury the verdict: their warnings are
+    counted in one line after it."""
+    import warnings  # noqa: PLC0415 - only this test makes noise
+
+    import comparisons.report  # noqa: PLC0415 - patched below, imported by the task when it runs
+
+    real = comparisons.report.write_report
+
+    def noisy(*args: Any, **kwargs: Any) -> Any:
+        for _ in range(500):
+            warnings.warn("an old API", DeprecationWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(comparisons.report, "write_report", noisy)
+    dag = _dagbag().dags[f"shadow_report__{UC}"]
+    logical = shadowed.start.replace(hour=5, minute=0, second=0, microsecond=0)
+    with caplog.at_level("INFO"):
+        run = dag.test(logical_date=logical)
+    assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state
+    lines = [r.getMessage() for r in caplog.records if r.name in ("migrate.shadow_report", "py.warnings")]
+    assert lines[0].startswith(f"verdict for {UC}: ") and "report: " in lines[0], lines[:3]
+    assert not any("an old API" in line for line in lines)
+    assert any(line.startswith("500 warnings while comparing (500× DeprecationWarning") for line in lines), lines
