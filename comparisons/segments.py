@@ -66,34 +66,34 @@ def measure(rows: Rows, metric_name: str) -> Segments:
     column = rows.usecase.cutover_policy.segment
     segments: list[Segment] = []
     if column is not None:
-        counts = con.execute(
-            "SELECT coalesce(seg, '(none)') AS g, count(*) AS n FROM s GROUP BY g ORDER BY n DESC, g"
-        ).fetchall()
-        named = [g for g, _ in counts[:SEGMENTS]]
-        for name in [*named, *(["(others)"] if len(counts) > SEGMENTS else [])]:
-            where = (
-                "coalesce(seg, '(none)') NOT IN (SELECT unnest($named))"
-                if name == "(others)"
-                else "coalesce(seg, '(none)') = $name"
-            )
-            params = {"named": named} if name == "(others)" else {"name": name}
-            requests, misses = con.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE miss) FROM s WHERE {where}", params
-            ).fetchall()[0]
-            pairs = con.execute(
-                f"SELECT bp, op, label FROM s WHERE {where} AND label_state = 'labeled' AND bp IS NOT NULL "
-                "AND op IS NOT NULL",
-                params,
-            ).fetchnumpy()
-            label = np.asarray(pairs["label"], dtype=np.float64)
+        value = f"CAST(k_{column} AS VARCHAR)" if column in rows.keys else "seg"
+        # One pass for the counts, one fetch of the labeled pairs: each segment's metric is computed from them.
+        counts = con.execute(f"""
+            WITH counted AS (
+                SELECT coalesce({value}, '(none)') AS g, count(*) AS n, count(*) FILTER (WHERE miss) AS m
+                FROM s GROUP BY g
+            ), ranked AS (SELECT *, row_number() OVER (ORDER BY n DESC, g) AS r FROM counted)
+            SELECT CASE WHEN r <= {SEGMENTS} THEN g ELSE '(others)' END AS name, sum(n), sum(m)
+            FROM ranked GROUP BY name ORDER BY min(r)
+        """).fetchall()
+        pairs = con.execute(f"""
+            SELECT coalesce({value}, '(none)') AS g, bp, op, label FROM s
+            WHERE label_state = 'labeled' AND bp IS NOT NULL AND op IS NOT NULL
+        """).fetchnumpy()
+        names = [name for name, _, _ in counts]
+        group = np.asarray(pairs["g"], dtype=object)
+        group = np.where(np.isin(group, names), group, "(others)")
+        for name, requests, misses in counts:
+            chosen = group == name
+            label = np.asarray(pairs["label"], dtype=np.float64)[chosen]
             segments.append(
                 Segment(
-                    segment=name,
+                    segment=str(name),
                     requests=int(requests),
                     miss_share=share(int(misses), int(requests)),
                     pairs=int(label.size),
-                    batch=metric(metric_name, np.asarray(pairs["bp"], dtype=np.float64), label),
-                    live=metric(metric_name, np.asarray(pairs["op"], dtype=np.float64), label),
+                    batch=metric(metric_name, np.asarray(pairs["bp"], dtype=np.float64)[chosen], label),
+                    live=metric(metric_name, np.asarray(pairs["op"], dtype=np.float64)[chosen], label),
                 )
             )
     return Segments(column=column, metric=metric_name, segments=segments, psi=psi(batch, live), psi_pairs=batch.size)

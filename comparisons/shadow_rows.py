@@ -168,6 +168,7 @@ SERVED = ("batch", "online", "batch_fallback")
 BACKTEST_STAGE = "backtest"  # the stage of a backtest's records (`migrate backtest`): answers from history
 LABEL_STATES = ("labeled", "unlabeled", "pending")
 AGE_SAMPLE = 1_000_000  # live data ages are parsed for at most about this many rows
+VERSION_SAMPLE = 200_000  # the models that answered most are counted over at most this many rows
 
 
 def load(
@@ -243,20 +244,22 @@ def load(
     con.register("s", table)
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
     _ages(con, usecase, source, filtered, every)
+    # The model versions that answered most, from the first rows read (a window rarely changes models midway,
+    # and a full scan of two text columns would cost seconds at ten million rows).
     batch_version, online_version = con.execute(
-        f"SELECT mode(batch_model_version), mode(online_model_version) FROM {source} {filtered}"
+        f"SELECT mode(batch_model_version), mode(online_model_version) "
+        f"FROM (SELECT batch_model_version, online_model_version FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
     return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered)
 
 
 def _segment_sql(usecase: UseCase) -> str:
-    """The row's value of ``cutover_policy.segment`` as text (an entity key, or a context value), else NULL."""
+    """The row's value of ``cutover_policy.segment`` when it is a context value (text), else NULL: a key segment is
+    read from its ``k_<key>`` column."""
     segment = usecase.cutover_policy.segment
-    if segment is None:
+    if segment is None or segment in usecase.entity.key_names:
         return "CAST(NULL AS VARCHAR)"
-    if segment in usecase.entity.key_names:
-        return f"CAST(key_{segment} AS VARCHAR)"
     return f"json_extract_string(context, '$.{segment}')"
 
 
