@@ -20,6 +20,8 @@ from comparisons.stats import Result, share
 __all__ = ["SEGMENTS", "Segment", "Segments", "measure", "psi"]
 
 SEGMENTS = 12  # the busiest segments are listed; the rest are summed as one
+SAMPLE_PAIRS = 1_000_000  # labeled pairs the per-segment metrics read at most (hash-chosen)
+_PAIRED = "label_state = 'labeled' AND bp IS NOT NULL AND op IS NOT NULL"
 _FLOOR = 1e-4
 
 
@@ -29,7 +31,7 @@ class Segment(Result):
     segment: str
     requests: int
     miss_share: float | None
-    pairs: int
+    pairs: int  # labeled pairs read (all of them below SAMPLE_PAIRS overall)
     batch: float | None
     live: float | None
 
@@ -58,33 +60,62 @@ def psi(batch: npt.NDArray[np.float64], live: npt.NDArray[np.float64]) -> float 
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
+def _psi_sql(rows: Rows) -> tuple[float | None, int]:
+    """`psi` in SQL over every paired request (only the bins' counts leave DuckDB)."""
+    both = "bp IS NOT NULL AND op IS NOT NULL"
+    found = rows.con.execute(
+        f"SELECT count(*), quantile_cont(bp, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) FROM s WHERE {both}"
+    ).fetchall()[0]
+    pairs, edges = int(found[0]), sorted(set(found[1] or []))
+    if not pairs:
+        return None, 0
+
+    # The bin of a value: how many inner edges lie at or below it (as np.searchsorted(..., side="right")).
+    def binned(column: str) -> str:
+        return " + ".join(f"CAST({column} >= {edge!r} AS INTEGER)" for edge in edges) or "0"
+
+    counts = rows.con.execute(f"""
+        SELECT 'batch', {binned("bp")} AS b, count(*) FROM s WHERE {both} GROUP BY b
+        UNION ALL SELECT 'live', {binned("op")} AS b, count(*) FROM s WHERE {both} GROUP BY b
+    """).fetchall()
+    shares = {"batch": np.zeros(len(edges) + 1), "live": np.zeros(len(edges) + 1)}
+    for path, index, count in counts:
+        shares[path][int(index)] = count / pairs
+    expected, actual = np.maximum(shares["batch"], _FLOOR), np.maximum(shares["live"], _FLOOR)
+    return float(np.sum((actual - expected) * np.log(actual / expected))), pairs
+
+
 def measure(rows: Rows, metric_name: str) -> Segments:
-    """The breakdown by the declared segment, and the PSI of the paired predictions."""
+    """The breakdown by the declared segment, and the PSI of the paired predictions. Each segment's metric uses
+    at most ``SAMPLE_PAIRS`` labeled pairs overall (a fixed hash-chosen subset, as the accuracy's AUC does)."""
     con = rows.con
-    arrays = con.execute("SELECT bp, op FROM s WHERE bp IS NOT NULL AND op IS NOT NULL").fetchnumpy()
-    batch, live = (np.asarray(arrays[c], dtype=np.float64) for c in ("bp", "op"))
+    drift, paired = _psi_sql(rows)
     column = rows.usecase.cutover_policy.segment
     segments: list[Segment] = []
     if column is not None:
         value = f"CAST(k_{column} AS VARCHAR)" if column in rows.keys else "seg"
-        # One pass for the counts, one fetch of the labeled pairs: each segment's metric is computed from them.
-        counts = con.execute(f"""
+        # One pass ranks the segments; the labeled pairs come back with the rank as a small integer.
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE segment_rank AS
             WITH counted AS (
                 SELECT coalesce({value}, '(none)') AS g, count(*) AS n, count(*) FILTER (WHERE miss) AS m
                 FROM s GROUP BY g
-            ), ranked AS (SELECT *, row_number() OVER (ORDER BY n DESC, g) AS r FROM counted)
-            SELECT CASE WHEN r <= {SEGMENTS} THEN g ELSE '(others)' END AS name, sum(n), sum(m)
-            FROM ranked GROUP BY name ORDER BY min(r)
+            )
+            SELECT g, n, m, least(row_number() OVER (ORDER BY n DESC, g), {SEGMENTS + 1}) AS r FROM counted
+        """)
+        counts = con.execute(f"""
+            SELECT r, CASE WHEN r <= {SEGMENTS} THEN any_value(g) ELSE '(others)' END, sum(n), sum(m)
+            FROM segment_rank GROUP BY r ORDER BY r
         """).fetchall()
+        labeled = int(con.execute(f"SELECT count(*) FROM s WHERE {_PAIRED}").fetchall()[0][0])
+        sample = "" if labeled <= SAMPLE_PAIRS else f"AND s.h % {-(-labeled // SAMPLE_PAIRS)} = 0"
         pairs = con.execute(f"""
-            SELECT coalesce({value}, '(none)') AS g, bp, op, label FROM s
-            WHERE label_state = 'labeled' AND bp IS NOT NULL AND op IS NOT NULL
+            SELECT g.r, s.bp, s.op, s.label FROM s JOIN segment_rank g ON coalesce({value}, '(none)') = g.g
+            WHERE {_PAIRED} {sample}
         """).fetchnumpy()
-        names = [name for name, _, _ in counts]
-        group = np.asarray(pairs["g"], dtype=object)
-        group = np.where(np.isin(group, names), group, "(others)")
-        for name, requests, misses in counts:
-            chosen = group == name
+        rank = np.asarray(pairs["r"], dtype=np.int64)
+        for r, name, requests, misses in counts:
+            chosen = rank == int(r)
             label = np.asarray(pairs["label"], dtype=np.float64)[chosen]
             segments.append(
                 Segment(
@@ -96,4 +127,4 @@ def measure(rows: Rows, metric_name: str) -> Segments:
                     live=metric(metric_name, np.asarray(pairs["op"], dtype=np.float64)[chosen], label),
                 )
             )
-    return Segments(column=column, metric=metric_name, segments=segments, psi=psi(batch, live), psi_pairs=batch.size)
+    return Segments(column=column, metric=metric_name, segments=segments, psi=drift, psi_pairs=paired)

@@ -198,17 +198,31 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
             time.sleep(6)
         day.stop(("sink", "serve", "stream"))
     lookup_rows = _lookup_rows(settings, usecase)
+    # Each column names its window (simulated UTC): the report covers the first one, the shadow phase.
     before = measure_costs(
-        settings, usecase, "batch (shadow)", (cutoff, shadow_end), served="batch", lookup_rows=lookup_rows
+        settings,
+        usecase,
+        f"batch (shadow, {cutoff:%H:%M}–{shadow_end:%H:%M})",
+        (cutoff, shadow_end),
+        served="batch",
+        lookup_rows=lookup_rows,
     )
     after = measure_costs(
-        settings, usecase, "online", (online_start, online_end), served="online", lookup_rows=lookup_rows
+        settings,
+        usecase,
+        f"online ({online_start:%H:%M}–{online_end:%H:%M})",
+        (online_start, online_end),
+        served="online",
+        lookup_rows=lookup_rows,
     )
     print_costs(console, before, after)
     _moved(console, settings, usecase, cutoff, shadow_end)
     with console.status("writing the comparison report"):
         files = write_report(usecase, settings, window=Window(cutoff, shadow_end))
-    console.print(f"[bold]report:[/] {files.html} (and {files.json.name}); verdict {files.verdict.decision}")
+    console.print(
+        f"[bold]report:[/] {files.html} (and {files.json.name}); verdict {files.verdict.decision}, over the shadow "
+        f"phase {cutoff:%H:%M}–{shadow_end:%H:%M} like the verdict above"
+    )
     console.print(
         "The embedded Redis and broker keep running for `migrate serve`, `migrate gate` and friends; stop them with "
         "[bold]migrate services stop[/]."

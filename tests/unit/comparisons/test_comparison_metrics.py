@@ -272,6 +272,30 @@ def test_segments_show_where_live_wins_and_psi_measures_the_drift(settings: Sett
     assert by_store["2"].live == 0.0 and by_store["2"].batch == 1.0
     # Both paths predict about 0.2 or 0.8 half the time each, with the same jitter: the distributions match.
     assert result.psi is not None and result.psi < 0.1 and result.psi_pairs == 400
+    # The SQL computation equals the plain one over the same predictions.
+    batch = np.array([r.batch_prediction for r in records], dtype=np.float64)
+    live = np.array([r.online_prediction for r in records], dtype=np.float64)
+    assert result.psi == pytest.approx(segments.psi(batch, live), rel=1e-9)
+
+
+def test_segments_beyond_the_busiest_are_summed_as_others(settings: Settings, usecase: UseCase) -> None:
+    # Store s gets 20 + s requests: the 12 busiest (stores 15 … 4) are listed, stores 1-3 are summed.
+    records = [
+        record(store * 1000 + i, (store * 1000 + i) * 0.001, store=store, product=i)
+        for store in range(1, 16)
+        for i in range(20 + store)
+    ]
+    write_shadow(settings, records)
+    chosen = usecase.model_copy(
+        update={"cutover_policy": usecase.cutover_policy.model_copy(update={"segment": "store_id"})}
+    )
+    loaded = load(chosen, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+    try:
+        result = segments.measure(loaded, "auc")
+    finally:
+        loaded.con.close()
+    assert [g.segment for g in result.segments] == [*map(str, range(15, 3, -1)), "(others)"]
+    assert [g.requests for g in result.segments] == [*range(35, 23, -1), 21 + 22 + 23]
 
 
 def test_psi_by_hand() -> None:
