@@ -27,7 +27,8 @@ import orjson
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from migrate.errors import BrokerUnavailableError
+from migrate.clock import Clock, clock_of
+from migrate.errors import BrokerUnavailableError, DeadLetterError
 from migrate.feature_windows import Group, WindowState, groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 SESSION_TIMEOUT_MS = 6_000
 JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
+LOG_APPEND_TIME = 1  # a record's timestamp_type when the broker, not the producer, stamped it
 
 
 def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = MAIN_STREAM) -> str:
@@ -150,6 +152,8 @@ class StreamProcessor:
         self._consumer: Any = None
         self._outputs: StreamOutputs | None = None
         self._last_checkpoint = time.monotonic()
+        self._clock: Clock = clock_of(settings)  # the wall clock, or the demo's simulated one (MIGRATE_CLOCK_*)
+        self._halted = False  # a dead letter failed: nothing may be checkpointed any more
 
     # --- partitions ------------------------------------------------------------------------------------------
 
@@ -173,22 +177,37 @@ class StreamProcessor:
             log.info("partition %d: resuming at offset %s with %d entities", number, start.offset, len(part.states))
 
     def release(self, numbers: Sequence[int]) -> None:
-        """Checkpoint revoked partitions (if still ours) and forget them."""
-        with contextlib.suppress(FencedError):
-            self.checkpoint([n for n in numbers if n in self.partitions])
+        """Checkpoint revoked partitions (if still ours and not halted by a failed dead letter) and forget them."""
+        if not self._halted:
+            with contextlib.suppress(FencedError):
+                self.checkpoint([n for n in numbers if n in self.partitions])
         for number in numbers:
             self.partitions.pop(number, None)
 
     # --- events ----------------------------------------------------------------------------------------------
 
+    def received_s(self, message: Any) -> float:
+        """When the event reached the broker, as far as this processor can trust it (epoch seconds).
+
+        The broker's log-append time when the topic has one; else the producer's record timestamp, but never later
+        than this processor's clock: a producer's clock (or a forged timestamp) a year ahead must not let an event a
+        year ahead in, which would move the partition's watermark there and make every later event `too_late`.
+        """
+        stamped = message.timestamp / 1000.0
+        if message.timestamp_type == LOG_APPEND_TIME and message.timestamp >= 0:
+            return float(stamped)
+        now = self._clock().timestamp()
+        return now if message.timestamp < 0 else min(float(stamped), now)
+
     def handle(self, message: Any) -> None:
-        """Apply one message of a partition this processor owns."""
+        """Apply one message of a partition this processor owns, or dead-letter it.
+
+        The partition's next offset moves past the message only once it is applied or its dead letter is handed
+        to the producer: a dead letter that fails raises `DeadLetterError`, and the offset stays before it.
+        """
         part = self.partitions.get(message.partition)
         if part is None:
             return
-        part.next_offset = message.offset + 1
-        part.pending += 1
-        arrived_s = message.timestamp / 1000.0
         event = self.schema.parse(message.value)
         if not isinstance(event, Rejection):
             # The key first: an event on the wrong partition must not be judged by this partition's watermark.
@@ -198,7 +217,7 @@ class StreamProcessor:
             ):
                 rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
             else:
-                rejection = self.schema.timing(event, part.watermark, arrived_s)
+                rejection = self.schema.timing(event, part.watermark, self.received_s(message))
             if rejection is None:
                 fields = event.fields
                 for group in self.groups:
@@ -214,15 +233,23 @@ class StreamProcessor:
                         state = part.states[at] = WindowState(group.spec)
                     state.add(event.time_s, fields)
                     part.dirty.add(at)
-                part.arrivals.append(arrived_s)
+                part.arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
                 part.watermark = max(part.watermark, event.time_s)
                 self.report.events += 1
+                part.next_offset = message.offset + 1
+                part.pending += 1
                 return
             event = rejection
         assert self._outputs is not None
-        self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+        try:
+            self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+        except DeadLetterError:
+            self._halted = True
+            raise
         self.metrics.dead_letter(event.reason)
         self.report.dead_letters += 1
+        part.next_offset = message.offset + 1
+        part.pending += 1
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
@@ -231,10 +258,14 @@ class StreamProcessor:
         chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
         chosen = [p for p in chosen if p.pending and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
-        if not chosen:
+        if not chosen or self._halted:
             return
         if self._outputs is not None:
-            self._outputs.flush()  # before the offset moves past them: no dead letter is lost
+            try:
+                self._outputs.flush()  # before the offset moves past them: no dead letter is lost
+            except DeadLetterError:
+                self._halted = True
+                raise
         fenced: list[int] = []
         for part in chosen:
             states = [(at, part.states[at].to_json()) for at in part.dirty]
