@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -93,7 +95,11 @@ def sink(
     settings = get_settings()
     uc = Registry(settings.usecases_dir).get(usecase)
     bootstrap = shared_bootstrap(settings)
-    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=bootstrap, events_of=uc)
+    # SIGTERM (a container stop, `kill`) and Ctrl-C stop it cleanly: what it consumed is written and committed.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=bootstrap, events_of=uc, stop=stop)
     console.print(f"[green]sink stopped[/] {report}", highlight=False)
 
 

@@ -33,7 +33,14 @@ from migrate.feature_windows import Group, WindowState, groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
-from online.kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
+from online.kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    TopicPartition,
+    ensure_topic,
+    kafka_errors,
+    partitions_for_topic,
+)
 from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
 from online.stream.event_schema import EventSchema, Rejection
 from online.stream.metrics import StreamMetrics
@@ -404,8 +411,9 @@ class StreamProcessor:
             return False
         if any(p.pending for p in self.partitions.values()):
             return False
-        numbers = self._consumer.partitions_for_topic(self.topic) or set()
+        timeout_s = self.settings.kafka_timeout_s
+        numbers = partitions_for_topic(self._consumer, self.topic, self.bootstrap, timeout_s=timeout_s)
         tps = [TopicPartition(self.topic, n) for n in sorted(numbers)]
-        ends = self._consumer.end_offsets(tps)
+        ends = self._consumer.end_offsets(tps, timeout_ms=int(timeout_s * 1000))
         done = self.checkpoints.positions()
         return all(done.get(tp.partition, 0) >= ends[tp] for tp in tps)
