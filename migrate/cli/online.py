@@ -103,6 +103,27 @@ def sink(
     console.print(f"[green]sink stopped[/] {report}", highlight=False)
 
 
+@services_app.command("status")
+@friendly
+def services_status() -> None:
+    """Which Redis and Kafka this state dir uses: configured or embedded, address, process, healthy or not."""
+    from rich.table import Table  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    from migrate.devservices.status import services_status as status_of  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    table = Table("service", "kind", "address", "pid", "state")
+    for service in status_of(get_settings()):
+        colour = "green" if service.healthy else "yellow" if service.state.startswith("not running") else "red"
+        table.add_row(
+            service.name,
+            service.kind,
+            service.address or "-",
+            "-" if service.pid is None else str(service.pid),
+            f"[{colour}]{service.state}[/]",
+        )
+    console.print(table)
+
+
 @services_app.command("stop")
 @friendly
 def services_stop() -> None:
