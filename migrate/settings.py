@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port] of the team's Kafka; default: an embedded Tansu broker."
     )
+    kafka_bootstrap_file: Path | None = Field(
+        default=None,
+        description="The embedded broker's broker.json, which names its current port; set by `migrate serve` for "
+        "its workers so that the shadow log follows a broker restarted on another port.",
+    )
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="Connect, request and admin timeout for Kafka.")
     shadow_topic_prefix: str = Field(default="migrate.shadow.", pattern=r"^[A-Za-z0-9._-]*$")
     labels_topic_prefix: str = Field(default="migrate.labels.", pattern=r"^[A-Za-z0-9._-]*$")
@@ -81,7 +86,7 @@ class Settings(BaseSettings):
         yaml_file = _project_dir() / CONFIG_FILE
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
 
-    @field_validator("state_dir", "usecases_dir", "offline_store", "dags_folder", mode="after")
+    @field_validator("state_dir", "usecases_dir", "offline_store", "dags_folder", "kafka_bootstrap_file", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None, info: Any) -> Path | None:
         if value is None or value.is_absolute():

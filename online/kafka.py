@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from migrate.errors import BrokerUnavailableError, TopicError
 
@@ -21,18 +25,38 @@ with warnings.catch_warnings():
     from kafka.consumer.subscription_state import ConsumerRebalanceListener  # type: ignore[import-untyped]
 
 __all__ = [
+    "Bootstrap",
     "ConsumerRebalanceListener",
     "KafkaConsumer",
     "KafkaProducer",
     "OffsetAndMetadata",
     "TopicPartition",
     "acknowledged_producer",
+    "bootstrap_from_file",
     "ensure_topic",
     "kafka_errors",
     "partitions_for_topic",
     "topic_id",
     "wait_for_broker",
 ]
+
+
+Bootstrap = str | Callable[[], str]
+"""A bootstrap address, or a function giving the current one (an embedded broker that restarts on a new port)."""
+
+
+def bootstrap_from_file(path: Path, fallback: str) -> Callable[[], str]:
+    """The address recorded in `path` (the embedded broker's ``broker.json``: ``{"pid": …, "port": …}``), read
+    afresh at each call; `fallback` while the file is missing or unreadable (the broker is being restarted)."""
+
+    def current() -> str:
+        try:
+            port = int(orjson.loads(path.read_bytes())["port"])
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return fallback
+        return f"127.0.0.1:{port}"
+
+    return current
 
 
 class _AdminClient(KafkaAdminClient):  # type: ignore[misc]

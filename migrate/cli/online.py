@@ -27,7 +27,7 @@ def serve(
     import uvicorn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.devservices.shared_broker import broker_file, shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     redis_url, redis_server = resolve_redis_url(settings)
@@ -35,6 +35,8 @@ def serve(
     # Workers are separate processes: they read where the services are from the environment.
     os.environ["MIGRATE_REDIS_URL"] = redis_url
     os.environ["MIGRATE_KAFKA_BOOTSTRAP"] = bootstrap
+    if not settings.kafka_bootstrap:  # the embedded broker: the shadow log follows it if it restarts elsewhere
+        os.environ["MIGRATE_KAFKA_BOOTSTRAP_FILE"] = str(broker_file(settings))
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP pools woken per request cost ~10 ms at the tail
     console.print(
         f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
