@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import os
 import shutil
 import signal
@@ -30,8 +29,6 @@ from migrate.errors import EmbeddedRedisError
 from migrate.settings import Settings
 
 __all__ = ["EmbeddedRedis", "RedisServer", "find_redis_server", "resolve_redis_url", "start_redis", "stop_redis"]
-
-log = logging.getLogger(__name__)
 
 # sun_path holds 108 bytes on Linux (104 on macOS); past that a socket cannot be bound.
 _MAX_SOCKET_PATH = 100
@@ -298,13 +295,10 @@ def resolve_redis_url(settings: Settings) -> tuple[str, RedisServer | None]:
     """The configured ``MIGRATE_REDIS_URL``, or the URL of a started embedded Redis (returned to stop later)."""
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value(), None
+    settings.stand_in("redis_url")
     server = start_redis(settings)
     if server.owned:
-        log.warning(
-            "MIGRATE_REDIS_URL is not set: started an embedded Redis at %s for this state dir, without persistence. "
-            "Set MIGRATE_REDIS_URL (and MIGRATE_PROFILE=production) to use the team's Redis.",
-            server.url,
-        )
+        settings.warn_stand_in("redis_url", f"started at {server.url}, no persistence")
     return server.url, server
 
 

@@ -12,7 +12,6 @@ refuse to load without ``MIGRATE_KAFKA_BOOTSTRAP``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -29,8 +28,6 @@ from migrate.settings import Settings
 from online.kafka import wait_for_broker
 
 __all__ = ["SharedBroker", "broker_file", "running_broker", "shared_bootstrap", "stop_shared_broker"]
-
-log = logging.getLogger(__name__)
 
 # Held for the life of the process that started them: a collected Popen of a running child warns (ResourceWarning).
 _STARTED: list[subprocess.Popen[bytes]] = []
@@ -91,6 +88,7 @@ def shared_bootstrap(settings: Settings) -> str:
     """``kafka_bootstrap`` when configured; else the state dir's embedded broker, started if it is not running."""
     if settings.kafka_bootstrap:
         return settings.kafka_bootstrap
+    settings.stand_in("kafka_bootstrap")
     settings.kafka_dir.mkdir(parents=True, exist_ok=True)
     wait_s = settings.kafka_timeout_s * 2
     with start_lock(settings.kafka_dir / "start.lock", timeout_s=3 * (wait_s + 5), what="embedded Kafka broker"):
@@ -98,12 +96,7 @@ def shared_bootstrap(settings: Settings) -> str:
         if running is not None:
             return running.bootstrap
         bootstrap = _start(settings, wait_s)
-    log.warning(
-        "MIGRATE_KAFKA_BOOTSTRAP is not set: started an embedded in-memory Kafka-protocol broker (Tansu) at %s for "
-        "this state dir; its topics are lost when it stops. Set MIGRATE_KAFKA_BOOTSTRAP (and MIGRATE_PROFILE="
-        "production) to use the team's Kafka.",
-        bootstrap,
-    )
+    settings.warn_stand_in("kafka_bootstrap", f"started at {bootstrap}; its topics are lost when it stops")
     return bootstrap
 
 

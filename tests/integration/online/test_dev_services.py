@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from migrate import settings as settings_module
 from migrate.cli.main import app
-from migrate.devservices.redis_server import stop_redis
-from migrate.devservices.shared_broker import running_broker, stop_shared_broker
+from migrate.devservices.redis_server import resolve_redis_url, stop_redis
+from migrate.devservices.shared_broker import running_broker, shared_bootstrap, stop_shared_broker
 from migrate.devservices.status import services_status
 from migrate.settings import Settings, get_settings
 
@@ -147,3 +149,17 @@ def test_services_status_says_what_runs_where_and_whether_it_answers(settings: S
     configured = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})  # nobody listens on port 1
     kafka = services_status(configured, timeout_s=0.5)[1]
     assert kafka.kind == "configured" and kafka.state.startswith("unhealthy: ")
+
+
+def test_dev_profile_logs_one_warning_line_when_it_starts_a_stand_in(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings_module, "_warned", set())  # as in a fresh process
+    with caplog.at_level(logging.WARNING, logger="migrate.settings"):
+        bootstrap = shared_bootstrap(settings)
+        redis_url, _ = resolve_redis_url(settings)
+        assert shared_bootstrap(settings) == bootstrap  # reused: nothing more to say
+    lines = [r.getMessage() for r in caplog.records if r.name == "migrate.settings"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("MIGRATE_KAFKA_BOOTSTRAP is not set") and bootstrap in lines[0]
+    assert lines[1].startswith("MIGRATE_REDIS_URL is not set") and redis_url in lines[1]
