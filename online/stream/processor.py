@@ -160,7 +160,7 @@ class StreamProcessor:
         self._outputs: StreamOutputs | None = None
         self._last_checkpoint = time.monotonic()
         self._clock: Clock = clock_of(settings)  # the wall clock, or the demo's simulated one (MIGRATE_CLOCK_*)
-        self._halted = False  # a dead letter failed: nothing may be checkpointed any more
+        self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
 
     # --- partitions ------------------------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class StreamProcessor:
         """Claim newly assigned partitions and resume each from its checkpoint."""
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
-            part = _Partition(number, watermark=-math.inf if start.watermark is None else start.watermark)
+            part = _Partition(number, watermark=self._bounded(number, start.watermark))
             part.states = {
                 (group, key): WindowState.from_json(self.specs[group], data)
                 for (group, key), data in start.states.items()
@@ -183,9 +183,29 @@ class StreamProcessor:
                 self._consumer.seek(tp, start.offset)
             log.info("partition %d: resuming at offset %s with %d entities", number, start.offset, len(part.states))
 
+    def _bounded(self, number: int, watermark: float | None) -> float:
+        """A checkpointed watermark, lowered to the processor's clock if it is past the clock plus `max_future`.
+
+        Such a watermark was moved by a future-dated event that an earlier version let in; kept, it would send every
+        later event of the partition to the dead-letter topic as `too_late`. Lowered to the clock (not the clock
+        plus `max_future`), the events of the last `allowed_lateness` still count.
+        """
+        if watermark is None:
+            return -math.inf
+        now = self._clock().timestamp()
+        if watermark > now + self.schema.future_s:
+            log.warning(
+                "partition %d: checkpointed watermark %.0f is %.0f s ahead of the clock (past max_future); lowered",
+                number,
+                watermark,
+                watermark - now,
+            )
+            return now
+        return watermark
+
     def release(self, numbers: Sequence[int]) -> None:
         """Checkpoint revoked partitions (if still ours and not halted by a failed dead letter) and forget them."""
-        if not self._halted:
+        if self._halted is None:
             with contextlib.suppress(FencedError):
                 self.checkpoint([n for n in numbers if n in self.partitions])
         for number in numbers:
@@ -250,8 +270,8 @@ class StreamProcessor:
         assert self._outputs is not None
         try:
             self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
-        except DeadLetterError:
-            self._halted = True
+        except DeadLetterError as exc:
+            self._halted = exc
             raise
         self.metrics.dead_letter(event.reason)
         self.report.dead_letters += 1
@@ -265,13 +285,13 @@ class StreamProcessor:
         chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
         chosen = [p for p in chosen if p.pending and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
-        if not chosen or self._halted:
+        if not chosen or self._halted is not None:
             return
         if self._outputs is not None:
             try:
                 self._outputs.flush()  # before the offset moves past them: no dead letter is lost
-            except DeadLetterError:
-                self._halted = True
+            except DeadLetterError as exc:
+                self._halted = exc
                 raise
         fenced: list[int] = []
         for part in chosen:
@@ -362,6 +382,8 @@ class StreamProcessor:
         logged_events = 0
         consumer = self._consumer
         while stop is None or not stop.is_set():
+            if self._halted is not None:
+                raise self._halted  # raised inside a rebalance callback, where kafka-python only logs it
             polled = consumer.poll(timeout_ms=50, max_records=settings.stream_checkpoint_events)
             for messages in polled.values():
                 for message in messages:

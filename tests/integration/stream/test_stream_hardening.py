@@ -14,7 +14,7 @@ from stream_helpers import Stream, same
 import online.stream.processor as processor_module
 from migrate.errors import DeadLetterError
 from online.kafka import KafkaConsumer
-from online.stream.checkpoint import CheckpointStore
+from online.stream.checkpoint import Checkpoint, CheckpointStore
 from online.stream.event_schema import encode_event
 from online.stream.outputs import MAX_DEAD_LETTER_BYTES, DeadLetter, StreamOutputs, dead_letter_topic
 from online.stream.processor import StreamProcessor, default_group, key_bytes
@@ -147,5 +147,27 @@ def test_a_dead_letter_that_cannot_be_sent_stops_the_processor_without_committin
     report = run(stream)  # the producer works again: the event is dead-lettered, none is lost
     assert report.dead_letters == 1
     assert [letter["offset"] for letter, _ in dead_letters(stream, 1)] == [bad.offset]
+    end = good[-1]["event_time"] + timedelta(minutes=1)
+    assert same(stream.observed(end, good), stream.expected(good, end)) == []
+
+
+def test_a_watermark_checkpointed_a_year_ahead_is_lowered_on_resume_and_blocks_nothing(stream: Stream) -> None:
+    # What a future-dated event let in by an earlier version left in Redis: every partition's watermark a year ahead.
+    ahead = (datetime.now(UTC) + timedelta(days=365)).timestamp()
+    partitions = stream.usecase.realtime_features.events.partitions  # type: ignore[union-attr]
+    client = redis.Redis.from_url(stream.redis_url)
+    try:
+        store = CheckpointStore(client, stream.usecase.name, default_group(stream.usecase.name))
+        for number in range(partitions):
+            store.claim(number, "earlier-version")
+            store.commit(Checkpoint(number, 0, ahead), "earlier-version")
+    finally:
+        client.close()
+    # Live events of the last minutes: within the allowed lateness of the clock, not of a year from now.
+    start = datetime.now(UTC) - timedelta(minutes=3)
+    good = [{**event, "event_time": start + timedelta(seconds=i / 2)} for i, event in enumerate(stream.events[:200])]
+    assert stream.publish(good) == len(good)
+    report = run(stream)
+    assert (report.events, report.dead_letters) == (len(good), 0)
     end = good[-1]["event_time"] + timedelta(minutes=1)
     assert same(stream.observed(end, good), stream.expected(good, end)) == []
