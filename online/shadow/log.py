@@ -282,7 +282,8 @@ class ShadowLogger:
 
     def _on_failed(self, generation: int, exc: BaseException) -> None:
         self._failed_since_check = True
-        self._problem = f"records to {self.bootstrap} failed: {exc}"
+        if generation == self._generation:  # a discarded producer's late failures say nothing of the current one
+            self._problem = f"records to {self.bootstrap} failed: {exc}"
         if self._release(generation, "send_failed"):
             self._dropped["send_failed"].inc()
         log.debug("shadow record for %s failed: %s", self.topic, str(exc))

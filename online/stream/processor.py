@@ -27,7 +27,6 @@ import orjson
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from migrate.clock import Clock, clock_of
 from migrate.errors import BrokerUnavailableError, DeadLetterError
 from migrate.feature_windows import Group, WindowState, groups_of
 from migrate.realtime_schema import MAIN_STREAM
@@ -41,6 +40,7 @@ from online.kafka import (
     kafka_errors,
     partitions_for_topic,
 )
+from online.stream.arrival import Arrival
 from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
 from online.stream.event_schema import EventSchema, Rejection
 from online.stream.metrics import StreamMetrics
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 SESSION_TIMEOUT_MS = 6_000
 JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
-LOG_APPEND_TIME = 1  # a record's timestamp_type when the broker, not the producer, stamped it
 
 
 def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = MAIN_STREAM) -> str:
@@ -159,7 +158,7 @@ class StreamProcessor:
         self._consumer: Any = None
         self._outputs: StreamOutputs | None = None
         self._last_checkpoint = time.monotonic()
-        self._clock: Clock = clock_of(settings)  # the wall clock, or the demo's simulated one (MIGRATE_CLOCK_*)
+        self.arrival = Arrival(settings, self.schema.future_s)  # the processor's clock: wall, or MIGRATE_CLOCK_*
         self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
 
     # --- partitions ------------------------------------------------------------------------------------------
@@ -168,7 +167,7 @@ class StreamProcessor:
         """Claim newly assigned partitions and resume each from its checkpoint."""
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
-            part = _Partition(number, watermark=self._bounded(number, start.watermark))
+            part = _Partition(number, watermark=self.arrival.bounded(number, start.watermark))
             part.states = {
                 (group, key): WindowState.from_json(self.specs[group], data)
                 for (group, key), data in start.states.items()
@@ -183,26 +182,6 @@ class StreamProcessor:
                 self._consumer.seek(tp, start.offset)
             log.info("partition %d: resuming at offset %s with %d entities", number, start.offset, len(part.states))
 
-    def _bounded(self, number: int, watermark: float | None) -> float:
-        """A checkpointed watermark, lowered to the processor's clock if it is past the clock plus `max_future`.
-
-        Such a watermark was moved by a future-dated event that an earlier version let in; kept, it would send every
-        later event of the partition to the dead-letter topic as `too_late`. Lowered to the clock (not the clock
-        plus `max_future`), the events of the last `allowed_lateness` still count.
-        """
-        if watermark is None:
-            return -math.inf
-        now = self._clock().timestamp()
-        if watermark > now + self.schema.future_s:
-            log.warning(
-                "partition %d: checkpointed watermark %.0f is %.0f s ahead of the clock (past max_future); lowered",
-                number,
-                watermark,
-                watermark - now,
-            )
-            return now
-        return watermark
-
     def release(self, numbers: Sequence[int]) -> None:
         """Checkpoint revoked partitions (if still ours and not halted by a failed dead letter) and forget them."""
         if self._halted is None:
@@ -212,19 +191,6 @@ class StreamProcessor:
             self.partitions.pop(number, None)
 
     # --- events ----------------------------------------------------------------------------------------------
-
-    def received_s(self, message: Any) -> float:
-        """When the event reached the broker, as far as this processor can trust it (epoch seconds).
-
-        The broker's log-append time when the topic has one; else the producer's record timestamp, but never later
-        than this processor's clock: a producer's clock (or a forged timestamp) a year ahead must not let an event a
-        year ahead in, which would move the partition's watermark there and make every later event `too_late`.
-        """
-        stamped = message.timestamp / 1000.0
-        if message.timestamp_type == LOG_APPEND_TIME and message.timestamp >= 0:
-            return float(stamped)
-        now = self._clock().timestamp()
-        return now if message.timestamp < 0 else min(float(stamped), now)
 
     def handle(self, message: Any) -> None:
         """Apply one message of a partition this processor owns, or dead-letter it.
@@ -244,7 +210,7 @@ class StreamProcessor:
             ):
                 rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
             else:
-                rejection = self.schema.timing(event, part.watermark, self.received_s(message))
+                rejection = self.schema.timing(event, part.watermark, self.arrival.received_s(message))
             if rejection is None:
                 fields = event.fields
                 for group in self.groups:
