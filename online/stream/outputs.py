@@ -23,7 +23,7 @@ from migrate.errors import DeadLetterError
 from online.kafka import acknowledged_producer, ensure_topic, kafka_errors
 from online.stream.event_schema import RejectReason
 
-__all__ = ["MAX_DEAD_LETTER_BYTES", "DeadLetter", "StreamOutputs", "dead_letter_topic"]
+__all__ = ["MAX_DEAD_LETTER_BYTES", "MAX_KEY_BYTES", "DeadLetter", "StreamOutputs", "dead_letter_topic"]
 
 MAX_REQUEST_BYTES = 1_048_576  # the dead-letter producer's max_request_size (kafka-python's default, set explicitly)
 MAX_DEAD_LETTER_BYTES = MAX_REQUEST_BYTES - 16 * 1024  # headroom for the record batch, key and headers
