@@ -143,7 +143,7 @@ class EventSchema:
 
     def timing(self, event: ValidEvent, watermark_s: float, arrived_s: float) -> Rejection | None:
         """Too late (behind the partition's newest event time by more than the lateness) or in the future (more
-        than `max_future` after `arrived_s`, the trusted time it reached the broker: see the processor)."""
+        than `max_future` after `arrived_s`, the trusted time it reached the broker: online/stream/arrival.py)."""
         if event.time_s < watermark_s - self.lateness_s:
             behind = watermark_s - event.time_s
             return Rejection(
