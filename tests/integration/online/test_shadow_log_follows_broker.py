@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from migrate.devservices.shared_broker import broker_file, shared_bootstrap, stop_shared_broker
-from migrate.settings import get_settings
+from migrate.settings import Settings, get_settings
 from online.shadow.log import DROP_REASONS, ShadowLogger
 from online.shadow.record import ShadowRecord
 from online.shadow.sink import run_sink
@@ -42,10 +42,17 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
         time.sleep(0.02)
 
 
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Settings]:
+    """A state dir whose shared broker is stopped after the test, whatever happened in it."""
+    chosen = get_settings(state_dir=tmp_path / "state").model_copy(update={"kafka_bootstrap": None})
+    yield chosen
+    stop_shared_broker(chosen)
+
+
 # kafka-python 3.0.12 drops the socket of a refused connection unclosed while the old port is dialled.
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
-def test_shadow_log_follows_the_embedded_broker_to_its_new_port_and_counts_what_it_lost(tmp_path: Path) -> None:
-    state = get_settings(state_dir=tmp_path / "state").model_copy(update={"kafka_bootstrap": None})
+def test_shadow_log_follows_the_embedded_broker_to_its_new_port_and_counts_what_it_lost(state: Settings) -> None:
     first = shared_bootstrap(state)
     # What `migrate serve` gives its workers: the address now, and the file that names it after a restart.
     worker = state.model_copy(
@@ -80,10 +87,7 @@ def test_shadow_log_follows_the_embedded_broker_to_its_new_port_and_counts_what_
     finally:
         logger.close(timeout_s=10)
         stats = logger.stats()
-    try:
-        # Nothing lost silently: every record logged is counted as sent or dropped (with its reason).
-        assert stats["sent"] + sum(stats[reason] for reason in DROP_REASONS) == logged, stats
-        report = run_sink(state, "uc", idle_timeout_s=5, bootstrap=second)
-        assert report.shadow_rows == stats["sent"] - 20  # all sent after the move are in the new broker
-    finally:
-        stop_shared_broker(state)
+    # Nothing lost silently: every record logged is counted as sent or dropped (with its reason).
+    assert stats["sent"] + sum(stats[reason] for reason in DROP_REASONS) == logged, stats
+    report = run_sink(state, "uc", idle_timeout_s=5, bootstrap=second)
+    assert report.shadow_rows == stats["sent"] - 20  # all sent after the move are in the new broker
