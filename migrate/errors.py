@@ -119,6 +119,10 @@ class BrokerUnavailableError(BrokerError):
     """No Kafka broker answered at the bootstrap address within the timeout."""
 
 
+class DeadLetterError(BrokerError):
+    """A dead letter was not acknowledged; the stream processor stopped without committing past its event."""
+
+
 class TopicError(BrokerError):
     """A Kafka topic could not be created or described."""
 

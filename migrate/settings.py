@@ -2,15 +2,21 @@
 
 Every piece of runtime state lives under ``state_dir`` (default ``.migrate/``): the SQLite lookup store,
 the DuckDB offline store, model artifacts, batch snapshots and the embedded Airflow home.
+
+``profile`` says whether stand-ins are allowed. ``dev`` (the default): without ``MIGRATE_SQL_URL`` the lookup store
+is SQLite under the state dir, without ``MIGRATE_REDIS_URL`` or ``MIGRATE_KAFKA_BOOTSTRAP`` an embedded Redis or
+broker is started, each with one warning line. ``production``: the settings refuse to load without all three, so
+no process ever runs on a stand-in by accident.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +28,15 @@ from pydantic_settings import (
 from migrate.errors import ConfigError
 
 CONFIG_FILE = "migrate.yaml"
+# The setting each stand-in replaces: (field, environment variable, the stand-in).
+STAND_INS = (
+    ("sql_url", "MIGRATE_SQL_URL", "a SQLite file under the state dir"),
+    ("redis_url", "MIGRATE_REDIS_URL", "an embedded Redis"),
+    ("kafka_bootstrap", "MIGRATE_KAFKA_BOOTSTRAP", "an embedded in-memory Kafka-protocol broker"),
+)
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # stand-ins already announced by this process
 
 
 def _project_dir() -> Path:
@@ -33,6 +48,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MIGRATE_", extra="forbid", frozen=True)
 
+    profile: Literal["dev", "production"] = Field(
+        default="dev",
+        description="production: a missing SQL, Redis or Kafka URL is an error, never an embedded stand-in.",
+    )
     project_dir: Path = Field(default_factory=_project_dir)
     state_dir: Path = Path(".migrate")
     usecases_dir: Path = Path("usecases")
@@ -48,6 +67,11 @@ class Settings(BaseSettings):
     sql_timeout_s: float = Field(default=10.0, gt=0, description="Connect and lock timeout of the SQL store.")
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port] of the team's Kafka; default: an embedded Tansu broker."
+    )
+    kafka_bootstrap_file: Path | None = Field(
+        default=None,
+        description="The embedded broker's broker.json, which names its current port; set by `migrate serve` for "
+        "its workers so that the shadow log follows a broker restarted on another port.",
     )
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="Connect, request and admin timeout for Kafka.")
     shadow_topic_prefix: str = Field(default="migrate.shadow.", pattern=r"^[A-Za-z0-9._-]*$")
@@ -101,7 +125,7 @@ class Settings(BaseSettings):
         yaml_file = _project_dir() / CONFIG_FILE
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
 
-    @field_validator("state_dir", "usecases_dir", "offline_store", "dags_folder", mode="after")
+    @field_validator("state_dir", "usecases_dir", "offline_store", "dags_folder", "kafka_bootstrap_file", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None, info: Any) -> Path | None:
         if value is None or value.is_absolute():
@@ -109,12 +133,58 @@ class Settings(BaseSettings):
         project = info.data.get("project_dir") or _project_dir()
         return (Path(project) / value).resolve()
 
+    @model_validator(mode="after")
+    def _no_stand_ins_in_production(self) -> Settings:
+        if self.profile == "production":
+            missing = [env for name, env, _ in STAND_INS if getattr(self, name) is None or getattr(self, name) == ""]
+            if missing:
+                raise ConfigError(
+                    f"MIGRATE_PROFILE=production but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                    "set: production never runs on an embedded stand-in",
+                    fix=f"set {', '.join(missing)} (environment or migrate.yaml), or unset MIGRATE_PROFILE on a laptop",
+                )
+        return self
+
+    def stand_in(self, setting: str) -> None:
+        """Allow the stand-in for `setting` (``sql_url``, ``redis_url``, ``kafka_bootstrap``) or refuse it.
+
+        Raises:
+            ConfigError: the production profile (settings copied without a URL after loading end up here).
+        """
+        env, what = next((env, what) for name, env, what in STAND_INS if name == setting)
+        if self.profile == "production":
+            raise ConfigError(
+                f"{env} is not set and MIGRATE_PROFILE=production: {what} would stand in for it",
+                fix=f"set {env}",
+            )
+
+    def warn_stand_in(self, setting: str, detail: str) -> None:
+        """Log once per process and setting that a stand-in is in use (dev profile)."""
+        if setting in _warned:
+            return
+        _warned.add(setting)
+        env, what = next((env, what) for name, env, what in STAND_INS if name == setting)
+        log.warning(
+            "%s is not set: using %s (%s). Fine on a laptop; in production set %s and MIGRATE_PROFILE=production.",
+            env,
+            what,
+            detail,
+            env,
+        )
+
     @property
     def sql_url_value(self) -> str:
-        """The SQLAlchemy URL of the lookup store (the secret, unmasked)."""
+        """The SQLAlchemy URL of the lookup store (the secret, unmasked); SQLite under the state dir in dev.
+
+        Raises:
+            ConfigError: no ``sql_url`` under the production profile.
+        """
         if self.sql_url is not None:
             return self.sql_url.get_secret_value()
-        return f"sqlite:///{self.state_dir / 'lookup.db'}"
+        self.stand_in("sql_url")
+        path = self.state_dir / "lookup.db"
+        self.warn_stand_in("sql_url", str(path))
+        return f"sqlite:///{path}"
 
     @property
     def dags_path(self) -> Path:

@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from migrate.errors import BrokerUnavailableError, TopicError
 
@@ -21,17 +25,38 @@ with warnings.catch_warnings():
     from kafka.consumer.subscription_state import ConsumerRebalanceListener  # type: ignore[import-untyped]
 
 __all__ = [
+    "Bootstrap",
     "ConsumerRebalanceListener",
     "KafkaConsumer",
     "KafkaProducer",
     "OffsetAndMetadata",
     "TopicPartition",
     "acknowledged_producer",
+    "bootstrap_from_file",
     "ensure_topic",
     "kafka_errors",
+    "partitions_for_topic",
     "topic_id",
     "wait_for_broker",
 ]
+
+
+Bootstrap = str | Callable[[], str]
+"""A bootstrap address, or a function giving the current one (an embedded broker that restarts on a new port)."""
+
+
+def bootstrap_from_file(path: Path, fallback: str) -> Callable[[], str]:
+    """The address recorded in `path` (the embedded broker's ``broker.json``: ``{"pid": …, "port": …}``), read
+    afresh at each call; `fallback` while the file is missing or unreadable (the broker is being restarted)."""
+
+    def current() -> str:
+        try:
+            port = int(orjson.loads(path.read_bytes())["port"])
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return fallback
+        return f"127.0.0.1:{port}"
+
+    return current
 
 
 class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
@@ -141,3 +166,33 @@ def topic_id(bootstrap: str, name: str, *, timeout_s: float = 5.0) -> str | None
             value = entry.get("topic_id")
             return None if value is None else str(value)
     return None
+
+
+def partitions_for_topic(consumer: Any, topic: str, bootstrap: str, *, timeout_s: float = 5.0) -> set[int]:
+    """The topic's partition numbers: from `consumer`'s metadata when it has them, else asked within `timeout_s`.
+
+    ``KafkaConsumer.partitions_for_topic`` of kafka-python 3.0.12 waits for a metadata refresh with no timeout at
+    all (``wait_for(future, None)``) when the topic is not in its cache: a broker gone at that moment hangs the
+    caller. So the cache is read directly (this module is kafka-python's one wrapper) and a miss goes to a bounded
+    admin request.
+
+    Raises:
+        TopicError: the broker did not answer within `timeout_s`.
+    """
+    cached = consumer._cluster.partitions_for_topic(topic)  # the cache only: never blocks
+    if cached is not None:
+        return set(cached)
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        described = admin.describe_topics([topic])
+    except kafka_errors.KafkaError as exc:
+        raise TopicError(
+            f"the partitions of topic {topic!r} could not be read at {bootstrap} within {timeout_s:.1f}s: {exc}",
+            fix="check the broker and MIGRATE_KAFKA_BOOTSTRAP, or raise MIGRATE_KAFKA_TIMEOUT_S",
+        ) from exc
+    finally:
+        admin.close()
+    for entry in described:
+        if entry.get("name") == topic and not entry.get("error_code"):
+            return {int(p["partition_index"]) for p in entry.get("partitions", [])}
+    return set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -26,7 +27,7 @@ def serve(
     import uvicorn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-    from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.devservices.shared_broker import broker_file, shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     redis_url, redis_server = resolve_redis_url(settings)
@@ -34,6 +35,8 @@ def serve(
     # Workers are separate processes: they read where the services are from the environment.
     os.environ["MIGRATE_REDIS_URL"] = redis_url
     os.environ["MIGRATE_KAFKA_BOOTSTRAP"] = bootstrap
+    if not settings.kafka_bootstrap:  # the embedded broker: the shadow log follows it if it restarts elsewhere
+        os.environ["MIGRATE_KAFKA_BOOTSTRAP_FILE"] = str(broker_file(settings))
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP pools woken per request cost ~10 ms at the tail
     console.print(
         f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
@@ -103,8 +106,33 @@ def sink(
     settings = get_settings()
     uc = Registry(settings.usecases_dir).get(usecase)
     bootstrap = shared_bootstrap(settings)
-    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=bootstrap, events_of=uc)
+    # SIGTERM (a container stop, `kill`) and Ctrl-C stop it cleanly: what it consumed is written and committed.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    report = run_sink(settings, usecase, idle_timeout_s=idle_timeout, bootstrap=bootstrap, events_of=uc, stop=stop)
     console.print(f"[green]sink stopped[/] {report}", highlight=False)
+
+
+@services_app.command("status")
+@friendly
+def services_status() -> None:
+    """Which Redis and Kafka this state dir uses: configured or embedded, address, process, healthy or not."""
+    from rich.table import Table  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    from migrate.devservices.status import services_status as status_of  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    table = Table("service", "kind", "address", "pid", "state")
+    for service in status_of(get_settings()):
+        colour = "green" if service.healthy else "yellow" if service.state.startswith("not running") else "red"
+        table.add_row(
+            service.name,
+            service.kind,
+            service.address or "-",
+            "-" if service.pid is None else str(service.pid),
+            f"[{colour}]{service.state}[/]",
+        )
+    console.print(table)
 
 
 @services_app.command("stop")

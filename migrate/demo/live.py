@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from migrate.batch.offline_store import open_offline, utc_naive
 from migrate.devservices.broker import free_port
 from migrate.devservices.redis_server import resolve_redis_url
-from migrate.devservices.shared_broker import shared_bootstrap
+from migrate.devservices.shared_broker import broker_file, shared_bootstrap
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -66,6 +66,7 @@ class LiveDay:
             "MIGRATE_STATE_DIR": str(self.settings.state_dir),
             "MIGRATE_REDIS_URL": redis_url,
             "MIGRATE_KAFKA_BOOTSTRAP": bootstrap,
+            "MIGRATE_KAFKA_BOOTSTRAP_FILE": str(broker_file(self.settings)),  # the shadow log follows a restart
             "MIGRATE_CLOCK_START": self.start.isoformat(),
             "MIGRATE_CLOCK_WALL": repr(self.wall0),
             "MIGRATE_CLOCK_SPEED": repr(self.speed),

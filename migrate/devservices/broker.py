@@ -181,5 +181,7 @@ def resolve_bootstrap(settings: Settings) -> tuple[str, Broker | None]:
     """The configured ``kafka_bootstrap`` (no broker started), or a freshly started embedded broker."""
     if settings.kafka_bootstrap:
         return settings.kafka_bootstrap, None
+    settings.stand_in("kafka_bootstrap")
     broker = start_broker(settings)
+    settings.warn_stand_in("kafka_bootstrap", f"a private broker started at {broker.bootstrap}")
     return broker.bootstrap, broker

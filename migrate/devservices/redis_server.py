@@ -10,7 +10,6 @@ reused, not restarted, and is left running when this process is done with it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -25,6 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from migrate.devservices.start_lock import start_lock
 from migrate.errors import EmbeddedRedisError
 from migrate.settings import Settings
 
@@ -152,14 +152,27 @@ class RedisServer:
         if self.owned:
             return self
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with (self.directory / "start.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once: the second adopts the first's
+        # Two processes starting at once: the second adopts the first's (one server per directory).
+        with start_lock(self.directory / "start.lock", timeout_s=3 * self.start_timeout_s, what="embedded Redis"):
             if self._adopt():
+                return self
+            pid = self.pid
+            if pid is not None and _is_redis(pid):
+                # Alive but slow to answer a quarter-second PING (a loaded machine): wait for it, never start a
+                # second server over its socket.
+                if self._tcp:
+                    with contextlib.suppress(OSError, ValueError):
+                        self.port = int((self.directory / "redis.port").read_text().strip())
+                self._wait_ready(owned=False)
                 return self
             self._spawn(self.binary or find_redis_server())
             self.owned = True
             self._wait_ready()
         return self
+
+    def running(self) -> bool:
+        """Whether a server answers in this directory now (one another process started counts)."""
+        return self._adopt()
 
     def _spawn(self, binary: Path) -> None:
         # Daemonized: the server is nobody's child, so it outlives this process when asked to (materialize, then
@@ -205,14 +218,15 @@ class RedisServer:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-5:])
         return "(no log)"
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, *, owned: bool = True) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.ping():
                 return
             time.sleep(0.01)
-        with contextlib.suppress(EmbeddedRedisError):
-            self._stop_pid(1.0)
+        if owned:  # a server someone else started is theirs to stop
+            with contextlib.suppress(EmbeddedRedisError):
+                self._stop_pid(1.0)
         self.owned = False
         raise EmbeddedRedisError(
             f"embedded redis-server in {self.directory} did not answer PING within {self.start_timeout_s} s:\n"
@@ -281,7 +295,10 @@ def resolve_redis_url(settings: Settings) -> tuple[str, RedisServer | None]:
     """The configured ``MIGRATE_REDIS_URL``, or the URL of a started embedded Redis (returned to stop later)."""
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value(), None
+    settings.stand_in("redis_url")
     server = start_redis(settings)
+    if server.owned:
+        settings.warn_stand_in("redis_url", f"started at {server.url}, no persistence")
     return server.url, server
 
 

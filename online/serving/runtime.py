@@ -88,6 +88,11 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         except MigrateError as exc:
             checks["feature_store"] = exc.what
         checks["flags"] = "ok" if watcher.revision >= 0 else "not loaded yet"
+        # The shadow log is evidence, not the answer: while it cannot deliver, serving is ready but degraded.
+        shadows = {name: server.shadow for name, server in servers.items() if server.shadow is not None}
+        if shadows:
+            problems = [f"{name}: {why}" for name, sink in shadows.items() if (why := sink.health())]
+            checks["shadow_log"] = "ok" if not problems else "degraded: " + "; ".join(problems)
         return checks
 
     return ServingDeps(

@@ -17,7 +17,7 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from migrate.settings import get_settings
@@ -29,12 +29,17 @@ from online.shadow.log import DROP_REASONS, ShadowLogger
 
 log = logging.getLogger(__name__)
 _COUNTS = ("sent", *DROP_REASONS)
+PROBLEM_BYTES = 512
 
 
 class ShadowSink(Protocol):
     """Takes one request's comparison job; False when it had to drop it."""
 
     def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool: ...
+
+    def health(self) -> str | None:
+        """None while shadow records are delivered; else why not (``/readyz``'s ``shadow_log`` check)."""
+        ...
 
 
 class InProcessShadow:
@@ -45,6 +50,11 @@ class InProcessShadow:
 
     def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
         return self.pool.submit(self._run, req, served, online, batch) is not None
+
+    def health(self) -> str | None:
+        check = getattr(self.logger, "health", None)  # a ShadowLogger has one; a test's recorder need not
+        problem = check() if callable(check) else None
+        return None if problem is None else str(problem)
 
     def _run(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> None:
         try:
@@ -59,6 +69,9 @@ class _Channel:
 
     def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
         return self.process.submit((self.usecase, req, list(served), online, batch), len(req.keys))
+
+    def health(self) -> str | None:
+        return self.process.health(self.usecase)
 
 
 class ShadowProcess:
@@ -86,11 +99,13 @@ class ShadowProcess:
         self._counts: list[Synchronized[int]] = [
             context.Value("q", 0, lock=False) for _ in range(len(self.usecases) * len(_COUNTS))
         ]
+        # Per use case: why its logger does not deliver now (empty: it does), written by the process.
+        self._problems: list[Any] = [context.Array("c", PROBLEM_BYTES, lock=False) for _ in self.usecases]
         self._submitted = 0
         self._taken: Synchronized[int] = context.Value("q", 0, lock=False)
         self._process = context.Process(
             target=_main,
-            args=(self._queue, self.usecases, self._counts, self._taken),
+            args=(self._queue, self.usecases, self._counts, self._taken, self._problems),
             name="migrate-shadow",
             daemon=True,
         )
@@ -117,6 +132,13 @@ class ShadowProcess:
         base = self.usecases.index(usecase) * len(_COUNTS)
         return {name: int(self._counts[base + i].value) for i, name in enumerate(_COUNTS)}
 
+    def health(self, usecase: str) -> str | None:
+        """None while `usecase`'s shadow records are delivered; else why not."""
+        if not self._process.is_alive():
+            return f"the shadow comparison process exited (code {self._process.exitcode})"
+        problem = bytes(self._problems[self.usecases.index(usecase)].value).decode("utf-8", "replace")
+        return problem or None
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Let the process flush what it holds, then stop it."""
         with contextlib.suppress(queue.Full):
@@ -140,12 +162,22 @@ class _Counts(Collector):
             sent.add_metric([usecase], counts["sent"])
             for reason in DROP_REASONS:
                 dropped.add_metric([usecase, reason], counts[reason])
+        healthy = GaugeMetricFamily(
+            "migrate_shadow_log_healthy", "1 while shadow records are delivered, 0 while not.", labels=["usecase"]
+        )
+        for usecase in self.process.usecases:
+            healthy.add_metric([usecase], 0 if self.process.health(usecase) else 1)
         yield sent
         yield dropped
+        yield healthy
 
 
 def _main(
-    jobs: multiprocessing.Queue[Any], usecases: list[str], counts: list[Synchronized[int]], taken: Synchronized[int]
+    jobs: multiprocessing.Queue[Any],
+    usecases: list[str],
+    counts: list[Synchronized[int]],
+    taken: Synchronized[int],
+    problems: list[Any],
 ) -> None:
     """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
     settings = get_settings()
@@ -155,7 +187,7 @@ def _main(
 
     def publish_counts() -> None:
         while not stop.wait(0.5):
-            _publish(loggers, usecases, counts)
+            _publish(loggers, usecases, counts, problems)
 
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     try:
@@ -172,12 +204,16 @@ def _main(
         stop.set()
         for logger in loggers.values():
             logger.close()
-        _publish(loggers, usecases, counts)
+        _publish(loggers, usecases, counts, problems)
 
 
-def _publish(loggers: dict[str, Any], usecases: list[str], counts: list[Synchronized[int]]) -> None:
+def _publish(
+    loggers: dict[str, Any], usecases: list[str], counts: list[Synchronized[int]], problems: list[Any]
+) -> None:
     for name, logger in loggers.items():
         stats = logger.stats()
         base = usecases.index(name) * len(_COUNTS)
         for i, counter in enumerate(_COUNTS):
             counts[base + i].value = stats.get(counter, 0)
+        problem = (logger.health() or "").encode()[: PROBLEM_BYTES - 1]
+        problems[usecases.index(name)].value = problem

@@ -4,6 +4,11 @@
 it to a ``KafkaProducer``. When Kafka is down or slow, records are dropped and counted — never waited for.
 Memory is bounded twice: by the queue (``queue_size``) and by the records handed to the producer and not yet
 acknowledged (``max_in_flight``; kafka-python 3 has no ``buffer_memory`` to do it for us).
+
+The broker may move: the embedded one restarts on a new port and records it in its ``broker.json``. Given a
+function for its address (``MIGRATE_KAFKA_BOOTSTRAP_FILE``, set by ``migrate serve``), the logger reads it at every
+(re)connection and at every topic check, and reconnects when it changed or the broker stopped answering.
+``health()`` says why records are not being delivered (``/readyz``'s ``shadow_log`` check).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from migrate.errors import BrokerError
 from migrate.settings import Settings
-from online.kafka import KafkaProducer, ensure_topic, kafka_errors
+from online.kafka import Bootstrap, KafkaProducer, bootstrap_from_file, ensure_topic, kafka_errors
 from online.shadow.record import ShadowRecord, shadow_topic
 
 __all__ = ["DROP_REASONS", "ShadowLogger"]
@@ -47,6 +52,12 @@ class _Metrics:
         self.queue_depth = Gauge(
             "migrate_shadow_queue_depth", "Shadow records waiting to be sent.", ["usecase"], registry=registry
         )
+        self.healthy = Gauge(
+            "migrate_shadow_log_healthy",
+            "1 while shadow records are delivered, 0 while not.",
+            ["usecase"],
+            registry=registry,
+        )
 
 
 _METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
@@ -66,7 +77,7 @@ class ShadowLogger:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         usecase: str,
         *,
         topic_prefix: str = "migrate.shadow.",
@@ -81,7 +92,9 @@ class ShadowLogger:
         partitions: int = 1,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        self._problem: str | None = None  # why records are not delivered now; cleared by the next acknowledgement
+        self._address = bootstrap if callable(bootstrap) else None
+        self.bootstrap = bootstrap() if callable(bootstrap) else bootstrap
         self.usecase = usecase
         self.topic = shadow_topic(usecase, topic_prefix)
         self.queue_size = queue_size
@@ -100,6 +113,7 @@ class ShadowLogger:
         self._sent = metrics.sent.labels(usecase)
         self._dropped = {reason: metrics.dropped.labels(usecase, reason) for reason in DROP_REASONS}
         metrics.queue_depth.labels(usecase).set_function(self._queue.qsize)
+        metrics.healthy.labels(usecase).set_function(lambda: 0 if self._problem else 1)
         self._counts: dict[str, int] = dict.fromkeys(("sent", *DROP_REASONS), 0)
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -119,7 +133,10 @@ class ShadowLogger:
         cls, settings: Settings, usecase: str, *, bootstrap: str | None = None, **options: Any
     ) -> ShadowLogger:
         """A logger for ``usecase`` with the settings' prefix, queue size and timeout (``bootstrap`` overrides)."""
-        address = bootstrap or settings.kafka_bootstrap
+        configured = bootstrap or settings.kafka_bootstrap
+        address: Bootstrap | None = configured
+        if configured is not None and bootstrap is None and settings.kafka_bootstrap_file is not None:
+            address = bootstrap_from_file(settings.kafka_bootstrap_file, configured)  # follows a restarted broker
         if address is None:
             raise BrokerError(
                 f"no Kafka bootstrap address for the shadow log of {usecase!r}",
@@ -155,6 +172,10 @@ class ShadowLogger:
     @property
     def connected(self) -> bool:
         return self._producer is not None
+
+    def health(self) -> str | None:
+        """None while records are delivered (or none was sent yet); else why not, e.g. the broker is unreachable."""
+        return self._problem
 
     def close(self, timeout_s: float = 5.0) -> bool:
         """Send what can be sent within ``timeout_s``; drop (and count) the rest; True if the thread has stopped.
@@ -255,11 +276,14 @@ class ShadowLogger:
 
     def _on_sent(self, generation: int, _metadata: Any) -> None:
         self._last_ack = time.monotonic()
+        self._problem = None
         if self._release(generation, "sent"):
             self._sent.inc()
 
     def _on_failed(self, generation: int, exc: BaseException) -> None:
         self._failed_since_check = True
+        if generation == self._generation:  # a discarded producer's late failures say nothing of the current one
+            self._problem = f"records to {self.bootstrap} failed: {exc}"
         if self._release(generation, "send_failed"):
             self._dropped["send_failed"].inc()
         log.debug("shadow record for %s failed: %s", self.topic, str(exc))
@@ -281,22 +305,32 @@ class ShadowLogger:
             self._drop(reason, dropped)
 
     def _check_topic(self) -> None:
-        """Every ``topic_check_s`` and after failures, make sure the topic still exists; reconnect if it was gone.
+        """Every ``topic_check_s`` and after failures: follow the broker if it moved, make sure the topic still
+        exists (reconnect if it was gone), and reconnect if the broker no longer answers.
 
         A restarted broker with memory storage (Tansu) has lost the topic, yet acknowledges produce requests for
-        it; a producer with stale metadata would keep sending into nothing.
+        it; a producer with stale metadata would keep sending into nothing. One restarted on another port leaves a
+        producer that only ever retries the old one.
         """
         now = time.monotonic()
-        if self._producer is None or not self._create_topic:
+        if self._producer is None:
             return
         if now < self._check_topic_at and not self._failed_since_check:
             return
         self._check_topic_at = now + self._topic_check_s
         self._failed_since_check = False
+        if self._address is not None:
+            current = self._address()
+            if current != self.bootstrap:
+                self._reset_producer(f"the broker moved from {self.bootstrap} to {current}")
+                self._retry_at = 0.0
+                return
+        if not self._create_topic:
+            return
         try:
             created = ensure_topic(self.bootstrap, self.topic, self._partitions, timeout_s=self._timeout_s)
         except BrokerError as exc:
-            log.debug("shadow log %s: topic check failed: %s", self.topic, str(exc))
+            self._reset_producer(f"Kafka at {self.bootstrap} does not answer: {exc.what}")
             return
         if created:
             self._reset_producer("topic was missing (broker restarted?)")
@@ -308,12 +342,15 @@ class ShadowLogger:
         now = time.monotonic()
         if now < self._retry_at or (self._closing.is_set() and now >= self._deadline):
             return None
+        if self._address is not None:
+            self.bootstrap = self._address()  # the embedded broker may have restarted on another port
         try:
             if self._create_topic:
                 ensure_topic(self.bootstrap, self.topic, self._partitions, timeout_s=self._timeout_s)
             self._producer = KafkaProducer(**self._producer_config())
         except (kafka_errors.KafkaError, BrokerError) as exc:
             self._retry_at = time.monotonic() + self._retry_after_s
+            self._problem = f"no Kafka broker at {self.bootstrap}: {exc}"
             # A string, not the exception: a retained log record must not keep its traceback (and socket) alive.
             level = logging.DEBUG if self._outage_logged else logging.WARNING
             self._outage_logged = True
@@ -350,6 +387,7 @@ class ShadowLogger:
             self._reset_producer("no acknowledgement")
 
     def _reset_producer(self, why: str) -> None:
+        self._problem = why  # until the next acknowledgement
         producer, self._producer = self._producer, None
         with self._capacity:
             lost, self._in_flight = self._in_flight, 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -124,10 +125,17 @@ class _Stream:
 
 
 class _Sink:
-    def __init__(self, consumer: Any, streams: dict[str, _Stream], on_flush: Callable[[FlushInfo], None] | None):
+    def __init__(
+        self,
+        consumer: Any,
+        streams: dict[str, _Stream],
+        on_flush: Callable[[FlushInfo], None] | None,
+        timeout_ms: int,
+    ) -> None:
         self.consumer = consumer
         self.streams = streams
         self.on_flush = on_flush
+        self.timeout_ms = timeout_ms
         self.pending: dict[tuple[str, int], list[tuple[int, Any]]] = {}
         self.recovered: set[tuple[str, int]] = set()
         self.report = SinkReport(topics=sorted(streams))
@@ -196,7 +204,7 @@ class _Sink:
             if self.on_flush is not None:
                 self.on_flush(FlushInfo(topic, partition, first, last, tuple(files)))
             offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(last + 1, "", -1)
-        self.consumer.commit(offsets)
+        self.consumer.commit(offsets, timeout_ms=self.timeout_ms)
         self.report.commits += 1
         self.pending.clear()
         self.first_pending_at = None
@@ -233,6 +241,7 @@ def run_sink(
     flush_interval_s: float | None = None,
     on_flush: Callable[[FlushInfo], None] | None = None,
     events_of: UseCase | None = None,
+    stop: threading.Event | None = None,
 ) -> SinkReport:
     """Consume ``<shadow prefix><usecase>`` (and the labels topic if it exists) into Parquet until told to stop.
 
@@ -244,6 +253,7 @@ def run_sink(
         idle_timeout_s: stop after this long without a message once partitions are assigned (the group join does
             not count, up to ``JOIN_GRACE_S``); None: run until interrupted.
         on_flush: called after a batch's files are durable and before its offsets are committed.
+        stop: set it (from a SIGTERM handler, say) to stop cleanly: what was consumed is written and committed.
 
     Returns:
         What was consumed and written.
@@ -298,10 +308,10 @@ def run_sink(
         raise BrokerUnavailableError(
             f"the sink of {usecase!r} cannot reach Kafka at {address}: {exc}", fix="start the broker"
         ) from exc
-    sink = _Sink(consumer, streams, on_flush)
+    sink = _Sink(consumer, streams, on_flush, timeout_ms)
     try:
         consumer.subscribe(sorted(streams), listener=_Listener(sink))
-        _consume(sink, stop_after, idle_timeout_s, max_records, interval)
+        _consume(sink, stop_after, idle_timeout_s, max_records, interval, stop)
         sink.flush()
     except kafka_errors.KafkaError as exc:
         raise BrokerUnavailableError(
@@ -312,11 +322,16 @@ def run_sink(
     return sink.report
 
 
-def _consume(
-    sink: _Sink, stop_after: int | None, idle_timeout_s: float | None, max_records: int, interval: float
+def _consume(  # noqa: PLR0917 - the loop's knobs, passed through from run_sink
+    sink: _Sink,
+    stop_after: int | None,
+    idle_timeout_s: float | None,
+    max_records: int,
+    interval: float,
+    stop: threading.Event | None,
 ) -> None:
     started = last_message = time.monotonic()
-    while True:
+    while stop is None or not stop.is_set():
         if stop_after is not None:
             wanted = stop_after - sink.report.records
             if wanted <= 0:

@@ -20,7 +20,7 @@ from migrate.usecase import EventStream, UseCase, parse_duration
 
 __all__ = ["EventSchema", "RejectReason", "Rejection", "ValidEvent"]
 
-RejectReason = Literal["bad_json", "not_an_object", "missing_field", "wrong_type", "wrong_key", "too_late", "future"]
+RejectReason = Literal["bad_json", "not_an_object", "missing_field", "wrong_type", "wrong_key", "too_late", "in_future"]
 REJECT_REASONS: tuple[RejectReason, ...] = (
     "bad_json",
     "not_an_object",
@@ -28,7 +28,7 @@ REJECT_REASONS: tuple[RejectReason, ...] = (
     "wrong_type",
     "wrong_key",
     "too_late",
-    "future",
+    "in_future",
 )
 
 
@@ -142,7 +142,8 @@ class EventSchema:
         )
 
     def timing(self, event: ValidEvent, watermark_s: float, arrived_s: float) -> Rejection | None:
-        """Too late (behind the partition's newest event time by more than the lateness) or in the future."""
+        """Too late (behind the partition's newest event time by more than the lateness) or in the future (more
+        than `max_future` after `arrived_s`, the trusted time it reached the broker: online/stream/arrival.py)."""
         if event.time_s < watermark_s - self.lateness_s:
             behind = watermark_s - event.time_s
             return Rejection(
@@ -152,7 +153,9 @@ class EventSchema:
         if event.time_s > arrived_s + self.future_s:
             ahead = event.time_s - arrived_s
             return Rejection(
-                "future", f"timed {ahead:.0f} s after it reached the broker; at most {self.future_s:.0f} s"
+                "in_future",
+                f"timed {ahead:.0f} s after it reached the broker (or after the processor's clock, whichever is "
+                f"earlier); at most {self.future_s:.0f} s (max_future)",
             )
         return None
 

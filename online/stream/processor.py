@@ -27,12 +27,20 @@ import orjson
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from migrate.errors import BrokerUnavailableError
+from migrate.errors import BrokerUnavailableError, DeadLetterError
 from migrate.feature_windows import Group, WindowState, groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
-from online.kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
+from online.kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    TopicPartition,
+    ensure_topic,
+    kafka_errors,
+    partitions_for_topic,
+)
+from online.stream.arrival import Arrival
 from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
 from online.stream.event_schema import EventSchema, Rejection
 from online.stream.metrics import StreamMetrics
@@ -150,6 +158,8 @@ class StreamProcessor:
         self._consumer: Any = None
         self._outputs: StreamOutputs | None = None
         self._last_checkpoint = time.monotonic()
+        self.arrival = Arrival(settings, self.schema.future_s)  # the processor's clock: wall, or MIGRATE_CLOCK_*
+        self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
 
     # --- partitions ------------------------------------------------------------------------------------------
 
@@ -157,7 +167,7 @@ class StreamProcessor:
         """Claim newly assigned partitions and resume each from its checkpoint."""
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
-            part = _Partition(number, watermark=-math.inf if start.watermark is None else start.watermark)
+            part = _Partition(number, watermark=self.arrival.bounded(number, start.watermark))
             part.states = {
                 (group, key): WindowState.from_json(self.specs[group], data)
                 for (group, key), data in start.states.items()
@@ -173,22 +183,24 @@ class StreamProcessor:
             log.info("partition %d: resuming at offset %s with %d entities", number, start.offset, len(part.states))
 
     def release(self, numbers: Sequence[int]) -> None:
-        """Checkpoint revoked partitions (if still ours) and forget them."""
-        with contextlib.suppress(FencedError):
-            self.checkpoint([n for n in numbers if n in self.partitions])
+        """Checkpoint revoked partitions (if still ours and not halted by a failed dead letter) and forget them."""
+        if self._halted is None:
+            with contextlib.suppress(FencedError):
+                self.checkpoint([n for n in numbers if n in self.partitions])
         for number in numbers:
             self.partitions.pop(number, None)
 
     # --- events ----------------------------------------------------------------------------------------------
 
     def handle(self, message: Any) -> None:
-        """Apply one message of a partition this processor owns."""
+        """Apply one message of a partition this processor owns, or dead-letter it.
+
+        The partition's next offset moves past the message only once it is applied or its dead letter is handed
+        to the producer: a dead letter that fails raises `DeadLetterError`, and the offset stays before it.
+        """
         part = self.partitions.get(message.partition)
         if part is None:
             return
-        part.next_offset = message.offset + 1
-        part.pending += 1
-        arrived_s = message.timestamp / 1000.0
         event = self.schema.parse(message.value)
         if not isinstance(event, Rejection):
             # The key first: an event on the wrong partition must not be judged by this partition's watermark.
@@ -198,7 +210,7 @@ class StreamProcessor:
             ):
                 rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
             else:
-                rejection = self.schema.timing(event, part.watermark, arrived_s)
+                rejection = self.schema.timing(event, part.watermark, self.arrival.received_s(message))
             if rejection is None:
                 fields = event.fields
                 for group in self.groups:
@@ -214,15 +226,23 @@ class StreamProcessor:
                         state = part.states[at] = WindowState(group.spec)
                     state.add(event.time_s, fields)
                     part.dirty.add(at)
-                part.arrivals.append(arrived_s)
+                part.arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
                 part.watermark = max(part.watermark, event.time_s)
                 self.report.events += 1
+                part.next_offset = message.offset + 1
+                part.pending += 1
                 return
             event = rejection
         assert self._outputs is not None
-        self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+        try:
+            self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+        except DeadLetterError as exc:
+            self._halted = exc
+            raise
         self.metrics.dead_letter(event.reason)
         self.report.dead_letters += 1
+        part.next_offset = message.offset + 1
+        part.pending += 1
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
@@ -231,10 +251,14 @@ class StreamProcessor:
         chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
         chosen = [p for p in chosen if p.pending and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
-        if not chosen:
+        if not chosen or self._halted is not None:
             return
         if self._outputs is not None:
-            self._outputs.flush()  # before the offset moves past them: no dead letter is lost
+            try:
+                self._outputs.flush()  # before the offset moves past them: no dead letter is lost
+            except DeadLetterError as exc:
+                self._halted = exc
+                raise
         fenced: list[int] = []
         for part in chosen:
             states = [(at, part.states[at].to_json()) for at in part.dirty]
@@ -324,6 +348,8 @@ class StreamProcessor:
         logged_events = 0
         consumer = self._consumer
         while stop is None or not stop.is_set():
+            if self._halted is not None:
+                raise self._halted  # raised inside a rebalance callback, where kafka-python only logs it
             polled = consumer.poll(timeout_ms=50, max_records=settings.stream_checkpoint_events)
             for messages in polled.values():
                 for message in messages:
@@ -373,8 +399,9 @@ class StreamProcessor:
             return False
         if any(p.pending for p in self.partitions.values()):
             return False
-        numbers = self._consumer.partitions_for_topic(self.topic) or set()
+        timeout_s = self.settings.kafka_timeout_s
+        numbers = partitions_for_topic(self._consumer, self.topic, self.bootstrap, timeout_s=timeout_s)
         tps = [TopicPartition(self.topic, n) for n in sorted(numbers)]
-        ends = self._consumer.end_offsets(tps)
+        ends = self._consumer.end_offsets(tps, timeout_ms=int(timeout_s * 1000))
         done = self.checkpoints.positions()
         return all(done.get(tp.partition, 0) >= ends[tp] for tp in tps)

@@ -52,7 +52,7 @@ class EventPublisher:
     ) -> int:
         """Send `events` (in event-time order); with `speed`, event time runs `speed` times faster than wall time.
 
-        `anchor` (simulated instant, Unix time) pins the pacing to a shared simulated clock (online/serving/clock.py):
+        `anchor` (simulated instant, Unix time) pins the pacing to a shared simulated clock (migrate/clock.py):
         an event timed t is sent at ``wall + (t - instant) / speed``. Without it the first event sets the origin.
         Returns the number sent, once every one is acknowledged.
         """

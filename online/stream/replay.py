@@ -18,7 +18,7 @@ from migrate.feature_windows import groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
-from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors
+from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors, partitions_for_topic
 from online.stream.checkpoint import CheckpointStore, start_offsets
 from online.stream.event_schema import EventSchema
 from online.stream.processor import StreamProcessor, StreamReport, default_group, events_topic
@@ -43,11 +43,13 @@ def _offsets_at(
     except kafka_errors.KafkaError as exc:
         raise BrokerUnavailableError(f"replay of {topic!r}: no broker at {bootstrap}: {exc}", fix="start it") from exc
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(partitions))]
+        numbers = partitions_for_topic(consumer, topic, bootstrap, timeout_s=timeout_s) or set(range(partitions))
+        tps = [TopicPartition(topic, p) for p in sorted(numbers)]
         if moment is None:
-            return {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
-        ends = consumer.end_offsets(tps)
-        found = consumer.offsets_for_times({tp: int(moment.timestamp() * 1000) for tp in tps})
+            return {tp.partition: o for tp, o in consumer.beginning_offsets(tps, timeout_ms=timeout_ms).items()}
+        ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+        stamps = {tp: int(moment.timestamp() * 1000) for tp in tps}
+        found = consumer.offsets_for_times(stamps, timeout_ms=timeout_ms)
         return {tp.partition: (ends[tp] if found.get(tp) is None else found[tp].offset) for tp in tps}
     finally:
         consumer.close()

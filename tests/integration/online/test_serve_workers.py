@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -143,3 +144,48 @@ def _until_both_workers_answer(url: str, body: dict[str, Any], at_least: int = 1
             )
             answers += threads.map(post, range(16))
     return answers
+
+
+def test_readiness_reports_the_shadow_log_from_the_comparison_process(service: tuple[str, Any, str]) -> None:
+    """Healthy while records are delivered; degraded, with the reason, once the broker is gone — and still ready.
+
+    Runs last in this module: it kills the module's broker (its own child; the fixture's stop copes).
+    """
+    base, world, bootstrap = service
+    name = world.usecase.name
+    url = f"{base}/v1/models/{name}/predict"
+    body = {"entities": [{"store_id": 1, "product_id": 1_000_001}]}
+    store = FlagStore.from_settings(world.settings)
+    try:
+        store.set(name, Stage.SHADOW, actor="test", reason="shadow readiness test", source="cli", force=True)
+        time.sleep(1.0)
+        _until_both_workers_answer(url, body)
+        checks = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]
+        assert checks["shadow_log"] == "ok", checks
+        assert f'migrate_shadow_log_healthy{{usecase="{name}"}} 1.0' in httpx.get(f"{base}/metrics", timeout=10).text
+
+        os.kill(_broker_pid(bootstrap), signal.SIGKILL)
+        deadline = time.monotonic() + SINK_S
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        while not ready.json()["checks"]["shadow_log"].startswith("degraded: "):
+            assert time.monotonic() < deadline, ready.json()
+            _until_both_workers_answer(url, body)  # records to send, so that the loggers find the broker gone
+            ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200  # predictions do not depend on the shadow log
+        assert ready.json()["checks"]["shadow_log"].startswith(f"degraded: {name}: ")
+    finally:
+        store.set(name, Stage.BATCH, actor="test", reason="shadow readiness test done", source="cli")
+        store.close()
+
+
+def _broker_pid(bootstrap: str) -> int:
+    """The pid of this module's Tansu, found by the listener address on its command line."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"tansu" in command and f"tcp://{bootstrap}\0".encode() in command:
+                return int(entry.name)
+    raise AssertionError(f"no tansu listening on {bootstrap}")

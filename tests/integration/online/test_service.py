@@ -256,6 +256,11 @@ def test_kafka_down_leaves_serving_unaffected_and_counts_drops(served: Served, m
             "dropped shadow records to be counted",
             timeout_s=30,
         )
+        # Readiness says the shadow log is down, and why, but predictions stay ready.
+        ready = served.client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["shadow_log"].startswith(f"degraded: {served.world.usecase.name}: ")
+        assert "127.0.0.1:1" in ready.json()["checks"]["shadow_log"]
     finally:
         logger.close(timeout_s=2)
         served.set_stage(Stage.BATCH)

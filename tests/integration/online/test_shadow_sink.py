@@ -20,8 +20,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from migrate.devservices.broker import Broker, EmbeddedBroker, resolve_bootstrap, start_broker
+from migrate.errors import BrokerError
 from migrate.settings import Settings, get_settings
-from online.kafka import ensure_topic
+from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, partitions_for_topic
 from online.shadow.log import ShadowLogger
 from online.shadow.record import ShadowRecord
 from online.shadow.sink import FlushInfo, run_sink
@@ -258,3 +259,63 @@ def test_broker_outage_drops_without_blocking_then_resumes(settings: Settings, b
             restarted.stop()
     finally:
         logger.close(timeout_s=1)
+
+
+def test_sink_command_stops_cleanly_on_sigterm_with_everything_consumed_written_and_committed(
+    settings: Settings, broker: Broker
+) -> None:
+    usecase, n = "item_availability", 1_000  # a registered use case: the command looks it up
+    logger = ShadowLogger(broker.bootstrap, usecase, registry=CollectorRegistry())
+    for i in range(n):
+        assert logger.log(record(i, usecase))
+    logger.close(timeout_s=10)
+    assert logger.stats()["sent"] == n
+
+    env = {
+        **os.environ,
+        "MIGRATE_STATE_DIR": str(settings.state_dir),
+        "MIGRATE_PROJECT_DIR": str(ROOT),
+        "MIGRATE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "MIGRATE_SINK_FLUSH_RECORDS": "300",
+        "MIGRATE_SINK_FLUSH_INTERVAL_S": "3600",  # the last 100 records are written only when it stops
+    }
+    command = [sys.executable, "-c", "from migrate.cli.main import main; main()", "sink", usecase]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as sink:
+        try:
+            wait_until(lambda: len(rows_or_none(settings, usecase)) >= 900, 120, "three flushes of 300 records")
+            sink.send_signal(signal.SIGTERM)
+            _, stderr = sink.communicate(timeout=60)
+        finally:
+            if sink.poll() is None:
+                sink.kill()
+    assert sink.returncode == 0, stderr[-3000:]
+    assert len(rows_or_none(settings, usecase)) == n  # the pending 100 were written on the way out
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=f"migrate-sink-{usecase}", enable_auto_commit=False
+    )
+    try:
+        assert consumer.committed(TopicPartition(f"migrate.shadow.{usecase}", 0), timeout_ms=10_000) == n
+    finally:
+        consumer.close()
+
+
+def rows_or_none(settings: Settings, usecase: str) -> list[tuple[object, ...]]:
+    if not any((settings.shadow_dir / usecase).glob("**/*.parquet")):
+        return []
+    return shadow_rows(settings, usecase, "request_id")
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_partitions_of_a_topic_are_read_within_the_timeout_even_with_the_broker_gone(
+    settings: Settings, broker: Broker
+) -> None:
+    ensure_topic(broker.bootstrap, "three", 3)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, request_timeout_ms=2_000)
+    try:
+        assert partitions_for_topic(consumer, "three", broker.bootstrap, timeout_s=5) == {0, 1, 2}
+        broker.stop()
+        # kafka-python's own consumer.partitions_for_topic("unknown") would wait for metadata forever here.
+        with pytest.raises(BrokerError):
+            partitions_for_topic(consumer, "unknown", broker.bootstrap, timeout_s=1)
+    finally:
+        consumer.close(timeout_ms=1_000)

@@ -97,7 +97,7 @@ def test_malformed_events_all_reach_the_dead_letter_topic_with_their_reason(stre
         (key, orjson.dumps({**_wire(first), "found": "yes"}), "wrong_type"),
         (key, orjson.dumps({**_wire(first), "event_time": "yesterday"}), "wrong_type"),
         (key, orjson.dumps({**_wire(first), "event_time": "2026-11-14T10:00:00"}), "wrong_type"),  # naive
-        (key, orjson.dumps({**_wire(first), "event_time": future.isoformat()}), "future"),
+        (key, orjson.dumps({**_wire(first), "event_time": future.isoformat()}), "in_future"),
         (b'{"product_id":1,"store_id":1}', orjson.dumps(_wire(first)), "wrong_key"),
     ]
     publisher = stream.publisher()

@@ -64,4 +64,4 @@ def test_timing_lateness_and_future(schema: EventSchema) -> None:
     assert late is not None and late.reason == "too_late"
     assert schema.timing(event, watermark_s=t, arrived_s=t - 299) is None
     future = schema.timing(event, watermark_s=t, arrived_s=t - 301)
-    assert future is not None and future.reason == "future"
+    assert future is not None and future.reason == "in_future"

@@ -1,0 +1,173 @@
+"""The stream processor against bad producers: a forged future timestamp, an oversized event, a failing DLQ."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from stream_helpers import Stream, same
+
+import online.stream.processor as processor_module
+from migrate.errors import DeadLetterError
+from online.kafka import KafkaConsumer
+from online.stream.checkpoint import Checkpoint, CheckpointStore
+from online.stream.event_schema import encode_event
+from online.stream.outputs import MAX_DEAD_LETTER_BYTES, DeadLetter, StreamOutputs, dead_letter_topic
+from online.stream.processor import StreamProcessor, default_group, key_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def run(stream: Stream) -> Any:
+    processor = StreamProcessor(stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
+    return processor.run(until_caught_up=True, max_seconds=120)
+
+
+def dead_letters(stream: Stream, expected: int, timeout_s: float = 30) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+    """The dead-letter topic's records with their headers."""
+    consumer = KafkaConsumer(
+        dead_letter_topic(stream.usecase.name),
+        bootstrap_servers=stream.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        request_timeout_ms=10000,
+        fetch_max_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    out: list[tuple[dict[str, Any], dict[str, bytes]]] = []
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    try:
+        while len(out) < expected and datetime.now(UTC) < deadline:
+            out += [(orjson.loads(m.value), dict(m.headers or [])) for m in consumer]
+    finally:
+        consumer.close()
+    return out
+
+
+def entity_key(event: dict[str, Any]) -> bytes:
+    return key_bytes({"store_id": event["store_id"], "product_id": event["product_id"]})
+
+
+def test_an_event_a_year_ahead_with_a_forged_record_timestamp_is_dead_lettered_and_blocks_nothing(
+    stream: Stream,
+) -> None:
+    good = stream.events[:300]
+    ahead = datetime.now(UTC) + timedelta(days=365)
+    publisher = stream.publisher()
+    try:
+        for i, event in enumerate(good):
+            publisher.send(event)
+            if i == 100:  # its partition's later events would all be `too_late` behind a watermark a year ahead
+                forged = {**event, "event_id": "from-the-future", "event_time": ahead}
+                publisher.producer.send(
+                    stream.topic,
+                    key=entity_key(event),
+                    value=encode_event(forged),
+                    timestamp_ms=int(ahead.timestamp() * 1000),  # the producer claims it sent it a year from now
+                )
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    report = run(stream)
+    assert (report.events, report.dead_letters) == (len(good), 1)
+    letters = dead_letters(stream, 1)
+    assert [(letter["reason"], orjson.loads(letter["value"])["event_id"]) for letter, _ in letters] == [
+        ("in_future", "from-the-future")
+    ]
+    end = good[-1]["event_time"] + timedelta(minutes=1)
+    assert same(stream.observed(end, good), stream.expected(good, end)) == []
+
+
+def test_an_oversized_invalid_event_reaches_the_dead_letter_topic_truncated_with_its_size_and_sha256(
+    stream: Stream,
+) -> None:
+    good = stream.events[:200]
+    huge = b"\xff\xfe" * 400_000  # 800 KB, not UTF-8: base64 in the dead letter would pass the producer's limit
+    publisher = stream.publisher()
+    try:
+        for i, event in enumerate(good):
+            publisher.send(event)
+            if i == 50:
+                publisher.send(event, value=huge)
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    report = run(stream)
+    assert (report.events, report.dead_letters) == (len(good), 1)
+    [(letter, headers)] = dead_letters(stream, 1)
+    assert letter["reason"] == "bad_json"
+    assert letter["value_truncated"] is True and letter["value_base64"] is True
+    assert letter["value_size"] == len(huge)
+    assert letter["value_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert len(letter["value"]) > 0 and len(orjson.dumps(letter)) <= MAX_DEAD_LETTER_BYTES
+    assert headers["migrate-value-size"] == str(len(huge)).encode()
+    assert headers["migrate-value-sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert headers["migrate-value-truncated"] == b"1"
+    end = good[-1]["event_time"] + timedelta(minutes=1)
+    assert same(stream.observed(end, good), stream.expected(good, end)) == []
+
+
+class _RefusingOutputs(StreamOutputs):
+    """The dead-letter producer refuses everything, as it refused a record over its size limit."""
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        raise DeadLetterError(f"refused {letter.topic}@{letter.offset}", fix="test")
+
+
+def test_a_dead_letter_that_cannot_be_sent_stops_the_processor_without_committing_past_its_event(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = stream.events[:200]
+    publisher = stream.publisher()
+    try:
+        for event in good[:100]:
+            publisher.send(event)
+        bad = publisher.send(good[100], value=b"{broken").get(timeout=10)
+        for event in good[100:]:
+            publisher.send(event)
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(processor_module, "StreamOutputs", _RefusingOutputs)
+        with pytest.raises(DeadLetterError):
+            run(stream)
+    client = redis.Redis.from_url(stream.redis_url)
+    try:
+        positions = CheckpointStore(client, stream.usecase.name, default_group(stream.usecase.name)).positions()
+    finally:
+        client.close()
+    assert positions.get(bad.partition, 0) <= bad.offset  # nothing committed past the event
+
+    report = run(stream)  # the producer works again: the event is dead-lettered, none is lost
+    assert report.dead_letters == 1
+    assert [letter["offset"] for letter, _ in dead_letters(stream, 1)] == [bad.offset]
+    end = good[-1]["event_time"] + timedelta(minutes=1)
+    assert same(stream.observed(end, good), stream.expected(good, end)) == []
+
+
+def test_a_watermark_checkpointed_a_year_ahead_is_lowered_on_resume_and_blocks_nothing(stream: Stream) -> None:
+    # What a future-dated event let in by an earlier version left in Redis: every partition's watermark a year ahead.
+    ahead = (datetime.now(UTC) + timedelta(days=365)).timestamp()
+    partitions = stream.usecase.realtime_features.events.partitions  # type: ignore[union-attr]
+    client = redis.Redis.from_url(stream.redis_url)
+    try:
+        store = CheckpointStore(client, stream.usecase.name, default_group(stream.usecase.name))
+        for number in range(partitions):
+            store.claim(number, "earlier-version")
+            store.commit(Checkpoint(number, 0, ahead), "earlier-version")
+    finally:
+        client.close()
+    # Live events of the last minutes: within the allowed lateness of the clock, not of a year from now.
+    start = datetime.now(UTC) - timedelta(minutes=3)
+    good = [{**event, "event_time": start + timedelta(seconds=i / 2)} for i, event in enumerate(stream.events[:200])]
+    assert stream.publish(good) == len(good)
+    report = run(stream)
+    assert (report.events, report.dead_letters) == (len(good), 0)
+    end = good[-1]["event_time"] + timedelta(minutes=1)
+    assert same(stream.observed(end, good), stream.expected(good, end)) == []
