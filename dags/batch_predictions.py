@@ -80,7 +80,7 @@ def build_dag(usecase: UseCase) -> DAG:
         dag_id=f"batch_predictions__{name}",
         description=f"Nightly batch scores of {name} into the lookup table {usecase.lookup_table.name}",
         schedule=CronDataIntervalTimetable(usecase.batch.schedule, timezone="UTC"),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=pendulum.parse(usecase.batch.start_date.isoformat(), tz="UTC"),
         catchup=False,
         max_active_runs=1,
         tags=["migrate", "batch", f"usecase:{name}"],

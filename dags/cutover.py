@@ -52,7 +52,7 @@ def build_dag(usecase: UseCase) -> DAG:
         dag_id=f"cutover__{name}",
         description=f"Move {name} between batch, shadow, canary, online and online_only serving",
         schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=pendulum.parse(usecase.batch.start_date.isoformat(), tz="UTC"),
         catchup=False,
         max_active_runs=1,
         tags=["migrate", "cutover", f"usecase:{name}"],

@@ -40,7 +40,7 @@ def build_dag(usecase: UseCase) -> DAG:
         dag_id=f"materialize_features__{name}",
         description=f"Batch features of {name} into the online feature store, after each batch publish",
         schedule=[Asset(name=f"migrate.lookup.{name}")],
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=pendulum.parse(usecase.batch.start_date.isoformat(), tz="UTC"),
         catchup=False,
         max_active_runs=1,
         tags=["migrate", "online", f"usecase:{name}"],

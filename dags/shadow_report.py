@@ -50,7 +50,7 @@ def build_dag(usecase: UseCase) -> DAG:
         dag_id=f"shadow_report__{name}",
         description=f"Daily batch-vs-live comparison report and cutover verdict of {name}",
         schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=pendulum.parse(usecase.batch.start_date.isoformat(), tz="UTC"),
         catchup=False,
         max_active_runs=1,
         tags=["migrate", "comparison", f"usecase:{name}"],

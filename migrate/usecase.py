@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Literal
 
 from croniter import croniter
@@ -266,6 +266,11 @@ class BatchSpec(_Strict):
     """How the nightly batch run is scheduled and checked."""
 
     schedule: str = Field(description="Cron expression, in UTC.")
+    start_date: date = Field(
+        default=date(2000, 1, 1),
+        description="The first day the DAGs may run for (catchup stays off): early enough by default that "
+        "`airflow dags test` or a backfill on a date of the history publishes a version.",
+    )
     chunk_size: int | None = Field(default=None, ge=1_000)
     retries: int = Field(default=2, ge=0)
     validation: Validation = Field(default_factory=Validation)
