@@ -36,6 +36,7 @@ from migrate.batch.offline_store import batch_features_at, open_offline, predict
 from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
 from migrate.errors import BacktestError
+from migrate.feature_windows import groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.scoring import load_model
 from migrate.settings import Settings
@@ -179,10 +180,53 @@ def _batch_answers(usecase: UseCase, requests: pa.Table, versions: pa.Table) -> 
     return answered
 
 
+def _event_ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, requests: pa.Table) -> dict[str, list[float | None]]:
+    """Per real-time feature, the age at each request of its group key's newest event strictly before it (None:
+    no event yet): the age serving logs for the same feature (`online.serving.predictor`)."""
+    declared = usecase.realtime_features
+    ages: dict[str, list[float | None]] = {}
+    if declared is None:
+        return ages
+    at = requests.column("prediction_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+    for group in groups_of(usecase):
+        if not group.spec.features or any(k not in requests.column_names for k in group.key):
+            continue
+        table, time_column, _ = declared.source(group.stream)
+        probe = pa.table(
+            [*(requests.column(k) for k in group.key), at, pa.array(range(len(requests)), pa.int64())],
+            names=[*group.key, "_at", "_row"],
+        )
+        on = " AND ".join(f'p."{k}" = e."{k}"' for k in group.key)
+        keys = ", ".join(f'"{k}"' for k in group.key)
+        con.register("_probe", probe)
+        try:
+            newest = con.sql(f"""
+                SELECT p._row, epoch_us(p._at) - epoch_us(e._t) AS age_us FROM _probe p
+                ASOF LEFT JOIN (SELECT {keys}, CAST("{time_column}" AS TIMESTAMP) AS _t FROM "{table}") e
+                ON {on} AND p._at > e._t ORDER BY p._row
+            """).fetchall()
+        finally:
+            con.unregister("_probe")
+        column = [None if age is None else age / 1e6 for _, age in newest]
+        for name in group.spec.names:
+            ages[name] = column
+    return ages
+
+
+_Online = tuple[
+    np.ndarray[Any, np.dtype[np.float64]],
+    np.ndarray[Any, np.dtype[np.float64]],
+    pa.Table,
+    str,
+    dict[str, list[float | None]],
+]
+
+
 def _online_scores(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, bt: Settings, requests: pa.Table, end: datetime
-) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]], pa.Table, str]:
-    """The online model's scores of the requests, its input matrix, the batch-featured requests and its version."""
+) -> _Online:
+    """The online model's scores of the requests, its input matrix, the batch-featured requests, its version and
+    each real-time feature's age per request."""
     model = load_model(usecase, ArtifactStore(bt.artifacts_dir, bt.project_dir), "online")
     featured = batch_features_at(con, usecase, requests)
     windows = realtime_features_at(con, usecase, requests, end)
@@ -196,16 +240,16 @@ def _online_scores(
         columns[name] = np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     matrix = np.column_stack([columns[n] for n in model.feature_names]) if len(requests) else np.empty((0, 0))
     scores = model.score(matrix) if len(requests) else np.empty(0)
-    return np.asarray(scores, dtype=np.float64), matrix, featured, model.version
+    return np.asarray(scores, dtype=np.float64), matrix, featured, model.version, _event_ages(con, usecase, requests)
 
 
 def _records(
     usecase: UseCase,
     requests: pa.Table,
     batch: pa.Table,
-    online: tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]], pa.Table, str],
+    online: _Online,
 ) -> list[ShadowRecord]:
-    scores, matrix, featured, online_version = online
+    scores, matrix, featured, online_version, event_ages = online
     keys = usecase.entity.key_names
     context = [c.name for c in usecase.context if c.name in requests.column_names and c.name not in keys]
     names = list(usecase.online_feature_names)
@@ -220,7 +264,8 @@ def _records(
         miss = predicted[i] is None
         row = matrix[i]
         features = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, row, strict=True)}
-        ages = {} if as_of[i] is None else {"batch_features": (at - as_of[i]).total_seconds()}
+        ages = {} if as_of[i] is None else dict.fromkeys(usecase.feature_names, (at - as_of[i]).total_seconds())
+        ages.update({n: column[i] for n, column in event_ages.items() if column[i] is not None})
         out.append(
             ShadowRecord.model_construct(
                 schema_version=1,

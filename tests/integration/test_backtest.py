@@ -5,6 +5,7 @@ comparator judges it as a backtest; it resumes; it refuses models that saw the p
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,3 +196,38 @@ def test_nightly_versions_are_kept_as_parquet(backtested: Backtested) -> None:
     versions = sorted((backtested.result.settings.state_dir / "versions").glob("*.parquet"))
     assert [p.stem for p in versions] == ["20261107T020000Z", "20261108T020000Z", "20261109T020000Z"]
     assert all(pq.read_metadata(p).num_rows > 2_500 for p in versions)
+
+
+def test_feature_ages_are_those_serving_would_log(backtested: Backtested) -> None:
+    """By hand: a real-time feature's age is the time since its key's newest event before the request (any kind,
+    as the stream's state keeps it); the batch features' age since the row's as_of. The comparator then shows live
+    data minutes old where the lookup rows are hours old, and the merchant group's freshness on its own."""
+    settings, usecase = backtested.settings, backtested.usecase
+    rows = _shadow(backtested.result, usecase)[::251]
+    with open_offline(settings.offline_store_path) as con:
+        for row in rows:
+            at = row["request_time"]
+            assert isinstance(at, datetime)
+            naive = at.astimezone(UTC).replace(tzinfo=None)
+            card, merchant = (
+                con.execute(
+                    f"SELECT max(event_time) FROM card_events WHERE {column} = ? AND event_time < ?", [v, naive]
+                ).fetchall()[0][0]
+                for column, v in (
+                    ("card_id", row["key_card_id"]),
+                    ("merchant_id", json.loads(str(row["context"]))["merchant_id"]),
+                )
+            )
+            ages = json.loads(str(row["online_feature_ages_s"]))
+            assert ages.get("card_auths_10m") == (
+                None if card is None else pytest.approx((naive - card).total_seconds())
+            )
+            assert ages.get("merchant_auths_30m") == (
+                None if merchant is None else pytest.approx((naive - merchant).total_seconds())
+            )
+    comparison = compare(usecase, backtested.result.settings)
+    staleness = comparison.staleness
+    assert staleness.live.p50 is not None and staleness.batch.p50 is not None
+    assert staleness.live.p50 < staleness.batch.p50 / 3
+    merchant = next(g for g in staleness.groups if g.group == "merchant")
+    assert merchant.age.n > 0 and merchant.no_event_share is not None and merchant.no_event_share < 1
