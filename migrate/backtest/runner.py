@@ -256,8 +256,8 @@ def _records(
     out = []
     columns = {c: requests.column(c).to_pylist() for c in [*keys, "prediction_time", "request_id", *context]}
     as_of = featured.column("features_as_of").to_pylist()
-    predicted, live_from, model_version = (
-        batch.column(c).to_pylist() for c in ("prediction", "live_from", "model_version")
+    predicted, live_from, model_version, served_by = (
+        batch.column(c).to_pylist() for c in ("prediction", "live_from", "model_version", "version")
     )
     for i in range(len(requests)):
         at: datetime = columns["prediction_time"][i]
@@ -280,6 +280,7 @@ def _records(
                 batch_miss=miss,
                 batch_data_age_s=None if live_from[i] is None or miss else (at - live_from[i]).total_seconds(),
                 batch_model_version=model_version[i],
+                lookup_version=served_by[i],
                 batch_latency_ms=None,
                 batch_error=None,
                 online_prediction=float(scores[i]),

@@ -84,6 +84,10 @@ def test_every_authorization_of_the_range_is_answered_once_by_both_paths(backtes
     assert len(rows) == len(auths) == backtested.result.requests > 10_000
     assert {r["request_id"] for r in rows} == {f"backtest-{a}" for (a,) in auths}
     assert all(r["stage"] == "backtest" and r["online_prediction"] is not None for r in rows)
+    # Each names the nightly version that answered it: the night at or before it (one version per night).
+    first_day = [r for r in rows if r["request_time"].date() == backtested.start.date()]  # type: ignore[union-attr]
+    assert {r["lookup_version"] for r in rows} == {1, 2, 3}
+    assert all(r["lookup_version"] == (1 if r["request_time"].hour < 2 else 2) for r in first_day)  # type: ignore[union-attr]
     # Cards issued after the night's run have no lookup row: misses, as serving would have had.
     misses = [r for r in rows if r["batch_miss"]]
     assert 0 < len(misses) == backtested.result.batch_misses < 0.02 * len(rows)
