@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from croniter import croniter
+from pydantic import SecretStr
 
 from comparisons.shadow_rows import BACKTEST_STAGE
 from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
@@ -53,11 +54,14 @@ __all__ = ["BacktestResult", "backtest_settings", "run_backtest"]
 def backtest_settings(settings: Settings, usecase: UseCase) -> Settings:
     """The settings a backtest runs under: its own state dir (pinned models, lookup store, shadow log, labels)
     beside the project's, reading the project's offline store."""
+    state = settings.state_dir / "backtests" / usecase.name
+    # The backtest's lookup versions are its own scratch, never the live store's: an explicit SQLite file, not a
+    # stand-in (so the production profile allows it).
     return settings.model_copy(
         update={
-            "state_dir": settings.state_dir / "backtests" / usecase.name,
+            "state_dir": state,
             "offline_store": settings.offline_store_path,
-            "sql_url": None,
+            "sql_url": SecretStr(f"sqlite:///{state / 'lookup.db'}"),
         }
     )
 

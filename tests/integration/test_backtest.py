@@ -16,6 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from comparisons.comparison import compare
@@ -194,6 +195,15 @@ def test_the_cli_runs_it_and_the_gate_says_it_is_a_backtest(
     assert "confirm on live traffic" in gate.output
     wrong = runner.invoke(app, ["backtest", "fraud_detection", "--from", "2026-11-08", "--until", "2026-11-07"])
     assert wrong.exit_code == 1 and "fix:" in wrong.output
+
+
+def test_the_production_profile_runs_a_backtest_on_its_own_scratch_store(backtested: Backtested) -> None:
+    """Production refuses embedded stand-ins; the backtest's lookup versions are its own SQLite file on purpose,
+    never the live store (whatever MIGRATE_SQL_URL says)."""
+    live = backtested.settings.model_copy(update={"profile": "production", "sql_url": SecretStr("postgresql://x/y")})
+    scratch = backtest_settings(live, backtested.usecase)
+    assert scratch.sql_url_value == f"sqlite:///{scratch.state_dir / 'lookup.db'}"
+    assert scratch.state_dir == live.state_dir / "backtests" / "fraud_detection"
 
 
 def test_nightly_versions_are_kept_as_parquet(backtested: Backtested) -> None:
