@@ -48,7 +48,7 @@ from online.stream.event_schema import encode_event
 from online.stream.label_topic import LabelRecord
 from online.stream.labels_from_events import event_labeler
 
-__all__ = ["BacktestResult", "backtest_settings", "run_backtest"]
+__all__ = ["BacktestResult", "backtest_settings", "pin_models", "run_backtest"]
 
 
 def backtest_settings(settings: Settings, usecase: UseCase) -> Settings:
@@ -82,7 +82,7 @@ class BacktestResult:
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-def _pin_models(settings: Settings, bt: Settings, usecase: UseCase, start: datetime) -> dict[str, str]:
+def pin_models(settings: Settings, bt: Settings, usecase: UseCase, start: datetime) -> dict[str, str]:
     """Copy the use case's artifacts into the backtest once (a resume keeps the first run's models) and refuse a
     model trained on data after the backtest starts: it would be judged on what it learned from."""
     source, target = settings.artifacts_dir / usecase.name, bt.artifacts_dir / usecase.name
@@ -342,7 +342,7 @@ def run_backtest(
         )
     bt = backtest_settings(settings, usecase)
     bt.ensure_state_dir()
-    result = BacktestResult(settings=bt, models=_pin_models(settings, bt, usecase, start))
+    result = BacktestResult(settings=bt, models=pin_models(settings, bt, usecase, start))
     versions = _run_nights(bt, usecase, _nights(usecase, start, until), progress)
     result.nights = len(versions.column("version").unique())
     done_dir = bt.state_dir / "done"

@@ -1,4 +1,4 @@
-"""``migrate backtest``: both paths' answers to past requests, judged by `migrate gate --backtest`."""
+"""``migrate backtest`` and ``migrate rehearse``: a use case judged on its own history, before live traffic."""
 
 from __future__ import annotations
 
@@ -62,6 +62,61 @@ def backtest(
     console.print(f"  in {result.settings.state_dir}; judge it: migrate gate {usecase} --backtest", highlight=False)
 
 
+@friendly
+def rehearse(  # noqa: PLR0917 - a Typer command: each parameter is one of its options
+    usecase: str,
+    start: Annotated[datetime, typer.Option("--from", help="First past instant to replay (UTC when no zone).")],
+    until: Annotated[datetime, typer.Option("--until", help="End of the range, excluded (UTC when no zone).")],
+    speed: Annotated[float, typer.Option(min=1.0, help="Simulated seconds per wall second.")] = 600.0,
+    requests: Annotated[
+        str | None,
+        typer.Option(help="Offline-store table of past requests; default: the use case's training spine."),
+    ] = None,
+    time_column: Annotated[str, typer.Option(help="The requests table's time column.")] = "request_time",
+) -> None:
+    """Replay the range live on one simulated clock (stream, serve, sink, events, the nightly batch), one request
+    per past request at its time, then give the comparator's verdict."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    from migrate.demo.rehearse import run_rehearsal  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    settings = get_settings()
+    found = Registry(settings.usecases_dir).get(usecase)
+    first, last = as_utc(start), as_utc(until)
+    assert first is not None and last is not None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = run_rehearsal(
+            found,
+            settings,
+            first,
+            last,
+            speed=speed,
+            requests_table=requests,
+            time_column=time_column,
+            progress=progress,
+        )
+    assert result.comparison is not None
+    verdict = result.comparison.verdict
+    console.print(
+        f"[green]✓[/] rehearsal of {usecase} {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC at {speed:g}×: "
+        f"{result.requests:,} requests ({result.errors:,} errors), {result.nights} nightly batch runs",
+        highlight=False,
+    )
+    console.print(f"[bold]verdict: {verdict.decision.upper()}[/]", highlight=False)
+    for reason in verdict.reasons:
+        console.print(f"  • {reason}", highlight=False)
+    console.print(f"  in {result.settings.state_dir}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``backtest`` to the ``migrate`` command line."""
+    """Add ``backtest`` and ``rehearse`` to the ``migrate`` command line."""
     app.command("backtest")(backtest)
+    app.command("rehearse")(rehearse)

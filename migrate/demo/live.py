@@ -42,8 +42,18 @@ class DemoError(MigrateError):
 class LiveDay:
     """``with LiveDay(...) as day:`` — the services of one simulated day, stopped (and reaped) on exit."""
 
-    def __init__(self, settings: Settings, usecase: UseCase, start: datetime, speed: float, end: datetime) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        usecase: UseCase,
+        start: datetime,
+        speed: float,
+        end: datetime,
+        *,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.extra_env = extra_env or {}
         self.usecase = usecase
         self.start = start
         self.end = end
@@ -72,6 +82,7 @@ class LiveDay:
             "MIGRATE_CLOCK_SPEED": repr(self.speed),
             "MIGRATE_SINK_FLUSH_INTERVAL_S": "2",
             "OMP_NUM_THREADS": "1",
+            **self.extra_env,
         }
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
