@@ -190,10 +190,14 @@ def render(results: dict[str, Any]) -> str:
         from bench.compare import render as render_compare  # noqa: PLC0415 - a suite imports only what it measures
 
         lines += ["", *render_compare(results["compare"])]
+    if "backtest" in results:
+        from bench.backtest import render as render_backtest  # noqa: PLC0415 - a suite imports only what it measures
+
+        lines += ["", *render_backtest(results["backtest"])]
     return "\n".join(lines) + "\n"
 
 
-SUITES = ("batch", "online", "stream", "compare")
+SUITES = ("batch", "online", "stream", "compare", "backtest")
 
 
 def main() -> None:
@@ -224,6 +228,11 @@ def main() -> None:
 
         loads["compare"] = [round(x, 2) for x in os.getloadavg()]
         results["compare"] = compare_suite()
+    if "backtest" in chosen:
+        from bench.backtest import backtest_suite  # noqa: PLC0415 - a suite imports only what it measures
+
+        loads["backtest"] = [round(x, 2) for x in os.getloadavg()]
+        results["backtest"] = backtest_suite()
     results.setdefault("measured_at", {})
     for suite in chosen:
         results["measured_at"][suite] = results["machine"]["when"]
