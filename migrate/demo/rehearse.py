@@ -11,9 +11,9 @@ are never touched. The embedded services it started are stopped at the end.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -134,17 +134,14 @@ def run_rehearsal(
     try:
         with LiveDay(reh, usecase, start, speed, labels_by, extra_env=extra) as day, httpx.Client(timeout=10) as client:
             url = f"{day.base}/v1/models/{usecase.name}/predict"
-            batch_runs: list[threading.Thread] = []
+            nightly = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rehearsal-night")
+            batch_runs: list[Future[None]] = []
             for number, row in enumerate(asked):
                 due: datetime = row["prediction_time"]
                 while nights and day.now() >= nights[0]:  # the nightly run, beside the traffic
                     night = nights.pop(0)
                     previous = croniter(usecase.batch.schedule, night).get_prev(datetime)
-                    job = threading.Thread(
-                        target=_night, args=(usecase, reh, Interval(previous, night), redis_url), daemon=True
-                    )
-                    job.start()
-                    batch_runs.append(job)
+                    batch_runs.append(nightly.submit(_night, usecase, reh, Interval(previous, night), redis_url))
                 wait = (due - day.now()).total_seconds() / speed
                 if wait > 0:
                     time.sleep(wait)
@@ -162,7 +159,8 @@ def run_rehearsal(
                     day.check_alive()
                     progress("requests sent at their simulated time", number + 1, len(asked))
             for job in batch_runs:
-                job.join(timeout=300)
+                job.result(timeout=300)  # a night that failed fails the rehearsal, with its own error
+            nightly.shutdown()
             result.nights += len(batch_runs)
             # The labels of the last requests: the events keep flowing until their window has closed.
             while not day.replay_done() and day.now() < labels_by + timedelta(minutes=5):
