@@ -230,17 +230,11 @@ def load(
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg
         FROM {source} {filtered}
     """).to_arrow_table()
-    table = _served_versions(_deduplicated(table), published)
-    if table.num_rows == 0:
+    try:
+        table = _labeled_window(con, usecase, _served_versions(_deduplicated(table), published), watermark, window)
+    except NoShadowDataError:
         con.close()
-        raise NoShadowDataError(
-            f"the shadow log of use case {usecase.name!r} has no request in {window.describe()}",
-            fix="widen --since/--until, or wait for traffic at stage shadow",
-        )
-    delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
-    by_reference = usecase.label.from_event
-    otherwise = None if by_reference is None else by_reference.otherwise
-    table = _labeled(con, table, delay_us, watermark, otherwise=otherwise)
+        raise
     con.register("s", table)
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
     _ages(con, usecase, source, filtered, every)
@@ -327,16 +321,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
             ORDER BY request_time, request_id
         """).to_arrow_table()
         read = table.num_rows
-        table = _deduplicated(table)
-        if table.num_rows == 0:
-            raise NoShadowDataError(
-                f"the shadow log of use case {usecase.name!r} has no request in {window.describe()}",
-                fix="widen --since/--until, or wait for traffic at stage shadow",
-            )
-        delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
-        by_reference = usecase.label.from_event
-        otherwise = None if by_reference is None else by_reference.otherwise
-        table = _labeled(con, table, delay_us, watermark, otherwise=otherwise)
+        table = _labeled_window(con, usecase, _deduplicated(table), watermark, window)
     states = table.column("label_state").combine_chunks().indices.to_numpy(zero_copy_only=False)
     counts = np.bincount(states, minlength=len(LABEL_STATES))
     kept = table.filter(pa.array(states == 0)).drop_columns(["h", "j", "label_state"])
@@ -360,6 +345,25 @@ def _served_versions(table: pa.Table, published: Sequence[tuple[int, datetime]])
     filled = np.where(missing, versions[np.maximum(index, 0)], np.nan_to_num(known.astype(np.float64))).astype(np.int64)
     nulls = missing & (index < 0)
     return table.set_column(table.column_names.index("lv"), "lv", pa.array(filled, pa.int64(), mask=nulls))
+
+
+def _labeled_window(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, table: pa.Table, watermark: datetime | None, window: Window
+) -> pa.Table:
+    """The window's de-duplicated rows with ``label`` and ``label_state``: the use case's label join.
+
+    Raises:
+        NoShadowDataError: no row in the window.
+    """
+    if table.num_rows == 0:
+        raise NoShadowDataError(
+            f"the shadow log of use case {usecase.name!r} has no request in {window.describe()}",
+            fix="widen --since/--until, or wait for traffic at stage shadow",
+        )
+    delay_us = int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)
+    by_reference = usecase.label.from_event
+    otherwise = None if by_reference is None else by_reference.otherwise
+    return _labeled(con, table, delay_us, watermark, otherwise=otherwise)
 
 
 def _deduplicated(table: pa.Table) -> pa.Table:

@@ -48,7 +48,16 @@ from online.stream.event_schema import encode_event
 from online.stream.label_topic import LabelRecord
 from online.stream.labels_from_events import event_labeler
 
-__all__ = ["BacktestResult", "backtest_settings", "pin_models", "run_backtest"]
+__all__ = ["BacktestResult", "backtest_settings", "check_span", "pin_models", "run_backtest"]
+
+
+def check_span(what: str, start: datetime, until: datetime) -> None:
+    """Refuse a range that ends before it starts (a backtest's, a rehearsal's)."""
+    if until <= start:
+        raise BacktestError(
+            f"the {what} ends ({until.isoformat()}) before it starts ({start.isoformat()})",
+            fix="pass --until after --from",
+        )
 
 
 def backtest_settings(settings: Settings, usecase: UseCase) -> Settings:
@@ -335,11 +344,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Answer every past request of [start, until) by both paths and write the backtest's shadow log and labels
     (see the module docstring). Resumes where an earlier run of the same range stopped."""
-    if until <= start:
-        raise BacktestError(
-            f"the backtest ends ({until.isoformat()}) before it starts ({start.isoformat()})",
-            fix="pass --until after --from",
-        )
+    check_span("backtest", start, until)
     bt = backtest_settings(settings, usecase)
     bt.ensure_state_dir()
     result = BacktestResult(settings=bt, models=pin_models(settings, bt, usecase, start))

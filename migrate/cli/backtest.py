@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -12,6 +14,23 @@ from migrate.registry import Registry
 from migrate.settings import get_settings
 
 __all__ = ["register"]
+
+
+@contextmanager
+def _stages() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage a long command reports as ``(stage, done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost: a command imports its dependencies when it runs
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield progress
 
 
 @friendly
@@ -30,23 +49,13 @@ def backtest(
 ) -> None:
     """Answer past requests by both paths from history (nightly batch versions, point-in-time features), in the
     shadow log's format; then `migrate gate <uc> --backtest`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-
     from migrate.backtest.runner import run_backtest  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     found = Registry(settings.usecases_dir).get(usecase)
     first, last = as_utc(start), as_utc(until)
     assert first is not None and last is not None
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    with _stages() as progress:
         result = run_backtest(
             found, settings, first, last, requests_table=requests, time_column=time_column, progress=progress
         )
@@ -76,23 +85,13 @@ def rehearse(  # noqa: PLR0917 - a Typer command: each parameter is one of its o
 ) -> None:
     """Replay the range live on one simulated clock (stream, serve, sink, events, the nightly batch), one request
     per past request at its time, then give the comparator's verdict."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-
     from migrate.demo.rehearse import run_rehearsal  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     settings = get_settings()
     found = Registry(settings.usecases_dir).get(usecase)
     first, last = as_utc(start), as_utc(until)
     assert first is not None and last is not None
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    with _stages() as progress:
         result = run_rehearsal(
             found,
             settings,

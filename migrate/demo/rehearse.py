@@ -23,7 +23,7 @@ from croniter import croniter
 from pydantic import SecretStr
 
 from comparisons.comparison import Comparison, compare
-from migrate.backtest.runner import pin_models
+from migrate.backtest.runner import check_span, pin_models
 from migrate.batch.offline_store import open_offline, prediction_requests
 from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
@@ -99,11 +99,7 @@ def run_rehearsal(
     progress: Progress | None = None,
 ) -> Rehearsal:
     """Replay [start, until) live on one simulated clock, then compare (see the module docstring)."""
-    if until <= start:
-        raise BacktestError(
-            f"the rehearsal ends ({until.isoformat()}) before it starts ({start.isoformat()})",
-            fix="pass --until after --from",
-        )
+    check_span("rehearsal", start, until)
     reh = rehearsal_settings(settings, usecase)
     reh.ensure_state_dir()
     pin_models(settings, reh, usecase, start)
