@@ -106,7 +106,7 @@ def rehearse(  # noqa: PLR0917 - a Typer command: each parameter is one of its o
     verdict = result.comparison.verdict
     console.print(
         f"[green]✓[/] rehearsal of {usecase} {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC at {speed:g}×: "
-        f"{result.requests:,} requests ({result.errors:,} errors), {result.nights} nightly batch runs",
+        f"{result.traffic.requests:,} requests ({result.traffic.errors:,} errors), {result.nights} nightly batch runs",
         highlight=False,
     )
     console.print(f"[bold]verdict: {verdict.decision.upper()}[/]", highlight=False)

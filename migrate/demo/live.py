@@ -1,30 +1,25 @@
-"""The demo's live day: the real services as separate processes, on one simulated clock, and shopper traffic.
+"""The live day of the demo and of `migrate rehearse`: the real services as separate processes, on one simulated clock.
 
 `LiveDay` starts what production runs — `migrate stream` (real-time features), `migrate serve` (the service),
-`migrate sink` (shadow log and labels into Parquet) and `migrate events replay` (the day's scan events into Kafka)
-— against the state dir's embedded broker and Redis. All of them share one simulated clock: the day replays
-`speed` times faster than the wall, so request times, feature times and label times line up.
+`migrate sink` (shadow log and labels into Parquet) and `migrate events replay` (the day's events into Kafka) —
+against the state dir's embedded broker and Redis; `migrate.demo.rehearse.Rehearser` drives it. All of them
+share one simulated clock: the day replays `speed` times faster than the wall, so request times, feature times
+and label times line up.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
-import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from migrate.batch.offline_store import open_offline, utc_naive
 from migrate.devservices.broker import free_port
 from migrate.devservices.redis_server import resolve_redis_url
 from migrate.devservices.shared_broker import broker_file, shared_bootstrap
@@ -32,7 +27,7 @@ from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
-__all__ = ["LiveDay", "Shoppers", "TrafficReport"]
+__all__ = ["LiveDay"]
 
 
 class DemoError(MigrateError):
@@ -188,115 +183,3 @@ class LiveDay:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
-
-
-@dataclass
-class TrafficReport:
-    """What the shoppers asked."""
-
-    requests: int = 0
-    entities: int = 0
-    errors: int = 0
-    sources: dict[str, int] = field(default_factory=dict)
-
-
-class Shoppers:
-    """Shopper traffic: people look a product up shortly before they scan it in the store, a few at a time.
-
-    Requests are drawn from the day's own upcoming scan events (the next `lead` of simulated time), plus a share
-    of products listed after last night's batch run, which the lookup table cannot know.
-    """
-
-    def __init__(
-        self,
-        usecase: UseCase,
-        events: list[tuple[datetime, tuple[Any, ...]]],
-        new: list[tuple[Any, ...]],
-        *,
-        seed: int,
-        per_request: int = 4,
-    ):
-        self.usecase = usecase
-        self.times = [t for t, _ in events]
-        self.keys = [k for _, k in events]
-        self.new = new
-        self.rng = random.Random(seed)  # noqa: S311 - a repeatable demo, not a secret
-        self.lead = timedelta(minutes=20)
-        self.per_request = per_request
-
-    def pick(self, now: datetime) -> list[dict[str, Any]]:
-        lo = bisect.bisect_left(self.times, now)
-        hi = bisect.bisect_left(self.times, now + self.lead)
-        chosen: list[tuple[Any, ...]] = []
-        for _ in range(self.rng.randint(1, self.per_request)):
-            if self.new and self.rng.random() < 0.05:
-                chosen.append(self.rng.choice(self.new))
-            elif hi > lo:
-                chosen.append(self.keys[self.rng.randrange(lo, hi)])
-        names = self.usecase.entity.key_names
-        return [dict(zip(names, key, strict=True)) for key in dict.fromkeys(chosen)]
-
-    def run(
-        self,
-        day: LiveDay,
-        until: datetime,
-        rate_per_s: float,
-        on_tick: Callable[[datetime, TrafficReport], None] | None = None,
-    ) -> TrafficReport:
-        """Send requests at about `rate_per_s` (wall) until the simulated clock reaches `until`."""
-
-        report = TrafficReport()
-        url = f"{day.base}/v1/models/{self.usecase.name}/predict"
-        interval = 1.0 / rate_per_s
-        last_tick = 0.0
-        with httpx.Client(timeout=10) as client:
-            while (now := day.now()) < until:
-                started = time.monotonic()
-                entities = self.pick(now)
-                if entities:
-                    try:
-                        answer = client.post(url, json={"entities": entities})
-                        if answer.status_code != 200:
-                            report.errors += 1
-                        else:
-                            for prediction in answer.json()["predictions"]:
-                                source = prediction.get("source", "?")
-                                report.sources[source] = report.sources.get(source, 0) + 1
-                    except httpx.HTTPError:
-                        report.errors += 1
-                    report.requests += 1
-                    report.entities += len(entities)
-                if on_tick is not None and started - last_tick >= 0.5:
-                    day.check_alive()
-                    on_tick(now, report)
-                    last_tick = started
-                time.sleep(max(0.0, interval - (time.monotonic() - started)))
-        return report
-
-
-def day_events(settings: Settings, usecase: UseCase, start: datetime, end: datetime) -> list[Any]:
-    """The day's scan events as (time, key), in time order, for the shoppers to draw from."""
-
-    assert usecase.realtime_features is not None
-    keys = ", ".join(usecase.entity.key_names)
-    column = usecase.realtime_features.event_time_column
-    with open_offline(settings.offline_store_path) as con:
-        rows = con.execute(
-            f"SELECT {column}, {keys} FROM {usecase.realtime_features.event_table} "
-            f"WHERE {column} >= ? AND {column} < ? ORDER BY {column}",
-            [utc_naive(start), utc_naive(end)],
-        ).fetchall()
-    return [(row[0].replace(tzinfo=UTC), tuple(row[1:])) for row in rows]
-
-
-def new_entities(settings: Settings, usecase: UseCase, cutoff: datetime) -> list[tuple[Any, ...]]:
-    """Entities listed after the batch cutoff: the lookup table has no row for them."""
-
-    source = usecase.entity.source
-    keys = ", ".join(usecase.entity.key_names)
-    with open_offline(settings.offline_store_path) as con:
-        rows = con.execute(
-            f"SELECT {keys} FROM {source.table} WHERE {source.created_at_column} > ? ORDER BY {keys}",
-            [utc_naive(cutoff)],
-        ).fetchall()
-    return [tuple(row) for row in rows]

@@ -12,9 +12,9 @@ are never touched. The embedded services it started are stopped at the end.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,9 +37,136 @@ from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
 from online.features.materialize import materialize_active
 
-__all__ = ["Rehearsal", "rehearsal_settings", "run_rehearsal"]
+__all__ = ["Rehearsal", "Rehearser", "Request", "TrafficReport", "rehearsal_settings", "run_rehearsal"]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the rehearsal: its simulated instant and the body posted to the predict endpoint."""
+
+    due: datetime
+    body: dict[str, Any]
+
+
+@dataclass
+class TrafficReport:
+    """What was asked, and which path answered each entity."""
+
+    requests: int = 0
+    entities: int = 0
+    errors: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: TrafficReport) -> None:
+        self.requests += other.requests
+        self.entities += other.entities
+        self.errors += other.errors
+        for source, n in other.sources.items():
+            self.sources[source] = self.sources.get(source, 0) + n
+
+
+Tick = Callable[[datetime, TrafficReport], None]  # (simulated now, this phase's traffic so far)
+
+
+class Rehearser:
+    """Drives a `LiveDay`: each request posted at its simulated instant, and the batch DAG's steps (then the
+    materialization) run for every nightly tick the clock passes, beside the traffic, as the scheduler would.
+
+    ``with Rehearser(day, usecase, settings, redis_url, nights_until=T) as r: r.send(requests, on_tick)`` — any
+    number of phases (the demo moves the flag between them); `finish` awaits the nights, lets the last labels
+    arrive and stops the services. A night that fails fails the rehearsal with its own error.
+    """
+
+    def __init__(
+        self, day: LiveDay, usecase: UseCase, settings: Settings, redis_url: str, *, nights_until: datetime
+    ) -> None:
+        self.day, self.usecase, self.settings, self.redis_url = day, usecase, settings, redis_url
+        ticks = croniter(usecase.batch.schedule, day.start)
+        self._ticks: list[datetime] = []  # the scheduler's ticks in [day.start, nights_until)
+        while (tick := ticks.get_next(datetime)) < nights_until:
+            self._ticks.append(tick)
+        self._nightly = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rehearsal-night")
+        self._runs: list[Future[None]] = []
+        self._client = httpx.Client(timeout=10)
+        self.url = f"{day.base}/v1/models/{usecase.name}/predict"
+        self.traffic = TrafficReport()
+
+    def __enter__(self) -> Rehearser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+        self._nightly.shutdown(wait=True, cancel_futures=True)
+
+    def _due_nights(self) -> None:
+        while self._ticks and self.day.now() >= self._ticks[0]:
+            night = self._ticks.pop(0)
+            previous = croniter(self.usecase.batch.schedule, night).get_prev(datetime)
+            self._runs.append(
+                self._nightly.submit(_night, self.usecase, self.settings, Interval(previous, night), self.redis_url)
+            )
+
+    def _until(self, due: datetime) -> None:
+        """Sleep until the simulated clock reaches `due`, starting each nightly run as its tick passes (a night
+        without traffic still gets its batch run on time)."""
+        while True:
+            self._due_nights()
+            wake = min(due, self._ticks[0]) if self._ticks else due
+            wait = (wake - self.day.now()).total_seconds() / self.day.speed
+            if wait > 0:
+                time.sleep(wait)
+            if wake == due:
+                return
+
+    def _post(self, body: dict[str, Any], report: TrafficReport) -> None:
+        report.requests += 1
+        report.entities += len(body.get("entities", ()))
+        try:
+            answer = self._client.post(self.url, json=body)
+        except httpx.HTTPError:
+            report.errors += 1
+            return
+        if answer.status_code != 200:
+            report.errors += 1
+            return
+        for prediction in answer.json().get("predictions", ()):
+            source = str(prediction.get("source", "?"))
+            report.sources[source] = report.sources.get(source, 0) + 1
+
+    def send(self, requests: Iterable[Request], on_tick: Tick | None = None) -> TrafficReport:
+        """Post each request at its simulated instant (at once when the clock is already past it); returns this
+        phase's traffic, also added to `traffic`."""
+        report = TrafficReport()
+        last_tick = 0.0
+        for request in requests:
+            self._until(request.due)
+            self._post(request.body, report)
+            if on_tick is not None and time.monotonic() - last_tick >= 0.5:
+                self.day.check_alive()
+                on_tick(self.day.now(), report)
+                last_tick = time.monotonic()
+        self._due_nights()
+        if on_tick is not None:
+            on_tick(self.day.now(), report)
+        self.traffic.add(report)
+        return report
+
+    def finish(self, labels_by: datetime) -> int:
+        """Run the range's remaining nights and await them all (returns how many ran), let the events flow until
+        the last requests' labels have arrived, give the sink time to flush, and stop the sink, the service and
+        the stream processor."""
+        while self._ticks:  # the nights after the last request, still inside the range
+            self._until(self._ticks[0])
+            self._due_nights()
+        for run in self._runs:
+            run.result(timeout=300)
+        while not self.day.replay_done() and self.day.now() < labels_by + timedelta(minutes=5):
+            time.sleep(0.5)
+        time.sleep(5)  # the sink flushes every 2 s
+        self.day.stop(("sink", "serve", "stream"))
+        return len(self._runs)
 
 
 @dataclass
@@ -47,8 +174,7 @@ class Rehearsal:
     """What one rehearsal did, and the comparator's result."""
 
     settings: Settings
-    requests: int = 0
-    errors: int = 0
+    traffic: TrafficReport = field(default_factory=TrafficReport)
     nights: int = 0
     comparison: Comparison | None = None
 
@@ -73,7 +199,8 @@ def _night(usecase: UseCase, settings: Settings, interval: Interval, redis_url: 
 
 def _requests(
     settings: Settings, usecase: UseCase, span: tuple[datetime, datetime], table: str | None, column: str
-) -> list[dict[str, Any]]:
+) -> list[Request]:
+    """One request per past request (or spine row), with its entity and its context."""
     start, until = span
     with open_offline(settings.offline_store_path) as con:
         rows: list[dict[str, Any]] = prediction_requests(
@@ -84,7 +211,18 @@ def _requests(
             f"no past request of {usecase.name!r} in {start.isoformat()} → {until.isoformat()}",
             fix="widen --from/--until to a range the offline store holds, or pass --requests TABLE",
         )
-    return rows
+    keys = usecase.entity.key_names
+    context = [c.name for c in usecase.context]
+    return [
+        Request(
+            row["prediction_time"],
+            {
+                "entities": [{k: row[k] for k in keys}],
+                "context": {c: row[c] for c in context if row.get(c) is not None},
+            },
+        )
+        for row in rows
+    ]
 
 
 def run_rehearsal(
@@ -104,8 +242,6 @@ def run_rehearsal(
     reh.ensure_state_dir()
     pin_models(settings, reh, usecase, start)
     asked = _requests(reh, usecase, (start, until), requests_table, time_column)
-    keys = usecase.entity.key_names
-    context = [c.name for c in usecase.context]
     redis_url, _ = resolve_redis_url(reh)
     result = Rehearsal(settings=reh)
     flags = FlagStore.from_settings(reh)
@@ -115,11 +251,6 @@ def run_rehearsal(
     finally:
         flags.close()
     _night(usecase, reh, interval_ending(usecase.batch.schedule, start), redis_url)
-    result.nights = 1
-    ticks = croniter(usecase.batch.schedule, start)
-    nights: list[datetime] = []
-    while (tick := ticks.get_next(datetime)) < until:
-        nights.append(tick)
     labels_by = until + parse_duration(usecase.label.available_after)
     extra = {
         "MIGRATE_SQL_URL": f"sqlite:///{reh.state_dir / 'lookup.db'}",
@@ -127,42 +258,18 @@ def run_rehearsal(
         "MIGRATE_USECASES_DIR": str(reh.usecases_dir),
         "MIGRATE_PROJECT_DIR": str(reh.project_dir),
     }
+
+    def tick(_: datetime, report: TrafficReport) -> None:
+        if progress is not None:
+            progress("requests sent at their simulated time", report.requests, len(asked))
+
     try:
-        with LiveDay(reh, usecase, start, speed, labels_by, extra_env=extra) as day, httpx.Client(timeout=10) as client:
-            url = f"{day.base}/v1/models/{usecase.name}/predict"
-            nightly = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rehearsal-night")
-            batch_runs: list[Future[None]] = []
-            for number, row in enumerate(asked):
-                due: datetime = row["prediction_time"]
-                while nights and day.now() >= nights[0]:  # the nightly run, beside the traffic
-                    night = nights.pop(0)
-                    previous = croniter(usecase.batch.schedule, night).get_prev(datetime)
-                    batch_runs.append(nightly.submit(_night, usecase, reh, Interval(previous, night), redis_url))
-                wait = (due - day.now()).total_seconds() / speed
-                if wait > 0:
-                    time.sleep(wait)
-                body = {
-                    "entities": [{k: row[k] for k in keys}],
-                    "context": {c: row[c] for c in context if row.get(c) is not None},
-                }
-                try:
-                    answer = client.post(url, json=body)
-                    result.errors += answer.status_code != 200
-                except httpx.HTTPError:
-                    result.errors += 1
-                result.requests += 1
-                if progress is not None and (number % 50 == 0 or number == len(asked) - 1):
-                    day.check_alive()
-                    progress("requests sent at their simulated time", number + 1, len(asked))
-            for job in batch_runs:
-                job.result(timeout=300)  # a night that failed fails the rehearsal, with its own error
-            nightly.shutdown()
-            result.nights += len(batch_runs)
-            # The labels of the last requests: the events keep flowing until their window has closed.
-            while not day.replay_done() and day.now() < labels_by + timedelta(minutes=5):
-                time.sleep(0.5)
-            time.sleep(4)  # the sink flushes every 2 s
-            day.stop(("sink", "serve", "stream"))
+        with (
+            LiveDay(reh, usecase, start, speed, labels_by, extra_env=extra) as day,
+            Rehearser(day, usecase, reh, redis_url, nights_until=until) as driver,
+        ):
+            result.traffic = driver.send(asked, tick)
+            result.nights = 1 + driver.finish(labels_by)
         result.comparison = compare(usecase, reh)
     finally:
         stop_shared_broker(reh)

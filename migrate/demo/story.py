@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from rich.table import Table
 from comparisons.comparison import compare
 from comparisons.report import write_report
 from comparisons.shadow_rows import Window
+from comparisons.verdict import Verdict
 from lookup_tables import TableSpec, open_lookup_store
 from migrate.backtest.runner import run_backtest
 from migrate.batch.training import train
@@ -35,7 +37,9 @@ from migrate.batch.versions_view import print_lookup
 from migrate.cutover.flag_store import FlagStore
 from migrate.cutover.flags import Stage
 from migrate.demo.costs import measure_costs, print_costs
-from migrate.demo.live import LiveDay, Shoppers, day_events, new_entities
+from migrate.demo.live import LiveDay
+from migrate.demo.rehearse import Rehearser, Request, TrafficReport
+from migrate.demo.shoppers import Shoppers, day_events, new_entities
 from migrate.devservices.airflow_runner import ensure_metadata_db, run_dag_test
 from migrate.devservices.redis_server import resolve_redis_url, stop_redis
 from migrate.devservices.shared_broker import stop_shared_broker
@@ -150,53 +154,39 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
         seed=7,
         per_request=plan.per_request,
     )
+    every = timedelta(seconds=plan.speed / plan.rate_per_s)  # simulated time between two requests
+    redis_url, _ = resolve_redis_url(settings)
     console.print(f"[green]✓[/] flag: {_set_flag(settings, Stage.SHADOW, None, 'demo: live path beside batch')}")
-    with LiveDay(settings, usecase, cutoff, plan.speed, end) as day:
+    with (
+        LiveDay(settings, usecase, cutoff, plan.speed, end) as day,
+        Rehearser(day, usecase, settings, redis_url, nights_until=end) as driver,
+    ):
         console.print(
             f"[green]✓[/] running: migrate stream, migrate serve ({day.base}), migrate sink, migrate events replay "
             f"— one simulated clock, {plan.speed:g}× (logs in {day.logs})"
         )
         shadow_end = cutoff + plan.shadow_until
-        traffic = _traffic(
-            console, day, shoppers, plan, until=shadow_end, title="6/9 shadow: served from the lookup table"
-        )
+        title = "6/9 shadow: served from the lookup table"
+        traffic = _traffic(console, driver, shoppers.requests(cutoff, shadow_end, every), shadow_end, title)
         console.print(f"[green]✓[/] shadow traffic: {traffic.requests:,} requests, {traffic.sources}")
         _freshness(console, settings, usecase, day)
         time.sleep(3)  # the sink flushes every 2 s
         with console.status("7/9 the comparator on the shadow log: same requests, both paths"):
-            result = compare(usecase, settings, Window(cutoff, shadow_end))
-        verdict = result.verdict
-        e = verdict.evidence
-        if e.batch_value is not None and e.live_value is not None:
-            interval = (
-                ""
-                if e.improvement_low is None or e.improvement_high is None
-                else f", live − batch {e.improvement_low:+.3f} … {e.improvement_high:+.3f} at {e.confidence:.0%}"
-            )
-            console.print(
-                f"same {e.labeled_pairs:,} labeled requests, {e.metric}: batch {e.batch_value:.3f}, "
-                f"live {e.live_value:.3f}{interval}",
-                highlight=False,
-            )
-        console.print(f"[bold]verdict: {verdict.decision.upper()}[/]")
-        for reason in verdict.reasons:
-            console.print(f"  • {reason}", highlight=False)
+            verdict = compare(usecase, settings, Window(cutoff, shadow_end)).verdict
+        _print_verdict(console, verdict, "requests", "verdict")
         if verdict.decision != "promote":
             console.print("[yellow]a real migration would wait here; the demo moves the flag to show the rest[/]")
         console.print(f"[green]✓[/] flag: {_set_flag(settings, Stage.CANARY, 10, 'demo: verdict ' + verdict.decision)}")
-        canary_end = day.now() + CANARY
-        _traffic(
-            console, day, shoppers, plan, until=canary_end, title="8/9 canary 10 %: a tenth of entities served live"
-        )
+        start = day.now()
+        title = "8/9 canary 10 %: a tenth of entities served live"
+        _traffic(console, driver, shoppers.requests(start, start + CANARY, every), start + CANARY, title)
         console.print(f"[green]✓[/] flag: {_set_flag(settings, Stage.ONLINE, None, 'demo: canary healthy')}")
         online_start = day.now()
         online_end = max(cutoff + plan.online_until, online_start + timedelta(hours=3))
-        _traffic(console, day, shoppers, plan, until=online_end, title="9/9 online: every request served live")
+        title = "9/9 online: every request served live"
+        _traffic(console, driver, shoppers.requests(online_start, online_end, every), online_end, title)
         with console.status("the rest of the day's events, so the last requests' labels arrive"):
-            while not day.replay_done() and day.now() < end + timedelta(hours=1):
-                time.sleep(0.5)
-            time.sleep(6)
-        day.stop(("sink", "serve", "stream"))
+            driver.finish(end)
     lookup_rows = _lookup_rows(settings, usecase)
     # Each column names its window (simulated UTC): the report covers the first one, the shadow phase.
     before = measure_costs(
@@ -267,6 +257,13 @@ def _fraud_from_history(console: Console, settings: Settings, *, fast: bool) -> 
     )
     with console.status("the comparator on the backtest"):
         verdict = compare(fraud, result.settings).verdict
+    _print_verdict(console, verdict, "authorizations", "verdict from history")
+    console.print(f"every check: [bold]migrate gate {FRAUD} --backtest[/]", highlight=False)
+
+
+def _print_verdict(console: Console, verdict: Verdict, what: str, title: str) -> None:
+    """The verdict, the paired evidence behind it (both paths on the same labeled requests) and its reasons."""
+
     e = verdict.evidence
     if e.batch_value is not None and e.live_value is not None:
         interval = (
@@ -275,30 +272,33 @@ def _fraud_from_history(console: Console, settings: Settings, *, fast: bool) -> 
             else f", live − batch {e.improvement_low:+.3f} … {e.improvement_high:+.3f} at {e.confidence:.0%}"
         )
         console.print(
-            f"same {e.labeled_pairs:,} labeled authorizations, {e.metric}: batch {e.batch_value:.3f}, live "
-            f"{e.live_value:.3f}{interval}",
+            f"same {e.labeled_pairs:,} labeled {what}, {e.metric}: batch {e.batch_value:.3f}, "
+            f"live {e.live_value:.3f}{interval}",
             highlight=False,
         )
-    console.print(f"[bold]verdict from history: {verdict.decision.upper()}[/]")
+    console.print(f"[bold]{title}: {verdict.decision.upper()}[/]")
     for reason in verdict.reasons:
         console.print(f"  • {reason}", highlight=False)
-    console.print(f"every check: [bold]migrate gate {FRAUD} --backtest[/]", highlight=False)
 
 
-def _traffic(console: Console, day: Any, shoppers: Any, plan: Plan, *, until: datetime, title: str) -> Any:
-    total = (until - day.now()).total_seconds()
+def _traffic(
+    console: Console, driver: Rehearser, requests: Iterable[Request], until: datetime, title: str
+) -> TrafficReport:
+    """One phase of shopper traffic through the rehearsal's driver, with a bar on the simulated clock."""
+
+    start = driver.day.now()
+    total = max((until - start).total_seconds(), 1.0)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(title, total=max(total, 1.0))
-        start = day.now()
+        task = bar.add_task(title, total=total)
 
-        def tick(now: datetime, report: Any) -> None:
+        def tick(now: datetime, report: TrafficReport) -> None:
             bar.update(
                 task,
-                completed=(now - start).total_seconds(),
+                completed=min((now - start).total_seconds(), total),
                 description=f"{title} — {now:%H:%M} simulated, {report.requests:,} requests",
             )
 
-        report = shoppers.run(day, until, plan.rate_per_s, tick)
+        report = driver.send(requests, tick)
         bar.update(task, completed=total)
     return report
 

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from comparisons.comparison import compare
+from lookup_tables import TableSpec, open_lookup_store
 from migrate.backtest.runner import run_backtest
 from migrate.batch.offline_store import open_offline
 from migrate.batch.training import train
@@ -47,7 +49,7 @@ def test_a_rehearsal_replays_the_history_live_and_gives_a_verdict(project: Setti
     assert expected > 50
     done = run_rehearsal(usecase, project, start, until, speed=1200.0)
     # One request per past delivery, each answered; the shadow log holds each once.
-    assert (done.requests, done.errors, done.nights) == (expected, 0, 1)
+    assert (done.traffic.requests, done.traffic.errors, done.nights) == (expected, 0, 1)
     comparison = done.comparison
     assert comparison is not None and comparison.rows == expected
     # Served at their own instants: the first and last requests fall inside the range, in order.
@@ -76,3 +78,36 @@ def test_a_rehearsal_replays_the_history_live_and_gives_a_verdict(project: Setti
     assert judged.accuracy.labeled >= 0.9 * expected
     # Seed 5, measured: MAE batch 6.832 in both; live 4.944 replayed vs 4.989 computed; interval half-width 0.668.
     assert judged.verdict.decision == comparison.verdict.decision
+
+
+def test_a_rehearsal_across_a_nightly_tick_publishes_and_serves_the_new_lookup_version(project: Settings) -> None:
+    """21:00 → 12:00 crosses the 02:00 tick: the batch DAG's steps run for that night beside the traffic, and
+    the requests after it are answered from the version they published — the one the scheduler would have made
+    live then, independently read from the lookup store's own records."""
+    usecase = Registry(project.usecases_dir).get("delivery_eta")
+    summary = generate(project.offline_store_path, SimulationConfig(restaurants=12, days=6, seed=5))
+    night = summary.last_batch_cutoff
+    for role in ("batch", "online"):
+        train(usecase, project, night - timedelta(days=1), role=role)  # type: ignore[arg-type]
+    start, until = night - timedelta(hours=5), night + timedelta(hours=10)  # 21:00 the evening before → 12:00
+    done = run_rehearsal(usecase, project, start, until, speed=2400.0)
+    assert done.nights == 2 and done.traffic.errors == 0
+    store = open_lookup_store(done.settings)
+    try:
+        versions = sorted(store.versions(TableSpec.for_usecase(usecase, done.settings)), key=lambda v: v.version)
+    finally:
+        store.close()
+    assert [v.data_interval_end for v in versions] == [night - timedelta(days=1), night]
+    before, after = versions[0].version, versions[1].version
+    files = str(done.settings.shadow_dir / usecase.name / "**" / "*.parquet")
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        served = con.execute(
+            f"""SELECT request_time < $tick AS early, list(DISTINCT lookup_version), count(*)
+            FROM read_parquet('{files}', hive_partitioning = true, union_by_name = true)
+            WHERE request_time < $tick OR request_time >= $settled GROUP BY 1 ORDER BY 1""",
+            {"tick": night, "settled": night + timedelta(hours=8)},  # 8 simulated hours = 12 s for the night's run
+        ).fetchall()
+    (_, late_versions, late), (_, early_versions, early) = served
+    assert early > 20 and late > 20, served
+    assert early_versions == [before] and late_versions == [after], (served, before, after)
