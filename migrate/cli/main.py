@@ -164,7 +164,10 @@ def score(
         def advance(result: batch.ChunkResult) -> None:
             progress.advance(task, result.rows)
 
-        result = batch.run_batch(uc, settings, interval, run_id, on_chunk=advance)
+        def total(rows: int) -> None:  # the snapshot's count: the bar reads N/total instead of N/?
+            progress.update(task, total=rows)
+
+        result = batch.run_batch(uc, settings, interval, run_id, on_chunk=advance, on_total=total)
     state = "reused" if result.reused else ("published" if result.activated else "kept, not activated")
     console.print(
         f"[green]{state}[/] version {result.version} of {uc.lookup_table.name}: {result.rows:,} rows "

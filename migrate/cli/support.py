@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from rich.markup import escape
 
 from migrate.errors import MigrateError, MissingExtraError
 
-__all__ = ["EXTRAS", "as_utc", "console", "err", "friendly", "missing_extra"]
+__all__ = ["EXTRAS", "as_utc", "console", "err", "friendly", "missing_extra", "steps_bar"]
 
 # Which extras install each optional top-level module (pyproject.toml's [project.optional-dependencies]).
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -83,3 +84,19 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@contextmanager
+def steps_bar(title: str, steps: Sequence[str]) -> Iterator[Callable[[str], None]]:
+    """A progress bar over a command's named `steps` (total: their number); call the callback as each ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost: a command imports its dependencies when it runs
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    following = dict(zip(steps, [*steps[1:], "done"], strict=True))
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"{title}: {steps[0]}", total=len(steps))
+
+        def done(step: str) -> None:
+            bar.update(task, advance=1, description=f"{title}: {following.get(step, step)}")
+
+        yield done
