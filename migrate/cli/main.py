@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -18,12 +19,14 @@ from migrate.cli.init import register as register_init
 from migrate.cli.online import register as register_online
 from migrate.cli.stream import register as register_stream
 from migrate.cli.support import as_utc, console, err, friendly
+from migrate.cli.workflow import WorkflowGroup
 from migrate.errors import MigrateError
 from migrate.registry import Registry
 from migrate.settings import get_settings
 from migrate.usecase import UseCase
 
 app = typer.Typer(
+    cls=WorkflowGroup,
     help="Move ML use cases from batch predictions to real-time serving, safely.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -41,7 +44,22 @@ register_stream(app)
 register_init(app)
 
 
-# Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"migrate {package_version('migrate')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Move ML use cases from batch predictions to real-time serving, safely."""
+
+
 def _usecase(name: str) -> UseCase:
     return Registry(get_settings().usecases_dir).get(name)
 

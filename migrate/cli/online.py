@@ -104,7 +104,9 @@ def materialize(
         datetime | None,
         typer.Option(help="Features as of this time (UTC); default: the active lookup version's data interval end."),
     ] = None,
-    on_correction: Annotated[str, typer.Option(help="reject | apply: what to do with corrected values.")] = "reject",
+    on_correction: Annotated[
+        Literal["reject", "apply"], typer.Option(help="What to do with a value that differs from the one stored.")
+    ] = "reject",
 ) -> None:
     """Write the use case's batch features into the online feature store (a re-run is a no-op)."""
     from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
@@ -112,20 +114,17 @@ def materialize(
     from online.features.materialize import materialize_active  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.features.redis_store import open_feature_store  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    if on_correction not in ("reject", "apply"):
-        raise typer.BadParameter("use reject or apply", param_hint="--on-correction")
-    policy: Literal["reject", "apply"] = "apply" if on_correction == "apply" else "reject"
     settings = get_settings()
     uc = Registry(settings.usecases_dir).get(usecase)
     with console.status(f"materializing {uc.name}"):
         if as_of is None:
             # The configured Redis, or the state dir's embedded one, left running: the features live in its memory.
             redis_url, _server = resolve_redis_url(settings)
-            report = materialize_active(uc, settings, redis_url, on_correction=policy)
+            report = materialize_active(uc, settings, redis_url, on_correction=on_correction)
         else:
             moment = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of
             with open_feature_store(settings) as store:
-                report = run(uc, settings, store, moment, on_correction=policy)
+                report = run(uc, settings, store, moment, on_correction=on_correction)
     console.print(f"[green]materialized[/] {report}", highlight=False)
 
 

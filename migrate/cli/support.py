@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from migrate.errors import MigrateError, MissingExtraError
 
@@ -34,8 +35,29 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "uvicorn": ("serve",),
 }
 
-# Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+
+class _Console(Console):
+    """Rich's console, except that piped (CI logs, `| less`, `| grep`) a table prints at its full width: cut to
+    the 120 columns of the rest of the output, its cells ended in `…` (`item_availabili…`)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        tables = [item for item in objects if isinstance(item, Table)]
+        if not tables or self.is_terminal:
+            super().print(*objects, **kwargs)
+            return
+        wide = self.options.update_width(_UNBOUNDED)
+        needed = max(self.measure(table, options=wide).maximum for table in tables)
+        narrow = self.width
+        self.width = max(narrow, needed)  # print(width=) is capped at the console's width: widen it for this call
+        try:
+            super().print(*objects, **kwargs)
+        finally:
+            self.width = narrow
+
+
+_UNBOUNDED = 100_000
+# Piped output gets 120 columns rather than Rich's 80 for text and rules; tables take what they need (above).
+console = _Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -101,7 +101,6 @@ def test_init_refuses_when_the_package_exists_and_writes_nothing(project: Path) 
     [
         (["Churn-Risk"], "not a valid use-case name"),
         (["json"], "already importable"),
-        (["churn_risk", "--kind", "multiclass"], "--kind binary or --kind regression"),
         (["a" + "b" * 62], "would be invalid"),
     ],
 )
@@ -109,6 +108,13 @@ def test_init_refuses_bad_names_and_kinds(project: Path, args: list[str], expect
     code, output = init(*args)
     assert code == 1
     assert expected in output and "fix:" in output
+    assert not (project / "usecases").exists()
+
+
+def test_init_refuses_a_kind_it_does_not_know_naming_the_choices(project: Path) -> None:
+    code, output = init("churn_risk", "--kind", "multiclass")
+    assert code == 2  # a usage error, from the option's declared choices
+    assert "'multiclass' is not one of" in output and "'binary'" in output and "'regression'" in output
     assert not (project / "usecases").exists()
 
 
