@@ -113,6 +113,9 @@ def steps_bar(title: str, steps: Sequence[str]) -> Iterator[Callable[[str], None
     """A progress bar over a command's named `steps` (total: their number); call the callback as each ends."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost: a command imports its dependencies when it runs
 
+    if not console.is_terminal:  # piped (`gate --json | jq`): no bar, not even the blank line a stopped one leaves
+        yield lambda _: None
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     following = dict(zip(steps, [*steps[1:], "done"], strict=True))
     with Progress(*columns, console=console, transient=True) as bar:
