@@ -69,6 +69,8 @@ def _usecase(name: str) -> UseCase:
 def usecases_list() -> None:
     """List the registered use cases."""
     table = Table("use case", "owner", "schedule", "lookup table", "keys", "batch features", "label")
+    for column in (table.columns[0], table.columns[3]):  # names whole; in a narrow terminal the rest wraps
+        column.no_wrap = True
     for usecase in Registry(get_settings().usecases_dir).load_all():
         table.add_row(
             usecase.name,
