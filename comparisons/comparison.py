@@ -10,6 +10,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,7 @@ from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
 
-__all__ = ["Comparison", "compare", "warm"]
+__all__ = ["STEPS", "Comparison", "OnStep", "compare", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,33 @@ class Comparison(Result):
     scatter: dict[str, list[float]] = Field(default_factory=dict, exclude=True)
 
 
+# The steps of `compare`, in order: each is timed (Comparison.timings) and reported to `on_step` as it ends.
+STEPS = (
+    "load",
+    "lookup",
+    "noise_floor",
+    "staleness_coverage",
+    "accuracy",
+    "agreement_latency_waste_hourly",
+    "explain",
+    "feature_skew",
+    "segments",
+)
+OnStep = Callable[[str], None]
+
+
 class _Clock:
-    def __init__(self) -> None:
+    def __init__(self, on_step: OnStep | None = None) -> None:
         self.timings: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._on_step = on_step
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.timings[name] = round(now - self._last, 4)
         self._last = now
+        if self._on_step is not None:
+            self._on_step(name)
 
 
 def warm(*modules: str) -> threading.Thread:
@@ -199,11 +218,17 @@ def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
 
 
 def compare(
-    usecase: UseCase, settings: Settings, window: Window | None = None, *, explain_limit: int = 200
+    usecase: UseCase,
+    settings: Settings,
+    window: Window | None = None,
+    *,
+    explain_limit: int = 200,
+    on_step: OnStep | None = None,
 ) -> Comparison:
-    """Measure the use case's shadow log over ``window`` (default: everything) and decide the verdict."""
+    """Measure the use case's shadow log over ``window`` (default: everything) and decide the verdict; `on_step`
+    is called with each of `STEPS` as it ends (a progress bar's total is their number)."""
 
-    clock = _Clock()
+    clock = _Clock(on_step)
     warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model
     window = window or Window()
     policy = usecase.cutover_policy

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comparisons.comparison import Comparison, compare, warm
+from comparisons.comparison import STEPS, Comparison, OnStep, compare, warm
 from comparisons.shadow_rows import Window
 from comparisons.verdict import Verdict
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
-__all__ = ["ReportFiles", "render_html", "write_report"]
+__all__ = ["REPORT_STEPS", "ReportFiles", "render_html", "write_report"]
 
 SECTIONS = (
     "verdict",
@@ -447,19 +447,30 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+REPORT_STEPS = (*STEPS, "figures", "write")  # what `write_report` reports to `on_step`, in order
+
+
 def write_report(
-    usecase: UseCase, settings: Settings, *, out_dir: Path | None = None, window: Window | None = None
+    usecase: UseCase,
+    settings: Settings,
+    *,
+    out_dir: Path | None = None,
+    window: Window | None = None,
+    on_step: OnStep | None = None,
 ) -> ReportFiles:
     """Compare, then write ``report.html`` and ``report.json`` to ``out_dir`` (default
-    ``<state_dir>/reports/<usecase>``); returns their paths, the verdict and the timings."""
+    ``<state_dir>/reports/<usecase>``); returns their paths, the verdict and the timings. `on_step` is called with
+    each of `REPORT_STEPS` as it ends."""
+    step = on_step or (lambda _: None)
     warm("comparisons.figures")  # matplotlib imports while the comparison runs
-    comparison = compare(usecase, settings, window)
+    comparison = compare(usecase, settings, window, on_step=on_step)
     from comparisons.figures import render_all  # noqa: PLC0415 - optional dependency: matplotlib, the [report] extra
 
     started = time.perf_counter()
     figures = render_all(comparison)
     timings = dict(comparison.timings)
     timings["figures"] = round(time.perf_counter() - started, 4)
+    step("figures")
     target = out_dir or settings.state_dir / "reports" / usecase.name
     target.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -467,4 +478,5 @@ def write_report(
     _write(html_path, render_html(comparison, figures))
     _write(json_path, json.dumps(comparison.model_dump(mode="json"), indent=1, allow_nan=False) + "\n")
     timings["write"] = round(time.perf_counter() - started, 4)
+    step("write")
     return ReportFiles(html_path, json_path, comparison.verdict, timings)

@@ -165,6 +165,7 @@ class PostgresLookupStore(SqlLookupStore):
         if isinstance(orig, psycopg.errors.UndefinedTable) and ("lookup_" in text or "batch_runs" in text):
             return LookupStoreError(
                 f"{where}: the catalog tables are missing in {self.url}",
-                fix="create them with LookupStore.ensure_schema() (`migrate init`)",
+                fix="create them: any command that opens the store does (`migrate lookup show <usecase>`), or "
+                "LookupStore.ensure_schema()",
             )
         return LookupStoreError(f"{where} failed at {self._where}: {text}", fix="see the PostgreSQL error above")

@@ -134,6 +134,7 @@ class SqliteLookupStore(SqlLookupStore):
         if "no such table: lookup_" in text or "no such table: batch_runs" in text:
             return LookupStoreError(
                 f"{where}: the catalog tables are missing in {self._path}",
-                fix="create them with LookupStore.ensure_schema() (`migrate init`)",
+                fix="create them: any command that opens the store does (`migrate lookup show <usecase>`), or "
+                "LookupStore.ensure_schema()",
             )
         return LookupStoreError(f"{where} failed in {self._path}: {text}", fix="see the SQLite error above")

@@ -125,5 +125,5 @@ def require_rows(info: VersionInfo, spec: TableSpec) -> None:
     if info.status == "retired":
         raise LookupStoreError(
             f"version {info.version} of {spec.name} (use case {spec.usecase}) is retired; its rows are gone",
-            fix=f"read a loading, ready or active version: `migrate lookup versions {spec.usecase}`",
+            fix=f"read a loading, ready or active version: `migrate lookup show {spec.usecase}`",
         )

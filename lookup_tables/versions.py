@@ -54,7 +54,7 @@ class Versions:
             spec = self._spec
             raise LookupStoreError(
                 f"lookup table {spec.name} of use case {spec.usecase} has no version {version}",
-                fix=f"list versions with `migrate lookup versions {spec.usecase}`",
+                fix=f"list versions with `migrate lookup show {spec.usecase}`",
             )
         return info
 
@@ -144,8 +144,8 @@ class Versions:
                 raise RollbackError(
                     f"lookup table {spec.name} of use case {spec.usecase} has no ready version older than "
                     f"the active version {current.version} to roll back to",
-                    fix="list versions with `migrate lookup versions`; retired versions cannot be restored, rerun "
-                    "the batch for that interval instead",
+                    fix=f"list versions with `migrate lookup show {spec.usecase}`; retired versions cannot be "
+                    "restored, rerun the batch for that interval instead",
                 )
             return older[0]
         target = self.find(to)
@@ -153,6 +153,7 @@ class Versions:
             state = "unknown" if target is None else target.status
             raise RollbackError(
                 f"cannot switch lookup table {spec.name} of use case {spec.usecase} to version {to}: it is {state}",
-                fix="pick a ready version from `migrate lookup versions`, or rerun the batch for that interval",
+                fix=f"pick a ready version from `migrate lookup show {spec.usecase}`, or rerun the batch for that "
+                "interval",
             )
         return target

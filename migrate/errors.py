@@ -20,6 +20,10 @@ class MissingExtraError(ConfigError):
     """An optional dependency is not installed; names the extra that brings it."""
 
 
+class PortInUseError(ConfigError):
+    """A server was asked to listen on a port that something else already holds."""
+
+
 class UseCaseError(MigrateError):
     """A use-case YAML file is invalid; names the file, the field and the fix."""
 

@@ -171,8 +171,9 @@ class RealtimeFeatures(Strict):
     def _consistent(self) -> RealtimeFeatures:
         step = parse_duration(self.resolution)
         names = [group.name for group in self.all_groups]
-        if ENTITY_GROUP in names or len(set(names)) != len(names):
-            raise ValueError(f"feature group names {names} repeat or use the reserved name 'entity'")
+        # 'batch' names the batch features in a predict answer's group ages (online/serving/predictor.py).
+        if ENTITY_GROUP in names or "batch" in names or len(set(names)) != len(names):
+            raise ValueError(f"feature group names {names} repeat or use a reserved name ('entity', 'batch')")
         streams = [stream.name for stream in self.streams]
         if MAIN_STREAM in streams or len(set(streams)) != len(streams):
             raise ValueError(f"stream names {streams} repeat or use the reserved name 'main'")

@@ -7,6 +7,7 @@ callers pass and receive timezone-aware UTC datetimes; a naive datetime is taken
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,19 @@ __all__ = [
     "utc_naive",
 ]
 
-_GENERATE_FIX = "run `migrate demo` or the generator (migrate.examples.item_availability.generator.generate)"
+# `migrate demo` generates these examples' data; every example has a generator of its own.
+_DEMO_EXAMPLES = ("item_availability", "fraud_detection")
+_GENERATE_FIX = "run `migrate demo` (it generates the examples' data), or write your use cases' tables into it"
+
+
+def _generate_fix(usecase_file: str) -> str:
+    """How to create a use case's tables: the demo or its example's own generator, else the team's loading."""
+    name = Path(usecase_file).stem
+    if name in _DEMO_EXAMPLES:
+        return f"run `migrate demo`, or the example's generator (migrate.examples.{name}.generator.generate)"
+    if importlib.util.find_spec(f"migrate.examples.{name}") is not None:
+        return f"run the example's generator (migrate.examples.{name}.generator.generate); the demo does not make it"
+    return "write the use case's tables into the offline store (the sample.py that `migrate init` writes shows how)"
 
 
 def utc_naive(moment: datetime) -> datetime:
@@ -80,7 +93,7 @@ def check_columns(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[
     if not rows:
         raise OfflineStoreError(
             f"offline store has no table {table!r}, which {usecase_file} declares",
-            fix=f"{_GENERATE_FIX}, or correct the table name in {usecase_file}",
+            fix=f"{_generate_fix(usecase_file)}, or correct the table name in {usecase_file}",
         )
     present = {str(row[0]) for row in rows}
     missing = [c for c in dict.fromkeys(columns) if c not in present]

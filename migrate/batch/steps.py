@@ -322,9 +322,11 @@ def run_batch(
     run_id: str,
     *,
     on_chunk: Callable[[ChunkResult], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> BatchResult:
-    """Every step of the DAG, in this process (``migrate score``); chunks on `workers` threads (default: cores)."""
+    """Every step of the DAG, in this process (``migrate score``); chunks on `workers` threads (default: cores).
+    `on_total` hears the number of rows to score once the snapshot has counted them, before the first chunk."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     steps: dict[str, float] = {}
@@ -336,6 +338,8 @@ def run_batch(
 
     snap = snapshot(usecase, settings, interval)
     mark = step("snapshot", started)
+    if on_total is not None:
+        on_total(snap.rows)
     opened = begin(usecase, settings, interval, run_id)
     mark = step("begin", mark)
     version, model_version = opened["version"], opened["model_version"]

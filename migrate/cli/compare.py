@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from migrate.cli.support import console, friendly
+from migrate.cli.support import console, friendly, steps_bar
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 
@@ -72,13 +72,14 @@ def gate(
     backtest: Annotated[bool, _BACKTEST] = False,
 ) -> None:
     """The cutover verdict of a use case from its shadow log: promote, hold or rollback, with reasons."""
-    from comparisons.comparison import compare  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from comparisons.comparison import STEPS, compare  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     found = Registry(get_settings().usecases_dir).get(usecase)
     window = _window(since, until)
     assert isinstance(window, Window)
-    result = compare(found, _settings(found, backtest), window)
+    with steps_bar(f"comparing {usecase}", STEPS) as step:
+        result = compare(found, _settings(found, backtest), window, on_step=step)
     verdict = result.verdict
     if as_json:
         typer.echo(json.dumps(verdict.model_dump(mode="json"), indent=2))
@@ -121,13 +122,14 @@ def report(
     backtest: Annotated[bool, _BACKTEST] = False,
 ) -> None:
     """Write the comparison report (self-contained HTML) and every number (JSON); print the verdict."""
-    from comparisons.report import write_report  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from comparisons.report import REPORT_STEPS, write_report  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from comparisons.shadow_rows import Window  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     found = Registry(get_settings().usecases_dir).get(usecase)
     window = _window(since, until)
     assert isinstance(window, Window)
-    result = write_report(found, _settings(found, backtest), out_dir=out, window=window)
+    with steps_bar(f"report of {usecase}", REPORT_STEPS) as step:
+        result = write_report(found, _settings(found, backtest), out_dir=out, window=window, on_step=step)
     colour = _COLOURS[result.verdict.decision]
     console.print(f"[bold {colour}]{result.verdict.decision.upper()}[/] {usecase}", highlight=False)
     for reason in result.verdict.reasons:

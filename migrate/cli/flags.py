@@ -79,6 +79,8 @@ def flags_show(usecase: Annotated[str | None, typer.Argument(help="One use case;
     finally:
         store.close()
     table = Table("use case", "stage", "percent", "revision", "updated (UTC)", "by", "reason")
+    for column in table.columns[:5]:  # names and stages whole (`online_only`, not `online_on` / `ly`); reasons wrap
+        column.no_wrap = True
     for name in names + sorted(set(stored) - set(names) if usecase is None else []):
         flag = stored.get(name, Flag(name))
         label = name if name in names else f"{name} [dim](not registered)[/]"

@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
     def init(
         name: Annotated[str, typer.Argument(help="The use case's name: lower-case letters, digits and '_'.")],
         kind: Annotated[
-            str, typer.Option(help="Label kind: binary (a probability) or regression (a number).")
+            Literal["binary", "regression"],
+            typer.Option(help="Label kind: binary (a probability) or regression (a number)."),
         ] = "binary",
         directory: Annotated[
             Path | None,
@@ -30,14 +31,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write usecases/<name>.yaml, a package <name>/ with a trainer and sample data, and its tests."""
         from migrate.cli.scaffold import scaffold  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-        from migrate.errors import ConfigError  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-        if kind not in ("binary", "regression"):
-            raise ConfigError(f"--kind {kind!r} is not a label kind", fix="use --kind binary or --kind regression")
-        label: Literal["binary", "regression"] = "binary" if kind == "binary" else "regression"
         settings = get_settings()
         package_dir = (directory or settings.project_dir).resolve()
-        made = scaffold(name, kind=label, usecases_dir=settings.usecases_dir, package_dir=package_dir)
+        made = scaffold(name, kind=kind, usecases_dir=settings.usecases_dir, package_dir=package_dir)
         console.print(f"[green]created[/] use case {made.name} ({made.kind})")
         for path in made.files:
             console.print(f"  {path}", highlight=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import threading
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -11,6 +13,7 @@ from typing import Annotated, Literal
 import typer
 
 from migrate.cli.support import console, friendly
+from migrate.errors import PortInUseError
 from migrate.registry import Registry
 from migrate.settings import get_settings
 
@@ -20,7 +23,7 @@ services_app = typer.Typer(help="The embedded Redis and Kafka-protocol broker.",
 @friendly
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Serving worker processes.")] = 1,
 ) -> None:
     """Serve every use case's model live (FastAPI on uvicorn); embedded Redis and broker unless configured."""
@@ -29,6 +32,8 @@ def serve(
     from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.devservices.shared_broker import broker_file, shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
+    # Before any service starts or model loads: uvicorn would bind only after all that, then exit 3 with [Errno 98].
+    refuse_taken_port(host, port)
     settings = get_settings()
     redis_url, redis_server = resolve_redis_url(settings)
     bootstrap = shared_bootstrap(settings)  # the state dir's broker, shared with `stream` and `sink`
@@ -58,6 +63,36 @@ def serve(
     )
 
 
+def refuse_taken_port(host: str, port: int) -> None:
+    """Raise `PortInUseError` with the fix when `host:port` cannot be bound (something listens there)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise PortInUseError(
+            f"cannot listen on {host}:{port}: {host!r} is not an address of this machine ({exc.strerror})",
+            fix="pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: SO_REUSEADDR lets a port whose last connections linger in TIME_WAIT be taken again.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                with socket.socket() as spare:
+                    spare.bind(("127.0.0.1", 0))
+                    free = spare.getsockname()[1]
+                raise PortInUseError(
+                    f"port {port} on {host} is already in use, nothing was started",
+                    fix=f"pick another port: `migrate serve --port {free}` ({free} is free now), or stop what "
+                    f"listens on {port} (`ss -ltnp 'sport = :{port}'` names it)",
+                ) from None
+            raise PortInUseError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                fix="pass a port above 1023 with --port, or a --host of this machine",
+            ) from None
+
+
 def _stopped(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -69,7 +104,9 @@ def materialize(
         datetime | None,
         typer.Option(help="Features as of this time (UTC); default: the active lookup version's data interval end."),
     ] = None,
-    on_correction: Annotated[str, typer.Option(help="reject | apply: what to do with corrected values.")] = "reject",
+    on_correction: Annotated[
+        Literal["reject", "apply"], typer.Option(help="What to do with a value that differs from the one stored.")
+    ] = "reject",
 ) -> None:
     """Write the use case's batch features into the online feature store (a re-run is a no-op)."""
     from migrate.devservices.redis_server import resolve_redis_url  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
@@ -77,20 +114,17 @@ def materialize(
     from online.features.materialize import materialize_active  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.features.redis_store import open_feature_store  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    if on_correction not in ("reject", "apply"):
-        raise typer.BadParameter("use reject or apply", param_hint="--on-correction")
-    policy: Literal["reject", "apply"] = "apply" if on_correction == "apply" else "reject"
     settings = get_settings()
     uc = Registry(settings.usecases_dir).get(usecase)
     with console.status(f"materializing {uc.name}"):
         if as_of is None:
             # The configured Redis, or the state dir's embedded one, left running: the features live in its memory.
             redis_url, _server = resolve_redis_url(settings)
-            report = materialize_active(uc, settings, redis_url, on_correction=policy)
+            report = materialize_active(uc, settings, redis_url, on_correction=on_correction)
         else:
             moment = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of
             with open_feature_store(settings) as store:
-                report = run(uc, settings, store, moment, on_correction=policy)
+                report = run(uc, settings, store, moment, on_correction=on_correction)
     console.print(f"[green]materialized[/] {report}", highlight=False)
 
 

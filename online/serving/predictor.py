@@ -22,6 +22,8 @@ from migrate.usecase import UseCase
 from online.features.store import EntityKey, FeatureStore
 from online.serving.validation import context_values
 
+BATCH_GROUP = "batch"  # the materialized batch features, beside the real-time groups (a reserved group name)
+
 
 @dataclass(frozen=True)
 class OnlineResult:
@@ -31,6 +33,10 @@ class OnlineResult:
     model_version: str
     feature_ages_s: dict[str, float] = field(default_factory=dict)
     features: dict[str, float | None] = field(default_factory=dict)  # the values scored (None: missing → NaN)
+    # What the predict answer tells the client: the model inputs scored as missing, and each group's data age
+    # (``batch``, ``entity``, each declared group; None: the group holds nothing for this entity).
+    missing: list[str] = field(default_factory=list)
+    group_ages_s: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def data_age_s(self) -> float | None:
@@ -49,6 +55,8 @@ class OnlinePredictor:
         self._names = names
         self._batch = [n for n in usecase.feature_names if n in names]
         self._groups = [g for g in groups_of(usecase) if g.spec.features]
+        # The answer's group order: the batch features first, then the real-time groups as declared.
+        self._group_names = [*([BATCH_GROUP] if self._batch else []), *(g.name for g in self._groups)]
         self._context = [c.name for c in usecase.context if c.is_input]
         self._key_names = usecase.entity.key_names
         declared = usecase.realtime_features
@@ -93,12 +101,15 @@ class OnlinePredictor:
         matrix = np.full((len(keys), len(self._names)), np.nan, dtype=np.float64)
         ages: list[dict[str, float]] = []
         used: list[dict[str, float | None]] = []
+        absent: list[list[str]] = []
+        groups: list[dict[str, float | None]] = []
         for row in range(len(keys)):
             at = nows[row]
             at_s = at.timestamp()
             stored = read.features[row] or {}
             windows: list[list[float]] = []
             entity_ages: dict[str, float] = {}
+            group_ages: dict[str, float | None] = dict.fromkeys(self._group_names)
             for group in self._groups:
                 partials = read.states[group.name][row]
                 windows.append(evaluate(group.spec, partials, at_s))
@@ -106,15 +117,21 @@ class OnlinePredictor:
                 if newest is not None:
                     age = at_s - float(newest)
                     entity_ages.update(dict.fromkeys(group.spec.names, age))
+                    group_ages[group.name] = age
             inputs = context_values(self.usecase, dict(contexts[row])) if self._context else []
             entity_values: dict[str, float | None] = {}
+            missing: list[str] = []
+            batch_age: float | None = None
             for column, (name, (source, index)) in enumerate(zip(self._names, self._columns, strict=True)):
                 if source == "batch":
                     feature = stored.get(index)
                     if feature is None:
+                        missing.append(name)
                         continue
                     value = feature.value
-                    entity_ages[name] = (at - feature.event_time).total_seconds()
+                    age = (at - feature.event_time).total_seconds()
+                    entity_ages[name] = age
+                    batch_age = age if batch_age is None or age > batch_age else batch_age
                 elif source == "context":
                     value = inputs[index]
                 else:
@@ -124,10 +141,17 @@ class OnlinePredictor:
                     entity_values[name] = value
                 else:
                     entity_values[name] = None
+                    missing.append(name)
+            if self._batch:
+                group_ages[BATCH_GROUP] = batch_age
             ages.append(entity_ages)
             used.append(entity_values)
+            absent.append(missing)
+            groups.append(group_ages)
         predictions = score(self.model, matrix)
         return [
-            OnlineResult(float(p), self.model.version, entity_ages, entity_values)
-            for p, entity_ages, entity_values in zip(predictions, ages, used, strict=True)
+            OnlineResult(float(p), self.model.version, entity_ages, entity_values, missing, group_ages)
+            for p, entity_ages, entity_values, missing, group_ages in zip(
+                predictions, ages, used, absent, groups, strict=True
+            )
         ]

@@ -33,6 +33,20 @@ class Prediction(BaseModel):
     data_age_s: float | None = Field(description="Age of the data behind the prediction at request time.")
     miss: bool = Field(default=False, description="True when the lookup table has no row for this entity.")
     error: str | None = None
+    missing_features: list[str] | None = Field(
+        default=None,
+        description="Online answers: the model inputs this entity had no value for, scored as missing (NaN) — "
+        "an empty list means every input was present. An entity the feature store does not know lists every batch "
+        "feature. Null for an answer from the lookup table, or with an error.",
+    )
+    group_ages_s: dict[str, float | None] | None = Field(
+        default=None,
+        description="Online answers: seconds between the newest data of each feature group and the request, "
+        "'batch' for the materialized batch features (their oldest), 'entity' and each declared real-time group by "
+        "name; null for a group that holds nothing for this entity (e.g. no event in its windows). Null for an "
+        "answer from the lookup table (its age is data_age_s), or with an error.",
+        examples=[{"batch": 52_310.0, "entity": 42.5, "store": None}],
+    )
 
 
 class PredictResponse(BaseModel):

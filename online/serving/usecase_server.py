@@ -124,6 +124,8 @@ class PredictionBody(TypedDict):
     data_age_s: float | None
     miss: bool
     error: str | None
+    missing_features: list[str] | None
+    group_ages_s: dict[str, float | None] | None
 
 
 class Answer(TypedDict):
@@ -144,6 +146,8 @@ def _answer(
     data_age_s: float | None = None,
     miss: bool = False,
     error: str | None = None,
+    missing_features: list[str] | None = None,
+    group_ages_s: dict[str, float | None] | None = None,
 ) -> PredictionBody:
     return {
         "key": entity,
@@ -153,12 +157,21 @@ def _answer(
         "data_age_s": data_age_s,
         "miss": miss,
         "error": error,
+        "missing_features": missing_features,
+        "group_ages_s": group_ages_s,
     }
 
 
 def _from_online(entity: dict[str, int | str], result: OnlineResult) -> PredictionBody:
+    # The result's own list and dict, not copies: the answer is serialised once, right after.
     return _answer(
-        entity, "online", prediction=result.prediction, model_version=result.model_version, data_age_s=result.data_age_s
+        entity,
+        "online",
+        prediction=result.prediction,
+        model_version=result.model_version,
+        data_age_s=result.data_age_s,
+        missing_features=result.missing,
+        group_ages_s=result.group_ages_s,
     )
 
 

@@ -262,7 +262,7 @@ def run_sink(
     if address is None:
         raise BrokerUnavailableError(
             f"no Kafka bootstrap address for the sink of {usecase!r}",
-            fix="set MIGRATE_KAFKA_BOOTSTRAP, or run `migrate sink`: it starts the embedded broker",
+            fix="set MIGRATE_KAFKA_BOOTSTRAP, or run `migrate sink <usecase>`: it starts the embedded broker",
         )
     group_id = group_id or f"migrate-sink-{usecase}"  # one group per use case: no cross-use-case rebalances
     timeout_s = settings.kafka_timeout_s

@@ -168,3 +168,23 @@ def test_dag_test_on_a_date_years_back_publishes_a_version(
     published = [v for v in versions if v.data_interval_end == night]
     assert len(published) == 1 and published[0].status == "active", versions
     assert (published[0].row_count or 0) > 0
+
+
+def test_the_batch_run_announces_its_total_before_the_first_chunk(world: Any) -> None:
+    """`migrate score`'s bar reads done/total rather than done/? (the total is the snapshot's own count)."""
+    from migrate.batch import steps as batch  # noqa: PLC0415 - beside its use
+    from migrate.batch.schedule import interval_ending  # noqa: PLC0415 - beside its use
+
+    heard: list[tuple[str, int]] = []
+    interval = interval_ending(world.usecase.batch.schedule, world.cutoff)
+    result = batch.run_batch(
+        world.usecase,
+        world.settings,
+        interval,
+        "progress_total",
+        on_chunk=lambda chunk: heard.append(("chunk", chunk.rows)),
+        on_total=lambda rows: heard.append(("total", rows)),
+    )
+    assert heard[0] == ("total", world.entities_at_cutoff)  # counted independently, by the world fixture
+    assert [kind for kind, _ in heard[1:]] == ["chunk"] * (len(heard) - 1) and len(heard) > 1
+    assert sum(rows for _, rows in heard[1:]) == world.entities_at_cutoff == result.rows

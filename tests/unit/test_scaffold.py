@@ -101,7 +101,6 @@ def test_init_refuses_when_the_package_exists_and_writes_nothing(project: Path) 
     [
         (["Churn-Risk"], "not a valid use-case name"),
         (["json"], "already importable"),
-        (["churn_risk", "--kind", "multiclass"], "--kind binary or --kind regression"),
         (["a" + "b" * 62], "would be invalid"),
     ],
 )
@@ -112,6 +111,13 @@ def test_init_refuses_bad_names_and_kinds(project: Path, args: list[str], expect
     assert not (project / "usecases").exists()
 
 
+def test_init_refuses_a_kind_it_does_not_know_naming_the_choices(project: Path) -> None:
+    code, output = init("churn_risk", "--kind", "multiclass")
+    assert code == 2  # a usage error, from the option's declared choices
+    assert "'multiclass' is not one of" in output and "'binary'" in output and "'regression'" in output
+    assert not (project / "usecases").exists()
+
+
 @pytest.mark.parametrize("kind", ["binary", "regression"])
 def test_every_template_placeholder_is_filled(kind: str, tmp_path: Path) -> None:
     files = render("churn_risk", kind, tmp_path / "usecases" / "churn_risk.yaml", tmp_path / "churn_risk")  # type: ignore[arg-type]
@@ -119,3 +125,33 @@ def test_every_template_placeholder_is_filled(kind: str, tmp_path: Path) -> None
     raw = yaml.safe_load(files[tmp_path / "usecases" / "churn_risk.yaml"])
     assert raw["label"]["kind"] == kind
     assert raw["realtime_features"]["events"]["fields"]["outcome"] == ("bool" if kind == "binary" else "float")
+
+
+def validate(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["usecases", "validate", *args])
+    return result.exit_code, result.output
+
+
+def test_validate_warns_on_the_placeholders_the_scaffold_leaves(project: Path) -> None:
+    assert init("churn_risk")[0] == 0
+    file = project / "usecases" / "churn_risk.yaml"
+    text = file.read_text()
+    # Independently of the check: the fields whose YAML line carries the marker, by reading the file's lines.
+    marked = {line.split(":")[0].strip() for line in text.splitlines() if "TODO" in line.split("#")[0]}
+    assert marked == {"description", "owner"}  # top-level and the label's description (same key name)
+    code, output = validate()
+    assert code == 0, output
+    assert output.startswith("warn ")
+    flagged = output.split("placeholder (TODO) in ", 1)[1].split("\n", 1)[0].split(", ")
+    assert sorted(flagged) == ["description", "label.description", "owner"]
+    assert "fix:" in output
+    assert validate("--strict")[0] == 1
+
+    file.write_text(
+        text.replace("TODO say in one sentence what the model predicts, for whom.", "Churn within 30 days.")
+        .replace("TODO-team", "growth")
+        .replace("TODO what the outcome means.", "The customer left.")
+    )
+    code, output = validate("--strict")
+    assert code == 0, output
+    assert output.startswith("ok ") and "TODO" not in output

@@ -26,7 +26,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
-from comparisons.report import SECTIONS, write_report
+from comparisons.comparison import STEPS
+from comparisons.report import REPORT_STEPS, SECTIONS, write_report
 from lookup_tables import TableSpec, open_lookup_store
 from migrate.artifact import ArtifactStore
 from migrate.batch import steps as batch
@@ -283,6 +284,15 @@ def test_gate_cli_errors_say_what_and_how_to_fix(shadowed: Shadowed, args: list[
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert message in result.output and "fix:" in result.output
+
+
+def test_report_reports_each_step_as_it_ends_and_the_total_is_their_number(shadowed: Shadowed, tmp_path: Path) -> None:
+    heard: list[str] = []
+    settings = shadowed.world.settings
+    result = write_report(shadowed.world.usecase, settings, out_dir=tmp_path, on_step=heard.append)
+    # The progress bar's total (len(REPORT_STEPS)) is what the run went through: every timed step, once, in order.
+    assert heard == list(REPORT_STEPS) == list(result.timings)
+    assert heard[: len(STEPS)] == list(STEPS)
 
 
 def test_report_cli_writes_both_files(shadowed: Shadowed, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -119,6 +120,63 @@ def test_online_stage_uses_the_same_scoring_path(served: Served) -> None:
     for b, o in zip(from_batch, from_online, strict=True):
         assert o["prediction"] == pytest.approx(b["prediction"], abs=1e-12)
         assert o["model_version"] == b["model_version"]
+
+
+def _snapshot_rows(served: Served, keys: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, Any]]:
+    """Each entity's newest batch-feature row at or before the materialization instant, read from DuckDB here."""
+    batch_features = served.world.usecase.batch_features
+    names = [f.name for f in batch_features.features]
+    with open_offline(served.world.settings.offline_store_path) as con:
+        rows = con.execute(
+            f"SELECT store_id, product_id, {batch_features.timestamp_column} AS as_of, {', '.join(names)} "
+            f"FROM {batch_features.table} WHERE {batch_features.timestamp_column} <= ? "
+            f"QUALIFY row_number() OVER (PARTITION BY store_id, product_id ORDER BY as_of DESC) = 1",
+            [utc_naive(served.world.cutoff)],
+        ).fetchall()
+    found = {(r[0], r[1]): dict(zip(["as_of", *names], r[2:], strict=True)) for r in rows}
+    return {key: found[key] for key in keys if key in found}
+
+
+def test_online_answers_say_which_features_were_missing_and_how_old_each_group_was(served: Served) -> None:
+    known, new = _known_and_new(served)
+    assert new, "the world has no entity listed after the cutoff"
+    usecase = served.world.usecase
+    batch_names = [f.name for f in usecase.batch_features.features]
+    realtime = usecase.realtime_features
+    groups = ["batch"]
+    if realtime is not None:
+        groups += [*(["entity"] if realtime.features else []), *(g.name for g in realtime.all_groups if g.features)]
+    served.set_stage(Stage.ONLINE)
+    before = time.time()
+    body = served.predict(known[:10] + new[:1])
+    after = time.time()
+    snapshot = _snapshot_rows(served, known[:10])
+    assert len(snapshot) == 10
+    implied_now = []
+    for answer, key in zip(body["predictions"][:10], known[:10], strict=True):
+        assert answer["source"] == "online"
+        row = snapshot[key]
+        # Independently of the service: a batch feature is missing exactly when its snapshot value is NULL.
+        nulls = [name for name in batch_names if row[name] is None or row[name] != row[name]]
+        assert [m for m in answer["missing_features"] if m in batch_names] == nulls
+        inputs = {*batch_names, *usecase.realtime_feature_names, *usecase.context_names}
+        assert set(answer["missing_features"]) <= inputs
+        assert list(answer["group_ages_s"]) == groups
+        # The batch group's age is the request instant minus the row's as_of: one instant for the whole request.
+        as_of = row["as_of"].replace(tzinfo=UTC).timestamp()
+        implied_now.append(as_of + answer["group_ages_s"]["batch"])
+        assert answer["data_age_s"] >= answer["group_ages_s"]["batch"]
+    assert max(implied_now) - min(implied_now) < 1e-3
+    assert before - 1e-3 <= implied_now[0] <= after + 1e-3
+    # An entity the feature store does not know: still a number (the model's answer to NaNs), and it says so.
+    unknown = body["predictions"][10]
+    assert unknown["source"] == "online" and unknown["prediction"] is not None and unknown["miss"] is False
+    assert set(batch_names) <= set(unknown["missing_features"])
+    assert unknown["group_ages_s"]["batch"] is None
+
+    served.set_stage(Stage.BATCH)  # an answer from the lookup table has its own age and no per-feature view
+    looked_up = served.predict(known[:1])["predictions"][0]
+    assert looked_up["missing_features"] is None and looked_up["group_ages_s"] is None
 
 
 def test_shadow_serves_batch(served: Served) -> None:

@@ -98,5 +98,17 @@ def test_live_prediction_uses_the_streamed_features_exactly_as_training_computes
         matrix = np.array([[np.nan if v is None else v for v in batch[k]] + realtime[k] for k in keys], dtype=float)
         assert [r.prediction for r in live] == [float(p) for p in model.score(matrix)]
         assert all(r.model_version == model.version for r in live)
+        # What the predict answer tells the client, against this test's own vectors and events: the inputs that
+        # are NaN here are the ones it lists as missing, and the entity group's age is the instant minus the
+        # entity's newest event.
+        names = [*usecase.feature_names, *usecase.realtime_feature_names]  # the columns of `matrix`
+        newest: dict[tuple[int, int], float] = {}
+        for event in before:
+            key = (event["store_id"], event["product_id"])
+            newest[key] = max(newest.get(key, -math.inf), event["event_time"].timestamp())
+        for key, result, row in zip(keys, live, matrix, strict=True):
+            assert result.missing == [name for name, value in zip(names, row, strict=True) if math.isnan(value)]
+            assert result.group_ages_s["entity"] == pytest.approx(instant.timestamp() - newest[key], abs=1e-6)
+            assert next(iter(result.group_ages_s)) == "batch" and result.group_ages_s["batch"] is not None
     finally:
         store.close()

@@ -237,3 +237,12 @@ def test_the_openapi_document_states_each_use_cases_request(client: TestClient) 
     }
     assert body["properties"]["entities"]["maxItems"] == 1_000
     assert set(document["paths"][URL]["post"]["responses"]) == {"200", "413", "422", "500"}
+
+
+def test_the_openapi_document_explains_missing_features_and_group_ages(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    fields = schemas["Prediction"]["properties"]
+    for name, words in (("missing_features", "no value for"), ("group_ages_s", "'batch'")):
+        assert words in fields[name]["description"], name
+        assert {"type": "null"} in fields[name]["anyOf"], name  # null for a lookup answer
+    assert fields["group_ages_s"]["anyOf"][0]["additionalProperties"]["anyOf"] == [{"type": "number"}, {"type": "null"}]
