@@ -62,6 +62,7 @@ return 1
 """
 _CHECKPOINT_SHA = hashlib.sha1(_CHECKPOINT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 ENTITIES_PER_CALL = 500  # arguments per script call stay moderate; a checkpoint is one transaction of calls
+HEADS_KEPT = 200_000  # states whose Redis key and resume prefix are remembered, then forgotten at once
 
 
 class FencedError(MigrateError):
@@ -100,6 +101,7 @@ class CheckpointStore:
         self.usecase = usecase
         self.base = f"migstream:{usecase}:{group}"
         self._loaded = False
+        self._heads: dict[StateKey, tuple[str, bytes, int]] = {}
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
@@ -157,10 +159,11 @@ class CheckpointStore:
                     f"{self.base}:state:{checkpoint.partition}",
                 ]
                 rows = []
-                for (group, key), state in chunk:
-                    keys.append(state_key(self.usecase, group, key))
-                    resume = orjson.dumps([group, list(key), state]).decode()
-                    rows.append([resume, orjson.dumps(state).decode(), 1 if group == ENTITY_GROUP else 0])
+                for at, state in chunk:
+                    redis_key, resume_head, is_entity = self._head(at)
+                    keys.append(redis_key)
+                    body = orjson.dumps(state)  # once: the state field, and inside [group, key, state] the resume blob
+                    rows.append([(resume_head + body + b"]").decode(), body.decode(), is_entity])
                 args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark)]
                 pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args, column, orjson.dumps(rows))
             results = pipe.execute()
@@ -169,6 +172,21 @@ class CheckpointStore:
                 f"partition {checkpoint.partition} of {self.usecase!r} is owned by another processor now",
                 fix="nothing to do: the group rebalanced and the new owner resumes from the last checkpoint",
             )
+
+    def _head(self, at: StateKey) -> tuple[str, bytes, int]:
+        """What a checkpoint writes of a state besides the state itself: its Redis hash, the start of its resume
+        blob (``[group, key,``) and whether it is an entity's; remembered for the states written lately."""
+        head = self._heads.get(at)
+        if head is None:
+            if len(self._heads) >= HEADS_KEPT:
+                self._heads.clear()
+            group, key = at
+            head = self._heads[at] = (
+                state_key(self.usecase, group, key),
+                orjson.dumps([group, list(key)])[:-1] + b",",
+                1 if group == ENTITY_GROUP else 0,
+            )
+        return head
 
     def _ensure_script(self) -> None:
         if not self._loaded:

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 SESSION_TIMEOUT_MS = 6_000
 JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
+KNOWN_KEYS = 200_000  # message keys remembered (about 25 MB at most), then forgotten at once
 
 
 def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = MAIN_STREAM) -> str:
@@ -139,6 +140,9 @@ class StreamProcessor:
         # The groups this stream feeds; the entity's only when it has features of its own.
         self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features and g.stream == stream]
         self.specs = {group.name: group.spec for group in self.groups}
+        # Per event: each group's name and key columns (None: the entity's own key).
+        self._group_keys = [(g.name, None if g.is_entity else tuple(g.key)) for g in self.groups]
+        self._known_keys: dict[tuple[Any, ...], bytes] = {}  # entity key → its message key bytes, bounded
         self.topic = events_topic(usecase, settings.events_topic_prefix, stream)
         self.partitions_declared = events.partitions
         self.bootstrap = bootstrap
@@ -192,6 +196,16 @@ class StreamProcessor:
 
     # --- events ----------------------------------------------------------------------------------------------
 
+    def _key_bytes(self, key: tuple[Any, ...]) -> bytes:
+        """The message key an event of this entity must carry (`key_bytes`), remembered for the entities seen
+        lately: most events are of an entity met before, and its JSON need not be built again."""
+        known = self._known_keys.get(key)
+        if known is None:
+            if len(self._known_keys) >= KNOWN_KEYS:
+                self._known_keys.clear()
+            known = self._known_keys[key] = key_bytes(dict(zip(self.key_names, key, strict=True)))
+        return known
+
     def handle(self, message: Any) -> None:
         """Apply one message of a partition this processor owns, or dead-letter it.
 
@@ -205,25 +219,23 @@ class StreamProcessor:
         if not isinstance(event, Rejection):
             # The key first: an event on the wrong partition must not be judged by this partition's watermark.
             rejection: Rejection | None = None
-            if self.stream == MAIN_STREAM and message.key != key_bytes(
-                dict(zip(self.key_names, event.key, strict=True))
-            ):
+            if self.stream == MAIN_STREAM and message.key != self._key_bytes(event.key):
                 rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
             else:
                 rejection = self.schema.timing(event, part.watermark, self.arrival.received_s(message))
             if rejection is None:
                 fields = event.fields
-                for group in self.groups:
-                    if group.is_entity:
-                        at: StateKey = (group.name, event.key)
+                for name, columns in self._group_keys:
+                    if columns is None:
+                        at: StateKey = (name, event.key)
                     else:
-                        key = tuple(fields.get(column) for column in group.key)
+                        key = tuple([fields.get(column) for column in columns])
                         if None in key:
                             continue  # no value for the group's key: the event feeds no key of that group
-                        at = (group.name, key)
+                        at = (name, key)
                     state = part.states.get(at)
                     if state is None:
-                        state = part.states[at] = WindowState(group.spec)
+                        state = part.states[at] = WindowState(self.specs[name])
                     state.add(event.time_s, fields)
                     part.dirty.add(at)
                 part.arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp

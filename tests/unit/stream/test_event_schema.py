@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.registry import Registry
 from online.stream.event_schema import EventSchema, Rejection, ValidEvent
@@ -65,3 +68,86 @@ def test_timing_lateness_and_future(schema: EventSchema) -> None:
     assert schema.timing(event, watermark_s=t, arrived_s=t - 299) is None
     future = schema.timing(event, watermark_s=t, arrived_s=t - 301)
     assert future is not None and future.reason == "in_future"
+
+
+# --- the fast path (msgspec) against the reference (orjson + plain checks), on hostile input ------------------
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+    st.sampled_from(
+        [
+            "2026-11-14T10:00:00+00:00",
+            "2026-11-14T10:00:00Z",
+            "2026-11-14 10:00:00Z",
+            "2026-11-14T10:00:00.123456789Z",  # msgspec would round the nanoseconds; fromisoformat truncates
+            "2026-11-14T10:00Z",
+            "2026-11-14T10:00:00+0530",
+            "2026-11-14T10:00:00",  # naive
+            "20261114T100000Z",
+            "2026-02-30T10:00:00Z",
+            "2026-11-14T24:00:00Z",
+            "",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(
+    event=st.fixed_dictionaries(
+        {},
+        optional={name: _VALUES for name in ("event_id", "event_time", "store_id", "product_id", "found", "x")},
+    ),
+    good=st.fixed_dictionaries({}, optional={name: st.just(value) for name, value in GOOD.items()}),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_parses_exactly_as_the_reference(schema: EventSchema, event: dict, good: dict) -> None:
+    raw = json.dumps({**good, **event}).encode()  # the standard library writes integers of any size
+    assert schema.parse(raw) == schema.parse_reference(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":1,"store_id":2,"product_id":3,"found":true}',
+        b'{"event_id":"\\ud800","event_time":"2026-11-14T10:00:00Z","store_id":1,"product_id":3,"found":true}',
+        b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":1e999,"product_id":3,"found":true}',
+        b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":18446744073709551615,"product_id":3,"found":true}',
+        b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":99999999999999999999999,"product_id":3,"found":1}',
+        b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":1.0,"product_id":3,"found":true}',
+        b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":1,"product_id":3,"found":true} x',
+        b"[1, 2]",
+        b"",
+    ],
+)
+def test_the_fast_path_agrees_on_duplicates_surrogates_and_huge_numbers(schema: EventSchema, raw: bytes) -> None:
+    assert schema.parse(raw) == schema.parse_reference(raw)
+
+
+def test_a_float_field_reads_ints_and_floats_as_the_reference_does() -> None:
+    usecase = Registry(Path(__file__).parents[3] / "usecases").get("fraud_detection")
+    fraud = EventSchema(usecase)
+    floats = [name for name, kind in fraud.types.items() if kind == "float"]
+    assert floats, "the fraud example declares a float field (the amount)"
+    base = {name: GOOD_FRAUD[kind] for name, kind in fraud.types.items()}
+    for value in (0, 1, -3, 2**53 + 1, 1e-320, 0.1, 1.7976931348623157e308, 2**64, 10**30):
+        raw = json.dumps({**base, floats[0]: value}).encode()
+        parsed = fraud.parse(raw)
+        assert parsed == fraud.parse_reference(raw)
+        assert isinstance(parsed, ValidEvent) and parsed.fields[floats[0]] == float(value)
+
+
+GOOD_FRAUD = {"int": 7, "float": 1.5, "str": "x", "bool": True, "datetime": "2026-11-14T10:00:00Z"}
+
+
+def test_a_good_event_takes_the_fast_path(schema: EventSchema, monkeypatch: pytest.MonkeyPatch) -> None:
+    def reference(raw: bytes | None) -> None:
+        raise AssertionError(f"the reference parsed {raw!r}")
+
+    monkeypatch.setattr(schema, "parse_reference", reference)
+    assert isinstance(schema.parse(orjson.dumps(GOOD)), ValidEvent)
+    assert isinstance(schema.parse(orjson.dumps({**GOOD, "event_time": "2026-11-14T10:00:00.5Z"})), ValidEvent)
