@@ -36,13 +36,34 @@ Trigger this DAG (**Trigger DAG** → fill in the form) to move **{name}** to an
 | `online` | online model | fallback to the lookup table on timeout or error |
 | `online_only` | online model | the lookup table is no longer read |
 
-Going back is always allowed. Going forward past a stage (e.g. `batch` → `canary`) is refused unless
-`force` is ticked. Every attempt, applied or refused, is audited with source `airflow`:
+**Stage** and **Reason** are required (a trigger without them is refused before a run starts); **Canary
+percent** (1–99) is required for `canary` and ignored at other stages; **Actor** (default: you) and **Force** are
+optional. Going back is always allowed. Going forward past a stage (e.g. `batch` → `canary`) is refused unless
+**Force** is ticked; a refusal fails the run with one line saying why. Every attempt, applied or refused, is
+audited with source `airflow`:
 `migrate flags history {name}`. Serving workers pick the change up within a second.
 
 Guardrails roll `canary`/`online` back to `shadow` automatically when the error rate exceeds
 {max_error_rate:.2%} or p99 latency exceeds {max_p99:g} ms. Owner: **{owner}**.
 """
+
+
+FORM_FIX = "trigger again moving one stage at a time, or tick Force (recorded in the audit)"
+FORM_FIELD_FIX = "correct that field in the trigger form and trigger again"
+
+
+def form_percent(usecase: str, stage: str | None, percent: int | None, log: Any) -> int | None:
+    """The percent to set for `stage`, from the trigger form; ValueError, in the form's words, when canary has none.
+
+    A percent left in the form at another stage is ignored (said in the log), not refused: the field stays filled
+    in from the last canary move.
+    """
+    if stage == "canary" and percent is None:
+        raise ValueError(f"{usecase}: canary needs a Canary percent: trigger again with a percent from 1 to 99")
+    if stage != "canary" and percent is not None:
+        log.info("Canary percent %s ignored: only the canary stage takes one", percent)
+        return None
+    return percent
 
 
 def build_dag(usecase: UseCase) -> DAG:
@@ -58,28 +79,48 @@ def build_dag(usecase: UseCase) -> DAG:
         tags=["migrate", "cutover", f"usecase:{name}"],
         # A refused change is audited once; retrying it would only audit it again.
         default_args={"owner": usecase.owner, "retries": 0},
+        # Airflow validates each param on its own when a run is triggered, and its form marks a field required
+        # (and shows "This field is required" before anything is typed) when the field's type excludes null. So
+        # Stage and Reason admit null in their type but not in their values: the form opens clean, a trigger
+        # without them is refused before any run exists. Force and Actor admit null: optional. That canary needs
+        # a percent spans two params, which no single schema can say: the task checks it first (one line).
         params={
-            "stage": Param(type="string", enum=STAGES, title="Stage", description="The stage to move to."),
+            "stage": Param(
+                None,
+                type=["null", "string"],
+                enum=STAGES,
+                title="Stage",
+                description="Required: the stage to move to. canary also needs Canary percent.",
+            ),
             "percent": Param(
                 None,
                 type=["null", "integer"],
                 minimum=1,
                 maximum=99,
                 title="Canary percent",
-                description="Canary only: share of entities (1..99) served online; leave empty otherwise.",
+                description="canary only, required there: share of entities (1–99) served online. "
+                "Ignored at other stages.",
             ),
-            "reason": Param(type="string", minLength=1, title="Reason", description="Why; recorded in the audit."),
+            "reason": Param(
+                None,
+                type=["null", "string"],
+                minLength=1,
+                pattern=r"\S",
+                **{"not": {"type": "null"}},  # null (an empty field) is refused at trigger
+                title="Reason",
+                description="Required: why; recorded in the audit.",
+            ),
             "actor": Param(
                 None,
-                type=["null", "string"],  # optional in the trigger form: a plain "string" is required there
+                type=["null", "string"],
                 title="Actor",
-                description="Who asks; default: the user who triggered the run.",
+                description="Optional: who asks; default: the user who triggered the run.",
             ),
             "force": Param(
                 False,
-                type="boolean",
+                type=["null", "boolean"],
                 title="Force",
-                description="Allow skipping stages forward (e.g. batch → canary); recorded in the audit.",
+                description="Optional: allow skipping stages forward (e.g. batch → canary); recorded in the audit.",
             ),
         },
         doc_md=DOC.format(
@@ -94,13 +135,23 @@ def build_dag(usecase: UseCase) -> DAG:
 
         @task
         def set_flag() -> dict[str, Any]:
-            """Set the flag with source 'airflow' and log from → to; a refused change fails the run."""
+            """Set the flag with source 'airflow' and log from → to; a refused change fails the run in one line."""
             import logging  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
 
-            from migrate.cutover.flag_store import FlagStore  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
 
+            from migrate.cutover.flag_store import FlagStore  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from migrate.errors import InvalidFlagError, TransitionRefusedError  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+
+            log = logging.getLogger(__name__)
             context = get_current_context()
             params = context["params"]
+            stage, percent = params.get("stage"), params.get("percent")
+            try:
+                percent = form_percent(name, stage, percent, log)
+            except ValueError as exc:
+                log.error("%s", exc)
+                raise AirflowFailException(str(exc)) from None
             actor = params.get("actor") or getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
             store = FlagStore.from_settings(get_settings())
             try:
@@ -108,18 +159,23 @@ def build_dag(usecase: UseCase) -> DAG:
                 before = store.get(name)
                 flag = store.set(
                     name,
-                    params["stage"],
-                    params.get("percent"),
+                    stage,
+                    percent,
                     actor=actor,
-                    reason=params["reason"],
+                    reason=params.get("reason") or "",
                     source="airflow",
                     force=bool(params.get("force")),
                     detail=f"run {context['run_id']}",
                 )
+            except (InvalidFlagError, TransitionRefusedError) as exc:
+                # The store's fix speaks CLI (--force, --percent): in the form the same fix is a field.
+                why = f"{exc.what}: {FORM_FIX if isinstance(exc, TransitionRefusedError) else FORM_FIELD_FIX}"
+                log.error("refused: %s", why)
+                raise AirflowFailException(f"refused: {why}") from None
             finally:
                 store.close()
             was = before.describe()
-            logging.getLogger(__name__).info(
+            log.info(
                 "%s: %s → %s (revision %d) by %s: %s", name, was, flag.describe(), flag.revision, actor, flag.reason
             )
             return {"usecase": name, "from": was, "to": flag.describe(), "revision": flag.revision, "actor": actor}

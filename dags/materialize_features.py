@@ -24,7 +24,8 @@ from migrate.usecase import UseCase
 DOC = """
 ### Feature materialization: `{name}`
 
-Runs after each publish of the lookup table **`{table}`** (asset `migrate.lookup.{name}`) and writes the batch
+Runs after each publish of the lookup table **`{table}`** (asset `migrate.lookup.{name}`; active from creation,
+so no publish is missed) and writes the batch
 features of every entity, as of the active version's data interval end, into the Redis feature store, each value
 with its event time. Re-running the same window changes nothing; a value that differs for the same event time is
 a *correction*: rejected (the run fails and says which keys) unless the `on_correction` param is `apply`.
@@ -40,6 +41,10 @@ def build_dag(usecase: UseCase) -> DAG:
         dag_id=f"materialize_features__{name}",
         description=f"Batch features of {name} into the online feature store, after each batch publish",
         schedule=[Asset(name=f"migrate.lookup.{name}")],
+        # Airflow creates DAGs paused (core.dags_are_paused_at_creation): paused, this one let a publish triggered
+        # from the UI go unmaterialized, the feature store serving the old night's features. It only ever runs on
+        # a publish, so it starts active.
+        is_paused_upon_creation=False,
         start_date=pendulum.parse(usecase.batch.start_date.isoformat(), tz="UTC"),
         catchup=False,
         max_active_runs=1,

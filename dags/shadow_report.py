@@ -86,6 +86,9 @@ def build_dag(usecase: UseCase) -> DAG:
             window = Window(end - timedelta(days=int(context["params"]["window_days"])), end)
             settings = get_settings()
             target = settings.state_dir / "reports" / name / f"{end:%Y-%m-%d}"
+            # First, where the report goes: a reader opening the log finds it even if the comparison then fails.
+            log.info("report: %s (numbers: %s)", target / "report.html", target / "report.json")
+            log.info("comparing %s over %s → %s", name, window.since, end)
             # Libraries warn while the comparison runs (deprecations by the hundred in a task log): they are
             # recorded, then counted in one line after the verdict, so the log starts with what a reader came for.
             with warnings.catch_warnings(record=True) as caught:

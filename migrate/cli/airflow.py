@@ -51,7 +51,7 @@ def airflow(
         )
         console.print(
             f"  DAGs     {kinds} × {', '.join(usecases) or 'no valid use case'}"
-            " (paused until you trigger or unpause them)",
+            " (paused until you trigger or unpause them; materialize_features__ follows each publish)",
             highlight=False,
         )
         console.print(f"  logs     {server.log_dir}/{{{','.join(server.components)}}}.log", highlight=False)

@@ -43,6 +43,10 @@ def serve(
     if not settings.kafka_bootstrap:  # the embedded broker: the shadow log follows it if it restarts elsewhere
         os.environ["MIGRATE_KAFKA_BOOTSTRAP_FILE"] = str(broker_file(settings))
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP pools woken per request cost ~10 ms at the tail
+    if workers > 1:  # one /metrics view over every worker: prometheus-client's multiprocess mode
+        from online.serving.metrics import prepare_multiprocess_dir  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+        prepare_multiprocess_dir(settings.state_dir / "prometheus")
     console.print(
         f"feature store {'embedded ' if redis_server else ''}Redis, shadow log to "
         f"{'' if settings.kafka_bootstrap else 'the embedded broker at '}{bootstrap}; docs at http://{host}:{port}/docs"

@@ -122,6 +122,11 @@ class Guardrail:
     def samples(self) -> int:
         return len(self._window)
 
+    def window(self) -> tuple[int, int, int]:
+        """The calls in the window now: (calls, errors, calls slower than the p99 limit)."""
+        with self._lock:
+            return len(self._window), self._errors, self._slow
+
     def describe(self) -> str:
         """The latched breach in words, or the window's state: what an auto rollback records as its detail."""
         with self._lock:

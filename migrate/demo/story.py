@@ -116,19 +116,20 @@ def _last_night(console: Console, settings: Settings, usecase: UseCase, plan: Pl
         f"Brier {batch.metrics['brier']:.3f}; online {online.version}: AUC {online.metrics['auc']:.3f}, "
         f"Brier {online.metrics['brier']:.3f} (it also sees the last minutes of scans)"
     )
-    with console.status("3/9 preparing the embedded Airflow (SQLite metadata DB)"):
-        ensure_metadata_db(settings)
+    # The demo's runs carry simulated nights: they go to a metadata DB of their own, not the UI's grid.
+    with console.status("3/9 preparing the embedded Airflow (the demo's own SQLite metadata DB)"):
+        ensure_metadata_db(settings, demo=True)
     dag_id = f"batch_predictions__{USECASE}"
     for night in (last_night - timedelta(days=1), last_night):
         with console.status(f"4/9 dag.test() {dag_id} for the night of {night:%Y-%m-%d %H:%M}Z"):
-            run_dag_test(settings, dag_id, night)
+            run_dag_test(settings, dag_id, night, demo=True)
         console.print(f"[green]✓[/] {dag_id} @ {night:%Y-%m-%d %H:%M}Z published a new lookup version")
     print_lookup(console, usecase, settings)
     dag_id = f"materialize_features__{USECASE}"
     with console.status(f"5/9 dag.test() {dag_id}: last night's batch features → Redis"):
         redis_url, _ = resolve_redis_url(settings)
         os.environ["MIGRATE_REDIS_URL"] = redis_url
-        run_dag_test(settings, dag_id, last_night)
+        run_dag_test(settings, dag_id, last_night, demo=True)
     console.print(f"[green]✓[/] {dag_id} succeeded: batch features in the embedded Redis ({redis_url})")
     return last_night
 

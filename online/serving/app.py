@@ -17,7 +17,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -25,7 +25,7 @@ from migrate.usecase import UseCase
 from online.serving.admin import admin_router
 from online.serving.docs_pages import add_docs_pages
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
-from online.serving.metrics import ServingMetrics
+from online.serving.metrics import ServingMetrics, exposition
 from online.serving.openapi import document_bodies, predict_operation, predict_responses
 from online.serving.reports import reports_router
 from online.serving.schemas import PredictRequest, PredictResponse
@@ -52,6 +52,7 @@ class ServingDeps:
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For names the client
     reports_dir: Path | None = None  # <state_dir>/reports: GET /v1/reports/{usecase}/latest serves from it
+    on_scrape: list[Callable[[], None]] = field(default_factory=list)  # gauges refreshed before /metrics answers
 
 
 def create_app(deps: ServingDeps) -> FastAPI:
@@ -151,7 +152,9 @@ def create_app(deps: ServingDeps) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
-        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        for refresh in deps.on_scrape:
+            refresh()
+        return Response(exposition(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

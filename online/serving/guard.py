@@ -30,7 +30,8 @@ class RequestGuard:
     - An exception that no handler took becomes a 500 answered here and is not re-raised: the server would
       close the keep-alive connection for it (Starlette's outermost middleware re-raises after its 500).
     - Every predict call is counted in ``migrate_predict_requests_total`` by the status it got, 413 and 5xx
-      included; calls to a use case not served are counted under ``usecase="unknown"``.
+      included; calls to a use case not served are counted under ``usecase="unknown"``. Every request is counted
+      in ``migrate_http_requests_total`` by its route's template (``unmatched`` when no route took it).
     - ``x-worker-pid`` says which worker answered (several uvicorn workers share one port).
     """
 
@@ -94,6 +95,15 @@ class RequestGuard:
             usecase = self._counted_as(scope["path"])
             if usecase is not None and status:
                 self.metrics.requests.labels(usecase, str(status)).inc()
+            if status:
+                self.metrics.http_requests.labels(_route_of(scope), str(status)).inc()
+
+
+def _route_of(scope: Scope) -> str:
+    """The matched route's path template (bounded cardinality), or "unmatched" (a 404, a 413 before routing)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
 
 
 def _declared_too_large(scope: Scope, limit: int) -> bool:

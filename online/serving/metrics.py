@@ -1,14 +1,43 @@
-"""Prometheus metrics of the serving process (one registry per app, so tests can build several apps)."""
+"""Prometheus metrics of the serving process (one registry per app, so tests can build several apps).
+
+With several uvicorn workers (``migrate serve --workers N``) each worker is its own process: prometheus-client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) makes every worker write its values to files there, and
+whichever worker answers ``/metrics`` sums them (`exposition`), so a scrape sees the whole service. Gauges say
+how workers combine (``multiprocess_mode``): a worker's files for the ``live*`` modes are removed when it exits
+(`mark_dead`). Info and Enum metrics do not work in that mode: the stage and the model version are gauges of 1
+with the value in a label.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
+from collections.abc import Iterable
+from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from migrate.errors import ConfigError
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "STAGES",
+    "ServingMetrics",
+    "exposition",
+    "fallback_reason",
+    "mark_dead",
+    "multiprocess_dir",
+    "prepare_multiprocess_dir",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STAGES = ("batch", "shadow", "canary", "online", "online_only")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Feature data ages span seconds (a stream's windows) to days (a nightly batch that did not run).
+_AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3_600.0, 6 * 3_600.0, 86_400.0, 2 * 86_400.0, 7 * 86_400.0)
 
 
 class ServingMetrics:
-    """Counters and latency histograms of the prediction API."""
+    """Counters, gauges and histograms of the prediction API."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -16,6 +45,12 @@ class ServingMetrics:
             "migrate_predict_requests_total",
             "Prediction requests by use case and HTTP status.",
             ["usecase", "status"],
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "migrate_http_requests_total",
+            "Every HTTP request by route template and status, 4xx/5xx answered by middleware or validation included.",
+            ["route", "status"],
             registry=registry,
         )
         self.predictions = Counter(
@@ -53,3 +88,159 @@ class ServingMetrics:
         self.auto_rollbacks = Counter(
             "migrate_auto_rollbacks_total", "Automatic rollbacks to shadow.", ["usecase"], registry=registry
         )
+        # Each worker follows the flag on its own: livemax shows a stage any live worker serves (two, for the
+        # second a change takes to reach them all).
+        self.stage = Gauge(
+            "migrate_usecase_stage",
+            "1 for the cutover stage the use case is served at, 0 for the others.",
+            ["usecase", "stage"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.canary_percent = Gauge(
+            "migrate_canary_percent",
+            "Percent of entities served online at canary (0 at other stages).",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.model_info = Gauge(
+            "migrate_model_info",
+            "1 for the online model version loaded (an info metric: the version is the label).",
+            ["usecase", "model_version"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.feature_age = Histogram(
+            "migrate_feature_age_seconds",
+            "Age of the data behind each answered entity, per feature group ('lookup' for a lookup-table answer).",
+            ["usecase", "group"],
+            buckets=_AGE_BUCKETS,
+            registry=registry,
+        )
+        self.lookup_misses = Counter(
+            "migrate_lookup_misses_total",
+            "Entities the lookup table had no row for.",
+            ["usecase"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "migrate_fallbacks_total",
+            "Entities routed online but answered from the lookup table, by why the online path failed.",
+            ["usecase", "reason"],
+            registry=registry,
+        )
+        # Each worker keeps its own guardrail window: summed, they are the service's last minute of online calls.
+        self.guardrail_calls = Gauge(
+            "migrate_guardrail_window_calls",
+            "Online calls in the guardrail's sliding window.",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.guardrail_errors = Gauge(
+            "migrate_guardrail_window_errors",
+            "Failed online calls in the guardrail's sliding window.",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.guardrail_slow = Gauge(
+            "migrate_guardrail_window_slow_calls",
+            "Online calls slower than the p99 latency limit in the guardrail's sliding window.",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.guardrail_max_error_rate = Gauge(
+            "migrate_guardrail_max_error_rate",
+            "The use case's max_error_rate (cutover_policy).",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.guardrail_max_p99 = Gauge(
+            "migrate_guardrail_max_p99_latency_seconds",
+            "The use case's max_p99_latency_ms (cutover_policy), in seconds.",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.guardrail_breaches = Counter(
+            "migrate_guardrail_breaches_total",
+            "Guardrail breaches (each one rolls the use case back to shadow), by kind.",
+            ["usecase", "kind"],
+            registry=registry,
+        )
+
+    def served_stage(self, usecase: str, stage: str, percent: int | None) -> None:
+        """Set the stage gauges of `usecase` (every stage written: multiprocess mode cannot remove a label set)."""
+        for name in STAGES:
+            self.stage.labels(usecase, name).set(1 if name == stage else 0)
+        self.canary_percent.labels(usecase).set(percent or 0 if stage == "canary" else 0)
+
+    def guardrail_window(self, usecase: str, calls: int, errors: int, slow: int) -> None:
+        """Set the guardrail window gauges of `usecase`."""
+        self.guardrail_calls.labels(usecase).set(calls)
+        self.guardrail_errors.labels(usecase).set(errors)
+        self.guardrail_slow.labels(usecase).set(slow)
+
+    def feature_ages(self, usecase: str, ages: Iterable[tuple[str, float]]) -> None:
+        """Observe the age of each (group, age) pair."""
+        for group, age in ages:
+            self.feature_age.labels(usecase, group).observe(age)
+
+
+def fallback_reason(error: str) -> str:
+    """The bounded label of an online path's error: timeout, model_not_loaded or online_error."""
+    if error.startswith("TimeoutError"):
+        return "timeout"
+    if error.startswith("the online model is not loaded"):
+        return "model_not_loaded"
+    return "online_error"
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory workers share their values through, None when the process is not in multiprocess mode."""
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text a scrape gets: every worker's values in multiprocess mode, else `registry`'s.
+
+    In multiprocess mode, collectors registered on `registry` by hand (the shadow process's counts) are per
+    worker and not included: the shadow processes write their own counters to the shared directory.
+    """
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(registry)
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=str(path))  # type: ignore[no-untyped-call]
+    return generate_latest(merged)
+
+
+def mark_dead(pid: int | None = None) -> None:
+    """Remove this process's (or `pid`'s) live-gauge files, so a worker that exited stops counting."""
+    path = multiprocess_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(os.getpid() if pid is None else pid, str(path))  # type: ignore[no-untyped-call]
+
+
+def prepare_multiprocess_dir(default: Path) -> Path:
+    """Empty (creating) the shared directory before workers start, and set ``PROMETHEUS_MULTIPROC_DIR`` for them.
+
+    An operator's ``PROMETHEUS_MULTIPROC_DIR`` is kept (only its ``*.db`` files are removed); otherwise `default`.
+    A previous run's files would add its counts to this run's.
+    """
+    path = multiprocess_dir() or default
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{MULTIPROC_ENV}={path} is not a directory",
+            fix=f"point {MULTIPROC_ENV} at a directory (or unset it to use {default})",
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path

@@ -16,7 +16,7 @@ from migrate.settings import Settings, get_settings
 from online.serving.app import ServingDeps, create_app
 from online.serving.assembly import build_paths
 from online.serving.clock import clock_of
-from online.serving.metrics import ServingMetrics
+from online.serving.metrics import ServingMetrics, mark_dead
 from online.serving.pool import BoundedPool
 from online.serving.shadow_handoff import InProcessShadow, ShadowProcess, ShadowSink
 from online.serving.usecase_server import UseCaseServer
@@ -35,6 +35,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     background = BoundedPool(workers=2, capacity=1_000)
     # Closed in reverse order: the flag store last, after the watcher that polls it has stopped.
     shutdown: list[Any] = [
+        mark_dead,  # last: this worker's live gauges leave the shared view once it has stopped serving
         flag_store.close,
         watcher.stop,
         lambda: background.shutdown(wait=True),
@@ -52,6 +53,10 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     for name, paths in stores.paths.items():
         usecase = stores.usecases[name]
         guardrail = Guardrail.from_policy(usecase.cutover_policy)
+        metrics.guardrail_max_error_rate.labels(name).set(usecase.cutover_policy.max_error_rate)
+        metrics.guardrail_max_p99.labels(name).set(usecase.cutover_policy.max_p99_latency_ms / 1000)
+        if paths.predictor is not None:
+            metrics.model_info.labels(name, paths.predictor.model.version).set(1)
         shadow: ShadowSink | None = None
         if process is not None:
             shadow = process.channel(name)
@@ -105,6 +110,8 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         on_shutdown=shutdown,
         trusted_proxies=list(settings.trusted_proxies),
         reports_dir=settings.state_dir / "reports",
+        # A worker that has served no request yet still shows the stage it would serve at.
+        on_scrape=[server.publish_stage for server in servers.values()],
     )
 
 

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from migrate.settings import get_settings
 from online.serving.assembly import build_paths
+from online.serving.metrics import mark_dead
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import Outcome, Paths, Request
 from online.serving.shadow_compare import Logger, compare
@@ -205,12 +206,14 @@ def _main(
         for logger in loggers.values():
             logger.close()
         _publish(loggers, usecases, counts, problems)
+        mark_dead()  # with several workers, its live gauges leave the shared view
 
 
 def _publish(
     loggers: dict[str, Any], usecases: list[str], counts: list[Synchronized[int]], problems: list[Any]
 ) -> None:
     for name, logger in loggers.items():
+        logger.publish_gauges()
         stats = logger.stats()
         base = usecases.index(name) * len(_COUNTS)
         for i, counter in enumerate(_COUNTS):

@@ -14,7 +14,9 @@ from typing import Any, TypedDict
 
 from migrate.cutover.flags import FlagWatcher, route
 from migrate.cutover.guardrail import Guardrail
+from migrate.feature_windows import groups_of
 from migrate.usecase import UseCase
+from online.serving.metrics import fallback_reason
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Request
 from online.serving.predictor import OnlineResult
@@ -54,6 +56,18 @@ class UseCaseServer:
         self.metrics = metrics
         self.on_breach = on_breach
         self.key_names = usecase.entity.key_names
+        self._flag_seen: object = None  # the flag the stage gauges show
+        # Each model feature's group, for the data-age histogram: batch features, or their real-time group.
+        self._group_of = {name: "batch" for name in usecase.feature_names}
+        for group in groups_of(usecase):
+            self._group_of.update(dict.fromkeys(group.spec.names, group.name))
+
+    def publish_stage(self) -> None:
+        """Set the stage gauges from the flag in force, when it changed since they were last set."""
+        flag = self.flags.current(self.usecase.name)
+        if flag is not self._flag_seen:
+            self._flag_seen = flag
+            self.metrics.served_stage(self.usecase.name, str(flag.stage), flag.percent)
 
     # -- the two paths -------------------------------------------------------------------------------------------
 
@@ -64,9 +78,36 @@ class UseCaseServer:
         if indexes:
             breach = self.guardrail.record(outcome.error is None, outcome.latency_ms)
             if breach is not None:
+                self.metrics.guardrail_breaches.labels(self.usecase.name, breach.kind).inc()
                 self.background.submit(self.on_breach, self.usecase.name, str(breach))
+            self.metrics.guardrail_window(self.usecase.name, *self.guardrail.window())
             self.metrics.online_latency.labels(self.usecase.name).observe(outcome.latency_ms / 1000)
         return outcome
+
+    def _group_ages(self, feature_ages: dict[str, float]) -> list[tuple[str, float]]:
+        """The age of each feature group behind one online answer: its oldest feature's."""
+        groups: dict[str, float] = {}
+        for name, age in feature_ages.items():
+            group = self._group_of.get(name, "batch")
+            groups[group] = max(age, groups.get(group, age))
+        return list(groups.items())
+
+    def _count(
+        self,
+        counts: dict[Source, int],
+        predictions: list[PredictionBody],
+        ages: list[tuple[str, float]],
+        fallback_error: str | None,
+    ) -> None:
+        name = self.usecase.name
+        for source, count in counts.items():
+            self.metrics.predictions.labels(name, source).inc(count)
+        misses = sum(p["miss"] for p in predictions)
+        if misses:
+            self.metrics.lookup_misses.labels(name).inc(misses)
+        if fallback_error is not None and counts.get("batch_fallback"):
+            self.metrics.fallbacks.labels(name, fallback_reason(fallback_error)).inc(counts["batch_fallback"])
+        self.metrics.feature_ages(name, ages)
 
     # -- a request -----------------------------------------------------------------------------------------------
 
@@ -76,6 +117,8 @@ class UseCaseServer:
         request_id = uuid.uuid4().hex
         now = self.clock()
         flag = self.flags.current(self.usecase.name)
+        if flag is not self._flag_seen:
+            self.publish_stage()
         keys: list[Key] = [tuple(entity[name] for name in self.key_names) for entity in entities]
         online_idx = [i for i, key in enumerate(keys) if route(flag, key) == "online"]
         online_set = set(online_idx)
@@ -88,18 +131,22 @@ class UseCaseServer:
 
         predictions: list[PredictionBody] = []
         counts: dict[Source, int] = {}
+        ages: list[tuple[str, float]] = []
         for i, entity in enumerate(entities):
             if i in online_set and online.error is None:
-                answer = _from_online(entity, online.results[i])
+                result = online.results[i]
+                answer = _from_online(entity, result)
+                ages += self._group_ages(result.feature_ages_s)
             elif i in online_set and not flag.falls_back:
                 answer = _answer(entity, "online", error=online.error)
             else:
                 source: Source = "batch_fallback" if i in online_set else "batch"
                 answer = _from_lookup(entity, batch.results.get(i), source, now, batch.error)
+                if answer["data_age_s"] is not None:
+                    ages.append(("lookup", answer["data_age_s"]))
             predictions.append(answer)
             counts[answer["source"]] = counts.get(answer["source"], 0) + 1
-        for source, count in counts.items():
-            self.metrics.predictions.labels(self.usecase.name, source).inc(count)
+        self._count(counts, predictions, ages, None if not fallback_idx else online.error)
 
         # Every stage that has both paths logs both: shadow, canary and online (online_only reads no lookup).
         if flag.logs_shadow and self.shadow is not None:

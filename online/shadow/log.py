@@ -50,13 +50,18 @@ class _Metrics:
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "migrate_shadow_queue_depth", "Shadow records waiting to be sent.", ["usecase"], registry=registry
+            "migrate_shadow_queue_depth",
+            "Shadow records waiting to be sent.",
+            ["usecase"],
+            registry=registry,
+            multiprocess_mode="livesum",  # with several workers (PROMETHEUS_MULTIPROC_DIR): every live queue
         )
         self.healthy = Gauge(
             "migrate_shadow_log_healthy",
             "1 while shadow records are delivered, 0 while not.",
             ["usecase"],
             registry=registry,
+            multiprocess_mode="livemin",  # with several workers: 0 while any of them cannot deliver
         )
 
 
@@ -112,8 +117,10 @@ class ShadowLogger:
         metrics = _metrics(registry if registry is not None else REGISTRY)
         self._sent = metrics.sent.labels(usecase)
         self._dropped = {reason: metrics.dropped.labels(usecase, reason) for reason in DROP_REASONS}
-        metrics.queue_depth.labels(usecase).set_function(self._queue.qsize)
-        metrics.healthy.labels(usecase).set_function(lambda: 0 if self._problem else 1)
+        self._queue_depth = metrics.queue_depth.labels(usecase)
+        self._healthy = metrics.healthy.labels(usecase)
+        self._queue_depth.set_function(self._queue.qsize)
+        self._healthy.set_function(lambda: 0 if self._problem else 1)
         self._counts: dict[str, int] = dict.fromkeys(("sent", *DROP_REASONS), 0)
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -172,6 +179,12 @@ class ShadowLogger:
     @property
     def connected(self) -> bool:
         return self._producer is not None
+
+    def publish_gauges(self) -> None:
+        """Write the queue depth and health as values: in multiprocess mode (several serving workers,
+        ``PROMETHEUS_MULTIPROC_DIR``) a gauge's function is never read, only the value in its file."""
+        self._queue_depth.set(self._queue.qsize())
+        self._healthy.set(0 if self._problem else 1)
 
     def health(self) -> str | None:
         """None while records are delivered (or none was sent yet); else why not, e.g. the broker is unreachable."""

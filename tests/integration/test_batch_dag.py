@@ -51,6 +51,20 @@ def test_every_dag_loads_with_zero_import_errors() -> None:
         assert dag.get_task("score_chunk").retries == usecase.batch.retries
 
 
+def test_materialization_follows_every_publish() -> None:
+    """The materialize DAG is scheduled on the asset the publish task updates, and is active from creation
+    (Airflow creates DAGs paused: a publish would go unmaterialized); the batch DAG starts paused."""
+    bag = _dagbag()
+    for usecase in Registry(get_settings().usecases_dir).load_all():
+        batch = bag.dags[f"batch_predictions__{usecase.name}"]
+        materialize = bag.dags[f"materialize_features__{usecase.name}"]
+        published = {asset.name for asset in batch.get_task("publish").outlets}
+        assert published == {f"migrate.lookup.{usecase.name}"}
+        assert {asset.name for asset in materialize.timetable.asset_condition.objects} == published
+        assert materialize.is_paused_upon_creation is False
+        assert batch.is_paused_upon_creation is not False  # Airflow's default: paused until triggered
+
+
 def test_parsing_the_dag_file_imports_nothing_heavy() -> None:
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1]); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.exceptions import ParamValidationError
 
 from migrate.cutover.flag_store import FlagStore
 from migrate.cutover.flags import Stage
@@ -74,15 +76,32 @@ def test_one_cutover_dag_per_use_case_loads_cleanly() -> None:
         assert [t.task_id for t in dag.tasks] == ["set_flag"]
         params = dag.params
         assert params.get_param("stage").schema["enum"] == [s.value for s in Stage]
-        assert params.get_param("reason").schema["minLength"] == 1
         percent = params.get_param("percent").schema
         assert (percent["type"], percent["minimum"], percent["maximum"]) == (["null", "integer"], 1, 99)
-        assert params["force"] is False
-        # Optional in the trigger form, which sends null for an empty field: the triggering user is the default.
-        assert params.get_param("actor").schema["type"] == ["null", "string"] and params["actor"] is None
+        assert params["force"] is False and params["actor"] is None
+
+
+def _form_required(schema: dict[str, Any]) -> bool:
+    """The trigger form's rule (Airflow 3.3 UI, flexible form): a field is required, and says "This field is
+    required" while empty, when its schema has a type that does not include null."""
+    kind = schema.get("type")
+    return bool(kind) and (not isinstance(kind, list) or "null" not in kind)
+
+
+def test_the_form_opens_clean_and_refuses_a_trigger_without_stage_or_reason() -> None:
+    params = _dagbag().dags[f"cutover__{UC}"].params
+    # No field is marked required, so none shows an error before anything is typed; Force and Actor are optional.
+    assert {name for name in params if _form_required(params.get_param(name).schema)} == set()
+    filled = {"stage": "shadow", "reason": "from the form", "actor": None, "force": None, "percent": None}
+    form = copy.deepcopy(params)
+    form.update(filled)
+    assert form.validate()["actor"] is None
+    # What the trigger endpoint does with the form's values before it creates a run.
+    for field, value in (("stage", None), ("stage", "canry"), ("reason", None), ("reason", "  "), ("percent", 100)):
         form = copy.deepcopy(params)
-        form.update({"stage": "shadow", "reason": "from the form", "actor": None})
-        assert form.validate()["actor"] is None
+        with pytest.raises(ParamValidationError, match=f"param {field}"):
+            form.update({**filled, field: value})
+            form.validate()
 
 
 def test_parsing_the_dag_file_imports_nothing_heavy() -> None:
@@ -124,3 +143,35 @@ def test_a_skip_without_force_fails_the_run_and_is_audited(state: Path, airflow_
 
     assert _trigger({"stage": "online", "reason": "incident: batch broken", "force": True}) == "success"
     assert _store().get(UC).stage is Stage.ONLINE
+
+
+def test_canary_without_a_percent_fails_in_one_line_before_touching_the_flag(
+    state: Path, airflow_db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        assert _trigger({"stage": "canary", "reason": "no percent", "actor": "gina"}) == "failed"
+    store = _store()
+    store.ensure_schema()
+    assert store.get(UC).stage is Stage.BATCH and store.history(UC, 5) == []  # not even audited
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"{UC}: canary needs a Canary percent: trigger again with a percent from 1 to 99" in said
+
+
+def test_a_refusal_says_what_to_do_in_the_form_not_on_the_command_line(
+    state: Path, airflow_db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        assert _trigger({"stage": "canary", "percent": 5, "reason": "skip", "actor": "hal"}) == "failed"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused: ")]
+    assert said == [
+        f"refused: {UC}: batch → canary skips shadow; the flag is unchanged: "
+        "trigger again moving one stage at a time, or tick Force (recorded in the audit)"
+    ]
+    assert "--force" not in caplog.text
+    assert _store().history(UC, 1)[0].outcome == "refused"
+
+
+def test_a_percent_left_in_the_form_is_ignored_outside_canary(state: Path, airflow_db: None) -> None:
+    assert _trigger({"stage": "shadow", "percent": 30, "reason": "percent left over", "actor": "ivy"}) == "success"
+    flag = _store().get(UC)
+    assert (flag.stage, flag.percent) == (Stage.SHADOW, None)

@@ -112,13 +112,23 @@ def test_the_dag_list_shows_every_use_cases_dags(ui: Any, airflow_ui: Any, world
     assert errors["total_entries"] == 0, errors
 
 
-def _trigger_from_ui(ui: Any, airflow_ui: Any, dag_id: str, shot: Path, fill: Callable[[Any], None]) -> str:
-    """Open the DAG, fill its trigger form, submit; return the new run's id (the UI navigates to the run)."""
+def _open_form(ui: Any, airflow_ui: Any, dag_id: str) -> Any:
+    """Open the DAG's trigger form; return its submit button."""
     ui.get(f"{airflow_ui.url}/dags/{dag_id}")
     _wait(ui, _visible("[data-testid=trigger-dag-button]"), what="the Trigger button").click()
-    submit = _wait(ui, _visible("[data-testid=trigger-dag-submit]"), what="the trigger form")
-    unpause = _wait(ui, lambda d: _unpause_checkbox(d, dag_id), what="the unpause-on-trigger box")
-    assert unpause.is_selected(), "the form no longer unpauses the DAG on trigger by default"
+    return _wait(ui, _visible("[data-testid=trigger-dag-submit]"), what="the trigger form")
+
+
+def _trigger_from_ui(
+    ui: Any, airflow_ui: Any, dag_id: str, shot: Path, fill: Callable[[Any], None], *, paused: bool = True
+) -> str:
+    """Open the DAG, fill its trigger form, submit; return the new run's id (the UI navigates to the run).
+
+    The form offers to unpause a paused DAG only: `paused` False for a DAG an earlier trigger unpaused."""
+    submit = _open_form(ui, airflow_ui, dag_id)
+    if paused:
+        unpause = _wait(ui, lambda d: _unpause_checkbox(d, dag_id), what="the unpause-on-trigger box")
+        assert unpause.is_selected(), "the form no longer unpauses the DAG on trigger by default"
     fill(ui)
     ui.save_screenshot(str(shot))
     _wait(ui, lambda d: submit.is_enabled(), what="the form to validate")
@@ -135,7 +145,7 @@ def _unpause_checkbox(driver: Any, dag_id: str) -> Any:
     return None
 
 
-def _wait_for_run(airflow_ui: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+def _wait_for_run(airflow_ui: Any, dag_id: str, run_id: str, state: str = "success") -> dict[str, Any]:
     """Poll the REST API until the run ends; fail with the component and task logs otherwise."""
     path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
     deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -156,7 +166,7 @@ def _wait_for_run(airflow_ui: Any, dag_id: str, run_id: str) -> dict[str, Any]:
         if run["state"] in ("success", "failed"):
             break
         time.sleep(2)
-    assert run.get("state") == "success", f"{dag_id} run {run_id}: {run.get('state')}\n{airflow_ui.log_tails()}"
+    assert run.get("state") == state, f"{dag_id} run {run_id}: {run.get('state')}\n{airflow_ui.log_tails()}"
     return run
 
 
@@ -181,6 +191,47 @@ def test_a_batch_run_triggered_from_the_ui_publishes_a_lookup_version(
     assert active.data_interval_end == datetime.fromisoformat(run["data_interval_end"])
     mine = [r for r in store.runs(UC, 10) if r.run_id == run_id]
     assert [r.outcome for r in mine] in (["published"], ["reused"])  # "reused" if the scheduler's run came first
+
+    # Materialization follows the publish by itself: its DAG is active from creation, scheduled on the asset.
+    materialize = f"materialize_features__{UC}"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    runs: list[dict[str, Any]] = []
+    while not any(r["state"] == "success" for r in runs):
+        assert time.monotonic() < deadline, (
+            f"{materialize} did not follow the publish: {runs}\n{airflow_ui.log_tails()}"
+        )
+        assert not any(r["state"] == "failed" for r in runs), f"{runs}\n{airflow_ui.log_tails()}"
+        time.sleep(2)
+        runs = airflow_ui.api.get(f"/dags/{materialize}/dagRuns").json()["dag_runs"]
+    assert {r["run_type"] for r in runs} == {"asset_triggered"}
+    dag = airflow_ui.api.get(f"/dags/{materialize}").json()
+    assert dag["is_paused"] is False
+
+
+def test_the_cutover_form_opens_clean_and_an_empty_trigger_creates_no_run(
+    ui: Any, airflow_ui: Any, artifacts: Path
+) -> None:
+    dag_id = f"cutover__{UC}"
+    submit = _open_form(ui, airflow_ui, dag_id)
+    _wait(ui, _visible("#element_reason"), what="the params of the form")
+    ui.save_screenshot(str(artifacts / "05a_cutover_form_blank.png"))
+    assert "This field is required" not in _body_text(ui)  # nothing is typed yet: no error shown
+    unpause = _wait(ui, lambda d: _unpause_checkbox(d, dag_id), what="the unpause-on-trigger box")
+    # The UI unpauses before it triggers, refused or not: keep the DAG paused for the run test below.
+    ui.execute_script("arguments[0].click();", unpause)
+    _wait(ui, lambda d: not unpause.is_selected(), what="the unpause box unticked")
+    _wait(ui, lambda d: submit.is_enabled(), what="the form to allow a trigger")
+    submit.click()  # no stage, no reason: the trigger endpoint validates the params and refuses
+    _wait(ui, lambda d: "param stage" in _body_text(d) or "param reason" in _body_text(d), what="the refusal")
+    ui.save_screenshot(str(artifacts / "05b_cutover_form_refused.png"))
+    assert airflow_ui.api.get(f"/dags/{dag_id}/dagRuns").json()["total_entries"] == 0
+
+
+def test_every_other_trigger_form_is_shown(ui: Any, airflow_ui: Any, artifacts: Path) -> None:
+    for n, prefix in enumerate(("materialize_features", "shadow_report")):
+        _open_form(ui, airflow_ui, f"{prefix}__{UC}")
+        ui.save_screenshot(str(artifacts / f"08{'ab'[n]}_{prefix}_trigger_form.png"))
+        assert "This field is required" not in _body_text(ui)
 
 
 def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
@@ -222,6 +273,26 @@ def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
     ui.get(f"{airflow_ui.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/set_flag")
     _wait(ui, lambda d: "batch → shadow" in _body_text(d), what="the set_flag log in the UI")
     ui.save_screenshot(str(artifacts / "07_cutover_task_log.png"))
+
+
+def test_a_refused_move_fails_the_run_with_one_line_in_the_forms_words(
+    ui: Any, airflow_ui: Any, world: Any, artifacts: Path
+) -> None:
+    dag_id = f"cutover__{UC}"
+
+    def fill(driver: Any) -> None:  # shadow → online skips canary, and Force is left off
+        stage = _css(driver, "#element_stage input[role=combobox]")
+        stage.click()
+        stage.send_keys("online", Keys.ENTER)
+        _css(driver, "#element_reason").send_keys("skip canary")
+
+    run_id = _trigger_from_ui(ui, airflow_ui, dag_id, artifacts / "09_cutover_refused_form.png", fill, paused=False)
+    _wait_for_run(airflow_ui, dag_id, run_id, state="failed")
+    ui.get(f"{airflow_ui.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/set_flag")
+    line = f"refused: {UC}: shadow → online skips canary; the flag is unchanged: trigger again moving one stage"
+    _wait(ui, lambda d: line in _body_text(d), what="the refusal in the set_flag log")
+    ui.save_screenshot(str(artifacts / "10_cutover_refused_log.png"))
+    assert "--force" not in _body_text(ui)
 
 
 def test_a_second_server_on_the_same_state_dir_is_refused(airflow_ui: Any, cli_env: dict[str, str]) -> None:

@@ -342,7 +342,7 @@ def test_shadow_report_dag_writes_the_report_and_returns_the_verdict(shadowed: S
 
 
 @pytest.mark.airflow
-def test_shadow_report_task_log_starts_with_the_verdict_and_counts_the_warnings(
+def test_shadow_report_task_log_starts_with_the_report_location_then_the_verdict(
     shadowed: Shadowed, airflow_db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Libraries that warn by the hundred while the comparison runs do not bury the verdict: their warnings are
@@ -365,6 +365,9 @@ def test_shadow_report_task_log_starts_with_the_verdict_and_counts_the_warnings(
         run = dag.test(logical_date=logical)
     assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state
     lines = [r.getMessage() for r in caplog.records if r.name in ("migrate.shadow_report", "py.warnings")]
-    assert lines[0].startswith(f"verdict for {UC}: ") and "report: " in lines[0], lines[:3]
+    folder = shadowed.world.settings.state_dir / "reports" / UC / f"{logical:%Y-%m-%d}"
+    assert lines[0] == f"report: {folder / 'report.html'} (numbers: {folder / 'report.json'})", lines[:3]
+    assert (folder / "report.html").exists()
+    assert lines[2].startswith(f"verdict for {UC}: ") and "report: " in lines[2], lines[:3]
     assert not any("an old API" in line for line in lines)
     assert any(line.startswith("500 warnings while comparing (500× DeprecationWarning") for line in lines), lines

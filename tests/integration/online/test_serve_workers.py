@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import stop, wait_ready
 
 from migrate.batch import steps as batch
@@ -123,6 +124,45 @@ def test_each_worker_ships_its_shadow_records_through_kafka(service: tuple[str, 
                 rows = [row for row in found.fetchall() if row[0] in ids]
     assert len(rows) == 2 * len(ids)  # both entities of every request, from both workers' comparison processes
     assert all(online is not None and batch is not None for _, online, batch in rows)
+
+
+def test_metrics_add_up_every_workers_requests(service: tuple[str, Any, str]) -> None:
+    """Multiprocess mode: whichever worker answers the scrape, it counts the requests both workers served."""
+    base, world, _ = service
+    name = world.usecase.name
+    url = f"{base}/v1/models/{name}/predict"
+    body = {"entities": [{"store_id": 1, "product_id": 1_000_001}]}
+
+    def served(text: str, status: str) -> float:
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "migrate_predict_requests_total" and sample.labels == {"usecase": name, "status": status}
+        )
+
+    def scrapes() -> list[httpx.Response]:
+        """Scrapes on new connections until both workers have answered one."""
+        deadline = time.monotonic() + BOTH_WORKERS_S
+        found: list[httpx.Response] = []
+        with ThreadPoolExecutor(4) as threads:
+            while len({r.headers["x-worker-pid"] for r in found}) < 2:
+                assert time.monotonic() < deadline, "one worker answered every scrape"
+                found += threads.map(lambda _: httpx.get(f"{base}/metrics", timeout=10), range(8))
+        return found
+
+    before = served(httpx.get(f"{base}/metrics", timeout=10).text, "200")
+    refused_before = served(httpx.get(f"{base}/metrics", timeout=10).text, "422")
+    answers = _until_both_workers_answer(url, body, at_least=32)
+    for _ in range(3):
+        assert httpx.post(url, json={"entities": [{"store_id": "x"}]}, timeout=10).status_code == 422
+    for scrape in scrapes():
+        assert served(scrape.text, "200") == before + len(answers), scrape.headers["x-worker-pid"]
+        assert served(scrape.text, "422") == refused_before + 3
+        stages = [line for line in scrape.text.splitlines() if line.startswith("migrate_usecase_stage{")]
+        assert [line for line in stages if line.endswith(" 1.0")] == [
+            f'migrate_usecase_stage{{stage="batch",usecase="{name}"}} 1.0'
+        ], stages
 
 
 def _until_both_workers_answer(url: str, body: dict[str, Any], at_least: int = 16) -> list[httpx.Response]:

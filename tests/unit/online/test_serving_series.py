@@ -1,0 +1,134 @@
+"""The serving series a use case writes: fallbacks by reason, the guardrail's window and breaches, the stage and
+the data age per feature group, each compared with what the answers say."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from migrate.cutover.flags import Flag, Stage
+from migrate.cutover.guardrail import Guardrail
+from migrate.feature_windows import groups_of
+from migrate.registry import load_usecase
+from online.serving.metrics import ServingMetrics, fallback_reason
+from online.serving.prediction_paths import Key, Outcome, Paths
+from online.serving.predictor import OnlineResult
+from online.serving.usecase_server import UseCaseServer
+
+pytestmark = pytest.mark.unit
+
+USECASE = load_usecase(Path(__file__).resolve().parents[3] / "usecases" / "item_availability.yaml")
+NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+class Row:
+    prediction = 0.25
+    model_version = "batch-1"
+    features_as_of = datetime(2026, 11, 25, 2, tzinfo=UTC)
+
+
+class StubPaths:
+    """A lookup with a row for even product ids; an online path that fails with `error`, or answers `ages`."""
+
+    def __init__(self, error: str | None, ages: dict[str, float] | None = None) -> None:
+        self.error, self.ages = error, ages or {}
+
+    async def lookup_read_async(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
+        return Outcome({i: Row() if int(keys[i][1]) % 2 == 0 else None for i in indexes}, 0.1)
+
+    async def online_async(self, keys: Sequence[Key], indexes: Sequence[int], now: Any, context: Any) -> Outcome:
+        if self.error is not None:
+            return Outcome({}, 1.0, self.error, frozenset(indexes))
+        return Outcome({i: OnlineResult(0.5, "online-7", dict(self.ages)) for i in indexes}, 1.0)
+
+
+class AtStage:
+    def __init__(self, stage: Stage) -> None:
+        self.flag = Flag(USECASE.name, stage, revision=1)
+
+    def current(self, usecase: str) -> Flag:
+        return self.flag
+
+
+def _server(paths: Any, stage: Stage, registry: CollectorRegistry, guardrail: Guardrail | None = None) -> Any:
+    breaches: list[str] = []
+    server = UseCaseServer(
+        USECASE,
+        paths=paths,
+        flags=AtStage(stage),  # type: ignore[arg-type]
+        guardrail=guardrail or Guardrail(max_error_rate=0.5, max_p99_latency_ms=1_000),
+        shadow=None,
+        background=type("Now", (), {"submit": staticmethod(lambda f, *a: breaches.append(a[1]))})(),
+        metrics=ServingMetrics(registry),
+        on_breach=None,
+        clock=lambda: NOW,
+    )
+    return server, breaches
+
+
+def _entities(n: int) -> list[dict[str, int | str]]:
+    return [{"store_id": 1, "product_id": p} for p in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        ("TimeoutError: the online path did not answer within 0.05 s (MIGRATE_REDIS_TIMEOUT_S)", "timeout"),
+        ("the online model is not loaded: no artifact", "model_not_loaded"),
+        ("ConnectionError: Redis went away", "online_error"),
+    ],
+)
+def test_fallbacks_are_counted_by_reason_and_misses_by_the_answers(error: str, reason: str) -> None:
+    registry = CollectorRegistry()
+    server, _ = _server(StubPaths(error), Stage.ONLINE, registry)
+    answer = asyncio.run(server.predict(_entities(6), {}))
+    sources = [p["source"] for p in answer["predictions"]]
+    assert sources == ["batch_fallback"] * 6 and fallback_reason(error) == reason
+    value = registry.get_sample_value
+    assert value("migrate_fallbacks_total", {"usecase": USECASE.name, "reason": reason}) == 6
+    misses = sum(p["miss"] for p in answer["predictions"])
+    assert misses == 3 and value("migrate_lookup_misses_total", {"usecase": USECASE.name}) == misses
+    assert value("migrate_usecase_stage", {"usecase": USECASE.name, "stage": "online"}) == 1
+    assert value("migrate_usecase_stage", {"usecase": USECASE.name, "stage": "batch"}) == 0
+    assert value("migrate_guardrail_window_errors", {"usecase": USECASE.name}) == 1  # one online call, failed
+
+
+def test_a_guardrail_breach_is_counted_by_kind_once() -> None:
+    registry = CollectorRegistry()
+    guardrail = Guardrail(max_error_rate=0.1, max_p99_latency_ms=1_000, min_samples=5, min_bad=1)
+    server, breaches = _server(StubPaths("ConnectionError: down"), Stage.ONLINE, registry, guardrail)
+    for _ in range(8):
+        asyncio.run(server.predict(_entities(1), {}))
+    labels = {"usecase": USECASE.name, "kind": "error_rate"}
+    assert len(breaches) == 1 and registry.get_sample_value("migrate_guardrail_breaches_total", labels) == 1
+    calls = registry.get_sample_value("migrate_guardrail_window_calls", {"usecase": USECASE.name})
+    assert calls == guardrail.window()[0] == 8
+
+
+def test_data_age_is_observed_per_feature_group_at_its_oldest_feature() -> None:
+    groups = [g for g in groups_of(USECASE) if g.spec.names]
+    assert groups, "the example declares real-time groups"
+    ages = {name: 5.0 for name in USECASE.feature_names}
+    ages[USECASE.feature_names[0]] = 86_400.0  # the oldest batch feature sets the batch group's age
+    for n, group in enumerate(groups):
+        ages.update(dict.fromkeys(group.spec.names, 10.0 * (n + 1)))
+    registry = CollectorRegistry()
+    server, _ = _server(StubPaths(None, ages), Stage.ONLINE, registry)
+    asyncio.run(server.predict(_entities(2), {}))
+    expected = {"batch": 86_400.0} | {group.name: 10.0 * (n + 1) for n, group in enumerate(groups)}
+    for group, age in expected.items():
+        labels = {"usecase": USECASE.name, "group": group}
+        assert registry.get_sample_value("migrate_feature_age_seconds_count", labels) == 2, group
+        assert registry.get_sample_value("migrate_feature_age_seconds_sum", labels) == 2 * age, group
+
+
+def test_paths_error_texts_are_the_ones_the_reasons_read() -> None:
+    """The reasons are read from the errors Paths writes: keep the two in step."""
+    down = Paths(lookup=None, lookup_spec=None, predictor=None, down="x")
+    assert fallback_reason(down.online([(1, 1)], [0], NOW, {}).error or "") == "model_not_loaded"
