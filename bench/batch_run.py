@@ -6,6 +6,7 @@ Run by bench/__main__.py once per backend and size so that peak RSS is this proc
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -35,6 +36,7 @@ def main() -> None:
                 "version": result.version,
                 "activated": result.activated,
                 "steps": result.steps,
+                "load_average": [round(x, 2) for x in os.getloadavg()],
             }
         )
     )
