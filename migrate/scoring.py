@@ -7,8 +7,8 @@ each tree's leaf value), then the estimator's own link function, so its results 
 `load_model` checks that on a probe matrix through every split and uses the forest only if they agree.
 
 Above `FOREST_MAX_ROWS` rows the walk loses to sklearn, and the same trees are scored as lookup tables instead
-(migrate/forest_tables.py: ~4x sklearn's rate on one core for the examples' models), checked on the same probe
-against the estimator bit for bit and dropped, leaving sklearn, if they differ.
+(migrate/forest_tables.py: 1.8-5x sklearn's rate on one core, measured on a loaded machine), checked on the
+same probe against the estimator bit for bit and dropped, leaving sklearn, if they differ.
 """
 
 from __future__ import annotations
