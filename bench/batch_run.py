@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from datetime import timedelta
 
+from bench.memory import peak_rss_mib
 from bench.world import AS_OF
 from migrate.batch import steps as batch
 from migrate.registry import Registry
@@ -25,14 +25,13 @@ def main() -> None:
     started = time.perf_counter()
     result = batch.run_batch(usecase, settings, interval, run_id=f"bench__{sys.argv[1]}")
     seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
             {
                 "rows": result.rows,
                 "seconds": seconds,
                 "rows_per_s": result.rows / seconds,
-                "peak_rss_mib": peak_kib / 1024,
+                "peak_rss_mib": peak_rss_mib(),
                 "version": result.version,
                 "activated": result.activated,
                 "steps": result.steps,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -103,12 +102,14 @@ def _materialize(entities: int, url: str, state: str) -> dict[str, Any]:
 
 def timed(part: str, entities: int, url: str, state: str) -> dict[str, Any]:
     """One part timed in this process, with its peak RSS and the load average at its end."""
+    from bench.memory import peak_rss_mib  # noqa: PLC0415 - a suite imports only what it measures
+
     result = (_floor if part == "floor" else _materialize)(entities, url, state)
     return {
         **result,
         "part": part,
         "rows_per_s": round(entities / result["seconds"]),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
