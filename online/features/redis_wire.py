@@ -88,7 +88,12 @@ def script_calls(
     """The write script's calls for every row of `encoded`, `entities_per_call` entities each, in row order."""
     keys, key_at = _buffer(_bulk(entity_keys(usecase, encoded.keys)))
     per_feature = [part for pair in zip(encoded.values, encoded.times, strict=True) for part in pair]
-    args, arg_at = _buffer(_join(*[_bulk(column) for column in per_feature]))
+    # Features that share one event-time column share its array: encode each distinct column once.
+    bulk: dict[int, pa.Array] = {}
+    for column in per_feature:
+        if id(column) not in bulk:
+            bulk[id(column)] = _bulk(column)
+    args, arg_at = _buffer(_join(*[bulk[id(column)] for column in per_feature]))
     head_resp = _resp_head(*head)
     command = _resp_head("EVALSHA", WRITE_SHA)
     per_entity = 1 + len(per_feature)  # its key, then a value and a time per feature
