@@ -302,14 +302,25 @@ def _values(rows: pa.Table, name: str) -> pa.Array:
         floats = pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise FeatureStoreError(f"feature column {name!r} is not numeric: {exc}", fix="cast it to float") from exc
-    # `encode_value` for a whole column: repr (shortest round trip; NaN gives "nan") in one C-level map, then
-    # the zeros and the nulls fixed up by mask.
-    numbers = floats.to_numpy(zero_copy_only=False)
-    text = np.array(list(map(float.__repr__, numbers.tolist())), dtype=object)
-    text[numbers == 0.0] = "0.0"
-    if floats.null_count:
-        text[floats.is_null().to_numpy(zero_copy_only=False)] = ""
-    return pa.array(text, pa.string())
+    # `encode_value` for a whole column. Arrow's cast writes the same shortest round-trip digits as repr (~2x
+    # faster), in its own notation: where it wrote a plain decimal with a point and no exponent, and the value is
+    # at least 1e-4 (below that repr switches to an exponent), it is repr's string. The rest (integers, which
+    # Arrow writes without ".0", exponents, zeros, NaN, inf, nulls) is written by encode_value itself. The unit
+    # tests compare the two on every magnitude.
+    flat = floats.combine_chunks()
+    arrow = pc.cast(flat, pa.string())
+    numbers = flat.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        large = np.abs(numbers) >= 1e-4
+    plain = pc.and_(pc.match_substring(arrow, "."), pc.invert(pc.match_substring(arrow, "e"))).fill_null(False)
+    mine = ~(plain.to_numpy(zero_copy_only=False) & large) if len(flat) else np.zeros(0, dtype=bool)
+    if flat.null_count:
+        mine |= flat.is_null().to_numpy(zero_copy_only=False)
+        arrow = arrow.fill_null("")
+    if not mine.any():
+        return arrow
+    others = flat.filter(pa.array(mine)).to_pylist()
+    return pc.replace_with_mask(arrow, pa.array(mine), pa.array([encode_value(v) for v in others], pa.string()))
 
 
 def encode_columns(

@@ -193,7 +193,18 @@ _TRICKY = [0.0, -0.0, None, math.nan, math.inf, -math.inf, 0.1, 1e-7, 1e16, 1234
 
 def test_columns_encode_every_value_as_encode_value_does() -> None:
     rng = np.random.default_rng(0)
-    values = [*_TRICKY, *rng.normal(0, 1e3, 500).tolist(), *rng.integers(-50, 50, 200).astype(float).tolist()]
+    magnitudes = 10.0 ** rng.integers(-9, 19, 100_000).astype(float)  # both sides of repr's 1e-4 and 1e16
+    values = [
+        *_TRICKY,
+        1e-4,
+        np.nextafter(1e-4, 0.0),
+        1e16,
+        np.nextafter(1e16, 0.0),
+        *(rng.random(100_000) * magnitudes * rng.choice([-1.0, 1.0], 100_000)).tolist(),
+        *rng.random(20_000).tolist(),
+        *rng.integers(-50, 50, 2_000).astype(float).tolist(),
+        *(rng.integers(-(10**17), 10**17, 2_000) * 1.0).tolist(),
+    ]
     rows = pa.table({"k": list(range(len(values))), "x": pa.array(values, pa.float64()), "ts": [T0] * len(values)})
     encoded = encode_columns(rows, ["k"], ["x"], "ts")
     assert encoded.values[0].to_pylist() == [encode_value(v) for v in values]
