@@ -6,11 +6,12 @@ Run by bench/__main__.py once per backend and size so that peak RSS is this proc
 from __future__ import annotations
 
 import json
-import resource
+import os
 import sys
 import time
 from datetime import timedelta
 
+from bench.memory import peak_rss_mib
 from bench.world import AS_OF
 from migrate.batch import steps as batch
 from migrate.registry import Registry
@@ -24,17 +25,17 @@ def main() -> None:
     started = time.perf_counter()
     result = batch.run_batch(usecase, settings, interval, run_id=f"bench__{sys.argv[1]}")
     seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
             {
                 "rows": result.rows,
                 "seconds": seconds,
                 "rows_per_s": result.rows / seconds,
-                "peak_rss_mib": peak_kib / 1024,
+                "peak_rss_mib": peak_rss_mib(),
                 "version": result.version,
                 "activated": result.activated,
                 "steps": result.steps,
+                "load_average": [round(x, 2) for x in os.getloadavg()],
             }
         )
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -28,12 +27,10 @@ from online.features.redis_scripts import (
     ONLINE_READ_SHA,
     READ_SCRIPT,
     READ_SHA,
-    WRITE_SCRIPT,
-    WRITE_SHA,
 )
 from online.features.store import (
     MAX_EXAMPLES,
-    EncodedRows,
+    EncodedColumns,
     EntityKey,
     FeatureStore,
     FeatureValue,
@@ -44,7 +41,7 @@ from online.features.store import (
     correction_error,
     decode_time,
     decode_value,
-    encode_rows,
+    encode_columns,
 )
 
 if TYPE_CHECKING:  # the rows written are Arrow tables; reads never load pyarrow (~36 MiB per serving worker)
@@ -290,75 +287,44 @@ class RedisFeatureStore(FeatureStore):
     ) -> WriteReport:
         if on_correction not in ("reject", "apply"):
             raise ValueError(f"on_correction must be 'reject' or 'apply', not {on_correction!r}")
-        encoded = encode_rows(rows, key_names, feature_names, event_times)
-        try:
-            redis_keys = [entity_key(usecase, k) for k in encoded.keys]
-        except TypeError as exc:
-            raise FeatureStoreError(
-                f"an entity key of {usecase!r} is neither int nor str: {exc}",
-                fix="cast the key columns to the types the use case declares (int or str)",
-            ) from exc
+        from online.features import redis_wire  # noqa: PLC0415 - start-up cost: pyarrow only on the write path
+
+        encoded = encode_columns(rows, key_names, feature_names, event_times)
         head = [on_correction, str(len(encoded.features)), str(MAX_EXAMPLES), *encoded.features]
+        if self._writer is None:
+            self._writer = self._client(self._write_timeout_s)
         report = WriteReport()
-        per_trip = ENTITIES_PER_SCRIPT * SCRIPTS_PER_ROUND_TRIP
-        for trip in range(0, len(redis_keys), per_trip):
-            calls = []
-            for start in range(trip, min(trip + per_trip, len(redis_keys)), ENTITIES_PER_SCRIPT):
-                stop = min(start + ENTITIES_PER_SCRIPT, len(redis_keys))
-                args = list(head)
-                for i in range(start, stop):
-                    for values, times in zip(encoded.values, encoded.times, strict=True):
-                        args.append(values[i])
-                        args.append(times[i])
-                calls.append(_Call(start, redis_keys[start:stop], args))
-            report = report + self._run(usecase, calls, encoded)
+        with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
+            try:
+                calls = redis_wire.script_calls(usecase, encoded, head, ENTITIES_PER_SCRIPT)
+            except TypeError as exc:
+                raise FeatureStoreError(
+                    f"an entity key of {usecase!r} is neither int nor str: {exc}",
+                    fix="cast the key columns to the types the use case declares (int or str)",
+                ) from exc
+            for call, result in redis_wire.run_calls(self._writer, calls, SCRIPTS_PER_ROUND_TRIP):
+                report = report + _counts(call.start, call.stop - call.start, result, encoded)
         if report.rejected and on_correction == "reject":
             raise correction_error(usecase, self._masked, report)
         return report
 
-    def _run(self, usecase: str, calls: list[_Call], encoded: EncodedRows) -> WriteReport:
-        if self._writer is None:
-            self._writer = self._client(self._write_timeout_s)
-        with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
-            try:
-                results = _evalsha(self._writer, calls)
-            except redis.exceptions.NoScriptError:
-                self._writer.script_load(WRITE_SCRIPT)  # a new or restarted server: load once, then retry
-                results = _evalsha(self._writer, calls)
-        report = WriteReport()
-        for call, result in zip(calls, results, strict=True):
-            examples = []
-            for e in range(5, len(result), 3):
-                i, j = call.start + int(result[e]), int(result[e + 1])
-                examples.append(
-                    Rejection(
-                        encoded.keys[i],
-                        encoded.features[j],
-                        decode_time(encoded.times[j][i]),
-                        decode_value(result[e + 2]),
-                        decode_value(encoded.values[j][i]),
-                    )
-                )
-            written, unchanged, stale, corrected, rejected = (int(x) for x in result[:5])
-            counts = WriteReport(len(call.keys), written, unchanged, stale, corrected, rejected, tuple(examples))
-            report = report + counts
-        return report
 
-
-@dataclass(frozen=True)
-class _Call:
-    """One script call: the entities [start, start + len(keys)) of a write."""
-
-    start: int
-    keys: list[str]
-    args: list[str]
-
-
-def _evalsha(client: redis.Redis, calls: list[_Call]) -> list[list[Any]]:
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        pipe.evalsha(WRITE_SHA, len(call.keys), *call.keys, *call.args)
-    return cast(list[list[Any]], pipe.execute())
+def _counts(start: int, entities: int, result: list[Any], encoded: EncodedColumns) -> WriteReport:
+    """One script call's reply as a `WriteReport`: counts, then (entity, feature, stored value) per example."""
+    examples = []
+    for e in range(5, len(result), 3):
+        i, j = start + int(result[e]), int(result[e + 1])
+        examples.append(
+            Rejection(
+                encoded.key(i),
+                encoded.features[j],
+                decode_time(encoded.times[j][i].as_py()),
+                decode_value(result[e + 2]),
+                decode_value(encoded.values[j][i].as_py()),
+            )
+        )
+    written, unchanged, stale, corrected, rejected = (int(x) for x in result[:5])
+    return WriteReport(entities, written, unchanged, stale, corrected, rejected, tuple(examples))
 
 
 def open_feature_store(settings: Settings, url: str | None = None) -> RedisFeatureStore:

@@ -8,10 +8,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+)
 
-from migrate import scoring
+from migrate import forest_tables, scoring
 from migrate.artifact import ArtifactStore
+from migrate.examples.delivery_eta.training import make_estimator as delivery_eta_model
+from migrate.examples.fraud_detection.training import classifier as fraud_detection_model
+from migrate.examples.item_availability.training import make_estimator as item_availability_model
+from migrate.forest_tables import CHUNK_ROWS, ForestTables
 from migrate.registry import load_usecase
 from migrate.scoring import FOREST_MAX_ROWS, Forest, Model, compile_forest, load_model, score
 
@@ -106,14 +114,23 @@ def test_score_uses_the_forest_up_to_the_limit_and_sklearn_above() -> None:
             return np.full(len(x), -1.0)
 
     class FakeForest:
+        def __init__(self, tables: object) -> None:
+            self.tables = tables
+
         def score(self, x: np.ndarray[Any, Any], label_kind: str) -> np.ndarray[Any, Any]:
             return np.full(len(x), 1.0)
 
-    model = Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator(), FakeForest())  # type: ignore[arg-type]
+        def score_bulk(self, x: np.ndarray[Any, Any], label_kind: str) -> np.ndarray[Any, Any]:
+            return np.full(len(x), 2.0)
+
+    model = Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator(), FakeForest(None))  # type: ignore[arg-type]
     assert set(score(model, np.zeros((1, 2)))) == {1.0}
     assert set(score(model, np.zeros((FOREST_MAX_ROWS, 2)))) == {1.0}
     assert set(score(model, np.zeros((FOREST_MAX_ROWS + 1, 2)))) == {-1.0}
     assert set(score(Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator()), np.zeros((1, 2)))) == {-1.0}
+    tabled = Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator(), FakeForest(object()))  # type: ignore[arg-type]
+    assert set(score(tabled, np.zeros((FOREST_MAX_ROWS, 2)))) == {1.0}
+    assert set(score(tabled, np.zeros((FOREST_MAX_ROWS + 1, 2)))) == {2.0}
 
 
 def test_more_than_the_limit_scores_the_same_through_sklearn() -> None:
@@ -129,6 +146,104 @@ def test_models_the_forest_cannot_express_are_left_to_sklearn() -> None:
     three_classes = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(x, np.digitize(target, [-0.5, 0.5]))
     assert Forest.compile(three_classes) is None
     assert compile_forest(object(), "binary", N_FEATURES) is None
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(np.nan_to_num(x), target > 0.3)
+    assert compile_forest(forest, "binary", N_FEATURES) is None
+    model = Model("uc", "v1", "sha", tuple("abcde"), "binary", forest)
+    rows = np.random.default_rng(4).normal(size=(500, N_FEATURES))
+    np.testing.assert_array_equal(score(model, rows), forest.predict_proba(rows)[:, 1])
+
+
+# --- large batches: the lookup tables (migrate/forest_tables.py) ---------------------------------------------
+
+
+def _rows_with_edges(forest: Forest, rows: int, seed: int) -> np.ndarray[Any, Any]:
+    """Random rows, a fifth NaN, with every threshold at, just above and just below itself, and infinities."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, N_FEATURES))
+    x[:, 3] = rng.integers(-1, 9, rows)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    columns, thresholds = _thresholds(forest)
+    edges = np.concatenate([thresholds, np.nextafter(thresholds, np.inf), np.nextafter(thresholds, -np.inf)])
+    at = rng.integers(0, rows, len(edges))
+    x[at, np.tile(columns, 3)] = edges
+    x[rng.integers(0, rows, 50), rng.integers(0, N_FEATURES, 50)] = np.inf
+    x[rng.integers(0, rows, 50), rng.integers(0, N_FEATURES, 50)] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("rows", [FOREST_MAX_ROWS + 1, 3 * CHUNK_ROWS + 17])
+def test_large_batches_score_bit_for_bit_through_the_tables(fitted: tuple[Any, str], rows: int) -> None:
+    estimator, label_kind = fitted
+    forest = compile_forest(estimator, label_kind, N_FEATURES)
+    assert forest is not None and forest.tables is not None
+    x = _rows_with_edges(forest, rows, seed=rows)
+    got, expected = forest.score_bulk(x, label_kind), _sklearn(estimator, label_kind, x)
+    differ = np.flatnonzero(got.view(np.uint64) != expected.view(np.uint64))
+    assert differ.size == 0, f"rows {differ[:5]}: tables {got[differ[:5]]} vs sklearn {expected[differ[:5]]}"
+    model = Model("uc", "v1", "sha", tuple("abcde"), label_kind, estimator, forest)  # type: ignore[arg-type]
+    assert score(model, x).view(np.uint64).tolist() == expected.view(np.uint64).tolist()
+
+
+@pytest.mark.parametrize(
+    ("make", "label_kind", "n_features"),
+    [
+        (item_availability_model, "binary", 5),
+        (delivery_eta_model, "regression", 6),
+        (fraud_detection_model, "binary", 12),
+        (lambda: HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=48, random_state=0), "regression", 4),
+    ],
+    ids=["item_availability", "delivery_eta", "fraud_detection", "48_leaves_in_64_bit_masks"],
+)
+def test_the_examples_models_score_bit_for_bit_through_the_tables(make: Any, label_kind: str, n_features: int) -> None:
+    rng = np.random.default_rng(n_features)
+    x = rng.normal(size=(4_000, n_features))
+    x[:, 0] = rng.integers(0, 30, len(x))  # a count-like column: many ties, thresholds between integers
+    x[rng.random(x.shape) < 0.1] = np.nan
+    target = np.nan_to_num(x[:, 0]) / 10 + np.nan_to_num(x[:, 1]) + rng.normal(0, 0.5, len(x))
+    estimator = make().fit(x, target > 1.5 if label_kind == "binary" else target)
+    forest = compile_forest(estimator, label_kind, n_features)
+    assert forest is not None and forest.tables is not None
+    assert forest.tables.bits == (64 if int(np.diff(forest.roots).max()) > 63 else 32)
+    rows = rng.normal(size=(20_000, n_features))
+    rows[:, 0] = rng.integers(-2, 33, len(rows))
+    rows[rng.random(rows.shape) < 0.1] = np.nan
+    expected = _sklearn(estimator, label_kind, rows)
+    assert forest.score_bulk(rows, label_kind).view(np.uint64).tolist() == expected.view(np.uint64).tolist()
+
+
+@pytest.mark.parametrize(("limit", "value"), [("MAX_LEAVES", 8), ("MAX_MASK_BYTES", 1_000)])
+def test_a_forest_too_big_for_tables_scores_large_batches_through_sklearn(
+    monkeypatch: pytest.MonkeyPatch, limit: str, value: int
+) -> None:
+    estimator = _regressor()  # 15 leaves per tree, ~100 thresholds
+    monkeypatch.setattr(forest_tables, limit, value)
+    forest = compile_forest(estimator, "regression", N_FEATURES)
+    assert forest is not None and forest.tables is None
+    with pytest.raises(ValueError, match="no lookup tables"):
+        forest.score_bulk(np.zeros((1, N_FEATURES)), "regression")
+    model = Model("uc", "v1", "sha", tuple("abcde"), "regression", estimator, forest)
+    x = np.random.default_rng(5).normal(size=(1_000, N_FEATURES))
+    np.testing.assert_array_equal(score(model, x), estimator.predict(x))
+
+
+def test_tables_one_ulp_off_are_dropped_at_load_and_sklearn_scores_large_batches(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    estimator = _classifier()
+    right = ForestTables.raw
+
+    def wrong(self: ForestTables, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        raw = right(self, features)
+        raw[len(raw) // 2] = np.nextafter(raw[len(raw) // 2], -np.inf)
+        return raw
+
+    monkeypatch.setattr(forest_tables.ForestTables, "raw", wrong)
+    forest = compile_forest(estimator, "binary", N_FEATURES)
+    assert forest is not None and forest.tables is None  # the tree walk agreed: it stays for small batches
+    assert any("forest tables of" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    model = Model("uc", "v1", "sha", tuple("abcde"), "binary", estimator, forest)
+    x = np.random.default_rng(6).normal(size=(1_000, N_FEATURES))
+    np.testing.assert_array_equal(score(model, x), estimator.predict_proba(x)[:, 1])
 
 
 def _store_with_model(tmp_path: Path) -> tuple[Any, ArtifactStore, HistGradientBoostingClassifier]:

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from migrate.devservices.redis_server import RedisServer
-from migrate.errors import CorrectionRejectedError, FeatureStoreUnavailableError
+from migrate.errors import CorrectionRejectedError, FeatureStoreError, FeatureStoreUnavailableError
 from online.features.redis_store import RedisFeatureStore, entity_key
 from online.features.store import FeatureValue
 
@@ -225,3 +225,44 @@ def test_unavailable_error_masks_the_password(tmp_path: Path) -> None:
     assert f"redis://:***@127.0.0.1:{port}/0" in str(caught.value)
     assert store.url == f"redis://:***@127.0.0.1:{port}/0"
     store.close()
+
+
+def test_a_write_of_several_round_trips_counts_every_entity_and_finds_a_late_correction(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    n = 9_123  # three round trips of 4,000 entities, the last one short, its last script call short too
+    first = feature_store.write_features(fs_namespace, KEYS, _rows(n, T1), FEATURES, "ts")
+    assert (first.entities, first.written, first.unchanged) == (n, 3 * n, 0)
+    changed = _rows(n, T1)
+    a = changed.column("a").to_pylist()
+    a[n - 2] += 1.0  # in the last script call of the last round trip
+    changed = changed.set_column(changed.schema.get_field_index("a"), "a", pa.array(a))
+    with pytest.raises(CorrectionRejectedError) as caught:
+        feature_store.write_features(fs_namespace, KEYS, changed, FEATURES, "ts")
+    report = caught.value.report
+    assert (report.entities, report.unchanged, report.rejected) == (n, 3 * n - 1, 1)
+    assert [(r.key, r.feature, r.stored, r.incoming) for r in report.rejected_examples] == [
+        ((n - 2, 100 + n - 2), "a", (n - 2) / 7, (n - 2) / 7 + 1.0)
+    ]
+    found = feature_store.read(fs_namespace, [(0, 100), (n - 1, 100 + n - 1)], ["a"])
+    assert [v["a"].value for v in found if v is not None] == [0.0, (n - 1) / 7]
+
+
+def test_a_server_that_lost_the_write_script_is_given_it_again(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    feature_store.write_features(fs_namespace, KEYS, _rows(10, T1), FEATURES, "ts")
+    feature_store.client.script_flush()  # as after a restart: the script cache is empty
+    report = feature_store.write_features(fs_namespace, KEYS, _rows(250, T2), FEATURES, "ts")
+    assert (report.entities, report.written, report.stale, report.rejected) == (250, 750, 0, 0)
+    found = feature_store.read(fs_namespace, [(249, 349)], ["a"])[0]
+    assert found is not None and found["a"] == FeatureValue(249 / 7, T2)
+
+
+def test_a_key_column_neither_int_nor_str_fails_with_the_fix(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    rows = _rows(3, T1, store_id=[0.5, 1.5, 2.5])
+    with pytest.raises(FeatureStoreError, match="neither int nor str") as caught:
+        feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
+    assert "cast the key columns" in caught.value.fix

