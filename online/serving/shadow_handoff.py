@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -20,8 +21,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from migrate.artifact import ArtifactStore
+from migrate.models.alias_store import AliasStore
+from migrate.models.aliases import AliasWatcher
 from migrate.settings import get_settings
 from online.serving.assembly import build_paths
+from online.serving.model_swap import ModelSwitcher
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import Outcome, Paths, Request
 from online.serving.shadow_compare import Logger, compare
@@ -181,7 +186,14 @@ def _main(
 ) -> None:
     """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
     settings = get_settings()
-    paths = build_paths(settings, usecases).paths
+    stores = build_paths(settings, usecases)
+    paths = stores.paths
+    # The online model of the comparisons follows the live alias as the worker's does (the worker audits refusals).
+    artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    switcher = ModelSwitcher(stores.usecases, paths, stores.features, artifacts, actor=f"shadow:{os.getpid()}")
+    alias_store = AliasStore.from_settings(settings)
+    alias_store.ensure_schema()
+    alias_watcher = AliasWatcher(alias_store, on_change=switcher.apply).start()
     loggers = {name: ShadowLogger.from_settings(settings, name, registry=CollectorRegistry()) for name in paths}
     stop = threading.Event()
 
@@ -202,6 +214,8 @@ def _main(
                 log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
     finally:
         stop.set()
+        alias_watcher.stop()
+        alias_store.close()
         for logger in loggers.values():
             logger.close()
         _publish(loggers, usecases, counts, problems)
