@@ -56,6 +56,7 @@ class ModelSwitcher:
         self._audit = audit
         self._actor = actor or f"worker:{os.getpid()}"
         self._loaded: dict[Key, Model] = {}
+        self._candidates: dict[str, OnlinePredictor] = {}
         self._refused: dict[Key, str] = {}
         self.problems: dict[str, str] = {}
         """use case → why the version its live alias names is not served (empty while all are)"""
@@ -71,13 +72,28 @@ class ModelSwitcher:
         for name, paths in self._paths.items():
             named = {alias: a for (usecase, alias), a in aliases.items() if usecase == name}
             candidate = named.get("candidate")
-            if candidate is not None:
-                self._model(candidate)  # loaded ahead so that promoting it is a reference swap; refusal logged
+            model = self._model(candidate) if candidate is not None else None  # loaded ahead: promoting it swaps
+            self._set_candidate(name, model)
             live = named.get("live")
             if live is not None:
                 self._follow(paths, live)
             keep = {(name, a.version, a.sha256) for a in named.values()}
             self._loaded = {k: m for k, m in self._loaded.items() if k[0] != name or k in keep}
+
+    def candidate(self, usecase: str) -> OnlinePredictor | None:
+        """The use case's candidate, loaded and checked, for the shadow comparison to score (None: none, or refused)."""
+        return self._candidates.get(usecase)
+
+    def _set_candidate(self, name: str, model: Model | None) -> None:
+        current = self._candidates.get(name)
+        if model is None:
+            self._candidates.pop(name, None)
+        elif current is None or current.model is not model:
+            try:
+                self._candidates[name] = OnlinePredictor(self._usecases[name], model, self._features)
+            except ValueError as exc:  # features the use case cannot compute online: not scored, said once
+                self._candidates.pop(name, None)
+                log.error("%s: candidate %s cannot be scored online: %s", name, model.version, exc)
 
     def served(self, usecase: str) -> str | None:
         """The version the use case's online path serves now (None while no model is loaded)."""

@@ -71,7 +71,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         elif settings.kafka_bootstrap:
             logger = ShadowLogger.from_settings(settings, name, registry=metrics.registry)
             shutdown.append(logger.close)
-            shadow = InProcessShadow(name, paths, logger, background)
+            shadow = InProcessShadow(name, paths, logger, background, switcher.candidate)
 
         def on_breach(usecase_name: str, detail: str, guard: Guardrail = guardrail) -> None:
             flag = auto_rollback(flag_store, usecase_name, "guardrail breached on the online path", detail)

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from online.serving.assembly import build_paths
 from online.serving.model_swap import ModelSwitcher
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import Outcome, Paths, Request
+from online.serving.predictor import OnlinePredictor
 from online.serving.shadow_compare import Logger, compare
 from online.shadow.log import DROP_REASONS, ShadowLogger
 
@@ -50,8 +51,16 @@ class ShadowSink(Protocol):
 class InProcessShadow:
     """Comparisons on a bounded thread pool of this process (tests, and a single-process embedding)."""
 
-    def __init__(self, usecase: str, paths: Paths, logger: Logger, pool: BoundedPool) -> None:
+    def __init__(
+        self,
+        usecase: str,
+        paths: Paths,
+        logger: Logger,
+        pool: BoundedPool,
+        candidates: Callable[[str], OnlinePredictor | None] | None = None,
+    ) -> None:
         self.usecase, self.paths, self.logger, self.pool = usecase, paths, logger, pool
+        self.candidates = candidates
 
     def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
         return self.pool.submit(self._run, req, served, online, batch) is not None
@@ -63,7 +72,17 @@ class InProcessShadow:
 
     def _run(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> None:
         try:
-            compare(self.paths, self.logger, self.usecase, req, served=served, online=online, batch=batch)
+            candidate = self.candidates(self.usecase) if self.candidates is not None else None
+            compare(
+                self.paths,
+                self.logger,
+                self.usecase,
+                req,
+                served=served,
+                online=online,
+                batch=batch,
+                candidate=candidate,
+            )
         except Exception:
             log.exception("shadow comparison of request %s for %s failed", req.id, self.usecase)
 
@@ -209,7 +228,17 @@ def _main(
             if usecase not in paths:
                 continue
             try:
-                compare(paths[usecase], loggers[usecase], usecase, req, served=served, online=online, batch=batch)
+                candidate = switcher.candidate(usecase)
+                compare(
+                    paths[usecase],
+                    loggers[usecase],
+                    usecase,
+                    req,
+                    served=served,
+                    online=online,
+                    batch=batch,
+                    candidate=candidate,
+                )
             except Exception:
                 log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
     finally:
