@@ -70,6 +70,7 @@ def compare(
                 candidate_prediction=None if (c := scored.results.get(i)) is None else c.prediction,
                 candidate_model_version=None if c is None else c.model_version,
                 candidate_error=scored.error,
+                candidate_latency_ms=scored.latency_ms if candidate is not None else None,
                 context=req.context,
             )
         )

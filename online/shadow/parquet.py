@@ -63,6 +63,7 @@ def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: li
         "candidate_prediction": pa.array([r.candidate_prediction for r in records], pa.float64()),
         "candidate_model_version": pa.array([r.candidate_model_version for r in records], pa.string()),
         "candidate_error": pa.array([r.candidate_error for r in records], pa.string()),
+        "candidate_latency_ms": pa.array([r.candidate_latency_ms for r in records], pa.float64()),
         "context": pa.array([_json(r.context) for r in records], pa.string()),
         "schema_version": pa.array([r.schema_version for r in records], pa.int32()),
         "kafka_partition": pa.array(partitions, pa.int32()),

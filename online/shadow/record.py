@@ -51,6 +51,7 @@ class ShadowRecord(BaseModel):
     candidate_prediction: float | None = None
     candidate_model_version: str | None = None
     candidate_error: str | None = None
+    candidate_latency_ms: float | None = None
     context: dict[str, Any] = Field(default_factory=dict, description="Extra JSON-able request context.")
 
     def to_json(self) -> bytes:

@@ -99,7 +99,7 @@ def test_the_candidate_is_scored_beside_the_live_model_for_every_entity(tmp_path
         assert record.online_prediction == expected[versions["live"]]
         assert record.candidate_model_version == versions["candidate"]
         assert record.candidate_prediction == expected[versions["candidate"]]  # the estimator's own score
-        assert record.candidate_error is None
+        assert record.candidate_error is None and record.candidate_latency_ms is not None
     assert expected[versions["live"]] != expected[versions["candidate"]]
 
 
@@ -119,7 +119,7 @@ def test_without_a_candidate_the_record_is_as_before(tmp_path: Path) -> None:
 def test_logs_written_before_the_candidate_columns_read_beside_new_ones(tmp_path: Path) -> None:
     records, _, versions = _records(tmp_path, "model")
     new = shadow_table(records, [0, 0], [1, 2])
-    old = new.drop_columns(["candidate_prediction", "candidate_model_version", "candidate_error"])
+    old = new.drop_columns([c for c in new.column_names if c.startswith("candidate_")])
     write_durably(old, tmp_path / "shadow" / "old.parquet")
     write_durably(new, tmp_path / "shadow" / "new.parquet")
     with duckdb.connect() as db:
