@@ -162,3 +162,38 @@ def models_history(
             entry.detail or "",
         )
     console.print(table)
+
+
+@models_app.command("judge")
+@friendly
+def models_judge(
+    usecase: str,
+    *,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Act on the verdict: promote the candidate, or reject it on rollback.")
+    ] = False,
+    actor: Actor = None,
+) -> None:
+    """The cutover policy's verdict on the candidate against the live model, from the shadow log's answers."""
+    from comparisons.candidate import judge  # noqa: PLC0415 - start-up cost and extras: DuckDB loads only here
+
+    uc, artifacts, store = _open(usecase)
+    try:
+        result = judge(uc, get_settings())
+        verdict = result.verdict
+        colour = {"promote": "green", "hold": "yellow", "rollback": "red"}[verdict.decision]
+        console.print(
+            f"candidate [bold]{result.candidate_version}[/] vs live [bold]{result.live_version}[/] on "
+            f"{result.requests:,} requests: [{colour}]{verdict.decision}[/]",
+            highlight=False,
+        )
+        for reason in verdict.reasons:
+            console.print(f"  - {reason}", highlight=False)
+        if apply:
+            who = actor or _default_actor()
+            lifecycle.act_on_verdict(
+                store, artifacts, uc, verdict.decision, verdict.reasons[0], actor=who, source="cli"
+            )
+            _print_aliases(uc.name, store.get(uc.name))
+    finally:
+        store.close()

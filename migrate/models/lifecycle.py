@@ -17,7 +17,17 @@ from migrate.models.aliases import ModelAlias
 from migrate.scoring import FloatArray, Model, compile_forest
 from migrate.usecase import UseCase
 
-__all__ = ["find_version", "load_version", "promote", "reject_candidate", "rollback", "serving_default", "versions"]
+__all__ = [
+    "act_on_verdict",
+    "find_version",
+    "load_version",
+    "promote",
+    "reject_candidate",
+    "rollback",
+    "serving_default",
+    "set_candidate",
+    "versions",
+]
 
 _PROBE_ROWS = 256
 
@@ -195,3 +205,27 @@ def rollback(
 def reject_candidate(store: AliasStore, usecase: UseCase, *, actor: str, reason: str, source: str) -> ModelAlias | None:
     """Clear the candidate (nothing to verify: no model serves because of it)."""
     return store.reject_candidate(usecase.name, actor=actor, reason=reason, source=source)
+
+
+def act_on_verdict(
+    store: AliasStore,
+    artifacts: ArtifactStore,
+    usecase: UseCase,
+    decision: str,
+    reason: str,
+    *,
+    actor: str,
+    source: str,
+) -> dict[str, ModelAlias] | ModelAlias | None:
+    """Act on the verdict on the candidate: ``promote`` makes it live, ``rollback`` rejects it, ``hold`` waits.
+
+    The caller decides whether to act (a person with ``--apply``, or the policy's ``auto_promote``).
+    """
+    if store.get(usecase.name).get("candidate") is None:
+        return None
+    why = f"verdict {decision} on the candidate: {reason}"
+    if decision == "promote":
+        return promote(store, artifacts, usecase, None, actor=actor, reason=why, source=source)
+    if decision == "rollback":
+        return reject_candidate(store, usecase, actor=actor, reason=why, source=source)
+    return None

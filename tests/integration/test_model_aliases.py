@@ -274,3 +274,28 @@ def test_models_commands_list_promote_rollback_and_history(
     assert code == 0 and "carol" in out and "rollback" in out and "promote" in out and "candidate" in out
     code, out = run("promote", UC, "--version", "v9-000000000000", "--reason", "typo")
     assert code == 1 and "no trained model version" in out and "fix:" in out
+
+
+@pytest.mark.parametrize(
+    ("decision", "live", "candidate"), [("promote", "v2", None), ("rollback", "v1", None), ("hold", "v1", "v2")]
+)
+def test_acting_on_the_verdict_promotes_rejects_or_keeps_the_candidate(
+    store: AliasStore,
+    usecase: UseCase,
+    artifacts: tuple[ArtifactStore, list[ArtifactInfo]],
+    decision: str,
+    live: str,
+    candidate: str | None,
+) -> None:
+    files, (v1, v2) = artifacts
+    names = {"v1": v1.version, "v2": v2.version, None: None}
+    assert lifecycle.act_on_verdict(store, files, usecase, "promote", "x", actor="a", source="verdict") is None
+    lifecycle.promote(store, files, usecase, v1.version, **WHO)
+    lifecycle.set_candidate(store, files, usecase, v2.version, **WHO)
+    lifecycle.act_on_verdict(store, files, usecase, decision, "seeded", actor="shadow_report", source="verdict")
+    aliases = store.get(UC)
+    assert aliases["live"].version == names[live]
+    assert (aliases["candidate"].version if "candidate" in aliases else None) == names[candidate]
+    if decision != "hold":
+        entry = store.history(UC, 1)[0]
+        assert (entry.source, entry.outcome) == ("verdict", "applied") and "seeded" in entry.reason
