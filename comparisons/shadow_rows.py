@@ -240,7 +240,9 @@ def load(
     recorded = "lookup_version" in logged  # older logs lack it
     sides = _SIDES[pair]
     if pair == "live_candidate":
-        filtered = f"{filtered} {'AND' if filtered else 'WHERE'} candidate_model_version IS NOT NULL"
+        # Entities the candidate served as a canary have no live answer to pair (both columns are the candidate's).
+        paired = "candidate_model_version IS NOT NULL AND online_model_version IS DISTINCT FROM candidate_model_version"
+        filtered = f"{filtered} {'AND' if filtered else 'WHERE'} {paired}"
         if (
             "candidate_prediction" not in logged
             or not con.execute(f"SELECT count(*) FROM {source} {filtered}").fetchall()[0][0]

@@ -71,13 +71,22 @@ def models_list(usecase: str) -> None:
 
 @models_app.command("candidate")
 @friendly
-def models_candidate(usecase: str, version: str, *, reason: Reason, actor: Actor = None) -> None:
+def models_candidate(
+    usecase: str,
+    version: str,
+    *,
+    reason: Reason,
+    canary: Annotated[
+        int | None,
+        typer.Option(help="Serve it to this % of entities (1..99, sticky per entity); default: shadow only."),
+    ] = None,
+    actor: Actor = None,
+) -> None:
     """Name a trained version the candidate (verified first): scored beside live, served to the canary share."""
     uc, artifacts, store = _open(usecase)
     try:
-        lifecycle.set_candidate(
-            store, artifacts, uc, version, actor=actor or _default_actor(), reason=reason, source="cli"
-        )
+        who = actor or _default_actor()
+        lifecycle.set_candidate(store, artifacts, uc, version, actor=who, reason=reason, source="cli", percent=canary)
         _print_aliases(uc.name, store.get(uc.name))
     finally:
         store.close()

@@ -40,7 +40,11 @@ aliases = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("percent", sa.SmallInteger, nullable=True),
     sa.CheckConstraint("alias IN ('live', 'candidate', 'previous')", name="model_aliases_alias"),
+    sa.CheckConstraint(
+        "percent IS NULL OR (alias = 'candidate' AND percent BETWEEN 1 AND 99)", name="model_aliases_percent"
+    ),
 )
 
 audit = sa.Table(
@@ -102,6 +106,7 @@ def _alias(row: Any) -> ModelAlias:
         _aware(row.updated_at),
         row.updated_by,
         row.reason,
+        row.percent,
     )
 
 
@@ -142,8 +147,9 @@ class _Change:
     source: str
     reason: str
 
-    def put(self, alias: str, target: Target, revision: int) -> None:
+    def put(self, alias: str, target: Target, revision: int, percent: int | None = None) -> None:
         values = {"version": target[0], "sha256": target[1], "revision": revision, "updated_at": self.now}
+        values |= {"percent": percent}
         values |= {"updated_by": self.actor, "reason": self.reason}
         where = (aliases.c.usecase == self.usecase, aliases.c.alias == alias)
         if self.conn.execute(aliases.update().where(*where).values(values)).rowcount == 0:
@@ -214,15 +220,19 @@ class AliasStore:
             metadata.create_all(conn)
         self._schema_ready = True
 
-    def set_candidate(self, usecase: str, target: Target, *, actor: str, reason: str, source: str) -> ModelAlias:
-        """Name ``target`` the use case's candidate (replacing any other); audited."""
-        check_request(usecase, reason=reason, actor=actor, source=source, version=target[0])
+    def set_candidate(
+        self, usecase: str, target: Target, *, actor: str, reason: str, source: str, percent: int | None = None
+    ) -> ModelAlias:
+        """Name ``target`` the use case's candidate (replacing any other), served to ``percent`` % of entities as a
+        canary if given; audited."""
+        check_request(usecase, reason=reason, actor=actor, source=source, version=target[0], percent=percent)
         with self._changing(usecase, "setting the candidate model", actor, source, reason) as change:
             conn = change.conn
             live = self._current(conn, usecase).get("live")
             revision = self._next_revision(conn)
-            change.put("candidate", target, revision)
+            change.put("candidate", target, revision, percent)
             row = {"action": "candidate", "version": target[0], "revision": revision}
+            row |= {"detail": None if percent is None else f"canary {percent}%"}
             row |= {"live_before": _version(live), "live_after": _version(live)}
             change.audit(row)
             return self._current(conn, usecase)["candidate"]

@@ -55,6 +55,8 @@ class ModelAlias:
     updated_at: datetime
     updated_by: str
     reason: str
+    percent: int | None = None
+    """candidate only: the share of entities (1..99, sticky by entity) it serves as a canary; None: shadow only"""
 
 
 Aliases = Mapping[tuple[str, str], ModelAlias]
@@ -86,8 +88,15 @@ class AliasEntry:
         return f"{self.action} {self.version or ''}".strip()
 
 
-def check_request(usecase: str, *, reason: str, actor: str, source: str, version: str | None = None) -> None:
+def check_request(
+    usecase: str, *, reason: str, actor: str, source: str, version: str | None = None, percent: int | None = None
+) -> None:
     """Refuse a malformed change before anything is read or written."""
+    if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 99):
+        raise InvalidAliasChangeError(
+            f"{usecase}: canary percent {percent!r} is out of range",
+            fix="use a whole number from 1 to 99, or no --canary to score the candidate in the shadow only",
+        )
     if not isinstance(usecase, str) or not _USECASE.match(usecase):
         raise InvalidAliasChangeError(
             f"{usecase!r} is not a use-case name", fix="use the name of a registered use case (`migrate usecases list`)"

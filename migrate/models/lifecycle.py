@@ -140,13 +140,22 @@ def _verified(
 
 
 def set_candidate(
-    store: AliasStore, artifacts: ArtifactStore, usecase: UseCase, version: str, *, actor: str, reason: str, source: str
+    store: AliasStore,
+    artifacts: ArtifactStore,
+    usecase: UseCase,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    source: str,
+    percent: int | None = None,
 ) -> ModelAlias:
-    """Name a verified version the candidate: scored beside live, served to the canary share."""
+    """Name a verified version the candidate: scored beside live, and served to ``percent`` % of entities."""
     model = _verified(
         store, artifacts, usecase, version, None, action="candidate", actor=actor, source=source, reason=reason
     )
-    return store.set_candidate(usecase.name, (model.version, model.sha256), actor=actor, reason=reason, source=source)
+    target = (model.version, model.sha256)
+    return store.set_candidate(usecase.name, target, actor=actor, reason=reason, source=source, percent=percent)
 
 
 def promote(

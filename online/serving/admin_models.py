@@ -36,6 +36,7 @@ class PromoteChange(AliasChange):
     """Admin request: make a version live (default: the candidate), or name it the candidate."""
 
     version: str | None = Field(default=None, description="A trained version; default: the candidate.")
+    canary: int | None = Field(default=None, description="Candidate only: % of entities it serves (1..99), sticky.")
 
 
 def _alias(alias: ModelAlias) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _alias(alias: ModelAlias) -> dict[str, Any]:
         "updated_at": alias.updated_at.isoformat(),
         "updated_by": alias.updated_by,
         "reason": alias.reason,
+        "percent": alias.percent,
     }
 
 
@@ -114,10 +116,14 @@ def models_router(
     def candidate(usecase: str, change: PromoteChange, actor: Caller) -> dict[str, Any]:
         if change.version is None:
             raise HTTPException(400, f"{usecase}: name the version to make the candidate (body field 'version')")
-        version = change.version
-        who = {"actor": f"{change.actor}@{actor}", "reason": change.reason, "source": "api"}
+        version, percent, who = change.version, change.canary, f"{change.actor}@{actor}"
         uc = usecases()[usecase]
-        return moving(lambda: lifecycle.set_candidate(alias_store, artifacts, uc, version, **who), usecase)
+        return moving(
+            lambda: lifecycle.set_candidate(
+                alias_store, artifacts, uc, version, actor=who, reason=change.reason, source="api", percent=percent
+            ),
+            usecase,
+        )
 
     @router.post("/v1/admin/models/{usecase}/rollback", responses=failures)
     def rollback(usecase: str, change: AliasChange, actor: Caller) -> dict[str, Any]:

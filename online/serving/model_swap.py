@@ -19,12 +19,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from migrate.artifact import ArtifactStore
+from migrate.cutover.guardrail import Guardrail
 from migrate.errors import MigrateError
 from migrate.models.alias_store import AliasStore
 from migrate.models.aliases import Aliases, ModelAlias
 from migrate.models.lifecycle import load_version
 from migrate.scoring import Model
 from migrate.usecase import UseCase
+from online.serving.canary import CanaryPredictor
 from online.serving.prediction_paths import Paths
 from online.serving.predictor import OnlinePredictor
 
@@ -77,6 +79,7 @@ class ModelSwitcher:
             live = named.get("live")
             if live is not None:
                 self._follow(paths, live)
+            self._serve_canary(name, paths, candidate if model is not None else None)
             keep = {(name, a.version, a.sha256) for a in named.values()}
             self._loaded = {k: m for k, m in self._loaded.items() if k[0] != name or k in keep}
 
@@ -94,6 +97,46 @@ class ModelSwitcher:
             except ValueError as exc:  # features the use case cannot compute online: not scored, said once
                 self._candidates.pop(name, None)
                 log.error("%s: candidate %s cannot be scored online: %s", name, model.version, exc)
+
+    def _serve_canary(self, name: str, paths: Paths, candidate: ModelAlias | None) -> None:
+        """Serve the candidate to its canary share (wrapping the live predictor), or stop serving it."""
+        current = paths.predictor
+        if current is None:
+            return
+        base = current.live if isinstance(current, CanaryPredictor) else current
+        scoring = self._candidates.get(name)
+        if candidate is None or candidate.percent is None or scoring is None:
+            if current is not base:
+                paths.swap_predictor(base)
+                log.warning("%s: the candidate no longer serves a canary", name)
+            return
+        if isinstance(current, CanaryPredictor) and (current.live, current.candidate, current.percent) == (
+            base,
+            scoring,
+            candidate.percent,
+        ):
+            return
+        guardrail = Guardrail.from_policy(self._usecases[name].cutover_policy)
+        paths.swap_predictor(CanaryPredictor(base, scoring, candidate.percent, guardrail, self._breached(candidate)))
+        log.warning("%s: candidate %s serves %d%% of entities", name, candidate.version, candidate.percent)
+
+    def _breached(self, candidate: ModelAlias) -> Any:
+        def reject(detail: str) -> None:
+            log.error("%s: candidate %s breached its guardrail: %s", candidate.usecase, candidate.version, detail)
+            self._swaps.labels(candidate.usecase, "canary_breach").inc()
+            if self._audit is None:  # the comparison process: the worker beside it rejects the candidate
+                return
+            try:
+                self._audit.reject_candidate(
+                    candidate.usecase,
+                    actor=self._actor,
+                    reason=f"guardrail breached by candidate {candidate.version} serving its canary",
+                    source="auto_rollback",
+                )
+            except MigrateError as exc:
+                log.error("%s: could not reject candidate %s: %s", candidate.usecase, candidate.version, exc)
+
+        return reject
 
     def served(self, usecase: str) -> str | None:
         """The version the use case's online path serves now (None while no model is loaded)."""

@@ -299,3 +299,14 @@ def test_acting_on_the_verdict_promotes_rejects_or_keeps_the_candidate(
     if decision != "hold":
         entry = store.history(UC, 1)[0]
         assert (entry.source, entry.outcome) == ("verdict", "applied") and "seeded" in entry.reason
+
+
+def test_a_candidate_canary_share_is_stored_audited_and_bounded(store: AliasStore) -> None:
+    store.set_candidate(UC, _t(2), percent=10, **WHO)
+    assert store.get(UC)["candidate"].percent == 10
+    assert store.history(UC, 1)[0].detail == "canary 10%"
+    for bad in (0, 100, True):
+        with pytest.raises(InvalidAliasChangeError, match="canary percent"):
+            store.set_candidate(UC, _t(2), percent=bad, **WHO)  # type: ignore[arg-type]
+    store.set_candidate(UC, _t(3), **WHO)  # a new candidate starts in the shadow only
+    assert store.get(UC)["candidate"].percent is None

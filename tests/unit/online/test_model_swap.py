@@ -173,3 +173,69 @@ def test_the_candidate_is_loaded_ahead_so_promoting_it_needs_no_file(usecase: Us
     (files.root / usecase.name / b.file).unlink()  # from here on B can only come from memory
     switcher.apply(_aliases(_alias(b), _alias(a, "previous")))
     assert switcher.served(usecase.name) == b.version and switcher.problems == {}
+
+
+# -- the candidate as a canary ------------------------------------------------------------------------------------
+
+MANY = [(store, product) for store in range(1, 11) for product in range(200)]
+
+
+def _canary(info: ArtifactInfo, percent: int) -> ModelAlias:
+    return ModelAlias(info.usecase, "candidate", info.version, info.sha256, 1, AS_OF, "t", "t", percent)
+
+
+def _served_by(paths: Paths) -> dict[tuple[int, int], str]:
+    outcome = paths.online(MANY, range(len(MANY)), NOW, {})
+    assert outcome.error is None
+    return {MANY[i]: r.model_version for i, r in outcome.results.items()}
+
+
+def test_a_canary_candidate_serves_a_sticky_share_that_grows_without_moving_anyone_back(
+    usecase: UseCase, world: Any
+) -> None:
+    files, a, b = world
+    paths, switcher, _ = _setup(usecase, files, a)
+    switcher.apply(_aliases(_alias(a), _canary(b, 20)))
+    first = _served_by(paths)
+    share = sum(v == b.version for v in first.values()) / len(MANY)
+    assert 0.15 < share < 0.25, share  # 2,000 entities: 20 % give or take sampling
+    assert _served_by(paths) == first  # sticky: the same entities, call after call
+    other_paths, other, _ = _setup(usecase, files, a)  # another worker process chooses the same entities
+    other.apply(_aliases(_alias(a), _canary(b, 20)))
+    assert _served_by(other_paths) == first
+    switcher.apply(_aliases(_alias(a), _canary(b, 50)))
+    wider = _served_by(paths)
+    assert all(wider[key] == b.version for key, version in first.items() if version == b.version)
+    assert sum(v == b.version for v in wider.values()) > sum(v == b.version for v in first.values())
+    switcher.apply(_aliases(_alias(a), _alias(b, "candidate")))  # no percent: shadow only, nobody served by it
+    assert set(_served_by(paths).values()) == {a.version}
+
+
+def test_a_failing_canary_falls_back_to_live_and_its_guardrail_calls_for_rejection(
+    usecase: UseCase, world: Any
+) -> None:
+    from migrate.cutover.guardrail import Guardrail  # noqa: PLC0415 - this test alone builds one by hand
+    from online.serving.canary import CanaryPredictor  # noqa: PLC0415 - this test alone builds one by hand
+
+    files, a, _ = world
+    live = OnlinePredictor(usecase, load_version(usecase, files, a.version), _NoFeatures())  # type: ignore[arg-type]
+
+    class _Failing:
+        model = live.model
+
+        def predict(self, *args: Any) -> Any:
+            raise RuntimeError("candidate down")
+
+    breaches: list[str] = []
+    done = threading.Event()
+
+    def on_breach(detail: str) -> None:
+        breaches.append(detail)
+        done.set()
+
+    guardrail = Guardrail(max_error_rate=0.01, max_p99_latency_ms=1e9, min_samples=5, min_bad=5)
+    canary = CanaryPredictor(live, _Failing(), 99, guardrail, on_breach)  # type: ignore[arg-type]
+    for _ in range(5):
+        results = canary.predict(MANY[:50], NOW)
+        assert {r.model_version for r in results} == {a.version}  # every entity answered, by live
+    assert done.wait(10) and len(breaches) == 1 and "error rate" in breaches[0]
