@@ -36,9 +36,11 @@ def _open(usecase: str) -> tuple[UseCase, ArtifactStore, AliasStore]:
 
 
 def _print_aliases(usecase: str, aliases: dict[str, ModelAlias]) -> None:
-    names = "  ".join(
-        f"{alias} [bold]{aliases[alias].version}[/]" for alias in ("live", "candidate", "previous") if alias in aliases
-    )
+    def named(alias: ModelAlias) -> str:
+        share = f" (canary {alias.percent}%)" if alias.percent is not None else ""
+        return f"{alias.alias} [bold]{alias.version}[/]{share}"
+
+    names = "  ".join(named(aliases[alias]) for alias in ("live", "candidate", "previous") if alias in aliases)
     console.print(f"[green]{usecase}[/]  {names or 'no alias set'}", highlight=False)
 
 
