@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -171,6 +172,23 @@ AGE_SAMPLE = 1_000_000  # live data ages are parsed for at most about this many 
 VERSION_SAMPLE = 200_000  # the models that answered most are counted over at most this many rows
 
 
+Pair = Literal["batch_live", "live_candidate"]
+# The columns of table ``s``'s two sides: (b)atch and (o)nline, or the live model and the candidate.
+_SIDES: dict[str, str] = {
+    "batch_live": """batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
+               batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
+               online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,""",
+    "live_candidate": """online_prediction AS bp, FALSE AS miss, CAST(NULL AS DOUBLE) AS batch_age,
+               online_latency_ms AS batch_ms, online_error IS NOT NULL AS batch_err,
+               candidate_prediction AS op, candidate_latency_ms AS online_ms,
+               candidate_error IS NOT NULL AS online_err,""",
+}
+_VERSIONS = {
+    "batch_live": ("batch_model_version", "online_model_version"),
+    "live_candidate": ("online_model_version", "candidate_model_version"),
+}
+
+
 def load(
     usecase: UseCase,
     shadow_root: Path,
@@ -180,6 +198,7 @@ def load(
     threads: int | None = None,
     memory_limit: str | None = None,
     published: Sequence[tuple[int, datetime]] = (),
+    pair: Pair = "batch_live",
 ) -> Rows:
     """Read the window's shadow rows, de-duplicated and each joined with its label, as table ``s`` of a fresh
     DuckDB connection; the live data ages of (a sample of) them as table ``ages``.
@@ -191,8 +210,11 @@ def load(
     before any), ``label`` and ``label_state``. Table ``ages`` holds ``h``, ``hour``,
     ``answered`` (the live path gave a prediction) and ``online_age`` for the rows ``Rows.age_every`` chooses.
 
+    ``pair="live_candidate"`` reads the live model's answers as the ``b`` side and the candidate's (logged beside
+    them since `migrate models candidate`) as the ``o`` side, so the same measures compare the two models.
+
     Raises:
-        NoShadowDataError: no shadow file, or no row in the window.
+        NoShadowDataError: no shadow file, or no row in the window (with a candidate, for that pair).
     """
     files = shadow_files(shadow_root, window)
     if not files:
@@ -214,7 +236,23 @@ def load(
     served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
     join = _join_key_sql(usecase)
-    recorded = "lookup_version" in con.sql(f"SELECT * FROM {source} LIMIT 0").columns  # older logs lack it
+    logged = con.sql(f"SELECT * FROM {source} LIMIT 0").columns
+    recorded = "lookup_version" in logged  # older logs lack it
+    sides = _SIDES[pair]
+    if pair == "live_candidate":
+        # Entities the candidate served as a canary have no live answer to pair (both columns are the candidate's).
+        paired = "candidate_model_version IS NOT NULL AND online_model_version IS DISTINCT FROM candidate_model_version"
+        filtered = f"{filtered} {'AND' if filtered else 'WHERE'} {paired}"
+        if (
+            "candidate_prediction" not in logged
+            or not con.execute(f"SELECT count(*) FROM {source} {filtered}").fetchall()[0][0]
+        ):
+            con.close()
+            raise NoShadowDataError(
+                f"the shadow log of use case {usecase.name!r} holds no candidate model's answers ({window.describe()})",
+                fix=f"name a candidate (`migrate models candidate {usecase.name} VERSION`) and keep the use case at "
+                "stage shadow, canary or online while it is scored",
+            )
     # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
     # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
     # attached as two more columns, instead of carrying every column through the join's sort.
@@ -222,9 +260,7 @@ def load(
         SELECT {row_id} AS h, {", ".join(f"{c} AS k_{k}" for c, k in zip(typed, keys, strict=True))}, {join} AS j,
                CAST(request_time AS TIMESTAMPTZ) AS request_time,
                CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
-               batch_prediction AS bp, coalesce(batch_miss, FALSE) AS miss, batch_data_age_s AS batch_age,
-               batch_latency_ms AS batch_ms, batch_error IS NOT NULL AS batch_err,
-               online_prediction AS op, online_latency_ms AS online_ms, online_error IS NOT NULL AS online_err,
+               {sides}
                {"CAST(lookup_version AS BIGINT)" if recorded else "CAST(NULL AS BIGINT)"} AS lv,
                date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg
@@ -240,9 +276,10 @@ def load(
     _ages(con, usecase, source, filtered, every)
     # The model versions that answered most, from the first rows read (a window rarely changes models midway,
     # and a full scan of two text columns would cost seconds at ten million rows).
+    b_column, o_column = _VERSIONS[pair]
     batch_version, online_version = con.execute(
-        f"SELECT mode(batch_model_version), mode(online_model_version) "
-        f"FROM (SELECT batch_model_version, online_model_version FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
+        f"SELECT mode({b_column}), mode({o_column}) "
+        f"FROM (SELECT {b_column}, {o_column} FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
     return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered)

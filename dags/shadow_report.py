@@ -38,6 +38,10 @@ loss {max_loss:g} at {confidence:.0%} confidence). The verdict recommends; move 
 one step along the verdict (shadow → canary 10 % → online; rollback → shadow). A use case with no shadow log in
 the window is skipped.
 
+A second task judges the **candidate model** (`retrain__{name}`, `migrate models candidate`) against the live one
+on the same window's shadow answers, with the same policy; with `auto_promote` it promotes a candidate judged
+`promote` and rejects one judged `rollback` (`migrate models history {name}`). Skipped while no candidate is scored.
+
 Owner: **{owner}** · same numbers on demand: `migrate gate {name}` / `migrate report {name}`.
 """
 
@@ -131,7 +135,63 @@ def build_dag(usecase: UseCase) -> DAG:
                 "window": [window.since.isoformat() if window.since else None, end.isoformat()],
             }
 
+        @task
+        def judge_candidate() -> dict[str, Any]:
+            """The candidate model against the live one on the window's shadow answers; with auto_promote, act."""
+            import logging  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+
+            from airflow.sdk.exceptions import AirflowSkipException  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+
+            from comparisons.candidate import judge  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from comparisons.shadow_rows import Window  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from migrate.artifact import ArtifactStore  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from migrate.errors import NoShadowDataError  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from migrate.models.alias_store import AliasStore  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+            from migrate.models.lifecycle import act_on_verdict  # noqa: PLC0415 - DAG parse time: a task imports its work when it runs
+
+            log = logging.getLogger("migrate.shadow_report")
+            context = get_current_context()
+            end = context["data_interval_end"]
+            window = Window(end - timedelta(days=int(context["params"]["window_days"])), end)
+            settings = get_settings()
+            try:
+                result = judge(usecase, settings, window)
+            except NoShadowDataError as exc:
+                raise AirflowSkipException(f"{exc.what} ({exc.fix})") from exc
+            verdict = result.verdict
+            log.info(
+                "candidate %s vs live %s of %s: %s",
+                result.candidate_version,
+                result.live_version,
+                name,
+                verdict.decision.upper(),
+            )
+            for reason in verdict.reasons:
+                log.info("  reason: %s", reason)
+            acted = None
+            if usecase.cutover_policy.auto_promote:
+                store = AliasStore.from_settings(settings)
+                try:
+                    store.ensure_schema()
+                    artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+                    why = "; ".join(verdict.reasons[:1])
+                    moved = act_on_verdict(
+                        store, artifacts, usecase, verdict.decision, why, actor="shadow_report", source="verdict"
+                    )
+                    acted = None if moved is None else verdict.decision
+                finally:
+                    store.close()
+                log.info("auto_promote: candidate %s", "unchanged" if acted is None else f"{acted}d")
+            return {
+                "decision": verdict.decision,
+                "reasons": verdict.reasons,
+                "candidate": result.candidate_version,
+                "live": result.live_version,
+                "acted": acted,
+            }
+
         report()
+        judge_candidate()
     return dag
 
 

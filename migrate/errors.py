@@ -111,6 +111,22 @@ class FlagStoreError(CutoverError):
     """The cutover flag store (tables ``cutover_flags`` / ``cutover_audit``) failed or timed out."""
 
 
+class ModelAliasError(MigrateError):
+    """A model alias (live, candidate, previous) cannot be read, changed or stored."""
+
+
+class InvalidAliasChangeError(ModelAliasError):
+    """An alias change is malformed or impossible: no reason, an unknown version, nothing to roll back to."""
+
+
+class ModelRefusedError(ModelAliasError):
+    """A model version failed its checks (sha256, declared features, probe); no alias moved to it."""
+
+
+class AliasStoreError(ModelAliasError):
+    """The model alias store (tables ``model_aliases`` / ``model_alias_audit``) failed or timed out."""
+
+
 class BrokerError(MigrateError):
     """The Kafka broker (the team's or the embedded one) failed or cannot be reached."""
 

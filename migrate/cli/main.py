@@ -16,6 +16,7 @@ from migrate.cli.backtest import register as register_backtest
 from migrate.cli.compare import register as register_compare
 from migrate.cli.flags import flags_app
 from migrate.cli.init import register as register_init
+from migrate.cli.models import models_app
 from migrate.cli.online import register as register_online
 from migrate.cli.stream import register as register_stream
 from migrate.cli.support import as_utc, console, err, friendly
@@ -36,6 +37,7 @@ lookup_app = typer.Typer(help="Versioned lookup tables of batch predictions.", n
 app.add_typer(usecases_app, name="usecases")
 app.add_typer(lookup_app, name="lookup")
 app.add_typer(flags_app, name="flags")
+app.add_typer(models_app, name="models")
 register_online(app)
 register_compare(app)
 register_backtest(app)

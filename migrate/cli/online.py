@@ -25,6 +25,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Serving worker processes.")] = 1,
+    worker_healthcheck_s: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Seconds a worker may take to answer uvicorn's health ping (at start too) before it is killed."
+        ),
+    ] = 30,
 ) -> None:
     """Serve every use case's model live (FastAPI on uvicorn); embedded Redis and broker unless configured."""
     import uvicorn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
@@ -64,6 +70,9 @@ def serve(
         access_log=False,
         # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default; the app trusts MIGRATE_TRUSTED_PROXIES only.
         proxy_headers=False,
+        # uvicorn's 5 s default killed workers still importing the app on a loaded 2-core machine, over and over
+        # (seen with several test suites running): a slow start is not a hung worker.
+        timeout_worker_healthcheck=worker_healthcheck_s,
     )
 
 

@@ -22,12 +22,12 @@ from migrate.errors import InvalidFlagError, TransitionRefusedError
 from online.serving.openapi import problems
 from online.serving.schemas import FlagChange
 
-__all__ = ["REFUSALS", "admin_router"]
+__all__ = ["REFUSALS", "REFUSED", "admin_router", "bearer_caller"]
 
 log = logging.getLogger(__name__)
 REFUSALS = ("disabled", "missing_token", "wrong_token", "unknown_usecase")
 _LOG_EVERY_S = 60.0
-_REFUSED = {
+REFUSED = {
     401: "No bearer token.",
     403: "A wrong token, or the admin API is disabled (MIGRATE_ADMIN_TOKEN unset).",
     404: "No such use case.",
@@ -57,22 +57,17 @@ class _Refusals:
         log.warning("admin API refused %d call(s) (%s); latest: use case %.64r from %s", count, reason, usecase, actor)
 
 
-def admin_router(
-    *,
-    flag_store: Any,
-    usecases: Callable[[], set[str]],
-    token: Callable[[], str | None],
-    refused: Counter,
-) -> APIRouter:
-    """The admin routes; `token` and `usecases` are read at each call (a test may change them)."""
-    router = APIRouter()
+def bearer_caller(
+    *, usecases: Callable[[], set[str]], token: Callable[[], str | None], refused: Counter
+) -> Callable[..., str]:
+    """The dependency every admin route shares: the caller's address once the token checks out and the use case
+    exists; refusals are counted, never audited."""
     bearer = HTTPBearer(auto_error=False)
     count = _Refusals(refused)
 
     def caller(
         usecase: str, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> str:
-        """The caller's address once the token checks out and the use case exists; refusals are counted only."""
         actor = request.client.host if request.client else "unknown"  # forwarded headers: see create_app
         expected = token()
         if expected is None:
@@ -89,9 +84,23 @@ def admin_router(
             raise HTTPException(404, f"no use case {usecase!r}; served: {sorted(usecases())}")
         return actor
 
+    return caller
+
+
+def admin_router(
+    *,
+    flag_store: Any,
+    usecases: Callable[[], set[str]],
+    token: Callable[[], str | None],
+    refused: Counter,
+) -> APIRouter:
+    """The admin routes; `token` and `usecases` are read at each call (a test may change them)."""
+    router = APIRouter()
+    caller = bearer_caller(usecases=usecases, token=token, refused=refused)
+
     @router.put(
         "/v1/admin/flags/{usecase}",
-        responses=problems(_REFUSED | {400: "The change is malformed.", 409: "It skips stages without force."}),
+        responses=problems(REFUSED | {400: "The change is malformed.", 409: "It skips stages without force."}),
     )
     def set_flag(usecase: str, change: FlagChange, actor: Annotated[str, Depends(caller)]) -> dict[str, Any]:
         try:
@@ -111,7 +120,7 @@ def admin_router(
         return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}
 
     # A read changes nothing: authenticated like a change, never audited.
-    @router.get("/v1/admin/flags/{usecase}", responses=problems(_REFUSED))
+    @router.get("/v1/admin/flags/{usecase}", responses=problems(REFUSED))
     def get_flag(usecase: str, _: Annotated[str, Depends(caller)]) -> dict[str, Any]:
         flag = flag_store.get(usecase)
         return {"usecase": usecase, "stage": flag.stage, "percent": flag.percent, "revision": flag.revision}

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from migrate.usecase import UseCase
-from online.serving.admin import admin_router
+from online.serving.admin import REFUSED, admin_router, bearer_caller
+from online.serving.admin_models import models_router
 from online.serving.docs_pages import add_docs_pages
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.metrics import ServingMetrics, exposition
@@ -34,7 +35,7 @@ from online.serving.validation import context_errors, integral_keys, key_errors
 if TYPE_CHECKING:
     from online.serving.usecase_server import UseCaseServer
 
-__all__ = ["MAX_BODY_BYTES", "ServingDeps", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "ModelAdmin", "ServingDeps", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ class ServingDeps:
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For names the client
     reports_dir: Path | None = None  # <state_dir>/reports: GET /v1/reports/{usecase}/latest serves from it
     on_scrape: list[Callable[[], None]] = field(default_factory=list)  # gauges refreshed before /metrics answers
+    models: "ModelAdmin | None" = None  # the model aliases' admin routes (online/serving/admin_models.py)
+
+
+@dataclass
+class ModelAdmin:
+    """What the model aliases' admin routes act on: the alias store, the artifacts, this worker's served versions."""
+
+    alias_store: Any
+    artifacts: Any
+    served: Callable[[str], str | None]
 
 
 def create_app(deps: ServingDeps) -> FastAPI:
@@ -84,6 +95,21 @@ def create_app(deps: ServingDeps) -> FastAPI:
             refused=deps.metrics.admin_refused,
         )
     )
+
+    if deps.models is not None:
+        caller = bearer_caller(
+            usecases=lambda: set(deps.usecases), token=lambda: deps.admin_token, refused=deps.metrics.admin_refused
+        )
+        app.include_router(
+            models_router(
+                caller=caller,
+                alias_store=deps.models.alias_store,
+                artifacts=deps.models.artifacts,
+                usecases=lambda: deps.usecases,
+                served=deps.models.served,
+                refused=REFUSED,
+            )
+        )
 
     if deps.reports_dir is not None:
         app.include_router(reports_router(deps.reports_dir, lambda: set(deps.usecases)))

@@ -89,6 +89,11 @@ class Paths:
             self._active, self._active_at = (None if info is None else info.version), now
         return self._active
 
+    def swap_predictor(self, predictor: OnlinePredictor) -> None:
+        """Serve `predictor` from the next call on (one reference: a call in flight keeps the one it started with)."""
+        self.predictor = predictor
+        self.down = None
+
     def lookup_read(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
         """The lookup rows of `keys[indexes]`; a failing store becomes the outcome's error."""
         started = time.perf_counter()

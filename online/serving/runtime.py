@@ -8,15 +8,19 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from migrate.artifact import ArtifactStore
 from migrate.cutover.flag_store import FlagStore
 from migrate.cutover.flags import FlagWatcher
 from migrate.cutover.guardrail import Guardrail, auto_rollback
 from migrate.errors import MigrateError
+from migrate.models.alias_store import AliasStore
+from migrate.models.aliases import AliasWatcher
 from migrate.settings import Settings, get_settings
-from online.serving.app import ServingDeps, create_app
+from online.serving.app import ModelAdmin, ServingDeps, create_app
 from online.serving.assembly import build_paths
 from online.serving.clock import clock_of
 from online.serving.metrics import ServingMetrics, mark_dead
+from online.serving.model_swap import ModelSwitcher
 from online.serving.pool import BoundedPool
 from online.serving.shadow_handoff import InProcessShadow, ShadowProcess, ShadowSink
 from online.serving.usecase_server import UseCaseServer
@@ -42,6 +46,15 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         stores.features.close,
     ]
     shutdown += [paths.close for paths in stores.paths.values()]  # closed in reverse: before the stores
+    # The live model alias of each use case, followed without a restart (online/serving/model_swap.py).
+    alias_store = AliasStore.from_settings(settings)
+    alias_store.ensure_schema()
+    artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    switcher = ModelSwitcher(
+        stores.usecases, stores.paths, stores.features, artifacts, audit=alias_store, registry=metrics.registry
+    )
+    alias_watcher = AliasWatcher(alias_store, on_change=switcher.apply).start()  # applied before serving starts
+    shutdown[:0] = [alias_store.close, alias_watcher.stop]
     process = None
     if settings.kafka_bootstrap and shadow_process:
         # A short queue in front of the process: its logger keeps the long one (shadow_queue_size).
@@ -63,7 +76,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         elif settings.kafka_bootstrap:
             logger = ShadowLogger.from_settings(settings, name, registry=metrics.registry)
             shutdown.append(logger.close)
-            shadow = InProcessShadow(name, paths, logger, background)
+            shadow = InProcessShadow(name, paths, logger, background, switcher.candidate)
 
         def on_breach(usecase_name: str, detail: str, guard: Guardrail = guardrail) -> None:
             flag = auto_rollback(flag_store, usecase_name, "guardrail breached on the online path", detail)
@@ -86,13 +99,17 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
     def readiness() -> dict[str, str]:
         # Per use case: "ok", or "degraded: …" when only its lookup table answers (still ready to serve).
         checks = {f"usecase:{name}": "ok" for name in servers}
-        checks.update({f"usecase:{name}": f"degraded: {why}" for name, why in stores.degraded.items()})
+        down = {name: why for name, why in stores.degraded.items() if stores.paths[name].predictor is None}
+        checks.update({f"usecase:{name}": f"degraded: {why}" for name, why in down.items()})
         try:
             stores.features.ping()
             checks["feature_store"] = "ok"
         except MigrateError as exc:
             checks["feature_store"] = exc.what
         checks["flags"] = "ok" if watcher.revision >= 0 else "not loaded yet"
+        # A refused model alias is not served, the model before it is: ready, and says why.
+        refused = "; ".join(f"{name}: {why}" for name, why in sorted(switcher.problems.items()))
+        checks["model_aliases"] = "ok" if not refused else f"degraded: {refused}"
         # The shadow log is evidence, not the answer: while it cannot deliver, serving is ready but degraded.
         shadows = {name: server.shadow for name, server in servers.items() if server.shadow is not None}
         if shadows:
@@ -112,6 +129,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         reports_dir=settings.state_dir / "reports",
         # A worker that has served no request yet still shows the stage it would serve at.
         on_scrape=[server.publish_stage for server in servers.values()],
+        models=ModelAdmin(alias_store, artifacts, switcher.served),
     )
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
@@ -20,11 +21,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from migrate.artifact import ArtifactStore
+from migrate.models.alias_store import AliasStore
+from migrate.models.aliases import AliasWatcher
 from migrate.settings import get_settings
 from online.serving.assembly import build_paths
 from online.serving.metrics import mark_dead
+from online.serving.model_swap import ModelSwitcher
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import Outcome, Paths, Request
+from online.serving.predictor import OnlinePredictor
 from online.serving.shadow_compare import Logger, compare
 from online.shadow.log import DROP_REASONS, ShadowLogger
 
@@ -46,8 +52,16 @@ class ShadowSink(Protocol):
 class InProcessShadow:
     """Comparisons on a bounded thread pool of this process (tests, and a single-process embedding)."""
 
-    def __init__(self, usecase: str, paths: Paths, logger: Logger, pool: BoundedPool) -> None:
+    def __init__(
+        self,
+        usecase: str,
+        paths: Paths,
+        logger: Logger,
+        pool: BoundedPool,
+        candidates: Callable[[str], OnlinePredictor | None] | None = None,
+    ) -> None:
         self.usecase, self.paths, self.logger, self.pool = usecase, paths, logger, pool
+        self.candidates = candidates
 
     def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
         return self.pool.submit(self._run, req, served, online, batch) is not None
@@ -59,7 +73,17 @@ class InProcessShadow:
 
     def _run(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> None:
         try:
-            compare(self.paths, self.logger, self.usecase, req, served=served, online=online, batch=batch)
+            candidate = self.candidates(self.usecase) if self.candidates is not None else None
+            compare(
+                self.paths,
+                self.logger,
+                self.usecase,
+                req,
+                served=served,
+                online=online,
+                batch=batch,
+                candidate=candidate,
+            )
         except Exception:
             log.exception("shadow comparison of request %s for %s failed", req.id, self.usecase)
 
@@ -182,7 +206,14 @@ def _main(
 ) -> None:
     """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
     settings = get_settings()
-    paths = build_paths(settings, usecases).paths
+    stores = build_paths(settings, usecases)
+    paths = stores.paths
+    # The online model of the comparisons follows the live alias as the worker's does (the worker audits refusals).
+    artifacts = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    switcher = ModelSwitcher(stores.usecases, paths, stores.features, artifacts, actor=f"shadow:{os.getpid()}")
+    alias_store = AliasStore.from_settings(settings)
+    alias_store.ensure_schema()
+    alias_watcher = AliasWatcher(alias_store, on_change=switcher.apply).start()
     loggers = {name: ShadowLogger.from_settings(settings, name, registry=CollectorRegistry()) for name in paths}
     stop = threading.Event()
 
@@ -198,11 +229,23 @@ def _main(
             if usecase not in paths:
                 continue
             try:
-                compare(paths[usecase], loggers[usecase], usecase, req, served=served, online=online, batch=batch)
+                candidate = switcher.candidate(usecase)
+                compare(
+                    paths[usecase],
+                    loggers[usecase],
+                    usecase,
+                    req,
+                    served=served,
+                    online=online,
+                    batch=batch,
+                    candidate=candidate,
+                )
             except Exception:
                 log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
     finally:
         stop.set()
+        alias_watcher.stop()
+        alias_store.close()
         for logger in loggers.values():
             logger.close()
         _publish(loggers, usecases, counts, problems)

@@ -46,6 +46,12 @@ class ShadowRecord(BaseModel):
     online_model_version: str | None = None
     online_latency_ms: float | None = None
     online_error: str | None = None
+    # The candidate model (`migrate models candidate`), scored beside the live one off the critical path. Optional,
+    # so records and Parquet files written before it existed still read (the comparator reads with union_by_name).
+    candidate_prediction: float | None = None
+    candidate_model_version: str | None = None
+    candidate_error: str | None = None
+    candidate_latency_ms: float | None = None
     context: dict[str, Any] = Field(default_factory=dict, description="Extra JSON-able request context.")
 
     def to_json(self) -> bytes:
