@@ -157,11 +157,13 @@ def measure(rows: Rows, confidence: float) -> Accuracy:
     hours = np.asarray(arrays["hour"]).astype("datetime64[us]").astype(np.int64)
     names = METRICS[kind]
     exact, exact_hourly = _exact(rows, names)
+    # The metrics SQL does not compute (AUC) on the arrays, once: the interval's estimate and the score share it.
+    exact |= {n: (metric(n, batch, label), metric(n, live, label)) for n in names if n not in exact}
     intervals = paired_intervals(names, batch, live, label, confidence=confidence, population=pairs, exact=exact)
     scores = []
     for name in names:
         higher = HIGHER_IS_BETTER[name]
-        b, lv = exact.get(name) or (metric(name, batch, label), metric(name, live, label))
+        b, lv = exact[name]
         score = Score(metric=name, batch=b, live=lv, confidence=confidence, higher_is_better=higher)
         found = intervals[name]
         if found is not None:
@@ -197,8 +199,12 @@ def measure(rows: Rows, confidence: float) -> Accuracy:
         members = np.flatnonzero(hours == hour)
         chosen = members[_subset(members.size, HOUR_PAIRS, rng)]
         known = by_hour.get(int(hour), {})
-        sampled = {n: (metric(n, batch[chosen], label[chosen]), metric(n, live[chosen], label[chosen])) for n in names}
-        values = {n: known.get(n, sampled[n]) for n in names}
+        values = {
+            n: known[n]
+            if n in known
+            else (metric(n, batch[chosen], label[chosen]), metric(n, live[chosen], label[chosen]))
+            for n in names
+        }
         hourly.append(
             HourScores(
                 hour=datetime.fromtimestamp(int(hour) / 1e6, tz=UTC),

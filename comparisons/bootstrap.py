@@ -137,8 +137,8 @@ def paired_intervals(
     """
     rng = np.random.default_rng(seed)
     n = label.size
-    full = {name: (metric(name, batch, label), metric(name, live, label)) for name in names}
-    full |= exact or {}
+    exact = exact or {}
+    full = {m: exact[m] if m in exact else (metric(m, batch, label), metric(m, live, label)) for m in names}
     if n > max_pairs:
         subset = np.sort(rng.choice(n, size=max_pairs, replace=False))
         batch, live, label = batch[subset], live[subset], label[subset]

@@ -90,6 +90,7 @@ STEPS = (
     "explain",
     "feature_skew",
     "segments",
+    "verdict",
 )
 OnStep = Callable[[str], None]
 

@@ -158,15 +158,17 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
 
 def _cases(rows: Rows, threshold: float, limit: int) -> tuple[int, int, list[dict[str, Any]]]:
     keys = rows.key_columns
-    totals = rows.con.execute(
-        f"SELECT count(*), count(DISTINCT ({keys})) FROM s WHERE abs(op - bp) > {threshold}"
-    ).fetchall()[0]
-    found = rows.con.execute(f"""
-        SELECT {keys}, count(*) AS n, avg(abs(op - bp)) AS d, arg_max(h, request_time), max(request_time),
-               arg_max(bp, request_time), arg_max(op, request_time)
-        FROM s WHERE abs(op - bp) > {threshold}
-        GROUP BY ALL ORDER BY n DESC, d DESC, {keys} LIMIT {int(limit)}
-    """).fetchall()
+    # One pass over the rows: the disagreeing entities grouped once give both the totals and the top cases.
+    rows.con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE disagreeing AS
+        SELECT {keys}, count(*) AS n, avg(abs(op - bp)) AS d, arg_max(h, request_time) AS h,
+               max(request_time) AS t, arg_max(bp, request_time) AS b, arg_max(op, request_time) AS o
+        FROM s WHERE abs(op - bp) > {threshold} GROUP BY ALL
+    """)
+    totals = rows.con.execute("SELECT coalesce(sum(n), 0), count(*) FROM disagreeing").fetchall()[0]
+    found = rows.con.execute(
+        f"SELECT {keys}, n, d, h, t, b, o FROM disagreeing ORDER BY n DESC, d DESC, {keys} LIMIT {int(limit)}"
+    ).fetchall()
     width = len(rows.keys)
     cases = [
         {

@@ -64,9 +64,9 @@ def _bucket(column: str) -> str:
 
 def _groups(rows: Rows) -> list[GroupAge]:
     con, out = rows.con, []
+    answers = int(con.execute("SELECT count(*) FROM ages WHERE answered").fetchall()[0][0])  # the same for every group
     for index, group in enumerate(feature_groups(rows.usecase)):
         column = f"g{index}"
-        answers = int(con.execute("SELECT count(*) FROM ages WHERE answered").fetchall()[0][0])
         if group.kind == "real-time" and group.window_s is not None:
             inside = f"{column} IS NOT NULL AND {column} <= {group.window_s!r}"
             age = con.execute(f"SELECT {quantile_sql(column)} FROM ages WHERE answered AND {inside}").fetchall()[0]

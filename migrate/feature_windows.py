@@ -35,6 +35,7 @@ from migrate.usecase import RealtimeFeature, UseCase, parse_duration
 __all__ = [
     "ENTITY_GROUP",
     "Group",
+    "Replay",
     "WindowSpec",
     "WindowState",
     "evaluate",
@@ -271,6 +272,61 @@ def epoch_s(moment: datetime) -> float:
     return moment.timestamp()
 
 
+class Replay:
+    """Events of one group applied in order and evaluated at asked instants, the state of each key kept between
+    calls: a backtest asks day after day and each key's events are applied once, not once per day.
+
+    Events are applied in the order given (sort them by event time, then id: the order a key's partition saw
+    them); the answer for an instant is `WindowState.values_at` after every event of the key strictly before it,
+    the function serving evaluates. An instant earlier than one already asked for its key replays that key from
+    its first event, so any order of calls gives the same answers.
+    """
+
+    def __init__(
+        self,
+        spec: WindowSpec,
+        event_keys: Sequence[tuple[Any, ...]],
+        event_times_s: npt.NDArray[np.float64],
+        events: Sequence[Mapping[str, Any]],
+    ) -> None:
+        self.spec = spec
+        self._times = event_times_s
+        self._events = events
+        self._by_key: dict[tuple[Any, ...], list[int]] = {}
+        for row, key in enumerate(event_keys):
+            self._by_key.setdefault(key, []).append(row)
+        self._states: dict[tuple[Any, ...], tuple[WindowState, int, float]] = {}  # key → state, applied, last asked
+        self._empty = spec.new_state()
+
+    def values(
+        self, at_keys: Sequence[tuple[Any, ...]], at_times_s: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Per (key, instant) asked, the features from that key's events strictly before the instant."""
+        spec, times, events = self.spec, self._times, self._events
+        out = np.full((len(at_keys), len(spec.features)), NAN, dtype=np.float64)
+        asked: dict[tuple[Any, ...], list[int]] = {}
+        for row, key in enumerate(at_keys):
+            asked.setdefault(key, []).append(row)
+        for key, rows in asked.items():
+            rows.sort(key=lambda r: at_times_s[r])
+            mine = self._by_key.get(key)
+            if not mine:
+                for row in rows:
+                    out[row] = self._empty.values_at(float(at_times_s[row]))
+                continue
+            state, applied, last = self._states.get(key) or (spec.new_state(), 0, -math.inf)
+            if float(at_times_s[rows[0]]) < last:
+                state, applied = spec.new_state(), 0  # asked earlier than before: replay the key from its start
+            for row in rows:
+                at = float(at_times_s[row])
+                while applied < len(mine) and times[mine[applied]] < at:
+                    state.add(float(times[mine[applied]]), events[mine[applied]])
+                    applied += 1
+                out[row] = state.values_at(at)
+            self._states[key] = (state, applied, float(at_times_s[rows[-1]]))
+        return out
+
+
 def features_at(
     spec: WindowSpec,
     event_keys: Sequence[tuple[Any, ...]],
@@ -280,31 +336,8 @@ def features_at(
     at_keys: Sequence[tuple[Any, ...]],
     at_times_s: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    """Per (key, instant) asked, the features from that key's events strictly before the instant.
-
-    Events are applied in the order given (sort them by event time, then id: the order a key's partition saw
-    them); the answer for each instant is `WindowState.values_at`, the function serving evaluates.
-    """
-    out = np.full((len(at_keys), len(spec.features)), NAN, dtype=np.float64)
-    by_key: dict[tuple[Any, ...], list[int]] = {}
-    for row, key in enumerate(event_keys):
-        by_key.setdefault(key, []).append(row)
-    asked: dict[tuple[Any, ...], list[int]] = {}
-    for row, key in enumerate(at_keys):
-        asked.setdefault(key, []).append(row)
-    empty = spec.new_state()
-    for key, rows in asked.items():
-        rows.sort(key=lambda r: at_times_s[r])
-        mine = by_key.get(key, [])
-        state = spec.new_state() if mine else empty
-        applied = 0
-        for row in rows:
-            at = float(at_times_s[row])
-            while applied < len(mine) and event_times_s[mine[applied]] < at:
-                state.add(float(event_times_s[mine[applied]]), events[mine[applied]])
-                applied += 1
-            out[row] = state.values_at(at)
-    return out
+    """Per (key, instant) asked, the features from that key's events strictly before the instant (one `Replay`)."""
+    return Replay(spec, event_keys, event_times_s, events).values(at_keys, at_times_s)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from comparisons.shadow_rows import BACKTEST_STAGE
 from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
 from migrate.artifact import ArtifactStore
-from migrate.batch.event_history import iter_events, realtime_features_at
+from migrate.batch.event_history import RealtimeHistory, iter_events
 from migrate.batch.offline_store import batch_features_at, open_offline, prediction_requests
 from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
@@ -236,13 +236,13 @@ _Online = tuple[
 
 
 def _online_scores(
-    con: duckdb.DuckDBPyConnection, usecase: UseCase, bt: Settings, requests: pa.Table, end: datetime
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, bt: Settings, requests: pa.Table, history: RealtimeHistory
 ) -> _Online:
     """The online model's scores of the requests, its input matrix, the batch-featured requests, its version and
-    each real-time feature's age per request."""
+    each real-time feature's age per request; `history` holds the events before the range's end."""
     model = load_model(usecase, ArtifactStore(bt.artifacts_dir, bt.project_dir), "online")
     featured = batch_features_at(con, usecase, requests)
-    windows = realtime_features_at(con, usecase, requests, end)
+    windows = history.features(requests)
     columns: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
     for name in usecase.feature_names:
         columns[name] = np.asarray(featured.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -358,6 +358,9 @@ def run_backtest(
         days.append((day, min(until, (day + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0))))
         day = days[-1][1]
     with open_offline(settings.offline_store_path) as con:
+        # The event history up to the range's end, read once: each day is answered from the events strictly before
+        # each request, so the later events it holds change nothing (was: the whole history re-read per day).
+        history: RealtimeHistory | None = None
         for number, (first, last) in enumerate(days):
             marker = done_dir / f"{first:%Y%m%dT%H%M%S}-{last:%Y%m%dT%H%M%S}"
             if marker.exists():
@@ -366,7 +369,8 @@ def run_backtest(
             requests = prediction_requests(con, usecase, first, last, table=requests_table, time_column=time_column)
             if len(requests):
                 answers = _batch_answers(usecase, requests, versions)
-                online = _online_scores(con, usecase, bt, requests, last)
+                history = history or RealtimeHistory(con, usecase, until)
+                online = _online_scores(con, usecase, bt, requests, history)
                 records = _records(usecase, requests, answers, online)
                 _write_by_hour(bt.shadow_dir / usecase.name, records, lambda r: r.request_time, "shadow")
                 result.requests += len(records)

@@ -18,11 +18,11 @@ import pyarrow as pa
 
 from migrate.batch.offline_store import _quote, _use_utc, check_columns, training_frame, utc_naive
 from migrate.errors import UseCaseError
-from migrate.feature_windows import features_at, groups_of
+from migrate.feature_windows import Group, Replay, groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 
-__all__ = ["event_stream", "iter_events", "online_training_frame", "realtime_features_at"]
+__all__ = ["RealtimeHistory", "event_stream", "iter_events", "online_training_frame", "realtime_features_at"]
 
 
 def event_stream(usecase: UseCase) -> tuple[RealtimeFeatures, EventStream]:
@@ -96,6 +96,53 @@ def _stream_events(
     return table, np.asarray(times, dtype=np.float64) / 1e6, rows
 
 
+class RealtimeHistory:
+    """Every real-time feature group's events before `end`, read once, evaluated at any spine's instants before
+    `end`: a backtest loads its range's history once and asks day after day (each key's state carries over,
+    see `migrate.feature_windows.Replay`), instead of reading and replaying the whole history per day."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, usecase: UseCase, end: datetime) -> None:
+        _use_utc(con)
+        self.usecase = usecase
+        self.end = end
+        self._groups: list[tuple[Group, Replay]] = []
+        loaded: dict[str, tuple[pa.Table, npt.NDArray[np.float64], list[dict[str, Any]]]] = {}
+        for group in groups_of(usecase):
+            if not group.spec.features:
+                continue
+            if group.stream not in loaded:
+                loaded[group.stream] = _stream_events(con, usecase, group.stream, end)
+            table, event_times_s, events = loaded[group.stream]
+            keys = list(zip(*(table.column(c).to_pylist() for c in group.key), strict=True)) if len(table) else []
+            self._groups.append((group, Replay(group.spec, keys, event_times_s, events)))
+
+    def features(self, spine: pa.Table) -> npt.NDArray[np.float64]:
+        """Per spine row, every real-time feature at its ``prediction_time`` (see `realtime_features_at`); only
+        events before the history's `end` count.
+
+        Raises:
+            UseCaseError: a group is keyed by a column the spine does not carry.
+        """
+        for group, _ in self._groups:
+            missing = [c for c in group.key if c not in spine.column_names]
+            if missing:
+                raise UseCaseError(
+                    f"usecases/{self.usecase.name}.yaml",
+                    f"realtime_features.groups.{group.name}.key",
+                    f"names {missing}, which the training rows do not carry",
+                    fix="key a group by entity keys or context features (the spine carries both)",
+                )
+        asked = spine.column("prediction_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        at_times_s = np.asarray(asked, dtype=np.float64) / 1e6
+        if not self._groups:
+            return np.empty((len(spine), 0), dtype=np.float64)
+        blocks = []
+        for group, replay in self._groups:
+            at_keys = list(zip(*(spine.column(c).to_pylist() for c in group.key), strict=True)) if len(spine) else []
+            blocks.append(replay.values(at_keys, at_times_s))
+        return np.hstack(blocks)
+
+
 def realtime_features_at(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, spine: pa.Table, end: datetime
 ) -> npt.NDArray[np.float64]:
@@ -103,34 +150,9 @@ def realtime_features_at(
 
     `spine` holds ``prediction_time`` (UTC) and every column keying a feature group (entity keys, context
     values). Columns of the answer: `usecase.realtime_feature_names`. The windows are evaluated with the serving
-    code (`migrate.feature_windows.features_at`), over each stream's whole history before `end` so they start full.
+    code (`migrate.feature_windows`), over each stream's whole history before `end` so they start full.
     """
-    _use_utc(con)
-    asked = spine.column("prediction_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-    at_times_s = np.asarray(asked, dtype=np.float64) / 1e6
-    loaded: dict[str, tuple[pa.Table, npt.NDArray[np.float64], list[dict[str, Any]]]] = {}
-    blocks = []
-    for group in groups_of(usecase):
-        if not group.spec.features:
-            continue
-        missing = [c for c in group.key if c not in spine.column_names]
-        if missing:
-            raise UseCaseError(
-                f"usecases/{usecase.name}.yaml",
-                f"realtime_features.groups.{group.name}.key",
-                f"names {missing}, which the training rows do not carry",
-                fix="key a group by entity keys or context features (the spine carries both)",
-            )
-        if group.stream not in loaded:
-            loaded[group.stream] = _stream_events(con, usecase, group.stream, end)
-        table, event_times_s, events = loaded[group.stream]
-        event_keys = list(zip(*(table.column(c).to_pylist() for c in group.key), strict=True)) if len(table) else []
-        at_keys = list(zip(*(spine.column(c).to_pylist() for c in group.key), strict=True)) if len(spine) else []
-        found = features_at(group.spec, event_keys, event_times_s, events, at_keys=at_keys, at_times_s=at_times_s)
-        blocks.append(found)
-    if not blocks:
-        return np.empty((len(spine), 0), dtype=np.float64)
-    return np.hstack(blocks)
+    return RealtimeHistory(con, usecase, end).features(spine)
 
 
 def _frame_from_events(

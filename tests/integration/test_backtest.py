@@ -22,12 +22,13 @@ from typer.testing import CliRunner
 from comparisons.comparison import compare
 from migrate.artifact import ArtifactStore
 from migrate.backtest.runner import BacktestResult, backtest_settings, run_backtest
-from migrate.batch.event_history import online_training_frame
-from migrate.batch.offline_store import open_offline
+from migrate.batch.event_history import RealtimeHistory, online_training_frame, realtime_features_at
+from migrate.batch.offline_store import open_offline, prediction_requests
 from migrate.batch.training import train
 from migrate.cli.main import app
 from migrate.errors import BacktestError
 from migrate.examples.fraud_detection.generator import FraudConfig, FraudSummary, generate
+from migrate.feature_windows import epoch_s, groups_of
 from migrate.registry import Registry
 from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
@@ -245,3 +246,37 @@ def test_feature_ages_are_those_serving_would_log(backtested: Backtested) -> Non
     assert staleness.live.p50 < staleness.batch.p50 / 3
     merchant = next(g for g in staleness.groups if g.group == "merchant")
     assert merchant.age.n > 0 and merchant.no_event_share is not None and merchant.no_event_share < 1
+
+
+def test_one_history_read_for_the_range_answers_each_day_as_a_read_per_day_did(backtested: Backtested) -> None:
+    """The backtest reads the event history once and asks it day after day; the old way read the history before
+    each day's end and replayed it from scratch. Same numbers, every request of every day (and, on a sample, the
+    same as a fresh window state fed by hand with the key's events strictly before the request)."""
+    settings, usecase = backtested.settings, backtested.usecase
+    days = [(backtested.start + timedelta(days=i), backtested.start + timedelta(days=i + 1)) for i in range(2)]
+    groups = [g for g in groups_of(usecase) if g.spec.features]
+    with open_offline(settings.offline_store_path) as con:
+        history = RealtimeHistory(con, usecase, backtested.until)
+        for first, last in days:
+            requests = prediction_requests(con, usecase, first, last)
+            assert len(requests) > 5_000
+            once = history.features(requests)
+            per_day = realtime_features_at(con, usecase, requests, last)
+            assert once.shape == (len(requests), len(usecase.realtime_feature_names))
+            assert np.array_equal(once, per_day, equal_nan=True)
+            for row in range(0, len(requests), 499):
+                at = requests["prediction_time"][row].as_py()
+                expected = []
+                for group in groups:
+                    where = " AND ".join(f"{k} = ?" for k in group.key)
+                    found = con.execute(
+                        f"SELECT * FROM card_events WHERE {where} AND event_time < ? ORDER BY event_time, event_id",
+                        [*(requests[k][row].as_py() for k in group.key), at.astimezone(UTC).replace(tzinfo=None)],
+                    )
+                    names = [d[0] for d in found.description]
+                    state = group.spec.new_state()
+                    for values in found.fetchall():
+                        event = dict(zip(names, values, strict=True))
+                        state.add(epoch_s(event["event_time"]), event)
+                    expected.extend(state.values_at(at.timestamp()))
+                assert np.array_equal(once[row], np.array(expected), equal_nan=True), row
