@@ -30,6 +30,7 @@ from online.serving.metrics import ServingMetrics, exposition
 from online.serving.openapi import document_bodies, predict_operation, predict_responses
 from online.serving.reports import reports_router
 from online.serving.schemas import PredictRequest, PredictResponse
+from online.serving.timing import REQUEST_TIMING, ServerTiming
 from online.serving.validation import context_errors, integral_keys, key_errors
 
 if TYPE_CHECKING:
@@ -139,12 +140,17 @@ def create_app(deps: ServingDeps) -> FastAPI:
         if errors:
             raise RequestValidationError(errors)
         entities = cast(list[dict[str, int | str]], body.entities)  # key_errors refused the floats left
+        timing = ServerTiming()
+        REQUEST_TIMING.set(timing)  # this request's task: the server fills in the parts that ran
         answer: Any = server.predict(entities, body.context)
         if inspect.isawaitable(answer):  # UseCaseServer's is async; a test's stand-in may answer directly
             answer = await answer
         content = orjson.dumps(answer, default=_dump_model)
-        deps.metrics.request_latency.labels(usecase).observe(time.perf_counter() - started)
-        return Response(content, media_type="application/json")
+        elapsed = time.perf_counter() - started
+        deps.metrics.request_latency.labels(usecase).observe(elapsed)
+        return Response(
+            content, media_type="application/json", headers={"server-timing": timing.header(elapsed * 1000)}
+        )
 
     # One documented route per served use case (its keys, context and limits); the generic one answers the rest.
     for name, served in deps.servers.items():

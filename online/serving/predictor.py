@@ -9,6 +9,7 @@ evaluates at each prediction time. Context values come from the request body.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,10 @@ class OnlineResult:
     # (``batch``, ``entity``, each declared group; None: the group holds nothing for this entity).
     missing: list[str] = field(default_factory=list)
     group_ages_s: dict[str, float | None] = field(default_factory=dict)
+    # The call that answered it (shared by the entities scored together): the feature read and window evaluation,
+    # then the model, in milliseconds — the Server-Timing header's `features` and `model`.
+    features_ms: float = 0.0
+    model_ms: float = 0.0
 
     @property
     def data_age_s(self) -> float | None:
@@ -94,6 +99,7 @@ class OnlinePredictor:
         contexts: list[Mapping[str, Any]] = (
             [context or {}] * len(keys) if context is None or isinstance(context, Mapping) else list(context)
         )
+        started = time.perf_counter()
         group_keys = {
             g.name: [self._group_key(g, k, c) for k, c in zip(keys, contexts, strict=True)] for g in self._groups
         }
@@ -148,9 +154,13 @@ class OnlinePredictor:
             used.append(entity_values)
             absent.append(missing)
             groups.append(group_ages)
+        assembled = time.perf_counter()
         predictions = score(self.model, matrix)
+        features_ms, model_ms = (assembled - started) * 1000, (time.perf_counter() - assembled) * 1000
         return [
-            OnlineResult(float(p), self.model.version, entity_ages, entity_values, missing, group_ages)
+            OnlineResult(
+                float(p), self.model.version, entity_ages, entity_values, missing, group_ages, features_ms, model_ms
+            )
             for p, entity_ages, entity_values, missing, group_ages in zip(
                 predictions, ages, used, absent, groups, strict=True
             )

@@ -22,6 +22,7 @@ from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Reques
 from online.serving.predictor import OnlineResult
 from online.serving.schemas import Source
 from online.serving.shadow_handoff import ShadowSink
+from online.serving.timing import REQUEST_TIMING
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,14 @@ class UseCaseServer:
         fallback_idx = online_idx if online.error is not None and flag.falls_back else []
         lookup_idx = batch_idx + fallback_idx
         batch = await self.paths.lookup_read_async(keys, lookup_idx) if lookup_idx else NOTHING
+
+        timing = REQUEST_TIMING.get()
+        if timing is not None:
+            first = next(iter(online.results.values()), None)
+            if first is not None:
+                timing.features_ms, timing.model_ms = first.features_ms, first.model_ms
+            if lookup_idx:
+                timing.lookup_ms = batch.latency_ms
 
         predictions: list[PredictionBody] = []
         counts: dict[Source, int] = {}

@@ -423,3 +423,30 @@ def test_a_stopped_redis_costs_each_request_its_deadline_and_feeds_the_guardrail
     served.set_stage(Stage.ONLINE)
     assert served.predict([known[0]])["predictions"][0]["source"] == "online"  # Redis answers again
     served.set_stage(Stage.BATCH)
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    parts = {}
+    for part in header.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        parts[name] = float(duration)
+    return parts
+
+
+def test_each_answer_says_where_its_time_went_in_server_timing(served: Served) -> None:
+    """The W3C Server-Timing header names the parts that ran: features and model for the online path, lookup for
+    the table; each inside the route's total, which is inside what the client waited."""
+    known, _ = _known_and_new(served)
+    for stage, parts in ((Stage.ONLINE, {"features", "model", "total"}), (Stage.SHADOW, {"lookup", "total"})):
+        served.set_stage(stage)
+        started = time.perf_counter()
+        response = served.client.post(
+            served.url, json={"entities": [{"store_id": s, "product_id": p} for s, p in known[:5]]}
+        )
+        waited_ms = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200, response.text
+        timing = _server_timing(response.headers["server-timing"])
+        assert set(timing) == parts, (stage, timing)
+        assert all(ms >= 0 for ms in timing.values())
+        assert sum(ms for name, ms in timing.items() if name != "total") <= timing["total"] <= waited_ms
+    served.set_stage(Stage.SHADOW)
