@@ -19,6 +19,7 @@ WORKFLOW: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("4. Serve and shadow", ("serve", "sink", "services")),
     ("5. Compare the paths", ("gate", "report", "backtest", "rehearse", "spine")),
     ("6. Cut over", ("flags",)),
+    ("7. After cutover: model versions", ("models",)),
     ("All of it at once", ("demo", "airflow")),
 )
 _ORDER = {name: i for i, name in enumerate(name for _, names in WORKFLOW for name in names)}

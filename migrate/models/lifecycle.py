@@ -175,7 +175,8 @@ def promote(
         if candidate is None:
             raise InvalidAliasChangeError(
                 f"{usecase.name}: there is no candidate model to promote",
-                fix=f"name a version: `migrate models promote {usecase.name} --version V` (`migrate models list`)",
+                fix=f"name a version: `migrate models promote {usecase.name} --version V` "
+                f"(`migrate models list {usecase.name}`)",
             )
         version, sha256 = candidate.version, candidate.sha256
     model = _verified(
