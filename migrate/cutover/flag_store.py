@@ -16,10 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lookup_tables.engine import create_engine_for, write_options
+from lookup_tables.audited import AuditedSqlStore, append_only, aware
 from migrate.cutover.flags import AuditEntry, Flag, Stage, check_change, skipped_stages
-from migrate.errors import FlagStoreError, LookupStoreError, MigrateError, TransitionRefusedError
-from migrate.settings import Settings
+from migrate.errors import FlagStoreError, MigrateError, TransitionRefusedError
 
 __all__ = ["FlagStore", "audit", "flags", "metadata"]
 
@@ -63,34 +62,7 @@ audit = sa.Table(
     sa.CheckConstraint("outcome IN ('applied', 'refused')", name="cutover_audit_outcome"),
 )
 
-_APPEND_ONLY = "cutover_audit is append-only"
-_TRIGGERS = {
-    "sqlite": [
-        f"CREATE TRIGGER cutover_audit_no_{verb.lower()} BEFORE {verb} ON cutover_audit "
-        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"
-        for verb in ("UPDATE", "DELETE")
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION cutover_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$",
-        "CREATE TRIGGER cutover_audit_append_only BEFORE UPDATE OR DELETE ON cutover_audit "
-        "FOR EACH ROW EXECUTE FUNCTION cutover_audit_append_only()",
-        "CREATE TRIGGER cutover_audit_no_truncate BEFORE TRUNCATE ON cutover_audit "
-        "FOR EACH STATEMENT EXECUTE FUNCTION cutover_audit_append_only()",
-    ],
-}
-
-
-@sa.event.listens_for(audit, "after_create")
-def _append_only(target: sa.Table, connection: Connection, **kw: Any) -> None:
-    """Refuse UPDATE, DELETE (and TRUNCATE) of audit rows in the database itself, whoever connects."""
-    for sql in _TRIGGERS.get(connection.dialect.name, []):
-        connection.exec_driver_sql(sql)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite's DATETIME comes back naive; it was written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+append_only(audit)
 
 
 def _flag(row: Any) -> Flag:
@@ -99,7 +71,7 @@ def _flag(row: Any) -> Flag:
         stage=Stage(row.stage),
         percent=row.percent,
         revision=row.revision,
-        updated_at=_aware(row.updated_at),
+        updated_at=aware(row.updated_at),
         updated_by=row.updated_by,
         reason=row.reason,
     )
@@ -109,7 +81,7 @@ def _entry(row: Any) -> AuditEntry:
     return AuditEntry(
         id=row.id,
         usecase=row.usecase,
-        at=_aware(row.at),
+        at=aware(row.at),
         actor=row.actor,
         source=row.source,
         from_stage=row.from_stage,
@@ -123,31 +95,12 @@ def _entry(row: Any) -> AuditEntry:
     )
 
 
-class FlagStore:
+class FlagStore(AuditedSqlStore):
     """Read and change cutover flags; every change writes its audit row in the same transaction."""
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
-        """``timeout_s`` bounds connecting, waiting for the writers' lock and (PostgreSQL) each statement."""
-        try:
-            self._engine = create_engine_for(
-                url, timeout_s=timeout_s, statement_timeout_s=timeout_s, what="cutover flag store"
-            )
-        except LookupStoreError as exc:
-            raise FlagStoreError(exc.what, fix=exc.fix) from exc
-        self._timeout_s = timeout_s
-        self._password = self._engine.url.password if isinstance(self._engine.url.password, str) else None
-        self.url = self._engine.url.render_as_string(hide_password=True)
-        self._schema_ready = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FlagStore:
-        """The store at ``settings.sql_url_value`` (beside the lookup tables)."""
-        if settings.backend == "sqlite":
-            settings.ensure_state_dir()
-        return cls(settings.sql_url_value, timeout_s=settings.sql_timeout_s)
-
-    def close(self) -> None:
-        self._engine.dispose()
+    what = "cutover flag store"
+    lock = "migrate.cutover"
+    error = FlagStoreError
 
     # -- reads -------------------------------------------------------------------------------------------------
 
@@ -283,23 +236,6 @@ class FlagStore:
     def _current(self, conn: Connection, usecase: str) -> Flag:
         row = conn.execute(sa.select(flags).where(flags.c.usecase == usecase)).one_or_none()
         return Flag(usecase) if row is None else _flag(row)
-
-    def _ensure_schema_once(self) -> None:
-        if not self._schema_ready:
-            self.ensure_schema()
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A transaction holding the writers' lock: every flag change is serialised, so revisions never repeat."""
-        with self._engine.connect() as conn:
-            conn.execution_options(**write_options(conn))
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    # Keyed by schema, so deployments sharing a database do not wait on each other.
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtext('migrate.cutover'), hashtext(current_schema()))")
-                    )
-                yield conn
 
     @contextmanager
     def _boundary(self, usecase: str | None, doing: str) -> Iterator[None]:

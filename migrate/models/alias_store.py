@@ -19,10 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lookup_tables.engine import create_engine_for, write_options
-from migrate.errors import AliasStoreError, InvalidAliasChangeError, LookupStoreError, MigrateError
+from lookup_tables.audited import AuditedSqlStore, append_only, aware
+from migrate.errors import AliasStoreError, InvalidAliasChangeError, MigrateError
 from migrate.models.aliases import AliasEntry, ModelAlias, check_request
-from migrate.settings import Settings
 
 __all__ = ["AliasStore", "aliases", "audit", "metadata"]
 
@@ -66,34 +65,7 @@ audit = sa.Table(
     sa.CheckConstraint("outcome IN ('applied', 'refused')", name="model_alias_audit_outcome"),
 )
 
-_APPEND_ONLY = "model_alias_audit is append-only"
-_TRIGGERS = {
-    "sqlite": [
-        f"CREATE TRIGGER model_alias_audit_no_{verb.lower()} BEFORE {verb} ON model_alias_audit "
-        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"
-        for verb in ("UPDATE", "DELETE")
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION model_alias_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$",
-        "CREATE TRIGGER model_alias_audit_append_only BEFORE UPDATE OR DELETE ON model_alias_audit "
-        "FOR EACH ROW EXECUTE FUNCTION model_alias_audit_append_only()",
-        "CREATE TRIGGER model_alias_audit_no_truncate BEFORE TRUNCATE ON model_alias_audit "
-        "FOR EACH STATEMENT EXECUTE FUNCTION model_alias_audit_append_only()",
-    ],
-}
-
-
-@sa.event.listens_for(audit, "after_create")
-def _append_only(target: sa.Table, connection: Connection, **kw: Any) -> None:
-    """Refuse UPDATE, DELETE (and TRUNCATE) of audit rows in the database itself, whoever connects."""
-    for sql in _TRIGGERS.get(connection.dialect.name, []):
-        connection.exec_driver_sql(sql)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite's DATETIME comes back naive; it was written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+append_only(audit)
 
 
 def _alias(row: Any) -> ModelAlias:
@@ -103,7 +75,7 @@ def _alias(row: Any) -> ModelAlias:
         row.version,
         row.sha256,
         row.revision,
-        _aware(row.updated_at),
+        aware(row.updated_at),
         row.updated_by,
         row.reason,
         row.percent,
@@ -114,7 +86,7 @@ def _entry(row: Any) -> AliasEntry:
     return AliasEntry(
         id=row.id,
         usecase=row.usecase,
-        at=_aware(row.at),
+        at=aware(row.at),
         actor=row.actor,
         source=row.source,
         action=row.action,
@@ -163,29 +135,12 @@ class _Change:
         return int(key[0])
 
 
-class AliasStore:
+class AliasStore(AuditedSqlStore):
     """Read and move model aliases; every change writes its audit row in the same transaction."""
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
-        """``timeout_s`` bounds connecting, waiting for the writers' lock and (PostgreSQL) each statement."""
-        try:
-            self._engine = create_engine_for(
-                url, timeout_s=timeout_s, statement_timeout_s=timeout_s, what="model alias store"
-            )
-        except LookupStoreError as exc:
-            raise AliasStoreError(exc.what, fix=exc.fix) from exc
-        self.url = self._engine.url.render_as_string(hide_password=True)
-        self._schema_ready = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AliasStore:
-        """The store at ``settings.sql_url_value`` (beside the lookup tables and the flags)."""
-        if settings.backend == "sqlite":
-            settings.ensure_state_dir()
-        return cls(settings.sql_url_value, timeout_s=settings.sql_timeout_s)
-
-    def close(self) -> None:
-        self._engine.dispose()
+    what = "model alias store"
+    lock = "migrate.models"
+    error = AliasStoreError
 
     # -- reads -------------------------------------------------------------------------------------------------
 
@@ -348,22 +303,9 @@ class AliasStore:
 
     @contextmanager
     def _changing(self, usecase: str, doing: str, actor: str, source: str, reason: str) -> Iterator[_Change]:
-        if not self._schema_ready:
-            self.ensure_schema()
+        self._ensure_schema_once()
         with self._boundary(usecase, doing), self._write() as conn:
             yield _Change(conn, usecase, datetime.now(UTC), actor, source, reason)
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A transaction holding the writers' lock: every alias change is serialised, so revisions never repeat."""
-        with self._engine.connect() as conn:
-            conn.execution_options(**write_options(conn))
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtext('migrate.models'), hashtext(current_schema()))")
-                    )
-                yield conn
 
     @contextmanager
     def _boundary(self, usecase: str | None, doing: str) -> Iterator[None]:
