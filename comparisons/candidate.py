@@ -13,8 +13,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from comparisons import accuracy, baselines, coverage, latency
+from comparisons.comparison import paired_evidence
 from comparisons.shadow_rows import Window, load
-from comparisons.verdict import Evidence, Verdict, decide, primary_metric
+from comparisons.verdict import Verdict, decide, primary_metric
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -53,30 +54,15 @@ def judge(usecase: UseCase, settings: Settings, window: Window | None = None) ->
         lat = latency.measure(rows)
     finally:
         rows.con.close()
-    score = acc.score(metric_name)
-    assert score is not None
-    candidate = checked.paths["live"]  # the comparison's "live" side is the candidate here
-    evidence = Evidence(
-        requests=cover.requests,
-        labeled_pairs=acc.pairs,
-        metric=metric_name,
-        higher_is_better=score.higher_is_better,
-        batch_value=score.batch,
-        live_value=score.live,
-        improvement=score.improvement,
-        improvement_low=score.improvement_low,
-        improvement_high=score.improvement_high,
+    # The comparison's "batch" side is the live model here, its "live" side the candidate.
+    evidence = paired_evidence(
+        metric_name,
+        acc,
+        cover,
+        lat,
+        checked.paths["live"],
         confidence=policy.confidence,
-        live_share=cover.live_share,
-        live_error_rate=lat.live.error_rate,
-        live_p99_ms=lat.live.latency_ms.p99,
         fallback_rate=0.0,  # a candidate in shadow serves nobody: nothing falls back
-        loss_metric=candidate.loss_metric,
-        live_loss=candidate.loss,
-        baseline_loss=candidate.baseline_loss,
-        live_calibration_error=candidate.calibration_error,
-        live_holdout=candidate.holdout,
-        live_offline_gap=candidate.offline_gap,
     )
     return CandidateVerdict(
         usecase=usecase.name,

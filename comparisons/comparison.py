@@ -281,33 +281,18 @@ def compare(
         assert span is not None
     finally:
         rows.con.close()
-    score = acc.score(metric_name)
-    assert score is not None
-    evidence = Evidence(
-        requests=cover.requests,
-        labeled_pairs=acc.pairs,
-        metric=metric_name,
-        higher_is_better=score.higher_is_better,
-        batch_value=score.batch,
-        live_value=score.live,
-        improvement=score.improvement,
-        improvement_low=score.improvement_low,
-        improvement_high=score.improvement_high,
+    evidence = paired_evidence(
+        metric_name,
+        acc,
+        cover,
+        lat,
+        checked.paths["live"],
         confidence=policy.confidence,
-        live_share=cover.live_share,
-        live_error_rate=lat.live.error_rate,
-        live_p99_ms=lat.live.latency_ms.p99,
         fallback_rate=lat.fallback_rate,
         disagreement_share=agree.disagreement_share,
         noise_flip_share=floor.flip_share,
         live_flip_share=agree.flip_share,
         backtest=bool(span[2]),
-        loss_metric=checked.paths["live"].loss_metric,
-        live_loss=checked.paths["live"].loss,
-        baseline_loss=checked.paths["live"].baseline_loss,
-        live_calibration_error=checked.paths["live"].calibration_error,
-        live_holdout=checked.paths["live"].holdout,
-        live_offline_gap=checked.paths["live"].offline_gap,
     )
     verdict = decide(policy, evidence)
     clock.lap("verdict")
@@ -338,4 +323,43 @@ def compare(
         verdict=verdict,
         timings=clock.timings,
         scatter={"batch": [float(v) for v in np.asarray(scatter_b)], "live": [float(v) for v in np.asarray(scatter_l)]},
+    )
+
+
+def paired_evidence(
+    metric: str,
+    acc: accuracy.Accuracy,
+    cover: coverage.Coverage,
+    lat: latency.Latency,
+    live: baselines.PathCheck,
+    *,
+    confidence: float,
+    **more: Any,
+) -> Evidence:
+    """The verdict's evidence from the paired measures of one comparison: ``batch`` is the side judged against and
+    ``live`` the side judged (the lookup table and the online path, or the live model and the candidate); ``more``
+    sets what only some comparisons measure."""
+    score = acc.score(metric)
+    assert score is not None
+    return Evidence(
+        requests=cover.requests,
+        labeled_pairs=acc.pairs,
+        metric=metric,
+        higher_is_better=score.higher_is_better,
+        batch_value=score.batch,
+        live_value=score.live,
+        improvement=score.improvement,
+        improvement_low=score.improvement_low,
+        improvement_high=score.improvement_high,
+        confidence=confidence,
+        live_share=cover.live_share,
+        live_error_rate=lat.live.error_rate,
+        live_p99_ms=lat.live.latency_ms.p99,
+        loss_metric=live.loss_metric,
+        live_loss=live.loss,
+        baseline_loss=live.baseline_loss,
+        live_calibration_error=live.calibration_error,
+        live_holdout=live.holdout,
+        live_offline_gap=live.offline_gap,
+        **more,
     )
