@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.child import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 CARDS = 25_000
@@ -63,17 +64,7 @@ def backtest_suite() -> list[dict[str, Any]]:
     runs = []
     for days in SPANS:
         print(f"backtest: {days} days of {CARDS:,} cards …", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.backtest", "--timed", str(days)],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-            timeout=3600,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"backtest bench failed:\n{done.stderr[-4000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        runs.append(run_child("bench.backtest", "--timed", str(days), what="backtest bench"))
         print(f"  {runs[-1]['requests']:,} requests in {runs[-1]['seconds']:.1f} s", file=sys.stderr)
     return runs
 

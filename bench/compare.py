@@ -14,7 +14,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from bench.child import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 10_000_000
@@ -191,17 +192,7 @@ def run(rows: int = ROWS) -> dict[str, Any]:
         generate(settings, usecase, rows)
         generated = time.perf_counter() - started
         print(f"compare: generated {rows:,} shadow rows in {generated:.0f} s (not timed)", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.compare", "--timed", str(state)],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-            timeout=3600,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"compare bench (timed part) failed:\n{done.stderr[-4000:]}")
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result = run_child("bench.compare", "--timed", str(state), what="compare bench (timed part)")
     finally:
         shutil.rmtree(state, ignore_errors=True)
     return {"rows": rows, **result}
@@ -216,17 +207,7 @@ def compare_suite() -> list[dict[str, Any]]:
     runs = []
     for rows in SIZES:
         print(f"compare: {rows:,} shadow rows …", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.compare", str(rows)],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-            timeout=3600,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"compare bench failed:\n{done.stderr[-4000:]}")
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result = run_child("bench.compare", str(rows), what="compare bench")
         print(
             f"  {result['seconds']:.1f} s ({result['decision']}), peak RSS {result['peak_rss_mib']:.0f} MiB, "
             f"load {result['load_average']:.1f}",

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.child import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (100_000, 1_000_000)
@@ -115,17 +116,15 @@ def timed(part: str, entities: int, url: str, state: str) -> dict[str, Any]:
 
 
 def _run(part: str, entities: int, url: str, state: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.materialize", "--timed", part, str(entities), url, state],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=3600,
+    result = run_child(
+        "bench.materialize",
+        "--timed",
+        part,
+        str(entities),
+        url,
+        state,
+        what=f"materialize bench ({part}, {entities:,})",
     )
-    if done.returncode != 0:
-        raise SystemExit(f"materialize bench ({part}, {entities:,}) failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     print(
         f"  {part}: {result['seconds']:.2f} s, {result['rows_per_s']:,} entities/s, "
         f"peak RSS {result['peak_rss_mib']:.0f} MiB, load {result['load_average'][0]}",
