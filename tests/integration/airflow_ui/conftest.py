@@ -19,15 +19,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from chromium_driver import chromium
 
 from migrate.devservices.airflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts" / "airflow_ui"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 60
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
@@ -165,23 +162,9 @@ def _stop(process: subprocess.Popen[str]) -> None:
 @pytest.fixture(scope="module")
 def browser(airflow_ui: RunningAirflow) -> Iterator[Any]:
     """Debian's headless Chromium through chromedriver, logged in to the Airflow UI."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver"
-        if os.environ.get("MIGRATE_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(30)
-    try:
+    with chromium(window="1400,1000") as driver:
+        driver.set_script_timeout(30)
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ and the `shadow_report__<usecase>` DAG writes the report through Airflow."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,8 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from chromium_driver import chromium
 from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
@@ -42,7 +40,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts" / "comparisons"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 UC = "item_availability"
 
 
@@ -218,22 +215,8 @@ def test_disagreements_are_attributed_to_the_planted_causes(report: Any) -> None
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver"
-        if os.environ.get("MIGRATE_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_report_renders_in_chromium(report: Any, browser: Any) -> None:

@@ -7,7 +7,6 @@ blank, and on one with internet every visit asked a third party.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -18,9 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
+from chromium_driver import chromium
 from prometheus_client import CollectorRegistry
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -36,7 +34,6 @@ from online.serving.usecase_server import UseCaseServer
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 START_S = 30
 RENDER_S = 30
 
@@ -95,28 +92,8 @@ def service() -> Iterator[tuple[str, list[str]]]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium with its network log on (every request the page makes is in it)."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver"
-        if os.environ.get("MIGRATE_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--window-size=1280,1000",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(RENDER_S)
-    try:
+    with chromium("--disable-background-networking", timeout_s=RENDER_S, network_log=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _requested_urls(browser: Any) -> list[str]:
