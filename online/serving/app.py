@@ -26,6 +26,7 @@ from online.serving.admin import REFUSED, admin_router, bearer_caller
 from online.serving.admin_models import models_router
 from online.serving.docs_pages import add_docs_pages
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
+from online.serving.heap import settle_heap
 from online.serving.metrics import ServingMetrics, exposition
 from online.serving.openapi import document_bodies, predict_operation, predict_responses
 from online.serving.reports import reports_router
@@ -72,6 +73,7 @@ def create_app(deps: ServingDeps) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settle_heap()  # everything is loaded: full GC passes skip it from now on (online/serving/heap.py)
         yield
         for close in reversed(deps.on_shutdown):
             try:
