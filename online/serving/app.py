@@ -127,6 +127,8 @@ def create_app(deps: ServingDeps) -> FastAPI:
             raise HTTPException(404, f"no use case {usecase!r}; served: {sorted(deps.servers)}")
         return server
 
+    latencies: dict[str, Any] = {}  # bound histogram children of served use cases (labels() locks per call)
+
     # On the event loop: the blocking paths run on the use case's batching threads (online/serving/batcher.py). The
     # response is built as dicts and serialised by orjson, not validated again through `PredictResponse`.
     async def predict(usecase: str, request: Request) -> Response:
@@ -149,7 +151,10 @@ def create_app(deps: ServingDeps) -> FastAPI:
             answer = await answer
         content = orjson.dumps(answer, default=_dump_model)
         elapsed = time.perf_counter() - started
-        deps.metrics.request_latency.labels(usecase).observe(elapsed)
+        latency = latencies.get(usecase)
+        if latency is None:
+            latency = latencies[usecase] = deps.metrics.request_latency.labels(usecase)
+        latency.observe(elapsed)
         return Response(
             content, media_type="application/json", headers={"server-timing": timing.header(elapsed * 1000)}
         )

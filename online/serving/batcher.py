@@ -35,12 +35,18 @@ class Batcher(Generic[T, R]):
 
     async def __call__(self, items: Sequence[T]) -> list[R]:
         """The results of `items`, computed together with those of the requests waiting beside them."""
+        return await self.submit(items)
+
+    def submit(self, items: Sequence[T]) -> asyncio.Future[list[R]]:
+        """`items` queued for the next call; the future of their results. Cancelling it drops the items if their
+        call has not started, and their results if it has. Awaiting this future directly costs no task (a
+        deadline goes around it with ``asyncio.timeout``, not ``wait_for``, which wraps it in one)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[R]] = loop.create_future()
         self._waiting.append((items, future))
         if not self._busy:
             self._next(loop)
-        return await future
+        return future
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
         batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from typing import Any
 
 import orjson
 from fastapi import HTTPException
@@ -49,6 +50,7 @@ class RequestGuard:
         self.metrics = metrics
         self.usecases = frozenset(usecases)
         self.max_body_bytes = max_body_bytes
+        self._counters: dict[tuple[str, str, int], Any] = {}  # bound children: labels() locks on every call
 
     def _counted_as(self, path: str) -> str | None:
         """The use-case label of a predict call, None for other routes."""
@@ -92,11 +94,23 @@ class RequestGuard:
                 raise  # the answer had started: the connection cannot be saved
             await _send_json(answer, 500, _INTERNAL)
         finally:
-            usecase = self._counted_as(scope["path"])
-            if usecase is not None and status:
-                self.metrics.requests.labels(usecase, str(status)).inc()
             if status:
-                self.metrics.http_requests.labels(_route_of(scope), str(status)).inc()
+                self._count(scope, status)
+
+    def _count(self, scope: Scope, status: int) -> None:
+        path, route = scope["path"], _route_of(scope)
+        counters = self._counters.get((path, route, status))
+        if counters is None:
+            usecase = self._counted_as(path)
+            counters = (
+                None if usecase is None else self.metrics.requests.labels(usecase, str(status)),
+                self.metrics.http_requests.labels(route, str(status)),
+            )
+            if len(self._counters) < 1_000:  # paths are the client's: keep only a bounded number bound
+                self._counters[(path, route, status)] = counters
+        if counters[0] is not None:
+            counters[0].inc()
+        counters[1].inc()
 
 
 def _route_of(scope: Scope) -> str:

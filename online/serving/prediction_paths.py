@@ -41,10 +41,6 @@ class Request:
 NOTHING = Outcome({}, 0.0)
 
 
-async def _no_results() -> list[OnlineResult]:
-    return []
-
-
 class Paths:
     """The lookup table and the online model of one use case.
 
@@ -138,9 +134,12 @@ class Paths:
             return Outcome({}, 0.0, self.down, asked)
         if self._online_batcher is None:
             self._online_batcher = Batcher(self._predict_items, name="migrate-online")
+        if not indexes:
+            return Outcome({}, 0.0, asked=asked)
         try:
-            call = self._online_batcher([(keys[i], now, context) for i in indexes]) if indexes else _no_results()
-            results = await asyncio.wait_for(call, self.deadline_s)
+            future = self._online_batcher.submit([(keys[i], now, context) for i in indexes])
+            async with asyncio.timeout(self.deadline_s):  # cancels `future` at the deadline (None: no deadline)
+                results = await future
         except TimeoutError:  # the call goes on in its thread; its answer, when it comes, is dropped (batcher.py)
             error = f"TimeoutError: the online path did not answer within {self.deadline_s} s (MIGRATE_REDIS_TIMEOUT_S)"
             return Outcome({}, (time.perf_counter() - started) * 1000, error, asked)

@@ -128,7 +128,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         trusted_proxies=list(settings.trusted_proxies),
         reports_dir=settings.state_dir / "reports",
         # A worker that has served no request yet still shows the stage it would serve at.
-        on_scrape=[server.publish_stage for server in servers.values()],
+        on_scrape=[server.before_scrape for server in servers.values()],
         models=ModelAdmin(alias_store, artifacts, switcher.served),
     )
 

@@ -34,10 +34,16 @@ class Row:
 
 
 class StubPaths:
-    """A lookup with a row for even product ids; an online path that fails with `error`, or answers `ages`."""
+    """A lookup with a row for even product ids; an online path that fails with `error`, or answers with these
+    feature and group ages (as OnlinePredictor gives them: tests/integration/stream/test_online_model.py)."""
 
-    def __init__(self, error: str | None, ages: dict[str, float] | None = None) -> None:
-        self.error, self.ages = error, ages or {}
+    def __init__(
+        self,
+        error: str | None,
+        ages: dict[str, float] | None = None,
+        group_ages: dict[str, float | None] | None = None,
+    ) -> None:
+        self.error, self.ages, self.group_ages = error, ages or {}, group_ages or {}
 
     async def lookup_read_async(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
         return Outcome({i: Row() if int(keys[i][1]) % 2 == 0 else None for i in indexes}, 0.1)
@@ -45,7 +51,10 @@ class StubPaths:
     async def online_async(self, keys: Sequence[Key], indexes: Sequence[int], now: Any, context: Any) -> Outcome:
         if self.error is not None:
             return Outcome({}, 1.0, self.error, frozenset(indexes))
-        return Outcome({i: OnlineResult(0.5, "online-7", dict(self.ages)) for i in indexes}, 1.0)
+        answer = {
+            i: OnlineResult(0.5, "online-7", dict(self.ages), group_ages_s=dict(self.group_ages)) for i in indexes
+        }
+        return Outcome(answer, 1.0)
 
 
 class AtStage:
@@ -107,21 +116,25 @@ def test_a_guardrail_breach_is_counted_by_kind_once() -> None:
         asyncio.run(server.predict(_entities(1), {}))
     labels = {"usecase": USECASE.name, "kind": "error_rate"}
     assert len(breaches) == 1 and registry.get_sample_value("migrate_guardrail_breaches_total", labels) == 1
+    server.before_scrape()  # requests write the window gauges at most every 0.1 s; a scrape brings them up to date
     calls = registry.get_sample_value("migrate_guardrail_window_calls", {"usecase": USECASE.name})
     assert calls == guardrail.window()[0] == 8
 
 
-def test_data_age_is_observed_per_feature_group_at_its_oldest_feature() -> None:
+def test_data_age_is_observed_per_feature_group_of_each_answered_entity() -> None:
     groups = [g for g in groups_of(USECASE) if g.spec.names]
     assert groups, "the example declares real-time groups"
     ages = {name: 5.0 for name in USECASE.feature_names}
     ages[USECASE.feature_names[0]] = 86_400.0  # the oldest batch feature sets the batch group's age
     for n, group in enumerate(groups):
         ages.update(dict.fromkeys(group.spec.names, 10.0 * (n + 1)))
-    registry = CollectorRegistry()
-    server, _ = _server(StubPaths(None, ages), Stage.ONLINE, registry)
-    asyncio.run(server.predict(_entities(2), {}))
     expected = {"batch": 86_400.0} | {group.name: 10.0 * (n + 1) for n, group in enumerate(groups)}
+    quiet: dict[str, float | None] = {"quiet_group": None}  # a group with no event: no age, nothing observed
+    registry = CollectorRegistry()
+    server, _ = _server(StubPaths(None, ages, {**expected, **quiet}), Stage.ONLINE, registry)
+    asyncio.run(server.predict(_entities(2), {}))
+    none = {"usecase": USECASE.name, "group": "quiet_group"}
+    assert registry.get_sample_value("migrate_feature_age_seconds_count", none) is None
     for group, age in expected.items():
         labels = {"usecase": USECASE.name, "group": group}
         assert registry.get_sample_value("migrate_feature_age_seconds_count", labels) == 2, group

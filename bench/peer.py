@@ -1,0 +1,62 @@
+"""The peer of the online bench: the prediction service a team would write by hand, served beside `migrate serve`.
+
+FastAPI with a plain ``def`` endpoint (FastAPI runs it on its thread pool), redis-py reading each entity's
+hash of the same feature store with HMGET (pipelined for several entities), scikit-learn's ``predict_proba`` on
+the same model file, one uvicorn worker, OMP_NUM_THREADS=1. Nothing of `migrate` is imported here: it is what the
+toolkit is measured against (issue 14).
+
+It reads the same Redis keys and as many fields as the model has features: the batch features' values, and for
+each real-time feature the field a hand-written stream job would keep it in. Those fields do not exist in
+`migrate`'s layout (its stream keeps window states, which the service evaluates per request), so the peer gets
+NaN for them and does less work per entity than `migrate` does: the comparison is tilted in the peer's favour.
+
+Configured by environment: PEER_REDIS_URL, PEER_MODEL (a skops file), PEER_KEY_PREFIX (``mig:<usecase>:``),
+PEER_KEYS and PEER_FIELDS (comma-separated).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import redis
+import skops.io as sio
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+REDIS = redis.Redis.from_url(os.environ["PEER_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0)
+MODEL_PATH = os.environ["PEER_MODEL"]
+MODEL = sio.load(MODEL_PATH, trusted=sio.get_untrusted_types(file=MODEL_PATH))
+PREFIX = os.environ["PEER_KEY_PREFIX"]
+KEYS = os.environ["PEER_KEYS"].split(",")
+FIELDS = os.environ["PEER_FIELDS"].split(",")
+
+app = FastAPI()
+
+
+class PredictBody(BaseModel):
+    entities: list[dict[str, int]]
+
+
+def _value(raw: bytes | str | None) -> float:
+    return float(raw) if raw else float("nan")
+
+
+@app.post("/predict")
+def predict(body: PredictBody) -> dict[str, Any]:
+    keys = [PREFIX + ":".join(str(entity[k]) for k in KEYS) for entity in body.entities]
+    if len(keys) == 1:
+        rows = [REDIS.hmget(keys[0], FIELDS)]
+    else:
+        pipe = REDIS.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, FIELDS)
+        rows = pipe.execute()
+    features = np.array([[_value(v) for v in row] for row in rows], dtype=np.float64)
+    scores = MODEL.predict_proba(features)[:, 1]
+    return {
+        "predictions": [
+            {"key": entity, "prediction": float(score)} for entity, score in zip(body.entities, scores, strict=True)
+        ]
+    }
