@@ -37,16 +37,18 @@ Trigger this DAG (**Trigger DAG** → fill in the form) to move **{name}** to an
 | `online_only` | online model | the lookup table is no longer read |
 
 **Stage** and **Reason** are required (a trigger without them is refused before a run starts); **Canary
-percent** (1–99) is required for `canary` and ignored at other stages; **Actor** (default: you) and **Force** are
-optional. Going back is always allowed. Going forward past a stage (e.g. `batch` → `canary`) is refused unless
-**Force** is ticked; a refusal fails the run with one line saying why. Every attempt, applied or refused, is
-audited with source `airflow`:
-`migrate flags history {name}`. Serving workers pick the change up within a second.
+percent** (1–99, {canary_default} unless changed) is used at `canary` and ignored at other stages; **Actor**
+(default: you) and **Force** are optional. Going back is always allowed. Going forward past a stage (e.g.
+`batch` → `canary`) is refused unless **Force** is ticked; a refusal fails the run with one line saying why.
+Every attempt, applied or refused, is audited with source `airflow`: `migrate flags history {name}`.
+Serving workers pick the change up within a second.
 
 Guardrails roll `canary`/`online` back to `shadow` automatically when the error rate exceeds
 {max_error_rate:.2%} or p99 latency exceeds {max_p99:g} ms. Owner: **{owner}**.
 """
 
+
+CANARY_DEFAULT_PERCENT = 10  # the form's Canary percent until changed: the usual first canary step
 
 FORM_FIX = "trigger again moving one stage at a time, or tick Force (recorded in the audit)"
 FORM_FIELD_FIX = "correct that field in the trigger form and trigger again"
@@ -55,8 +57,8 @@ FORM_FIELD_FIX = "correct that field in the trigger form and trigger again"
 def form_percent(usecase: str, stage: str | None, percent: int | None, log: Any) -> int | None:
     """The percent to set for `stage`, from the trigger form; ValueError, in the form's words, when canary has none.
 
-    A percent left in the form at another stage is ignored (said in the log), not refused: the field stays filled
-    in from the last canary move.
+    A percent left in the form at another stage is ignored (said in the log), not refused: the field is always
+    filled in (its default, or the last canary move's). Canary lacks one only when the field was cleared.
     """
     if stage == "canary" and percent is None:
         raise ValueError(f"{usecase}: canary needs a Canary percent: trigger again with a percent from 1 to 99")
@@ -83,7 +85,9 @@ def build_dag(usecase: UseCase) -> DAG:
         # (and shows "This field is required" before anything is typed) when the field's type excludes null. So
         # Stage and Reason admit null in their type but not in their values: the form opens clean, a trigger
         # without them is refused before any run exists. Force and Actor admit null: optional. That canary needs
-        # a percent spans two params, which no single schema can say: the task checks it first (one line).
+        # a percent spans two params, which no single schema can say: the percent is filled in (10) when the form
+        # opens and when an API trigger leaves it out, so canary only lacks one when it was cleared on purpose;
+        # the task then fails first, in one line.
         params={
             "stage": Param(
                 None,
@@ -93,13 +97,13 @@ def build_dag(usecase: UseCase) -> DAG:
                 description="Required: the stage to move to. canary also needs Canary percent.",
             ),
             "percent": Param(
-                None,
+                CANARY_DEFAULT_PERCENT,
                 type=["null", "integer"],
                 minimum=1,
                 maximum=99,
                 title="Canary percent",
-                description="canary only, required there: share of entities (1–99) served online. "
-                "Ignored at other stages.",
+                description=f"canary only: share of entities (1–99) served online; {CANARY_DEFAULT_PERCENT} unless "
+                "changed. Ignored at other stages.",
             ),
             "reason": Param(
                 None,
@@ -130,6 +134,7 @@ def build_dag(usecase: UseCase) -> DAG:
             owner=usecase.owner,
             max_error_rate=usecase.cutover_policy.max_error_rate,
             max_p99=usecase.cutover_policy.max_p99_latency_ms,
+            canary_default=CANARY_DEFAULT_PERCENT,
         ),
     ) as dag:
 

@@ -78,6 +78,7 @@ def test_one_cutover_dag_per_use_case_loads_cleanly() -> None:
         assert params.get_param("stage").schema["enum"] == [s.value for s in Stage]
         percent = params.get_param("percent").schema
         assert (percent["type"], percent["minimum"], percent["maximum"]) == (["null", "integer"], 1, 99)
+        assert params["percent"] == 10  # filled in: canary from the form or the API always has a percent
         assert params["force"] is False and params["actor"] is None
 
 
@@ -145,11 +146,19 @@ def test_a_skip_without_force_fails_the_run_and_is_audited(state: Path, airflow_
     assert _store().get(UC).stage is Stage.ONLINE
 
 
-def test_canary_without_a_percent_fails_in_one_line_before_touching_the_flag(
+def test_canary_left_without_a_percent_gets_the_forms_ten(state: Path, airflow_db: None) -> None:
+    assert _trigger({"stage": "shadow", "reason": "first", "actor": "gina"}) == "success"
+    assert _trigger({"stage": "canary", "reason": "percent not given", "actor": "gina"}) == "success"
+    flag = _store().get(UC)
+    assert (flag.stage, flag.percent) == (Stage.CANARY, 10)
+
+
+def test_canary_with_its_percent_cleared_fails_in_one_line_before_touching_the_flag(
     state: Path, airflow_db: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO):
-        assert _trigger({"stage": "canary", "reason": "no percent", "actor": "gina"}) == "failed"
+        cleared = {"stage": "canary", "percent": None, "reason": "no percent", "actor": "gina"}
+        assert _trigger(cleared) == "failed"
     store = _store()
     store.ensure_schema()
     assert store.get(UC).stage is Stage.BATCH and store.history(UC, 5) == []  # not even audited

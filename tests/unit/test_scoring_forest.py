@@ -21,7 +21,7 @@ from migrate.examples.fraud_detection.training import classifier as fraud_detect
 from migrate.examples.item_availability.training import make_estimator as item_availability_model
 from migrate.forest_tables import CHUNK_ROWS, ForestTables
 from migrate.registry import load_usecase
-from migrate.scoring import FOREST_MAX_ROWS, Forest, Model, compile_forest, load_model, score
+from migrate.scoring import FOREST_MAX_ROWS, TABLES_MIN_ROWS, Forest, Model, compile_forest, load_model, score
 
 pytestmark = pytest.mark.unit
 
@@ -108,7 +108,7 @@ def test_values_at_and_next_to_every_threshold_score_bit_for_bit(
         _assert_same_bits(forest, estimator, label_kind, x)
 
 
-def test_score_uses_the_forest_up_to_the_limit_and_sklearn_above() -> None:
+def test_score_uses_the_walk_for_few_rows_the_tables_for_more_and_sklearn_without_either() -> None:
     class Estimator:
         def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
             return np.full(len(x), -1.0)
@@ -129,7 +129,8 @@ def test_score_uses_the_forest_up_to_the_limit_and_sklearn_above() -> None:
     assert set(score(model, np.zeros((FOREST_MAX_ROWS + 1, 2)))) == {-1.0}
     assert set(score(Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator()), np.zeros((1, 2)))) == {-1.0}
     tabled = Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator(), FakeForest(object()))  # type: ignore[arg-type]
-    assert set(score(tabled, np.zeros((FOREST_MAX_ROWS, 2)))) == {1.0}
+    assert set(score(tabled, np.zeros((TABLES_MIN_ROWS - 1, 2)))) == {1.0}
+    assert set(score(tabled, np.zeros((TABLES_MIN_ROWS, 2)))) == {2.0}
     assert set(score(tabled, np.zeros((FOREST_MAX_ROWS + 1, 2)))) == {2.0}
 
 
@@ -171,7 +172,7 @@ def _rows_with_edges(forest: Forest, rows: int, seed: int) -> np.ndarray[Any, An
     return x
 
 
-@pytest.mark.parametrize("rows", [FOREST_MAX_ROWS + 1, 3 * CHUNK_ROWS + 17])
+@pytest.mark.parametrize("rows", [TABLES_MIN_ROWS, 17, FOREST_MAX_ROWS + 1, 3 * CHUNK_ROWS + 17])
 def test_large_batches_score_bit_for_bit_through_the_tables(fitted: tuple[Any, str], rows: int) -> None:
     estimator, label_kind = fitted
     forest = compile_forest(estimator, label_kind, N_FEATURES)

@@ -257,7 +257,7 @@ def test_a_cutover_run_with_params_from_the_ui_moves_the_flag(
 
         assert run["conf"] == {
             "stage": "shadow",
-            "percent": None,
+            "percent": 10,  # the form's default, ignored outside canary
             "reason": "shadow from the Airflow UI",
             "actor": "selenium",
             "force": False,
