@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         default=0.1, gt=0, description="Longest wait between stream checkpoints (bounds feature freshness)."
     )
     shadow_queue_size: int = Field(default=10_000, ge=1, description="Shadow records buffered before dropping.")
+    shadow_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Nice value added to each worker's shadow comparison process: the CPU prefers serving over "
+        "comparing (a comparison that falls behind is skipped and counted, never waited for). 0: same priority.",
+    )
     sink_flush_records: int = Field(default=10_000, ge=1, description="Records per Parquet file (at most).")
     sink_flush_interval_s: float = Field(default=30.0, gt=0, description="Longest wait before a partial flush.")
     redis_url: SecretStr | None = Field(

@@ -26,6 +26,7 @@ from migrate.models.alias_store import AliasStore
 from migrate.models.aliases import AliasWatcher
 from migrate.settings import get_settings
 from online.serving.assembly import build_paths
+from online.serving.heap import settle_heap
 from online.serving.metrics import mark_dead
 from online.serving.model_swap import ModelSwitcher
 from online.serving.pool import BoundedPool
@@ -206,6 +207,8 @@ def _main(
 ) -> None:
     """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
     settings = get_settings()
+    # Comparisons are evidence, answers are the product: on a busy machine the scheduler serves the worker first.
+    os.nice(settings.shadow_niceness)
     stores = build_paths(settings, usecases)
     paths = stores.paths
     # The online model of the comparisons follows the live alias as the worker's does (the worker audits refusals).
@@ -222,6 +225,7 @@ def _main(
             _publish(loggers, usecases, counts, problems)
 
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
+    settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
     try:
         while (job := jobs.get()) is not None:
             usecase, req, served, online, batch = job
