@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import operator
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Literal, Protocol, SupportsIndex
 
 from migrate.errors import InvalidFlagError
+from migrate.revision_watcher import RevisionWatcher
 
 __all__ = [
     "BUCKETS",
@@ -232,9 +229,6 @@ def skipped_stages(current: Stage, target: Stage) -> list[Stage]:
 
 # -- in a serving worker's memory -------------------------------------------------------------------------------
 
-log = logging.getLogger(__name__)
-_LOG_EVERY = 50  # consecutive failures between two log lines while the store stays down (~10 s at 200 ms)
-
 
 class FlagSource(Protocol):
     """What the watcher needs from a `FlagStore`."""
@@ -244,12 +238,11 @@ class FlagSource(Protocol):
     def get_all(self) -> dict[str, Flag]: ...
 
 
-class FlagWatcher:
-    """Keeps every use case's flag in memory, polling ``store.revision()`` every ``interval_s`` seconds.
-
-    The flags are also reloaded whole every ``full_reload_s`` and after the store recovers from failures, so a
-    revision that went back (tables recreated, a restored backup) cannot hide a change for long.
-    ``on_change`` is called from the poller thread with the new flags whenever they differ from the last ones.
+class FlagWatcher(RevisionWatcher[str, Flag]):
+    """Keeps every use case's flag in memory, polling ``store.revision()`` every ``interval_s`` seconds
+    (migrate/revision_watcher.py: full reloads every ``full_reload_s`` and after failures; the last flags stay in
+    force while the store cannot be read). ``on_change`` is called from the poller thread with the new flags
+    whenever they differ from the last ones.
     """
 
     def __init__(
@@ -260,108 +253,18 @@ class FlagWatcher:
         full_reload_s: float = 30.0,
         on_change: Callable[[Mapping[str, Flag]], None] | None = None,
     ) -> None:
-        if interval_s <= 0 or full_reload_s <= 0:
-            raise ValueError(f"interval_s ({interval_s}) and full_reload_s ({full_reload_s}) must be positive")
-        self._store = store
-        self.interval_s = interval_s
-        self.full_reload_s = full_reload_s
-        self._loaded_at = 0.0
-        self._on_change = on_change
-        self._flags: Mapping[str, Flag] = MappingProxyType({})
-        self._revision = -1
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
-        self.reloads = 0
-        self.last_error: str | None = None
-        self._consecutive_errors = 0
-        self._last_success = 0.0
+        super().__init__(
+            store, what="cutover flags", interval_s=interval_s, full_reload_s=full_reload_s, on_change=on_change
+        )
 
     # -- hot path ----------------------------------------------------------------------------------------------
 
     def current(self, usecase: str) -> Flag:
         """The use case's flag as last loaded (``batch`` if never set); no I/O, no lock."""
-        flag = self._flags.get(usecase)
+        flag = self.rows.get(usecase)
         return flag if flag is not None else Flag(usecase)
 
     @property
     def flags(self) -> Mapping[str, Flag]:
         """Every flag as last loaded (read-only)."""
-        return self._flags
-
-    @property
-    def revision(self) -> int:
-        """The store revision the flags in memory reflect (-1 before the first load)."""
-        return self._revision
-
-    @property
-    def staleness_s(self) -> float:
-        """Seconds since the last successful poll: alert when it grows past a few intervals."""
-        return time.monotonic() - self._last_success if self._last_success else float("inf")
-
-    # -- lifecycle ---------------------------------------------------------------------------------------------
-
-    def start(self) -> FlagWatcher:
-        """Load the flags now (raising if the store cannot be read), then keep polling in a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("this FlagWatcher is already started")
-        self._load(self._store.revision())
-        self._thread = threading.Thread(target=self._run, name="migrate-flag-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop polling and wait (at most ``timeout_s``) for the thread to end."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def __enter__(self) -> FlagWatcher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def poll(self) -> bool:
-        """One poll: reload if the revision moved (or a reload is due); True if the flags changed.
-
-        Errors are logged and counted, never raised.
-        """
-        try:
-            revision = self._store.revision()
-            due = self._consecutive_errors > 0 or time.monotonic() - self._loaded_at >= self.full_reload_s
-            changed = self._load(revision) if revision != self._revision or due else False
-        except Exception as exc:  # the watcher must outlive any store failure: keep the last flags
-            self.errors += 1
-            self._consecutive_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            if self._consecutive_errors == 1 or self._consecutive_errors % _LOG_EVERY == 0:
-                log.warning(
-                    "cutover flags not refreshed (%d consecutive failures; the last flags stay in force): %s",
-                    self._consecutive_errors,
-                    self.last_error,
-                )
-            return False
-        self._last_success = time.monotonic()
-        if self._consecutive_errors:
-            log.warning("cutover flags refreshed again after %d failures", self._consecutive_errors)
-            self._consecutive_errors = 0
-        return changed
-
-    # -- plumbing ----------------------------------------------------------------------------------------------
-
-    def _load(self, revision: int) -> bool:
-        # A change landing between revision() and get_all() is loaded now and reloaded once more next poll.
-        loaded = MappingProxyType(dict(self._store.get_all()))
-        changed = loaded != self._flags or revision != self._revision
-        self._flags = loaded
-        self._revision = revision
-        self._loaded_at = self._last_success = time.monotonic()
-        self.reloads += 1
-        if changed and self._on_change is not None:
-            self._on_change(loaded)
-        return changed
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
+        return self.rows

@@ -11,17 +11,14 @@ Serving workers read the aliases from memory through `AliasWatcher`, which polls
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
 from typing import Literal, Protocol
 
 from migrate.errors import InvalidAliasChangeError
+from migrate.revision_watcher import RevisionWatcher
 
 __all__ = [
     "ACTIONS",
@@ -120,9 +117,6 @@ def check_request(
 
 # -- in a serving worker's memory -------------------------------------------------------------------------------
 
-log = logging.getLogger(__name__)
-_LOG_EVERY = 50  # consecutive failures between two log lines while the store stays down (~10 s at 200 ms)
-
 
 class AliasSource(Protocol):
     """What the watcher needs from an `AliasStore`."""
@@ -132,8 +126,9 @@ class AliasSource(Protocol):
     def get_all(self) -> dict[tuple[str, str], ModelAlias]: ...
 
 
-class AliasWatcher:
-    """Keeps every alias in memory, polling ``store.revision()`` every ``interval_s`` seconds.
+class AliasWatcher(RevisionWatcher[tuple[str, str], ModelAlias]):
+    """Keeps every alias in memory, polling ``store.revision()`` every ``interval_s`` seconds
+    (migrate/revision_watcher.py).
 
     ``on_change`` is called from the poller thread with every alias whenever they differ from the last ones, and
     on every full reload (each ``full_reload_s``), so a worker can retry what it could not apply before. When the
@@ -148,78 +143,16 @@ class AliasWatcher:
         full_reload_s: float = 30.0,
         on_change: Callable[[Aliases], None] | None = None,
     ) -> None:
-        if interval_s <= 0 or full_reload_s <= 0:
-            raise ValueError(f"interval_s ({interval_s}) and full_reload_s ({full_reload_s}) must be positive")
-        self._store = store
-        self.interval_s = interval_s
-        self.full_reload_s = full_reload_s
-        self._on_change = on_change
-        self._aliases: Aliases = MappingProxyType({})
-        self._revision = -1
-        self._loaded_at = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
-        self.last_error: str | None = None
-        self._consecutive_errors = 0
+        super().__init__(
+            store,
+            what="model aliases",
+            interval_s=interval_s,
+            full_reload_s=full_reload_s,
+            on_change=on_change,
+            notify_reloads=True,
+        )
 
     @property
     def aliases(self) -> Aliases:
         """Every alias as last loaded (read-only); no I/O, no lock."""
-        return self._aliases
-
-    @property
-    def revision(self) -> int:
-        """The store revision the aliases in memory reflect (-1 before the first load)."""
-        return self._revision
-
-    def start(self) -> AliasWatcher:
-        """Load the aliases now (raising if the store cannot be read), then keep polling in a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("this AliasWatcher is already started")
-        self._load(self._store.revision(), force=True)
-        self._thread = threading.Thread(target=self._run, name="migrate-alias-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop polling and wait (at most ``timeout_s``) for the thread to end."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def poll(self) -> bool:
-        """One poll: reload if the revision moved (or a reload is due); True if the aliases changed."""
-        try:
-            revision = self._store.revision()
-            due = self._consecutive_errors > 0 or time.monotonic() - self._loaded_at >= self.full_reload_s
-            changed = self._load(revision, force=due) if revision != self._revision or due else False
-        except Exception as exc:  # the watcher must outlive any store failure: keep the last aliases
-            self.errors += 1
-            self._consecutive_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            if self._consecutive_errors == 1 or self._consecutive_errors % _LOG_EVERY == 0:
-                log.warning(
-                    "model aliases not refreshed (%d consecutive failures; the last ones stay in force): %s",
-                    self._consecutive_errors,
-                    self.last_error,
-                )
-            return False
-        self._consecutive_errors = 0
-        return changed
-
-    def _load(self, revision: int, *, force: bool = False) -> bool:
-        loaded: Aliases = MappingProxyType(dict(self._store.get_all()))
-        changed = loaded != self._aliases or revision != self._revision
-        self._aliases, self._revision = loaded, revision
-        self._loaded_at = time.monotonic()
-        if (changed or force) and self._on_change is not None:
-            try:
-                self._on_change(loaded)
-            except Exception:  # a failing subscriber must not stop the polling: it is retried on the next reload
-                log.exception("applying the model aliases failed; retried at the next reload")
-        return changed
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
+        return self.rows
