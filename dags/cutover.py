@@ -85,9 +85,9 @@ def build_dag(usecase: UseCase) -> DAG:
         # (and shows "This field is required" before anything is typed) when the field's type excludes null. So
         # Stage and Reason admit null in their type but not in their values: the form opens clean, a trigger
         # without them is refused before any run exists. Force and Actor admit null: optional. That canary needs
-        # a percent spans two params, which no single schema can say: the percent is filled in (10) when the form
-        # opens and when an API trigger leaves it out, so canary only lacks one when it was cleared on purpose;
-        # the task then fails first, in one line.
+        # a percent spans two params, which no single schema can say: the percent is therefore never empty (10
+        # when the form opens or an API trigger leaves it out; a cleared field is refused before any run), and
+        # stages other than canary ignore it.
         params={
             "stage": Param(
                 None,
@@ -98,7 +98,7 @@ def build_dag(usecase: UseCase) -> DAG:
             ),
             "percent": Param(
                 CANARY_DEFAULT_PERCENT,
-                type=["null", "integer"],
+                type="integer",  # never empty: the form marks it required, and it opens filled in
                 minimum=1,
                 maximum=99,
                 title="Canary percent",
