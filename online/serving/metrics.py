@@ -186,19 +186,15 @@ class ServingMetrics:
         self.guardrail_errors.labels(usecase).set(errors)
         self.guardrail_slow.labels(usecase).set(slow)
 
-    def feature_ages(self, usecase: str, ages: Iterable[tuple[str, float]]) -> None:
-        """Observe the age of each (group, age) pair."""
-        for group, age in ages:
-            self.feature_age.labels(usecase, group).observe(age)
-
 
 class UseCaseSeries:
     """The series one use case's requests write, bound to their labels once.
 
     prometheus-client's ``labels()`` takes a lock and builds the label key on every call; a request wrote ten or
-    so, and one histogram sample per answered entity and feature group. Children are bound on first use (a label
-    set appears in /metrics once it has a value, as before). The guardrail gauges are written at most every
-    `gauge_every_s` per worker, and by `refresh` before each scrape of this worker.
+    so, and one histogram sample per answered entity and feature group. The online latency and the lookup
+    misses are bound at start (their series read 0 until the first sample); the per-source and per-group
+    children on first use. The guardrail gauges are written at most every `gauge_every_s` per worker by
+    requests, and always when called without `now` (`UseCaseServer.before_scrape`, before each scrape).
     """
 
     def __init__(self, metrics: ServingMetrics, usecase: str, *, gauge_every_s: float = 0.1) -> None:
