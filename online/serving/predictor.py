@@ -109,9 +109,13 @@ class OnlinePredictor:
         used: list[dict[str, float | None]] = []
         absent: list[list[str]] = []
         groups: list[dict[str, float | None]] = []
+        last_at: datetime | None = None
+        at_s = 0.0
+        batch_ages: dict[datetime, float] = {}  # per event time, as of `last_at`: an entity's features share a few
         for row in range(len(keys)):
             at = nows[row]
-            at_s = at.timestamp()
+            if at is not last_at:  # coalesced requests each keep their own instant; one request shares one
+                last_at, at_s, batch_ages = at, at.timestamp(), {}
             stored = read.features[row] or {}
             windows: list[list[float]] = []
             entity_ages: dict[str, float] = {}
@@ -135,7 +139,10 @@ class OnlinePredictor:
                         missing.append(name)
                         continue
                     value = feature.value
-                    age = (at - feature.event_time).total_seconds()
+                    known = batch_ages.get(feature.event_time)
+                    if known is None:
+                        known = batch_ages[feature.event_time] = (at - feature.event_time).total_seconds()
+                    age = known
                     entity_ages[name] = age
                     batch_age = age if batch_age is None or age > batch_age else batch_age
                 elif source == "context":
