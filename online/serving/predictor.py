@@ -68,7 +68,7 @@ class OnlinePredictor:
         # Window states live in one hash field per partition: read as many as the widest stream has.
         streams = [] if declared is None else [declared.events, *(s.events for s in declared.streams)]
         self._partitions = max((s.partitions for s in streams if s is not None), default=1)
-        # Each model column's source: ("batch", name), (group index, feature index) or ("context", index).
+        # Each model feature's source: ("batch", name), (group index, feature index) or ("context", index).
         where: dict[str, tuple[Any, Any]] = {n: ("batch", n) for n in self._batch}
         for g, group in enumerate(self._groups):
             for f, name in enumerate(group.spec.names):
@@ -78,7 +78,8 @@ class OnlinePredictor:
         unknown = [n for n in names if n not in where]
         if unknown:
             raise ValueError(f"model of {usecase.name!r} takes {unknown}, which the use case does not declare")
-        self._columns = [where[n] for n in names]
+        # Per model column: its index, name, source and index in the source (the per-entity loop's plan).
+        self._plan = [(c, n, *where[n]) for c, n in enumerate(names)]
 
     def _group_key(self, group: Group, key: EntityKey, context: Mapping[str, Any]) -> EntityKey | None:
         if group.is_entity:
@@ -104,7 +105,8 @@ class OnlinePredictor:
             g.name: [self._group_key(g, k, c) for k, c in zip(keys, contexts, strict=True)] for g in self._groups
         }
         read = self.features.read_online(self.usecase.name, keys, self._batch, group_keys, self._partitions)
-        matrix = np.full((len(keys), len(self._names)), np.nan, dtype=np.float64)
+        width = len(self._names)
+        cells: list[list[float]] = []  # the model's rows as Python lists: one NumPy array made at the end
         ages: list[dict[str, float]] = []
         used: list[dict[str, float | None]] = []
         absent: list[list[str]] = []
@@ -132,7 +134,8 @@ class OnlinePredictor:
             entity_values: dict[str, float | None] = {}
             missing: list[str] = []
             batch_age: float | None = None
-            for column, (name, (source, index)) in enumerate(zip(self._names, self._columns, strict=True)):
+            row_cells = [math.nan] * width
+            for column, name, source, index in self._plan:
                 if source == "batch":
                     feature = stored.get(index)
                     if feature is None:
@@ -150,17 +153,19 @@ class OnlinePredictor:
                 else:
                     value = windows[source][index]
                 if value is not None and not math.isnan(value):
-                    matrix[row, column] = value
+                    row_cells[column] = value
                     entity_values[name] = value
                 else:
                     entity_values[name] = None
                     missing.append(name)
             if self._batch:
                 group_ages[BATCH_GROUP] = batch_age
+            cells.append(row_cells)
             ages.append(entity_ages)
             used.append(entity_values)
             absent.append(missing)
             groups.append(group_ages)
+        matrix = np.array(cells, dtype=np.float64).reshape(len(keys), width)
         assembled = time.perf_counter()
         predictions = score(self.model, matrix)
         features_ms, model_ms = (assembled - started) * 1000, (time.perf_counter() - assembled) * 1000
