@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child import run_child
+from bench.memory import peak_rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 CARDS = 25_000
@@ -44,7 +44,7 @@ def timed(days: int) -> dict[str, Any]:
         world = generate(settings.offline_store_path, FraudConfig(cards=CARDS, days=7 + days + 3))
         start = world.start + timedelta(days=7)
         for role in ("batch", "online"):
-            train(usecase, settings, start, role=role)  # type: ignore[arg-type]
+            train(usecase, settings, start, role=role)
         began = time.perf_counter()
         result = run_backtest(usecase, settings, start, start + timedelta(days=days))
         seconds = time.perf_counter() - began
@@ -54,7 +54,7 @@ def timed(days: int) -> dict[str, Any]:
         "nights": result.nights,
         "seconds": round(seconds, 2),
         "requests_per_s": round(result.requests / seconds),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "load_average": round(os.getloadavg()[0], 2),
     }
 
