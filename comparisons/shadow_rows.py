@@ -491,18 +491,21 @@ def _parsed_ages(usecase: UseCase, column: str) -> str:
     return f"from_json({column}, '{struct}')"
 
 
-def newest_age_sql(usecase: UseCase, column: str = "online_feature_ages_s") -> str:
+def newest_age_sql(usecase: UseCase, column: str = "online_feature_ages_s", *, parsed: str | None = None) -> str:
     """The live path's **data age** of a shadow row: the age of the newest data behind its answer, i.e. the youngest
     of its features' ages (``online_feature_ages_s``). One definition for the report, the JSON, `migrate gate` and
-    the demo: an entity without a recent event is as old as its batch features, never older (docs/comparisons.md)."""
-    parsed = _parsed_ages(usecase, column)
+    the demo: an entity without a recent event is as old as its batch features, never older (docs/comparisons.md).
+    `parsed`: a column already holding the ages parsed (`_parsed_ages`), instead of parsing `column` here."""
+    parsed = parsed or _parsed_ages(usecase, column)
     names = [*usecase.feature_names, *usecase.realtime_feature_names]
     return f"least({', '.join(f'{parsed}.{name}' for name in names)})" if names else "NULL"
 
 
-def group_age_sql(usecase: UseCase, group: FeatureGroup, column: str = "online_feature_ages_s") -> str:
+def group_age_sql(
+    usecase: UseCase, group: FeatureGroup, column: str = "online_feature_ages_s", *, parsed: str | None = None
+) -> str:
     """A feature group's age in a shadow row: the oldest of its features' ages (they share one in practice)."""
-    parsed = _parsed_ages(usecase, column)
+    parsed = parsed or _parsed_ages(usecase, column)
     return f"greatest({', '.join(f'{parsed}.{name}' for name in group.features)})" if group.features else "NULL"
 
 
@@ -515,15 +518,22 @@ def _ages(
     of its own so the filter runs before the parse. ``duplicates``: whether the window holds a record delivered
     twice (when not, the rows are kept as read, without grouping them by ``h``)."""
     groups = feature_groups(usecase)
-    columns = "".join(f", {group_age_sql(usecase, g)} AS g{i}" for i, g in enumerate(groups))
+    columns = "".join(f", {group_age_sql(usecase, g, parsed='j')} AS g{i}" for i, g in enumerate(groups))
     picked = "".join(f", any_value(g{i}) AS g{i}" for i in range(len(groups)))
     row_id = row_id_sql(usecase)
     sample = f"{row_id} % {every} = 0"
     condition = f"{filtered} AND {sample}" if filtered else f"WHERE {sample}"
+    has_ages = bool([*usecase.feature_names, *usecase.realtime_feature_names])
+    # Each row's JSON is parsed once, into j, which every age reads (OFFSET 0 keeps the optimizer from inlining
+    # the parse back into each of them).
     parsed = f"""
-        SELECT {row_id} AS h, date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
-               online_prediction IS NOT NULL AS answered, {newest_age_sql(usecase)} AS online_age{columns}
-        FROM {source} {condition if every > 1 else filtered}
+        SELECT h, hour, answered, {newest_age_sql(usecase, parsed="j")} AS online_age{columns}
+        FROM (
+            SELECT {row_id} AS h, date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
+                   online_prediction IS NOT NULL AS answered,
+                   {_parsed_ages(usecase, "online_feature_ages_s") if has_ages else "NULL"} AS j
+            FROM {source} {condition if every > 1 else filtered} OFFSET 0
+        )
     """
     if not duplicates:  # every h once already: grouping a million rows by it would change nothing
         con.execute(f"CREATE TEMP TABLE ages AS {parsed}")
