@@ -63,13 +63,13 @@ def measure(rows: Rows) -> Latency:
     fallbacks = served.get("batch_fallback", 0)
     bins = len(LATENCY_EDGES_MS) - 1
     counts = {"batch": [0] * bins, "live": [0] * bins}
-    query = f"""
-        SELECT 'batch', {_bucket("batch_ms")} AS b, count(*) FROM s WHERE batch_ms IS NOT NULL GROUP BY b
-        UNION ALL
-        SELECT 'live', {_bucket("online_ms")} AS b, count(*) FROM s WHERE online_ms IS NOT NULL GROUP BY b
-    """
-    for path, bucket, count in con.execute(query).fetchall():
-        counts[path][int(bucket)] = int(count)
+    # One pass: the count per pair of bins (a bin is NULL without a latency), each path's counts summed from them.
+    query = f"SELECT {_bucket('batch_ms')} AS b, {_bucket('online_ms')} AS o, count(*) FROM s GROUP BY ALL"
+    for batch_bin, live_bin, count in con.execute(query).fetchall():
+        if batch_bin is not None:
+            counts["batch"][int(batch_bin)] += int(count)
+        if live_bin is not None:
+            counts["live"][int(live_bin)] += int(count)
     return Latency(
         batch=paths["batch"],
         live=paths["live"],

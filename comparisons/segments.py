@@ -74,13 +74,15 @@ def _psi_sql(rows: Rows) -> tuple[float | None, int]:
     def binned(column: str) -> str:
         return " + ".join(f"CAST({column} >= {edge!r} AS INTEGER)" for edge in edges) or "0"
 
-    counts = rows.con.execute(f"""
-        SELECT 'batch', {binned("bp")} AS b, count(*) FROM s WHERE {both} GROUP BY b
-        UNION ALL SELECT 'live', {binned("op")} AS b, count(*) FROM s WHERE {both} GROUP BY b
-    """).fetchall()
-    shares = {"batch": np.zeros(len(edges) + 1), "live": np.zeros(len(edges) + 1)}
-    for path, index, count in counts:
-        shares[path][int(index)] = count / pairs
+    # One pass: the count per pair of bins, each path's counts summed from them (whole numbers: exact).
+    counts = rows.con.execute(
+        f"SELECT {binned('bp')} AS b, {binned('op')} AS o, count(*) FROM s WHERE {both} GROUP BY ALL"
+    ).fetchall()
+    totals = {"batch": np.zeros(len(edges) + 1, dtype=np.int64), "live": np.zeros(len(edges) + 1, dtype=np.int64)}
+    for batch_bin, live_bin, count in counts:
+        totals["batch"][int(batch_bin)] += int(count)
+        totals["live"][int(live_bin)] += int(count)
+    shares = {path: total / pairs for path, total in totals.items()}
     expected, actual = np.maximum(shares["batch"], _FLOOR), np.maximum(shares["live"], _FLOOR)
     return float(np.sum((actual - expected) * np.log(actual / expected))), pairs
 
