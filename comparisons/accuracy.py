@@ -110,28 +110,45 @@ def _subset(n: int, cap: int, rng: np.random.Generator) -> npt.NDArray[np.int64]
     return slice(None) if n <= cap else np.sort(rng.choice(n, size=cap, replace=False))
 
 
+# Each an aggregate over the rows its ``{where}`` filter keeps.
 _LOSSES = {
     "log_loss": "avg(-({y} * ln(least(greatest({p}, 1e-15), 1 - 1e-15)) "
-    "+ (1 - {y}) * ln(1 - least(greatest({p}, 1e-15), 1 - 1e-15))))",
-    "brier": "avg(({p} - {y}) ^ 2)",
-    "mae": "avg(abs({p} - {y}))",
-    "rmse": "sqrt(avg(({p} - {y}) ^ 2))",
+    "+ (1 - {y}) * ln(1 - least(greatest({p}, 1e-15), 1 - 1e-15)))) {where}",
+    "brier": "avg(({p} - {y}) ^ 2) {where}",
+    "mae": "avg(abs({p} - {y})) {where}",
+    "rmse": "sqrt(avg(({p} - {y}) ^ 2) {where})",
 }
 _PAIRED = "label_state = 'labeled' AND bp IS NOT NULL AND op IS NOT NULL"
 
 
-def _exact(rows: Rows, names: tuple[str, ...]) -> tuple[dict[str, tuple[Any, Any]], dict[Any, dict[str, Any]]]:
-    """The loss metrics on every labeled pair, overall and per hour, in SQL: (batch, live) per metric."""
+def _totals(
+    rows: Rows, names: tuple[str, ...]
+) -> tuple[tuple[int, int, int, int], dict[str, tuple[Any, Any]], dict[Any, dict[str, Any]]]:
+    """One pass over table ``s``: (labeled, pairs, unlabeled, pending), and the loss metrics on every labeled pair,
+    overall and per hour, as (batch, live) per metric (the metrics SQL computes exactly; AUC is not one)."""
     losses = [n for n in names if n in _LOSSES]
-    if not losses:
-        return {}, {}
-    columns = ", ".join(f"{_LOSSES[n].format(p=path, y='label')}" for n in losses for path in ("bp", "op"))
-    overall = rows.con.execute(f"SELECT {columns} FROM s WHERE {_PAIRED}").fetchall()[0]
-    exact = {n: (overall[2 * i], overall[2 * i + 1]) for i, n in enumerate(losses)}
+    columns = "".join(
+        f", {_LOSSES[n].format(p=path, y='label', where=f'FILTER (WHERE {_PAIRED})')}"
+        for n in losses
+        for path in ("bp", "op")
+    )
+    found = rows.con.execute(f"""
+        SELECT GROUPING(hour) AS overall, hour,
+               count(*) FILTER (WHERE label_state = 'labeled'), count(*) FILTER (WHERE {_PAIRED}),
+               count(*) FILTER (WHERE label_state = 'unlabeled'), count(*) FILTER (WHERE label_state = 'pending')
+               {columns}
+        FROM s GROUP BY GROUPING SETS ((), (hour))
+    """).fetchall()
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)
+    exact: dict[str, tuple[Any, Any]] = {}
     hourly: dict[Any, dict[str, Any]] = {}
-    for hour, *values in rows.con.execute(f"SELECT hour, {columns} FROM s WHERE {_PAIRED} GROUP BY hour").fetchall():
-        hourly[hour] = {n: (values[2 * i], values[2 * i + 1]) for i, n in enumerate(losses)}
-    return exact, hourly
+    for overall, hour, labeled, pairs, unlabeled, pending, *values in found:
+        scores = {n: (values[2 * i], values[2 * i + 1]) for i, n in enumerate(losses)}
+        if overall:
+            counts, exact = (int(labeled), int(pairs), int(unlabeled), int(pending)), scores
+        elif pairs:  # the hours with labeled pairs, as a query over them alone gives
+            hourly[hour] = scores
+    return counts, exact, hourly
 
 
 def measure(rows: Rows, confidence: float) -> Accuracy:
@@ -143,20 +160,14 @@ def measure(rows: Rows, confidence: float) -> Accuracy:
     """
     con = rows.con
     kind = rows.usecase.label.kind
-    counts = con.execute(f"""
-        SELECT count(*) FILTER (WHERE label_state = 'labeled'), count(*) FILTER (WHERE {_PAIRED}),
-               count(*) FILTER (WHERE label_state = 'unlabeled'), count(*) FILTER (WHERE label_state = 'pending')
-        FROM s
-    """).fetchall()[0]
-    labeled, pairs, unlabeled, pending = (int(c) for c in counts)
+    names = METRICS[kind]
+    (labeled, pairs, unlabeled, pending), exact, exact_hourly = _totals(rows, names)
     sample = "" if pairs <= SAMPLE_PAIRS else f"AND h % {-(-pairs // SAMPLE_PAIRS)} = 0"
     arrays = con.execute(f"SELECT bp, op, label, hour FROM s WHERE {_PAIRED} {sample}").fetchnumpy()
     batch = np.asarray(arrays["bp"], dtype=np.float64)
     live = np.asarray(arrays["op"], dtype=np.float64)
     label = np.asarray(arrays["label"], dtype=np.float64)
     hours = np.asarray(arrays["hour"]).astype("datetime64[us]").astype(np.int64)
-    names = METRICS[kind]
-    exact, exact_hourly = _exact(rows, names)
     # The metrics SQL does not compute (AUC) on the arrays, once: the interval's estimate and the score share it.
     exact |= {n: (metric(n, batch, label), metric(n, live, label)) for n in names if n not in exact}
     intervals = paired_intervals(names, batch, live, label, confidence=confidence, population=pairs, exact=exact)

@@ -44,14 +44,11 @@ def measure(rows: Rows, threshold: float, disagreement_threshold: float, basis: 
     row = con.execute(f"""
         SELECT count(*), avg(abs(op - bp)),
                count(*) FILTER (WHERE (bp >= {threshold}) != (op >= {threshold})),
-               count(*) FILTER (WHERE abs(op - bp) > {disagreement_threshold})
+               count(*) FILTER (WHERE abs(op - bp) > {disagreement_threshold}), {quantile_sql("abs(op - bp)")}
         FROM s WHERE bp IS NOT NULL AND op IS NOT NULL
     """).fetchall()[0]
     assert row is not None
-    pairs, mean_abs, flips, disagreements = int(row[0]), row[1], int(row[2]), int(row[3])
-    spread = con.execute(
-        f"SELECT {quantile_sql('abs(op - bp)')} FROM s WHERE bp IS NOT NULL AND op IS NOT NULL"
-    ).fetchall()[0]
+    pairs, mean_abs, flips, disagreements, spread = int(row[0]), row[1], int(row[2]), int(row[3]), row[4:]
     arrays = con.execute(
         f"SELECT bp, op FROM s WHERE bp IS NOT NULL AND op IS NOT NULL {_sample_filter(rows, pairs, RANK_PAIRS)}"
     ).fetchnumpy()

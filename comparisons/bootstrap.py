@@ -46,20 +46,24 @@ def _auc(p: FloatArray, y: FloatArray, w: Weights) -> FloatArray:
     """Weighted ROC AUC (ties count one half) for each row of ``w``; NaN when a class has no weight.
 
     Each positive scores the negative weight below it plus half the negative weight tied with it: a cumulative
-    sum over the negatives sorted by score, read at each positive's two ``searchsorted`` positions.
+    sum over the negatives sorted by score, read at each positive's two ``searchsorted`` positions. The weights
+    are whole counts, so every sum is exact: integer weights (the resamples') run in integers, which move half
+    the bytes of floats and give the same quotient.
     """
     positive = y > 0.5
-    neg_scores = p[~positive]
-    order = np.argsort(neg_scores, kind="stable")
-    sorted_neg = neg_scores[order]
+    negatives = np.flatnonzero(~positive)
+    order = np.argsort(p[negatives], kind="stable")
+    sorted_neg = p[negatives][order]
     below = np.searchsorted(sorted_neg, p[positive], side="left")
     upto = np.searchsorted(sorted_neg, p[positive], side="right")
-    neg_w = w[:, ~positive][:, order]
-    cum = np.concatenate((np.zeros((w.shape[0], 1)), np.cumsum(neg_w, axis=1)), axis=1)
+    whole = np.issubdtype(w.dtype, np.integer)
+    cum = np.zeros((w.shape[0], negatives.size + 1), dtype=w.dtype if whole else np.float64)
+    np.cumsum(w[:, negatives[order]], axis=1, out=cum[:, 1:])
     pos_w = w[:, positive]
-    credit = 0.5 * (cum[:, below] + cum[:, upto])
+    # Twice each positive's credit: 2 * (weight below + half the weight tied) = weight below + weight at or below.
+    twice = (pos_w * (cum[:, below] + cum[:, upto])).sum(axis=1, dtype=np.int64 if whole else np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        result: FloatArray = (pos_w * credit).sum(axis=1) / (pos_w.sum(axis=1) * cum[:, -1])
+        result: FloatArray = 0.5 * twice / (pos_w.sum(axis=1, dtype=np.float64) * cum[:, -1])
     return result
 
 
@@ -151,10 +155,12 @@ def paired_intervals(
         size = min(_CHUNK, resamples - start)
         # Row r of `weights` counts how often each pair was drawn in resample r (a multinomial draw of m pairs).
         picks = rng.integers(0, m, size=(size, m)) + (np.arange(size) * m)[:, None]
-        weights = np.bincount(picks.ravel(), minlength=size * m).reshape(size, m).astype(np.float32)
+        counts = np.bincount(picks.ravel(), minlength=size * m).reshape(size, m)
+        # float32 for the means' matrix products; whole numbers (int32: at most m draws) for the AUC's sums.
+        weights, whole = counts.astype(np.float32), counts.astype(np.int32)
         for name in names:
-            function = _FUNCTIONS[name]
-            draws[name].append(function(live, label, weights) - function(batch, label, weights))
+            function, w = _FUNCTIONS[name], whole if name == "auc" else weights
+            draws[name].append(function(live, label, w) - function(batch, label, w))
     tail = (1 - confidence) / 2 * 100
     out: dict[str, Interval | None] = {}
     for name in names:

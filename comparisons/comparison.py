@@ -34,7 +34,7 @@ from comparisons import (
 )
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
-from comparisons.lookup import open_lookup
+from comparisons.lookup import Prefetch, likely_versions, open_lookup
 from comparisons.shadow_rows import Rows, Window, load
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
@@ -149,7 +149,9 @@ class _Served:
     note: str
 
 
-def _lookup(rows: Rows, usecase: UseCase, settings: Settings, timeline: list[Any], note: str) -> _Served:
+def _lookup(
+    rows: Rows, usecase: UseCase, settings: Settings, timeline: list[Any], note: str, *, prefetch: Prefetch
+) -> _Served:
     """Register table ``versions(version, cutoff)``, the served versions' rows (``lookup_v<n>``) and, for the noise
     floor, the primary served version and the one before it as ``lookup_active`` / ``lookup_previous``.
 
@@ -183,12 +185,12 @@ def _lookup(rows: Rows, usecase: UseCase, settings: Settings, timeline: list[Any
             if number not in kept:
                 continue
             # Registered Arrow tables: DuckDB scans them in place, no copy into a table.
-            rows.con.register(f"lookup_v{number}", store.export(spec, number))
+            rows.con.register(f"lookup_v{number}", prefetch.export(store, spec, number))
             loaded.append(number)
         if primary.version in kept:
             rows.con.execute(f"CREATE VIEW lookup_active AS SELECT * FROM lookup_v{primary.version}")
         if previous is not None:
-            rows.con.register("lookup_previous", store.export(spec, previous.version))
+            rows.con.register("lookup_previous", prefetch.export(store, spec, previous.version))
     except MigrateError as exc:
         log.warning("lookup versions of %s unavailable: %s", usecase.name, exc.what)
         return _Served(primary, None, (), tuple(sorted(counts)), f"lookup store unavailable: {exc.what}")
@@ -236,12 +238,14 @@ def compare(
     metric_name = primary_metric(policy, usecase.label.kind)
     timeline, lookup_note = _timeline(usecase, settings)
     published = [(v.version, v.published_at) for v in timeline if v.published_at is not None]
+    # The lookup versions the window most likely needs are read while the rows load.
+    prefetch = Prefetch(settings, TableSpec.for_usecase(usecase, settings), likely_versions(timeline))
     rows = load(
         usecase, settings.shadow_dir / usecase.name, settings.labels_dir / usecase.name, window, published=published
     )
     try:
         clock.lap("load")
-        served = _lookup(rows, usecase, settings, timeline, lookup_note)
+        served = _lookup(rows, usecase, settings, timeline, lookup_note, prefetch=prefetch)
         active, previous = served.primary, served.previous
         entities_loaded = _entities(rows, usecase, settings)
         clock.lap("lookup")

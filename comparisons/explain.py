@@ -132,11 +132,17 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
     )
     selected = [f'f."{f.name}"' for f in batch.features]
     on = " AND ".join(f'p."{k}" = f."{k}"' for k in keys)
+
+    def cases_only(table: str, on_keys: list[str]) -> str:
+        # The ASOF join sorts its right side: only the cases' entities' rows go in (their answers are the same).
+        matched = " AND ".join(f'x."{k}" = c."{k}"' for k in on_keys)
+        return f'(SELECT x.* FROM offline."{table}" x SEMI JOIN probe c ON {matched})'
+
     joins = ""
     for index, join in enumerate(batch.joins):  # tables at coarser grains, as of the same instant
         joined_on = " AND ".join(f'p."{k}" = j{index}."{k}"' for k in join.keys)
         joins += (
-            f' ASOF LEFT JOIN offline."{join.table}" j{index} ON {joined_on} '
+            f" ASOF LEFT JOIN {cases_only(join.table, list(join.keys))} j{index} ON {joined_on} "
             f'AND p.t >= CAST(j{index}."{join.timestamp_column}" AS TIMESTAMP)'
         )
         selected += [f'j{index}."{f.name}"' for f in join.features]
@@ -147,7 +153,7 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
             con.execute(f"ATTACH '{path}' AS offline (READ_ONLY)")
             con.register("probe", probe)
             found = con.execute(f"""
-                SELECT p.i, {names} FROM probe p ASOF LEFT JOIN offline."{batch.table}" f
+                SELECT p.i, {names} FROM probe p ASOF LEFT JOIN {cases_only(batch.table, list(keys))} f
                 ON {on} AND p.t >= CAST(f."{batch.timestamp_column}" AS TIMESTAMP){joins} ORDER BY p.i
             """).fetchall()
     except duckdb.Error as exc:

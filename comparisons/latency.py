@@ -41,12 +41,19 @@ def measure(rows: Rows) -> Latency:
     con = rows.con
     paths = {}
     consulted = {"batch": "bp IS NOT NULL OR miss OR batch_err", "live": "op IS NOT NULL OR online_err"}
-    for path, ms, err in (("batch", "batch_ms", "batch_err"), ("live", "online_ms", "online_err")):
-        row = con.execute(
-            f"SELECT {quantile_sql(ms)}, count(*) FILTER (WHERE {consulted[path]}), count(*) FILTER (WHERE {err}) "
-            "FROM s"
-        ).fetchall()[0]
-        assert row is not None
+    measured = (("batch", "batch_ms", "batch_err"), ("live", "online_ms", "online_err"))
+    # Both paths in one pass over the rows: five columns each.
+    found = con.execute(
+        "SELECT "
+        + ", ".join(
+            f"{quantile_sql(ms)}, count(*) FILTER (WHERE {consulted[path]}), count(*) FILTER (WHERE {err})"
+            for path, ms, err in measured
+        )
+        + " FROM s"
+    ).fetchall()[0]
+    assert found is not None
+    for index, (path, _, _) in enumerate(measured):
+        row = found[5 * index : 5 * index + 5]
         asked, errors = int(row[3]), int(row[4])
         paths[path] = PathLatency(
             latency_ms=Distribution.from_row(row[:3]), asked=asked, errors=errors, error_rate=share(errors, asked)
@@ -56,13 +63,13 @@ def measure(rows: Rows) -> Latency:
     fallbacks = served.get("batch_fallback", 0)
     bins = len(LATENCY_EDGES_MS) - 1
     counts = {"batch": [0] * bins, "live": [0] * bins}
-    query = f"""
-        SELECT 'batch', {_bucket("batch_ms")} AS b, count(*) FROM s WHERE batch_ms IS NOT NULL GROUP BY b
-        UNION ALL
-        SELECT 'live', {_bucket("online_ms")} AS b, count(*) FROM s WHERE online_ms IS NOT NULL GROUP BY b
-    """
-    for path, bucket, count in con.execute(query).fetchall():
-        counts[path][int(bucket)] = int(count)
+    # One pass: the count per pair of bins (a bin is NULL without a latency), each path's counts summed from them.
+    query = f"SELECT {_bucket('batch_ms')} AS b, {_bucket('online_ms')} AS o, count(*) FROM s GROUP BY ALL"
+    for batch_bin, live_bin, count in con.execute(query).fetchall():
+        if batch_bin is not None:
+            counts["batch"][int(batch_bin)] += int(count)
+        if live_bin is not None:
+            counts["live"][int(live_bin)] += int(count)
     return Latency(
         batch=paths["batch"],
         live=paths["live"],

@@ -44,16 +44,14 @@ def measure(
     both = "a.prediction IS NOT NULL AND p.prediction IS NOT NULL"
     row = con.execute(f"""
         SELECT count(*), avg(abs(a.prediction - p.prediction)),
-               count(*) FILTER (WHERE (a.prediction >= {threshold}) != (p.prediction >= {threshold}))
+               count(*) FILTER (WHERE (a.prediction >= {threshold}) != (p.prediction >= {threshold})),
+               {quantile_sql("abs(a.prediction - p.prediction)")}
         FROM {joined} WHERE {both}
     """).fetchall()[0]
     assert row is not None
-    pairs = int(row[0])
+    pairs, spread = int(row[0]), row[3:]
     if pairs == 0:
         return unknown(f"versions {previous} and {active} share no key", active)
-    spread = con.execute(
-        f"SELECT {quantile_sql('abs(a.prediction - p.prediction)')} FROM {joined} WHERE {both}"
-    ).fetchall()[0]
     arrays = con.execute(f"SELECT a.prediction AS a, p.prediction AS p FROM {joined} WHERE {both}").fetchnumpy()
     return NoiseFloor(
         known=True,

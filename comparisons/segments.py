@@ -74,13 +74,15 @@ def _psi_sql(rows: Rows) -> tuple[float | None, int]:
     def binned(column: str) -> str:
         return " + ".join(f"CAST({column} >= {edge!r} AS INTEGER)" for edge in edges) or "0"
 
-    counts = rows.con.execute(f"""
-        SELECT 'batch', {binned("bp")} AS b, count(*) FROM s WHERE {both} GROUP BY b
-        UNION ALL SELECT 'live', {binned("op")} AS b, count(*) FROM s WHERE {both} GROUP BY b
-    """).fetchall()
-    shares = {"batch": np.zeros(len(edges) + 1), "live": np.zeros(len(edges) + 1)}
-    for path, index, count in counts:
-        shares[path][int(index)] = count / pairs
+    # One pass: the count per pair of bins, each path's counts summed from them (whole numbers: exact).
+    counts = rows.con.execute(
+        f"SELECT {binned('bp')} AS b, {binned('op')} AS o, count(*) FROM s WHERE {both} GROUP BY ALL"
+    ).fetchall()
+    totals = {"batch": np.zeros(len(edges) + 1, dtype=np.int64), "live": np.zeros(len(edges) + 1, dtype=np.int64)}
+    for batch_bin, live_bin, count in counts:
+        totals["batch"][int(batch_bin)] += int(count)
+        totals["live"][int(live_bin)] += int(count)
+    shares = {path: total / pairs for path, total in totals.items()}
     expected, actual = np.maximum(shares["batch"], _FLOOR), np.maximum(shares["live"], _FLOOR)
     return float(np.sum((actual - expected) * np.log(actual / expected))), pairs
 
@@ -93,15 +95,19 @@ def measure(rows: Rows, metric_name: str) -> Segments:
     column = rows.usecase.cutover_policy.segment
     segments: list[Segment] = []
     if column is not None:
-        value = f"CAST(k_{column} AS VARCHAR)" if column in rows.keys else "seg"
+        typed = any(key.name == column and key.type == "int" for key in rows.usecase.entity.keys)
+        # An integer key is grouped and joined as it is, and only the segments' names are cast to text (a
+        # distinct integer is a distinct name, NULL is '(none)'): casting every row's key cost seconds at scale.
+        value = (
+            f"k_{column}" if typed else "coalesce(" + (f"k_{column}" if column in rows.keys else "seg") + ", '(none)')"
+        )
         # One pass ranks the segments; the labeled pairs come back with the rank as a small integer.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE segment_rank AS
             WITH counted AS (
-                SELECT coalesce({value}, '(none)') AS g, count(*) AS n, count(*) FILTER (WHERE miss) AS m
-                FROM s GROUP BY g
-            )
-            SELECT g, n, m, least(row_number() OVER (ORDER BY n DESC, g), {SEGMENTS + 1}) AS r FROM counted
+                SELECT {value} AS v, count(*) AS n, count(*) FILTER (WHERE miss) AS m FROM s GROUP BY v
+            ), named AS (SELECT v, coalesce(CAST(v AS VARCHAR), '(none)') AS g, n, m FROM counted)
+            SELECT v, g, n, m, least(row_number() OVER (ORDER BY n DESC, g), {SEGMENTS + 1}) AS r FROM named
         """)
         counts = con.execute(f"""
             SELECT r, CASE WHEN r <= {SEGMENTS} THEN any_value(g) ELSE '(others)' END, sum(n), sum(m)
@@ -110,7 +116,7 @@ def measure(rows: Rows, metric_name: str) -> Segments:
         labeled = int(con.execute(f"SELECT count(*) FROM s WHERE {_PAIRED}").fetchall()[0][0])
         sample = "" if labeled <= SAMPLE_PAIRS else f"AND s.h % {-(-labeled // SAMPLE_PAIRS)} = 0"
         pairs = con.execute(f"""
-            SELECT g.r, s.bp, s.op, s.label FROM s JOIN segment_rank g ON coalesce({value}, '(none)') = g.g
+            SELECT g.r, s.bp, s.op, s.label FROM s JOIN segment_rank g ON {value} IS NOT DISTINCT FROM g.v
             WHERE {_PAIRED} {sample}
         """).fetchnumpy()
         rank = np.asarray(pairs["r"], dtype=np.int64)

@@ -266,6 +266,7 @@ def load(
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg
         FROM {source} {filtered}
     """).to_arrow_table()
+    read = table.num_rows
     try:
         table = _labeled_window(con, usecase, _served_versions(_deduplicated(table), published), watermark, window)
     except NoShadowDataError:
@@ -273,7 +274,7 @@ def load(
         raise
     con.register("s", table)
     every = max(1, -(-table.num_rows // AGE_SAMPLE))
-    _ages(con, usecase, source, filtered, every)
+    _ages(con, usecase, source, filtered, every, duplicates=table.num_rows < read)
     # The model versions that answered most, from the first rows read (a window rarely changes models midway,
     # and a full scan of two text columns would cost seconds at ten million rows).
     b_column, o_column = _VERSIONS[pair]
@@ -490,40 +491,57 @@ def _parsed_ages(usecase: UseCase, column: str) -> str:
     return f"from_json({column}, '{struct}')"
 
 
-def newest_age_sql(usecase: UseCase, column: str = "online_feature_ages_s") -> str:
+def newest_age_sql(usecase: UseCase, column: str = "online_feature_ages_s", *, parsed: str | None = None) -> str:
     """The live path's **data age** of a shadow row: the age of the newest data behind its answer, i.e. the youngest
     of its features' ages (``online_feature_ages_s``). One definition for the report, the JSON, `migrate gate` and
-    the demo: an entity without a recent event is as old as its batch features, never older (docs/comparisons.md)."""
-    parsed = _parsed_ages(usecase, column)
+    the demo: an entity without a recent event is as old as its batch features, never older (docs/comparisons.md).
+    `parsed`: a column already holding the ages parsed (`_parsed_ages`), instead of parsing `column` here."""
+    parsed = parsed or _parsed_ages(usecase, column)
     names = [*usecase.feature_names, *usecase.realtime_feature_names]
     return f"least({', '.join(f'{parsed}.{name}' for name in names)})" if names else "NULL"
 
 
-def group_age_sql(usecase: UseCase, group: FeatureGroup, column: str = "online_feature_ages_s") -> str:
+def group_age_sql(
+    usecase: UseCase, group: FeatureGroup, column: str = "online_feature_ages_s", *, parsed: str | None = None
+) -> str:
     """A feature group's age in a shadow row: the oldest of its features' ages (they share one in practice)."""
-    parsed = _parsed_ages(usecase, column)
+    parsed = parsed or _parsed_ages(usecase, column)
     return f"greatest({', '.join(f'{parsed}.{name}' for name in group.features)})" if group.features else "NULL"
 
 
-def _ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, source: str, filtered: str, every: int) -> None:
+def _ages(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, source: str, filtered: str, every: int, *, duplicates: bool = True
+) -> None:
     """Table ``ages``: the live path's data age (`newest_age_sql`) and each feature group's age (``g0``, ``g1``, …
     in the order of `feature_groups`) of the rows whose ``h`` is 0 modulo ``every``. Parsing the JSON ages
     dominates a full read at scale, so beyond ``AGE_SAMPLE`` rows only a hash-chosen subset is parsed, in a query
-    of its own so the filter runs before the parse."""
+    of its own so the filter runs before the parse. ``duplicates``: whether the window holds a record delivered
+    twice (when not, the rows are kept as read, without grouping them by ``h``)."""
     groups = feature_groups(usecase)
-    columns = "".join(f", {group_age_sql(usecase, g)} AS g{i}" for i, g in enumerate(groups))
+    columns = "".join(f", {group_age_sql(usecase, g, parsed='j')} AS g{i}" for i, g in enumerate(groups))
     picked = "".join(f", any_value(g{i}) AS g{i}" for i in range(len(groups)))
     row_id = row_id_sql(usecase)
     sample = f"{row_id} % {every} = 0"
     condition = f"{filtered} AND {sample}" if filtered else f"WHERE {sample}"
+    has_ages = bool([*usecase.feature_names, *usecase.realtime_feature_names])
+    # Each row's JSON is parsed once, into j, which every age reads (OFFSET 0 keeps the optimizer from inlining
+    # the parse back into each of them).
+    parsed = f"""
+        SELECT h, hour, answered, {newest_age_sql(usecase, parsed="j")} AS online_age{columns}
+        FROM (
+            SELECT {row_id} AS h, date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
+                   online_prediction IS NOT NULL AS answered,
+                   {_parsed_ages(usecase, "online_feature_ages_s") if has_ages else "NULL"} AS j
+            FROM {source} {condition if every > 1 else filtered} OFFSET 0
+        )
+    """
+    if not duplicates:  # every h once already: grouping a million rows by it would change nothing
+        con.execute(f"CREATE TEMP TABLE ages AS {parsed}")
+        return
     # One row per h, as in table s (a record delivered twice counts once).
     con.execute(f"""
         CREATE TEMP TABLE ages AS
         SELECT h, any_value(hour) AS hour, any_value(answered) AS answered, any_value(online_age) AS online_age
                {picked}
-        FROM (
-            SELECT {row_id} AS h, date_trunc('hour', CAST(request_time AS TIMESTAMPTZ)) AS hour,
-                   online_prediction IS NOT NULL AS answered, {newest_age_sql(usecase)} AS online_age{columns}
-            FROM {source} {condition if every > 1 else filtered}
-        ) GROUP BY h
+        FROM ({parsed}) GROUP BY h
     """)

@@ -90,7 +90,7 @@ def _offline(settings: Settings, usecase: UseCase, requests: pa.Table) -> dict[s
     """Feature → the offline point-in-time value per request (None: missing)."""
     values: dict[str, list[float | None]] = {}
     with open_offline(settings.offline_store_path) as con:
-        featured = batch_features_at(con, usecase, requests)
+        featured = batch_features_at(con, usecase, requests, few=True)
         for name in usecase.feature_names:
             values[name] = [None if v is None or math.isnan(v) else float(v) for v in featured[name].to_pylist()]
         if usecase.realtime_feature_names:

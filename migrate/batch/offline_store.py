@@ -300,10 +300,12 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
 
 
 def _batch_join_sql(
-    con: duckdb.DuckDBPyConnection, usecase: UseCase, file: str, *, outer: bool
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, file: str, *, outer: bool, keys_from: str | None = None
 ) -> tuple[str, str, str]:
     """The batch features of each row of a relation ``ev`` (entity keys, ``prediction_time``) as of that time:
-    (the CTE ``f``, the SELECT list of the features, the joins after ``FROM ev``). Reads only rows before ``$end``.
+    (the CTE ``f``, the SELECT list of the features, the joins after ``FROM ev``). Reads only rows before ``$end``;
+    with `keys_from` (a relation holding the same key columns as ``ev``, for a few rows), only the feature rows of
+    its keys: an ASOF join sorts its whole right side, and the other keys' rows cannot change any answer.
 
     ASOF JOIN picks, per prediction, the feature row with the greatest timestamp strictly before the prediction
     time: what the lookup table could have held then, never the snapshot of that very instant (no leakage). With
@@ -318,6 +320,13 @@ def _batch_join_sql(
     ts = _quote(batch.timestamp_column)
     selected = [f"CAST(f.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in own]
     joins = f"ASOF {'LEFT ' if outer else ''}JOIN f ON {on_keys} AND ev.prediction_time > f.features_as_of"
+
+    def source(table: str, on_keys: Sequence[str]) -> str:
+        if keys_from is None:
+            return _quote(table)
+        matched = " AND ".join(f"x.{_quote(k)} = r.{_quote(k)}" for k in on_keys)
+        return f"(SELECT x.* FROM {_quote(table)} x SEMI JOIN {keys_from} r ON {matched})"
+
     for index, join in enumerate(batch.joins):
         names = [f.name for f in join.features]
         check_columns(con, join.table, [*join.keys, join.timestamp_column, *names], usecase_file=file)
@@ -325,13 +334,13 @@ def _batch_join_sql(
         # Each coarser table as of the same instant, strictly before the prediction; missing rows stay missing.
         joins += f"""
         ASOF LEFT JOIN (SELECT *, CAST({_quote(join.timestamp_column)} AS TIMESTAMP) AS _as_of
-                        FROM {_quote(join.table)} WHERE {_quote(join.timestamp_column)} < $end) j{index}
+                        FROM {source(join.table, join.keys)} WHERE {_quote(join.timestamp_column)} < $end) j{index}
             ON {on} AND ev.prediction_time > j{index}._as_of"""
         selected += [f"CAST(j{index}.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in names]
     f_cte = f"""f AS (
             SELECT {", ".join(_quote(k) for k in keys)}, {", ".join(_quote(n) for n in own)},
                    CAST({ts} AS TIMESTAMP) AS features_as_of
-            FROM {_quote(batch.table)}
+            FROM {source(batch.table, keys)}
             WHERE {ts} < $end
         )"""
     return f_cte, ", ".join(selected), joins
@@ -450,10 +459,13 @@ def prediction_requests(
     return _as_utc_timestamps(con.sql(query, params=params).to_arrow_table(), "prediction_time")
 
 
-def batch_features_at(con: duckdb.DuckDBPyConnection, usecase: UseCase, requests: pa.Table) -> pa.Table:
+def batch_features_at(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, requests: pa.Table, *, few: bool = False
+) -> pa.Table:
     """`requests` (entity keys, ``prediction_time``) with each batch feature as of its prediction time and
     ``features_as_of``, in the same order; a request without any feature row yet keeps missing features, as the
-    online path reads an entity it does not know. The same join as `training_frame`."""
+    online path reads an entity it does not know. The same join as `training_frame`. With `few` (a sample of
+    requests, not a day of them), only their entities' feature rows are read into the join: the same answers."""
     _use_utc(con)
     keys = usecase.entity.key_names
     positions = pa.array(range(requests.num_rows), pa.int64())
@@ -465,7 +477,9 @@ def batch_features_at(con: duckdb.DuckDBPyConnection, usecase: UseCase, requests
         len(keys), "prediction_time", probe.column("prediction_time").cast(pa.timestamp("us", tz="UTC"))
     )
     probe = probe.set_column(len(keys), "prediction_time", probe.column("prediction_time").cast(pa.timestamp("us")))
-    f_cte, features, joins = _batch_join_sql(con, usecase, _file_of(usecase, None), outer=True)
+    f_cte, features, joins = _batch_join_sql(
+        con, usecase, _file_of(usecase, None), outer=True, keys_from="_requests" if few else None
+    )
     con.register("_requests", probe)
     try:
         found = con.sql(

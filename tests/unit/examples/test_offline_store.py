@@ -10,7 +10,14 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from migrate.batch.offline_store import check_columns, open_offline, snapshot_features, training_frame, utc_naive
+from migrate.batch.offline_store import (
+    batch_features_at,
+    check_columns,
+    open_offline,
+    snapshot_features,
+    training_frame,
+    utc_naive,
+)
 from migrate.errors import OfflineStoreError, UseCaseError
 from migrate.examples.item_availability.generator import GenerationSummary
 from migrate.usecase import UseCase
@@ -202,3 +209,42 @@ def test_batch_features_of_a_coarser_grain_join_on_their_keys_as_of_the_same_ins
     assert [(r["event_time"].day, r["store_rate"]) for r in rows] == [(2, 0.12), (3, 0.99)]
     tiny.execute("DELETE FROM store_daily")
     assert [r["store_rate"] for r in snapshot_features(tiny, joined, AS_OF).to_pylist()] == [None]
+
+
+def test_batch_features_of_a_few_requests_read_only_their_keys_with_the_same_answers(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase
+) -> None:
+    """``few=True`` (the comparator's samples) reads only the requested entities' feature rows into the ASOF join:
+    every answer, the coarser-grain join's included, is the one the full join gives."""
+    tiny.execute("CREATE TABLE store_daily (store_id BIGINT, as_of TIMESTAMP, store_rate DOUBLE)")
+    tiny.execute(
+        "INSERT INTO store_daily VALUES (1, '2026-11-01', 0.11), (1, '2026-11-02 12:00', 0.12), "
+        "(2, '2026-11-03 00:00', 0.23)"
+    )
+    joined = _variant(
+        usecase,
+        batch_features__joins=[
+            {
+                "table": "store_daily",
+                "keys": ["store_id"],
+                "timestamp_column": "as_of",
+                "features": [{"name": "store_rate"}],
+            }
+        ],
+    )
+    requests = pa.table(
+        {
+            "store_id": [1, 2, 1, 1, 3],
+            "product_id": [1, 1, 3, 1, 1],
+            "prediction_time": pa.array(
+                [datetime(2026, 11, d, h, tzinfo=UTC) for d, h in ((2, 6), (4, 1), (3, 9), (4, 0), (4, 0))],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    full = batch_features_at(tiny, joined, requests)
+    few = batch_features_at(tiny, joined, requests, few=True)
+    assert few.equals(full)
+    found = full.to_pylist()
+    assert [r["found_rate_1d"] for r in found] == [0.1, 0.7, None, 0.2, None]
+    assert [r["store_rate"] for r in found] == [0.11, 0.23, 0.12, 0.12, None]
