@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lookup_tables import TableSpec, open_lookup_store
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.shadow.parquet import label_table, shadow_table
@@ -96,3 +98,28 @@ def write_shadow(settings: Settings, records: list[ShadowRecord], labels: list[L
 def with_policy(usecase: UseCase, **policy: Any) -> UseCase:
     """The use case with some cutover-policy fields replaced."""
     return usecase.model_copy(update={"cutover_policy": usecase.cutover_policy.model_copy(update=policy)})
+
+
+def publish_lookup(
+    settings: Settings, usecase: UseCase, cutoff: datetime, keys: list[tuple[int, int]], prediction: float = 0.5
+) -> int:
+    """Publish one lookup version of `usecase` with a row per (store, product) key scored as of `cutoff`."""
+    store = open_lookup_store(settings)
+    spec = TableSpec.for_usecase(usecase, settings)
+    info = store.begin_version(
+        spec,
+        run_id=f"run-{cutoff:%H}",
+        model_version="v1",
+        data_interval_start=cutoff - timedelta(days=1),
+        data_interval_end=cutoff,
+    )
+    rows = pa.table(
+        {
+            "store_id": pa.array([k[0] for k in keys], pa.int64()),
+            "product_id": pa.array([k[1] for k in keys], pa.int64()),
+            "prediction": pa.array([prediction] * len(keys), pa.float64()),
+            "features_as_of": pa.array([cutoff] * len(keys), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    store.write_chunk(spec, info.version, 0, rows)
+    return store.publish(spec, info.version, checksum=f"c{info.version}", scored_at=cutoff).version

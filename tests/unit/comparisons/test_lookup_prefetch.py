@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from comparison_fixtures import publish_lookup
 
 from comparisons.lookup import Prefetch, likely_versions
 from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
@@ -20,28 +20,6 @@ from migrate.usecase import UseCase
 pytestmark = pytest.mark.unit
 
 DAY = datetime(2026, 11, 14, tzinfo=UTC)
-
-
-def _publish(settings: Settings, usecase: UseCase, cutoff: datetime, prediction: float) -> int:
-    store = open_lookup_store(settings)
-    spec = TableSpec.for_usecase(usecase, settings)
-    info = store.begin_version(
-        spec,
-        run_id=f"run-{cutoff:%H}",
-        model_version="v1",
-        data_interval_start=cutoff - timedelta(days=1),
-        data_interval_end=cutoff,
-    )
-    rows = pa.table(
-        {
-            "store_id": pa.array([1, 2], pa.int64()),
-            "product_id": pa.array([1, 1], pa.int64()),
-            "prediction": pa.array([prediction] * 2, pa.float64()),
-            "features_as_of": pa.array([cutoff] * 2, pa.timestamp("us", tz="UTC")),
-        }
-    )
-    store.write_chunk(spec, info.version, 0, rows)
-    return store.publish(spec, info.version, checksum=f"c{info.version}", scored_at=cutoff).version
 
 
 @pytest.fixture
@@ -57,8 +35,8 @@ def test_the_active_and_the_previous_version_are_prefetched_as_the_store_exports
     world: tuple[Settings, UseCase, TableSpec],
 ) -> None:
     settings, usecase, spec = world
-    first = _publish(settings, usecase, DAY, 0.25)
-    second = _publish(settings, usecase, DAY + timedelta(days=1), 0.75)
+    first = publish_lookup(settings, usecase, DAY, [(1, 1), (2, 1)], 0.25)
+    second = publish_lookup(settings, usecase, DAY + timedelta(days=1), [(1, 1), (2, 1)], 0.75)
     store = open_lookup_store(settings)
     assert likely_versions(store.versions(spec)) == [second, first]
     prefetch = Prefetch(settings, spec, [second, first])
@@ -72,7 +50,7 @@ def test_a_version_not_prefetched_or_that_failed_is_exported_by_the_caller_and_r
     world: tuple[Settings, UseCase, TableSpec],
 ) -> None:
     settings, usecase, spec = world
-    only = _publish(settings, usecase, DAY, 0.5)
+    only = publish_lookup(settings, usecase, DAY, [(1, 1), (2, 1)], 0.5)
     store = open_lookup_store(settings)
     prefetch = Prefetch(settings, spec, [only + 1, only])  # the first fails: nothing after it is read
     assert prefetch.export(store, spec, only).column("prediction").to_pylist() == [0.5, 0.5]

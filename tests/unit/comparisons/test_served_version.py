@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pytest
-from comparison_fixtures import record, write_shadow
+from comparison_fixtures import publish_lookup, record, write_shadow
 
 from comparisons.comparison import Comparison, compare
-from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
+from lookup_tables import close_lookup_stores
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
@@ -30,28 +29,6 @@ LISTED = {  # (store, product) → listed at
 }
 
 
-def _publish(settings: Settings, usecase: UseCase, cutoff: datetime, keys: list[tuple[int, int]]) -> int:
-    store = open_lookup_store(settings)
-    spec = TableSpec.for_usecase(usecase, settings)
-    info = store.begin_version(
-        spec,
-        run_id=f"run-{cutoff:%H}",
-        model_version="v1",
-        data_interval_start=cutoff - timedelta(days=1),
-        data_interval_end=cutoff,
-    )
-    rows = pa.table(
-        {
-            "store_id": pa.array([k[0] for k in keys], pa.int64()),
-            "product_id": pa.array([k[1] for k in keys], pa.int64()),
-            "prediction": pa.array([0.5] * len(keys), pa.float64()),
-            "features_as_of": pa.array([cutoff] * len(keys), pa.timestamp("us", tz="UTC")),
-        }
-    )
-    store.write_chunk(spec, info.version, 0, rows)
-    return store.publish(spec, info.version, checksum=f"c{info.version}", scored_at=cutoff).version
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> tuple[Settings, UseCase, int, int]:
     settings = get_settings(state_dir=tmp_path / "state")
@@ -61,8 +38,8 @@ def world(tmp_path: Path) -> tuple[Settings, UseCase, int, int]:
         con.execute("CREATE TABLE store_products (store_id BIGINT, product_id BIGINT, listed_at TIMESTAMP)")
         for (store, product), listed in LISTED.items():
             con.execute("INSERT INTO store_products VALUES (?, ?, ?)", [store, product, listed.replace(tzinfo=None)])
-    first = _publish(settings, usecase, DAY, [(1, 1), (1, 2)])
-    second = _publish(settings, usecase, DAY + timedelta(hours=4), [(1, 1), (1, 2), (1, 3)])
+    first = publish_lookup(settings, usecase, DAY, [(1, 1), (1, 2)])
+    second = publish_lookup(settings, usecase, DAY + timedelta(hours=4), [(1, 1), (1, 2), (1, 3)])
     # Requests 06:00-07:59 were answered by the first version (the second went live at 08:00), then by the second.
     served = [  # (minutes after 06:00, product, answered by the lookup table)
         *[(m, 1, True) for m in range(0, 120, 20)],
@@ -100,7 +77,7 @@ def test_misses_and_waste_follow_the_version_that_served_and_a_later_run_changes
     assert before.waste.share == pytest.approx(0.6)
     assert before.lookup_version in (first, second)
     # The next night's run scores everyone and becomes active: the report over the same window is unchanged.
-    _publish(settings, usecase, DAY + timedelta(hours=28), list(LISTED))
+    publish_lookup(settings, usecase, DAY + timedelta(hours=28), list(LISTED))
     after = compare(usecase, settings)
     assert _numbers(after) == _numbers(before)
     assert after.noise_floor.active_version == before.noise_floor.active_version

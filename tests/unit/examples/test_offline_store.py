@@ -38,6 +38,21 @@ def _variant(usecase: UseCase, **changes: Any) -> UseCase:
     return UseCase.model_validate(raw)
 
 
+def _with_store_daily(usecase: UseCase) -> UseCase:
+    """`usecase` with a store-grain feature, `store_rate`, joined from the `store_daily` table."""
+    return _variant(
+        usecase,
+        batch_features__joins=[
+            {
+                "table": "store_daily",
+                "keys": ["store_id"],
+                "timestamp_column": "as_of",
+                "features": [{"name": "store_rate"}],
+            }
+        ],
+    )
+
+
 @pytest.fixture
 def tiny(usecase: UseCase) -> duckdb.DuckDBPyConnection:
     """Four entities: (1,1) old with two feature rows, (1,2) created after AS_OF, (1,3) without features,
@@ -188,17 +203,7 @@ def test_batch_features_of_a_coarser_grain_join_on_their_keys_as_of_the_same_ins
         "INSERT INTO store_daily VALUES (1, '2026-11-01', 0.11), (1, '2026-11-02 12:00', 0.12), "
         "(1, '2026-11-03 00:00', 0.13), (1, '2026-11-03 06:00', 0.99)"
     )
-    joined = _variant(
-        usecase,
-        batch_features__joins=[
-            {
-                "table": "store_daily",
-                "keys": ["store_id"],
-                "timestamp_column": "as_of",
-                "features": [{"name": "store_rate"}],
-            }
-        ],
-    )
+    joined = _with_store_daily(usecase)
     assert joined.feature_names == [*usecase.feature_names, "store_rate"]
     snapshot = snapshot_features(tiny, joined, AS_OF).to_pylist()
     assert [(r["store_id"], r["product_id"], r["store_rate"]) for r in snapshot] == [(1, 1, 0.13)]
@@ -221,17 +226,7 @@ def test_batch_features_of_a_few_requests_read_only_their_keys_with_the_same_ans
         "INSERT INTO store_daily VALUES (1, '2026-11-01', 0.11), (1, '2026-11-02 12:00', 0.12), "
         "(2, '2026-11-03 00:00', 0.23)"
     )
-    joined = _variant(
-        usecase,
-        batch_features__joins=[
-            {
-                "table": "store_daily",
-                "keys": ["store_id"],
-                "timestamp_column": "as_of",
-                "features": [{"name": "store_rate"}],
-            }
-        ],
-    )
+    joined = _with_store_daily(usecase)
     requests = pa.table(
         {
             "store_id": [1, 2, 1, 1, 3],
