@@ -42,7 +42,7 @@ from online.kafka import (
 )
 from online.stream.arrival import Arrival
 from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
-from online.stream.event_schema import EventSchema, Rejection
+from online.stream.event_schema import EventSchema, Rejection, RejectReason
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
 
@@ -140,8 +140,15 @@ class StreamProcessor:
         # The groups this stream feeds; the entity's only when it has features of its own.
         self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features and g.stream == stream]
         self.specs = {group.name: group.spec for group in self.groups}
-        # Per event: each group's name and key columns (None: the entity's own key).
-        self._group_keys = [(g.name, None if g.is_entity else tuple(g.key)) for g in self.groups]
+        # Where an event's values are (`EventSchema.parse_fetch` rows): its entity key, its time, and per group the
+        # key columns (None: the entity's own key; a column the event does not carry: None, so it feeds no key).
+        names = self.schema.names
+        self._key_at = tuple(names.index(k) for k in self.schema.key_names)
+        self._time_at = names.index(self.schema.time_field)
+        self._group_at = [
+            (g.name, None if g.is_entity else tuple(names.index(c) if c in names else None for c in g.key))
+            for g in self.groups
+        ]
         self._known_keys: dict[tuple[Any, ...], bytes] = {}  # entity key → its message key bytes, bounded
         self.topic = events_topic(usecase, settings.events_topic_prefix, stream)
         self.partitions_declared = events.partitions
@@ -207,54 +214,116 @@ class StreamProcessor:
         return known
 
     def handle(self, message: Any) -> None:
-        """Apply one message of a partition this processor owns, or dead-letter it.
+        """Apply one message of a partition this processor owns, or dead-letter it (`handle_fetch` of one)."""
+        self.handle_fetch([message])
 
-        The partition's next offset moves past the message only once it is applied or its dead letter is handed
-        to the producer: a dead letter that fails raises `DeadLetterError`, and the offset stays before it.
+    def handle_fetch(self, messages: Sequence[Any]) -> None:
+        """Apply a fetch's messages of one partition this processor owns, in order, or dead-letter each bad one.
+
+        The events are checked one by one (key, lateness against the watermark as it moves, future), then applied
+        to the window states per feature group, one `WindowState.add_columns` per fetch. The partition's next
+        offset moves past a message only once it is applied or its dead letter is handed to the producer: a dead
+        letter that fails raises `DeadLetterError`, and the offset stays before it (the events before it applied).
         """
-        part = self.partitions.get(message.partition)
+        if not messages:
+            return
+        part = self.partitions.get(messages[0].partition)
         if part is None:
             return
-        event = self.schema.parse(message.value)
-        if not isinstance(event, Rejection):
-            # The key first: an event on the wrong partition must not be judged by this partition's watermark.
-            rejection: Rejection | None = None
-            if self.stream == MAIN_STREAM and message.key != self._key_bytes(event.key):
-                rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
+        schema, dead_letter = self.schema, self._dead_letter
+        check_key = self.stream == MAIN_STREAM
+        known, key_bytes_of = self._known_keys, self._key_bytes
+        key_at, time_at = self._key_at, self._time_at
+        lateness, future = schema.lateness_s, schema.future_s
+        received_s = self.arrival.received_s
+        accepted: list[list[Any]] = []
+        arrivals = part.arrivals
+        watermark = part.watermark
+        next_offset = part.next_offset
+        handled = 0
+        try:
+            for message, event in zip(messages, schema.parse_fetch([m.value for m in messages]), strict=True):
+                if not isinstance(event, Rejection):
+                    # The key first: an event on the wrong partition must not be judged by this partition's watermark.
+                    if check_key:
+                        key = tuple([event[i] for i in key_at])
+                        wanted = known.get(key)
+                        if wanted is None:
+                            wanted = key_bytes_of(key)
+                        if message.key != wanted:
+                            dead_letter(message, "wrong_key", "message key is not the event's entity key (sorted JSON)")
+                            next_offset = message.offset + 1
+                            handled += 1
+                            continue
+                    time_s = event[time_at]
+                    arrived_s = received_s(message)
+                    # `EventSchema.timing`'s test inlined: the call (and its event) only for the rejection it makes.
+                    if time_s < watermark - lateness or time_s > arrived_s + future:
+                        rejection = schema.timing(schema.event_of(event), watermark, arrived_s)
+                        assert rejection is not None
+                        dead_letter(message, rejection.reason, rejection.detail)
+                        next_offset = message.offset + 1
+                        handled += 1
+                        continue
+                    accepted.append(event)
+                    arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
+                    watermark = max(watermark, time_s)
+                else:
+                    dead_letter(message, event.reason, event.detail)
+                next_offset = message.offset + 1
+                handled += 1
+        finally:
+            self._apply(part, accepted)
+            part.watermark = watermark
+            part.next_offset = next_offset
+            part.pending += handled
+            self.report.events += len(accepted)
+
+    def _apply(self, part: _Partition, rows: list[list[Any]]) -> None:
+        """Accepted events (field values in declared order) → each feature group's window states, one update."""
+        if not rows:
+            return
+        columns = dict(zip(self.schema.names, zip(*rows, strict=True), strict=True))
+        times = columns[self.schema.time_field]
+        states, dirty = part.states, part.dirty
+        for name, at_columns in self._group_at:
+            spec = self.specs[name]
+            if at_columns is None:
+                ats: list[StateKey] = [(name, tuple([row[i] for i in self._key_at])) for row in rows]
+                chosen: list[int] | None = None
             else:
-                rejection = self.schema.timing(event, part.watermark, self.arrival.received_s(message))
-            if rejection is None:
-                fields = event.fields
-                for name, columns in self._group_keys:
-                    if columns is None:
-                        at: StateKey = (name, event.key)
-                    else:
-                        key = tuple([fields.get(column) for column in columns])
-                        if None in key:
-                            continue  # no value for the group's key: the event feeds no key of that group
-                        at = (name, key)
-                    state = part.states.get(at)
-                    if state is None:
-                        state = part.states[at] = WindowState(self.specs[name])
-                    state.add(event.time_s, fields)
-                    part.dirty.add(at)
-                part.arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
-                part.watermark = max(part.watermark, event.time_s)
-                self.report.events += 1
-                part.next_offset = message.offset + 1
-                part.pending += 1
-                return
-            event = rejection
+                ats, chosen = [], []
+                for i, row in enumerate(rows):
+                    key = tuple([None if c is None else row[c] for c in at_columns])
+                    if None not in key:  # no value for the group's key: the event feeds no key of that group
+                        ats.append((name, key))
+                        chosen.append(i)
+            group_states: list[WindowState] = []
+            for at in ats:
+                state = states.get(at)
+                if state is None:
+                    state = states[at] = WindowState(spec)
+                group_states.append(state)
+            dirty.update(ats)
+            if chosen is None:
+                WindowState.add_columns(group_states, times, columns)
+            else:
+                WindowState.add_columns(
+                    group_states,
+                    [times[i] for i in chosen],
+                    {field: [column[i] for i in chosen] for field, column in columns.items()},
+                )
+
+    def _dead_letter(self, message: Any, reason: RejectReason, detail: str) -> None:
+        """Hand one message's dead letter to the producer and count it; a failure halts the processor."""
         assert self._outputs is not None
         try:
-            self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+            self._outputs.dead_letter(DeadLetter.of(self.usecase.name, reason, detail, message))
         except DeadLetterError as exc:
             self._halted = exc
             raise
-        self.metrics.dead_letter(event.reason)
+        self.metrics.dead_letter(reason)
         self.report.dead_letters += 1
-        part.next_offset = message.offset + 1
-        part.pending += 1
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
@@ -364,8 +433,7 @@ class StreamProcessor:
                 raise self._halted  # raised inside a rebalance callback, where kafka-python only logs it
             polled = consumer.poll(timeout_ms=50, max_records=settings.stream_checkpoint_events)
             for messages in polled.values():
-                for message in messages:
-                    self.handle(message)
+                self.handle_fetch(messages)
             now = time.monotonic()
             pending = sum(p.pending for p in self.partitions.values())
             if pending >= settings.stream_checkpoint_events or (
