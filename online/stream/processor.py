@@ -43,6 +43,7 @@ from online.kafka import (
 from online.stream.arrival import Arrival
 from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
 from online.stream.event_schema import EventSchema, Rejection, RejectReason
+from online.stream.heap import fewer_collections
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
 
@@ -410,7 +411,8 @@ class StreamProcessor:
             ) from exc
         try:
             self._consumer.subscribe([self.topic], listener=_Listener(self))
-            self._loop(until_caught_up, max_seconds, stop)
+            with fewer_collections():
+                self._loop(until_caught_up, max_seconds, stop)
             self.checkpoint()
         except kafka_errors.KafkaError as exc:
             raise BrokerUnavailableError(
