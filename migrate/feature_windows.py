@@ -205,8 +205,9 @@ class WindowState:
                 kept = state.buckets
                 if kept and bucket > floor(newest / res):
                     oldest_kept = bucket - span
-                    for stale in [b for b in kept if b <= oldest_kept]:
-                        del kept[stale]
+                    for stale in list(kept):  # a loop, not a comprehension: no function object per event (3.11)
+                        if stale <= oldest_kept:
+                            del kept[stale]
             elif bucket <= floor(newest / res) - span:
                 reachable = False
             if since:

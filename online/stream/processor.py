@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.processor.take([tp.partition for tp in assigned])
 
 
+def _getter(at: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at positions `at` of a row, as a tuple (`operator.itemgetter`, a 1-tuple for one position)."""
+    if len(at) == 1:
+        only = operator.itemgetter(at[0])
+        return lambda row: (only(row),)
+    if not at:
+        return lambda row: ()
+    return operator.itemgetter(*at)
+
+
 class StreamProcessor:
     """One member of the use case's stream-processing consumer group."""
 
@@ -144,11 +155,12 @@ class StreamProcessor:
         # Where an event's values are (`EventSchema.parse_fetch` rows): its entity key, its time, and per group the
         # key columns (None: the entity's own key; a column the event does not carry: None, so it feeds no key).
         names = self.schema.names
-        self._key_at = tuple(names.index(k) for k in self.schema.key_names)
+        self._key_of = _getter(tuple(names.index(k) for k in self.schema.key_names))
         self._time_at = names.index(self.schema.time_field)
         self._group_at = [
-            (g.name, None if g.is_entity else tuple(names.index(c) if c in names else None for c in g.key))
+            (g.name, None if g.is_entity else _getter(tuple(names.index(c) for c in g.key)))
             for g in self.groups
+            if g.is_entity or all(c in names for c in g.key)  # else no event of this stream has a key of it
         ]
         self._known_keys: dict[tuple[Any, ...], bytes] = {}  # entity key → its message key bytes, bounded
         self.topic = events_topic(usecase, settings.events_topic_prefix, stream)
@@ -234,10 +246,11 @@ class StreamProcessor:
         schema, dead_letter = self.schema, self._dead_letter
         check_key = self.stream == MAIN_STREAM
         known, key_bytes_of = self._known_keys, self._key_bytes
-        key_at, time_at = self._key_at, self._time_at
+        key_of, time_at = self._key_of, self._time_at
         lateness, future = schema.lateness_s, schema.future_s
         received_s = self.arrival.received_s
         accepted: list[list[Any]] = []
+        keys: list[tuple[Any, ...]] = []  # their entity keys (main stream)
         arrivals = part.arrivals
         watermark = part.watermark
         next_offset = part.next_offset
@@ -247,7 +260,7 @@ class StreamProcessor:
                 if not isinstance(event, Rejection):
                     # The key first: an event on the wrong partition must not be judged by this partition's watermark.
                     if check_key:
-                        key = tuple([event[i] for i in key_at])
+                        key = key_of(event)
                         wanted = known.get(key)
                         if wanted is None:
                             wanted = key_bytes_of(key)
@@ -267,6 +280,8 @@ class StreamProcessor:
                         handled += 1
                         continue
                     accepted.append(event)
+                    if check_key:
+                        keys.append(key)
                     arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
                     watermark = max(watermark, time_s)
                 else:
@@ -274,28 +289,29 @@ class StreamProcessor:
                 next_offset = message.offset + 1
                 handled += 1
         finally:
-            self._apply(part, accepted)
+            self._apply(part, accepted, keys)
             part.watermark = watermark
             part.next_offset = next_offset
             part.pending += handled
             self.report.events += len(accepted)
 
-    def _apply(self, part: _Partition, rows: list[list[Any]]) -> None:
-        """Accepted events (field values in declared order) → each feature group's window states, one update."""
+    def _apply(self, part: _Partition, rows: list[list[Any]], keys: list[tuple[Any, ...]]) -> None:
+        """Accepted events (field values in declared order; their entity keys on the main stream) → each feature
+        group's window states, one update per group."""
         if not rows:
             return
         columns = dict(zip(self.schema.names, zip(*rows, strict=True), strict=True))
         times = columns[self.schema.time_field]
         states, dirty = part.states, part.dirty
-        for name, at_columns in self._group_at:
+        for name, key_of in self._group_at:
             spec = self.specs[name]
-            if at_columns is None:
-                ats: list[StateKey] = [(name, tuple([row[i] for i in self._key_at])) for row in rows]
+            if key_of is None:
+                ats: list[StateKey] = [(name, key) for key in keys]
                 chosen: list[int] | None = None
             else:
                 ats, chosen = [], []
                 for i, row in enumerate(rows):
-                    key = tuple([None if c is None else row[c] for c in at_columns])
+                    key = key_of(row)
                     if None not in key:  # no value for the group's key: the event feeds no key of that group
                         ats.append((name, key))
                         chosen.append(i)
