@@ -36,7 +36,7 @@ from migrate.realtime_schema import ENTITY_GROUP
 from online.features.redis_store import PREFIX, state_key
 from online.features.store import EntityKey
 
-__all__ = ["Checkpoint", "CheckpointStore", "FencedError", "PartitionStart"]
+__all__ = ["Checkpoint", "CheckpointStore", "FencedError", "PartitionStart", "PreparedCheckpoint"]
 
 # KEYS: owner, offset, watermark, resume hash, then one state hash per state.
 # ARGV: partition, token, next offset, watermark, the partition's field (w:<p>), then per state, in KEYS' order:
@@ -102,6 +102,14 @@ class Checkpoint:
     """((feature group, key), window state JSON-able)"""
 
 
+@dataclass(frozen=True)
+class PreparedCheckpoint:
+    """A checkpoint's script calls, states already serialized (`CheckpointStore.prepare`)."""
+
+    partition: int
+    calls: list[tuple[int, list[str | bytes]]]  # (number of keys, keys and arguments) per script call
+
+
 class CheckpointStore:
     """The checkpoints of one use case's stream processors in one consumer group."""
 
@@ -145,42 +153,59 @@ class CheckpointStore:
         Raises:
             FencedError: another processor owns the partition now; nothing was written.
         """
-        try:
-            self._commit(checkpoint, token)
-        except redis.exceptions.NoScriptError:
-            self._loaded = False  # Redis restarted and lost its script cache: load it and try once more
-            self._commit(checkpoint, token)
+        self.write(self.prepare(checkpoint, token))
 
-    def _commit(self, checkpoint: Checkpoint, token: str) -> None:
+    def prepare(self, checkpoint: Checkpoint, token: str) -> PreparedCheckpoint:
+        """The script calls of a checkpoint, its states serialized now: `write` may run in another thread while
+        the states move on."""
         states = checkpoint.states
         chunks = [states[i : i + ENTITIES_PER_CALL] for i in range(0, len(states), ENTITIES_PER_CALL)] or [[]]
         column = f"w:{checkpoint.partition}"
+        args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark), column]
+        base = [
+            f"{self.base}:owner",
+            f"{self.base}:offset",
+            f"{self.base}:watermark",
+            f"{self.base}:state:{checkpoint.partition}",
+        ]
+        calls: list[tuple[int, list[str | bytes]]] = []
+        for chunk in chunks:
+            keys: list[str | bytes] = list(base)
+            bodies, heads, entities = [], [], []
+            for at, state in chunk:
+                redis_key, resume_head, is_entity = self._head(at)
+                keys.append(redis_key)
+                bodies.append(orjson.dumps(state))
+                heads.append(resume_head)
+                entities.append(is_entity)
+            packed = [b"\n".join(bodies), b"\n".join(heads), b"".join(entities)]
+            calls.append((len(keys), [*keys, *args, *packed]))
+        return PreparedCheckpoint(checkpoint.partition, calls)
+
+    def write(self, prepared: PreparedCheckpoint) -> None:
+        """Write a prepared checkpoint in one MULTI/EXEC (`commit`'s second half; safe from one other thread).
+
+        Raises:
+            FencedError: another processor owns the partition now; nothing was written.
+        """
+        try:
+            self._write(prepared)
+        except redis.exceptions.NoScriptError:
+            self._loaded = False  # Redis restarted and lost its script cache: load it and try once more
+            self._write(prepared)
+
+    def _write(self, prepared: PreparedCheckpoint) -> None:
         with self._translated("commit"):
             self._ensure_script()
             # All calls in one transaction: a crash leaves either none or all of them applied, so window state
             # and offset never disagree (a state ahead of its offset would count replayed events twice).
             pipe = self.client.pipeline(transaction=True)
-            for chunk in chunks:
-                keys = [
-                    f"{self.base}:owner",
-                    f"{self.base}:offset",
-                    f"{self.base}:watermark",
-                    f"{self.base}:state:{checkpoint.partition}",
-                ]
-                bodies, heads, entities = [], [], []
-                for at, state in chunk:
-                    redis_key, resume_head, is_entity = self._head(at)
-                    keys.append(redis_key)
-                    bodies.append(orjson.dumps(state))
-                    heads.append(resume_head)
-                    entities.append(is_entity)
-                args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark)]
-                packed = [b"\n".join(bodies), b"\n".join(heads), b"".join(entities)]
-                pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args, column, *packed)
+            for numkeys, call in prepared.calls:
+                pipe.evalsha(_CHECKPOINT_SHA, numkeys, *call)
             results = pipe.execute()
         if not all(results):
             raise FencedError(
-                f"partition {checkpoint.partition} of {self.usecase!r} is owned by another processor now",
+                f"partition {prepared.partition} of {self.usecase!r} is owned by another processor now",
                 fix="nothing to do: the group rebalanced and the new owner resumes from the last checkpoint",
             )
 
