@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ from online.kafka import (
     partitions_for_topic,
 )
 from online.stream.arrival import Arrival
-from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
+from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError, PreparedCheckpoint
 from online.stream.event_schema import EventSchema, Rejection, RejectReason
 from online.stream.heap import fewer_collections
 from online.stream.metrics import StreamMetrics
@@ -184,11 +185,15 @@ class StreamProcessor:
         self._last_checkpoint = time.monotonic()
         self.arrival = Arrival(settings, self.schema.future_s)  # the processor's clock: wall, or MIGRATE_CLOCK_*
         self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
+        self._writer: ThreadPoolExecutor | None = None  # the checkpoint writer thread, while `run` runs
+        self._writing: Future[list[float | None]] | None = None  # the checkpoint write in flight
+        self._written: list[tuple[_Partition, int, list[float], PreparedCheckpoint]] = []  # what it writes
 
     # --- partitions ------------------------------------------------------------------------------------------
 
     def take(self, numbers: Sequence[int]) -> None:
         """Claim newly assigned partitions and resume each from its checkpoint."""
+        self._settle()
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
             part = _Partition(number, watermark=self.arrival.bounded(number, start.watermark))
@@ -344,8 +349,15 @@ class StreamProcessor:
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
-    def checkpoint(self, numbers: Sequence[int] | None = None) -> None:
-        """Flush dead letters, then write each partition's checkpoint (one transaction each)."""
+    def checkpoint(self, numbers: Sequence[int] | None = None, *, wait: bool = True) -> None:
+        """Flush dead letters, then write each partition's checkpoint (one transaction each).
+
+        The states are serialized here; with ``wait=False`` (the loop) the Redis write runs in the writer thread
+        while the next fetch is parsed, and is settled — its result taken, a fenced partition let go — before
+        the next checkpoint, a (re)assignment, the caught-up check or the end of the run. One write at a time, so
+        a partition's checkpoints land in order; a failed write raises at the next settle.
+        """
+        self._settle()
         chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
         chosen = [p for p in chosen if p.pending and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
@@ -357,27 +369,54 @@ class StreamProcessor:
             except DeadLetterError as exc:
                 self._halted = exc
                 raise
-        fenced: list[int] = []
+        batch: list[tuple[_Partition, int, list[float], PreparedCheckpoint]] = []
         for part in chosen:
             states = [(at, part.states[at].to_json()) for at in part.dirty]
             assert part.next_offset is not None
-            try:
-                self.checkpoints.commit(Checkpoint(part.number, part.next_offset, part.watermark, states), self.token)
-            except FencedError:
-                log.warning("partition %d was taken over by another processor; letting it go", part.number)
-                fenced.append(part.number)
-                continue
-            now = time.time()
-            ages = [now - a for a in part.arrivals]
-            self.metrics.committed(part.pending, ages)
-            self.report.freshness_s.extend(ages)
+            checkpoint = Checkpoint(part.number, part.next_offset, part.watermark, states)
+            batch.append((part, part.pending, part.arrivals, self.checkpoints.prepare(checkpoint, self.token)))
             part.dirty.clear()
-            part.arrivals.clear()
+            part.arrivals = []
             part.pending = 0
+        prepared = [item[3] for item in batch]
+        if self._writer is None:
+            self._writing = Future()
+            self._writing.set_result(self._write(prepared))
+        else:
+            self._writing = self._writer.submit(self._write, prepared)
+        self._written = batch
+        if wait:
+            self._settle()
+
+    def _write(self, prepared: list[PreparedCheckpoint]) -> list[float | None]:
+        """Write the checkpoints in order (the writer thread): per checkpoint when it was written, None if fenced."""
+        written: list[float | None] = []
+        for checkpoint in prepared:
+            try:
+                self.checkpoints.write(checkpoint)
+            except FencedError:
+                written.append(None)
+                continue
+            written.append(time.time())
+        return written
+
+    def _settle(self) -> None:
+        """Wait for the checkpoint write in flight, if any; count it, let fenced partitions go, raise its error."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        batch, self._written = self._written, []
+        for (part, pending, arrivals, _), written in zip(batch, writing.result(), strict=True):
+            if written is None:
+                log.warning("partition %d was taken over by another processor; letting it go", part.number)
+                if self.partitions.get(part.number) is part:
+                    del self.partitions[part.number]
+                self.report.fenced += 1
+                continue
+            ages = [written - a for a in arrivals]
+            self.metrics.committed(pending, ages)
+            self.report.freshness_s.extend(ages)
             self.report.checkpoints += 1
-        for number in fenced:
-            self.partitions.pop(number, None)
-            self.report.fenced += 1
 
     def sweep(self) -> int:
         """Drop window buckets no accepted event can reach any more (memory stays flat); returns entities swept."""
@@ -427,6 +466,7 @@ class StreamProcessor:
             ) from exc
         try:
             self._consumer.subscribe([self.topic], listener=_Listener(self))
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"migrate-stream-{self.usecase.name}-checkpoint")
             with fewer_collections():
                 self._loop(until_caught_up, max_seconds, stop)
             self.checkpoint()
@@ -436,6 +476,9 @@ class StreamProcessor:
                 fix="restart it once the broker is back; it resumes from its last checkpoint",
             ) from exc
         finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)  # a write in flight ends (or fails) before its client closes
+                self._writer = None
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._outputs.close()
             self.client.close()
@@ -457,7 +500,7 @@ class StreamProcessor:
             if pending >= settings.stream_checkpoint_events or (
                 pending and now - self._last_checkpoint >= settings.stream_checkpoint_interval_s
             ):
-                self.checkpoint()
+                self.checkpoint(wait=False)
             if now - last_sweep >= SWEEP_INTERVAL_S:
                 self.sweep()
                 last_sweep = now
@@ -493,6 +536,7 @@ class StreamProcessor:
 
         Not just this member's partitions: when another member dies, its partitions come here after the rebalance.
         """
+        self._settle()  # the last checkpoint written before its offsets are read back
         if not self.partitions and elapsed < JOIN_GRACE_S:
             return False
         if any(p.pending for p in self.partitions.values()):
