@@ -119,14 +119,14 @@ def processor_main(args: dict[str, Any]) -> None:
     usecase = _usecase(args["usecase"])
     processor = StreamProcessor(settings, usecase, bootstrap=args["bootstrap"], redis_url=args["redis_url"])
     first: list[float] = []
-    handle = processor.handle
+    handle = processor.handle_fetch
 
-    def timed(message: Any) -> None:
+    def timed(messages: Any) -> None:
         if not first:
             first.append(time.perf_counter())
-        handle(message)
+        handle(messages)
 
-    processor.handle = timed  # type: ignore[method-assign]
+    processor.handle_fetch = timed  # type: ignore[method-assign]
     samples: list[tuple[int, float]] = []
     stop = threading.Event()
     me = psutil.Process()

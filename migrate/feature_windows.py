@@ -162,6 +162,82 @@ class WindowState:
                             acc[base + 3] = number
             base += 4
 
+    @staticmethod
+    def add_columns(
+        states: Sequence[WindowState], times_s: Sequence[float], columns: Mapping[str, Sequence[Any]]
+    ) -> None:
+        """Apply event i to ``states[i]`` for every i in order (a state may come many times): exactly
+        ``states[i].add(times_s[i], {name: column[i] for name, column in columns.items()})`` one by one, but with the
+        `where` tests and the values read per column, once per fetch. The states share one spec.
+
+        The stream's hot path per fetch (tests/unit/stream/test_windows.py holds it equal to `add` on hostile input).
+        A column missing reads as None, as `add` reads a missing field.
+        """
+        if not states:
+            return
+        spec = states[0].spec
+        n = len(times_s)
+        res, span, floor = spec.resolution_s, spec.span, math.floor
+        nothing: list[Any] = [None] * n
+
+        def misses(where: tuple[tuple[str, Any], ...]) -> list[bool] | None:
+            """Per event, whether it fails `where` (None: no event does)."""
+            out: list[bool] | None = None
+            for name, value in where:
+                miss = [got != value for got in columns.get(name, nothing)]
+                out = miss if out is None else [a or b for a, b in zip(out, miss, strict=True)]
+            return out
+
+        since = [(index, misses(where)) for index, where in spec.since_plan]
+        plan = [
+            (4 * base, misses(where), None if field is None else columns.get(field, nothing))
+            for base, (field, where) in enumerate(spec.group_plan)
+        ]
+        empty = spec.empty_bucket
+        for i in range(n):
+            state = states[i]
+            time_s = times_s[i]
+            bucket = floor(time_s / res)
+            reachable = True
+            newest = state.newest
+            if time_s > newest:
+                state.newest = time_s
+                kept = state.buckets
+                if kept and bucket > floor(newest / res):
+                    oldest_kept = bucket - span
+                    for stale in list(kept):  # a loop, not a comprehension: no function object per event (3.11)
+                        if stale <= oldest_kept:
+                            del kept[stale]
+            elif bucket <= floor(newest / res) - span:
+                reachable = False
+            if since:
+                last_match = state.last_match
+                for index, miss in since:
+                    if (miss is None or not miss[i]) and not time_s <= last_match[index]:
+                        last_match[index] = time_s
+            if not reachable:
+                continue
+            acc = state.buckets.get(bucket)
+            if acc is None:
+                acc = state.buckets[bucket] = empty.copy()
+            for base, miss, values in plan:
+                if miss is not None and miss[i]:
+                    continue
+                if values is None:
+                    acc[base] += 1.0
+                    continue
+                raw = values[i]
+                if raw is not None:
+                    number = float(raw)
+                    acc[base] += 1.0
+                    acc[base + 1] += number
+                    low = acc[base + 2]
+                    if low is None or number < low:
+                        acc[base + 2] = number
+                    high = acc[base + 3]
+                    if high is None or number > high:
+                        acc[base + 3] = number
+
     def values_at(self, at_s: float) -> list[float]:
         """The feature values at instant `at_s`, in declared order (minutes_since: minutes before `at_s`)."""
         return _evaluate(self.spec, self.buckets.items(), self.last_match, at_s)

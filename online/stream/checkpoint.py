@@ -36,27 +36,36 @@ from migrate.realtime_schema import ENTITY_GROUP
 from online.features.redis_store import PREFIX, state_key
 from online.features.store import EntityKey
 
-__all__ = ["Checkpoint", "CheckpointStore", "FencedError", "PartitionStart"]
+__all__ = ["Checkpoint", "CheckpointStore", "FencedError", "PartitionStart", "PreparedCheckpoint"]
 
 # KEYS: owner, offset, watermark, resume hash, then one state hash per state.
-# ARGV: partition, token, next offset, watermark, the partition's field (w:<p>), then ONE JSON array with, per
-# state, [resume blob, state JSON, 1 if it is an entity's]: redis-py packs each argument in Python, so thousands of
-# small arguments cost more than the script itself; one JSON string decoded by cjson costs next to nothing.
+# ARGV: partition, token, next offset, watermark, the partition's field (w:<p>), then per state, in KEYS' order:
+# the state JSONs joined by newlines, the starts of their resume blobs (``[group, key,``) joined by newlines, and
+# one byte each, 1 if it is an entity's. redis-py packs each argument in Python, so thousands of small arguments
+# cost more than the script itself; and orjson never writes a raw newline, so splitting on it is exact. The
+# resume blob is ``start .. state .. ']'``: the state's JSON is written once, never escaped into another string.
 _CHECKPOINT_SCRIPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-local rows = cjson.decode(ARGV[6])
+local states, heads = {}, {}
+for piece in string.gmatch(ARGV[6], '[^\\n]+') do
+  states[#states + 1] = piece
+end
+for piece in string.gmatch(ARGV[7], '[^\\n]+') do
+  heads[#heads + 1] = piece
+end
 for i = 5, #KEYS do
-  local row = rows[i - 4]
-  if row[3] == 1 then
-    redis.call('HSET', KEYS[i], '_', '1', ARGV[5], row[2])
+  local n = i - 4
+  local state = states[n]
+  if string.byte(ARGV[8], n) == 49 then
+    redis.call('HSET', KEYS[i], '_', '1', ARGV[5], state)
   else
-    redis.call('HSET', KEYS[i], ARGV[5], row[2])
+    redis.call('HSET', KEYS[i], ARGV[5], state)
   end
-  redis.call('HSET', KEYS[4], KEYS[i], row[1])
+  redis.call('HSET', KEYS[4], KEYS[i], heads[n] .. state .. ']')
 end
 return 1
 """
@@ -93,6 +102,14 @@ class Checkpoint:
     """((feature group, key), window state JSON-able)"""
 
 
+@dataclass(frozen=True)
+class PreparedCheckpoint:
+    """A checkpoint's script calls, states already serialized (`CheckpointStore.prepare`)."""
+
+    partition: int
+    calls: list[tuple[int, list[str | bytes]]]  # (number of keys, keys and arguments) per script call
+
+
 class CheckpointStore:
     """The checkpoints of one use case's stream processors in one consumer group."""
 
@@ -101,7 +118,7 @@ class CheckpointStore:
         self.usecase = usecase
         self.base = f"migstream:{usecase}:{group}"
         self._loaded = False
-        self._heads: dict[StateKey, tuple[str, bytes, int]] = {}
+        self._heads: dict[StateKey, tuple[str, bytes, bytes]] = {}
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
@@ -136,46 +153,66 @@ class CheckpointStore:
         Raises:
             FencedError: another processor owns the partition now; nothing was written.
         """
-        try:
-            self._commit(checkpoint, token)
-        except redis.exceptions.NoScriptError:
-            self._loaded = False  # Redis restarted and lost its script cache: load it and try once more
-            self._commit(checkpoint, token)
+        self.write(self.prepare(checkpoint, token))
 
-    def _commit(self, checkpoint: Checkpoint, token: str) -> None:
+    def prepare(self, checkpoint: Checkpoint, token: str) -> PreparedCheckpoint:
+        """The script calls of a checkpoint, its states serialized now: `write` may run in another thread while
+        the states move on."""
         states = checkpoint.states
         chunks = [states[i : i + ENTITIES_PER_CALL] for i in range(0, len(states), ENTITIES_PER_CALL)] or [[]]
         column = f"w:{checkpoint.partition}"
+        args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark), column]
+        base = [
+            f"{self.base}:owner",
+            f"{self.base}:offset",
+            f"{self.base}:watermark",
+            f"{self.base}:state:{checkpoint.partition}",
+        ]
+        calls: list[tuple[int, list[str | bytes]]] = []
+        for chunk in chunks:
+            keys: list[str | bytes] = list(base)
+            bodies, heads, entities = [], [], []
+            for at, state in chunk:
+                redis_key, resume_head, is_entity = self._head(at)
+                keys.append(redis_key)
+                bodies.append(orjson.dumps(state))
+                heads.append(resume_head)
+                entities.append(is_entity)
+            packed = [b"\n".join(bodies), b"\n".join(heads), b"".join(entities)]
+            calls.append((len(keys), [*keys, *args, *packed]))
+        return PreparedCheckpoint(checkpoint.partition, calls)
+
+    def write(self, prepared: PreparedCheckpoint) -> None:
+        """Write a prepared checkpoint in one MULTI/EXEC (`commit`'s second half; safe from one other thread).
+
+        Raises:
+            FencedError: another processor owns the partition now; nothing was written.
+        """
+        try:
+            self._write(prepared)
+        except redis.exceptions.NoScriptError:
+            self._loaded = False  # Redis restarted and lost its script cache: load it and try once more
+            self._write(prepared)
+
+    def _write(self, prepared: PreparedCheckpoint) -> None:
         with self._translated("commit"):
             self._ensure_script()
             # All calls in one transaction: a crash leaves either none or all of them applied, so window state
             # and offset never disagree (a state ahead of its offset would count replayed events twice).
             pipe = self.client.pipeline(transaction=True)
-            for chunk in chunks:
-                keys = [
-                    f"{self.base}:owner",
-                    f"{self.base}:offset",
-                    f"{self.base}:watermark",
-                    f"{self.base}:state:{checkpoint.partition}",
-                ]
-                rows = []
-                for at, state in chunk:
-                    redis_key, resume_head, is_entity = self._head(at)
-                    keys.append(redis_key)
-                    body = orjson.dumps(state)  # once: the state field, and inside [group, key, state] the resume blob
-                    rows.append([(resume_head + body + b"]").decode(), body.decode(), is_entity])
-                args = [str(checkpoint.partition), token, str(checkpoint.next_offset), repr(checkpoint.watermark)]
-                pipe.evalsha(_CHECKPOINT_SHA, len(keys), *keys, *args, column, orjson.dumps(rows))
+            for numkeys, call in prepared.calls:
+                pipe.evalsha(_CHECKPOINT_SHA, numkeys, *call)
             results = pipe.execute()
         if not all(results):
             raise FencedError(
-                f"partition {checkpoint.partition} of {self.usecase!r} is owned by another processor now",
+                f"partition {prepared.partition} of {self.usecase!r} is owned by another processor now",
                 fix="nothing to do: the group rebalanced and the new owner resumes from the last checkpoint",
             )
 
-    def _head(self, at: StateKey) -> tuple[str, bytes, int]:
+    def _head(self, at: StateKey) -> tuple[str, bytes, bytes]:
         """What a checkpoint writes of a state besides the state itself: its Redis hash, the start of its resume
-        blob (``[group, key,``) and whether it is an entity's; remembered for the states written lately."""
+        blob (``[group, key,``) and whether it is an entity's (b"1" or b"0"); remembered for the states written
+        lately."""
         head = self._heads.get(at)
         if head is None:
             if len(self._heads) >= HEADS_KEPT:
@@ -184,7 +221,7 @@ class CheckpointStore:
             head = self._heads[at] = (
                 state_key(self.usecase, group, key),
                 orjson.dumps([group, list(key)])[:-1] + b",",
-                1 if group == ENTITY_GROUP else 0,
+                b"1" if group == ENTITY_GROUP else b"0",
             )
         return head
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +43,9 @@ from online.kafka import (
     partitions_for_topic,
 )
 from online.stream.arrival import Arrival
-from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError
-from online.stream.event_schema import EventSchema, Rejection
+from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError, PreparedCheckpoint
+from online.stream.event_schema import EventSchema, Rejection, RejectReason
+from online.stream.heap import fewer_collections
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
 
@@ -115,6 +118,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.processor.take([tp.partition for tp in assigned])
 
 
+def _getter(at: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at positions `at` of a row, as a tuple (`operator.itemgetter`, a 1-tuple for one position)."""
+    if len(at) == 1:
+        only = operator.itemgetter(at[0])
+        return lambda row: (only(row),)
+    if not at:
+        return lambda row: ()
+    return operator.itemgetter(*at)
+
+
 class StreamProcessor:
     """One member of the use case's stream-processing consumer group."""
 
@@ -140,8 +153,16 @@ class StreamProcessor:
         # The groups this stream feeds; the entity's only when it has features of its own.
         self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features and g.stream == stream]
         self.specs = {group.name: group.spec for group in self.groups}
-        # Per event: each group's name and key columns (None: the entity's own key).
-        self._group_keys = [(g.name, None if g.is_entity else tuple(g.key)) for g in self.groups]
+        # Where an event's values are (`EventSchema.parse_fetch` rows): its entity key, its time, and per group the
+        # key columns (None: the entity's own key; a column the event does not carry: None, so it feeds no key).
+        names = self.schema.names
+        self._key_of = _getter(tuple(names.index(k) for k in self.schema.key_names))
+        self._time_at = names.index(self.schema.time_field)
+        self._group_at = [
+            (g.name, None if g.is_entity else _getter(tuple(names.index(c) for c in g.key)))
+            for g in self.groups
+            if g.is_entity or all(c in names for c in g.key)  # else no event of this stream has a key of it
+        ]
         self._known_keys: dict[tuple[Any, ...], bytes] = {}  # entity key → its message key bytes, bounded
         self.topic = events_topic(usecase, settings.events_topic_prefix, stream)
         self.partitions_declared = events.partitions
@@ -164,11 +185,15 @@ class StreamProcessor:
         self._last_checkpoint = time.monotonic()
         self.arrival = Arrival(settings, self.schema.future_s)  # the processor's clock: wall, or MIGRATE_CLOCK_*
         self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
+        self._writer: ThreadPoolExecutor | None = None  # the checkpoint writer thread, while `run` runs
+        self._writing: Future[list[float | None]] | None = None  # the checkpoint write in flight
+        self._written: list[tuple[_Partition, int, list[float], PreparedCheckpoint]] = []  # what it writes
 
     # --- partitions ------------------------------------------------------------------------------------------
 
     def take(self, numbers: Sequence[int]) -> None:
         """Claim newly assigned partitions and resume each from its checkpoint."""
+        self._settle()
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
             part = _Partition(number, watermark=self.arrival.bounded(number, start.watermark))
@@ -207,59 +232,132 @@ class StreamProcessor:
         return known
 
     def handle(self, message: Any) -> None:
-        """Apply one message of a partition this processor owns, or dead-letter it.
+        """Apply one message of a partition this processor owns, or dead-letter it (`handle_fetch` of one)."""
+        self.handle_fetch([message])
 
-        The partition's next offset moves past the message only once it is applied or its dead letter is handed
-        to the producer: a dead letter that fails raises `DeadLetterError`, and the offset stays before it.
+    def handle_fetch(self, messages: Sequence[Any]) -> None:
+        """Apply a fetch's messages of one partition this processor owns, in order, or dead-letter each bad one.
+
+        The events are checked one by one (key, lateness against the watermark as it moves, future), then applied
+        to the window states per feature group, one `WindowState.add_columns` per fetch. The partition's next
+        offset moves past a message only once it is applied or its dead letter is handed to the producer: a dead
+        letter that fails raises `DeadLetterError`, and the offset stays before it (the events before it applied).
         """
-        part = self.partitions.get(message.partition)
+        if not messages:
+            return
+        part = self.partitions.get(messages[0].partition)
         if part is None:
             return
-        event = self.schema.parse(message.value)
-        if not isinstance(event, Rejection):
-            # The key first: an event on the wrong partition must not be judged by this partition's watermark.
-            rejection: Rejection | None = None
-            if self.stream == MAIN_STREAM and message.key != self._key_bytes(event.key):
-                rejection = Rejection("wrong_key", "message key is not the event's entity key (sorted JSON)")
+        schema, dead_letter = self.schema, self._dead_letter
+        check_key = self.stream == MAIN_STREAM
+        known, key_bytes_of = self._known_keys, self._key_bytes
+        key_of, time_at = self._key_of, self._time_at
+        lateness, future = schema.lateness_s, schema.future_s
+        received_s = self.arrival.received_s
+        accepted: list[list[Any]] = []
+        keys: list[tuple[Any, ...]] = []  # their entity keys (main stream)
+        arrivals = part.arrivals
+        watermark = part.watermark
+        next_offset = part.next_offset
+        handled = 0
+        try:
+            for message, event in zip(messages, schema.parse_fetch([m.value for m in messages]), strict=True):
+                if not isinstance(event, Rejection):
+                    # The key first: an event on the wrong partition must not be judged by this partition's watermark.
+                    if check_key:
+                        key = key_of(event)
+                        wanted = known.get(key)
+                        if wanted is None:
+                            wanted = key_bytes_of(key)
+                        if message.key != wanted:
+                            dead_letter(message, "wrong_key", "message key is not the event's entity key (sorted JSON)")
+                            next_offset = message.offset + 1
+                            handled += 1
+                            continue
+                    time_s = event[time_at]
+                    arrived_s = received_s(message)
+                    # `EventSchema.timing`'s test inlined: the call (and its event) only for the rejection it makes.
+                    if time_s < watermark - lateness or time_s > arrived_s + future:
+                        rejection = schema.timing(schema.event_of(event), watermark, arrived_s)
+                        assert rejection is not None
+                        dead_letter(message, rejection.reason, rejection.detail)
+                        next_offset = message.offset + 1
+                        handled += 1
+                        continue
+                    accepted.append(event)
+                    if check_key:
+                        keys.append(key)
+                    arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
+                    watermark = max(watermark, time_s)
+                else:
+                    dead_letter(message, event.reason, event.detail)
+                next_offset = message.offset + 1
+                handled += 1
+        finally:
+            self._apply(part, accepted, keys)
+            part.watermark = watermark
+            part.next_offset = next_offset
+            part.pending += handled
+            self.report.events += len(accepted)
+
+    def _apply(self, part: _Partition, rows: list[list[Any]], keys: list[tuple[Any, ...]]) -> None:
+        """Accepted events (field values in declared order; their entity keys on the main stream) → each feature
+        group's window states, one update per group."""
+        if not rows:
+            return
+        columns = dict(zip(self.schema.names, zip(*rows, strict=True), strict=True))
+        times = columns[self.schema.time_field]
+        states, dirty = part.states, part.dirty
+        for name, key_of in self._group_at:
+            spec = self.specs[name]
+            if key_of is None:
+                ats: list[StateKey] = [(name, key) for key in keys]
+                chosen: list[int] | None = None
             else:
-                rejection = self.schema.timing(event, part.watermark, self.arrival.received_s(message))
-            if rejection is None:
-                fields = event.fields
-                for name, columns in self._group_keys:
-                    if columns is None:
-                        at: StateKey = (name, event.key)
-                    else:
-                        key = tuple([fields.get(column) for column in columns])
-                        if None in key:
-                            continue  # no value for the group's key: the event feeds no key of that group
-                        at = (name, key)
-                    state = part.states.get(at)
-                    if state is None:
-                        state = part.states[at] = WindowState(self.specs[name])
-                    state.add(event.time_s, fields)
-                    part.dirty.add(at)
-                part.arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
-                part.watermark = max(part.watermark, event.time_s)
-                self.report.events += 1
-                part.next_offset = message.offset + 1
-                part.pending += 1
-                return
-            event = rejection
+                ats, chosen = [], []
+                for i, row in enumerate(rows):
+                    key = key_of(row)
+                    if None not in key:  # no value for the group's key: the event feeds no key of that group
+                        ats.append((name, key))
+                        chosen.append(i)
+            group_states: list[WindowState] = []
+            for at in ats:
+                state = states.get(at)
+                if state is None:
+                    state = states[at] = WindowState(spec)
+                group_states.append(state)
+            dirty.update(ats)
+            if chosen is None:
+                WindowState.add_columns(group_states, times, columns)
+            else:
+                WindowState.add_columns(
+                    group_states,
+                    [times[i] for i in chosen],
+                    {field: [column[i] for i in chosen] for field, column in columns.items()},
+                )
+
+    def _dead_letter(self, message: Any, reason: RejectReason, detail: str) -> None:
+        """Hand one message's dead letter to the producer and count it; a failure halts the processor."""
         assert self._outputs is not None
         try:
-            self._outputs.dead_letter(DeadLetter.of(self.usecase.name, event.reason, event.detail, message))
+            self._outputs.dead_letter(DeadLetter.of(self.usecase.name, reason, detail, message))
         except DeadLetterError as exc:
             self._halted = exc
             raise
-        self.metrics.dead_letter(event.reason)
+        self.metrics.dead_letter(reason)
         self.report.dead_letters += 1
-        part.next_offset = message.offset + 1
-        part.pending += 1
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
-    def checkpoint(self, numbers: Sequence[int] | None = None) -> None:
-        """Flush dead letters, then write each partition's checkpoint (one transaction each)."""
+    def checkpoint(self, numbers: Sequence[int] | None = None, *, wait: bool = True) -> None:
+        """Flush dead letters, then write each partition's checkpoint (one transaction each).
+
+        The states are serialized here; with ``wait=False`` (the loop) the Redis write runs in the writer thread
+        while the next fetch is parsed, and is settled — its result taken, a fenced partition let go — before
+        the next checkpoint, a (re)assignment, the caught-up check or the end of the run. One write at a time, so
+        a partition's checkpoints land in order; a failed write raises at the next settle.
+        """
+        self._settle()
         chosen = [self.partitions[n] for n in (numbers if numbers is not None else list(self.partitions))]
         chosen = [p for p in chosen if p.pending and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
@@ -271,27 +369,54 @@ class StreamProcessor:
             except DeadLetterError as exc:
                 self._halted = exc
                 raise
-        fenced: list[int] = []
+        batch: list[tuple[_Partition, int, list[float], PreparedCheckpoint]] = []
         for part in chosen:
             states = [(at, part.states[at].to_json()) for at in part.dirty]
             assert part.next_offset is not None
-            try:
-                self.checkpoints.commit(Checkpoint(part.number, part.next_offset, part.watermark, states), self.token)
-            except FencedError:
-                log.warning("partition %d was taken over by another processor; letting it go", part.number)
-                fenced.append(part.number)
-                continue
-            now = time.time()
-            ages = [now - a for a in part.arrivals]
-            self.metrics.committed(part.pending, ages)
-            self.report.freshness_s.extend(ages)
+            checkpoint = Checkpoint(part.number, part.next_offset, part.watermark, states)
+            batch.append((part, part.pending, part.arrivals, self.checkpoints.prepare(checkpoint, self.token)))
             part.dirty.clear()
-            part.arrivals.clear()
+            part.arrivals = []
             part.pending = 0
+        prepared = [item[3] for item in batch]
+        if self._writer is None:
+            self._writing = Future()
+            self._writing.set_result(self._write(prepared))
+        else:
+            self._writing = self._writer.submit(self._write, prepared)
+        self._written = batch
+        if wait:
+            self._settle()
+
+    def _write(self, prepared: list[PreparedCheckpoint]) -> list[float | None]:
+        """Write the checkpoints in order (the writer thread): per checkpoint when it was written, None if fenced."""
+        written: list[float | None] = []
+        for checkpoint in prepared:
+            try:
+                self.checkpoints.write(checkpoint)
+            except FencedError:
+                written.append(None)
+                continue
+            written.append(time.time())
+        return written
+
+    def _settle(self) -> None:
+        """Wait for the checkpoint write in flight, if any; count it, let fenced partitions go, raise its error."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        batch, self._written = self._written, []
+        for (part, pending, arrivals, _), written in zip(batch, writing.result(), strict=True):
+            if written is None:
+                log.warning("partition %d was taken over by another processor; letting it go", part.number)
+                if self.partitions.get(part.number) is part:
+                    del self.partitions[part.number]
+                self.report.fenced += 1
+                continue
+            ages = [written - a for a in arrivals]
+            self.metrics.committed(pending, ages)
+            self.report.freshness_s.extend(ages)
             self.report.checkpoints += 1
-        for number in fenced:
-            self.partitions.pop(number, None)
-            self.report.fenced += 1
 
     def sweep(self) -> int:
         """Drop window buckets no accepted event can reach any more (memory stays flat); returns entities swept."""
@@ -341,7 +466,9 @@ class StreamProcessor:
             ) from exc
         try:
             self._consumer.subscribe([self.topic], listener=_Listener(self))
-            self._loop(until_caught_up, max_seconds, stop)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"migrate-stream-{self.usecase.name}-checkpoint")
+            with fewer_collections():
+                self._loop(until_caught_up, max_seconds, stop)
             self.checkpoint()
         except kafka_errors.KafkaError as exc:
             raise BrokerUnavailableError(
@@ -349,6 +476,9 @@ class StreamProcessor:
                 fix="restart it once the broker is back; it resumes from its last checkpoint",
             ) from exc
         finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)  # a write in flight ends (or fails) before its client closes
+                self._writer = None
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._outputs.close()
             self.client.close()
@@ -364,14 +494,13 @@ class StreamProcessor:
                 raise self._halted  # raised inside a rebalance callback, where kafka-python only logs it
             polled = consumer.poll(timeout_ms=50, max_records=settings.stream_checkpoint_events)
             for messages in polled.values():
-                for message in messages:
-                    self.handle(message)
+                self.handle_fetch(messages)
             now = time.monotonic()
             pending = sum(p.pending for p in self.partitions.values())
             if pending >= settings.stream_checkpoint_events or (
                 pending and now - self._last_checkpoint >= settings.stream_checkpoint_interval_s
             ):
-                self.checkpoint()
+                self.checkpoint(wait=False)
             if now - last_sweep >= SWEEP_INTERVAL_S:
                 self.sweep()
                 last_sweep = now
@@ -407,6 +536,7 @@ class StreamProcessor:
 
         Not just this member's partitions: when another member dies, its partitions come here after the rebalance.
         """
+        self._settle()  # the last checkpoint written before its offsets are read back
         if not self.partitions and elapsed < JOIN_GRACE_S:
             return False
         if any(p.pending for p in self.partitions.values()):

@@ -34,13 +34,14 @@ def main(args: dict[str, Any]) -> None:
     )
     delay = float(args.get("delay_s", 0.0))
     if delay:
-        handle = processor.handle
+        handle = processor.handle_fetch
 
-        def slow(message: Any) -> None:
-            time.sleep(delay)
-            handle(message)
+        def slow(messages: Any) -> None:
+            for message in messages:  # one at a time, so a kill can land between any two events
+                time.sleep(delay)
+                handle([message])
 
-        processor.handle = slow  # type: ignore[method-assign]
+        processor.handle_fetch = slow  # type: ignore[method-assign]
     report = processor.run(until_caught_up=True, max_seconds=args.get("max_seconds", 120))
     print(orjson.dumps({"events": report.events, "dead_letters": report.dead_letters}).decode(), flush=True)
 

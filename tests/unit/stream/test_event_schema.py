@@ -151,3 +151,41 @@ def test_a_good_event_takes_the_fast_path(schema: EventSchema, monkeypatch: pyte
     monkeypatch.setattr(schema, "parse_reference", reference)
     assert isinstance(schema.parse(orjson.dumps(GOOD)), ValidEvent)
     assert isinstance(schema.parse(orjson.dumps({**GOOD, "event_time": "2026-11-14T10:00:00.5Z"})), ValidEvent)
+
+
+_HOSTILE = [
+    b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":1,"store_id":2,"product_id":3,"found":true}',
+    b'{"event_id":"a","event_time":"2026-11-14T10:00:00Z","store_id":18446744073709551615,"product_id":3,"found":true}',
+    b'{"event_id":"a","event_time":"2026-11-14T10:00:00.123456789Z","store_id":1,"product_id":3,"found":true}',
+    b"[1, 2]",
+    b"",
+    b"{nope",
+    None,
+]
+
+
+@given(
+    events=st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={name: _VALUES for name in ("event_id", "event_time", "store_id", "product_id", "found")},
+            ).map(lambda event: json.dumps({**GOOD, **event}).encode()),
+            st.sampled_from(_HOSTILE),
+            st.just(orjson.dumps(GOOD)),
+        ),
+        max_size=12,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_a_fetch_parses_as_its_messages_one_by_one(schema: EventSchema, events: list[bytes | None]) -> None:
+    rows = schema.parse_fetch(events)
+    assert len(rows) == len(events)
+    for raw, row in zip(events, rows, strict=True):
+        one = schema.parse(raw)
+        if isinstance(one, Rejection):
+            assert row == one
+        else:
+            assert not isinstance(row, Rejection)
+            assert row == [one.fields[name] for name in schema.names]
+            assert schema.event_of(row) == one

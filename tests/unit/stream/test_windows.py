@@ -3,11 +3,14 @@ snapshots, partial states merged, training at prediction times."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.feature_windows import Replay, WindowSpec, WindowState, evaluate, features_at
 from migrate.usecase import RealtimeFeatures
@@ -201,3 +204,104 @@ def test_a_replay_asked_call_after_call_answers_as_a_fresh_state_per_instant() -
                 if k == key and t < instant:
                     state.add(float(t), event)
             assert np.array_equal(out[row], np.array(state.values_at(instant)), equal_nan=True), (key, instant)
+
+
+# --- the per-fetch update (`WindowState.add_columns`) against `add` one event at a time, on hostile input -------
+
+_AMOUNTS = st.one_of(
+    st.none(),
+    st.floats(),  # NaN, ±inf, -0.0, subnormals, ±1.8e308
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.just(10**400),  # float() overflows: both must raise at the same event, leaving the same states
+    st.just("1.5"),  # a string float() reads
+    st.booleans(),
+)
+_EVENTS = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=3),  # key: few, so events of one key repeat within a fetch
+        st.one_of(  # time: out of order, duplicates, late by more than every window, far ahead
+            st.sampled_from([0.0, 59.999, 60.0, 1799.0, 1800.0, 7200.0, -7200.0]),
+            st.floats(min_value=-5 * 3600, max_value=5 * 3600, allow_nan=False),
+        ),
+        st.sampled_from([True, False, None, 0, "false"]),  # found: `where` compares with !=, missing reads None
+        _AMOUNTS,
+        st.sampled_from(["e1", "e1", "e2"]),  # duplicate ids: the windows count each event given
+    ),
+    max_size=40,
+)
+
+
+def _fetch_spec() -> WindowSpec:
+    """Counts, a mean, sum/min/max of a number, minutes_since, and a sum under a `where`."""
+    declared = RealtimeFeatures.model_validate(
+        {
+            "event_table": "events",
+            "event_time_column": "event_time",
+            "features": [
+                {"name": "rate_30m", "aggregation": "mean", "field": "found", "window": "30m"},
+                {"name": "n_120m", "aggregation": "count", "window": "120m"},
+                {"name": "amount_sum_10m", "aggregation": "sum", "field": "amount", "window": "10m"},
+                {"name": "amount_max_10m", "aggregation": "max", "field": "amount", "window": "10m"},
+                {"name": "amount_min_10m", "aggregation": "min", "field": "amount", "window": "10m"},
+                {"name": "since_miss", "aggregation": "minutes_since", "where": {"found": False}},
+                {"name": "n_miss_30m", "aggregation": "count", "window": "30m", "where": {"found": False}},
+                {
+                    "name": "miss_sum_10m",
+                    "aggregation": "sum",
+                    "field": "amount",
+                    "window": "10m",
+                    "where": {"found": False},
+                },
+            ],
+        }
+    )
+    return WindowSpec(declared.resolution, declared.features)
+
+
+@given(before=_EVENTS, fetch=_EVENTS, drop_amount=st.booleans(), swept=st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_a_fetch_applied_by_columns_equals_its_events_applied_one_by_one(
+    before: list[tuple[Any, ...]], fetch: list[tuple[Any, ...]], drop_amount: bool, swept: bool
+) -> None:
+    s = _fetch_spec()
+    one, columnar = {k: s.new_state() for k in range(4)}, {k: s.new_state() for k in range(4)}
+    for states in (one, columnar):  # the same history first, so eviction and lateness have something to act on
+        for key, t, found, amount, _ in before:
+            with contextlib.suppress(OverflowError, ValueError):
+                states[key].add(T0 + t, {"found": found, "amount": amount})
+        if swept:  # as StreamProcessor.sweep leaves a state: no buckets, its newest time kept
+            states[0].buckets = {}
+    failed: type[BaseException] | None = None
+    for key, t, found, amount, event_id in fetch:
+        try:
+            one[key].add(T0 + t, {"found": found, "amount": amount, "event_id": event_id})
+        except (OverflowError, ValueError) as exc:  # a number too big for a float; a string where a number is read
+            failed = type(exc)
+            break
+    columns: dict[str, list[Any]] = {
+        "found": [e[2] for e in fetch],
+        "amount": [e[3] for e in fetch],
+        "event_id": [e[4] for e in fetch],
+    }
+    if drop_amount and all(e[3] is None for e in fetch):
+        del columns["amount"]  # a column nobody carries reads as None, as a missing field does in `add`
+    try:
+        WindowState.add_columns([columnar[e[0]] for e in fetch], [T0 + e[1] for e in fetch], columns)
+    except (OverflowError, ValueError) as exc:
+        assert failed is type(exc)
+    else:
+        assert failed is None
+    for key in range(4):  # repr: NaN, -0.0 and None told apart, and the buckets' order too
+        assert repr(columnar[key].to_json()) == repr(one[key].to_json())
+
+
+def test_a_fetch_with_a_non_finite_time_raises_as_add_does() -> None:
+    s = spec()
+    for bad in (math.nan, math.inf):
+        one, columnar = s.new_state(), s.new_state()
+        one.add(T0, ev(True))
+        with pytest.raises((ValueError, OverflowError)) as by_one:
+            one.add(bad, ev(True))
+        with pytest.raises(type(by_one.value)):
+            WindowState.add_columns([columnar, columnar], [T0, bad], {"found": [True, True], "amount": [1.0, 1.0]})
+        assert repr(columnar.to_json()) == repr(one.to_json())
