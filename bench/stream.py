@@ -118,7 +118,9 @@ def processor_main(args: dict[str, Any]) -> None:
 
     settings = _settings(Path(args["state"]))
     usecase = _usecase(args["usecase"])
-    processor = StreamProcessor(settings, usecase, bootstrap=args["bootstrap"], redis_url=args["redis_url"])
+    processor = StreamProcessor(
+        settings, usecase, bootstrap=args["bootstrap"], redis_url=args["redis_url"], group_id=args.get("group_id")
+    )
     first: list[float] = []
     handle = processor.handle_fetch
 
@@ -214,10 +216,12 @@ def stream_suite() -> dict[str, Any]:
         common = {"state": str(state), "bootstrap": broker.bootstrap, "redis_url": redis_server.url}
         throughput = _run_processor({**common, "usecase": "bench_stream"})
         print(f"  processor {throughput['events_per_s']:,.0f} events/s; 2 processes …", file=sys.stderr, flush=True)
-        # The same events again, by two processes of one consumer group (a group of its own, keys of their own):
-        # each takes two of the four partitions.
+        # The same events again, by two processes of one consumer group: each takes two of the four partitions.
+        redis_db1 = redis_server.url + ("&" if "?" in redis_server.url else "?") + "db=1"
         with ThreadPoolExecutor(max_workers=2) as pool:
-            pair = list(pool.map(_run_processor, [{**common, "usecase": "bench_stream_2p"}] * 2))
+            # Same topic, another group, and checkpoints in Redis database 1: they start from the first event.
+            two = {**common, "usecase": "bench_stream", "group_id": "bench-two-processes", "redis_url": redis_db1}
+            pair = list(pool.map(_run_processor, [two] * 2))
         print(f"  freshness at {RATE}/s …", file=sys.stderr, flush=True)
         fixed = {**common, "usecase": "bench_fresh"}
         with subprocess.Popen(
