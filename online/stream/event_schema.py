@@ -153,13 +153,7 @@ class EventSchema:
                 values[i] = _datetime(values[i])
         except (msgspec.DecodeError, TypeError):
             return self.parse_reference(raw)
-        fields = dict(zip(self.names, values, strict=True))
-        return ValidEvent(
-            fields,
-            tuple(fields[k] for k in self.key_names),
-            fields[self.time_field],
-            str(fields[self.id_field]),
-        )
+        return self.event_of(values)
 
     def parse_fetch(self, raws: Sequence[bytes | None]) -> list[list[Any] | Rejection]:
         """`parse` over a whole fetch: per message value, its checked field values in declared order (`names`;
