@@ -18,7 +18,7 @@ Key = tuple[int | str, ...]
 
 @dataclass
 class Outcome:
-    """What one path produced for the entities it was asked about (picklable: it crosses to the shadow process)."""
+    """What one path produced for the entities it was asked about (shadow_wire.py carries it to the shadow process)."""
 
     results: dict[int, Any]
     latency_ms: float

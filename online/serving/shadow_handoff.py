@@ -2,7 +2,8 @@
 
 Measured (docs/benchmarks.md): on background threads of the serving process the comparison and the Kafka
 producer held the GIL long enough to add milliseconds to the served latency. In a separate process the request
-thread only pays for handing a small picklable job to a bounded queue; a full queue drops the job, counted.
+thread only pays for encoding a job to bytes (online/serving/shadow_wire.py) and handing it to a bounded queue; a
+full queue drops the job, counted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor
 from online.serving.shadow_compare import Logger, compare
+from online.serving.shadow_wire import decode_job, encode_job
 from online.shadow.log import DROP_REASONS, ShadowLogger
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,14 @@ class _Channel:
         self.process, self.usecase = process, usecase
 
     def submit(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> bool:
-        return self.process.submit((self.usecase, req, list(served), online, batch), len(req.keys))
+        try:
+            job = encode_job(self.usecase, req, served, online, batch)
+        except (NotImplementedError, TypeError, ValueError, OverflowError):
+            # A value the job cannot carry is a bug to fix, not a reason to fail the answer: logged, and counted
+            # as skipped by the caller.
+            log.exception("the shadow job of request %s for %s could not be encoded", req.id, self.usecase)
+            return False
+        return self.process.submit(job, len(req.keys))
 
     def health(self) -> str | None:
         return self.process.health(self.usecase)
@@ -142,8 +151,9 @@ class ShadowProcess:
         """The sink of one use case."""
         return _Channel(self, usecase)
 
-    def submit(self, job: tuple[Any, ...], entities: int = 1) -> bool:
-        """Queue one job of `entities` entities; False (dropped) when the queue is full in jobs or entities."""
+    def submit(self, job: bytes, entities: int = 1) -> bool:
+        """Queue one encoded job (`encode_job`) of `entities` entities; False (dropped) when the queue is full in
+        jobs or entities. Bytes, so the queue's feeder thread copies them instead of pickling objects."""
         if self._submitted - self._taken.value + entities > self.max_entities:
             return False
         try:
@@ -228,7 +238,7 @@ def _main(
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
     try:
         while (job := jobs.get()) is not None:
-            usecase, req, served, online, batch = job
+            usecase, req, served, online, batch = decode_job(job)
             taken.value += len(req.keys)  # this process is its only writer
             if usecase not in paths:
                 continue

@@ -50,24 +50,24 @@ def _take(process: ShadowProcess, entities: int) -> None:
 
 
 def test_the_queue_refuses_jobs_beyond_the_entity_bound(shadow: ShadowProcess) -> None:
-    assert all(shadow.submit(("job", i), entities=100) for i in range(100))  # 10,000 entities in flight
-    assert shadow.submit(("job", "one more"), entities=1) is False
-    assert shadow.submit(("job", "one more"), entities=100) is False
+    assert all(shadow.submit(b"job %d" % i, entities=100) for i in range(100))  # 10,000 entities in flight
+    assert shadow.submit(b"one more", entities=1) is False
+    assert shadow.submit(b"one more", entities=100) is False
     _take(shadow, 100)  # the process took one job: room for 100 entities, no more
-    assert shadow.submit(("job", "fits"), entities=100) is True
-    assert shadow.submit(("job", "too many"), entities=1) is False
+    assert shadow.submit(b"fits", entities=100) is True
+    assert shadow.submit(b"too many", entities=1) is False
 
 
 def test_a_single_job_larger_than_the_bound_is_refused(shadow: ShadowProcess) -> None:
-    assert shadow.submit(("job",), entities=10_001) is False
-    assert shadow.submit(("job",), entities=10_000) is True
+    assert shadow.submit(b"job", entities=10_001) is False
+    assert shadow.submit(b"job", entities=10_000) is True
 
 
 def test_the_queue_is_bounded_in_jobs_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(multiprocessing.get_context("spawn"), "Process", IdleProcess)
     process = ShadowProcess([USECASE.name], capacity=3, max_entities=10_000, registry=CollectorRegistry())
     try:
-        assert [process.submit(("job", i)) for i in range(5)] == [True, True, True, False, False]
+        assert [process.submit(b"job %d" % i) for i in range(5)] == [True, True, True, False, False]
         assert process._submitted == 3  # a refused job does not count as in flight
     finally:
         process._queue.cancel_join_thread()
