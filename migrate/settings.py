@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         default=0.1, gt=0, description="Longest wait between stream checkpoints (bounds feature freshness)."
     )
     shadow_queue_size: int = Field(default=10_000, ge=1, description="Shadow records buffered before dropping.")
+    shadow_cpu: Literal["idle", "nice"] = Field(
+        default="idle",
+        description="CPU policy of each worker's shadow comparison process. `nice`: a lower priority "
+        "(MIGRATE_SHADOW_NICENESS); `idle`: Linux's SCHED_IDLE, it runs only on CPU nothing else wants, so on a "
+        "saturated machine comparisons are skipped (counted) rather than slowing answers. Where SCHED_IDLE does "
+        "not exist, `idle` falls back to niceness 19.",
+    )
     shadow_niceness: int = Field(
         default=10,
         ge=0,

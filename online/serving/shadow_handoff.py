@@ -218,7 +218,7 @@ def _main(
     """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
     settings = get_settings()
     # Comparisons are evidence, answers are the product: on a busy machine the scheduler serves the worker first.
-    os.nice(settings.shadow_niceness)
+    lower_priority(settings.shadow_cpu, settings.shadow_niceness)
     stores = build_paths(settings, usecases)
     paths = stores.paths
     # The online model of the comparisons follows the live alias as the worker's does (the worker audits refusals).
@@ -264,6 +264,18 @@ def _main(
             logger.close()
         _publish(loggers, usecases, counts, problems)
         mark_dead()  # with several workers, its live gauges leave the shared view
+
+
+def lower_priority(policy: str, niceness: int) -> None:
+    """Lower this process's CPU priority: SCHED_IDLE (``idle``, Linux) or `niceness` added (``nice``)."""
+    if policy == "idle":
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        log.warning("SCHED_IDLE does not exist here: the shadow comparison process runs at niceness 19 instead")
+        os.nice(19 - os.nice(0))
+        return
+    os.nice(niceness)
 
 
 def _publish(
