@@ -210,17 +210,18 @@ class EventSchema:
             str(fields[self.id_field]),
         )
 
-    def timing(self, event: ValidEvent, watermark_s: float, arrived_s: float) -> Rejection | None:
-        """Too late (behind the partition's newest event time by more than the lateness) or in the future (more
-        than `max_future` after `arrived_s`, the trusted time it reached the broker: online/stream/arrival.py)."""
-        if event.time_s < watermark_s - self.lateness_s:
-            behind = watermark_s - event.time_s
+    def timing(self, time_s: float, watermark_s: float, arrived_s: float) -> Rejection | None:
+        """An event timed `time_s` is too late (behind the partition's newest event time by more than the lateness)
+        or in the future (more than `max_future` after `arrived_s`, the trusted time it reached the broker:
+        online/stream/arrival.py); None when it is neither. The stream processor calls it once per event."""
+        if time_s < watermark_s - self.lateness_s:
+            behind = watermark_s - time_s
             return Rejection(
                 "too_late",
                 f"{behind:.0f} s behind the partition's newest event; allowed lateness {self.lateness_s:.0f} s",
             )
-        if event.time_s > arrived_s + self.future_s:
-            ahead = event.time_s - arrived_s
+        if time_s > arrived_s + self.future_s:
+            ahead = time_s - arrived_s
             return Rejection(
                 "in_future",
                 f"timed {ahead:.0f} s after it reached the broker (or after the processor's clock, whichever is "

@@ -254,7 +254,7 @@ class StreamProcessor:
         check_key = self.stream == MAIN_STREAM
         known, key_bytes_of = self._known_keys, self._key_bytes
         key_of, time_at = self._key_of, self._time_at
-        lateness, future = schema.lateness_s, schema.future_s
+        timing = schema.timing
         received_s = self.arrival.received_s
         accepted: list[list[Any]] = []
         keys: list[tuple[Any, ...]] = []  # their entity keys (main stream)
@@ -277,11 +277,8 @@ class StreamProcessor:
                             handled += 1
                             continue
                     time_s = event[time_at]
-                    arrived_s = received_s(message)
-                    # `EventSchema.timing`'s test inlined: the call (and its event) only for the rejection it makes.
-                    if time_s < watermark - lateness or time_s > arrived_s + future:
-                        rejection = schema.timing(schema.event_of(event), watermark, arrived_s)
-                        assert rejection is not None
+                    rejection = timing(time_s, watermark, received_s(message))
+                    if rejection is not None:
                         dead_letter(message, rejection.reason, rejection.detail)
                         next_offset = message.offset + 1
                         handled += 1

@@ -62,11 +62,11 @@ def test_timing_lateness_and_future(schema: EventSchema) -> None:
     event = schema.parse(orjson.dumps(GOOD))
     assert isinstance(event, ValidEvent)
     t = event.time_s
-    assert schema.timing(event, watermark_s=t + 299, arrived_s=t) is None  # 4m59s late: allowed
-    late = schema.timing(event, watermark_s=t + 301, arrived_s=t)
+    assert schema.timing(event.time_s, watermark_s=t + 299, arrived_s=t) is None  # 4m59s late: allowed
+    late = schema.timing(event.time_s, watermark_s=t + 301, arrived_s=t)
     assert late is not None and late.reason == "too_late"
-    assert schema.timing(event, watermark_s=t, arrived_s=t - 299) is None
-    future = schema.timing(event, watermark_s=t, arrived_s=t - 301)
+    assert schema.timing(event.time_s, watermark_s=t, arrived_s=t - 299) is None
+    future = schema.timing(event.time_s, watermark_s=t, arrived_s=t - 301)
     assert future is not None and future.reason == "in_future"
 
 
