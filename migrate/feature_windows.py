@@ -89,6 +89,11 @@ class WindowSpec:
         self.since_plan = tuple(enumerate(group.where for group in self.since))
         self.group_plan = tuple((group.field, group.where) for group in self.groups)
         self.empty_bucket: list[Any] = [0.0, 0.0, None, None] * len(self.groups)
+        # The event fields an update reads (values and `where` tests); any other field cannot change a state.
+        self.fields = frozenset(
+            {g.field for g in self.groups if g.field is not None}
+            | {name for g in (*self.groups, *self.since) for name, _ in g.where}
+        )
 
     def new_state(self) -> WindowState:
         return WindowState(self)

@@ -329,10 +329,11 @@ class StreamProcessor:
             if chosen is None:
                 WindowState.add_columns(group_states, times, columns)
             else:
+                # Only the columns the group's features read (a missing column reads as None, as it would here).
                 WindowState.add_columns(
                     group_states,
                     [times[i] for i in chosen],
-                    {field: [column[i] for i in chosen] for field, column in columns.items()},
+                    {field: [columns[field][i] for i in chosen] for field in spec.fields if field in columns},
                 )
 
     def _dead_letter(self, message: Any, reason: RejectReason, detail: str) -> None:

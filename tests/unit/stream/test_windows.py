@@ -265,7 +265,8 @@ def test_a_fetch_applied_by_columns_equals_its_events_applied_one_by_one(
 ) -> None:
     s = _fetch_spec()
     one, columnar = {k: s.new_state() for k in range(4)}, {k: s.new_state() for k in range(4)}
-    for states in (one, columnar):  # the same history first, so eviction and lateness have something to act on
+    narrow = {k: s.new_state() for k in range(4)}  # given only the columns the spec reads (`WindowSpec.fields`)
+    for states in (one, columnar, narrow):  # the same history first, so eviction and lateness have something to act on
         for key, t, found, amount, _ in before:
             with contextlib.suppress(OverflowError, ValueError):
                 states[key].add(T0 + t, {"found": found, "amount": amount})
@@ -285,14 +286,20 @@ def test_a_fetch_applied_by_columns_equals_its_events_applied_one_by_one(
     }
     if drop_amount and all(e[3] is None for e in fetch):
         del columns["amount"]  # a column nobody carries reads as None, as a missing field does in `add`
-    try:
-        WindowState.add_columns([columnar[e[0]] for e in fetch], [T0 + e[1] for e in fetch], columns)
-    except (OverflowError, ValueError) as exc:
-        assert failed is type(exc)
-    else:
-        assert failed is None
+    for states, passed in ((columnar, columns), (narrow, {f: c for f, c in columns.items() if f in s.fields})):
+        try:
+            WindowState.add_columns([states[e[0]] for e in fetch], [T0 + e[1] for e in fetch], passed)
+        except (OverflowError, ValueError) as exc:
+            assert failed is type(exc)
+        else:
+            assert failed is None
     for key in range(4):  # repr: NaN, -0.0 and None told apart, and the buckets' order too
         assert repr(columnar[key].to_json()) == repr(one[key].to_json())
+        assert repr(narrow[key].to_json()) == repr(one[key].to_json())
+
+
+def test_a_spec_reads_the_fields_its_features_aggregate_or_test() -> None:
+    assert _fetch_spec().fields == {"found", "amount"}
 
 
 def test_a_fetch_with_a_non_finite_time_raises_as_add_does() -> None:
