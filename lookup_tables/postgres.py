@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from lookup_tables import catalog
+from lookup_tables._pgcopy import binary_rows
 from lookup_tables._sql import SqlLookupStore, describe
 from lookup_tables.chunk import timestamp_text
 from lookup_tables.engine import create_engine_for
@@ -52,19 +53,25 @@ class PostgresLookupStore(SqlLookupStore):
         )
 
     def _load(self, conn: Connection, table: sa.Table, batch: pa.Table, chunk_id: int) -> None:
-        position = batch.column_names.index("features_as_of")
-        batch = batch.set_column(position, "features_as_of", timestamp_text(batch.column(position), zone="+00"))
         batch = batch.append_column("chunk", pa.repeat(pa.scalar(chunk_id, pa.int32()), batch.num_rows))
-        buffer = io.BytesIO()
-        # Arrow quotes every string, so an empty key stays '' and an absent prediction (empty field) is NULL.
-        pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
-        data = memoryview(buffer.getbuffer())
+        binary = binary_rows(batch)
+        encoded: bytes | memoryview
+        if binary is None:  # text keys or a NULL prediction: CSV
+            position = batch.column_names.index("features_as_of")
+            batch = batch.set_column(position, "features_as_of", timestamp_text(batch.column(position), zone="+00"))
+            buffer = io.BytesIO()
+            # Arrow quotes every string, so an empty key stays '' and an absent prediction (empty field) is NULL.
+            pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+            encoded, form = buffer.getbuffer(), "csv"
+        else:
+            encoded, form = binary, "binary"
+        data = memoryview(encoded)
         quote = conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(name) for name in batch.column_names)
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
-            sql = f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT csv)"
+            sql = f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT {form})"
             with driver.cursor() as cursor, cursor.copy(sql) as copy:
                 for start in range(0, len(data), _COPY_SLICE):
                     copy.write(data[start : start + _COPY_SLICE])
