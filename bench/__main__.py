@@ -140,25 +140,38 @@ def render(results: dict[str, Any]) -> str:
         "## Batch score + atomic publish",
         "",
         "End to end through `migrate.batch.steps.run_batch`, the DAG's steps in one process: DuckDB snapshot to",
-        "Parquet, scoring in chunks of 100,000 with the shared scoring function (the example's",
-        "HistGradientBoosting model shape: 100 trees of up to 15 leaves, 8 features) on one thread per core,",
-        "bulk load (COPY on PostgreSQL, one transaction per chunk on SQLite), validation, atomic publish",
-        "(unique index + view switch). Each run is its own process; peak RSS is that process's.",
+        "Parquet (memory capped at 2 GB), scoring in chunks of 100,000 with the shared scoring function (the",
+        "example's HistGradientBoosting model shape: 100 trees of up to 15 leaves, 8 features, scored through the",
+        "NumPy lookup tables, bit for bit sklearn's) on one thread per core, bulk load (binary COPY on PostgreSQL,",
+        "one transaction per chunk on SQLite), validation, atomic publish (unique index + view switch). Each run",
+        "is its own process; peak RSS is that process's.",
         "",
-        "The floor is the store's bulk load of the same rows in the same run (COPY on PostgreSQL), as rows/s of",
-        "the time spent inside it; the ratio is the end-to-end rate over it.",
+        "The floor (PostgreSQL) is one raw `COPY ... FROM STDIN (FORMAT binary)` of the same rows, copied out of",
+        "the published version and loaded again into a scratch table with nothing else running in the process;",
+        "the ratio is the end-to-end rate over it. CPU is the run's own process (all threads) plus every",
+        "PostgreSQL process; `CPU-bound` is the rows over that CPU spread on every core, the rate the run would",
+        "reach with the cores to itself and no step waiting on another: on a shared machine (see the load) the",
+        "wall-clock rate falls below it by the time other work took the cores.",
         "",
-        "| backend | entities | seconds | rows/s | target | peak RSS (MiB) | floor: bulk load rows/s | ratio "
-        "| load (1 min) at the end |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | entities | seconds | rows/s | target | peak RSS (MiB) | floor: raw COPY rows/s | ratio "
+        "| CPU s (run + PostgreSQL) | CPU-bound rows/s | load (1 min) at the end |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     targets = {"sqlite": "≥ 150,000", "postgresql": "≥ 300,000"}
+    cores = results["machine"]["cores"] or 1
     for run in results["batch"]:
-        floor = run["rows"] / run["steps"]["write_in_store"]
+        floor_run = run.get("copy_floor")
+        floor = f"{run['rows'] / floor_run['seconds']:,.0f}" if floor_run else "—"
+        ratio = f"{run['rows_per_s'] * floor_run['seconds'] / run['rows']:.2f}" if floor_run else "—"
+        cpu = run.get("cpu_s")
+        if cpu is not None:
+            cpu += run.get("postgres_cpu_s", 0.0)
+        cpu_text = f"{cpu:.1f}" if cpu is not None else "—"
+        bound = f"{run['rows'] / (cpu / cores):,.0f}" if cpu else "—"
         load = run.get("load_average", ["not recorded"])[0]
         lines.append(
             f"| {run['backend']} | {run['entities']:,} | {run['seconds']:.1f} | {run['rows_per_s']:,.0f} | "
-            f"{targets[run['backend']]} | {run['peak_rss_mib']:.0f} | {floor:,.0f} | {run['rows_per_s'] / floor:.2f} "
+            f"{targets[run['backend']]} | {run['peak_rss_mib']:.0f} | {floor} | {ratio} | {cpu_text} | {bound} "
             f"| {load} |"
         )
     lines += [
@@ -176,21 +189,41 @@ def render(results: dict[str, Any]) -> str:
             f"{st['chunks']:.2f} | {st['score_in_model']:.2f} | {st['write_in_store']:.2f} | "
             f"{st['validate']:.2f} | {st['publish']:.2f} |"
         )
-    lines += ["", "Rates of the parts alone, from the same runs:", ""]
+    lines += ["", "Rates of the parts alone, from the same runs (summed over two threads that share the cores):", ""]
     for run in results["batch"]:
         st = run["steps"]
+        floor_run = run.get("copy_floor")
+        server = (
+            f", the floor's COPY took {floor_run['server_cpu_s']:.2f} s of PostgreSQL CPU"
+            if floor_run and floor_run.get("server_cpu_s") == floor_run.get("server_cpu_s")  # not NaN
+            else ""
+        )
         lines.append(
             f"- {run['backend']} {run['entities']:,}: model {run['rows'] / st['score_in_model']:,.0f} rows/s, "
-            f"store bulk load {run['rows'] / st['write_in_store']:,.0f} rows/s."
+            f"store bulk load {run['rows'] / st['write_in_store']:,.0f} rows/s{server}."
         )
     lines += [
         "",
-        "Reading these numbers: the model is scored through migrate/forest_tables.py (NumPy lookup tables, bit for",
-        "bit sklearn's), so its rate is now of the order of the store's bulk load, and the snapshot (DuckDB, memory",
-        "capped at 512 MB) and the publish (unique index) weigh as much at 10M; compare the parts' rates above with",
-        "the targets, and only within one run: the load average says how shared the two cores were. Scale-out is",
-        "the DAG's dynamic task mapping: each chunk is a task, spread over Celery or Kubernetes workers.",
+        "Reading these numbers: on two cores the snapshot (DuckDB's joins, sort and Parquet write), the scoring",
+        "and PostgreSQL's side of the load and of the publish (index build, statistics, counts) share the same",
+        "CPU, so the run is bounded by the CPU of all the steps together (the CPU-bound column), not by any one",
+        "of them. Compare the wall-clock rate with the CPU-bound one and the load average: when other work holds",
+        "the cores, the wall-clock rate says more about the machine than about the code. Scale-out is the DAG's",
+        "dynamic task mapping: each chunk is a task, spread over Celery or Kubernetes workers.",
     ]
+    floors = [r["rows"] / r["copy_floor"]["seconds"] for r in results["batch"] if r.get("copy_floor")]
+    if floors:
+        lowest = min(floors)
+        verdict = "above" if lowest >= 300_000 else "below"
+        lines += [
+            "",
+            f"The raw COPY floor ({lowest:,.0f} rows/s at its lowest here) is {verdict} the 300,000 rows/s target"
+            + (
+                ": loading the rows alone does not keep the run from it."
+                if verdict == "above"
+                else ": the load alone keeps the run from the target on this machine."
+            ),
+        ]
     pg_runs = {r["entities"]: r for r in results["batch"] if r["backend"] == "postgresql"}
     if 1_000_000 in pg_runs and 10_000_000 in pg_runs:
         ratio = pg_runs[10_000_000]["peak_rss_mib"] / pg_runs[1_000_000]["peak_rss_mib"]

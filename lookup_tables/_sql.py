@@ -61,6 +61,9 @@ class SqlLookupStore(LookupStore):
         """Execution options of a writing connection (SQLite takes its write lock up front)."""
         return {}
 
+    def _before_index(self, conn: Connection) -> None:
+        """Called in the publishing transaction before the key index is built (PostgreSQL sizes its sort)."""
+
     def _after_index(self, conn: Connection, table: sa.Table) -> None:
         """Called once a version's rows and key index are in place (PostgreSQL gathers statistics)."""
 
@@ -254,6 +257,7 @@ class SqlLookupStore(LookupStore):
         table = catalog.version_table(spec, version)
         index = sa.Index(spec.key_index(version), *[table.c[name] for name in spec.key_names], unique=True)
         # The unique index is what proves the version has no duplicate keys; a duplicate aborts the publish.
+        self._before_index(conn)
         conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         self._after_index(conn, table)
         rows = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from lookup_tables import catalog
+from lookup_tables._pgcopy import binary_rows
 from lookup_tables._sql import SqlLookupStore, describe
 from lookup_tables.chunk import timestamp_text
 from lookup_tables.engine import create_engine_for
@@ -29,6 +30,7 @@ from migrate.errors import LookupStoreError, LookupStoreUnavailableError, Migrat
 
 _COPY_SLICE = 1 << 20
 _LOCK_NAMESPACE = "lookup_tables"
+_INDEX_MEMORY_MB = 256  # maintenance_work_mem while the key index is built (at least)
 
 
 class PostgresLookupStore(SqlLookupStore):
@@ -52,24 +54,40 @@ class PostgresLookupStore(SqlLookupStore):
         )
 
     def _load(self, conn: Connection, table: sa.Table, batch: pa.Table, chunk_id: int) -> None:
-        position = batch.column_names.index("features_as_of")
-        batch = batch.set_column(position, "features_as_of", timestamp_text(batch.column(position), zone="+00"))
         batch = batch.append_column("chunk", pa.repeat(pa.scalar(chunk_id, pa.int32()), batch.num_rows))
-        buffer = io.BytesIO()
-        # Arrow quotes every string, so an empty key stays '' and an absent prediction (empty field) is NULL.
-        pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
-        data = memoryview(buffer.getbuffer())
+        binary = binary_rows(batch)
+        encoded: bytes | memoryview
+        if binary is None:  # text keys or a NULL prediction: CSV
+            position = batch.column_names.index("features_as_of")
+            batch = batch.set_column(position, "features_as_of", timestamp_text(batch.column(position), zone="+00"))
+            buffer = io.BytesIO()
+            # Arrow quotes every string, so an empty key stays '' and an absent prediction (empty field) is NULL.
+            pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+            encoded, form = buffer.getbuffer(), "csv"
+        else:
+            encoded, form = binary, "binary"
+        data = memoryview(encoded)
         quote = conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(name) for name in batch.column_names)
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
-            sql = f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT csv)"
+            sql = f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT {form})"
             with driver.cursor() as cursor, cursor.copy(sql) as copy:
                 for start in range(0, len(data), _COPY_SLICE):
                     copy.write(data[start : start + _COPY_SLICE])
         finally:
             data.release()
+
+    def _before_index(self, conn: Connection) -> None:
+        # PostgreSQL's default maintenance_work_mem (64 MB) makes the key index of 10M rows sort on disk in one
+        # process: 11.1 s measured; with 256 MB it sorts in memory with the parallel workers, 4.0 s. Only for this
+        # transaction, and never lowered below what the server was given.
+        conn.exec_driver_sql(
+            "SELECT set_config('maintenance_work_mem', %(wanted)s, true) FROM pg_settings "
+            "WHERE name = 'maintenance_work_mem' AND setting::bigint * 1024 < %(bytes)s",
+            {"wanted": f"{_INDEX_MEMORY_MB}MB", "bytes": _INDEX_MEMORY_MB << 20},
+        )
 
     def _after_index(self, conn: Connection, table: sa.Table) -> None:
         # Fresh statistics so lookups on the new table use the key index from the first query.

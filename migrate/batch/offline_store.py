@@ -57,7 +57,9 @@ def utc_aware(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-SNAPSHOT_MEMORY = "512MB"
+# DuckDB's memory while it writes a snapshot. 10M entities × 8 features are ~0.9 GB of values: at 512 MB the
+# sort and joins spilled 2.3 GB to disk and read 2.6 GB back (CPU 13.5 s, 2 cores), at 2 GB 69 MB (CPU 9.0 s).
+SNAPSHOT_MEMORY = "2GB"
 
 
 def open_offline(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
@@ -196,9 +198,11 @@ def write_snapshot(
     con.execute(f"SET temp_directory = '{target.parent / '.spill'}'")
     # COPY takes no bound parameters; the instant is rendered from a datetime, never from user text.
     literal = f"TIMESTAMP '{utc_naive(as_of).isoformat(sep=' ')}'"
+    # Snappy, not zstd: 10M rows written in 1.5 s of CPU instead of 2.0 and read back by the chunks in 0.13 s
+    # instead of 0.4, for a file 10% larger (measured on the bench's snapshot).
     con.execute(
         f"COPY ({query.replace('$as_of', literal)}) TO '{target}' "
-        f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_size)}, COMPRESSION zstd)"
+        f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_size)}, COMPRESSION snappy)"
     )
 
 
