@@ -17,6 +17,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -25,6 +26,7 @@ from migrate.usecase import UseCase
 from online.serving.admin import REFUSED, admin_router, bearer_caller
 from online.serving.admin_models import models_router
 from online.serving.docs_pages import add_docs_pages
+from online.serving.fast_predict import PredictFastPath
 from online.serving.guard import MAX_BODY_BYTES, RequestGuard
 from online.serving.heap import settle_heap
 from online.serving.metrics import ServingMetrics, exposition
@@ -68,8 +70,12 @@ class ModelAdmin:
     served: Callable[[str], str | None]
 
 
-def create_app(deps: ServingDeps) -> FastAPI:
-    """The prediction service over prepared dependencies."""
+def create_app(deps: ServingDeps, *, fast_predict: bool = True) -> FastAPI:
+    """The prediction service over prepared dependencies.
+
+    `fast_predict` False sends the predict calls through the whole routing chain too (online/serving/fast_predict.py
+    says what it skips; its test compares the two).
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +92,9 @@ def create_app(deps: ServingDeps) -> FastAPI:
     add_docs_pages(app)
     pid = str(os.getpid())  # create_app runs in each worker process
 
+    fast_routes: dict[str, tuple[Any, Any]] = {}  # predict path → (route, endpoint), once the routes exist
+    if fast_predict:  # added before the guard: inside it (the last middleware added is the outermost)
+        app.add_middleware(PredictFastPath, routes=fast_routes, handlers=app.exception_handlers)
     # Unhandled errors are answered (500, no stack trace) by the guard, which keeps the connection open.
     app.add_middleware(RequestGuard, pid=pid, metrics=deps.metrics, usecases=list(deps.servers))
     if deps.trusted_proxies:  # the client's address from X-Forwarded-For only when a listed proxy sent it
@@ -173,6 +182,10 @@ def create_app(deps: ServingDeps) -> FastAPI:
         )
 
     document_bodies(app, [served.usecase for served in deps.servers.values()])
+    predict_paths = {f"/v1/models/{name}/predict" for name in deps.servers}
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path in predict_paths and "POST" in route.methods:
+            fast_routes[route.path] = (route, route.endpoint)
 
     @app.post("/v1/models/{usecase}/predict", include_in_schema=False)
     async def predict_any(usecase: str, request: Request) -> Response:

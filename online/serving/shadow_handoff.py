@@ -181,6 +181,14 @@ class ShadowProcess:
             self._queue.put(None, timeout=timeout_s)
         self._process.join(timeout_s)
         if self._process.is_alive():
+            # Under SCHED_IDLE (MIGRATE_SHADOW_CPU=idle) a machine kept busy by other processes may not give it the
+            # CPU to finish: what it had not taken is lost, and said so.
+            log.error(
+                "the shadow comparison process did not finish within %.0f s; %d entities queued for comparison are "
+                "lost (their answers were served)",
+                timeout_s,
+                self._submitted - self._taken.value,
+            )
             self._process.kill()
 
 
