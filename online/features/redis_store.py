@@ -29,7 +29,6 @@ from online.features.redis_scripts import (
     READ_SHA,
 )
 from online.features.store import (
-    MAX_EXAMPLES,
     EncodedColumns,
     EntityKey,
     FeatureStore,
@@ -293,19 +292,19 @@ class RedisFeatureStore(FeatureStore):
         from online.features import redis_wire  # noqa: PLC0415 - start-up cost: pyarrow only on the write path
 
         encoded = encode_columns(rows, key_names, feature_names, event_times)
-        head = [on_correction, str(len(encoded.features)), str(MAX_EXAMPLES), *encoded.features]
         if self._writer is None:
             self._writer = self._client(self._write_timeout_s)
+        writer = self._writer
         report = WriteReport()
         with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
             try:
-                calls = redis_wire.script_calls(usecase, encoded, head, ENTITIES_PER_SCRIPT)
+                calls = redis_wire.script_calls(usecase, encoded, on_correction, ENTITIES_PER_SCRIPT)
             except TypeError as exc:
                 raise FeatureStoreError(
                     f"an entity key of {usecase!r} is neither int nor str: {exc}",
                     fix="cast the key columns to the types the use case declares (int or str)",
                 ) from exc
-            for call, result in redis_wire.run_calls(self._writer, calls, SCRIPTS_PER_ROUND_TRIP):
+            for call, result in redis_wire.run_calls(writer, calls, SCRIPTS_PER_ROUND_TRIP):
                 report = report + _counts(call.start, call.stop - call.start, result, encoded)
         if report.rejected and on_correction == "reject":
             raise correction_error(usecase, self._masked, report)
