@@ -7,6 +7,7 @@ script call, so a reader never sees one without the other.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -97,6 +98,7 @@ class RedisFeatureStore(FeatureStore):
         with self._translated("connecting", connect_timeout_s):
             self._reader = self._client(read_timeout_s)
         self._writer: redis.Redis | None = None
+        self._writer_lock = threading.Lock()  # writes may come from several threads (materialize's batches)
         self._fields: dict[tuple[str, ...], list[bytes]] = {}
         self._times: dict[bytes, datetime] = {}
 
@@ -292,9 +294,10 @@ class RedisFeatureStore(FeatureStore):
         from online.features import redis_wire  # noqa: PLC0415 - start-up cost: pyarrow only on the write path
 
         encoded = encode_columns(rows, key_names, feature_names, event_times)
-        if self._writer is None:
-            self._writer = self._client(self._write_timeout_s)
-        writer = self._writer
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._client(self._write_timeout_s)
+            writer = self._writer
         report = WriteReport()
         with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
             try:

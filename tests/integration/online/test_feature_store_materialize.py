@@ -22,6 +22,7 @@ from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.materialize import MaterializeReport, materialize, materialize_active
 from online.features.redis_store import RedisFeatureStore
+from online.features.store import encode_time, encode_value
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +99,25 @@ def test_materialize_writes_the_snapshot_and_rerunning_is_a_no_op(
     )
     assert earlier.stale > 0 and earlier.rejected == 0 and earlier.corrected == 0
     _assert_matches(feature_store, namespaced, rows)
+
+
+def test_redis_holds_exactly_the_snapshot_encoded_by_hand(
+    small_world: SmallWorld, namespaced: UseCase, feature_store: RedisFeatureStore
+) -> None:
+    # Batches of 5 rows: 14 batches written from the materialization's writer threads, the last one short.
+    report = materialize(namespaced, small_world.settings, feature_store, small_world.cutoff, batch_rows=5)
+    rows = _snapshot(small_world, small_world.cutoff)
+    expected = {}
+    for row in rows:
+        fields = {b"_": b"1"}
+        for name in namespaced.feature_names:
+            fields[f"v:{name}".encode()] = encode_value(row[name]).encode()  # type: ignore[arg-type]
+            fields[f"t:{name}".encode()] = encode_time(row["features_as_of"]).encode()  # type: ignore[arg-type]
+        expected[f"mig:{namespaced.name}:{row['store_id']}:{row['product_id']}".encode()] = fields
+    client = feature_store.client
+    stored = {key: client.hgetall(key) for key in client.scan_iter(f"mig:{namespaced.name}:*", count=1_000)}
+    assert len(rows) > 5 * 12 and stored == expected
+    assert (report.entities, report.written) == (len(rows), len(rows) * len(namespaced.feature_names))
 
 
 def test_a_changed_history_is_rejected_then_applied_on_request(
