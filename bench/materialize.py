@@ -310,9 +310,8 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
         "nothing but the `HSET` cost the server as much as the checked one (100,000 entities: 0.84 s vs 0.82 s;",
         "the floor's plain `HSET`s 0.51 s; the script before this rewrite 1.06 s). So the scripted path stays",
         "below the floor whatever the client does, and on this 2-core machine the floor itself is near the target:",
-        "going past it needs a write that costs Redis less than an `HSET` per entity (e.g. `RESTORE` of a hash",
-        "built by the client, for entities not stored yet: ~1.6 µs of server CPU against ~5 µs), not a faster",
-        "client.",
+        "going past it needs a write that costs Redis less than an `HSET` per entity, not a faster client (see",
+        "docs/online_features.md, Writes: `RESTORE` of a portable payload costs about what the `HSET` does).",
         "",
         "| entities | seconds | entity rows/s | of which snapshot (s) | Redis CPU (s) | client CPU (s) "
         "| re-run, all unchanged (s) | its Redis CPU (s) | next day, all newer (s) | its Redis CPU (s) "
