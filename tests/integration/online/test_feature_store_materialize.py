@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from migrate.batch.offline_store import open_offline, snapshot_features, utc_naive
 from migrate.batch.steps import Interval, run_batch
 from migrate.devservices.redis_server import EmbeddedRedis, RedisServer, resolve_redis_url, stop_redis
-from migrate.errors import CorrectionRejectedError
+from migrate.errors import CorrectionRejectedError, FeatureStoreUnavailableError
 from migrate.examples.item_availability.generator import SimulationConfig, generate
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
@@ -118,6 +118,18 @@ def test_redis_holds_exactly_the_snapshot_encoded_by_hand(
     stored = {key: client.hgetall(key) for key in client.scan_iter(f"mig:{namespaced.name}:*", count=1_000)}
     assert len(rows) > 5 * 12 and stored == expected
     assert (report.entities, report.written) == (len(rows), len(rows) * len(namespaced.feature_names))
+
+
+def test_a_store_that_goes_away_fails_the_materialization_with_the_fix(small_world: SmallWorld, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    store = RedisFeatureStore(server.url, write_timeout_s=2.0, connect_timeout_s=0.5, retries=0)
+    server.stop()
+    with pytest.raises(FeatureStoreUnavailableError) as caught:
+        materialize(small_world.usecase, small_world.settings, store, small_world.cutoff, batch_rows=5)
+    assert server.url in str(caught.value) and "MIGRATE_REDIS_URL" in str(caught.value.fix)
+    folder = small_world.settings.state_dir / "materialize" / small_world.usecase.name
+    assert not folder.exists() or not any(folder.iterdir())  # the snapshot is removed on failure too
+    store.close()
 
 
 def test_a_changed_history_is_rejected_then_applied_on_request(
