@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +31,7 @@ from online.features.store import FeatureStore, OnCorrection, WriteReport, corre
 __all__ = ["MaterializeReport", "materialize", "materialize_active"]
 
 BATCH_ROWS = 20_000  # entities read from the snapshot and handed to one write_features call
+WRITERS = 2  # batches in flight: one encoded while another is written
 
 
 @dataclass(frozen=True)
@@ -78,22 +81,17 @@ def materialize(
         with open_offline(settings.offline_store_path) as con:
             write_snapshot(con, usecase, as_of, target, row_group_size=batch_rows)
         snapshot_seconds = time.perf_counter() - started
-        for batch in pq.ParquetFile(target).iter_batches(batch_size=batch_rows):
-            rows = pa.Table.from_batches([batch])
-            try:
-                report = store.write_features(
-                    usecase.name,
-                    usecase.entity.key_names,
-                    rows,
-                    usecase.feature_names,
-                    "features_as_of",
-                    on_correction=on_correction,
-                )
-            except CorrectionRejectedError as exc:
-                # The batch was written but for its corrections: keep going, and raise once at the end.
-                assert isinstance(exc.report, WriteReport)
-                report = exc.report
-            total = total + report
+        # Batches go to the store from WRITERS threads, so one batch is read and encoded (Arrow, without the GIL)
+        # while the server runs the scripts of another; reports are added up in batch order. The snapshot holds
+        # each entity once, so no two batches touch the same key.
+        with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="materialize") as pool:
+            pending: deque[Future[WriteReport]] = deque()
+            for batch in pq.ParquetFile(target).iter_batches(batch_size=batch_rows):
+                if len(pending) == WRITERS:
+                    total = total + pending.popleft().result()
+                pending.append(pool.submit(_write, store, usecase, pa.Table.from_batches([batch]), on_correction))
+            while pending:
+                total = total + pending.popleft().result()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     seconds = time.perf_counter() - started
@@ -117,6 +115,22 @@ def materialize(
         error.report = result
         raise error
     return result
+
+
+def _write(store: FeatureStore, usecase: UseCase, rows: pa.Table, on_correction: OnCorrection) -> WriteReport:
+    try:
+        return store.write_features(
+            usecase.name,
+            usecase.entity.key_names,
+            rows,
+            usecase.feature_names,
+            "features_as_of",
+            on_correction=on_correction,
+        )
+    except CorrectionRejectedError as exc:
+        # The batch was written but for its corrections: keep going, and raise once at the end.
+        assert isinstance(exc.report, WriteReport)
+        return exc.report
 
 
 def materialize_active(

@@ -7,64 +7,92 @@ import hashlib
 __all__ = ["ONLINE_READ_SCRIPT", "ONLINE_READ_SHA", "READ_SCRIPT", "READ_SHA", "WRITE_SCRIPT", "WRITE_SHA"]
 
 # Applied per entity and feature; the decision table is the one in online/features/store.py's docstring.
-# ARGV: mode, feature count F, F feature names, then per entity per feature: value, event time (µs).
+# ARGV: mode, feature count F, max examples, layout, F feature names, then per entity: with layout "shared" its
+# one event time (µs) and its F values (a materialization: every feature of a row has the row's time); with
+# layout "each", per feature its value and event time.
 # Returns: written, unchanged, stale, corrected, rejected, then (entity index, feature index, stored value)
 # of the first few rejections.
+#
+# Its cost is the arguments, not the decisions: each ARGV string, each string of a reply and each argument of a
+# redis.call is one conversion in and out of Lua: a script that did nothing but the HSET cost 90 % of the former
+# checked write. So the stored times are read first, alone (8 strings, not 17); the stored values only when a
+# time is equal (a re-run); a shared event time travels once per entity, not once per feature; and the HSET's
+# argument table is reused from entity to entity. Now the checks cost next to nothing: this script and an
+# HSET-only one cost Redis the same (docs/online_features.md, Writes).
 WRITE_SCRIPT = """
 local mode = ARGV[1]
 local nf = tonumber(ARGV[2])
 local max_examples = tonumber(ARGV[3])
-local fields = {'_'}
+local shared = ARGV[4] == 'shared'
+local vf, tf = {}, {}
 for j = 1, nf do
-  fields[2 * j] = 'v:' .. ARGV[3 + j]
-  fields[2 * j + 1] = 't:' .. ARGV[3 + j]
+  vf[j] = 'v:' .. ARGV[4 + j]
+  tf[j] = 't:' .. ARGV[4 + j]
 end
-local base = 3 + nf
+local stride = shared and nf + 1 or 2 * nf
 local written, unchanged, stale, corrected, rejected = 0, 0, 0, 0, 0
 local result = {0, 0, 0, 0, 0}
+local out = {'_', '1'}
 for i = 1, #KEYS do
-  local stored = redis.call('HMGET', KEYS[i], unpack(fields))
-  local out = {'_', '1'}
+  local key = KEYS[i]
+  local at = 4 + nf + (i - 1) * stride
+  local times = redis.call('HMGET', key, unpack(tf))
+  local values = nil
   local n = 2
+  local value, time, new
+  if shared then
+    time = ARGV[at + 1]
+    new = tonumber(time)
+  end
   for j = 1, nf do
-    local at = base + ((i - 1) * nf + (j - 1)) * 2 + 1
-    local value, time = ARGV[at], ARGV[at + 1]
-    local stored_value, stored_time = stored[2 * j], stored[2 * j + 1]
+    if shared then
+      value = ARGV[at + 1 + j]
+    else
+      value, time = ARGV[at + 2 * j - 1], ARGV[at + 2 * j]
+      new = tonumber(time)
+    end
+    local stored_time = times[j]
     local write = false
     if not stored_time then
       write = true
       written = written + 1
     else
-      local old, new = tonumber(stored_time), tonumber(time)
+      local old = tonumber(stored_time)
       if old > new then
         stale = stale + 1
       elseif old < new then
         write = true
         written = written + 1
-      elseif stored_value == value then
-        unchanged = unchanged + 1
-      elseif mode == 'apply' then
-        write = true
-        corrected = corrected + 1
       else
-        rejected = rejected + 1
-        if rejected <= max_examples then
-          table.insert(result, i - 1)
-          table.insert(result, j - 1)
-          table.insert(result, stored_value or '')
+        if not values then
+          values = redis.call('HMGET', key, unpack(vf))
+        end
+        local stored_value = values[j]
+        if stored_value == value then
+          unchanged = unchanged + 1
+        elseif mode == 'apply' then
+          write = true
+          corrected = corrected + 1
+        else
+          rejected = rejected + 1
+          if rejected <= max_examples then
+            result[#result + 1] = i - 1
+            result[#result + 1] = j - 1
+            result[#result + 1] = stored_value or ''
+          end
         end
       end
     end
     if write then
-      out[n + 1] = fields[2 * j]
+      out[n + 1] = vf[j]
       out[n + 2] = value
-      out[n + 3] = fields[2 * j + 1]
+      out[n + 3] = tf[j]
       out[n + 4] = time
       n = n + 4
     end
   end
   if n > 2 then
-    redis.call('HSET', KEYS[i], unpack(out))
+    redis.call('HSET', key, unpack(out, 1, n))
   end
 end
 result[1], result[2], result[3], result[4], result[5] = written, unchanged, stale, corrected, rejected

@@ -7,6 +7,7 @@ script call, so a reader never sees one without the other.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,7 +30,6 @@ from online.features.redis_scripts import (
     READ_SHA,
 )
 from online.features.store import (
-    MAX_EXAMPLES,
     EncodedColumns,
     EntityKey,
     FeatureStore,
@@ -98,6 +98,7 @@ class RedisFeatureStore(FeatureStore):
         with self._translated("connecting", connect_timeout_s):
             self._reader = self._client(read_timeout_s)
         self._writer: redis.Redis | None = None
+        self._writer_lock = threading.Lock()  # writes may come from several threads (materialize's batches)
         self._fields: dict[tuple[str, ...], list[bytes]] = {}
         self._times: dict[bytes, datetime] = {}
 
@@ -293,19 +294,20 @@ class RedisFeatureStore(FeatureStore):
         from online.features import redis_wire  # noqa: PLC0415 - start-up cost: pyarrow only on the write path
 
         encoded = encode_columns(rows, key_names, feature_names, event_times)
-        head = [on_correction, str(len(encoded.features)), str(MAX_EXAMPLES), *encoded.features]
-        if self._writer is None:
-            self._writer = self._client(self._write_timeout_s)
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._client(self._write_timeout_s)
+            writer = self._writer
         report = WriteReport()
         with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
             try:
-                calls = redis_wire.script_calls(usecase, encoded, head, ENTITIES_PER_SCRIPT)
+                calls = redis_wire.script_calls(usecase, encoded, on_correction, ENTITIES_PER_SCRIPT)
             except TypeError as exc:
                 raise FeatureStoreError(
                     f"an entity key of {usecase!r} is neither int nor str: {exc}",
                     fix="cast the key columns to the types the use case declares (int or str)",
                 ) from exc
-            for call, result in redis_wire.run_calls(self._writer, calls, SCRIPTS_PER_ROUND_TRIP):
+            for call, result in redis_wire.run_calls(writer, calls, SCRIPTS_PER_ROUND_TRIP):
                 report = report + _counts(call.start, call.stop - call.start, result, encoded)
         if report.rejected and on_correction == "reject":
             raise correction_error(usecase, self._masked, report)

@@ -26,7 +26,7 @@ import redis
 
 from online.features.redis_layout import PREFIX
 from online.features.redis_scripts import WRITE_SCRIPT, WRITE_SHA
-from online.features.store import EncodedColumns
+from online.features.store import MAX_EXAMPLES, EncodedColumns
 
 __all__ = ["ScriptCall", "entity_keys", "run_calls", "script_calls"]
 
@@ -82,21 +82,28 @@ class ScriptCall:
     packed: list[bytes | memoryview]
 
 
-def script_calls(
-    usecase: str, encoded: EncodedColumns, head: Sequence[str], entities_per_call: int
-) -> list[ScriptCall]:
-    """The write script's calls for every row of `encoded`, `entities_per_call` entities each, in row order."""
+def script_calls(usecase: str, encoded: EncodedColumns, mode: str, entities_per_call: int) -> list[ScriptCall]:
+    """The write script's calls for every row of `encoded`, `entities_per_call` entities each, in row order.
+
+    When every feature has the same event-time column (a materialization), each entity's time is sent once
+    (layout ``shared``: time, then the values); otherwise per feature a value and a time (layout ``each``).
+    """
     keys, key_at = _buffer(_bulk(entity_keys(usecase, encoded.keys)))
-    per_feature = [part for pair in zip(encoded.values, encoded.times, strict=True) for part in pair]
+    shared = all(times is encoded.times[0] for times in encoded.times)
+    if shared:
+        per_entity_args = [encoded.times[0], *encoded.values]
+    else:
+        per_entity_args = [part for pair in zip(encoded.values, encoded.times, strict=True) for part in pair]
     # Features that share one event-time column share its array: encode each distinct column once.
     bulk: dict[int, pa.Array] = {}
-    for column in per_feature:
+    for column in per_entity_args:
         if id(column) not in bulk:
             bulk[id(column)] = _bulk(column)
-    args, arg_at = _buffer(_join(*[bulk[id(column)] for column in per_feature]))
+    args, arg_at = _buffer(_join(*[bulk[id(column)] for column in per_entity_args]))
+    head = [mode, str(len(encoded.features)), str(MAX_EXAMPLES), "shared" if shared else "each", *encoded.features]
     head_resp = _resp_head(*head)
     command = _resp_head("EVALSHA", WRITE_SHA)
-    per_entity = 1 + len(per_feature)  # its key, then a value and a time per feature
+    per_entity = 1 + len(per_entity_args)  # its key, then its arguments
     calls = []
     for start in range(0, len(encoded), entities_per_call):
         stop = min(start + entities_per_call, len(encoded))

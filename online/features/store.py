@@ -304,16 +304,27 @@ def _values(rows: pa.Table, name: str) -> pa.Array:
         raise FeatureStoreError(f"feature column {name!r} is not numeric: {exc}", fix="cast it to float") from exc
     # `encode_value` for a whole column. Arrow's cast writes the same shortest round-trip digits as repr (~2x
     # faster), in its own notation: where it wrote a plain decimal with a point and no exponent, and the value is
-    # at least 1e-4 (below that repr switches to an exponent), it is repr's string. The rest (integers, which
-    # Arrow writes without ".0", exponents, zeros, NaN, inf, nulls) is written by encode_value itself. The unit
-    # tests compare the two on every magnitude.
+    # at least 1e-4 (below that repr switches to an exponent), it is repr's string; where it wrote digits alone
+    # (an integer) and the value is nonzero and below 1e16 (from there repr writes an exponent), repr's string is
+    # those digits and ".0" (counts are most of a materialization's integers: per value in Python they cost
+    # a second per million). The rest (exponents, zeros, NaN, inf, nulls) is written by encode_value itself. The
+    # unit tests compare the two on every magnitude.
     flat = floats.combine_chunks()
     arrow = pc.cast(flat, pa.string())
+    if not len(flat):
+        return arrow
     numbers = flat.to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
-        large = np.abs(numbers) >= 1e-4
-    plain = pc.and_(pc.match_substring(arrow, "."), pc.invert(pc.match_substring(arrow, "e"))).fill_null(False)
-    mine = ~(plain.to_numpy(zero_copy_only=False) & large) if len(flat) else np.zeros(0, dtype=bool)
+        size = np.abs(numbers)
+        large = size >= 1e-4
+        whole = np.isfinite(numbers) & (size < 1e16) & (numbers != 0.0)
+    point = pc.match_substring(arrow, ".").fill_null(False).to_numpy(zero_copy_only=False)
+    exponent = pc.match_substring(arrow, "e").fill_null(False).to_numpy(zero_copy_only=False)
+    plain = point & ~exponent & large
+    integer = ~point & ~exponent & whole
+    if integer.any():
+        arrow = pc.if_else(pa.array(integer), pc.binary_join_element_wise(arrow, ".0", ""), arrow)
+    mine = ~(plain | integer)
     if flat.null_count:
         mine |= flat.is_null().to_numpy(zero_copy_only=False)
         arrow = arrow.fill_null("")

@@ -15,13 +15,14 @@ from pydantic import SecretStr
 from migrate.batch.offline_store import open_offline, snapshot_features, utc_naive
 from migrate.batch.steps import Interval, run_batch
 from migrate.devservices.redis_server import EmbeddedRedis, RedisServer, resolve_redis_url, stop_redis
-from migrate.errors import CorrectionRejectedError
+from migrate.errors import CorrectionRejectedError, FeatureStoreUnavailableError
 from migrate.examples.item_availability.generator import SimulationConfig, generate
 from migrate.registry import Registry
 from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.materialize import MaterializeReport, materialize, materialize_active
 from online.features.redis_store import RedisFeatureStore
+from online.features.store import encode_time, encode_value
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +99,37 @@ def test_materialize_writes_the_snapshot_and_rerunning_is_a_no_op(
     )
     assert earlier.stale > 0 and earlier.rejected == 0 and earlier.corrected == 0
     _assert_matches(feature_store, namespaced, rows)
+
+
+def test_redis_holds_exactly_the_snapshot_encoded_by_hand(
+    small_world: SmallWorld, namespaced: UseCase, feature_store: RedisFeatureStore
+) -> None:
+    # Batches of 5 rows: 14 batches written from the materialization's writer threads, the last one short.
+    report = materialize(namespaced, small_world.settings, feature_store, small_world.cutoff, batch_rows=5)
+    rows = _snapshot(small_world, small_world.cutoff)
+    expected = {}
+    for row in rows:
+        fields = {b"_": b"1"}
+        for name in namespaced.feature_names:
+            fields[f"v:{name}".encode()] = encode_value(row[name]).encode()  # type: ignore[arg-type]
+            fields[f"t:{name}".encode()] = encode_time(row["features_as_of"]).encode()  # type: ignore[arg-type]
+        expected[f"mig:{namespaced.name}:{row['store_id']}:{row['product_id']}".encode()] = fields
+    client = feature_store.client
+    stored = {key: client.hgetall(key) for key in client.scan_iter(f"mig:{namespaced.name}:*", count=1_000)}
+    assert len(rows) > 5 * 12 and stored == expected
+    assert (report.entities, report.written) == (len(rows), len(rows) * len(namespaced.feature_names))
+
+
+def test_a_store_that_goes_away_fails_the_materialization_with_the_fix(small_world: SmallWorld, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    store = RedisFeatureStore(server.url, write_timeout_s=2.0, connect_timeout_s=0.5, retries=0)
+    server.stop()
+    with pytest.raises(FeatureStoreUnavailableError) as caught:
+        materialize(small_world.usecase, small_world.settings, store, small_world.cutoff, batch_rows=5)
+    assert server.url in str(caught.value) and "MIGRATE_REDIS_URL" in str(caught.value.fix)
+    folder = small_world.settings.state_dir / "materialize" / small_world.usecase.name
+    assert not folder.exists() or not any(folder.iterdir())  # the snapshot is removed on failure too
+    store.close()
 
 
 def test_a_changed_history_is_rejected_then_applied_on_request(

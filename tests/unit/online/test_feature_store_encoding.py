@@ -9,11 +9,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pyarrow as pa
 import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.devservices.redis_server import find_redis_server
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
+from online.features.redis_scripts import WRITE_SHA
 from online.features.redis_store import entity_key, mask_url, parse_entity_key
-from online.features.redis_wire import entity_keys
+from online.features.redis_wire import ScriptCall, entity_keys, script_calls
 from online.features.store import (
     MAX_EXAMPLES,
     Rejection,
@@ -204,6 +208,8 @@ def test_columns_encode_every_value_as_encode_value_does() -> None:
         *rng.random(20_000).tolist(),
         *rng.integers(-50, 50, 2_000).astype(float).tolist(),
         *(rng.integers(-(10**17), 10**17, 2_000) * 1.0).tolist(),
+        *(rng.integers(2**53 - 10**4, 10**16 + 10**4, 2_000) * rng.choice([-1.0, 1.0], 2_000)).tolist(),
+        *(rng.integers(-(2**31), 2**31, 2_000) * 1.0).tolist(),
     ]
     rows = pa.table({"k": list(range(len(values))), "x": pa.array(values, pa.float64()), "ts": [T0] * len(values)})
     encoded = encode_columns(rows, ["k"], ["x"], "ts")
@@ -226,3 +232,73 @@ def test_entity_keys_of_a_column_are_entity_key_of_each_row() -> None:
     ]
     with pytest.raises(TypeError, match="double"):
         entity_keys("uc", [pa.chunked_array([pa.array([1.5])])])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(), st.integers(-(2**53), 2**53).map(float)), min_size=1, max_size=60))
+def test_columns_encode_any_float_as_encode_value_does(values: list[float | None]) -> None:
+    rows = pa.table({"k": list(range(len(values))), "x": pa.array(values, pa.float64()), "ts": [T0] * len(values)})
+    assert encode_columns(rows, ["k"], ["x"], "ts").values[0].to_pylist() == [encode_value(v) for v in values]
+
+
+# --- the write script's calls on the wire are the EVALSHA redis-py would pack -------------------------------------
+
+
+def _packed(call: ScriptCall) -> bytes:
+    return b"".join(bytes(part) for part in call.packed)
+
+
+_KEY_TEXT = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(["a:b", "50%", "%3A", ":", "%"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-(2**62), 2**62),
+            _KEY_TEXT,
+            st.one_of(st.none(), st.floats()),
+            st.one_of(st.none(), st.floats()),
+            st.integers(0, 2**52),
+            st.integers(0, 2**52),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.booleans(),
+    st.sampled_from(["reject", "apply"]),
+    st.integers(1, 5),
+)
+def test_script_calls_are_the_evalsha_redis_py_packs(
+    rows: list[tuple[int, str, float | None, float | None, int, int]], shared: bool, mode: str, per_call: int
+) -> None:
+    table = pa.table(
+        {
+            "s": [r[0] for r in rows],
+            "p": [r[1] for r in rows],
+            "x": pa.array([r[2] for r in rows], pa.float64()),
+            "y": pa.array([r[3] for r in rows], pa.float64()),
+            "tx": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC")),
+            "ty": pa.array([r[5] for r in rows], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    times: str | dict[str, str] = "tx" if shared else {"x": "tx", "y": "ty"}
+    calls = script_calls("u:c", encode_columns(table, ["s", "p"], ["x", "y"], times), mode, per_call)
+
+    # The same arguments, built value by value from the one-value functions, packed by redis-py.
+    connection = redis.Connection()
+    expected = []
+    for start in range(0, len(rows), per_call):
+        chunk = rows[start : start + per_call]
+        keys = [entity_key("u:c", (s, p)) for s, p, *_ in chunk]
+        args: list[str] = [mode, "2", str(MAX_EXAMPLES), "shared" if shared else "each", "x", "y"]
+        for _, _, x, y, tx, ty in chunk:
+            if shared:
+                args += [str(tx), encode_value(x), encode_value(y)]
+            else:
+                args += [encode_value(x), str(tx), encode_value(y), str(ty)]
+        expected.append(b"".join(connection.pack_command("EVALSHA", WRITE_SHA, len(keys), *keys, *args)))
+    assert [_packed(call) for call in calls] == expected
+    assert [(call.start, call.stop) for call in calls] == [
+        (start, min(start + per_call, len(rows))) for start in range(0, len(rows), per_call)
+    ]
