@@ -18,10 +18,12 @@ from migrate.usecase import UseCase
 __all__ = [
     "AGE_SAMPLE",
     "FeatureGroup",
+    "age_columns",
     "age_columns_sql",
     "every_for",
     "feature_groups",
     "group_age_sql",
+    "keep_once",
     "newest_age_sql",
     "parse_ages",
     "sampled",
@@ -85,37 +87,43 @@ def every_for(rows: int) -> int:
     return max(1, -(-rows // AGE_SAMPLE))
 
 
+def age_columns(usecase: UseCase) -> list[str]:
+    """The columns of table ``ages`` after ``h``, ``hour`` and ``answered``: ``online_age``, ``g0``, ``g1``, …"""
+    return ["online_age", *(f"g{i}" for i in range(len(feature_groups(usecase))))]
+
+
 def age_columns_sql(usecase: UseCase, row_id: str, every: int) -> str:
-    """The two columns a shadow-log read carries for `parse_ages`: ``answered`` (the live path gave a prediction)
-    and ``ages_json``, the logged ages of the rows whose `row_id` is 0 modulo `every` (NULL for the others, whose
-    JSON is never copied out of the scan)."""
-    if not _names(usecase):
-        json = "CAST(NULL AS VARCHAR)"
-    elif every > 1:
-        json = f"CASE WHEN {row_id} % {every} = 0 THEN online_feature_ages_s END"
-    else:
-        json = "online_feature_ages_s"
-    return f"online_prediction IS NOT NULL AS answered, {json} AS ages_json"
+    """The columns a shadow-log read carries for `parse_ages`: ``answered`` (the live path gave a prediction), the
+    live path's data age ``online_age`` (`newest_age_sql`) and each feature group's age (``g0``, ``g1``, … in the
+    order of `feature_groups`), parsed in the scan for the rows whose `row_id` is 0 modulo `every` (NULL for the
+    others: their JSON is never parsed, nor copied out of the scan)."""
+    parsed = _parsed_ages(usecase, "online_feature_ages_s")
+    if every > 1:
+        parsed = f"(CASE WHEN {row_id} % {every} = 0 THEN {parsed} END)"
+    # One parse per row: DuckDB evaluates the identical parse expressions of the columns once.
+    ages = [newest_age_sql(usecase, parsed=parsed)]
+    ages += [group_age_sql(usecase, group, parsed=parsed) for group in feature_groups(usecase)]
+    columns = ", ".join(f"{sql} AS {name}" for sql, name in zip(ages, age_columns(usecase), strict=True))
+    return f"online_prediction IS NOT NULL AS answered, {columns}"
 
 
 def sampled(relation: str, every: int) -> str:
-    """The rows of `relation` (columns ``h``, ``hour``, ``answered``, ``ages_json``) whose ``h`` is 0 modulo
-    `every`, as a subquery `parse_ages` reads."""
-    where = "" if every == 1 else f" WHERE h % {every} = 0"
-    return f"(SELECT h, hour, answered, ages_json FROM {relation}{where})"
+    """The rows of `relation` whose ``h`` is 0 modulo `every`, as a subquery `parse_ages` reads."""
+    return relation if every == 1 else f"(SELECT * FROM {relation} WHERE h % {every} = 0)"
 
 
 def parse_ages(con: duckdb.DuckDBPyConnection, usecase: UseCase, relation: str) -> None:
-    """Table ``ages`` from `relation` (rows of ``h``, ``hour``, ``answered``, ``ages_json``, each ``h`` once): the
-    live path's data age (`newest_age_sql`) and each feature group's age (``g0``, ``g1``, … in the order of
-    `feature_groups`)."""
-    groups = feature_groups(usecase)
-    columns = "".join(f", {group_age_sql(usecase, g, parsed='j')} AS g{i}" for i, g in enumerate(groups))
-    parsed = _parsed_ages(usecase, "ages_json") if _names(usecase) else "NULL"
-    # Each row's JSON is parsed once, into j, which every age reads (OFFSET 0 keeps the optimizer from inlining
-    # the parse back into each of them).
+    """Table ``ages`` from `relation`: its ``h``, ``hour`` and `age_columns_sql`'s columns."""
     con.execute(f"""
-        CREATE TEMP TABLE ages AS
-        SELECT h, hour, answered, {newest_age_sql(usecase, parsed="j")} AS online_age{columns}
-        FROM (SELECT h, hour, answered, {parsed} AS j FROM {relation} OFFSET 0)
+        CREATE OR REPLACE TEMP TABLE ages AS
+        SELECT h, hour, answered, {", ".join(age_columns(usecase))} FROM {relation}
+    """)
+
+
+def keep_once(con: duckdb.DuckDBPyConnection, usecase: UseCase) -> None:
+    """Table ``ages`` with each ``h`` once (a record delivered twice counts once, as in table ``s``)."""
+    columns = "".join(f", any_value({name}) AS {name}" for name in age_columns(usecase))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE ages AS
+        SELECT h, any_value(hour) AS hour, any_value(answered) AS answered{columns} FROM ages GROUP BY h
     """)

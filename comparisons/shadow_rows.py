@@ -25,7 +25,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from comparisons.data_ages import AGE_SAMPLE, age_columns_sql, every_for, parse_ages, sampled
+from comparisons.data_ages import AGE_SAMPLE, age_columns, age_columns_sql, every_for, keep_once, parse_ages, sampled
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.usecase import UseCase, parse_duration
 
@@ -276,19 +276,23 @@ def load(
                {age_columns_sql(usecase, row_id, guess)}
         FROM {source} {filtered}
     """).to_arrow_table()
+    read = table.num_rows
+    # The sampled rows' ages go to table ages now, so their columns are freed before the de-duplication and the
+    # label join.
+    con.register("age_rows", table)
+    parse_ages(con, usecase, sampled("age_rows", guess))
+    con.unregister("age_rows")
+    table = table.drop_columns(["answered", *age_columns(usecase)])
     try:
         table = _labeled_window(con, usecase, _deduplicated(table), watermark, window)
     except NoShadowDataError:
         con.close()
         raise
     every = every_for(table.num_rows)
-    if every == guess:  # the scan kept the right rows' ages (it does unless duplicates cross a multiple of the cap)
-        con.register("age_rows", table)
-        parse_ages(con, usecase, sampled("age_rows", every))
-        con.unregister("age_rows")
-    else:
+    if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
         parse_ages(con, usecase, _age_rows(usecase, source, filtered, every))
-    table = table.drop_columns(["answered", "ages_json"])
+    elif table.num_rows < read:
+        keep_once(con, usecase)
     con.register("s", table)
     # The model versions that answered most, from the first rows read (a window rarely changes models midway,
     # and a full scan of two text columns would cost seconds at ten million rows).
@@ -479,11 +483,11 @@ def _age_rows(usecase: UseCase, source: str, filtered: str, every: int) -> str:
     row_id = row_id_sql(usecase)
     sample = f"{row_id} % {every} = 0"
     condition = f"{filtered} AND {sample}" if filtered else f"WHERE {sample}"
+    columns = "".join(f", any_value({name}) AS {name}" for name in ["answered", *age_columns(usecase)])
     return f"""(
-        SELECT h, any_value(hour) AS hour, any_value(answered) AS answered, any_value(ages_json) AS ages_json
+        SELECT h, any_value(hour) AS hour{columns}
         FROM (
-            SELECT {row_id} AS h, {HOUR_SQL} AS hour,
-                   {age_columns_sql(usecase, row_id, 1)}
+            SELECT {row_id} AS h, {HOUR_SQL} AS hour, {age_columns_sql(usecase, row_id, 1)}
             FROM {source} {condition}
         ) GROUP BY h
     )"""
