@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from comparisons.shadow_rows import Rows, Window, row_id_sql, shadow_files
 from comparisons.stats import Result
@@ -314,8 +315,11 @@ def _rescore(
             case["snap_row"] = snap_rows.get((str(case["snapshot"]), key))
             online_x.append([_num(case["features"].get(n)) for n in names])
             snap_x.append([_num(None if case["snap_row"] is None else case["snap_row"].get(n)) for n in names])
-        on_scores = model.score(np.array(online_x, dtype=np.float64))
-        snap_scores = model.score(np.array(snap_x, dtype=np.float64))
+        # A few hundred rows: sklearn's OpenMP threads cost more than they save (on a busy machine, seconds of
+        # waiting at a barrier per tree); one thread gives the same scores.
+        with threadpool_limits(limits=1):
+            on_scores = model.score(np.array(online_x, dtype=np.float64))
+            snap_scores = model.score(np.array(snap_x, dtype=np.float64))
         for case, on_score, snap_score in zip(mine, on_scores, snap_scores, strict=True):
             case["on_score"], case["snap_score"], case["model"] = float(on_score), float(snap_score), model.version
 

@@ -2,8 +2,8 @@
 
 Per-hour percentiles are exact (``quantile_cont``, as everywhere else), each column's two percentiles from one
 collection of its values: in DuckDB that is cheaper than the ``approx_quantile`` t-digest it replaced. Live data
-ages come from table ``ages`` (a hash-chosen sample beyond ``shadow_rows.AGE_SAMPLE`` rows, see
-`comparisons.shadow_rows`).
+ages come from table ``ages`` (a hash-chosen sample beyond ``data_ages.AGE_SAMPLE`` rows, see
+`comparisons.data_ages`).
 """
 
 from __future__ import annotations

@@ -63,16 +63,35 @@ def _differs(online: float, offline: float) -> bool:
 
 
 def _sample(rows: Rows, usecase: UseCase) -> list[dict[str, Any]]:
+    """The sampled live answers: keys, request time and context, without the logged features (`_logged_features`
+    reads those once the offline values are known to exist: their JSON dominates a full read of the log)."""
     keys = ", ".join(f"key_{k}" for k in usecase.entity.key_names)
-    answered = "online_prediction IS NOT NULL"
-    where = f"{rows.filtered} AND {answered}" if rows.filtered else f"WHERE {answered}"
     found = rows.con.execute(f"""
-        SELECT {keys}, CAST(request_time AS TIMESTAMPTZ) AS request_time, online_features, context
-        FROM {rows.source} {where}
-        ORDER BY hash(request_id, entity_key) LIMIT {SAMPLE}
+        SELECT {keys}, CAST(request_time AS TIMESTAMPTZ) AS request_time, context, {_ORDER} AS x
+        FROM {rows.source} {_answered(rows)}
+        ORDER BY x LIMIT {SAMPLE}
     """)
     names = [d[0] for d in found.description]
     return [dict(zip(names, row, strict=True)) for row in found.fetchall()]
+
+
+_ORDER = "hash(request_id, entity_key)"  # the sample's order: the same rows on every run, in any file order
+
+
+def _answered(rows: Rows) -> str:
+    answered = "online_prediction IS NOT NULL"
+    return f"{rows.filtered} AND {answered}" if rows.filtered else f"WHERE {answered}"
+
+
+def _logged_features(rows: Rows, sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``online_features`` logged with each row of `sample`, in its order: the rows at or below the sample's
+    largest hash, matched by hash (a record delivered twice carries the same features twice)."""
+    cut = max(int(row["x"]) for row in sample)
+    found = rows.con.execute(
+        f"SELECT {_ORDER} AS x, online_features FROM {rows.source} {_answered(rows)} AND {_ORDER} <= {cut}"
+    ).fetchall()
+    logged = {int(x): features for x, features in found}
+    return [orjson.loads(logged[int(row["x"])] or "{}") for row in sample]
 
 
 def _requests(usecase: UseCase, sample: list[dict[str, Any]]) -> pa.Table:
@@ -117,7 +136,7 @@ def measure(rows: Rows, usecase: UseCase, settings: Settings) -> Skew:
         log.warning("feature skew of %s unavailable: %s", usecase.name, exc)
         what = exc.what if isinstance(exc, MigrateError) else str(exc).splitlines()[0]
         return Skew(available=False, reason=f"offline values unavailable: {what}", sampled=len(sample))
-    logged = [orjson.loads(row["online_features"] or "{}") for row in sample]
+    logged = _logged_features(rows, sample)
     kinds = {
         **dict.fromkeys(usecase.feature_names, "batch"),
         **dict.fromkeys(usecase.realtime_feature_names, "real-time"),

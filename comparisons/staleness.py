@@ -5,21 +5,22 @@
 * batch path: the lookup row's age, ``batch_data_age_s`` (request time − the row's ``features_as_of``), over the
   requests the lookup table answered;
 * live path: the age of the **newest** data behind the answer, the youngest of its features' ages
-  (`comparisons.shadow_rows.newest_age_sql`), over the requests the live path answered with a stored feature. The
+  (`comparisons.data_ages.newest_age_sql`), over the requests the live path answered with a stored feature. The
   online model reads last night's batch features too, so an entity without a recent event is as old as its batch
   features, never older; a recent event makes it minutes old.
 
-**Per feature group** (`comparisons.shadow_rows.feature_groups`): the batch features' age, and for each real-time
+**Per feature group** (`comparisons.data_ages.feature_groups`): the batch features' age, and for each real-time
 group the age of its key's newest event — counted only when that event lies within the group's longest window;
 "no event within the window" (or none ever) is its own share, not old data: a quiet card is not a stale one.
 
-Beyond ``shadow_rows.AGE_SAMPLE`` requests the live ages come from a hash-chosen 1-in-``live_sampled_every``
+Beyond ``data_ages.AGE_SAMPLE`` requests the live ages come from a hash-chosen 1-in-``live_sampled_every``
 subset (parsing their JSON dominates the load otherwise).
 """
 
 from __future__ import annotations
 
-from comparisons.shadow_rows import Rows, feature_groups
+from comparisons.data_ages import feature_groups
+from comparisons.shadow_rows import Rows
 from comparisons.stats import Distribution, Histogram, Result, quantile_sql, share
 
 __all__ = ["AGE_EDGES_S", "GroupAge", "Staleness", "measure"]

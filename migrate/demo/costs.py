@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from comparisons.shadow_rows import newest_age_sql
+from comparisons.data_ages import newest_age_sql
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
 
