@@ -58,7 +58,10 @@ def test_counters_add_up_and_an_exited_workers_gauges_leave(tmp_path: Path, monk
 
 
 def test_prepare_empties_the_directory_and_exports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first so that monkeypatch records the variable and removes what prepare_multiprocess_dir sets: a
+    # bare delenv of an unset variable records nothing, and the directory leaked into every later test's /metrics.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset by the test")
+    monkeypatch.delenv(MULTIPROC_ENV)
     shared = tmp_path / "prometheus"
     shared.mkdir()
     (shared / "counter_123.db").write_bytes(b"a previous run")
@@ -66,6 +69,11 @@ def test_prepare_empties_the_directory_and_exports_it(tmp_path: Path, monkeypatc
     assert prepare_multiprocess_dir(shared) == shared
     assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
     assert os.environ[MULTIPROC_ENV] == str(shared)
+
+
+def test_no_test_leaves_the_multiprocess_directory_set() -> None:
+    """Runs after the tests above (file order): /metrics of later tests in this session read their own registry."""
+    assert MULTIPROC_ENV not in os.environ
 
 
 def test_prepare_refuses_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
