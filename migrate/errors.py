@@ -45,6 +45,10 @@ class ArtifactError(MigrateError):
     """A model artifact is missing, unreadable, or its hash does not match."""
 
 
+class ModelOutputError(MigrateError):
+    """A model answered something that is not a prediction (NaN or an infinity)."""
+
+
 class LookupStoreError(MigrateError):
     """The lookup-table store failed or was asked for something it does not hold."""
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from migrate.errors import ModelOutputError
 from migrate.feature_windows import Group, evaluate, groups_of
 from migrate.scoring import Model, score
 from migrate.usecase import UseCase
@@ -168,6 +169,15 @@ class OnlinePredictor:
         matrix = np.array(cells, dtype=np.float64).reshape(len(keys), width)
         assembled = time.perf_counter()
         predictions = score(self.model, matrix)
+        finite = np.isfinite(predictions)
+        if not finite.all():  # never served, never logged as an answer: the call fails, batch is the fallback
+            bad = np.flatnonzero(~finite)
+            raise ModelOutputError(
+                f"model {self.model.version} of {self.usecase.name!r} answered {bad.size} of {len(keys)} entities "
+                f"with a non-finite prediction (first: {keys[int(bad[0])]!r}: {predictions[int(bad[0])]!r})",
+                fix=f"check the model and its inputs; `migrate models rollback {self.usecase.name}` serves the "
+                "previous version",
+            )
         features_ms, model_ms = (assembled - started) * 1000, (time.perf_counter() - assembled) * 1000
         return [
             OnlineResult(

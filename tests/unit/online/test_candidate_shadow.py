@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from migrate.cutover.flags import Flag, Stage
 from migrate.models.lifecycle import load_version
 from migrate.registry import load_usecase
 from online.features.store import OnlineRead
+from online.serving import predictor as predictor_module
 from online.serving.prediction_paths import NOTHING, Paths, Request
 from online.serving.predictor import OnlinePredictor
 from online.serving.shadow_compare import compare
@@ -129,4 +131,26 @@ def test_logs_written_before_the_candidate_columns_read_beside_new_ones(tmp_path
         ).fetchall()
     assert sorted(rows) == sorted(
         [(False, None, versions["live"])] * 2 + [(True, versions["candidate"], versions["live"])] * 2
+    )
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_model_answering_a_non_finite_number_is_an_online_error_never_an_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: float
+) -> None:
+    usecase = load_usecase(ROOT / "usecases" / "item_availability.yaml")
+    files = ArtifactStore(tmp_path / "artifacts", tmp_path)
+    info = files.save(usecase, _fit(len(usecase.feature_names), 1), trained_as_of=AS_OF, metrics={})
+    predictor = OnlinePredictor(usecase, load_version(usecase, files, info.version), _NoFeatures())  # type: ignore[arg-type]
+    paths = Paths(_EmptyLookup(), None, predictor)
+    keys = [(1, 7), (2, 8)]
+    assert paths.online(keys, [0, 1], NOW, {}).error is None  # the model itself answers
+    real_score = predictor_module.score
+    monkeypatch.setattr(predictor_module, "score", lambda model, x: np.where([False, True], bad, real_score(model, x)))
+    outcome = paths.online(keys, [0, 1], NOW, {})
+    assert outcome.results == {} and outcome.error is not None
+    assert (
+        outcome.error.startswith("ModelOutputError")
+        and "1 of 2 entities" in outcome.error
+        and "(2, 8)" in outcome.error
     )
