@@ -123,3 +123,28 @@ def publish_lookup(
     )
     store.write_chunk(spec, info.version, 0, rows)
     return store.publish(spec, info.version, checksum=f"c{info.version}", scored_at=cutoff).version
+
+
+def labels_by_hand(
+    records: list[ShadowRecord], labels: list[LabelRecord], delay: timedelta
+) -> list[tuple[ShadowRecord, str, float | None]]:
+    """Per distinct request: (record, state, label) by the rule of comparisons.shadow_rows, request by request."""
+    watermark = max(lb.event_time for lb in labels)
+    seen, out = set(), []
+    for r in records:
+        ident = (r.request_id, r.key["store_id"], r.key["product_id"])
+        if ident in seen:
+            continue
+        seen.add(ident)
+        due = r.request_time + delay
+        if due > watermark:
+            out.append((r, "pending", None))
+            continue
+        mine = sorted(
+            (lb for lb in labels if lb.key == r.key and r.request_time < lb.event_time), key=lambda lb: lb.event_time
+        )
+        if mine and mine[0].event_time <= due:
+            out.append((r, "labeled", mine[0].label))
+        else:
+            out.append((r, "unlabeled", None))
+    return out

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from comparison_fixtures import USECASE, label, record, write_shadow
+from comparison_fixtures import USECASE, label, labels_by_hand, record, write_shadow
 
 from comparisons import accuracy, agreement, data_ages, staleness
 from comparisons.shadow_rows import Window, load, logged_requests, row_id_sql
@@ -68,30 +68,6 @@ def _hostile(delay: timedelta) -> tuple[list[ShadowRecord], list[ShadowRecord], 
     return records, [records[40], records[0]], labels  # and two in a later file of the same hour
 
 
-def _by_hand(
-    records: list[ShadowRecord], labels: list[LabelRecord], delay: timedelta
-) -> list[tuple[ShadowRecord, str, float | None]]:
-    watermark = max(lb.event_time for lb in labels)
-    seen: set[tuple[str, int, int]] = set()
-    out = []
-    for r in records:
-        ident = (r.request_id, r.key["store_id"], r.key["product_id"])
-        if ident in seen:
-            continue
-        seen.add(ident)
-        due = r.request_time + delay
-        if due > watermark:
-            out.append((r, "pending", None))
-            continue
-        after = [lb for lb in labels if lb.key == r.key and r.request_time < lb.event_time]
-        first = min(after, key=lambda lb: lb.event_time, default=None)
-        if first is not None and first.event_time <= due:
-            out.append((r, "labeled", first.label))
-        else:
-            out.append((r, "unlabeled", None))
-    return out
-
-
 def _write(
     settings: Settings, records: list[ShadowRecord], redelivered: list[ShadowRecord], labels: list[LabelRecord]
 ) -> None:
@@ -112,7 +88,7 @@ def hostile(settings: Settings, usecase: UseCase) -> list[tuple[ShadowRecord, st
     delay = parse_duration(usecase.label.available_after)
     records, redelivered, labels = _hostile(delay)
     _write(settings, records, redelivered, labels)
-    joined = _by_hand(records + redelivered, labels, delay)
+    joined = labels_by_hand(records + redelivered, labels, delay)
     edges = {r.request_id: (state, y) for r, state, y in joined if r.key["product_id"] in (100, 101, 102, 103, 104)}
     # The edges land where the rule puts them (else the hand computation would prove nothing about them).
     assert edges == {

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from comparison_fixtures import USECASE, label, record, write_shadow
+from comparison_fixtures import USECASE, label, labels_by_hand, record, write_shadow
 from sklearn.metrics import roc_auc_score
 
 from comparisons import accuracy, agreement, explain, staleness
@@ -57,31 +57,6 @@ def _world(seed: int = 3) -> tuple[list[ShadowRecord], list[LabelRecord]]:
     return records, labels
 
 
-def _expected_labels(
-    records: list[ShadowRecord], labels: list[LabelRecord], delay: timedelta
-) -> list[tuple[ShadowRecord, str, float | None]]:
-    """Per distinct request: (record, state, label) by the rule of comparisons.shadow_rows, request by request."""
-    watermark = max(lb.event_time for lb in labels)
-    seen, out = set(), []
-    for r in records:
-        ident = (r.request_id, r.key["store_id"], r.key["product_id"])
-        if ident in seen:
-            continue
-        seen.add(ident)
-        due = r.request_time + delay
-        if due > watermark:
-            out.append((r, "pending", None))
-            continue
-        mine = sorted(
-            (lb for lb in labels if lb.key == r.key and r.request_time < lb.event_time), key=lambda lb: lb.event_time
-        )
-        if mine and mine[0].event_time <= due:
-            out.append((r, "labeled", mine[0].label))
-        else:
-            out.append((r, "unlabeled", None))
-    return out
-
-
 def test_the_fast_path_equals_a_request_by_request_computation(settings: Settings, usecase: UseCase) -> None:
     records, labels = _world()
     write_shadow(settings, records, labels)
@@ -93,7 +68,7 @@ def test_the_fast_path_equals_a_request_by_request_computation(settings: Setting
         got_explained = explain.measure(rows, usecase, settings, TAU)
     finally:
         rows.con.close()
-    joined = _expected_labels(records, labels, parse_duration(usecase.label.available_after))
+    joined = labels_by_hand(records, labels, parse_duration(usecase.label.available_after))
     assert rows.rows == len(joined) == 600
 
     states = [state for _, state, _ in joined]
