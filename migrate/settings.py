@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL of the lookup store; default: SQLite under state_dir."
     )
     offline_store: Path | None = Field(default=None, description="DuckDB file; default: state_dir/offline.duckdb")
+    snapshot_memory: str = Field(
+        default="2GB",
+        pattern=r"^[0-9]+(\.[0-9]+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB's memory while it writes a batch or materialization snapshot (e.g. 512MB, 2GB); beyond "
+        "it the sort spills to disk beside the snapshot. Lower it on a small worker.",
+    )
     keep_versions: int = Field(default=3, ge=1, description="Previous lookup versions kept for rollback.")
     chunk_size: int = Field(default=100_000, ge=1_000, description="Entities scored per chunk (one mapped task).")
     sql_timeout_s: float = Field(default=10.0, gt=0, description="Connect and lock timeout of the SQL store.")

@@ -8,6 +8,7 @@ callers pass and receive timezone-aware UTC datetimes; a naive datetime is taken
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from migrate.errors import OfflineStoreError, UseCaseError
+from migrate.errors import ConfigError, OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
@@ -57,8 +58,9 @@ def utc_aware(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-# DuckDB's memory while it writes a snapshot. 10M entities × 8 features are ~0.9 GB of values: at 512 MB the
-# sort and joins spilled 2.3 GB to disk and read 2.6 GB back (CPU 13.5 s, 2 cores), at 2 GB 69 MB (CPU 9.0 s).
+# DuckDB's memory while it writes a snapshot (MIGRATE_SNAPSHOT_MEMORY). 10M entities × 8 features are ~0.9 GB of
+# values: at 512 MB the sort and joins spilled 2.3 GB to disk and read 2.6 GB back (CPU 13.5 s, 2 cores), at 2 GB
+# 69 MB (CPU 9.0 s).
 SNAPSHOT_MEMORY = "2GB"
 
 
@@ -189,12 +191,19 @@ def write_snapshot(
     *,
     row_group_size: int,
     usecase_file: str | None = None,
+    memory_limit: str = SNAPSHOT_MEMORY,
 ) -> None:
-    """`snapshot_features` streamed by DuckDB straight into a Parquet file: memory stays flat at any size."""
+    """`snapshot_features` streamed by DuckDB straight into a Parquet file: memory stays under `memory_limit` (a
+    DuckDB size, `Settings.snapshot_memory`) at any size; the rest spills to disk."""
     query = _snapshot_query(con, usecase, usecase_file)
     # The ORDER BY sorts every entity: cap DuckDB's memory so a large snapshot spills to disk beside the target
     # instead of growing with the entity count.
-    con.execute(f"SET memory_limit = '{SNAPSHOT_MEMORY}'")
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory_limit):
+        raise ConfigError(
+            f"snapshot memory {memory_limit!r} is not a DuckDB size",
+            fix="set MIGRATE_SNAPSHOT_MEMORY like 512MB or 2GB",
+        )
+    con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute(f"SET temp_directory = '{target.parent / '.spill'}'")
     # COPY takes no bound parameters; the instant is rendered from a datetime, never from user text.
     literal = f"TIMESTAMP '{utc_naive(as_of).isoformat(sep=' ')}'"

@@ -95,7 +95,14 @@ def snapshot(usecase: UseCase, settings: Settings, interval: Interval) -> Snapsh
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     with open_offline(settings.offline_store_path) as con:
-        write_snapshot(con, usecase, interval.end, tmp, row_group_size=min(chunk_size, 100_000))
+        write_snapshot(
+            con,
+            usecase,
+            interval.end,
+            tmp,
+            row_group_size=min(chunk_size, 100_000),
+            memory_limit=settings.snapshot_memory,
+        )
     os.replace(tmp, target)  # overwrite the interval's partition in one step: reruns are idempotent
     rows = pq.ParquetFile(target).metadata.num_rows
     # Chunks are fixed row ranges of the key-sorted snapshot, whatever row groups DuckDB wrote: the same data

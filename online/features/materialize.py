@@ -79,7 +79,9 @@ def materialize(
     try:
         target = folder / "snapshot.parquet"
         with open_offline(settings.offline_store_path) as con:
-            write_snapshot(con, usecase, as_of, target, row_group_size=batch_rows)
+            write_snapshot(
+                con, usecase, as_of, target, row_group_size=batch_rows, memory_limit=settings.snapshot_memory
+            )
         snapshot_seconds = time.perf_counter() - started
         # Batches go to the store from WRITERS threads, so one batch is read and encoded (Arrow, without the GIL)
         # while the server runs the scripts of another; reports are added up in batch order. The snapshot holds

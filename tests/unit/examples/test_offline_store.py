@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from migrate.batch.offline_store import (
@@ -17,8 +18,9 @@ from migrate.batch.offline_store import (
     snapshot_features,
     training_frame,
     utc_naive,
+    write_snapshot,
 )
-from migrate.errors import OfflineStoreError, UseCaseError
+from migrate.errors import ConfigError, OfflineStoreError, UseCaseError
 from migrate.examples.item_availability.generator import GenerationSummary
 from migrate.usecase import UseCase
 
@@ -243,3 +245,26 @@ def test_batch_features_of_a_few_requests_read_only_their_keys_with_the_same_ans
     found = full.to_pylist()
     assert [r["found_rate_1d"] for r in found] == [0.1, 0.7, None, 0.2, None]
     assert [r["store_rate"] for r in found] == [0.11, 0.23, 0.12, 0.12, None]
+
+
+@pytest.mark.parametrize("memory", ["64MB", "2GB"])
+def test_the_snapshot_file_is_the_query_at_any_memory_limit(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase, tmp_path: Path, memory: str
+) -> None:
+    target = tmp_path / "snapshot.parquet"
+    write_snapshot(tiny, usecase, AS_OF, target, row_group_size=2, memory_limit=memory)
+    assert pq.read_table(target).to_pylist() == snapshot_features(tiny, usecase, AS_OF).to_pylist()
+    assert (
+        tiny.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        == duckdb.connect()
+        .execute(f"SET memory_limit = '{memory}'; SELECT current_setting('memory_limit')")
+        .fetchone()[0]
+    )
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused_before_it_reaches_sql(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="not a DuckDB size") as refused:
+        write_snapshot(tiny, usecase, AS_OF, tmp_path / "s.parquet", row_group_size=2, memory_limit="1GB'; DROP")
+    assert refused.value.fix is not None and "MIGRATE_SNAPSHOT_MEMORY" in refused.value.fix
