@@ -157,7 +157,7 @@ class ShadowProcess:
         if self._submitted - self._taken.value + entities > self.max_entities:
             return False
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait((entities, job))  # the count first: taken even if the job cannot be decoded
         except queue.Full:
             return False
         self._submitted += entities
@@ -245,9 +245,14 @@ def _main(
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
     try:
-        while (job := jobs.get()) is not None:
-            usecase, req, served, online, batch = decode_job(job)
-            taken.value += len(req.keys)  # this process is its only writer
+        while (item := jobs.get()) is not None:
+            entities, job = item
+            taken.value += entities  # this process is its only writer
+            try:
+                usecase, req, served, online, batch = decode_job(job)
+            except Exception:  # a bug between the two ends of the wire: say so, and keep comparing the rest
+                log.exception("a shadow job of %d entities could not be decoded; it is skipped", entities)
+                continue
             if usecase not in paths:
                 continue
             try:
