@@ -114,6 +114,7 @@ def processor_main(args: dict[str, Any]) -> None:
     import numpy as np  # noqa: PLC0415 - a suite imports only what it measures
     import psutil  # noqa: PLC0415 - a suite imports only what it measures
 
+    from bench.memory import peak_rss_mib  # noqa: PLC0415 - a suite imports only what it measures
     from online.stream.processor import StreamProcessor  # noqa: PLC0415 - a suite imports only what it measures
 
     settings = _settings(Path(args["state"]))
@@ -151,6 +152,7 @@ def processor_main(args: dict[str, Any]) -> None:
         "seconds": finished - first[0] if first else 0.0,
         "events_per_s": report.events / (finished - first[0]) if first else 0.0,
         "rss_mib": samples,
+        "peak_rss_mib": peak_rss_mib(),
         "freshness_ms": {
             "p50": float(np.percentile(fresh, 50)) if fresh.size else None,
             "p99": float(np.percentile(fresh, 99)) if fresh.size else None,
@@ -215,6 +217,15 @@ def stream_suite() -> dict[str, Any]:
         print(f"  floor {floor:,.0f} events/s; the processor …", file=sys.stderr, flush=True)
         common = {"state": str(state), "bootstrap": broker.bootstrap, "redis_url": redis_server.url}
         throughput = _run_processor({**common, "usecase": "bench_stream"})
+        # The cost's growth: a tenth of the events (same keys and days, so a tenth of the density), its own topic.
+        small_n = n // 10
+        print(f"  processor {throughput['events_per_s']:,.0f} events/s; {small_n:,} events …", file=sys.stderr)
+        small_publisher = _publisher(broker.bootstrap, _usecase("bench_stream_small"), settings)
+        try:
+            small_publisher.publish(_events(small_n, datetime(2026, 11, 1, tzinfo=UTC)), time_field="event_time")
+        finally:
+            small_publisher.close()
+        small = _run_processor({**common, "usecase": "bench_stream_small"})
         print(f"  processor {throughput['events_per_s']:,.0f} events/s; 2 processes …", file=sys.stderr, flush=True)
         # The same events again, by two processes of one consumer group: each takes two of the four partitions.
         redis_db1 = redis_server.url + ("&" if "?" in redis_server.url else "?") + "db=1"
@@ -262,6 +273,7 @@ def stream_suite() -> dict[str, Any]:
         "publish_s": publish_s,
         "floor_events_per_s": floor,
         "processor": throughput,
+        "small": {"events": small_n, "processor": small},
         # Both processes' events over the longer one's time from its first event to caught up.
         "two_processes": {
             "events": [run["events"] for run in pair],
@@ -307,6 +319,17 @@ def render(result: dict[str, Any]) -> list[str]:
         "Freshness is per event: the processor's checkpoint (features visible in Redis) minus the event's broker",
         f"timestamp, over {f['n']:,} events sent at a fixed rate for {fixed['seconds']} s.",
     ]
+    if small := result.get("small"):
+        sp = small["processor"]
+        lines += [
+            "",
+            "Growth (one process, each run in a process of its own; peak RSS is the processor's): "
+            f"{small['events']:,} events took {sp['seconds']:.1f} s ({sp['events_per_s']:,.0f} events/s), peak RSS "
+            f"{sp['peak_rss_mib']:.0f} MiB; {result['events']:,} took {p['seconds']:.1f} s, peak RSS "
+            f"{p['peak_rss_mib']:.0f} MiB: {result['events'] / small['events']:.0f}× the events took "
+            f"{p['seconds'] / sp['seconds']:.1f}× the time and {p['peak_rss_mib'] / sp['peak_rss_mib']:.2f}× the "
+            "peak RSS.",
+        ]
     if marks:
         lines += [
             "",
