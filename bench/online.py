@@ -149,6 +149,17 @@ def online_suite() -> dict[str, Any]:
             "ORDER BY hash(store_id * 7919 + product_id) LIMIT 1000",
             [utc_naive(cutoff)],
         ).fetchall()
+    # The peer's own layout, as a team would write it by hand: one hash per entity, a field per batch feature
+    # (v:<name>), holding the values `migrate` stored for the same entities (its store keeps them as one record).
+    reader = RedisFeatureStore(redis_server.url, read_timeout_s=5)
+    with reader:
+        stored = reader.read(usecase.name, keys, usecase.feature_names)
+        pipe = reader.client.pipeline(transaction=False)
+        for (s, p), found in zip(keys, stored, strict=True):
+            fields = {f"v:{name}": "" if v.value is None else repr(v.value) for name, v in (found or {}).items()}
+            if fields:
+                pipe.hset(f"peer:{usecase.name}:{s}:{p}", mapping=fields)
+        pipe.execute()
     single = [orjson.dumps({"entities": [{"store_id": s, "product_id": p}]}).decode() for s, p in keys[:500]]
     hundred = [
         orjson.dumps({"entities": [{"store_id": s, "product_id": p} for s, p in keys[i : i + 100]]}).decode()
@@ -194,7 +205,7 @@ def online_suite() -> dict[str, Any]:
         {
             "PEER_REDIS_URL": redis_server.url,
             "PEER_MODEL": str(peer_dir / "model.skops"),
-            "PEER_KEY_PREFIX": f"mig:{usecase.name}:",
+            "PEER_KEY_PREFIX": f"peer:{usecase.name}:",
             "PEER_KEYS": ",".join(usecase.entity.key_names),
             "PEER_FIELDS": ",".join(f"v:{name}" for name in model.feature_names),
         },

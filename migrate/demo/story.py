@@ -12,13 +12,14 @@ days of past authorizations by both paths, and the comparator gives its verdict 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import redis
@@ -312,10 +313,14 @@ def _freshness(console: Console, settings: Settings, usecase: UseCase, day: Any)
     now = day.now()
     ages: list[float] = []
     try:
+        # The entity hashes hold the stream's window states, one field w:<partition> each, a JSON list whose first
+        # element is the newest event time it counted (docs/online_features.md).
         for key in client.scan_iter(match=f"mig:{usecase.name}:*", count=1000):
-            raw = client.hget(key, "t:scans_30m")
-            if raw is not None:
-                ages.append(now.timestamp() - int(raw) / 1e6)
+            fields = cast(dict[bytes, bytes], client.hgetall(key))
+            newest = [json.loads(state)[0] for field, state in fields.items() if field.startswith(b"w:")]
+            newest = [t for t in newest if t is not None]
+            if newest:
+                ages.append(now.timestamp() - max(newest))
             if len(ages) >= 2000:
                 break
     finally:

@@ -1,11 +1,23 @@
-"""The Redis feature store's key layout: pure functions from use cases and keys to Redis keys.
+"""The Redis feature store's key layout and record format: pure functions from use cases and keys to Redis keys.
 
-    mig:<usecase>:<k1>:<k2>…           HASH, one per entity
-        _            "1" — the entity exists (so a read can tell "no such entity" from "no such feature")
-        v:<feature>  a batch feature's value: shortest round-trip decimal ("0.25"), "nan", "inf", or "" for missing
-        t:<feature>  its event time, integer microseconds since the Unix epoch (UTC)
+    mig:<usecase>#b:<k1>:<k2>…         STRING, one per entity: its batch features as one record (below)
+    mig:<usecase>:<k1>:<k2>…           HASH, one per entity the stream wrote
+        _            "1" — the entity exists
         w:<p>        the entity's window state from stream partition p (JSON, online/stream/checkpoint.py)
     mig:<usecase>@<group>:<k1>…        HASH, one per key of a feature group: w:<p> as above, one per partition
+
+A batch record is four lines (three when every feature has one event time), the event times as integer
+microseconds since the Unix epoch (UTC), the values in `online.features.store.encode_value`'s canonical text:
+
+    <oldest event time>,<newest event time>
+    <feature>,<feature>,…
+    <value>,<value>,…
+    <event time>,<event time>,…      only when the features' times differ
+
+The first line lets the write script decide most writes without reading the rest (every stored feature older
+than every incoming one, or the reverse); records are canonical, so equal records mean equal features. Before
+this layout (0.x) the batch features were ``v:<feature>`` / ``t:<feature>`` fields of the entity hash: a read
+that finds such a field and no record says so (`OLD_LAYOUT_FIELD`) instead of serving the entity without them.
 
 Integer key parts are written in decimal; string parts with ``%`` and ``:`` percent-escaped, so a key always
 splits back into its parts.
@@ -20,9 +32,22 @@ from typing import Literal
 from migrate.realtime_schema import ENTITY_GROUP
 from online.features.store import EntityKey
 
-__all__ = ["PREFIX", "entity_key", "parse_entity_key", "state_key", "window_columns"]
+__all__ = [
+    "OLD_LAYOUT_FIELD",
+    "PREFIX",
+    "Record",
+    "batch_key",
+    "check_feature_names",
+    "entity_key",
+    "parse_entity_key",
+    "parse_record",
+    "record",
+    "state_key",
+    "window_columns",
+]
 
 PREFIX = "mig"
+OLD_LAYOUT_FIELD = "t:{}"  # the previous layout's event-time field of a batch feature, in the entity hash
 
 
 # --- key layout: pure functions --------------------------------------------------------------------------------
@@ -37,6 +62,11 @@ def _key_part(part: int | str) -> str:
 def entity_key(usecase: str, key: EntityKey) -> str:
     """The Redis key of one entity: ``mig:<usecase>:<k1>:<k2>…``."""
     return f"{PREFIX}:{usecase}:" + ":".join([_key_part(p) for p in key])
+
+
+def batch_key(usecase: str, key: EntityKey) -> str:
+    """The Redis string holding one entity's batch record: ``mig:<usecase>#b:<k1>:<k2>…``."""
+    return entity_key(f"{usecase}#b", key)
 
 
 def state_key(usecase: str, group: str, key: EntityKey) -> str:
@@ -56,3 +86,34 @@ def parse_entity_key(redis_key: str, key_types: Sequence[Literal["int", "str"]])
 def window_columns(partitions: int) -> list[str]:
     """The hash fields that hold window states, one per stream partition."""
     return [f"w:{p}" for p in range(partitions)]
+
+
+# --- batch records ---------------------------------------------------------------------------------------------
+
+Record = tuple[list[bytes], list[bytes], list[bytes]]
+"""A parsed record: feature names, their values and their event times (text, as stored), in record order."""
+
+
+def check_feature_names(names: Sequence[str]) -> None:
+    """Raise ValueError for a name a record cannot hold: empty, or with a comma or a line break."""
+    bad = [n for n in names if not n or "," in n or "\n" in n or "\r" in n]
+    if bad:
+        raise ValueError(f"feature names {bad} cannot be stored: a name must be non-empty, without ',' or a line break")
+
+
+def record(names: Sequence[bytes], values: Sequence[bytes], times: Sequence[bytes]) -> bytes:
+    """The canonical record of features `names` with `values` and event `times` (integers as decimal text)."""
+    numbers = [int(t) for t in times]
+    low, high = min(numbers), max(numbers)
+    lines = [b"%d,%d" % (low, high), b",".join(names), b",".join(values)]
+    if low != high:
+        lines.append(b",".join(b"%d" % n for n in numbers))
+    return b"\n".join(lines)
+
+
+def parse_record(raw: bytes) -> Record:
+    """The names, values and times of a record written by `record` (or by the bulk writer, in the same form)."""
+    head, names, values, *times = raw.split(b"\n")
+    split_names, split_values = names.split(b","), values.split(b",")
+    split_times = times[0].split(b",") if times else [head.split(b",", 1)[0]] * len(split_names)
+    return split_names, split_values, split_times

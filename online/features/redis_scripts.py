@@ -4,162 +4,151 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["ONLINE_READ_SCRIPT", "ONLINE_READ_SHA", "READ_SCRIPT", "READ_SHA", "WRITE_SCRIPT", "WRITE_SHA"]
+__all__ = [
+    "CAS_SCRIPT",
+    "CAS_SHA",
+    "ONLINE_READ_SCRIPT",
+    "ONLINE_READ_SHA",
+    "READ_SCRIPT",
+    "READ_SHA",
+    "WRITE_SCRIPT",
+    "WRITE_SHA",
+]
 
-# Applied per entity and feature; the decision table is the one in online/features/store.py's docstring.
-# ARGV: mode, feature count F, max examples, layout, F feature names, then per entity: with layout "shared" its
-# one event time (µs) and its F values (a materialization: every feature of a row has the row's time); with
-# layout "each", per feature its value and event time.
-# Returns: written, unchanged, stale, corrected, rejected, then (entity index, feature index, stored value)
-# of the first few rejections.
+# The fast half of the decision table (online/features/store.py's docstring), per entity on its batch record
+# (online/features/redis_layout.py): nothing stored, or every stored feature older than every incoming one →
+# written; every stored one newer → stale; the same record → unchanged. Anything else (equal times with
+# other values, mixed times, another feature set) is left to the client, which decides feature by feature and
+# writes the result only if the record is still the one it read (CAS_SCRIPT).
+# KEYS: the entities' record keys. ARGV: the incoming records' feature count, their names line, then per entity
+# its record. Returns: written, unchanged, stale (per entity × feature), then (entity index, stored record) of
+# each entity left to the client.
 #
-# Its cost is the arguments, not the decisions: each ARGV string, each string of a reply and each argument of a
-# redis.call is one conversion in and out of Lua: a script that did nothing but the HSET cost 90 % of the former
-# checked write. So the stored times are read first, alone (8 strings, not 17); the stored values only when a
-# time is equal (a re-run); a shared event time travels once per entity, not once per feature; and the HSET's
-# argument table is reused from entity to entity. Now the checks cost next to nothing: this script and an
-# HSET-only one cost Redis the same (docs/online_features.md, Writes).
+# Its cost is the strings crossing into and out of Lua (each ARGV string, each reply element, each argument of a
+# redis.call), not the decisions: one record per entity is 2 strings in and a GET and a SET out, where a hash
+# of 8 features with their times was 17 in and an HSET of 17 pairs (docs/online_features.md, Writes).
 WRITE_SCRIPT = """
-local mode = ARGV[1]
-local nf = tonumber(ARGV[2])
-local max_examples = tonumber(ARGV[3])
-local shared = ARGV[4] == 'shared'
-local vf, tf = {}, {}
-for j = 1, nf do
-  vf[j] = 'v:' .. ARGV[4 + j]
-  tf[j] = 't:' .. ARGV[4 + j]
-end
-local stride = shared and nf + 1 or 2 * nf
-local written, unchanged, stale, corrected, rejected = 0, 0, 0, 0, 0
-local result = {0, 0, 0, 0, 0}
-local out = {'_', '1'}
+local nf = tonumber(ARGV[1])
+local names = ARGV[2]
+local written, unchanged, stale = 0, 0, 0
+local result = {0, 0, 0}
+local find, sub = string.find, string.sub
 for i = 1, #KEYS do
-  local key = KEYS[i]
-  local at = 4 + nf + (i - 1) * stride
-  local times = redis.call('HMGET', key, unpack(tf))
-  local values = nil
-  local n = 2
-  local value, time, new
-  if shared then
-    time = ARGV[at + 1]
-    new = tonumber(time)
-  end
-  for j = 1, nf do
-    if shared then
-      value = ARGV[at + 1 + j]
-    else
-      value, time = ARGV[at + 2 * j - 1], ARGV[at + 2 * j]
-      new = tonumber(time)
-    end
-    local stored_time = times[j]
-    local write = false
-    if not stored_time then
-      write = true
-      written = written + 1
-    else
-      local old = tonumber(stored_time)
-      if old > new then
-        stale = stale + 1
-      elseif old < new then
-        write = true
-        written = written + 1
-      else
-        if not values then
-          values = redis.call('HMGET', key, unpack(vf))
-        end
-        local stored_value = values[j]
-        if stored_value == value then
-          unchanged = unchanged + 1
-        elseif mode == 'apply' then
-          write = true
-          corrected = corrected + 1
-        else
-          rejected = rejected + 1
-          if rejected <= max_examples then
-            result[#result + 1] = i - 1
-            result[#result + 1] = j - 1
-            result[#result + 1] = stored_value or ''
-          end
-        end
+  local new = ARGV[2 + i]
+  local old = redis.call('GET', KEYS[i])
+  if not old then
+    redis.call('SET', KEYS[i], new)
+    written = written + nf
+  elseif old == new then
+    unchanged = unchanged + nf
+  else
+    local comma = find(old, ',', 1, true)
+    local line = find(old, '\\n', comma, true)
+    local line2 = find(old, '\\n', line + 1, true) or (#old + 1)
+    local decided = false
+    if line2 - line - 1 == #names and sub(old, line + 1, line2 - 1) == names then
+      local new_comma = find(new, ',', 1, true)
+      local new_line = find(new, '\\n', new_comma, true)
+      if tonumber(sub(old, comma + 1, line - 1)) < tonumber(sub(new, 1, new_comma - 1)) then
+        redis.call('SET', KEYS[i], new)
+        written = written + nf
+        decided = true
+      elseif tonumber(sub(old, 1, comma - 1)) > tonumber(sub(new, new_comma + 1, new_line - 1)) then
+        stale = stale + nf
+        decided = true
       end
     end
-    if write then
-      out[n + 1] = vf[j]
-      out[n + 2] = value
-      out[n + 3] = tf[j]
-      out[n + 4] = time
-      n = n + 4
+    if not decided then
+      result[#result + 1] = i - 1
+      result[#result + 1] = old
     end
   end
-  if n > 2 then
-    redis.call('HSET', key, unpack(out, 1, n))
-  end
 end
-result[1], result[2], result[3], result[4], result[5] = written, unchanged, stale, corrected, rejected
+result[1], result[2], result[3] = written, unchanged, stale
 return result
 """
 WRITE_SHA = hashlib.sha1(WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-# One HMGET per entity, answered as ONE comma-joined string: redis-py's pure-Python RESP parser costs ~1 µs per
-# array element, so 100 entities × 17 fields as arrays cost ~3 ms; one bulk string and bytes.split cost ~50 µs.
-# Per entity: the "_" marker ("1" or ""), then value and time of each feature ("" when absent). No stored token
-# holds a comma: values are decimals, "nan", "inf" or "", times are digits.
-READ_SCRIPT = """
-local nf = #ARGV
+# The client's decisions, written only where the record is still the one it decided on (another writer may have
+# written since). KEYS: records. ARGV: per key the record read ("" when there was none), then the one to write.
+# Returns per key 1 (written) or 0 (changed meanwhile: read and decide again).
+CAS_SCRIPT = """
 local out = {}
-local k = 0
 for i = 1, #KEYS do
-  local row = redis.call('HMGET', KEYS[i], unpack(ARGV))
-  for j = 1, nf do
-    k = k + 1
-    out[k] = row[j] or ''
+  local seen = redis.call('GET', KEYS[i]) or ''
+  if seen == ARGV[2 * i - 1] then
+    redis.call('SET', KEYS[i], ARGV[2 * i])
+    out[i] = 1
+  else
+    out[i] = 0
   end
 end
-return table.concat(out, ',')
+return out
+"""
+CAS_SHA = hashlib.sha1(CAS_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+# Per entity its batch record, or when it has none: "!" if it has a hash (window states: it exists), "?" if that
+# hash still holds a batch feature of the previous layout (ARGV[1], a t:<feature> field), else "".
+READ_SCRIPT = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local found = redis.call('GET', KEYS[i])
+  if not found then
+    local marks = redis.call('HMGET', KEYS[i + 1], '_', ARGV[1])
+    found = marks[2] and '?' or (marks[1] and '!' or '')
+  end
+  out[#out + 1] = found
+end
+return out
 """
 READ_SHA = hashlib.sha1(READ_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-# A request's features in one call: per entity ONE HMGET of the batch fields and the window states, per other
-# feature group key one HMGET of its window states. Returns {batch CSV (as READ_SCRIPT), then per KEY its non-empty
-# window states joined by newlines} (a JSON state never holds a raw newline).
-# KEYS: the entity hashes, then the group hashes. ARGV: entity count, batch field count, window column count, the
-# batch fields, the window columns.
+# A request's features in one call: per entity its batch record (GET) and ONE HMGET of its hash (the old-layout
+# probe, then its window states), per other feature group key one HMGET of its window states. Returns, per
+# entity, its record or READ_SCRIPT's marker ("!" only when the entity has no window state either: the hash
+# exists); then per hash (the entities' hashes, then the group hashes) its non-empty window states joined by
+# newlines (a JSON state never holds a raw newline).
+# KEYS: per entity its record key and its hash, then the group hashes. ARGV: entity count, the old-layout probe
+# field, the window columns.
 ONLINE_READ_SCRIPT = """
-local n, nf, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local fields = {}
-for j = 1, nf + nw do
-  fields[j] = ARGV[3 + j]
+local n = tonumber(ARGV[1])
+local fields = {'_', ARGV[2]}
+for j = 3, #ARGV do
+  fields[j] = ARGV[j]
 end
 local windows = {}
-for j = 1, nw do
-  windows[j] = ARGV[3 + nf + j]
+for j = 3, #ARGV do
+  windows[j - 2] = ARGV[j]
 end
-local csv = {}
-local out = {''}
-local k = 0
-for i = 1, #KEYS do
+local nw = #windows
+local out = {}
+local states = {}
+for i = 1, #KEYS - n do
   local row, first
   if i <= n then
-    row = redis.call('HMGET', KEYS[i], unpack(fields))
-    for j = 1, nf do
-      k = k + 1
-      csv[k] = row[j] or ''
+    local found = redis.call('GET', KEYS[2 * i - 1])
+    row = redis.call('HMGET', KEYS[2 * i], unpack(fields))
+    if not found then
+      found = row[2] and '?' or (row[1] and '!' or '')
     end
-    first = nf
+    out[i] = found
+    first = 2
   elseif nw > 0 then
-    row = redis.call('HMGET', KEYS[i], unpack(windows))
+    row = redis.call('HMGET', KEYS[n + i], unpack(windows))
     first = 0
   end
   local parts = {}
   for j = 1, nw do
-    local state = row[first + j]
+    local state = row and row[first + j]
     if state then
       parts[#parts + 1] = state
     end
   end
-  out[i + 1] = table.concat(parts, '\\n')
+  states[i] = table.concat(parts, '\\n')
 end
-out[1] = table.concat(csv, ',')
+for i = 1, #states do
+  out[n + i] = states[i]
+end
 return out
 """
 ONLINE_READ_SHA = hashlib.sha1(ONLINE_READ_SCRIPT.encode(), usedforsecurity=False).hexdigest()

@@ -1,8 +1,11 @@
-"""The Redis feature store: one hash per entity, written and read by Lua scripts, one round trip per call.
+"""The Redis feature store: one record of batch features per entity, written and read by Lua scripts.
 
-The key layout is online/features/redis_layout.py's (documented in docs/online_features.md), the scripts
-online/features/redis_scripts.py's. A value and its event time are written by the same ``HSET`` inside one
-script call, so a reader never sees one without the other.
+The key layout and the record format are online/features/redis_layout.py's (documented in
+docs/online_features.md), the scripts online/features/redis_scripts.py's. An entity's batch features, values
+and event times, are one string written by one ``SET``, so a reader never sees a value without its time; a
+read is one round trip. A write decides most entities on the server in one pass (every stored feature older, or
+newer, or the same record); the rest (corrections, mixed times, another feature set) are decided here, feature
+by feature, and written only where the record is still the one read (compare and set), read again otherwise.
 """
 
 from __future__ import annotations
@@ -22,8 +25,21 @@ from redis.retry import Retry
 from migrate.errors import FeatureStoreError, FeatureStoreUnavailableError
 from migrate.realtime_schema import ENTITY_GROUP
 from migrate.settings import Settings
-from online.features.redis_layout import PREFIX, entity_key, parse_entity_key, state_key, window_columns
+from online.features.redis_layout import (
+    OLD_LAYOUT_FIELD,
+    PREFIX,
+    batch_key,
+    check_feature_names,
+    entity_key,
+    parse_entity_key,
+    parse_record,
+    record,
+    state_key,
+    window_columns,
+)
 from online.features.redis_scripts import (
+    CAS_SCRIPT,
+    CAS_SHA,
     ONLINE_READ_SCRIPT,
     ONLINE_READ_SHA,
     READ_SCRIPT,
@@ -57,8 +73,9 @@ __all__ = [
     "state_key",
 ]
 
-ENTITIES_PER_SCRIPT = 100  # one script call holds the server ~1 ms (8 features): readers wait at most that
+ENTITIES_PER_SCRIPT = 100  # one script call holds the server well under 1 ms: readers wait at most that
 SCRIPTS_PER_ROUND_TRIP = 40  # 4,000 entities per round trip
+CAS_TRIES = 10  # rounds of compare-and-set before a write gives up on records other writers keep changing
 
 
 def mask_url(url: str) -> str:
@@ -99,7 +116,7 @@ class RedisFeatureStore(FeatureStore):
             self._reader = self._client(read_timeout_s)
         self._writer: redis.Redis | None = None
         self._writer_lock = threading.Lock()  # writes may come from several threads (materialize's batches)
-        self._fields: dict[tuple[str, ...], list[bytes]] = {}
+        self._positions: dict[bytes, dict[str, int]] = {}  # a record's names line → each name's position
         self._times: dict[bytes, datetime] = {}
 
     @classmethod
@@ -170,13 +187,6 @@ class RedisFeatureStore(FeatureStore):
 
     # --- reads: the serving hot path ---------------------------------------------------------------------------
 
-    def _field_names(self, feature_names: Sequence[str]) -> list[bytes]:
-        names = tuple(feature_names)
-        fields = self._fields.get(names)
-        if fields is None:
-            fields = self._fields[names] = [b"_", *[f"{p}:{n}".encode() for n in names for p in ("v", "t")]]
-        return fields
-
     def _time(self, raw: bytes) -> datetime:
         # The features of a read share a handful of event times: decode each distinct one once per process.
         if len(self._times) > 65_536:
@@ -189,10 +199,10 @@ class RedisFeatureStore(FeatureStore):
     ) -> list[dict[str, FeatureValue] | None]:
         if not keys:
             return []
-        fields = self._field_names(feature_names)
-        redis_keys = [entity_key(usecase, key) for key in keys]
-        payload = self._call(READ_SHA, READ_SCRIPT, f"reading {len(keys)} entities of {usecase!r}", redis_keys, fields)
-        return self._rows(cast(bytes, payload), feature_names, len(keys))
+        redis_keys = [k for key in keys for k in (batch_key(usecase, key), entity_key(usecase, key))]
+        action = f"reading {len(keys)} entities of {usecase!r}"
+        items = self._call(READ_SHA, READ_SCRIPT, action, redis_keys, [_probe(feature_names)])
+        return self._rows(usecase, cast(list[bytes], items), feature_names)
 
     def read_online(
         self,
@@ -204,14 +214,14 @@ class RedisFeatureStore(FeatureStore):
     ) -> OnlineRead:
         if not keys:
             return OnlineRead([], {group: [] for group in group_keys})
-        fields = self._field_names(feature_names)
         windows = window_columns(partitions) if group_keys else []
-        redis_keys = [entity_key(usecase, key) for key in keys]
-        slots: dict[str, int] = {}  # group hash → its position among KEYS (entities first, each group key once)
+        n = len(keys)
+        redis_keys = [k for key in keys for k in (batch_key(usecase, key), entity_key(usecase, key))]
+        slots: dict[str, int] = {}  # group hash → its position among the hashes (the entities' come first)
         where: dict[str, list[int | None]] = {}
         for group, per_entity in group_keys.items():
             if group == ENTITY_GROUP:
-                where[group] = list(range(len(keys)))
+                where[group] = list(range(n))
                 continue
             positions: list[int | None] = []
             for key in per_entity:
@@ -220,17 +230,13 @@ class RedisFeatureStore(FeatureStore):
                     continue
                 hashed = state_key(usecase, group, key)
                 if hashed not in slots:
-                    slots[hashed] = len(redis_keys)
+                    slots[hashed] = n + len(slots)
                     redis_keys.append(hashed)
                 positions.append(slots[hashed])
             where[group] = positions
-        args = [len(keys), len(fields), len(windows), *fields, *windows]
-        payload = cast(
-            list[bytes],
-            self._call(
-                ONLINE_READ_SHA, ONLINE_READ_SCRIPT, f"reading {len(keys)} entities of {usecase!r}", redis_keys, args
-            ),
-        )
+        args = [n, _probe(feature_names), *windows]
+        action = f"reading {n} entities of {usecase!r}"
+        payload = cast(list[bytes], self._call(ONLINE_READ_SHA, ONLINE_READ_SCRIPT, action, redis_keys, args))
         decoded: dict[int, list[Any]] = {}
 
         def partials(position: int | None) -> list[Any]:
@@ -238,12 +244,12 @@ class RedisFeatureStore(FeatureStore):
                 return []
             found = decoded.get(position)
             if found is None:
-                raw = payload[position + 1]
+                raw = payload[n + position]
                 found = decoded[position] = [orjson.loads(part) for part in raw.split(b"\n")] if raw else []
             return found
 
         states = {group: [partials(position) for position in positions] for group, positions in where.items()}
-        return OnlineRead(self._rows(payload[0], feature_names, len(keys)), states)
+        return OnlineRead(self._rows(usecase, payload[:n], feature_names), states)
 
     def _call(self, sha: str, script: str, action: str, keys: list[str], args: Sequence[Any]) -> Any:
         with self._translated(action, self._read_timeout_s):
@@ -253,28 +259,48 @@ class RedisFeatureStore(FeatureStore):
                 self._reader.script_load(script)  # a new or restarted server: load once, then retry
                 return self._reader.evalsha(sha, len(keys), *keys, *args)
 
-    def _rows(self, payload: bytes, feature_names: Sequence[str], count: int) -> list[dict[str, FeatureValue] | None]:
-        tokens = payload.split(b",")
-        names = tuple(feature_names)
+    def _rows(
+        self, usecase: str, items: Sequence[bytes], feature_names: Sequence[str]
+    ) -> list[dict[str, FeatureValue] | None]:
+        """Each entity's requested features, from its record or the read scripts' marker."""
         times = self._times
         decode = self._time
-        stride = 1 + 2 * len(names)
         new = tuple.__new__
         out: list[dict[str, FeatureValue] | None] = []
-        for base in range(0, stride * count, stride):
-            if not tokens[base]:
-                out.append(None)
+        for raw in items:
+            if len(raw) < 2:  # no record: "" nothing stored, "!" window states only, "?" the previous layout
+                if raw == b"?":
+                    raise FeatureStoreError(
+                        f"the feature store at {self._masked} holds batch features of {usecase!r} in the layout of "
+                        "migrate 0.x (fields t:<feature> of the entity hash), which this version does not read",
+                        fix=f"materialize them again: `migrate materialize {usecase}` (or its DAG) writes the "
+                        "current layout; the old fields can then be deleted",
+                    )
+                out.append({} if raw == b"!" else None)
                 continue
-            stored = zip(names, tokens[base + 1 : base + stride : 2], tokens[base + 2 : base + stride : 2], strict=True)
-            out.append(
-                {
-                    # tuple.__new__: what FeatureValue(...) does, without its Python-level __new__ (800 per
-                    # 100-entity read)
-                    name: new(FeatureValue, (float(raw) if raw else None, times.get(raw_time) or decode(raw_time)))
-                    for name, raw, raw_time in stored
-                    if raw_time
-                }
-            )
+            head, names, values_line, *times_line = raw.split(b"\n")
+            positions = self._positions.get(names)
+            if positions is None:
+                if len(self._positions) > 1024:
+                    self._positions.clear()
+                positions = self._positions[names] = {n.decode(): i for i, n in enumerate(names.split(b","))}
+            values = values_line.split(b",")
+            stamps = times_line[0].split(b",") if times_line else None
+            if stamps is None:
+                shared = head[: head.index(b",")]
+                at = times.get(shared) or decode(shared)
+            found: dict[str, FeatureValue] = {}
+            for name in feature_names:
+                i = positions.get(name)
+                if i is None:
+                    continue
+                value = values[i]
+                if stamps is not None:
+                    at = times.get(stamps[i]) or decode(stamps[i])
+                # tuple.__new__: what FeatureValue(...) does, without its Python-level __new__ (800 per 100-entity
+                # read)
+                found[name] = new(FeatureValue, (float(value) if value else None, at))
+            out.append(found)
         return out
 
     # --- writes -------------------------------------------------------------------------------------------------
@@ -293,43 +319,127 @@ class RedisFeatureStore(FeatureStore):
             raise ValueError(f"on_correction must be 'reject' or 'apply', not {on_correction!r}")
         from online.features import redis_wire  # noqa: PLC0415 - start-up cost: pyarrow only on the write path
 
+        try:
+            check_feature_names(feature_names)
+        except ValueError as exc:
+            raise FeatureStoreError(str(exc), fix="rename the features (letters, digits and '_' are safe)") from exc
         encoded = encode_columns(rows, key_names, feature_names, event_times)
         with self._writer_lock:
             if self._writer is None:
                 self._writer = self._client(self._write_timeout_s)
             writer = self._writer
         report = WriteReport()
+        left: dict[int, bytes] = {}  # entities the script left to this side: row → the record it found
         with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
             try:
-                calls = redis_wire.script_calls(usecase, encoded, on_correction, ENTITIES_PER_SCRIPT)
+                calls = redis_wire.script_calls(usecase, encoded, ENTITIES_PER_SCRIPT)
             except TypeError as exc:
                 raise FeatureStoreError(
                     f"an entity key of {usecase!r} is neither int nor str: {exc}",
                     fix="cast the key columns to the types the use case declares (int or str)",
                 ) from exc
             for call, result in redis_wire.run_calls(writer, calls, SCRIPTS_PER_ROUND_TRIP):
-                report = report + _counts(call.start, call.stop - call.start, result, encoded)
+                written, unchanged, stale = (int(x) for x in result[:3])
+                report = report + WriteReport(call.stop - call.start, written, unchanged, stale)
+                for e in range(3, len(result), 2):
+                    left[call.start + int(result[e])] = result[e + 1]
+            if left:
+                report = report + self._decide(writer, usecase, encoded, left, on_correction)
         if report.rejected and on_correction == "reject":
             raise correction_error(usecase, self._masked, report)
         return report
 
-
-def _counts(start: int, entities: int, result: list[Any], encoded: EncodedColumns) -> WriteReport:
-    """One script call's reply as a `WriteReport`: counts, then (entity, feature, stored value) per example."""
-    examples = []
-    for e in range(5, len(result), 3):
-        i, j = start + int(result[e]), int(result[e + 1])
-        examples.append(
-            Rejection(
-                encoded.key(i),
-                encoded.features[j],
-                decode_time(encoded.times[j][i].as_py()),
-                decode_value(result[e + 2]),
-                decode_value(encoded.values[j][i].as_py()),
-            )
+    def _decide(
+        self,
+        writer: redis.Redis,
+        usecase: str,
+        encoded: EncodedColumns,
+        left: dict[int, bytes],
+        on_correction: OnCorrection,
+    ) -> WriteReport:
+        """The entities the write script left undecided, decided feature by feature and written by compare and
+        set; an entity whose record changed meanwhile is read and decided again."""
+        keys = {row: batch_key(usecase, encoded.key(row)) for row in left}
+        pending: dict[int, bytes] = dict(left)
+        report = WriteReport()
+        for _ in range(CAS_TRIES):
+            decided = {row: _merge(encoded, row, stored, on_correction) for row, stored in pending.items()}
+            writes = [(row, merged) for row, (_, merged) in decided.items() if merged is not None]
+            applied = self._compare_and_set(writer, [(keys[row], pending[row], merged) for row, merged in writes])
+            changed = [row for (row, _), ok in zip(writes, applied, strict=True) if not ok]
+            for row, (counts, _) in decided.items():
+                if row not in changed:
+                    report = report + counts
+            if not changed:
+                return report
+            fresh = cast(list[bytes | None], writer.mget([keys[row] for row in changed]))
+            pending = {row: stored or b"" for row, stored in zip(changed, fresh, strict=True)}
+        raise FeatureStoreError(
+            f"{len(pending)} entities of {usecase!r} changed under this write {CAS_TRIES} times in a row (another "
+            f"writer keeps writing them), e.g. {encoded.key(next(iter(pending)))}",
+            fix="run one materialization of a use case at a time (the DAG's max_active_runs=1), then write again",
         )
-    written, unchanged, stale, corrected, rejected = (int(x) for x in result[:5])
-    return WriteReport(entities, written, unchanged, stale, corrected, rejected, tuple(examples))
+
+    def _compare_and_set(self, writer: redis.Redis, writes: Sequence[tuple[str, bytes, bytes]]) -> list[bool]:
+        """Each (key, record read, record to write) written only if the key still holds the record read."""
+        applied: list[bool] = []
+        for start in range(0, len(writes), ENTITIES_PER_SCRIPT):
+            chunk = writes[start : start + ENTITIES_PER_SCRIPT]
+            keys = [key for key, _, _ in chunk]
+            args = [part for _, seen, merged in chunk for part in (seen, merged)]
+            try:
+                answer = writer.evalsha(CAS_SHA, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                writer.script_load(CAS_SCRIPT)
+                answer = writer.evalsha(CAS_SHA, len(keys), *keys, *args)
+            applied += [bool(int(x)) for x in answer]
+        return applied
+
+
+def _probe(feature_names: Sequence[str]) -> str:
+    """The previous layout's field a read looks for when an entity has no record (the first feature's time)."""
+    return OLD_LAYOUT_FIELD.format(feature_names[0] if feature_names else "")
+
+
+def _merge(
+    encoded: EncodedColumns, row: int, stored: bytes, on_correction: OnCorrection
+) -> tuple[WriteReport, bytes | None]:
+    """One entity's write decided feature by feature (online/features/store.py's table) against its `stored`
+    record (b"" for none): the counts, and the record to write (None: nothing changes)."""
+    names, values, times = parse_record(stored) if stored else ([], [], [])
+    at = {name: i for i, name in enumerate(names)}
+    written = unchanged = stale = corrected = rejected = 0
+    examples: list[Rejection] = []
+    for j, feature in enumerate(encoded.features):
+        value = str(encoded.values[j][row].as_py()).encode()
+        moment = str(encoded.times[j][row].as_py()).encode()
+        name = feature.encode()
+        i = at.get(name)
+        if i is None:
+            at[name] = len(names)
+            names.append(name)
+            values.append(value)
+            times.append(moment)
+            written += 1
+            continue
+        old_time, new_time = int(times[i]), int(moment)
+        if old_time > new_time:
+            stale += 1
+        elif old_time < new_time:
+            values[i], times[i] = value, moment
+            written += 1
+        elif values[i] == value:
+            unchanged += 1
+        elif on_correction == "apply":
+            values[i] = value
+            corrected += 1
+        else:
+            rejected += 1
+            examples.append(
+                Rejection(encoded.key(row), feature, decode_time(moment), decode_value(values[i]), decode_value(value))
+            )
+    counts = WriteReport(0, written, unchanged, stale, corrected, rejected, tuple(examples))
+    return counts, (record(names, values, times) if written or corrected else None)
 
 
 def open_feature_store(settings: Settings, url: str | None = None) -> RedisFeatureStore:

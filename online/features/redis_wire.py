@@ -1,12 +1,12 @@
 """The Redis feature store's bulk writes on the wire: script calls encoded as RESP a whole column at a time.
 
-redis-py packs a command in Python, argument by argument (~1 µs each): a materialization of 8 features sends 17
-arguments per entity, and packing cost more than Redis spent running the write script. Here the keys and each
-entity's arguments are RESP strings built by Arrow over whole columns, so one script call of 100 entities is a
-few slices of two buffers, and the calls go down one connection in round trips of thousands of entities, the
-next round trip sent before the replies of the last are read (the server works while this process encodes and
-parses). The script, its arguments and its replies are exactly the ones `RedisFeatureStore.write_features`
-always sent: online/features/redis_scripts.py's ``WRITE_SCRIPT``.
+redis-py packs a command in Python, argument by argument (~1 µs each), and one record per entity is still
+Python work per row if built row by row. Here the keys and each entity's record (online/features/redis_layout.py)
+are RESP strings built by Arrow over whole columns, so one script call of 100 entities is a few slices of two
+buffers, and the calls go down one connection in round trips of thousands of entities, the next round trip sent
+before the replies of the last are read (the server works while this process encodes and parses). The script,
+its arguments and its replies are online/features/redis_scripts.py's ``WRITE_SCRIPT``; the unit tests hold each
+record equal to `redis_layout.record` of the same row.
 
 pyarrow is imported at the top: this module is the write path's alone (a serving worker never imports it).
 """
@@ -26,9 +26,9 @@ import redis
 
 from online.features.redis_layout import PREFIX
 from online.features.redis_scripts import WRITE_SCRIPT, WRITE_SHA
-from online.features.store import MAX_EXAMPLES, EncodedColumns
+from online.features.store import EncodedColumns
 
-__all__ = ["ScriptCall", "entity_keys", "run_calls", "script_calls"]
+__all__ = ["ScriptCall", "entity_keys", "records", "run_calls", "script_calls"]
 
 
 def _text(value: str) -> pa.Scalar:
@@ -43,7 +43,8 @@ def _join(*parts: pa.Array | pa.ChunkedArray | str, separator: str = "") -> pa.A
 
 
 def entity_keys(usecase: str, columns: Sequence[pa.ChunkedArray]) -> pa.Array:
-    """`redis_layout.entity_key` of every row: integers in decimal, strings with ``%`` and ``:`` escaped."""
+    """`redis_layout.entity_key` of every row: integers in decimal, strings with ``%`` and ``:`` escaped (with
+    ``<usecase>#b``, `redis_layout.batch_key`)."""
     parts: list[pa.Array | pa.ChunkedArray] = []
     for column in columns:
         kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
@@ -73,6 +74,24 @@ def _resp_head(*parts: str) -> bytes:
     return b"".join(b"$%d\r\n%s\r\n" % (len(p.encode()), p.encode()) for p in parts)
 
 
+def records(encoded: EncodedColumns) -> pa.Array:
+    """`redis_layout.record` of every row of `encoded`: its event-time range, the feature names, its values, and
+    its times when they differ."""
+    names = ",".join(encoded.features)
+    values = [v.cast(pa.large_string()) for v in encoded.values]
+    distinct = list({id(t): t for t in encoded.times}.values())
+    if len(distinct) == 1:  # one event-time column (a materialization): every record has one time
+        time = distinct[0]
+        return _join(time, ",", time, "\n", names, "\n", _join(*values, separator=","))
+    numbers = [pc.cast(t, pa.int64()) for t in distinct]
+    low, high = pc.min_element_wise(*numbers), pc.max_element_wise(*numbers)
+    same = pc.equal(low, high)
+    times = _join(*[t.cast(pa.large_string()) for t in encoded.times], separator=",")
+    tail = pc.if_else(same, _text(""), _join("\n", times))
+    low_text, high_text = pc.cast(low, pa.large_string()), pc.cast(high, pa.large_string())
+    return _join(low_text, ",", high_text, "\n", names, "\n", _join(*values, separator=","), tail)
+
+
 @dataclass(frozen=True)
 class ScriptCall:
     """One ``EVALSHA`` of the write script over the rows [start, stop), ready to send."""
@@ -82,33 +101,18 @@ class ScriptCall:
     packed: list[bytes | memoryview]
 
 
-def script_calls(usecase: str, encoded: EncodedColumns, mode: str, entities_per_call: int) -> list[ScriptCall]:
-    """The write script's calls for every row of `encoded`, `entities_per_call` entities each, in row order.
-
-    When every feature has the same event-time column (a materialization), each entity's time is sent once
-    (layout ``shared``: time, then the values); otherwise per feature a value and a time (layout ``each``).
-    """
-    keys, key_at = _buffer(_bulk(entity_keys(usecase, encoded.keys)))
-    shared = all(times is encoded.times[0] for times in encoded.times)
-    if shared:
-        per_entity_args = [encoded.times[0], *encoded.values]
-    else:
-        per_entity_args = [part for pair in zip(encoded.values, encoded.times, strict=True) for part in pair]
-    # Features that share one event-time column share its array: encode each distinct column once.
-    bulk: dict[int, pa.Array] = {}
-    for column in per_entity_args:
-        if id(column) not in bulk:
-            bulk[id(column)] = _bulk(column)
-    args, arg_at = _buffer(_join(*[bulk[id(column)] for column in per_entity_args]))
-    head = [mode, str(len(encoded.features)), str(MAX_EXAMPLES), "shared" if shared else "each", *encoded.features]
+def script_calls(usecase: str, encoded: EncodedColumns, entities_per_call: int) -> list[ScriptCall]:
+    """The write script's calls for every row of `encoded`, `entities_per_call` entities each, in row order."""
+    keys, key_at = _buffer(_bulk(entity_keys(f"{usecase}#b", encoded.keys)))
+    args, arg_at = _buffer(_bulk(records(encoded)))
+    head = [str(len(encoded.features)), ",".join(encoded.features)]
     head_resp = _resp_head(*head)
     command = _resp_head("EVALSHA", WRITE_SHA)
-    per_entity = 1 + len(per_entity_args)  # its key, then its arguments
     calls = []
     for start in range(0, len(encoded), entities_per_call):
         stop = min(start + entities_per_call, len(encoded))
         count = stop - start
-        header = b"*%d\r\n" % (3 + len(head) + per_entity * count) + command + _resp_head(str(count))
+        header = b"*%d\r\n" % (3 + len(head) + 2 * count) + command + _resp_head(str(count))
         packed: list[bytes | memoryview] = [
             header,
             keys[key_at[start] : key_at[stop]],

@@ -63,6 +63,6 @@ def fs_namespace(feature_store: RedisFeatureStore) -> Iterator[str]:
     """A use-case name of this test alone; its keys are deleted afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
-    keys = list(feature_store.client.scan_iter(f"mig:{name}:*", count=1_000))
+    keys = list(feature_store.client.scan_iter(f"mig:{name}*", count=1_000))  # hashes and records (mig:<uc>#b:…)
     if keys:
         feature_store.client.delete(*keys)

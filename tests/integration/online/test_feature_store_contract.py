@@ -14,7 +14,8 @@ import redis
 
 from migrate.devservices.redis_server import RedisServer
 from migrate.errors import CorrectionRejectedError, FeatureStoreError, FeatureStoreUnavailableError
-from online.features.redis_store import RedisFeatureStore, entity_key
+from online.features.redis_layout import batch_key
+from online.features.redis_store import RedisFeatureStore
 from online.features.store import FeatureValue
 
 pytestmark = pytest.mark.integration
@@ -113,21 +114,23 @@ def test_reading_n_entities_is_one_round_trip(
     after = _commandstats(observer)
     observer.close()
     assert all(values is not None and len(values) == 3 for values in found)
-    # The server saw one call, which did one HMGET per entity. On the machine's shared Redis other clients may
-    # run commands meanwhile, so there the server-side counts are lower bounds; the embedded server is ours alone.
+    # The server saw one call, which did one GET per entity (each has a record, so no HMGET of its hash). On the
+    # machine's shared Redis other clients may run commands meanwhile, so there the server-side counts are lower
+    # bounds; the embedded server is ours alone.
     evalsha = after.get("cmdstat_evalsha", 0) - before.get("cmdstat_evalsha", 0)
+    get = after.get("cmdstat_get", 0) - before.get("cmdstat_get", 0)
     hmget = after.get("cmdstat_hmget", 0) - before.get("cmdstat_hmget", 0)
     if fs_url.startswith("unix://"):
-        assert (evalsha, hmget) == (1, 50)
+        assert (evalsha, get, hmget) == (1, 50, 0)
     else:
         assert evalsha >= 1
-        assert hmget >= 50
+        assert get >= 50
 
 
 def test_writing_the_same_window_again_changes_nothing(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
     rows = _rows(250, T1)  # more than one script call per round trip
     first = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
-    raw_before = feature_store.client.hgetall(entity_key(fs_namespace, (3, 103)))
+    raw_before = feature_store.client.get(batch_key(fs_namespace, (3, 103)))
     again = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
     assert (first.written, first.unchanged) == (750, 0)
     assert (again.entities, again.written, again.unchanged, again.stale, again.corrected, again.rejected) == (
@@ -138,7 +141,8 @@ def test_writing_the_same_window_again_changes_nothing(feature_store: RedisFeatu
         0,
         0,
     )
-    assert feature_store.client.hgetall(entity_key(fs_namespace, (3, 103))) == raw_before
+    assert raw_before is not None
+    assert feature_store.client.get(batch_key(fs_namespace, (3, 103))) == raw_before
 
 
 def test_a_correction_is_rejected_loudly_and_the_rest_is_written(
@@ -266,3 +270,56 @@ def test_a_key_column_neither_int_nor_str_fails_with_the_fix(
     with pytest.raises(FeatureStoreError, match="neither int nor str") as caught:
         feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
     assert "cast the key columns" in caught.value.fix
+
+
+def test_a_record_another_writer_changed_meanwhile_is_read_and_decided_again(
+    feature_store: RedisFeatureStore, fs_namespace: str, fs_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A correction is decided on this side and written by compare and set. Between the script and the CAS,
+    # another writer stores newer features: the CAS must not overwrite them; read again, the correction is stale.
+    feature_store.write_features(fs_namespace, KEYS, _rows(3, T1), FEATURES, "ts")
+    original = RedisFeatureStore._compare_and_set
+    calls: list[int] = []
+
+    def racing(self: RedisFeatureStore, writer: Any, writes: Any) -> list[bool]:
+        if not calls:  # the first CAS: another writer gets in first
+            with RedisFeatureStore(fs_url, read_timeout_s=2.0) as other:
+                other.write_features(fs_namespace, KEYS, _rows(3, T2, offset=5.0), FEATURES, "ts")
+        calls.append(len(writes))
+        return original(self, writer, writes)
+
+    monkeypatch.setattr(RedisFeatureStore, "_compare_and_set", racing)
+    report = feature_store.write_features(
+        fs_namespace, KEYS, _rows(3, T1, offset=1.0), FEATURES, "ts", on_correction="apply"
+    )
+    assert len(calls) == 2  # the first CAS lost to the other writer, the second had nothing left to write
+    # Decided again against the other writer's T2 record: every feature stored is newer, nothing is written.
+    assert (report.entities, report.written, report.corrected, report.stale) == (3, 0, 0, 9)
+    found = feature_store.read(fs_namespace, [(1, 101)], FEATURES)[0]
+    assert found is not None and found["a"] == FeatureValue(1 / 7 + 5.0, T2)
+
+
+def test_a_store_in_the_previous_layout_is_refused_with_the_fix(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    # Batch features written by 0.x: fields of the entity hash, no record. Serving them as "no batch features"
+    # would score every entity on NaNs; the read says what to do instead.
+    feature_store.client.hset(
+        f"mig:{fs_namespace}:1:101", mapping={"_": "1", "v:a": "0.5", "t:a": "1772330400000000", "w:0": "[]"}
+    )
+    with pytest.raises(FeatureStoreError, match="materialize them again") as caught:
+        feature_store.read(fs_namespace, [(1, 101)], FEATURES)
+    assert f"migrate materialize {fs_namespace}" in caught.value.fix
+    with pytest.raises(FeatureStoreError, match=r"layout of migrate 0\.x"):
+        feature_store.read_online(fs_namespace, [(1, 101)], FEATURES, {"entity": [(1, 101)]}, 1)
+    # An entity the stream wrote (window states, no batch feature yet) is an entity without batch features.
+    feature_store.client.hset(f"mig:{fs_namespace}:2:102", mapping={"_": "1", "w:0": "[1.0, [], []]"})
+    assert feature_store.read(fs_namespace, [(2, 102), (3, 103)], FEATURES) == [{}, None]
+
+
+def test_a_feature_name_a_record_cannot_hold_is_refused_by_name(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    rows = _rows(2, T1).rename_columns(["store_id", "product_id", "a,b", "b", "c", "ts"])
+    with pytest.raises(FeatureStoreError, match=r"\['a,b'\]"):
+        feature_store.write_features(fs_namespace, KEYS, rows, ["a,b", "b"], "ts")

@@ -109,13 +109,13 @@ def test_redis_holds_exactly_the_snapshot_encoded_by_hand(
     rows = _snapshot(small_world, small_world.cutoff)
     expected = {}
     for row in rows:
-        fields = {b"_": b"1"}
-        for name in namespaced.feature_names:
-            fields[f"v:{name}".encode()] = encode_value(row[name]).encode()  # type: ignore[arg-type]
-            fields[f"t:{name}".encode()] = encode_time(row["features_as_of"]).encode()  # type: ignore[arg-type]
-        expected[f"mig:{namespaced.name}:{row['store_id']}:{row['product_id']}".encode()] = fields
+        # The record as docs/online_features.md writes it: one event time for every feature of a snapshot row.
+        moment = encode_time(row["features_as_of"])  # type: ignore[arg-type]
+        values = ",".join(encode_value(row[name]) for name in namespaced.feature_names)  # type: ignore[arg-type]
+        record = f"{moment},{moment}\n{','.join(namespaced.feature_names)}\n{values}"
+        expected[f"mig:{namespaced.name}#b:{row['store_id']}:{row['product_id']}".encode()] = record.encode()
     client = feature_store.client
-    stored = {key: client.hgetall(key) for key in client.scan_iter(f"mig:{namespaced.name}:*", count=1_000)}
+    stored = {key: client.get(key) for key in client.scan_iter(f"mig:{namespaced.name}#b:*", count=1_000)}
     assert len(rows) > 5 * 12 and stored == expected
     assert (report.entities, report.written) == (len(rows), len(rows) * len(namespaced.feature_names))
 

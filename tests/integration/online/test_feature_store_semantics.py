@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import CorrectionRejectedError
-from online.features.redis_store import RedisFeatureStore, entity_key
+from online.features.redis_layout import batch_key
+from online.features.redis_store import RedisFeatureStore
 from online.features.store import MAX_EXAMPLES, WriteReport, encode_time, encode_value
 
 pytestmark = pytest.mark.integration
@@ -109,16 +110,28 @@ def test_random_writes_leave_what_the_decision_table_says(
             assert [f"{r.key}/{r.feature}" for r in report.rejected_examples] == rejected[:MAX_EXAMPLES]
 
         client = feature_store.client
-        assert {k.decode() for k in client.scan_iter(f"mig:{usecase}:*", count=1_000)} == {
-            entity_key(usecase, key) for key in model
+        assert {k.decode() for k in client.scan_iter(f"mig:{usecase}#b:*", count=1_000)} == {
+            batch_key(usecase, key) for key in model
         }
         for key, stored in model.items():
-            expected = {b"_": b"1"}
-            for name, (value, moment) in stored.items():
-                expected[f"v:{name}".encode()] = value.encode()
-                expected[f"t:{name}".encode()] = moment.encode()
-            assert client.hgetall(entity_key(usecase, key)) == expected, key
+            raw = client.get(batch_key(usecase, key))
+            assert raw is not None, key
+            assert _record_by_hand(raw) == {name.encode(): (v.encode(), t.encode()) for name, (v, t) in stored.items()}
     finally:
-        keys = list(feature_store.client.scan_iter(f"mig:{usecase}:*", count=1_000))
+        keys = list(feature_store.client.scan_iter(f"mig:{usecase}#b:*", count=1_000))
         if keys:
             feature_store.client.delete(*keys)
+
+
+def _record_by_hand(raw: bytes) -> dict[bytes, tuple[bytes, bytes]]:
+    """A stored record read as docs/online_features.md describes it, checked to be canonical on the way."""
+    lines = raw.split(b"\n")
+    assert len(lines) in (3, 4), raw
+    low, high = lines[0].split(b",")
+    names, values = lines[1].split(b","), lines[2].split(b",")
+    times = lines[3].split(b",") if len(lines) == 4 else [low] * len(names)
+    numbers = [int(t) for t in times]
+    assert (int(low), int(high)) == (min(numbers), max(numbers)), raw
+    assert (len(lines) == 4) == (min(numbers) != max(numbers)), raw  # the times line only when they differ
+    assert len(names) == len(values) == len(times) == len(set(names)), raw
+    return {name: (value, time) for name, value, time in zip(names, values, times, strict=True)}

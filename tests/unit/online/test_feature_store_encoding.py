@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from migrate.devservices.redis_server import find_redis_server
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
+from online.features.redis_layout import parse_record, record
 from online.features.redis_scripts import WRITE_SHA
 from online.features.redis_store import entity_key, mask_url, parse_entity_key
 from online.features.redis_wire import ScriptCall, entity_keys, script_calls
@@ -266,11 +267,10 @@ _KEY_TEXT = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(
         max_size=12,
     ),
     st.booleans(),
-    st.sampled_from(["reject", "apply"]),
     st.integers(1, 5),
 )
 def test_script_calls_are_the_evalsha_redis_py_packs(
-    rows: list[tuple[int, str, float | None, float | None, int, int]], shared: bool, mode: str, per_call: int
+    rows: list[tuple[int, str, float | None, float | None, int, int]], shared: bool, per_call: int
 ) -> None:
     table = pa.table(
         {
@@ -283,22 +283,46 @@ def test_script_calls_are_the_evalsha_redis_py_packs(
         }
     )
     times: str | dict[str, str] = "tx" if shared else {"x": "tx", "y": "ty"}
-    calls = script_calls("u:c", encode_columns(table, ["s", "p"], ["x", "y"], times), mode, per_call)
+    calls = script_calls("u:c", encode_columns(table, ["s", "p"], ["x", "y"], times), per_call)
 
-    # The same arguments, built value by value from the one-value functions, packed by redis-py.
+    # The same arguments, each record written by hand as docs/online_features.md describes it, packed by redis-py.
     connection = redis.Connection()
     expected = []
     for start in range(0, len(rows), per_call):
         chunk = rows[start : start + per_call]
-        keys = [entity_key("u:c", (s, p)) for s, p, *_ in chunk]
-        args: list[str] = [mode, "2", str(MAX_EXAMPLES), "shared" if shared else "each", "x", "y"]
+        keys = [entity_key("u:c#b", (s, p)) for s, p, *_ in chunk]
+        args: list[str] = ["2", "x,y"]
         for _, _, x, y, tx, ty in chunk:
-            if shared:
-                args += [str(tx), encode_value(x), encode_value(y)]
+            values = f"{encode_value(x)},{encode_value(y)}"
+            if shared or tx == ty:
+                args.append(f"{tx},{tx}\nx,y\n{values}")
             else:
-                args += [encode_value(x), str(tx), encode_value(y), str(ty)]
+                args.append(f"{min(tx, ty)},{max(tx, ty)}\nx,y\n{values}\n{tx},{ty}")
         expected.append(b"".join(connection.pack_command("EVALSHA", WRITE_SHA, len(keys), *keys, *args)))
     assert [_packed(call) for call in calls] == expected
     assert [(call.start, call.stop) for call in calls] == [
         (start, min(start + per_call, len(rows))) for start in range(0, len(rows), per_call)
     ]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b_1", "é", "x y"]), st.one_of(st.none(), st.floats()), st.integers(-(2**52), 2**52)
+        ),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda feature: feature[0],
+    )
+)
+def test_a_record_is_the_documented_lines_and_reads_back(features: list[tuple[str, float | None, int]]) -> None:
+    names = [n.encode() for n, _, _ in features]
+    values = [encode_value(v).encode() for _, v, _ in features]
+    times = [str(t).encode() for _, _, t in features]
+    stamps = [t for _, _, t in features]
+    by_hand = f"{min(stamps)},{max(stamps)}\n" + ",".join(n for n, _, _ in features) + "\n"
+    by_hand += ",".join(encode_value(v) for _, v, _ in features)
+    if min(stamps) != max(stamps):  # the times line only when the features' times differ
+        by_hand += "\n" + ",".join(str(t) for t in stamps)
+    assert record(names, values, times) == by_hand.encode()
+    assert parse_record(by_hand.encode()) == (names, values, times)
