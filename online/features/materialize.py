@@ -94,6 +94,8 @@ def materialize(
                 pending.append(pool.submit(_write, store, usecase, pa.Table.from_batches([batch]), on_correction))
             while pending:
                 total = total + pending.popleft().result()
+        if isinstance(store, RedisFeatureStore):  # a store upgraded from 0.x: its hashes' batch fields go
+            store.drop_previous_layout(usecase.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     seconds = time.perf_counter() - started

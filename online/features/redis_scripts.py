@@ -7,6 +7,7 @@ import hashlib
 __all__ = [
     "CAS_SCRIPT",
     "CAS_SHA",
+    "DROP_PREVIOUS_LAYOUT_SCRIPT",
     "ONLINE_READ_SCRIPT",
     "ONLINE_READ_SHA",
     "READ_SCRIPT",
@@ -86,6 +87,29 @@ end
 return out
 """
 CAS_SHA = hashlib.sha1(CAS_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+# The previous layout's batch fields (v:<feature>, t:<feature>) out of entity hashes; a hash left with only its
+# "_" marker is deleted (window states, w:<p>, stay). KEYS: entity hashes. Returns how many held such fields.
+DROP_PREVIOUS_LAYOUT_SCRIPT = """
+local changed = 0
+for i = 1, #KEYS do
+  local drop = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
+    local head = string.sub(field, 1, 2)
+    if head == 'v:' or head == 't:' then
+      drop[#drop + 1] = field
+    end
+  end
+  if #drop > 0 then
+    redis.call('HDEL', KEYS[i], unpack(drop))
+    changed = changed + 1
+    if redis.call('HLEN', KEYS[i]) == 1 and redis.call('HEXISTS', KEYS[i], '_') == 1 then
+      redis.call('DEL', KEYS[i])
+    end
+  end
+end
+return changed
+"""
 
 # Per entity its batch record, or when it has none: "!" if it has a hash (window states: it exists), "?" if that
 # hash still holds a batch feature of the previous layout (ARGV[1], a t:<feature> field), else "".

@@ -10,6 +10,7 @@ by feature, and written only where the record is still the one read (compare and
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from online.features.redis_layout import (
 from online.features.redis_scripts import (
     CAS_SCRIPT,
     CAS_SHA,
+    DROP_PREVIOUS_LAYOUT_SCRIPT,
     ONLINE_READ_SCRIPT,
     ONLINE_READ_SHA,
     READ_SCRIPT,
@@ -73,6 +75,7 @@ __all__ = [
     "state_key",
 ]
 
+log = logging.getLogger(__name__)
 ENTITIES_PER_SCRIPT = 100  # one script call holds the server well under 1 ms: readers wait at most that
 SCRIPTS_PER_ROUND_TRIP = 40  # 4,000 entities per round trip
 CAS_TRIES = 10  # rounds of compare-and-set before a write gives up on records other writers keep changing
@@ -274,7 +277,7 @@ class RedisFeatureStore(FeatureStore):
                         f"the feature store at {self._masked} holds batch features of {usecase!r} in the layout of "
                         "migrate 0.x (fields t:<feature> of the entity hash), which this version does not read",
                         fix=f"materialize them again: `migrate materialize {usecase}` (or its DAG) writes the "
-                        "current layout; the old fields can then be deleted",
+                        "current layout and removes the old fields",
                     )
                 out.append({} if raw == b"!" else None)
                 continue
@@ -379,6 +382,34 @@ class RedisFeatureStore(FeatureStore):
             f"writer keeps writing them), e.g. {encoded.key(next(iter(pending)))}",
             fix="run one materialization of a use case at a time (the DAG's max_active_runs=1), then write again",
         )
+
+    def drop_previous_layout(self, usecase: str) -> int:
+        """Remove the batch fields the previous layout kept in `usecase`'s entity hashes; how many hashes held them.
+
+        Materialization calls it once its records are written, so a store upgraded from 0.x serves from records
+        alone. Done once per use case: a marker key (``mig:<usecase>#layout``) records that it ran.
+        """
+        marker = f"{PREFIX}:{usecase}#layout"
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._client(self._write_timeout_s)
+            writer = self._writer
+        with self._translated(f"removing the previous layout's fields of {usecase!r}", self._write_timeout_s):
+            if writer.get(marker) is not None:
+                return 0
+            script = writer.register_script(DROP_PREVIOUS_LAYOUT_SCRIPT)
+            changed, batch = 0, []
+            for key in writer.scan_iter(match=f"{PREFIX}:{usecase}:*", count=1_000):
+                batch.append(key)
+                if len(batch) == ENTITIES_PER_SCRIPT:
+                    changed += int(script(keys=batch))
+                    batch = []
+            if batch:
+                changed += int(script(keys=batch))
+            writer.set(marker, "1")
+        if changed:
+            log.info("removed the previous layout's batch fields from %d entity hashes of %r", changed, usecase)
+        return changed
 
     def _compare_and_set(self, writer: redis.Redis, writes: Sequence[tuple[str, bytes, bytes]]) -> list[bool]:
         """Each (key, record read, record to write) written only if the key still holds the record read."""

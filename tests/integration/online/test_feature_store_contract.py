@@ -315,6 +315,15 @@ def test_a_store_in_the_previous_layout_is_refused_with_the_fix(
     # An entity the stream wrote (window states, no batch feature yet) is an entity without batch features.
     feature_store.client.hset(f"mig:{fs_namespace}:2:102", mapping={"_": "1", "w:0": "[1.0, [], []]"})
     assert feature_store.read(fs_namespace, [(2, 102), (3, 103)], FEATURES) == [{}, None]
+    # What materialization does once its records are written: the old fields go, window states stay, and a hash
+    # left with its marker alone goes too. Once per use case.
+    feature_store.client.hset(f"mig:{fs_namespace}:4:104", mapping={"_": "1", "v:a": "0.5", "t:a": "1"})
+    assert feature_store.drop_previous_layout(fs_namespace) == 2
+    assert feature_store.client.hgetall(f"mig:{fs_namespace}:1:101") == {b"_": b"1", b"w:0": b"[]"}
+    assert not feature_store.client.exists(f"mig:{fs_namespace}:4:104")
+    assert feature_store.read(fs_namespace, [(1, 101), (4, 104)], FEATURES) == [{}, None]
+    feature_store.client.hset(f"mig:{fs_namespace}:5:105", mapping={"_": "1", "v:a": "0.5", "t:a": "1"})
+    assert feature_store.drop_previous_layout(fs_namespace) == 0  # done already: not scanned again
 
 
 def test_a_feature_name_a_record_cannot_hold_is_refused_by_name(
