@@ -4,7 +4,8 @@ Each value is written with its row's ``features_as_of`` as event time, so re-run
 nothing, an older instant cannot overwrite newer values, and a value that changed for the same event time is a
 correction (rejected unless asked for). The snapshot is the batch path's own point-in-time query
 (`migrate.batch.offline_store.write_snapshot`), streamed through a Parquet file so memory stays flat at any
-entity count.
+entity count. A Redis store written by 0.x has its stored features moved into the current layout first
+(`RedisFeatureStore.upgrade_layout`, once per use case).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def materialize(
 
     started = time.perf_counter()
     as_of = utc_aware(as_of)
+    if isinstance(store, RedisFeatureStore):  # a store of 0.x: its stored features move into records first
+        store.upgrade_layout(usecase.name)
     folder = settings.state_dir / "materialize" / usecase.name / f"{as_of:%Y%m%dT%H%M%SZ}.{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     total = WriteReport()
@@ -94,8 +97,6 @@ def materialize(
                 pending.append(pool.submit(_write, store, usecase, pa.Table.from_batches([batch]), on_correction))
             while pending:
                 total = total + pending.popleft().result()
-        if isinstance(store, RedisFeatureStore):  # a store upgraded from 0.x: its hashes' batch fields go
-            store.drop_previous_layout(usecase.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     seconds = time.perf_counter() - started

@@ -7,11 +7,11 @@ import hashlib
 __all__ = [
     "CAS_SCRIPT",
     "CAS_SHA",
-    "DROP_PREVIOUS_LAYOUT_SCRIPT",
     "ONLINE_READ_SCRIPT",
     "ONLINE_READ_SHA",
     "READ_SCRIPT",
     "READ_SHA",
+    "UPGRADE_SCRIPT",
     "WRITE_SCRIPT",
     "WRITE_SHA",
 ]
@@ -88,27 +88,51 @@ return out
 """
 CAS_SHA = hashlib.sha1(CAS_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-# The previous layout's batch fields (v:<feature>, t:<feature>) out of entity hashes; a hash left with only its
-# "_" marker is deleted (window states, w:<p>, stay). KEYS: entity hashes. Returns how many held such fields.
-DROP_PREVIOUS_LAYOUT_SCRIPT = """
-local changed = 0
-for i = 1, #KEYS do
-  local drop = {}
-  for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
+# An entity hash of the previous layout (batch features as fields v:<feature> and t:<feature>) turned into a
+# record (written only if the entity has none yet), its old fields removed; a hash left with only its "_" marker
+# is deleted (window states, w:<p>, stay). The record is canonical (online/features/redis_layout.py), its
+# features in the hash's field order. KEYS: per entity its hash, then its record key. Returns how many hashes
+# held such fields.
+UPGRADE_SCRIPT = """
+local moved = 0
+for i = 1, #KEYS, 2 do
+  local flat = redis.call('HGETALL', KEYS[i])
+  local value_of, names, times, drop = {}, {}, {}, {}
+  for j = 1, #flat, 2 do
+    local field = flat[j]
     local head = string.sub(field, 1, 2)
-    if head == 'v:' or head == 't:' then
+    if head == 'v:' then
+      value_of[string.sub(field, 3)] = flat[j + 1]
+      drop[#drop + 1] = field
+    elseif head == 't:' then
+      names[#names + 1] = string.sub(field, 3)
+      times[#times + 1] = flat[j + 1]
       drop[#drop + 1] = field
     end
   end
   if #drop > 0 then
+    if #names > 0 and redis.call('EXISTS', KEYS[i + 1]) == 0 then
+      local low, high = 1, 1
+      local values = {}
+      for j = 1, #names do
+        values[j] = value_of[names[j]] or ''
+        if tonumber(times[j]) < tonumber(times[low]) then low = j end
+        if tonumber(times[j]) > tonumber(times[high]) then high = j end
+      end
+      local lines = {times[low] .. ',' .. times[high], table.concat(names, ','), table.concat(values, ',')}
+      if tonumber(times[low]) ~= tonumber(times[high]) then
+        lines[4] = table.concat(times, ',')
+      end
+      redis.call('SET', KEYS[i + 1], table.concat(lines, '\\n'))
+    end
     redis.call('HDEL', KEYS[i], unpack(drop))
-    changed = changed + 1
     if redis.call('HLEN', KEYS[i]) == 1 and redis.call('HEXISTS', KEYS[i], '_') == 1 then
       redis.call('DEL', KEYS[i])
     end
+    moved = moved + 1
   end
 end
-return changed
+return moved
 """
 
 # Per entity its batch record, or when it has none: "!" if it has a hash (window states: it exists), "?" if that

@@ -41,11 +41,11 @@ from online.features.redis_layout import (
 from online.features.redis_scripts import (
     CAS_SCRIPT,
     CAS_SHA,
-    DROP_PREVIOUS_LAYOUT_SCRIPT,
     ONLINE_READ_SCRIPT,
     ONLINE_READ_SHA,
     READ_SCRIPT,
     READ_SHA,
+    UPGRADE_SCRIPT,
 )
 from online.features.store import (
     EncodedColumns,
@@ -276,8 +276,8 @@ class RedisFeatureStore(FeatureStore):
                     raise FeatureStoreError(
                         f"the feature store at {self._masked} holds batch features of {usecase!r} in the layout of "
                         "migrate 0.x (fields t:<feature> of the entity hash), which this version does not read",
-                        fix=f"materialize them again: `migrate materialize {usecase}` (or its DAG) writes the "
-                        "current layout and removes the old fields",
+                        fix=f"materialize them again: `migrate materialize {usecase}` (or its DAG) first moves the "
+                        "stored features into the current layout",
                     )
                 out.append({} if raw == b"!" else None)
                 continue
@@ -383,33 +383,36 @@ class RedisFeatureStore(FeatureStore):
             fix="run one materialization of a use case at a time (the DAG's max_active_runs=1), then write again",
         )
 
-    def drop_previous_layout(self, usecase: str) -> int:
-        """Remove the batch fields the previous layout kept in `usecase`'s entity hashes; how many hashes held them.
+    def upgrade_layout(self, usecase: str) -> int:
+        """Turn `usecase`'s entity hashes of the previous layout into records; how many hashes held such fields.
 
-        Materialization calls it once its records are written, so a store upgraded from 0.x serves from records
-        alone. Done once per use case: a marker key (``mig:<usecase>#layout``) records that it ran.
+        Materialization calls it before writing, so a store upgraded from 0.x keeps every stored feature, with its
+        event time, and the write's decisions (stale, unchanged, corrections) are made against them as before.
+        Done once per use case: a marker key (``mig:<usecase>#layout``) records that it ran. It scans the whole
+        keyspace once (SCAN; ~1 µs per key on the server).
         """
         marker = f"{PREFIX}:{usecase}#layout"
         with self._writer_lock:
             if self._writer is None:
                 self._writer = self._client(self._write_timeout_s)
             writer = self._writer
-        with self._translated(f"removing the previous layout's fields of {usecase!r}", self._write_timeout_s):
+        with self._translated(f"upgrading the feature layout of {usecase!r}", self._write_timeout_s):
             if writer.get(marker) is not None:
                 return 0
-            script = writer.register_script(DROP_PREVIOUS_LAYOUT_SCRIPT)
-            changed, batch = 0, []
-            for key in writer.scan_iter(match=f"{PREFIX}:{usecase}:*", count=1_000):
-                batch.append(key)
-                if len(batch) == ENTITIES_PER_SCRIPT:
-                    changed += int(script(keys=batch))
+            script = writer.register_script(UPGRADE_SCRIPT)
+            moved, batch = 0, []
+            for key in writer.scan_iter(match=f"{PREFIX}:{usecase}:*", count=10_000, _type="hash"):
+                _, entity = key.decode().split(f"{PREFIX}:{usecase}:", 1)
+                batch += [key, f"{PREFIX}:{usecase}#b:{entity}"]
+                if len(batch) == 2 * ENTITIES_PER_SCRIPT:
+                    moved += int(script(keys=batch))
                     batch = []
             if batch:
-                changed += int(script(keys=batch))
+                moved += int(script(keys=batch))
             writer.set(marker, "1")
-        if changed:
-            log.info("removed the previous layout's batch fields from %d entity hashes of %r", changed, usecase)
-        return changed
+        if moved:
+            log.info("moved the batch features of %d entities of %r into records (the 1.0 layout)", moved, usecase)
+        return moved
 
     def _compare_and_set(self, writer: redis.Redis, writes: Sequence[tuple[str, bytes, bytes]]) -> list[bool]:
         """Each (key, record read, record to write) written only if the key still holds the record read."""
@@ -470,7 +473,15 @@ def _merge(
                 Rejection(encoded.key(row), feature, decode_time(moment), decode_value(values[i]), decode_value(value))
             )
     counts = WriteReport(0, written, unchanged, stale, corrected, rejected, tuple(examples))
-    return counts, (record(names, values, times) if written or corrected else None)
+    # The incoming features first, in their order, then any other stored ones: the next write of the same
+    # features finds the same names line and is decided by the script alone. A record in another order (moved
+    # from the previous layout, or written with other features first) is rewritten in this one once, uncounted.
+    incoming = [feature.encode() for feature in encoded.features]
+    others = set(incoming)
+    order = [at[name] for name in incoming] + [i for i, name in enumerate(names) if name not in others]
+    if not (written or corrected) and order == list(range(len(names))):
+        return counts, None
+    return counts, record([names[i] for i in order], [values[i] for i in order], [times[i] for i in order])
 
 
 def open_feature_store(settings: Settings, url: str | None = None) -> RedisFeatureStore:

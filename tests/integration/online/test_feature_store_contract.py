@@ -315,15 +315,6 @@ def test_a_store_in_the_previous_layout_is_refused_with_the_fix(
     # An entity the stream wrote (window states, no batch feature yet) is an entity without batch features.
     feature_store.client.hset(f"mig:{fs_namespace}:2:102", mapping={"_": "1", "w:0": "[1.0, [], []]"})
     assert feature_store.read(fs_namespace, [(2, 102), (3, 103)], FEATURES) == [{}, None]
-    # What materialization does once its records are written: the old fields go, window states stay, and a hash
-    # left with its marker alone goes too. Once per use case.
-    feature_store.client.hset(f"mig:{fs_namespace}:4:104", mapping={"_": "1", "v:a": "0.5", "t:a": "1"})
-    assert feature_store.drop_previous_layout(fs_namespace) == 2
-    assert feature_store.client.hgetall(f"mig:{fs_namespace}:1:101") == {b"_": b"1", b"w:0": b"[]"}
-    assert not feature_store.client.exists(f"mig:{fs_namespace}:4:104")
-    assert feature_store.read(fs_namespace, [(1, 101), (4, 104)], FEATURES) == [{}, None]
-    feature_store.client.hset(f"mig:{fs_namespace}:5:105", mapping={"_": "1", "v:a": "0.5", "t:a": "1"})
-    assert feature_store.drop_previous_layout(fs_namespace) == 0  # done already: not scanned again
 
 
 def test_a_feature_name_a_record_cannot_hold_is_refused_by_name(
@@ -332,3 +323,43 @@ def test_a_feature_name_a_record_cannot_hold_is_refused_by_name(
     rows = _rows(2, T1).rename_columns(["store_id", "product_id", "a,b", "b", "c", "ts"])
     with pytest.raises(FeatureStoreError, match=r"\['a,b'\]"):
         feature_store.write_features(fs_namespace, KEYS, rows, ["a,b", "b"], "ts")
+
+
+def test_upgrading_a_store_of_the_previous_layout_keeps_every_feature_and_its_time(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    # 0.x stored fields of the entity hash; materialization first moves them into records, so nothing stored is
+    # lost and the next write is decided against them (here: the same values at the same time are unchanged).
+    t_a, t_b = "1772330400000000", "1772330400000017"
+    client = feature_store.client
+    client.hset(f"mig:{fs_namespace}:1:101", mapping={"_": "1", "v:a": "0.5", "t:a": t_a, "v:b": "", "t:b": t_b})
+    client.hset(f"mig:{fs_namespace}:2:102", mapping={"_": "1", "v:a": "nan", "t:a": t_a, "w:0": "[1.0, [], []]"})
+    client.hset(f"mig:{fs_namespace}:3:103", mapping={"_": "1", "w:0": "[2.0, [], []]"})  # the stream's only
+    assert feature_store.upgrade_layout(fs_namespace) == 2
+    found = feature_store.read(fs_namespace, [(1, 101), (2, 102), (3, 103)], ["a", "b"])
+    assert found[0] == {
+        "a": FeatureValue(0.5, datetime(2026, 3, 1, 2, 0, tzinfo=UTC)),
+        "b": FeatureValue(None, datetime(2026, 3, 1, 2, 0, 0, 17, tzinfo=UTC)),
+    }
+    assert found[1] is not None and math.isnan(found[1]["a"].value or 0.0) and found[2] == {}
+    assert not client.exists(f"mig:{fs_namespace}:1:101")  # only its marker was left
+    assert client.hgetall(f"mig:{fs_namespace}:2:102") == {b"_": b"1", b"w:0": b"[1.0, [], []]"}
+    # The record is canonical: times that differ get their own line, the header holds their range.
+    lines = client.get(f"mig:{fs_namespace}#b:1:101").split(b"\n")
+    assert lines[0] == f"{t_a},{t_b}".encode() and len(lines) == 4
+    # Once per use case: a hash of the old layout written afterwards is not looked for again.
+    client.hset(f"mig:{fs_namespace}:4:104", mapping={"_": "1", "v:a": "0.5", "t:a": t_a})
+    assert feature_store.upgrade_layout(fs_namespace) == 0
+    # Writing the same features again after the upgrade: unchanged, decided against the moved values.
+    rows = pa.table(
+        {
+            "store_id": [1],
+            "product_id": [101],
+            "a": [0.5],
+            "b": pa.array([None], pa.float64()),
+            "ta": pa.array([datetime(2026, 3, 1, 2, 0, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+            "tb": pa.array([datetime(2026, 3, 1, 2, 0, 0, 17, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    report = feature_store.write_features(fs_namespace, KEYS, rows, ["a", "b"], {"a": "ta", "b": "tb"})
+    assert (report.written, report.unchanged) == (0, 2)

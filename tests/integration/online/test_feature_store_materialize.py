@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -197,3 +198,35 @@ def test_materialize_active_uses_the_published_interval_and_the_redis_it_is_give
             assert store.read(usecase.name, [(0, 0)], usecase.feature_names) is not None
     finally:
         assert stop_redis(settings)
+
+
+def test_a_store_of_the_previous_layout_is_moved_then_materialized_as_before(
+    small_world: SmallWorld, namespaced: UseCase, feature_store: RedisFeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What 0.x left in a store: each entity's batch features as fields of its hash, in reverse order here (the
+    # hash keeps no order a record could rely on). Materializing the same snapshot moves them into records and
+    # finds every value unchanged; a second run is decided by the write script alone.
+    rows = _snapshot(small_world, small_world.cutoff)
+    client = feature_store.client
+    for row in rows:
+        fields = {"_": "1"}
+        for name in reversed(namespaced.feature_names):
+            fields[f"v:{name}"] = encode_value(row[name])  # type: ignore[arg-type]
+            fields[f"t:{name}"] = encode_time(row["features_as_of"])  # type: ignore[arg-type]
+        client.hset(f"mig:{namespaced.name}:{row['store_id']}:{row['product_id']}", mapping=fields)
+    features = len(namespaced.feature_names)
+    first = materialize(namespaced, small_world.settings, feature_store, small_world.cutoff, batch_rows=1_000)
+    assert (first.written, first.unchanged, first.stale, first.rejected) == (0, len(rows) * features, 0, 0)
+    assert not list(client.scan_iter(f"mig:{namespaced.name}:*", count=1_000))  # only markers were left: gone
+    _assert_matches(feature_store, namespaced, rows)
+
+    decided_here: list[int] = []
+    original = RedisFeatureStore._decide
+
+    def counting(self: RedisFeatureStore, *args: Any, **kwargs: Any) -> Any:
+        decided_here.append(len(args[3]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RedisFeatureStore, "_decide", counting)
+    again = materialize(namespaced, small_world.settings, feature_store, small_world.cutoff, batch_rows=1_000)
+    assert (again.written, again.unchanged) == (0, len(rows) * features) and decided_here == []
