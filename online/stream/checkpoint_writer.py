@@ -63,8 +63,10 @@ class CheckpointWriter:
             part.pending = 0
         prepared = [item.prepared for item in sent]
         if self._thread is None:
-            self._writing = Future()
-            self._writing.set_result(self._write(prepared))
+            # Written before it is in flight: a failed write raises here and leaves nothing for `settle` to wait on.
+            done: Future[list[float | None]] = Future()
+            done.set_result(self._write(prepared))
+            self._writing = done
         else:
             self._writing = self._thread.submit(self._write, prepared)
         self._sent = sent

@@ -111,3 +111,14 @@ def test_without_a_thread_the_write_is_done_when_send_returns() -> None:
     assert [p.partition for p in store.written] == [0]
     [(_, written)] = writer.settle()
     assert written is not None
+
+
+def test_without_a_thread_a_failed_write_raises_at_once_and_leaves_nothing_in_flight() -> None:
+    writer = CheckpointWriter(_Store(failing=True), "me")
+    with pytest.raises(FeatureStoreUnavailableError):
+        writer.send([_partition(0, 1)])
+    settled: list[object] = []
+    waiter = threading.Thread(target=lambda: settled.append(writer.settle()), daemon=True)  # daemon: it may hang
+    waiter.start()
+    waiter.join(5)
+    assert settled == [[]], "settling after a failed write outside `run` waits forever"
