@@ -4,8 +4,9 @@ One process is one member of a Kafka consumer group; the group splits the topic'
 Per partition the processor keeps a window state per entity and per key of each other feature group (per store,
 per merchant: a partial state, since such a key's events arrive on every partition) (migrate/feature_windows.py)
 and, every ``stream_checkpoint_interval_s`` or ``stream_checkpoint_events``, writes the changed states, the
-partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py). Serving
-evaluates the states at each request's instant.
+partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py), written while
+the next fetch is parsed (online/stream/checkpoint_writer.py). Serving evaluates the states at each request's
+instant.
 On (re)assignment it resumes from exactly that checkpoint, so a processor killed at any instant yields the
 same features as one that never stopped. Bad or untimely events go to the dead-letter topic with the reason.
 """
@@ -14,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import operator
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +42,13 @@ from online.kafka import (
     partitions_for_topic,
 )
 from online.stream.arrival import Arrival
-from online.stream.checkpoint import Checkpoint, CheckpointStore, FencedError, PreparedCheckpoint
+from online.stream.checkpoint import CheckpointStore, FencedError
+from online.stream.checkpoint_writer import CheckpointWriter
 from online.stream.event_schema import EventSchema, Rejection, RejectReason
 from online.stream.heap import fewer_collections
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
+from online.stream.partition import Partition, StateKey
 
 __all__ = ["StreamProcessor", "StreamReport", "default_group", "events_topic"]
 
@@ -79,20 +80,6 @@ def key_bytes(key: dict[str, Any]) -> bytes:
     # A copy of exact size: orjson's result keeps its 4 KiB working buffer, and these are remembered per entity
     # (KNOWN_KEYS of them: ~800 MB instead of ~25 MB; the stream bench's 20,000 keys held 78 MiB, by tracemalloc).
     return bytes(memoryview(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)))
-
-
-StateKey = tuple[str, tuple[Any, ...]]  # (feature group, key in that group)
-
-
-@dataclass
-class _Partition:
-    number: int
-    states: dict[StateKey, WindowState] = field(default_factory=dict)
-    watermark: float = -math.inf
-    next_offset: int | None = None
-    dirty: set[StateKey] = field(default_factory=set)
-    pending: int = 0  # messages since the last checkpoint
-    arrivals: list[float] = field(default_factory=list)  # broker timestamps (s) of events since the checkpoint
 
 
 @dataclass
@@ -180,16 +167,14 @@ class StreamProcessor:
         )
         self.checkpoints = CheckpointStore(self.client, usecase.name, self.group_id)
         self.metrics = StreamMetrics.of(registry, usecase.name)
-        self.partitions: dict[int, _Partition] = {}
+        self.partitions: dict[int, Partition] = {}
         self.report = StreamReport()
         self._consumer: Any = None
         self._outputs: StreamOutputs | None = None
         self._last_checkpoint = time.monotonic()
         self.arrival = Arrival(settings, self.schema.future_s)  # the processor's clock: wall, or MIGRATE_CLOCK_*
         self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
-        self._writer: ThreadPoolExecutor | None = None  # the checkpoint writer thread, while `run` runs
-        self._writing: Future[list[float | None]] | None = None  # the checkpoint write in flight
-        self._written: list[tuple[_Partition, int, list[float], PreparedCheckpoint]] = []  # what it writes
+        self.writer = CheckpointWriter(self.checkpoints, self.token)  # in a thread of its own while `run` runs
 
     # --- partitions ------------------------------------------------------------------------------------------
 
@@ -198,7 +183,7 @@ class StreamProcessor:
         self._settle()
         for number in numbers:
             start = self.checkpoints.claim(number, self.token)
-            part = _Partition(number, watermark=self.arrival.bounded(number, start.watermark))
+            part = Partition(number, watermark=self.arrival.bounded(number, start.watermark))
             part.states = {
                 (group, key): WindowState.from_json(self.specs[group], data)
                 for (group, key), data in start.states.items()
@@ -299,7 +284,7 @@ class StreamProcessor:
             part.pending += handled
             self.report.events += len(accepted)
 
-    def _apply(self, part: _Partition, rows: list[list[Any]], keys: list[tuple[Any, ...]]) -> None:
+    def _apply(self, part: Partition, rows: list[list[Any]], keys: list[tuple[Any, ...]]) -> None:
         """Accepted events (field values in declared order; their entity keys on the main stream) → each feature
         group's window states, one update per group."""
         if not rows:
@@ -369,52 +354,22 @@ class StreamProcessor:
             except DeadLetterError as exc:
                 self._halted = exc
                 raise
-        batch: list[tuple[_Partition, int, list[float], PreparedCheckpoint]] = []
-        for part in chosen:
-            states = [(at, part.states[at].to_json()) for at in part.dirty]
-            assert part.next_offset is not None
-            checkpoint = Checkpoint(part.number, part.next_offset, part.watermark, states)
-            batch.append((part, part.pending, part.arrivals, self.checkpoints.prepare(checkpoint, self.token)))
-            part.dirty.clear()
-            part.arrivals = []
-            part.pending = 0
-        prepared = [item[3] for item in batch]
-        if self._writer is None:
-            self._writing = Future()
-            self._writing.set_result(self._write(prepared))
-        else:
-            self._writing = self._writer.submit(self._write, prepared)
-        self._written = batch
+        self.writer.send(chosen)
         if wait:
             self._settle()
 
-    def _write(self, prepared: list[PreparedCheckpoint]) -> list[float | None]:
-        """Write the checkpoints in order (the writer thread): per checkpoint when it was written, None if fenced."""
-        written: list[float | None] = []
-        for checkpoint in prepared:
-            try:
-                self.checkpoints.write(checkpoint)
-            except FencedError:
-                written.append(None)
-                continue
-            written.append(time.time())
-        return written
-
     def _settle(self) -> None:
         """Wait for the checkpoint write in flight, if any; count it, let fenced partitions go, raise its error."""
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        batch, self._written = self._written, []
-        for (part, pending, arrivals, _), written in zip(batch, writing.result(), strict=True):
+        for sent, written in self.writer.settle():
+            part = sent.partition
             if written is None:
                 log.warning("partition %d was taken over by another processor; letting it go", part.number)
                 if self.partitions.get(part.number) is part:
                     del self.partitions[part.number]
                 self.report.fenced += 1
                 continue
-            ages = [written - a for a in arrivals]
-            self.metrics.committed(pending, ages)
+            ages = [written - a for a in sent.arrivals]
+            self.metrics.committed(sent.messages, ages)
             self.report.freshness_s.extend(ages)
             self.report.checkpoints += 1
 
@@ -466,7 +421,7 @@ class StreamProcessor:
             ) from exc
         try:
             self._consumer.subscribe([self.topic], listener=_Listener(self))
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"migrate-stream-{self.usecase.name}-checkpoint")
+            self.writer.start(f"migrate-stream-{self.usecase.name}-checkpoint")
             with fewer_collections():
                 self._loop(until_caught_up, max_seconds, stop)
             self.checkpoint()
@@ -476,9 +431,7 @@ class StreamProcessor:
                 fix="restart it once the broker is back; it resumes from its last checkpoint",
             ) from exc
         finally:
-            if self._writer is not None:
-                self._writer.shutdown(wait=True)  # a write in flight ends (or fails) before its client closes
-                self._writer = None
+            self.writer.stop()  # a write in flight ends (or fails) before its client closes
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._outputs.close()
             self.client.close()

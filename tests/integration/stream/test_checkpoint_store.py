@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +78,7 @@ def test_a_write_in_flight_when_the_partition_is_taken_over_is_settled_and_the_p
 ) -> None:
     processor = StreamProcessor(stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
     processor._consumer = _Consumer()  # the Kafka side is not under test: records are handed over directly
-    processor._writer = ThreadPoolExecutor(1)  # as `run` starts it: writes leave the processor's thread
+    processor.writer.start("test-checkpoint")  # as `run` starts it: writes leave the processor's thread
     now = datetime.now(UTC)
 
     def records(first: int, n: int) -> list[_Record]:
@@ -109,5 +108,5 @@ def test_a_write_in_flight_when_the_partition_is_taken_over_is_settled_and_the_p
         assert CheckpointStore(processor.client, stream.usecase.name, processor.group_id).positions() == {0: 10}
         assert processor.report.events == 15 and len(processor.report.freshness_s) == 10
     finally:
-        processor._writer.shutdown(wait=True)
+        processor.writer.stop()
         processor.client.close()
