@@ -104,7 +104,8 @@ def age_columns_sql(usecase: UseCase, row_id: str, every: int) -> str:
     ages = [newest_age_sql(usecase, parsed=parsed)]
     ages += [group_age_sql(usecase, group, parsed=parsed) for group in feature_groups(usecase)]
     columns = ", ".join(f"{sql} AS {name}" for sql, name in zip(ages, age_columns(usecase), strict=True))
-    return f"online_prediction IS NOT NULL AS answered, {columns}"
+    # A NaN or ±inf answer is no answer (`shadow_rows` drops it from table s too): isfinite is null on null.
+    return f"coalesce(isfinite(online_prediction), FALSE) AS answered, {columns}"
 
 
 def sampled(relation: str, every: int) -> str:

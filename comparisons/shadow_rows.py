@@ -24,6 +24,7 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from comparisons.data_ages import AGE_SAMPLE, age_columns, age_columns_sql, every_for, keep_once, parse_ages, sampled
 from migrate.errors import InvalidWindowError, NoShadowDataError
@@ -116,6 +117,7 @@ class Rows:
     model_versions: dict[str, str | None] = field(default_factory=dict)  # path → the model that answered most
     source: str = ""  # the SQL reading the window's shadow files (``read_parquet(...)``) and its WHERE clause
     filtered: str = ""
+    non_finite: dict[str, int] = field(default_factory=dict)  # side ("batch", "live") → NaN or ±inf scores dropped
 
     @property
     def key_columns(self) -> str:
@@ -288,6 +290,7 @@ def load(
     except NoShadowDataError:
         con.close()
         raise
+    table, non_finite = _finite_scores(table)
     every = every_for(table.num_rows)
     if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
         parse_ages(con, usecase, _age_rows(usecase, source, filtered, every))
@@ -302,7 +305,27 @@ def load(
         f"FROM (SELECT {b_column}, {o_column} FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
-    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered)
+    return Rows(
+        con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered, non_finite
+    )
+
+
+def _finite_scores(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    """``table`` with each NaN or ±inf prediction (a writer other than the sink, or a model older serving code did
+    not check) made null and its path's call an error, as the serving path now fails a model that answers one
+    (`ModelOutputError`); and how many per side. Checked on the loaded rows, not in the Parquet scan: DuckDB
+    prunes a filter such as ``isnan(x)`` with Parquet statistics, which leave NaN out."""
+    counts: dict[str, int] = {}
+    for side, column, error in (("batch", "bp", "batch_err"), ("live", "op", "online_err")):
+        values = table.column(column)
+        bad = pc.fill_null(pc.invert(pc.is_finite(values)), False)
+        counts[side] = int(pc.sum(bad).as_py() or 0)
+        if counts[side]:
+            nulls = pa.nulls(len(values), values.type)
+            table = table.set_column(table.schema.get_field_index(column), column, pc.if_else(bad, nulls, values))
+            flagged = pc.or_(table.column(error), bad)
+            table = table.set_column(table.schema.get_field_index(error), error, flagged)
+    return table, counts
 
 
 def _segment_sql(usecase: UseCase) -> str:
