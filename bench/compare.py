@@ -81,7 +81,7 @@ def generate(settings: Any, usecase: Any, rows: int = ROWS) -> None:
     shadow.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     ages = " || ', ' || ".join(f"'\"{f}\": ' || CAST(age AS VARCHAR)" for f in FEATURES)
-    typed_ages = f"MAP([{', '.join(repr(f) for f in sorted(FEATURES))}], [{', '.join('age' for _ in FEATURES)}])"
+    typed_ages = f"struct_pack({', '.join(f'{f} := age' for f in sorted(FEATURES))})"
     values = " || ', ' || ".join(
         f"'\"{f}\": ' || CAST(CASE WHEN skew THEN {f} * 3 + 1 ELSE {f} END AS VARCHAR)" for f in FEATURES
     )
@@ -126,7 +126,7 @@ def generate(settings: Any, usecase: Any, rows: int = ROWS) -> None:
                                  1e-6)) + drift + CASE WHEN skew THEN 2.5 ELSE 0 END + 0.2 * (random() - 0.5)))) END
                             AS online_prediction,
                        '{{' || {ages} || '}}' AS online_feature_ages_s,
-                       CAST({typed_ages} AS MAP(VARCHAR, DOUBLE)) AS online_feature_ages,
+                       {typed_ages} AS online_feature_ages,
                        CASE WHEN found_rate_1d IS NULL THEN '{{}}' ELSE '{{' || {values} || '}}' END AS online_features,
                        '{model_version}' AS online_model_version,
                        2 + 6 * random() * random() AS online_latency_ms,

@@ -253,7 +253,7 @@ def load(
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
     join = _join_key_sql(usecase)
     logged = con.sql(f"SELECT * FROM {source} LIMIT 0").columns
-    map_ages = _typed_ages(con, files)
+    typed_ages = _typed_ages(con, files, source)
     # Older logs lack the lookup version: the one published last before each request stands in.
     logged_version = "CAST(lookup_version AS BIGINT)" if "lookup_version" in logged else "CAST(NULL AS BIGINT)"
     sides = _SIDES[pair]
@@ -285,7 +285,7 @@ def load(
                {_served_version_sql(logged_version, published)} AS lv,
                {HOUR_SQL} AS hour,
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg,
-               {age_columns_sql(usecase, row_id, guess, typed=map_ages)}
+               {age_columns_sql(usecase, row_id, guess, typed=typed_ages)}
         FROM {source} {filtered}
     """).to_arrow_table()
     read = table.num_rows
@@ -303,7 +303,7 @@ def load(
     table, non_finite = _finite_scores(table)
     every = every_for(table.num_rows)
     if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
-        parse_ages(con, usecase, _age_rows(usecase, source, filtered, every, typed=map_ages))
+        parse_ages(con, usecase, _age_rows(usecase, source, filtered, every, typed=typed_ages))
     elif table.num_rows < read:
         keep_once(con, usecase)
     con.register("s", table)
@@ -338,15 +338,18 @@ def _finite_scores(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     return table, counts
 
 
-def _typed_ages(con: duckdb.DuckDBPyConnection, files: list[str]) -> bool:
-    """Whether every file has the typed ages map (`TYPED_AGES`, written by the sink since it was added): the
-    comparison then reads it instead of parsing the JSON column. A window that holds an older file reads the JSON
-    of every file (the one column every shadow log has), so old and new logs give the same numbers. Only the files'
-    footers are read."""
+def _typed_ages(con: duckdb.DuckDBPyConnection, files: list[str], source: str) -> tuple[str, ...] | None:
+    """The fields of the typed ages struct (`TYPED_AGES`, written by the sink since it was added) when every file
+    has it: the comparison then reads them instead of parsing the JSON column. A window that holds an older file
+    reads the JSON of every file (the one column every shadow log has), so old and new logs give the same numbers.
+    Only the files' footers are read."""
     having = con.execute(
         f"SELECT count(DISTINCT file_name) FROM parquet_schema({_literal(files)}) WHERE name = '{TYPED_AGES}'"
     ).fetchall()[0][0]
-    return int(having) == len(set(files))
+    if int(having) != len(set(files)):
+        return None
+    kind = con.sql(f"SELECT {TYPED_AGES} FROM {source} LIMIT 0").types[0]
+    return tuple(name for name, _ in kind.children) if kind.id == "struct" else None
 
 
 def _segment_sql(usecase: UseCase) -> str:
@@ -522,7 +525,7 @@ def _labeled(
     return table.append_column("label", pa.array(label, mask=~found)).append_column("label_state", state)
 
 
-def _age_rows(usecase: UseCase, source: str, filtered: str, every: int, *, typed: bool) -> str:
+def _age_rows(usecase: UseCase, source: str, filtered: str, every: int, *, typed: tuple[str, ...] | None) -> str:
     """The rows `parse_ages` reads, read again from the files: those whose ``h`` is 0 modulo `every`, each once."""
     row_id = row_id_sql(usecase)
     sample = f"{row_id} % {every} = 0"

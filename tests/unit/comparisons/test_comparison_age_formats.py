@@ -1,5 +1,5 @@
-"""Shadow logs written before the sink added the typed ages map (JSON ages only) are still read, and give the same
-live data ages as the map, alone or in a window that mixes both kinds of file; each against the rule by hand."""
+"""Shadow logs written before the sink added the typed ages struct (JSON ages only) are still read, and give the same
+live data ages as the struct, alone or in a window that mixes both kinds of file; each against the rule by hand."""
 
 from __future__ import annotations
 
@@ -21,11 +21,15 @@ pytestmark = pytest.mark.unit
 
 
 def _records(usecase: UseCase) -> list[ShadowRecord]:
-    """Requests over three hours, each logging the ages of a random subset of the features (none: no answer)."""
+    """Requests over three hours, each logging the ages of a random subset of the features (none: no answer). No
+    request logs the last real-time feature, and none of the first hour any real-time one: the typed struct of
+    that hour's file lacks their fields, and every file lacks the last one's."""
     rng = np.random.default_rng(3)
-    names = [*usecase.feature_names, *usecase.realtime_feature_names]
+    realtime = usecase.realtime_feature_names
+    assert len(realtime) >= 2
     records = []
     for n in range(360):
+        names = [*usecase.feature_names, *(realtime[:-1] if n >= 120 else [])]
         chosen = [name for name in names if rng.random() < 0.6]
         ages = {name: round(float(rng.uniform(1, 90_000)), 3) for name in chosen}
         op = None if not ages else 0.5
@@ -34,7 +38,7 @@ def _records(usecase: UseCase) -> list[ShadowRecord]:
 
 
 def _old(files: list[Path]) -> None:
-    """Rewrite `files` as the sink wrote them before the map column: JSON ages only."""
+    """Rewrite `files` as the sink wrote them before the struct column: JSON ages only."""
     for path in files:
         pq.write_table(pq.read_table(path).drop_columns([TYPED_AGES]), path)
 
@@ -51,7 +55,7 @@ def _by_hand(usecase: UseCase, records: list[ShadowRecord]) -> list[tuple[object
 
 
 @pytest.mark.parametrize("cap", [1_000_000, 100], ids=["every-row", "sampled"])
-@pytest.mark.parametrize("written", ["map", "json-only", "mixed"])
+@pytest.mark.parametrize("written", ["struct", "json-only", "mixed"])
 def test_old_json_only_logs_and_mixed_windows_give_the_ages_of_the_rule(
     settings: Settings, usecase: UseCase, written: str, cap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,8 +64,8 @@ def test_old_json_only_logs_and_mixed_windows_give_the_ages_of_the_rule(
     write_shadow(settings, records, [label(900, 1.0, store=99, product=99)])
     files = sorted((settings.shadow_dir / USECASE).glob("date=*/hour=*/*.parquet"))
     assert len(files) == 3
-    assert all(TYPED_AGES in pq.read_schema(path).names for path in files)  # the sink writes the map
-    if written != "map":
+    assert all(TYPED_AGES in pq.read_schema(path).names for path in files)  # the sink writes the struct
+    if written != "struct":
         _old(files if written == "json-only" else files[:1])
     rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
     try:
