@@ -81,6 +81,7 @@ def generate(settings: Any, usecase: Any, rows: int = ROWS) -> None:
     shadow.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     ages = " || ', ' || ".join(f"'\"{f}\": ' || CAST(age AS VARCHAR)" for f in FEATURES)
+    typed_ages = f"struct_pack({', '.join(f'{f} := age' for f in sorted(FEATURES))})"
     values = " || ', ' || ".join(
         f"'\"{f}\": ' || CAST(CASE WHEN skew THEN {f} * 3 + 1 ELSE {f} END AS VARCHAR)" for f in FEATURES
     )
@@ -125,6 +126,7 @@ def generate(settings: Any, usecase: Any, rows: int = ROWS) -> None:
                                  1e-6)) + drift + CASE WHEN skew THEN 2.5 ELSE 0 END + 0.2 * (random() - 0.5)))) END
                             AS online_prediction,
                        '{{' || {ages} || '}}' AS online_feature_ages_s,
+                       {typed_ages} AS online_feature_ages,
                        CASE WHEN found_rate_1d IS NULL THEN '{{}}' ELSE '{{' || {values} || '}}' END AS online_features,
                        '{model_version}' AS online_model_version,
                        2 + 6 * random() * random() AS online_latency_ms,
@@ -228,8 +230,9 @@ def render(results: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
         "## Comparator: full comparison + report",
         "",
         "`comparisons.report.write_report` over N shadow rows with labels (~70 % labeled), one day in 24 hour",
-        "partitions, 1,000,000 entities, a two-version lookup table (SQLite) and the batch snapshot on disk; timed",
-        "in a fresh process: load + label join, metrics, paired bootstrap, noise floor, waste, explanation",
+        "partitions written as the sink writes them (the feature ages as JSON and as the typed struct, since that",
+        "column was added), 1,000,000 entities, a two-version lookup table (SQLite) and the batch snapshot on",
+        "disk; timed in a fresh process: load + label join, metrics, paired bootstrap, noise floor, waste, explanation",
         "(re-scoring disagreeing entities), verdict, figures and the HTML + JSON files. The load average is the",
         "one-minute average when the timed part started and when it ended, on 2 cores (other work shares this",
         "machine; a load above 2 slows every step, so read a row with its load). CPU seconds are the timed",

@@ -10,6 +10,8 @@ table ``entities``) and the versions' cutoffs; without them it is left out and t
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from comparisons.shadow_rows import Rows
 from comparisons.stats import Result, share
 
@@ -33,6 +35,10 @@ class Coverage(Result):
     live_answered_on_misses: int
     entities: int
     missed_entities: int
+    non_finite: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per path, answers logged as NaN or ±inf: counted as that path's errors, in no metric.",
+    )
 
 
 def measure(rows: Rows, versions_loaded: bool, entities_loaded: bool) -> Coverage:
@@ -85,4 +91,5 @@ def measure(rows: Rows, versions_loaded: bool, entities_loaded: bool) -> Coverag
         live_answered_on_misses=live_on_misses,
         entities=entities,
         missed_entities=missed_entities,
+        non_finite=dict(rows.non_finite),
     )

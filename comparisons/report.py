@@ -179,9 +179,17 @@ def _coverage(c: Comparison, figures: dict[str, str], window: str) -> str:
         f"{_pct(cov.live_share)} ({_n(cov.live_answered_on_misses)} of the misses)",
     ]
     header = ["requests", "batch answered", "lookup misses", "new entities", "known entities", "live answered"]
+    invalid = ""
+    if any(cov.non_finite.values()):
+        invalid = (
+            f'<p class="invalid">Scores logged as NaN or ±infinity: batch {_n(cov.non_finite.get("batch", 0))}, live '
+            f"{_n(cov.non_finite.get('live', 0))}. Each counts as an error of its path and is left out of every "
+            "metric; the model or the writer of the shadow log produced them.</p>"
+        )
     return (
         _table(header, [row])
         + f'<p class="sub">{_e(cov.miss_split)}</p>'
+        + invalid
         + _figure(figures, "coverage", "Share of requests each path answered, per hour.", window)
     )
 

@@ -24,8 +24,18 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from comparisons.data_ages import AGE_SAMPLE, age_columns, age_columns_sql, every_for, keep_once, parse_ages, sampled
+from comparisons.data_ages import (
+    AGE_SAMPLE,
+    TYPED_AGES,
+    age_columns,
+    age_columns_sql,
+    every_for,
+    keep_once,
+    parse_ages,
+    sampled,
+)
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.usecase import UseCase, parse_duration
 
@@ -116,6 +126,7 @@ class Rows:
     model_versions: dict[str, str | None] = field(default_factory=dict)  # path → the model that answered most
     source: str = ""  # the SQL reading the window's shadow files (``read_parquet(...)``) and its WHERE clause
     filtered: str = ""
+    non_finite: dict[str, int] = field(default_factory=dict)  # side ("batch", "live") → NaN or ±inf scores dropped
 
     @property
     def key_columns(self) -> str:
@@ -242,6 +253,7 @@ def load(
     source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
     join = _join_key_sql(usecase)
     logged = con.sql(f"SELECT * FROM {source} LIMIT 0").columns
+    typed_ages = _typed_ages(con, files, source)
     # Older logs lack the lookup version: the one published last before each request stands in.
     logged_version = "CAST(lookup_version AS BIGINT)" if "lookup_version" in logged else "CAST(NULL AS BIGINT)"
     sides = _SIDES[pair]
@@ -273,7 +285,7 @@ def load(
                {_served_version_sql(logged_version, published)} AS lv,
                {HOUR_SQL} AS hour,
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg,
-               {age_columns_sql(usecase, row_id, guess)}
+               {age_columns_sql(usecase, row_id, guess, typed=typed_ages)}
         FROM {source} {filtered}
     """).to_arrow_table()
     read = table.num_rows
@@ -288,9 +300,10 @@ def load(
     except NoShadowDataError:
         con.close()
         raise
+    table, non_finite = _finite_scores(table)
     every = every_for(table.num_rows)
     if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
-        parse_ages(con, usecase, _age_rows(usecase, source, filtered, every))
+        parse_ages(con, usecase, _age_rows(usecase, source, filtered, every, typed=typed_ages))
     elif table.num_rows < read:
         keep_once(con, usecase)
     con.register("s", table)
@@ -302,7 +315,41 @@ def load(
         f"FROM (SELECT {b_column}, {o_column} FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
-    return Rows(con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered)
+    return Rows(
+        con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered, non_finite
+    )
+
+
+def _finite_scores(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    """``table`` with each NaN or ±inf prediction (a writer other than the sink, or a model older serving code did
+    not check) made null and its path's call an error, as the serving path now fails a model that answers one
+    (`ModelOutputError`); and how many per side. Checked on the loaded rows, not in the Parquet scan: DuckDB
+    prunes a filter such as ``isnan(x)`` with Parquet statistics, which leave NaN out."""
+    counts: dict[str, int] = {}
+    for side, column, error in (("batch", "bp", "batch_err"), ("live", "op", "online_err")):
+        values = table.column(column)
+        bad = pc.fill_null(pc.invert(pc.is_finite(values)), False)
+        counts[side] = int(pc.sum(bad).as_py() or 0)
+        if counts[side]:
+            nulls = pa.nulls(len(values), values.type)
+            table = table.set_column(table.schema.get_field_index(column), column, pc.if_else(bad, nulls, values))
+            flagged = pc.or_(table.column(error), bad)
+            table = table.set_column(table.schema.get_field_index(error), error, flagged)
+    return table, counts
+
+
+def _typed_ages(con: duckdb.DuckDBPyConnection, files: list[str], source: str) -> tuple[str, ...] | None:
+    """The fields of the typed ages struct (`TYPED_AGES`, written by the sink since it was added) when every file
+    has it: the comparison then reads them instead of parsing the JSON column. A window that holds an older file
+    reads the JSON of every file (the one column every shadow log has), so old and new logs give the same numbers.
+    Only the files' footers are read."""
+    having = con.execute(
+        f"SELECT count(DISTINCT file_name) FROM parquet_schema({_literal(files)}) WHERE name = '{TYPED_AGES}'"
+    ).fetchall()[0][0]
+    if int(having) != len(set(files)):
+        return None
+    kind = con.sql(f"SELECT {TYPED_AGES} FROM {source} LIMIT 0").types[0]
+    return tuple(name for name, _ in kind.children) if kind.id == "struct" else None
 
 
 def _segment_sql(usecase: UseCase) -> str:
@@ -478,7 +525,7 @@ def _labeled(
     return table.append_column("label", pa.array(label, mask=~found)).append_column("label_state", state)
 
 
-def _age_rows(usecase: UseCase, source: str, filtered: str, every: int) -> str:
+def _age_rows(usecase: UseCase, source: str, filtered: str, every: int, *, typed: tuple[str, ...] | None) -> str:
     """The rows `parse_ages` reads, read again from the files: those whose ``h`` is 0 modulo `every`, each once."""
     row_id = row_id_sql(usecase)
     sample = f"{row_id} % {every} = 0"
@@ -487,7 +534,7 @@ def _age_rows(usecase: UseCase, source: str, filtered: str, every: int) -> str:
     return f"""(
         SELECT h, any_value(hour) AS hour{columns}
         FROM (
-            SELECT {row_id} AS h, {HOUR_SQL} AS hour, {age_columns_sql(usecase, row_id, 1)}
+            SELECT {row_id} AS h, {HOUR_SQL} AS hour, {age_columns_sql(usecase, row_id, 1, typed=typed)}
             FROM {source} {condition}
         ) GROUP BY h
     )"""

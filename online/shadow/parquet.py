@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,24 @@ def _json(value: Any) -> str:
 _TS = pa.timestamp("us", tz="UTC")
 
 
+def _ages(records: list[ShadowRecord]) -> dict[str, pa.Array]:
+    """The feature ages typed, as column ``online_feature_ages``: a struct with one DOUBLE field per feature any
+    record of the file logged (null where a record did not, or logged NaN or an infinity, as in the JSON, which
+    orjson writes as null). No column when no record logged an age: a struct needs a field."""
+    names = sorted({name for r in records for name in r.online_feature_ages_s})
+    if not names:
+        return {}
+    fields = [pa.array([_finite(r.online_feature_ages_s.get(name)) for r in records], pa.float64()) for name in names]
+    return {"online_feature_ages": pa.StructArray.from_arrays(fields, names=names)}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: list[int]) -> pa.Table:
-    """Flat columns: the entity key as JSON and as ``key_<name>`` columns, dicts as JSON strings."""
+    """Flat columns: the entity key as JSON and as ``key_<name>`` columns, dicts as JSON strings; the feature ages
+    also typed (`_ages`), which the comparator reads without parsing JSON."""
     columns: dict[str, pa.Array] = {
         "request_id": pa.array([r.request_id for r in records], pa.string()),
         "usecase": pa.array([r.usecase for r in records], pa.string()),
@@ -56,6 +73,7 @@ def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: li
         "batch_error": pa.array([r.batch_error for r in records], pa.string()),
         "online_prediction": pa.array([r.online_prediction for r in records], pa.float64()),
         "online_feature_ages_s": pa.array([_json(r.online_feature_ages_s) for r in records], pa.string()),
+        **_ages(records),
         "online_features": pa.array([_json(r.online_features) for r in records], pa.string()),
         "online_model_version": pa.array([r.online_model_version for r in records], pa.string()),
         "online_latency_ms": pa.array([r.online_latency_ms for r in records], pa.float64()),
