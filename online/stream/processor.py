@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -49,37 +48,15 @@ from online.stream.heap import fewer_collections
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
 from online.stream.partition import Partition, StateKey
+from online.stream.topic import default_group, events_topic, key_bytes
 
-__all__ = ["StreamProcessor", "StreamReport", "default_group", "events_topic"]
+__all__ = ["StreamProcessor", "StreamReport", "default_group", "events_topic", "key_bytes"]
 
 log = logging.getLogger(__name__)
 SESSION_TIMEOUT_MS = 6_000
 JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
 KNOWN_KEYS = 200_000  # message keys remembered (about 25 MB at most), then forgotten at once
-
-
-def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = MAIN_STREAM) -> str:
-    """The topic of one of the use case's event streams: declared, else ``<prefix><use case>`` (the main stream)
-    or ``<prefix><use case>.<stream>``."""
-    declared = usecase.realtime_features
-    if declared is not None:
-        _, _, events = declared.source(stream)
-        if events is not None and events.topic:
-            return events.topic
-    return f"{prefix}{usecase.name}" if stream == MAIN_STREAM else f"{prefix}{usecase.name}.{stream}"
-
-
-def default_group(usecase: str, stream: str = MAIN_STREAM) -> str:
-    """The consumer group of a use case's stream processors (one per stream)."""
-    return f"migrate-stream-{usecase}" if stream == MAIN_STREAM else f"migrate-stream-{usecase}.{stream}"
-
-
-def key_bytes(key: dict[str, Any]) -> bytes:
-    """The Kafka message key of an entity: its key columns as sorted JSON (so one entity → one partition)."""
-    # A copy of exact size: orjson's result keeps its 4 KiB working buffer, and these are remembered per entity
-    # (KNOWN_KEYS of them: ~800 MB instead of ~25 MB; the stream bench's 20,000 keys held 78 MiB, by tracemalloc).
-    return bytes(memoryview(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)))
 
 
 @dataclass
