@@ -32,6 +32,6 @@ def default_group(usecase: str, stream: str = MAIN_STREAM) -> str:
 def key_bytes(key: dict[str, Any]) -> bytes:
     """The Kafka message key of an entity: its key columns as sorted JSON (so one entity → one partition)."""
     # A copy of exact size: orjson's result keeps its 4 KiB working buffer, and these are remembered per entity
-    # (KNOWN_KEYS of them in online/stream/processor.py: ~800 MB instead of ~25 MB; the stream bench's 20,000 keys
+    # (KNOWN_KEYS of them in online/stream/applier.py: ~800 MB instead of ~25 MB; the stream bench's 20,000 keys
     # held 78 MiB, by tracemalloc).
     return bytes(memoryview(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)))
