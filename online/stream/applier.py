@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 from migrate.feature_windows import Group, WindowState
 from migrate.realtime_schema import MAIN_STREAM
+from online.stream.checkpoint import StateKey
 from online.stream.event_schema import EventSchema, Rejection, RejectReason
-from online.stream.partition import Partition, StateKey
+from online.stream.partition import Partition
 from online.stream.topic import key_bytes
 
 __all__ = ["KNOWN_KEYS", "Counts", "EventApplier"]
