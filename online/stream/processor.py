@@ -2,11 +2,11 @@
 
 One process is one member of a Kafka consumer group; the group splits the topic's partitions among its members.
 Per partition the processor keeps a window state per entity and per key of each other feature group (per store,
-per merchant: a partial state, since such a key's events arrive on every partition) (migrate/feature_windows.py)
-and, every ``stream_checkpoint_interval_s`` or ``stream_checkpoint_events``, writes the changed states, the
-partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py), written while
-the next fetch is parsed (online/stream/checkpoint_writer.py). Serving evaluates the states at each request's
-instant.
+per merchant: a partial state, since such a key's events arrive on every partition) (migrate/feature_windows.py),
+updated a fetch at a time (online/stream/applier.py), and, every ``stream_checkpoint_interval_s`` or
+``stream_checkpoint_events``, writes the changed states, the partition's watermark and its next offset in one Redis
+transaction (online/stream/checkpoint.py), written while the next fetch is parsed
+(online/stream/checkpoint_writer.py). Serving evaluates the states at each request's instant.
 On (re)assignment it resumes from exactly that checkpoint, so a processor killed at any instant yields the
 same features as one that never stopped. Bad or untimely events go to the dead-letter topic with the reason.
 """
