@@ -65,8 +65,8 @@ def _events(n: int, start: datetime) -> Any:
 
 
 def _publisher(bootstrap: str, usecase: Any, settings: Any) -> Any:
-    from online.stream.processor import events_topic  # noqa: PLC0415 - a suite imports only what it measures
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - a suite imports only what it measures
+    from online.stream.topic import events_topic  # noqa: PLC0415 - a suite imports only what it measures
 
     return EventPublisher(
         bootstrap,

@@ -133,8 +133,8 @@ def events_replay(
     from migrate.batch.event_history import iter_events  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.batch.offline_store import latest_feature_time, open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-    from online.stream.processor import events_topic  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from online.stream.topic import events_topic  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     settings = get_settings()

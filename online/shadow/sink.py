@@ -47,7 +47,7 @@ from online.shadow.parquet import label_table, shadow_table, write_durably
 from online.shadow.record import ShadowRecord, shadow_topic
 from online.stream.label_topic import LabelRecord, labels_topic
 from online.stream.labels_from_events import event_labeler
-from online.stream.processor import events_topic
+from online.stream.topic import events_topic
 
 __all__ = ["FlushInfo", "SinkReport", "run_sink"]
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from migrate.feature_windows import WindowState
+from online.stream.checkpoint import StateKey
 
-__all__ = ["Partition", "StateKey"]
-
-StateKey = tuple[str, tuple[Any, ...]]  # (feature group, key in that group)
+__all__ = ["Partition"]
 
 
 @dataclass

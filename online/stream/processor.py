@@ -2,11 +2,11 @@
 
 One process is one member of a Kafka consumer group; the group splits the topic's partitions among its members.
 Per partition the processor keeps a window state per entity and per key of each other feature group (per store,
-per merchant: a partial state, since such a key's events arrive on every partition) (migrate/feature_windows.py)
-and, every ``stream_checkpoint_interval_s`` or ``stream_checkpoint_events``, writes the changed states, the
-partition's watermark and its next offset in one Redis transaction (online/stream/checkpoint.py), written while
-the next fetch is parsed (online/stream/checkpoint_writer.py). Serving evaluates the states at each request's
-instant.
+per merchant: a partial state, since such a key's events arrive on every partition) (migrate/feature_windows.py),
+updated a fetch at a time (online/stream/applier.py), and, every ``stream_checkpoint_interval_s`` or
+``stream_checkpoint_events``, writes the changed states, the partition's watermark and its next offset in one Redis
+transaction (online/stream/checkpoint.py), written while the next fetch is parsed
+(online/stream/checkpoint_writer.py). Serving evaluates the states at each request's instant.
 On (re)assignment it resumes from exactly that checkpoint, so a processor killed at any instant yields the
 same features as one that never stopped. Bad or untimely events go to the dead-letter topic with the reason.
 """
@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -41,45 +39,23 @@ from online.kafka import (
     kafka_errors,
     partitions_for_topic,
 )
+from online.stream.applier import EventApplier
 from online.stream.arrival import Arrival
 from online.stream.checkpoint import CheckpointStore, FencedError
 from online.stream.checkpoint_writer import CheckpointWriter
-from online.stream.event_schema import EventSchema, Rejection, RejectReason
+from online.stream.event_schema import EventSchema, RejectReason
 from online.stream.heap import fewer_collections
 from online.stream.metrics import StreamMetrics
 from online.stream.outputs import DeadLetter, StreamOutputs, dead_letter_topic
-from online.stream.partition import Partition, StateKey
+from online.stream.partition import Partition
+from online.stream.topic import default_group, events_topic, key_bytes
 
-__all__ = ["StreamProcessor", "StreamReport", "default_group", "events_topic"]
+__all__ = ["StreamProcessor", "StreamReport", "default_group", "events_topic", "key_bytes"]
 
 log = logging.getLogger(__name__)
 SESSION_TIMEOUT_MS = 6_000
 JOIN_GRACE_S = 30.0
 SWEEP_INTERVAL_S = 10.0
-KNOWN_KEYS = 200_000  # message keys remembered (about 25 MB at most), then forgotten at once
-
-
-def events_topic(usecase: UseCase, prefix: str = "migrate.events.", stream: str = MAIN_STREAM) -> str:
-    """The topic of one of the use case's event streams: declared, else ``<prefix><use case>`` (the main stream)
-    or ``<prefix><use case>.<stream>``."""
-    declared = usecase.realtime_features
-    if declared is not None:
-        _, _, events = declared.source(stream)
-        if events is not None and events.topic:
-            return events.topic
-    return f"{prefix}{usecase.name}" if stream == MAIN_STREAM else f"{prefix}{usecase.name}.{stream}"
-
-
-def default_group(usecase: str, stream: str = MAIN_STREAM) -> str:
-    """The consumer group of a use case's stream processors (one per stream)."""
-    return f"migrate-stream-{usecase}" if stream == MAIN_STREAM else f"migrate-stream-{usecase}.{stream}"
-
-
-def key_bytes(key: dict[str, Any]) -> bytes:
-    """The Kafka message key of an entity: its key columns as sorted JSON (so one entity → one partition)."""
-    # A copy of exact size: orjson's result keeps its 4 KiB working buffer, and these are remembered per entity
-    # (KNOWN_KEYS of them: ~800 MB instead of ~25 MB; the stream bench's 20,000 keys held 78 MiB, by tracemalloc).
-    return bytes(memoryview(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)))
 
 
 @dataclass
@@ -107,16 +83,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.processor.take([tp.partition for tp in assigned])
 
 
-def _getter(at: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """The values at positions `at` of a row, as a tuple (`operator.itemgetter`, a 1-tuple for one position)."""
-    if len(at) == 1:
-        only = operator.itemgetter(at[0])
-        return lambda row: (only(row),)
-    if not at:
-        return lambda row: ()
-    return operator.itemgetter(*at)
-
-
 class StreamProcessor:
     """One member of the use case's stream-processing consumer group."""
 
@@ -142,24 +108,12 @@ class StreamProcessor:
         # The groups this stream feeds; the entity's only when it has features of its own.
         self.groups: list[Group] = [g for g in groups_of(usecase) if g.spec.features and g.stream == stream]
         self.specs = {group.name: group.spec for group in self.groups}
-        # Where an event's values are (`EventSchema.parse_fetch` rows): its entity key, its time, and per group the
-        # key columns (None: the entity's own key; a column the event does not carry: None, so it feeds no key).
-        names = self.schema.names
-        self._key_of = _getter(tuple(names.index(k) for k in self.schema.key_names))
-        self._time_at = names.index(self.schema.time_field)
-        self._group_at = [
-            (g.name, None if g.is_entity else _getter(tuple(names.index(c) for c in g.key)))
-            for g in self.groups
-            if g.is_entity or all(c in names for c in g.key)  # else no event of this stream has a key of it
-        ]
-        self._known_keys: dict[tuple[Any, ...], bytes] = {}  # entity key → its message key bytes, bounded
         self.topic = events_topic(usecase, settings.events_topic_prefix, stream)
         self.partitions_declared = events.partitions
         self.bootstrap = bootstrap
         # One consumer group per use case and stream: members of one joining or leaving rebalance no other.
         self.group_id = group_id or default_group(usecase.name, stream)
         self.token = uuid.uuid4().hex
-        self.key_names = tuple(usecase.entity.key_names)
         self.client = redis.Redis.from_url(
             redis_url,
             socket_timeout=settings.redis_write_timeout_s,
@@ -175,6 +129,14 @@ class StreamProcessor:
         self.arrival = Arrival(settings, self.schema.future_s)  # the processor's clock: wall, or MIGRATE_CLOCK_*
         self._halted: DeadLetterError | None = None  # a dead letter failed: nothing may be checkpointed any more
         self.writer = CheckpointWriter(self.checkpoints, self.token)  # in a thread of its own while `run` runs
+        self.applier = EventApplier(
+            self.schema,
+            self.groups,
+            stream=stream,
+            received_s=self.arrival.received_s,
+            dead_letter=self._dead_letter,
+            counts=self.report,
+        )
 
     # --- partitions ------------------------------------------------------------------------------------------
 
@@ -208,118 +170,19 @@ class StreamProcessor:
 
     # --- events ----------------------------------------------------------------------------------------------
 
-    def _key_bytes(self, key: tuple[Any, ...]) -> bytes:
-        """The message key an event of this entity must carry (`key_bytes`), remembered for the entities seen
-        lately: most events are of an entity met before, and its JSON need not be built again."""
-        known = self._known_keys.get(key)
-        if known is None:
-            if len(self._known_keys) >= KNOWN_KEYS:
-                self._known_keys.clear()
-            known = self._known_keys[key] = key_bytes(dict(zip(self.key_names, key, strict=True)))
-        return known
-
     def handle(self, message: Any) -> None:
         """Apply one message of a partition this processor owns, or dead-letter it (`handle_fetch` of one)."""
         self.handle_fetch([message])
 
     def handle_fetch(self, messages: Sequence[Any]) -> None:
-        """Apply a fetch's messages of one partition this processor owns, in order, or dead-letter each bad one.
-
-        The events are checked one by one (key, lateness against the watermark as it moves, future), then applied
-        to the window states per feature group, one `WindowState.add_columns` per fetch. The partition's next
-        offset moves past a message only once it is applied or its dead letter is handed to the producer: a dead
-        letter that fails raises `DeadLetterError`, and the offset stays before it (the events before it applied).
-        """
+        """Apply a fetch's messages of one partition this processor owns, or dead-letter each bad one
+        (`EventApplier.apply`; a dead letter that fails raises `DeadLetterError`, the events before it applied)."""
         if not messages:
             return
         part = self.partitions.get(messages[0].partition)
         if part is None:
             return
-        schema, dead_letter = self.schema, self._dead_letter
-        check_key = self.stream == MAIN_STREAM
-        known, key_bytes_of = self._known_keys, self._key_bytes
-        key_of, time_at = self._key_of, self._time_at
-        timing = schema.timing
-        received_s = self.arrival.received_s
-        accepted: list[list[Any]] = []
-        keys: list[tuple[Any, ...]] = []  # their entity keys (main stream)
-        arrivals = part.arrivals
-        watermark = part.watermark
-        next_offset = part.next_offset
-        handled = 0
-        try:
-            for message, event in zip(messages, schema.parse_fetch([m.value for m in messages]), strict=True):
-                if not isinstance(event, Rejection):
-                    # The key first: an event on the wrong partition must not be judged by this partition's watermark.
-                    if check_key:
-                        key = key_of(event)
-                        wanted = known.get(key)
-                        if wanted is None:
-                            wanted = key_bytes_of(key)
-                        if message.key != wanted:
-                            dead_letter(message, "wrong_key", "message key is not the event's entity key (sorted JSON)")
-                            next_offset = message.offset + 1
-                            handled += 1
-                            continue
-                    time_s = event[time_at]
-                    rejection = timing(time_s, watermark, received_s(message))
-                    if rejection is not None:
-                        dead_letter(message, rejection.reason, rejection.detail)
-                        next_offset = message.offset + 1
-                        handled += 1
-                        continue
-                    accepted.append(event)
-                    if check_key:
-                        keys.append(key)
-                    arrivals.append(message.timestamp / 1000.0)  # freshness: from the record's timestamp
-                    watermark = max(watermark, time_s)
-                else:
-                    dead_letter(message, event.reason, event.detail)
-                next_offset = message.offset + 1
-                handled += 1
-        finally:
-            self._apply(part, accepted, keys)
-            part.watermark = watermark
-            part.next_offset = next_offset
-            part.pending += handled
-            self.report.events += len(accepted)
-
-    def _apply(self, part: Partition, rows: list[list[Any]], keys: list[tuple[Any, ...]]) -> None:
-        """Accepted events (field values in declared order; their entity keys on the main stream) → each feature
-        group's window states, one update per group."""
-        if not rows:
-            return
-        columns = dict(zip(self.schema.names, zip(*rows, strict=True), strict=True))
-        times = columns[self.schema.time_field]
-        states, dirty = part.states, part.dirty
-        for name, key_of in self._group_at:
-            spec = self.specs[name]
-            if key_of is None:
-                ats: list[StateKey] = [(name, key) for key in keys]
-                chosen: list[int] | None = None
-            else:
-                ats, chosen = [], []
-                for i, row in enumerate(rows):
-                    key = key_of(row)
-                    if None not in key:  # no value for the group's key: the event feeds no key of that group
-                        ats.append((name, key))
-                        chosen.append(i)
-            group_states: list[WindowState] = []
-            for at in ats:
-                state = states.get(at)
-                if state is None:
-                    state = states[at] = WindowState(spec)
-                group_states.append(state)
-            dirty.update(ats)
-            if chosen is None:
-                WindowState.add_columns(group_states, times, columns)
-            else:
-                # Only the columns the group's features read (a missing column reads as None, as it would here).
-                WindowState.add_columns(
-                    group_states,
-                    [times[i] for i in chosen],
-                    {field: [columns[field][i] for i in chosen] for field in spec.fields if field in columns},
-                )
+        self.applier.apply(part, messages)
 
     def _dead_letter(self, message: Any, reason: RejectReason, detail: str) -> None:
         """Hand one message's dead letter to the producer and count it; a failure halts the processor."""

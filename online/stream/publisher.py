@@ -14,7 +14,7 @@ from typing import Any
 from migrate.errors import BrokerUnavailableError
 from online.kafka import acknowledged_producer, ensure_topic, kafka_errors
 from online.stream.event_schema import encode_event
-from online.stream.processor import key_bytes
+from online.stream.topic import key_bytes
 
 __all__ = ["EventPublisher"]
 

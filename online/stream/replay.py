@@ -21,7 +21,8 @@ from migrate.usecase import UseCase
 from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors, partitions_for_topic
 from online.stream.checkpoint import CheckpointStore, start_offsets
 from online.stream.event_schema import EventSchema
-from online.stream.processor import StreamProcessor, StreamReport, default_group, events_topic
+from online.stream.processor import StreamProcessor, StreamReport
+from online.stream.topic import default_group, events_topic
 
 __all__ = ["replay", "warm_up"]
 
