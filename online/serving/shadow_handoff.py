@@ -8,6 +8,7 @@ full queue drops the job, counted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import multiprocessing
@@ -117,6 +118,10 @@ class ShadowProcess:
     request's keys, the lookup rows, the online results), so a bound in jobs alone let 1,000 queued 100-entity
     jobs grow the worker by ~90 MiB (measured, bench/online.py). Two single-writer counters (entities
     submitted, written by the worker; entities taken, by the process) give the entities in flight without a lock.
+
+    The jobs submitted during one turn of the event loop go into the queue together, as one list, at the end of
+    that turn: each ``put`` wakes the queue's feeder thread, which then takes the GIL from the loop to pickle and
+    send it, so under load one put per turn instead of one per request leaves the loop its CPU.
     """
 
     def __init__(
@@ -130,14 +135,20 @@ class ShadowProcess:
         context = multiprocessing.get_context("spawn")
         self.usecases = list(usecases)
         self.max_entities = max_entities
-        self._queue: multiprocessing.Queue[Any] = context.Queue(maxsize=capacity)
+        self.capacity = capacity
+        self._held: list[tuple[int, bytes]] = []  # jobs of this loop turn, sent together at its end
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop whose turn ends with a flush
+        # Unbounded itself: the worker's counters bound the jobs and entities in flight (each list holds one job
+        # at least).
+        self._queue: multiprocessing.Queue[Any] = context.Queue()
         self._counts: list[Synchronized[int]] = [
             context.Value("q", 0, lock=False) for _ in range(len(self.usecases) * len(_COUNTS))
         ]
         # Per use case: why its logger does not deliver now (empty: it does), written by the process.
         self._problems: list[Any] = [context.Array("c", PROBLEM_BYTES, lock=False) for _ in self.usecases]
-        self._submitted = 0
-        self._taken: Synchronized[int] = context.Value("q", 0, lock=False)
+        self._submitted = 0  # entities, and jobs: each counted by the worker as sent, by the process as taken
+        self._jobs = 0
+        self._taken: Any = context.Array("q", 2, lock=False)  # [entities, jobs] the process took
         self._process = context.Process(
             target=_main,
             args=(self._queue, self.usecases, self._counts, self._taken, self._problems),
@@ -152,16 +163,34 @@ class ShadowProcess:
         return _Channel(self, usecase)
 
     def submit(self, job: bytes, entities: int = 1) -> bool:
-        """Queue one encoded job (`encode_job`) of `entities` entities; False (dropped) when the queue is full in
-        jobs or entities. Bytes, so the queue's feeder thread copies them instead of pickling objects."""
-        if self._submitted - self._taken.value + entities > self.max_entities:
+        """Queue one encoded job (`encode_job`) of `entities` entities; False (dropped) when the jobs or the
+        entities in flight would pass their bound. Bytes, so the queue's feeder thread copies them instead of
+        pickling objects. On the event loop the job leaves at the end of the loop's turn, with the others of that
+        turn; called from anywhere else, at once."""
+        if self._submitted - self._taken[0] + entities > self.max_entities:
+            return False
+        if self._jobs - self._taken[1] >= self.capacity:
             return False
         try:
-            self._queue.put_nowait((entities, job))  # the count first: taken even if the job cannot be decoded
-        except queue.Full:
-            return False
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and loop is not self._flush_on:  # the first job of this turn: send at its end
+            self._flush_on = loop
+            loop.call_soon(self.flush)
+        self._held.append((entities, job))  # the count beside the job: taken even if the job cannot be decoded
         self._submitted += entities
+        self._jobs += 1
+        if loop is None:
+            self.flush()
         return True
+
+    def flush(self) -> None:
+        """Send the jobs held so far as one list (the end of a loop turn; `close`)."""
+        held, self._held, self._flush_on = self._held, [], None
+        if not held:
+            return
+        self._queue.put_nowait(held)
 
     def counts(self, usecase: str) -> dict[str, int]:
         """Records the comparison process sent and dropped for `usecase`, by reason."""
@@ -177,6 +206,7 @@ class ShadowProcess:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Let the process flush what it holds, then stop it."""
+        self.flush()
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout_s)
         self._process.join(timeout_s)
@@ -187,7 +217,7 @@ class ShadowProcess:
                 "the shadow comparison process did not finish within %.0f s; %d entities queued for comparison are "
                 "lost (their answers were served)",
                 timeout_s,
-                self._submitted - self._taken.value,
+                self._submitted - self._taken[0],
             )
             self._process.kill()
 
@@ -220,7 +250,7 @@ def _main(
     jobs: multiprocessing.Queue[Any],
     usecases: list[str],
     counts: list[Synchronized[int]],
-    taken: Synchronized[int],
+    taken: Any,
     problems: list[Any],
 ) -> None:
     """The comparison process: its own stores, model and Kafka producer, configured from the environment."""
@@ -245,30 +275,11 @@ def _main(
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
     try:
-        while (item := jobs.get()) is not None:
-            entities, job = item
-            taken.value += entities  # this process is its only writer
-            try:
-                usecase, req, served, online, batch = decode_job(job)
-            except Exception:  # a bug between the two ends of the wire: say so, and keep comparing the rest
-                log.exception("a shadow job of %d entities could not be decoded; it is skipped", entities)
-                continue
-            if usecase not in paths:
-                continue
-            try:
-                candidate = switcher.candidate(usecase)
-                compare(
-                    paths[usecase],
-                    loggers[usecase],
-                    usecase,
-                    req,
-                    served=served,
-                    online=online,
-                    batch=batch,
-                    candidate=candidate,
-                )
-            except Exception:
-                log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
+        while (held := jobs.get()) is not None:
+            for entities, job in held:
+                taken[0] += entities  # this process is their only writer
+                taken[1] += 1
+                _compare_one(job, entities, paths, loggers, switcher)
     finally:
         stop.set()
         alias_watcher.stop()
@@ -277,6 +288,30 @@ def _main(
             logger.close()
         _publish(loggers, usecases, counts, problems)
         mark_dead()  # with several workers, its live gauges leave the shared view
+
+
+def _compare_one(job: bytes, entities: int, paths: Any, loggers: Any, switcher: ModelSwitcher) -> None:
+    try:
+        usecase, req, served, online, batch = decode_job(job)
+    except Exception:  # a bug between the two ends of the wire: say so, and keep comparing the rest
+        log.exception("a shadow job of %d entities could not be decoded; it is skipped", entities)
+        return
+    if usecase not in paths:
+        return
+    try:
+        candidate = switcher.candidate(usecase)
+        compare(
+            paths[usecase],
+            loggers[usecase],
+            usecase,
+            req,
+            served=served,
+            online=online,
+            batch=batch,
+            candidate=candidate,
+        )
+    except Exception:
+        log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
 
 
 def lower_priority(policy: str, niceness: int) -> None:

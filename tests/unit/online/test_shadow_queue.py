@@ -46,7 +46,8 @@ def shadow(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShadowProcess]:
 
 
 def _take(process: ShadowProcess, entities: int) -> None:
-    process._taken.value += entities  # what the comparison process does for each job it takes
+    process._taken[0] += entities  # what the comparison process does for each job it takes
+    process._taken[1] += 1
 
 
 def test_the_queue_refuses_jobs_beyond_the_entity_bound(shadow: ShadowProcess) -> None:
@@ -69,9 +70,44 @@ def test_the_queue_is_bounded_in_jobs_too(monkeypatch: pytest.MonkeyPatch) -> No
     try:
         assert [process.submit(b"job %d" % i) for i in range(5)] == [True, True, True, False, False]
         assert process._submitted == 3  # a refused job does not count as in flight
+        process._taken[0] += 1  # what the comparison process does for each job it takes
+        process._taken[1] += 1
+        assert process.submit(b"room for one") and not process.submit(b"no more")
     finally:
         process._queue.cancel_join_thread()
         process._queue.close()
+
+
+def test_the_jobs_of_one_loop_turn_leave_together_in_order(shadow: ShadowProcess) -> None:
+    async def turn() -> None:
+        assert [shadow.submit(b"job %d" % i, entities=i + 1) for i in range(3)] == [True, True, True]
+        assert shadow._held and shadow._queue.empty()  # held until the loop's turn ends
+        await asyncio.sleep(0)  # the turn ends: the flush ran
+        assert not shadow._held
+        assert shadow.submit(b"next turn", entities=2)
+
+    asyncio.run(turn())
+    assert shadow._queue.get(timeout=5) == [(1, b"job 0"), (2, b"job 1"), (3, b"job 2")]
+    assert shadow._queue.get(timeout=5) == [(2, b"next turn")]
+    assert shadow._submitted == 8
+    # Off the event loop a job is sent at once, alone.
+    assert shadow.submit(b"from a thread", entities=1)
+    assert shadow._queue.get(timeout=5) == [(1, b"from a thread")]
+
+
+def test_close_sends_what_is_held_before_stopping(shadow: ShadowProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(shadow._queue, "put_nowait", sent.append)
+    monkeypatch.setattr(shadow._queue, "put", lambda item, timeout: sent.append(item))
+    monkeypatch.setattr(shadow._process, "join", lambda timeout: None, raising=False)
+    monkeypatch.setattr(shadow._process, "is_alive", lambda: False, raising=False)
+
+    async def submit_then_close() -> None:
+        shadow.submit(b"last", entities=1)
+        shadow.close()  # before the turn ends: the held job goes first, then the stop
+
+    asyncio.run(submit_then_close())
+    assert sent == [[(1, b"last")], None]
 
 
 class LookupOnlyPaths:
