@@ -76,20 +76,9 @@ class InProcessShadow:
         return None if problem is None else str(problem)
 
     def _run(self, req: Request, served: Sequence[str], online: Outcome, batch: Outcome) -> None:
-        try:
-            candidate = self.candidates(self.usecase) if self.candidates is not None else None
-            compare(
-                self.paths,
-                self.logger,
-                self.usecase,
-                req,
-                served=served,
-                online=online,
-                batch=batch,
-                candidate=candidate,
-            )
-        except Exception:
-            log.exception("shadow comparison of request %s for %s failed", req.id, self.usecase)
+        _compare_or_log(
+            self.paths, self.logger, self.usecase, req, job=(served, online, batch), candidates=self.candidates
+        )
 
 
 class _Channel:
@@ -298,18 +287,25 @@ def _compare_one(job: bytes, entities: int, paths: Any, loggers: Any, switcher: 
         return
     if usecase not in paths:
         return
+    _compare_or_log(
+        paths[usecase], loggers[usecase], usecase, req, job=(served, online, batch), candidates=switcher.candidate
+    )
+
+
+def _compare_or_log(
+    paths: Paths,
+    logger: Logger,
+    usecase: str,
+    req: Request,
+    *,
+    job: tuple[Sequence[str], Outcome, Outcome],
+    candidates: Any,
+) -> None:
+    """One request compared and logged; a failure is logged, never raised (the next request is compared)."""
+    served, online, batch = job
     try:
-        candidate = switcher.candidate(usecase)
-        compare(
-            paths[usecase],
-            loggers[usecase],
-            usecase,
-            req,
-            served=served,
-            online=online,
-            batch=batch,
-            candidate=candidate,
-        )
+        candidate = candidates(usecase) if candidates is not None else None
+        compare(paths, logger, usecase, req, served=served, online=online, batch=batch, candidate=candidate)
     except Exception:
         log.exception("shadow comparison of request %s for %s failed", req.id, usecase)
 
