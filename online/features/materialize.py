@@ -32,7 +32,7 @@ from online.features.store import FeatureStore, OnCorrection, WriteReport, corre
 __all__ = ["MaterializeReport", "materialize", "materialize_active"]
 
 BATCH_ROWS = 20_000  # entities read from the snapshot and handed to one write_features call
-WRITERS = 2  # batches in flight: one encoded while another is written
+WRITERS = 4  # batches in flight, encoded while others are written (1M entities: 4 beat 2 in 5 of 5 pairs, +10%)
 
 
 @dataclass(frozen=True)
