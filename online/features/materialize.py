@@ -5,7 +5,7 @@ nothing, an older instant cannot overwrite newer values, and a value that change
 correction (rejected unless asked for). The snapshot is the batch path's own point-in-time query
 (`migrate.batch.offline_store.write_snapshot`), streamed through a Parquet file so memory stays flat at any
 entity count. A Redis store written by 0.x has its stored features moved into the current layout first
-(`RedisFeatureStore.upgrade_layout`, once per use case).
+(`FeatureStore.prepare`; for Redis, `RedisFeatureStore.upgrade_layout`, once per use case).
 """
 
 from __future__ import annotations
@@ -74,8 +74,7 @@ def materialize(
 
     started = time.perf_counter()
     as_of = utc_aware(as_of)
-    if isinstance(store, RedisFeatureStore):  # a store of 0.x: its stored features move into records first
-        store.upgrade_layout(usecase.name)
+    store.prepare(usecase.name)  # e.g. a Redis store written by 0.x moves its features into records first
     folder = settings.state_dir / "materialize" / usecase.name / f"{as_of:%Y%m%dT%H%M%SZ}.{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     total = WriteReport()

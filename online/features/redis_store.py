@@ -327,10 +327,7 @@ class RedisFeatureStore(FeatureStore):
         except ValueError as exc:
             raise FeatureStoreError(str(exc), fix="rename the features (letters, digits and '_' are safe)") from exc
         encoded = encode_columns(rows, key_names, feature_names, event_times)
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = self._client(self._write_timeout_s)
-            writer = self._writer
+        writer = self._write_client()
         report = WriteReport()
         left: dict[int, bytes] = {}  # entities the script left to this side: row → the record it found
         with self._translated(f"writing features of {usecase!r}", self._write_timeout_s):
@@ -383,6 +380,16 @@ class RedisFeatureStore(FeatureStore):
             fix="run one materialization of a use case at a time (the DAG's max_active_runs=1), then write again",
         )
 
+    def _write_client(self) -> redis.Redis:
+        """The client of writes (their own timeout), made on first use; writes may come from several threads."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._client(self._write_timeout_s)
+            return self._writer
+
+    def prepare(self, usecase: str) -> None:
+        self.upgrade_layout(usecase)
+
     def upgrade_layout(self, usecase: str) -> int:
         """Turn `usecase`'s entity hashes of the previous layout into records; how many hashes held such fields.
 
@@ -392,10 +399,7 @@ class RedisFeatureStore(FeatureStore):
         keyspace once (SCAN; ~1 µs per key on the server).
         """
         marker = f"{PREFIX}:{usecase}#layout"
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = self._client(self._write_timeout_s)
-            writer = self._writer
+        writer = self._write_client()
         with self._translated(f"upgrading the feature layout of {usecase!r}", self._write_timeout_s):
             if writer.get(marker) is not None:
                 return 0

@@ -190,6 +190,13 @@ class FeatureStore(ABC):
         pairs = zip(keys, found, strict=True)
         return [None if values is None else EntityFeatures(key, values) for key, values in pairs]
 
+    def prepare(self, usecase: str) -> None:  # noqa: B027 - a hook: most stores have nothing to prepare
+        """Ready the store for a bulk write of `usecase`; materialization calls it once before writing.
+
+        A store whose layout changed between versions moves what an earlier version wrote here, so the write's
+        decisions (stale, unchanged, corrections) are made against every stored value. The default does nothing.
+        """
+
     @abstractmethod
     def ping(self) -> None:
         """Return when the store answers; raise `FeatureStoreUnavailableError` otherwise."""
