@@ -38,6 +38,7 @@ end
 STAGES = ("batch", "shadow", "online", "online_only")
 PACED_RPS = 500  # the rate for the p99 target: 5 connections, each waiting PACED_DELAY_MS between requests
 PACED_CONNECTIONS = 5
+SHADOW_ROUNDS = 3  # pairs of rows (batch, shadow) per connection count for the shadow's cost
 PACED_DELAY_MS = 7
 GET_LUA = WRK_LUA.replace(
     'return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])', 'return wrk.format("GET")'
@@ -247,6 +248,14 @@ def online_suite() -> dict[str, Any]:
                 runs["paced"] = measure(stage, lua(single, PACED_DELAY_MS), PACED_CONNECTIONS)
             results[f"single_{stage}"] = runs
             results[f"rss_after_{stage}_mib"] = _rss_mib(pid)
+        # The shadow's cost is a few tenths of a millisecond of p99, below one row's run-to-run noise: measured as
+        # the median over SHADOW_ROUNDS pairs of rows, batch then shadow, back to back.
+        print("online: shadow against batch …", file=sys.stderr, flush=True)
+        results["shadow_cost"] = {c: [] for c in (1, 16)}
+        for _ in range(SHADOW_ROUNDS):
+            for c in (1, 16):
+                pair = {str(stage): measure(stage, lua(single), c) for stage in (Stage.BATCH, Stage.SHADOW)}
+                results["shadow_cost"][c].append(pair)
         results["hundred_online"] = {}
         for c in (1, 4):
             results["hundred_online"][c] = measure(Stage.ONLINE, lua(hundred), c)
@@ -349,12 +358,28 @@ def _targets(online: dict[str, Any], get: Any) -> list[str]:
     out.append(f"- online_only, 16 connections, ≥ 2,500 req/s: {rps:,.0f} req/s ({_verdict(rps >= 2_500)}).")
     worst1 = max(single[s][0]["p99_ms"] for s in STAGES)
     each = ", ".join(f"{s} {single[s][0]['p99_ms']:.2f}" for s in STAGES)
-    out.append(f"- 1 connection, p99 ≤ 2.5 ms: {each} ms ({_verdict(worst1 <= 2.5)}).")
+    empty = get(online["floor_empty"], 1)["p99_ms"]
+    out.append(
+        f"- 1 connection, p99 ≤ 2.5 ms: {each} ms ({_verdict(worst1 <= 2.5)}; the empty endpoint's own p99 in this "
+        f"run: {empty:.2f} ms)."
+    )
     for c, index in ((1, 0), (16, 1)):
+        conns = f"{c} connection{'s' if c > 1 else ''}"
+        by_c = online.get("shadow_cost", {})
+        pairs = by_c.get(str(c), by_c.get(c))
+        if pairs:  # the median over pairs of rows run back to back
+            costs = [pair["shadow"]["p99_ms"] - pair["batch"]["p99_ms"] for pair in pairs]
+            cost = statistics.median(costs)
+            each = ", ".join(f"{x:+.2f}" for x in costs)
+            out.append(
+                f"- `shadow` adds ≤ 0.3 ms to the served p99 over `batch`, {conns}: median {cost:+.2f} ms over "
+                f"{len(costs)} pairs of rows ({each}) ({_verdict(cost <= 0.3)})."
+            )
+            continue
         cost = single["shadow"][index]["p99_ms"] - single["batch"][index]["p99_ms"]
         out.append(
-            f"- `shadow` adds ≤ 0.3 ms to the served p99 over `batch`, {c} connection{'s' if c > 1 else ''}: "
-            f"{cost:+.2f} ms ({_verdict(cost <= 0.3)})."
+            f"- `shadow` adds ≤ 0.3 ms to the served p99 over `batch`, {conns}: {cost:+.2f} ms "
+            f"({_verdict(cost <= 0.3)})."
         )
     hundred = get(online["hundred_online"], 4)
     rolled = f"; the guardrail rolled it back to {hundred['rolled_back_to']}" if hundred.get("rolled_back_to") else ""
