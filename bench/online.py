@@ -108,6 +108,39 @@ def _redis_floor(url: str) -> dict[str, float]:
     }
 
 
+def _feature_reads(url: str, usecase: str, keys: list[Any], features: list[str]) -> dict[str, Any]:
+    """`RedisFeatureStore.read` of 1 and of 100 entities against its floor, a bare ``MGET`` of the same records
+    (bytes, nothing decoded), in alternating blocks of 500 reads; latencies in ms."""
+    import redis  # noqa: PLC0415 - a suite imports only what it measures
+
+    from online.features.redis_layout import batch_key  # noqa: PLC0415 - a suite imports only what it measures
+    from online.features.redis_store import RedisFeatureStore  # noqa: PLC0415 - a suite imports only what it measures
+
+    samples: dict[str, list[float]] = {}
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    with RedisFeatureStore(url, read_timeout_s=5) as store:
+        for size in (1, 100):
+            batches = [keys[i : i + size] for i in range(0, len(keys) - size + 1, size)]
+            names = [[batch_key(usecase, key) for key in batch] for batch in batches]
+            reads: list[tuple[str, Any]] = [
+                (f"store_{size}", lambda i, b=batches: store.read(usecase, b[i], features)),
+                (f"mget_{size}", lambda i, n=names: client.mget(n[i])),
+            ]
+            for block in range(10):
+                for name, read in reads:
+                    for j in range(500):
+                        i = (block * 500 + j) % len(batches)
+                        started = time.perf_counter()
+                        read(i)
+                        samples.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+    client.close()
+    out: dict[str, Any] = {}
+    for name, values in samples.items():
+        values.sort()
+        out[name] = {"p50_ms": statistics.median(values), "p99_ms": values[int(len(values) * 0.99)]}
+    return out
+
+
 def online_suite() -> dict[str, Any]:
     """Set up a world, serve it, and measure every stage and its floors."""
     if shutil.which("wrk") is None:
@@ -223,6 +256,7 @@ def online_suite() -> dict[str, Any]:
         peer_url = f"{peer}/predict"
         results["rss_start_mib"] = _rss_mib(pid)
         results["floor_redis"] = _redis_floor(redis_server.url)
+        results["feature_reads"] = _feature_reads(redis_server.url, usecase.name, keys, usecase.feature_names)
         results["floor_empty"] = {c: _wrk(f"{base}/healthz", GET_LUA, c, state) for c in (1, 16)}
 
         def measure(stage: Stage, script: str, connections: int) -> dict[str, Any]:
@@ -491,6 +525,22 @@ def render(online: dict[str, Any]) -> list[str]:
         f"Bare Redis round trip (floor of the feature read): p50 {redis['p50_ms']:.3f} ms, "
         f"p99 {redis['p99_ms']:.3f} ms.",
     ]
+    reads = online.get("feature_reads")
+    if reads:
+        lines += [
+            "",
+            "Feature reads, in the bench process (`RedisFeatureStore.read` of the use case's batch features, against a "
+            "bare `MGET` of the same records, nothing decoded; 5,000 reads each, in alternating blocks of 500):",
+            "",
+            "| entities | read p50 / p99 ms | `MGET` floor p50 / p99 ms |",
+            "|---|---|---|",
+        ]
+        for size in (1, 100):
+            ours, floor = reads[f"store_{size}"], reads[f"mget_{size}"]
+            lines.append(
+                f"| {size} | {ours['p50_ms']:.3f} / {ours['p99_ms']:.3f} | "
+                f"{floor['p50_ms']:.3f} / {floor['p99_ms']:.3f} |"
+            )
     lines += ["", "Against the targets of this run (issue 14; one worker):", ""]
     lines += _targets(online, get)
     lines.append(
