@@ -165,17 +165,33 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
 
 def _cases(rows: Rows, threshold: float, limit: int) -> tuple[int, int, list[dict[str, Any]]]:
     keys = rows.key_columns
-    # One pass over the rows: the disagreeing entities grouped once give both the totals and the top cases.
+    disagrees = f"abs(op - bp) > {threshold}"
+    # One pass over the rows: the disagreeing entities grouped once give both the totals and the top cases. Only
+    # the count and the mean there: each entity's latest request (four arg_max over millions of groups, ~1.5 s of
+    # CPU per 10M rows) is looked up for the top cases alone, in a second pass that joins them.
     rows.con.execute(f"""
         CREATE OR REPLACE TEMP TABLE disagreeing AS
-        SELECT {keys}, count(*) AS n, avg(abs(op - bp)) AS d, arg_max(h, request_time) AS h,
-               max(request_time) AS t, arg_max(bp, request_time) AS b, arg_max(op, request_time) AS o
-        FROM s WHERE abs(op - bp) > {threshold} GROUP BY ALL
+        SELECT {keys}, count(*) AS n, avg(abs(op - bp)) AS d FROM s WHERE {disagrees} GROUP BY ALL
     """)
     totals = rows.con.execute("SELECT coalesce(sum(n), 0), count(*) FROM disagreeing").fetchall()[0]
-    found = rows.con.execute(
-        f"SELECT {keys}, n, d, h, t, b, o FROM disagreeing ORDER BY n DESC, d DESC, {keys} LIMIT {int(limit)}"
-    ).fetchall()
+    rows.con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE top_disagreeing AS
+        SELECT {keys}, n, d FROM disagreeing ORDER BY n DESC, d DESC, {keys} LIMIT {int(limit)}
+    """)
+
+    def same(other: str) -> str:
+        return " AND ".join(f"{other}.k_{k} IS NOT DISTINCT FROM c.k_{k}" for k in rows.keys)
+
+    found = rows.con.execute(f"""
+        SELECT {", ".join(f"c.k_{k}" for k in rows.keys)}, c.n, c.d, x.h, x.t, x.b, x.o
+        FROM top_disagreeing c JOIN (
+            SELECT {keys}, arg_max(h, request_time) AS h, max(request_time) AS t, arg_max(bp, request_time) AS b,
+                   arg_max(op, request_time) AS o
+            FROM s SEMI JOIN top_disagreeing c ON {same("s")}
+            WHERE {disagrees} GROUP BY ALL
+        ) x ON {same("x")}
+        ORDER BY c.n DESC, c.d DESC, {", ".join(f"c.k_{k}" for k in rows.keys)}
+    """).fetchall()
     width = len(rows.keys)
     cases = [
         {
@@ -196,7 +212,9 @@ def _logged(rows: Rows, settings: Settings, cases: list[dict[str, Any]]) -> None
     """Add each case's logged ``online_features`` and ``online_model_version`` from the shadow files.
 
     Only the hour partitions holding the cases' requests are read (the latest disagreeing requests of the most
-    frequent entities cluster in the newest hours).
+    frequent entities cluster in the newest hours), and in them only the rows at the cases' request times (a
+    case's row ``h`` is at its time ``t``): the time filter runs in the Parquet scan, so the row ids are hashed and
+    the features decoded for those rows alone, not for every row of the hours (~0.7 s of CPU per 10M rows).
     """
     hours = sorted({c["request_time"].replace(minute=0, second=0, microsecond=0) for c in cases})
     files = [
@@ -205,12 +223,13 @@ def _logged(rows: Rows, settings: Settings, cases: list[dict[str, Any]]) -> None
         for f in shadow_files(settings.shadow_dir / rows.usecase.name, Window(hour, hour + timedelta(hours=1)))
     ]
     wanted = ", ".join(str(c["h"]) for c in cases)
+    times = ", ".join(f"TIMESTAMPTZ '{t.isoformat()}'" for t in sorted({c["request_time"] for c in cases}))
     row_id = row_id_sql(rows.usecase)
     listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
     found = rows.con.execute(f"""
         SELECT {row_id} AS h, any_value(online_features), any_value(online_model_version)
         FROM read_parquet({listing}, union_by_name = true)
-        WHERE {row_id} IN ({wanted}) GROUP BY ALL
+        WHERE CAST(request_time AS TIMESTAMPTZ) IN ({times}) AND {row_id} IN ({wanted}) GROUP BY ALL
     """).fetchall()
     logged = {int(h): (orjson.loads(features) if features else {}, version) for h, features, version in found}
     for case in cases:

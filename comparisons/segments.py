@@ -70,9 +70,12 @@ def _psi_sql(rows: Rows) -> tuple[float | None, int]:
     if not pairs:
         return None, 0
 
-    # The bin of a value: how many inner edges lie at or below it (as np.searchsorted(..., side="right")).
+    # The bin of a value: how many inner edges lie at or below it (as np.searchsorted(..., side="right")), i.e. the
+    # first edge above it, the edges being sorted. One CASE stops at that edge (a sum of one comparison per edge
+    # cost ~0.5 s more CPU per 10M rows); NaN, above every edge in DuckDB's order, falls in the last bin either way.
     def binned(column: str) -> str:
-        return " + ".join(f"CAST({column} >= {edge!r} AS INTEGER)" for edge in edges) or "0"
+        branches = " ".join(f"WHEN {column} < {edge!r} THEN {index}" for index, edge in enumerate(edges))
+        return f"CASE {branches} ELSE {len(edges)} END" if edges else "0"
 
     # One pass: the count per pair of bins, each path's counts summed from them (whole numbers: exact).
     counts = rows.con.execute(
