@@ -223,7 +223,12 @@ def test_readiness_reports_the_shadow_log_from_the_comparison_process(service: t
         _until_both_workers_answer(url, body)
         checks = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]
         assert checks["shadow_log"] == "ok", checks
-        assert f'migrate_shadow_log_healthy{{usecase="{name}"}} 1.0' in httpx.get(f"{base}/metrics", timeout=10).text
+        # The comparison processes publish the gauge every 0.5 s, under SCHED_IDLE: on a busy machine, a while after.
+        healthy = f'migrate_shadow_log_healthy{{usecase="{name}"}} 1.0'
+        deadline = time.monotonic() + SINK_S
+        while healthy not in (scrape := httpx.get(f"{base}/metrics", timeout=10).text):
+            assert time.monotonic() < deadline, [line for line in scrape.splitlines() if "shadow" in line]
+            time.sleep(0.2)
 
         os.kill(_broker_pid(bootstrap), signal.SIGKILL)
         deadline = time.monotonic() + SINK_S
