@@ -8,6 +8,7 @@ that finds the thread idle starts its call at once, so a lone request pays nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 __all__ = ["Batcher"]
+
+_Batch = list[tuple[Sequence[T], "asyncio.Future[list[R]]"]]  # the requests of one call: their items and futures
 
 
 class Batcher(Generic[T, R]):
@@ -49,7 +52,7 @@ class Batcher(Generic[T, R]):
         return future
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []
+        batch: _Batch[T, R] = []
         flat: list[T] = []
         while self._waiting and (not flat or len(flat) + len(self._waiting[0][0]) <= self.max_items):
             items, future = self._waiting.popleft()
@@ -62,21 +65,39 @@ class Batcher(Generic[T, R]):
         self._busy = True
         self.calls += 1
         self.items += len(flat)
-        done = loop.run_in_executor(self._executor, self._call, flat)
-        done.add_done_callback(lambda finished: self._finish(loop, batch, finished))
+        # The thread hands its results straight to the loop: ``run_in_executor`` would chain a second future to
+        # the executor's, a few callbacks more per call on the event loop (docs/serving.md, issue 14).
+        work = self._executor.submit(self._run, loop, batch, flat)
+        work.add_done_callback(lambda done: self._closed(loop, batch) if done.cancelled() else None)
+
+    def _run(self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], flat: list[T]) -> None:
+        """On the thread: the call, then its results (or its exception) to the loop."""
+        try:
+            results: Sequence[R] = self._call(flat)
+        except BaseException as exc:  # every request of the call gets it, as it would from the call itself
+            self._deliver(loop, batch, [], exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._deliver(loop, batch, results, None)
+
+    def _closed(self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R]) -> None:
+        self._deliver(loop, batch, [], RuntimeError("the batcher was closed"))
+
+    def _deliver(
+        self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], results: Sequence[R], error: BaseException | None
+    ) -> None:
+        # A loop gone (closed, even between the check and the call) has no request left to answer.
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._finish, loop, batch, results, error)
 
     def _finish(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]],
-        finished: asyncio.Future[Sequence[R]],
+        self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], results: Sequence[R], error: BaseException | None
     ) -> None:
         self._busy = False
-        error = RuntimeError("the batcher was closed") if finished.cancelled() else finished.exception()
-        if error is None:
-            results = finished.result()
-            if len(results) != sum(len(items) for items, _ in batch):
-                error = RuntimeError(f"a batched call returned {len(results)} results for a different item count")
+        if error is None and len(results) != sum(len(items) for items, _ in batch):
+            error = RuntimeError(f"a batched call returned {len(results)} results for a different item count")
         start = 0
         for items, future in batch:
             if not future.done():
