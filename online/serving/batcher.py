@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -30,9 +31,16 @@ class Batcher(Generic[T, R]):
     def __init__(self, call: Callable[[list[T]], Sequence[R]], *, max_items: int = 256, name: str = "batcher") -> None:
         self._call = call
         self.max_items = max_items
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        # One thread of its own fed by a queue: an executor's submit takes a lock and a semaphore and builds a
+        # future per call (docs/serving.md, issue 14).
+        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, _Batch[T, R], list[T]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
         self._waiting: deque[tuple[Sequence[T], asyncio.Future[list[R]]]] = deque()
         self._busy = False
+        self._closing = False
         self.calls = 0  # calls made and items sent: their ratio is the batching achieved
         self.items = 0
 
@@ -65,24 +73,24 @@ class Batcher(Generic[T, R]):
         self._busy = True
         self.calls += 1
         self.items += len(flat)
+        if self._closing:
+            self._deliver(loop, batch, [], RuntimeError("the batcher was closed"))
+            return
         # The thread hands its results straight to the loop: ``run_in_executor`` would chain a second future to
         # the executor's, a few callbacks more per call on the event loop (docs/serving.md, issue 14).
-        work = self._executor.submit(self._run, loop, batch, flat)
-        work.add_done_callback(lambda done: self._closed(loop, batch) if done.cancelled() else None)
+        self._calls.put((loop, batch, flat))
 
-    def _run(self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], flat: list[T]) -> None:
-        """On the thread: the call, then its results (or its exception) to the loop."""
-        try:
-            results: Sequence[R] = self._call(flat)
-        except BaseException as exc:  # every request of the call gets it, as it would from the call itself
-            self._deliver(loop, batch, [], exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self._deliver(loop, batch, results, None)
-
-    def _closed(self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R]) -> None:
-        self._deliver(loop, batch, [], RuntimeError("the batcher was closed"))
+    def _serve(self) -> None:
+        """The thread: each call, then its results (or its exception) to the loop, until `close`."""
+        while (work := self._calls.get()) is not None:
+            loop, batch, flat = work
+            try:
+                results: Sequence[R] = self._call(flat)
+            except BaseException as exc:  # every request of the call gets it, as it would from the call itself
+                self._deliver(loop, batch, [], exc)
+            else:
+                self._deliver(loop, batch, results, None)
+            del work, loop, batch, flat  # the requests' items and futures, not kept while the thread waits
 
     def _deliver(
         self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], results: Sequence[R], error: BaseException | None
@@ -110,5 +118,7 @@ class Batcher(Generic[T, R]):
             self._next(loop)
 
     def close(self) -> None:
-        """Stop the thread after the call in progress."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the thread after the call in progress; a call asked for later fails at once."""
+        self._closing = True
+        self._calls.put(None)
+        self._thread.join()

@@ -157,3 +157,33 @@ def test_paths_report_a_failed_coalesced_online_call_on_every_request() -> None:
     for outcome, asked in ((failing, {0, 1}), (beside, {0})):
         assert outcome.results == {} and outcome.asked == frozenset(asked)
         assert outcome.error == alone.error == "ValueError: cannot compute ('fails',)"
+
+
+def test_a_call_asked_for_after_close_fails_at_once_and_the_thread_is_gone() -> None:
+    gate = Gate()
+    gate.released.set()
+    batcher: Batcher[int, str] = Batcher(gate, name="closing-batcher")
+    assert asyncio.run(_bounded(batcher([1]))) == ["r1"]
+    batcher.close()
+    assert not [t for t in threading.enumerate() if t.name == "closing-batcher"]
+    with pytest.raises(RuntimeError, match="the batcher was closed"):
+        asyncio.run(_bounded(batcher([2])))
+    assert gate.calls == [[1]]
+
+
+def test_a_call_that_raises_a_base_exception_fails_its_requests_and_the_thread_goes_on() -> None:
+    class Stop(BaseException):
+        pass
+
+    def call(items: list[int]) -> list[str]:
+        if 0 in items:
+            raise Stop("stop")
+        return [f"r{i}" for i in items]
+
+    batcher: Batcher[int, str] = Batcher(call)
+    try:
+        with pytest.raises(Stop):
+            asyncio.run(_bounded(batcher([0])))
+        assert asyncio.run(_bounded(batcher([1]))) == ["r1"]
+    finally:
+        batcher.close()
