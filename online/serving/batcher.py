@@ -83,14 +83,18 @@ class Batcher(Generic[T, R]):
     def _serve(self) -> None:
         """The thread: each call, then its results (or its exception) to the loop, until `close`."""
         while (work := self._calls.get()) is not None:
-            loop, batch, flat = work
-            try:
-                results: Sequence[R] = self._call(flat)
-            except BaseException as exc:  # every request of the call gets it, as it would from the call itself
-                self._deliver(loop, batch, [], exc)
-            else:
-                self._deliver(loop, batch, results, None)
-            del work, loop, batch, flat  # the requests' items and futures, not kept while the thread waits
+            self._run(*work)
+            del work  # the requests' items and futures, not kept while the thread waits for the next call
+
+    def _run(self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], flat: list[T]) -> None:
+        # A method of its own: its results are not held by the thread's frame once handed over, so they do not
+        # outlive their requests (held until the next call, they survived into the collector's older generations).
+        try:
+            results: Sequence[R] = self._call(flat)
+        except BaseException as exc:  # every request of the call gets it, as it would from the call itself
+            self._deliver(loop, batch, [], exc)
+        else:
+            self._deliver(loop, batch, results, None)
 
     def _deliver(
         self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], results: Sequence[R], error: BaseException | None
