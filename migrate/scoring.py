@@ -11,6 +11,11 @@ checked on the same probe against the estimator bit for bit and dropped if they 
 example's model (100 trees, 13 features, one core), walk / tables / sklearn took 111 / 184 / 860 µs for one row,
 123 / 107 / 774 µs for 4, 197 / 119 / 785 µs for 16 and 668 / 157 / 1,153 µs for 100. Without tables the walk
 serves up to `FOREST_MAX_ROWS` rows and sklearn the rest.
+
+The walk itself has two forms, both checked on the probe: for a few rows (`DECIDE_MAX_CELLS` rows × nodes) every
+node's split is decided at once and the trees are followed through those decisions, one ``take`` per level
+(`Forest.raw_decided`); for more rows, the trees are walked level by level (`Forest.raw_walked`). On the same
+model, one row: 156 → 49 µs (in-process, alternated rounds, load 2–3.5; docs/serving.md).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 FOREST_MAX_ROWS = 100  # without lookup tables: above ~100 rows sklearn's compiled loop beats the walk
 TABLES_MIN_ROWS = 4  # from 4 rows on the lookup tables beat the walk (measured: the module's docstring)
+DECIDE_MAX_CELLS = 1 << 16  # rows × nodes up to which `Forest.raw` decides every node at once (a few rows)
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +49,8 @@ class Forest:
     threshold: FloatArray
     missing_left: npt.NDArray[np.bool_]
     children: IntArray  # node n's right child at 2n, its left child at 2n + 1; a leaf is its own child
+    left: IntArray  # node n's left child (children[1::2], contiguous); a leaf's is itself
+    right: IntArray  # node n's right child (children[0::2], contiguous)
     value: FloatArray
     roots: IntArray
     depth: int
@@ -66,17 +74,16 @@ class Forest:
         own = np.arange(len(nodes), dtype=np.intp)
         leaf = nodes["is_leaf"].astype(bool)
         shift = np.repeat(offsets[:-1], [len(t) for t in trees]).astype(np.intp)
+        left = np.where(leaf, own, nodes["left"].astype(np.intp) + shift)
+        right = np.where(leaf, own, nodes["right"].astype(np.intp) + shift)
         baseline = float(np.asarray(estimator._baseline_prediction).ravel()[0])
         return cls(
             feature=np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
             threshold=nodes["num_threshold"].astype(np.float64),
             missing_left=nodes["missing_go_to_left"].astype(bool),
-            children=np.column_stack(
-                [
-                    np.where(leaf, own, nodes["right"].astype(np.intp) + shift),
-                    np.where(leaf, own, nodes["left"].astype(np.intp) + shift),
-                ]
-            ).ravel(),
+            children=np.column_stack([right, left]).ravel(),
+            left=left,
+            right=right,
             value=nodes["value"].astype(np.float64),
             roots=offsets[:-1].astype(np.intp),
             depth=int(max(int(t["depth"].max()) for t in trees)),
@@ -87,6 +94,31 @@ class Forest:
 
     def raw(self, features: FloatArray) -> FloatArray:
         """The summed leaf values, shape (rows, 1), as sklearn's ``_raw_predict`` computes them."""
+        if features.shape[0] * len(self.value) <= DECIDE_MAX_CELLS:
+            return self.raw_decided(features)
+        return self.raw_walked(features)
+
+    def raw_decided(self, features: FloatArray) -> FloatArray:
+        """`raw` for a few rows: every node's split decided at once, then the trees followed through the decisions.
+
+        One row walked level by level cost ~10 NumPy calls per level (11 levels on the example model); deciding
+        all ~3,000 nodes of the forest first is a handful of calls over small arrays, and following the trees is
+        one ``take`` per level. Same comparisons, same leaves, same sum as `raw_walked`.
+        """
+        rows, nodes = features.shape[0], len(self.value)
+        x = features.take(self.feature, axis=1)  # each node's input (leaves read column 0 and never use it)
+        go_left = x <= self.threshold
+        if np.isnan(features).any():  # NaN compares False, so it would go right: it follows missing_go_to_left
+            go_left |= np.isnan(x) & self.missing_left
+        start = np.arange(rows, dtype=np.intp)[:, None] * nodes  # row r's nodes at r × nodes in `flat`
+        flat = (np.where(go_left, self.left, self.right) + start).ravel()  # each node's next node (a leaf: itself)
+        node = self.roots + start
+        for _ in range(self.depth):
+            node = flat.take(node)
+        return self._sum(rows, self.value.take(node - start))
+
+    def raw_walked(self, features: FloatArray) -> FloatArray:
+        """`raw` level by level, all trees and rows at once (for more rows than `raw_decided` takes)."""
         rows, trees = features.shape[0], len(self.roots)
         flat = features.ravel()
         row_start = (np.arange(rows, dtype=np.intp) * features.shape[1])[:, None]
@@ -98,25 +130,29 @@ class Forest:
             if missing.any():
                 go_left |= missing & self.missing_left.take(node)
             node = self.children.take(2 * node + go_left)
+        return self._sum(rows, self.value.take(node))
+
+    def _sum(self, rows: int, leaves: FloatArray) -> FloatArray:
         # sklearn: zeros + baseline, then += each tree in order; accumulate adds left to right (not pairwise).
-        terms = np.empty((rows, trees + 1), dtype=np.float64)
+        terms = np.empty((rows, len(self.roots) + 1), dtype=np.float64)
         terms[:, 0] = np.float64(0.0) + np.float64(self.baseline)
-        terms[:, 1:] = self.value.take(node)
+        terms[:, 1:] = leaves
         return np.add.accumulate(terms, axis=1)[:, -1:]
 
     def score(self, features: FloatArray, label_kind: str) -> FloatArray:
         """What `score` returns through the estimator, from `raw` (the tree walk) and the estimator's own link."""
-        return self._link(self.raw(features), label_kind)
+        return self.link(self.raw(features), label_kind)
 
     def score_bulk(self, features: FloatArray, label_kind: str) -> FloatArray:
         """`score` through the lookup tables (for large batches); only when `tables` is set."""
         if self.tables is None:
             raise ValueError("this forest has no lookup tables: score large batches through the estimator")
-        return self._link(self.tables.raw(features), label_kind)
+        return self.link(self.tables.raw(features), label_kind)
 
-    def _link(self, raw: FloatArray, label_kind: str) -> FloatArray:
-        if label_kind == "binary":
-            return np.ascontiguousarray(self.estimator._loss.predict_proba(raw)[:, 1], dtype=np.float64)
+    def link(self, raw: FloatArray, label_kind: str) -> FloatArray:
+        """Scores from summed leaf values (`raw`)."""
+        # The estimator's own inverse link: what its loss's predict_proba writes into column 1 for a binary label
+        # (and what predict returns for a regression), without building the two-column array.
         return np.asarray(self.estimator._loss.link.inverse(raw.ravel()), dtype=np.float64)
 
     def probe(self, n_features: int, seed: int = 0) -> FloatArray:
@@ -188,14 +224,17 @@ def compile_forest(estimator: Any, label_kind: str, n_features: int) -> Forest |
         return None
     probe = forest.probe(n_features)
     expected = _estimator_score(estimator, label_kind, probe)
-    for start in range(0, len(probe), FOREST_MAX_ROWS):
-        chunk = probe[start : start + FOREST_MAX_ROWS]
-        bits = forest.score(chunk, label_kind).view(np.uint64)
-        if not np.array_equal(bits, expected[start : start + len(chunk)].view(np.uint64)):
-            log.warning(
-                "the NumPy forest of %s differs from the estimator: sklearn scores it", type(estimator).__name__
-            )
-            return None
+    # Both walks, each in chunks of the most rows it serves: `raw` picks one by the matrix's size.
+    decided_rows = max(1, DECIDE_MAX_CELLS // len(forest.value))
+    for raw, chunk_rows in ((forest.raw_walked, FOREST_MAX_ROWS), (forest.raw_decided, decided_rows)):
+        for start in range(0, len(probe), chunk_rows):
+            chunk = probe[start : start + chunk_rows]
+            bits = forest.link(raw(chunk), label_kind).view(np.uint64)
+            if not np.array_equal(bits, expected[start : start + len(chunk)].view(np.uint64)):
+                log.warning(
+                    "the NumPy forest of %s differs from the estimator: sklearn scores it", type(estimator).__name__
+                )
+                return None
     if forest.tables is not None:
         bits = forest.score_bulk(probe, label_kind).view(np.uint64)
         if not np.array_equal(bits, expected.view(np.uint64)):

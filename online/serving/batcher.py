@@ -8,15 +8,19 @@ that finds the thread idle starts its call at once, so a lone request pays nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 __all__ = ["Batcher"]
+
+_Batch = list[tuple[Sequence[T], "asyncio.Future[list[R]]"]]  # the requests of one call: their items and futures
 
 
 class Batcher(Generic[T, R]):
@@ -27,9 +31,16 @@ class Batcher(Generic[T, R]):
     def __init__(self, call: Callable[[list[T]], Sequence[R]], *, max_items: int = 256, name: str = "batcher") -> None:
         self._call = call
         self.max_items = max_items
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        # One thread of its own fed by a queue: an executor's submit takes a lock and a semaphore and builds a
+        # future per call (docs/serving.md, issue 14).
+        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, _Batch[T, R], list[T]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
         self._waiting: deque[tuple[Sequence[T], asyncio.Future[list[R]]]] = deque()
         self._busy = False
+        self._closing = False
         self.calls = 0  # calls made and items sent: their ratio is the batching achieved
         self.items = 0
 
@@ -49,7 +60,7 @@ class Batcher(Generic[T, R]):
         return future
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []
+        batch: _Batch[T, R] = []
         flat: list[T] = []
         while self._waiting and (not flat or len(flat) + len(self._waiting[0][0]) <= self.max_items):
             items, future = self._waiting.popleft()
@@ -62,21 +73,43 @@ class Batcher(Generic[T, R]):
         self._busy = True
         self.calls += 1
         self.items += len(flat)
-        done = loop.run_in_executor(self._executor, self._call, flat)
-        done.add_done_callback(lambda finished: self._finish(loop, batch, finished))
+        if self._closing:
+            self._deliver(loop, batch, [], RuntimeError("the batcher was closed"))
+            return
+        # The thread hands its results straight to the loop: ``run_in_executor`` would chain a second future to
+        # the executor's, a few callbacks more per call on the event loop (docs/serving.md, issue 14).
+        self._calls.put((loop, batch, flat))
+
+    def _serve(self) -> None:
+        """The thread: each call, then its results (or its exception) to the loop, until `close`."""
+        while (work := self._calls.get()) is not None:
+            self._run(*work)
+            del work  # the requests' items and futures, not kept while the thread waits for the next call
+
+    def _run(self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], flat: list[T]) -> None:
+        # A method of its own: its results are not held by the thread's frame once handed over, so they do not
+        # outlive their requests (held until the next call, they survived into the collector's older generations).
+        try:
+            results: Sequence[R] = self._call(flat)
+        except BaseException as exc:  # every request of the call gets it, as it would from the call itself
+            self._deliver(loop, batch, [], exc)
+        else:
+            self._deliver(loop, batch, results, None)
+
+    def _deliver(
+        self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], results: Sequence[R], error: BaseException | None
+    ) -> None:
+        # A loop gone (closed, even between the check and the call) has no request left to answer.
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._finish, loop, batch, results, error)
 
     def _finish(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]],
-        finished: asyncio.Future[Sequence[R]],
+        self, loop: asyncio.AbstractEventLoop, batch: _Batch[T, R], results: Sequence[R], error: BaseException | None
     ) -> None:
         self._busy = False
-        error = RuntimeError("the batcher was closed") if finished.cancelled() else finished.exception()
-        if error is None:
-            results = finished.result()
-            if len(results) != sum(len(items) for items, _ in batch):
-                error = RuntimeError(f"a batched call returned {len(results)} results for a different item count")
+        if error is None and len(results) != sum(len(items) for items, _ in batch):
+            error = RuntimeError(f"a batched call returned {len(results)} results for a different item count")
         start = 0
         for items, future in batch:
             if not future.done():
@@ -89,5 +122,7 @@ class Batcher(Generic[T, R]):
             self._next(loop)
 
     def close(self) -> None:
-        """Stop the thread after the call in progress."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the thread after the call in progress; a call asked for later fails at once."""
+        self._closing = True
+        self._calls.put(None)
+        self._thread.join()

@@ -36,6 +36,7 @@ class PredictFastPath:
         self.app = app
         self.routes = routes
         self.handlers = handlers
+        self._split: tuple[dict[Any, Any], dict[Any, Any]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hit = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -43,11 +44,13 @@ class PredictFastPath:
             await self.app(scope, receive, send)
             return
         route, endpoint = hit
-        # As Starlette's ExceptionMiddleware sets them (500 and Exception are the server error middleware's).
-        scope["starlette.exception_handlers"] = (
-            {k: v for k, v in self.handlers.items() if not isinstance(k, int) and k is not Exception},
-            {k: v for k, v in self.handlers.items() if isinstance(k, int) and k != 500},
-        )
+        if self._split is None:  # the app's handlers as its middleware stack is built: at the first request
+            # As Starlette's ExceptionMiddleware sets them (500 and Exception are the server error middleware's).
+            self._split = (
+                {k: v for k, v in self.handlers.items() if not isinstance(k, int) and k is not Exception},
+                {k: v for k, v in self.handlers.items() if isinstance(k, int) and k != 500},
+            )
+        scope["starlette.exception_handlers"] = self._split
         scope["route"] = route
         request = Request(scope, receive, send)
 

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -21,7 +24,16 @@ from migrate.examples.fraud_detection.training import classifier as fraud_detect
 from migrate.examples.item_availability.training import make_estimator as item_availability_model
 from migrate.forest_tables import CHUNK_ROWS, ForestTables
 from migrate.registry import load_usecase
-from migrate.scoring import FOREST_MAX_ROWS, TABLES_MIN_ROWS, Forest, Model, compile_forest, load_model, score
+from migrate.scoring import (
+    DECIDE_MAX_CELLS,
+    FOREST_MAX_ROWS,
+    TABLES_MIN_ROWS,
+    Forest,
+    Model,
+    compile_forest,
+    load_model,
+    score,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -154,6 +166,40 @@ def test_models_the_forest_cannot_express_are_left_to_sklearn() -> None:
     np.testing.assert_array_equal(score(model, rows), forest.predict_proba(rows)[:, 1])
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_both_walks_score_any_few_rows_as_sklearn_does(fitted: tuple[Any, str], data: st.DataObject) -> None:
+    """`raw_decided` (every node decided first) and `raw_walked` (level by level) against each other and sklearn,
+    on rows of thresholds, their neighbours, NaN, infinities and any other float."""
+    estimator, label_kind = fitted
+    forest = compile_forest(estimator, label_kind, N_FEATURES)
+    assert forest is not None
+    _, thresholds = _thresholds(forest)
+    edges = np.concatenate([thresholds, np.nextafter(thresholds, np.inf), np.nextafter(thresholds, -np.inf)])
+    cells = st.sampled_from(edges.tolist()) | st.floats(width=64) | st.sampled_from([np.nan, np.inf, -np.inf])
+    rows = data.draw(st.integers(1, 2 * DECIDE_MAX_CELLS // len(forest.value)), label="rows")
+    x = data.draw(hnp.arrays(np.float64, (rows, N_FEATURES), elements=cells), label="x")
+    expected = _sklearn(estimator, label_kind, x).view(np.uint64).tolist()
+    for walk in (forest.raw_decided, forest.raw_walked):
+        assert forest.link(walk(x), label_kind).view(np.uint64).tolist() == expected, walk.__name__
+    model = Model("uc", "v1", "sha", tuple("abcde"), label_kind, estimator, forest)  # type: ignore[arg-type]
+    assert score(model, x[:3]).view(np.uint64).tolist() == expected[:3]
+
+
+def test_raw_decides_every_node_for_a_few_rows_only(fitted: tuple[Any, str]) -> None:
+    estimator, label_kind = fitted
+    forest = compile_forest(estimator, label_kind, N_FEATURES)
+    assert forest is not None
+    most = DECIDE_MAX_CELLS // len(forest.value)
+    calls: list[str] = []
+    spy = Forest(**{**forest.__dict__})
+    object.__setattr__(spy, "raw_decided", lambda x: calls.append("decided") or forest.raw_decided(x))
+    object.__setattr__(spy, "raw_walked", lambda x: calls.append("walked") or forest.raw_walked(x))
+    spy.raw(np.zeros((most, N_FEATURES)))
+    spy.raw(np.zeros((most + 1, N_FEATURES)))
+    assert calls == ["decided", "walked"]
+
+
 # --- large batches: the lookup tables (migrate/forest_tables.py) ---------------------------------------------
 
 
@@ -267,18 +313,19 @@ def test_load_model_compiles_a_forest_that_agrees(tmp_path: Path, caplog: pytest
     assert score(model, x).view(np.uint64).tolist() == fitted.predict_proba(x)[:, 1].view(np.uint64).tolist()
 
 
+@pytest.mark.parametrize("walk", ["raw_walked", "raw_decided"])
 def test_a_forest_one_ulp_off_is_caught_at_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, walk: str
 ) -> None:
     usecase, store, fitted = _store_with_model(tmp_path)
-    right = Forest.raw
+    right = getattr(Forest, walk)
 
     def wrong(self: Forest, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         raw = right(self, features)
         raw[-1] = np.nextafter(raw[-1], np.inf)  # one row, one ulp: the probe must still see it
         return raw
 
-    monkeypatch.setattr(scoring.Forest, "raw", wrong)
+    monkeypatch.setattr(scoring.Forest, walk, wrong)
     model = load_model(usecase, store)
     assert model.forest is None
     assert any(r.levelname == "WARNING" and "differs from the estimator" in r.getMessage() for r in caplog.records)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -363,3 +365,43 @@ def test_upgrading_a_store_of_the_previous_layout_keeps_every_feature_and_its_ti
     )
     report = feature_store.write_features(fs_namespace, KEYS, rows, ["a", "b"], {"a": "ta", "b": "tb"})
     assert (report.written, report.unchanged) == (0, 2)
+
+
+def test_each_reading_thread_reads_on_a_connection_of_its_own_until_closed(fs_embedded_redis: RedisServer) -> None:
+    """The reads skip the shared pool (a lock and a socket poll per command): one connection per reading thread,
+    each giving the same answers, all closed with the store."""
+    url = fs_embedded_redis.url  # ours alone: every connection the server counts is this test's
+    observer = redis.Redis.from_url(url, socket_timeout=5)
+
+    def connections() -> int:
+        return len(observer.client_list()) - 1  # the observer's own
+
+    def settles_at(count: int) -> bool:  # the server drops a closed client on its next event loop turn
+        deadline = time.monotonic() + 5
+        while connections() != count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return connections() == count
+
+    before = connections()
+    store = RedisFeatureStore(url, read_timeout_s=2.0)
+    store.write_features("threads", KEYS, _rows(6, T1), FEATURES, "ts")
+    keys = [(i, 100 + i) for i in range(6)]
+    expected = store.read("threads", keys, FEATURES)
+    opened = connections()  # the pool's (writes) and the main thread's own
+    start = threading.Barrier(3)
+    answers: list[Any] = []
+
+    def reader() -> None:
+        start.wait(5)
+        answers.extend(store.read("threads", keys, FEATURES) for _ in range(5))
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [repr(answer) for answer in answers] == [repr(expected)] * 15  # repr: NaN equals itself
+    assert connections() == opened + 3
+    store.close()
+    assert settles_at(before)
+    observer.close()

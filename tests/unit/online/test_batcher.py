@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import weakref
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -157,3 +159,57 @@ def test_paths_report_a_failed_coalesced_online_call_on_every_request() -> None:
     for outcome, asked in ((failing, {0, 1}), (beside, {0})):
         assert outcome.results == {} and outcome.asked == frozenset(asked)
         assert outcome.error == alone.error == "ValueError: cannot compute ('fails',)"
+
+
+def test_a_call_asked_for_after_close_fails_at_once_and_the_thread_is_gone() -> None:
+    gate = Gate()
+    gate.released.set()
+    batcher: Batcher[int, str] = Batcher(gate, name="closing-batcher")
+    assert asyncio.run(_bounded(batcher([1]))) == ["r1"]
+    batcher.close()
+    assert not [t for t in threading.enumerate() if t.name == "closing-batcher"]
+    with pytest.raises(RuntimeError, match="the batcher was closed"):
+        asyncio.run(_bounded(batcher([2])))
+    assert gate.calls == [[1]]
+
+
+def test_a_call_that_raises_a_base_exception_fails_its_requests_and_the_thread_goes_on() -> None:
+    class Stop(BaseException):
+        pass
+
+    def call(items: list[int]) -> list[str]:
+        if 0 in items:
+            raise Stop("stop")
+        return [f"r{i}" for i in items]
+
+    batcher: Batcher[int, str] = Batcher(call)
+    try:
+        with pytest.raises(Stop):
+            asyncio.run(_bounded(batcher([0])))
+        assert asyncio.run(_bounded(batcher([1]))) == ["r1"]
+    finally:
+        batcher.close()
+
+
+def test_the_thread_holds_no_result_once_handed_over() -> None:
+    """Held until the next call, a call's results outlived their requests into the collector's old generations."""
+
+    class Result:
+        pass
+
+    made: list[weakref.ref[Result]] = []
+
+    def call(items: list[int]) -> list[Result]:
+        results = [Result() for _ in items]
+        made.extend(weakref.ref(result) for result in results)
+        return results
+
+    batcher: Batcher[int, Result] = Batcher(call)
+    try:
+        assert len(asyncio.run(_bounded(batcher([1, 2])))) == 2
+        deadline = time.monotonic() + WAIT_S  # the thread leaves its frame just after handing the results over
+        while any(ref() is not None for ref in made) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(made) == 2 and all(ref() is None for ref in made)
+    finally:
+        batcher.close()
