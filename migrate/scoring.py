@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -49,8 +50,6 @@ class Forest:
     threshold: FloatArray
     missing_left: npt.NDArray[np.bool_]
     children: IntArray  # node n's right child at 2n, its left child at 2n + 1; a leaf is its own child
-    left: IntArray  # node n's left child (children[1::2], contiguous); a leaf's is itself
-    right: IntArray  # node n's right child (children[0::2], contiguous)
     value: FloatArray
     roots: IntArray
     depth: int
@@ -82,8 +81,6 @@ class Forest:
             threshold=nodes["num_threshold"].astype(np.float64),
             missing_left=nodes["missing_go_to_left"].astype(bool),
             children=np.column_stack([right, left]).ravel(),
-            left=left,
-            right=right,
             value=nodes["value"].astype(np.float64),
             roots=offsets[:-1].astype(np.intp),
             depth=int(max(int(t["depth"].max()) for t in trees)),
@@ -91,6 +88,16 @@ class Forest:
             estimator=estimator,
             tables=ForestTables.compile(trees, baseline),
         )
+
+    @cached_property
+    def left(self) -> IntArray:
+        """Node n's left child (`children`' odd entries, contiguous for `raw_decided`); a leaf's is itself."""
+        return np.ascontiguousarray(self.children[1::2])
+
+    @cached_property
+    def right(self) -> IntArray:
+        """Node n's right child (`children`' even entries, contiguous)."""
+        return np.ascontiguousarray(self.children[0::2])
 
     def raw(self, features: FloatArray) -> FloatArray:
         """The summed leaf values, shape (rows, 1), as sklearn's ``_raw_predict`` computes them."""
@@ -139,18 +146,18 @@ class Forest:
         terms[:, 1:] = leaves
         return np.add.accumulate(terms, axis=1)[:, -1:]
 
-    def score(self, features: FloatArray, label_kind: str) -> FloatArray:
+    def score(self, features: FloatArray) -> FloatArray:
         """What `score` returns through the estimator, from `raw` (the tree walk) and the estimator's own link."""
-        return self.link(self.raw(features), label_kind)
+        return self.link(self.raw(features))
 
-    def score_bulk(self, features: FloatArray, label_kind: str) -> FloatArray:
+    def score_bulk(self, features: FloatArray) -> FloatArray:
         """`score` through the lookup tables (for large batches); only when `tables` is set."""
         if self.tables is None:
             raise ValueError("this forest has no lookup tables: score large batches through the estimator")
-        return self.link(self.tables.raw(features), label_kind)
+        return self.link(self.tables.raw(features))
 
-    def link(self, raw: FloatArray, label_kind: str) -> FloatArray:
-        """Scores from summed leaf values (`raw`)."""
+    def link(self, raw: FloatArray) -> FloatArray:
+        """Scores from summed leaf values (`raw`): the estimator's loss knows its label kind."""
         # The estimator's own inverse link: what its loss's predict_proba writes into column 1 for a binary label
         # (and what predict returns for a regression), without building the two-column array.
         return np.asarray(self.estimator._loss.link.inverse(raw.ravel()), dtype=np.float64)
@@ -202,9 +209,9 @@ def score(model: Model, features: FloatArray) -> FloatArray:
     forest = model.forest
     rows = features.shape[0]
     if forest is not None and forest.tables is not None and rows >= TABLES_MIN_ROWS:
-        return forest.score_bulk(np.asarray(features, dtype=np.float64), model.label_kind)
+        return forest.score_bulk(np.asarray(features, dtype=np.float64))
     if forest is not None and (rows <= FOREST_MAX_ROWS or forest.tables is not None):
-        return forest.score(np.asarray(features, dtype=np.float64), model.label_kind)
+        return forest.score(np.asarray(features, dtype=np.float64))
     return _estimator_score(model.estimator, model.label_kind, features)
 
 
@@ -229,14 +236,14 @@ def compile_forest(estimator: Any, label_kind: str, n_features: int) -> Forest |
     for raw, chunk_rows in ((forest.raw_walked, FOREST_MAX_ROWS), (forest.raw_decided, decided_rows)):
         for start in range(0, len(probe), chunk_rows):
             chunk = probe[start : start + chunk_rows]
-            bits = forest.link(raw(chunk), label_kind).view(np.uint64)
+            bits = forest.link(raw(chunk)).view(np.uint64)
             if not np.array_equal(bits, expected[start : start + len(chunk)].view(np.uint64)):
                 log.warning(
                     "the NumPy forest of %s differs from the estimator: sklearn scores it", type(estimator).__name__
                 )
                 return None
     if forest.tables is not None:
-        bits = forest.score_bulk(probe, label_kind).view(np.uint64)
+        bits = forest.score_bulk(probe).view(np.uint64)
         if not np.array_equal(bits, expected.view(np.uint64)):
             log.warning(
                 "the forest tables of %s differ from the estimator: sklearn scores large batches",

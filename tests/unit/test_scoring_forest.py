@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def _sklearn(estimator: Any, label_kind: str, x: np.ndarray[Any, Any]) -> np.nda
 
 
 def _assert_same_bits(forest: Forest, estimator: Any, label_kind: str, x: np.ndarray[Any, Any]) -> None:
-    got, expected = forest.score(x, label_kind), _sklearn(estimator, label_kind, x)
+    got, expected = forest.score(x), _sklearn(estimator, label_kind, x)
     assert got.shape == expected.shape
     differ = np.flatnonzero(got.view(np.uint64) != expected.view(np.uint64))
     assert differ.size == 0, f"rows {differ[:5]}: forest {got[differ[:5]]} vs sklearn {expected[differ[:5]]}"
@@ -129,10 +130,10 @@ def test_score_uses_the_walk_for_few_rows_the_tables_for_more_and_sklearn_withou
         def __init__(self, tables: object) -> None:
             self.tables = tables
 
-        def score(self, x: np.ndarray[Any, Any], label_kind: str) -> np.ndarray[Any, Any]:
+        def score(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
             return np.full(len(x), 1.0)
 
-        def score_bulk(self, x: np.ndarray[Any, Any], label_kind: str) -> np.ndarray[Any, Any]:
+        def score_bulk(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
             return np.full(len(x), 2.0)
 
     model = Model("uc", "v1", "sha", ("a", "b"), "regression", Estimator(), FakeForest(None))  # type: ignore[arg-type]
@@ -181,7 +182,7 @@ def test_both_walks_score_any_few_rows_as_sklearn_does(fitted: tuple[Any, str], 
     x = data.draw(hnp.arrays(np.float64, (rows, N_FEATURES), elements=cells), label="x")
     expected = _sklearn(estimator, label_kind, x).view(np.uint64).tolist()
     for walk in (forest.raw_decided, forest.raw_walked):
-        assert forest.link(walk(x), label_kind).view(np.uint64).tolist() == expected, walk.__name__
+        assert forest.link(walk(x)).view(np.uint64).tolist() == expected, walk.__name__
     model = Model("uc", "v1", "sha", tuple("abcde"), label_kind, estimator, forest)  # type: ignore[arg-type]
     assert score(model, x[:3]).view(np.uint64).tolist() == expected[:3]
 
@@ -192,7 +193,7 @@ def test_raw_decides_every_node_for_a_few_rows_only(fitted: tuple[Any, str]) -> 
     assert forest is not None
     most = DECIDE_MAX_CELLS // len(forest.value)
     calls: list[str] = []
-    spy = Forest(**{**forest.__dict__})
+    spy = dataclasses.replace(forest)  # its fields only: a cached `left` / `right` is not one
     object.__setattr__(spy, "raw_decided", lambda x: calls.append("decided") or forest.raw_decided(x))
     object.__setattr__(spy, "raw_walked", lambda x: calls.append("walked") or forest.raw_walked(x))
     spy.raw(np.zeros((most, N_FEATURES)))
@@ -224,7 +225,7 @@ def test_large_batches_score_bit_for_bit_through_the_tables(fitted: tuple[Any, s
     forest = compile_forest(estimator, label_kind, N_FEATURES)
     assert forest is not None and forest.tables is not None
     x = _rows_with_edges(forest, rows, seed=rows)
-    got, expected = forest.score_bulk(x, label_kind), _sklearn(estimator, label_kind, x)
+    got, expected = forest.score_bulk(x), _sklearn(estimator, label_kind, x)
     differ = np.flatnonzero(got.view(np.uint64) != expected.view(np.uint64))
     assert differ.size == 0, f"rows {differ[:5]}: tables {got[differ[:5]]} vs sklearn {expected[differ[:5]]}"
     model = Model("uc", "v1", "sha", tuple("abcde"), label_kind, estimator, forest)  # type: ignore[arg-type]
@@ -255,7 +256,7 @@ def test_the_examples_models_score_bit_for_bit_through_the_tables(make: Any, lab
     rows[:, 0] = rng.integers(-2, 33, len(rows))
     rows[rng.random(rows.shape) < 0.1] = np.nan
     expected = _sklearn(estimator, label_kind, rows)
-    assert forest.score_bulk(rows, label_kind).view(np.uint64).tolist() == expected.view(np.uint64).tolist()
+    assert forest.score_bulk(rows).view(np.uint64).tolist() == expected.view(np.uint64).tolist()
 
 
 @pytest.mark.parametrize(("limit", "value"), [("MAX_LEAVES", 8), ("MAX_MASK_BYTES", 1_000)])
@@ -267,7 +268,7 @@ def test_a_forest_too_big_for_tables_scores_large_batches_through_sklearn(
     forest = compile_forest(estimator, "regression", N_FEATURES)
     assert forest is not None and forest.tables is None
     with pytest.raises(ValueError, match="no lookup tables"):
-        forest.score_bulk(np.zeros((1, N_FEATURES)), "regression")
+        forest.score_bulk(np.zeros((1, N_FEATURES)))
     model = Model("uc", "v1", "sha", tuple("abcde"), "regression", estimator, forest)
     x = np.random.default_rng(5).normal(size=(1_000, N_FEATURES))
     np.testing.assert_array_equal(score(model, x), estimator.predict(x))
