@@ -90,6 +90,12 @@ def _children_rss_mib(pid: int) -> float:
     return total
 
 
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    """p50 and p99 (the nearest-rank sample) of latencies in ms."""
+    ordered = sorted(samples_ms)
+    return {"p50_ms": statistics.median(ordered), "p99_ms": ordered[int(len(ordered) * 0.99)]}
+
+
 def _redis_floor(url: str) -> dict[str, float]:
     import redis  # noqa: PLC0415 - a suite imports only what it measures
 
@@ -100,12 +106,7 @@ def _redis_floor(url: str) -> dict[str, float]:
         client.ping()
         samples.append((time.perf_counter() - started) * 1000)
     client.close()
-    samples.sort()
-    return {
-        "p50_ms": statistics.median(samples),
-        "p99_ms": samples[int(len(samples) * 0.99)],
-        "rps": 1000 / statistics.mean(samples),
-    }
+    return {**_percentiles(samples), "rps": 1000 / statistics.mean(samples)}
 
 
 def _feature_reads(url: str, usecase: str, keys: list[Any], features: list[str]) -> dict[str, Any]:
@@ -134,11 +135,7 @@ def _feature_reads(url: str, usecase: str, keys: list[Any], features: list[str])
                         read(i)
                         samples.setdefault(name, []).append((time.perf_counter() - started) * 1000)
     client.close()
-    out: dict[str, Any] = {}
-    for name, values in samples.items():
-        values.sort()
-        out[name] = {"p50_ms": statistics.median(values), "p99_ms": values[int(len(values) * 0.99)]}
-    return out
+    return {name: _percentiles(values) for name, values in samples.items()}
 
 
 def online_suite() -> dict[str, Any]:
