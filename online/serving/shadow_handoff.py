@@ -41,6 +41,9 @@ from online.shadow.log import DROP_REASONS, ShadowLogger
 log = logging.getLogger(__name__)
 _COUNTS = ("sent", *DROP_REASONS)
 PROBLEM_BYTES = 512
+# What a use case's shadow log says until the comparison process first reports (it imports, loads the model and
+# connects first; under SCHED_IDLE on a busy machine, seconds later): no record is known to be delivered yet.
+STARTING = b"starting: the shadow comparison process has not reported yet"
 
 
 class ShadowSink(Protocol):
@@ -134,7 +137,10 @@ class ShadowProcess:
             context.Value("q", 0, lock=False) for _ in range(len(self.usecases) * len(_COUNTS))
         ]
         # Per use case: why its logger does not deliver now (empty: it does), written by the process.
-        self._problems: list[Any] = [context.Array("c", PROBLEM_BYTES, lock=False) for _ in self.usecases]
+        # Until its first report, the process has delivered nothing: not "ok" yet.
+        self._problems: list[Any] = [
+            context.Array("c", STARTING.ljust(PROBLEM_BYTES, b"\0"), lock=False) for _ in self.usecases
+        ]
         self._submitted = 0  # entities, and jobs: each counted by the worker as sent, by the process as taken
         self._jobs = 0
         self._taken: Any = context.Array("q", 2, lock=False)  # [entities, jobs] the process took

@@ -18,7 +18,7 @@ from migrate.registry import load_usecase
 from migrate.usecase import CutoverPolicy
 from online.serving.metrics import ServingMetrics
 from online.serving.prediction_paths import Key, Outcome
-from online.serving.shadow_handoff import ShadowProcess
+from online.serving.shadow_handoff import PROBLEM_BYTES, STARTING, ShadowProcess
 from online.serving.usecase_server import UseCaseServer
 
 pytestmark = pytest.mark.unit
@@ -147,3 +147,16 @@ def test_a_request_the_full_queue_refuses_is_served_and_counted_as_skipped(shado
     answer = asyncio.run(server.predict(entities[:1], {}))
     assert [p["source"] for p in answer["predictions"]] == ["batch"]  # still served
     assert skipped() == 1 and shadow._submitted == 10_000
+
+
+def test_the_shadow_log_is_not_ok_until_the_process_first_reports(
+    shadow: ShadowProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before its first report the process has delivered nothing: /readyz must not say "ok" yet."""
+    monkeypatch.setattr(shadow._process, "is_alive", lambda: True, raising=False)
+    assert shadow.health(USECASE.name) == STARTING.decode()
+    assert shadow.channel(USECASE.name).health() == STARTING.decode()
+    shadow._problems[0].value = b""  # what the process's first report writes while its logger delivers
+    assert shadow.health(USECASE.name) is None
+    shadow._problems[0].value = b"x" * (PROBLEM_BYTES - 1)  # the longest problem it writes still fits
+    assert shadow.health(USECASE.name) == "x" * (PROBLEM_BYTES - 1)
