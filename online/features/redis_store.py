@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -98,6 +99,23 @@ def mask_url(url: str) -> str:
 # --- the store ------------------------------------------------------------------------------------------------
 
 
+class _ThreadReader:
+    """A thread's own read connection, held in the store's thread-local (weakly referenceable: a finaliser closes
+    the connection when the thread ends)."""
+
+    __slots__ = ("__weakref__", "client", "pid")
+
+    def __init__(self, pid: int, client: redis.Redis) -> None:
+        self.pid, self.client = pid, client
+
+
+def _close_thread_reader(reader: redis.Redis, readers: dict[int, redis.Redis], lock: threading.Lock) -> None:
+    with lock:
+        mine = readers.pop(id(reader), None) is reader  # else `close` took it already
+    if mine:
+        reader.close()
+
+
 class RedisFeatureStore(FeatureStore):
     """Features in Redis: reads time out after ``read_timeout_s``, writes (long scripts) after ``write_timeout_s``."""
 
@@ -120,7 +138,7 @@ class RedisFeatureStore(FeatureStore):
             self._reader = self._client(read_timeout_s)
         self._writer: redis.Redis | None = None
         self._thread = threading.local()  # each reading thread's own connection (`_thread_reader`)
-        self._thread_readers: list[redis.Redis] = []
+        self._thread_readers: dict[int, redis.Redis] = {}  # by id: every thread's own, open until it ends
         self._thread_readers_lock = threading.Lock()
         self._writer_lock = threading.Lock()  # writes may come from several threads (materialize's batches)
         self._positions: dict[bytes, dict[str, int]] = {}  # a record's names line → each name's position
@@ -195,19 +213,24 @@ class RedisFeatureStore(FeatureStore):
         Through the shared pool, each command took a connection out (a lock and a poll of the socket for stray
         data) and gave it back: ~30 µs of a ~85 µs round trip on the bench's machine (docs/serving.md).
         """
-        owned = getattr(self._thread, "reader", None)
-        if owned is not None and owned[0] == os.getpid():  # a forked child opens its own
-            return cast(redis.Redis, owned[1])
+        owned: _ThreadReader | None = getattr(self._thread, "reader", None)
+        if owned is not None and owned.pid == os.getpid():  # a forked child opens its own
+            return owned.client
         reader = self._client(self._read_timeout_s, single=True)
+        owned = _ThreadReader(os.getpid(), reader)
         with self._thread_readers_lock:
-            self._thread_readers.append(reader)
-        self._thread.reader = (os.getpid(), reader)
+            self._thread_readers[id(reader)] = reader
+        # When the thread ends, its thread-local holder goes and the connection is closed with it: threads that
+        # come and go (a thread pool's idle workers exit) would otherwise each leave one open until `close`.
+        weakref.finalize(owned, _close_thread_reader, reader, self._thread_readers, self._thread_readers_lock)
+        self._thread.reader = owned
         return reader
 
     def close(self) -> None:
         self._reader.close()
         with self._thread_readers_lock:
-            readers, self._thread_readers = self._thread_readers, []
+            readers = list(self._thread_readers.values())
+            self._thread_readers.clear()
         for reader in readers:
             reader.close()
         if self._writer is not None:

@@ -367,9 +367,10 @@ def test_upgrading_a_store_of_the_previous_layout_keeps_every_feature_and_its_ti
     assert (report.written, report.unchanged) == (0, 2)
 
 
-def test_each_reading_thread_reads_on_a_connection_of_its_own_until_closed(fs_embedded_redis: RedisServer) -> None:
+def test_each_reading_thread_reads_on_a_connection_of_its_own_until_it_ends(fs_embedded_redis: RedisServer) -> None:
     """The reads skip the shared pool (a lock and a socket poll per command): one connection per reading thread,
-    each giving the same answers, all closed with the store."""
+    each giving the same answers, closed when its thread ends (threads of a pool come and go), the rest with the
+    store."""
     url = fs_embedded_redis.url  # ours alone: every connection the server counts is this test's
     observer = redis.Redis.from_url(url, socket_timeout=5)
 
@@ -388,20 +389,30 @@ def test_each_reading_thread_reads_on_a_connection_of_its_own_until_closed(fs_em
     keys = [(i, 100 + i) for i in range(6)]
     expected = store.read("threads", keys, FEATURES)
     opened = connections()  # the pool's (writes) and the main thread's own
-    start = threading.Barrier(3)
+    start, done, release = threading.Barrier(3), threading.Barrier(4), threading.Event()
     answers: list[Any] = []
 
     def reader() -> None:
         start.wait(5)
         answers.extend(store.read("threads", keys, FEATURES) for _ in range(5))
+        done.wait(5)
+        release.wait(10)  # alive until the test has counted the connections
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(10)
+    done.wait(10)
     assert [repr(answer) for answer in answers] == [repr(expected)] * 15  # repr: NaN equals itself
     assert connections() == opened + 3
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert settles_at(opened)  # each ended thread's connection closed with it
+    another = threading.Thread(target=lambda: answers.append(store.read("threads", keys, FEATURES)))
+    another.start()
+    another.join(10)
+    assert repr(answers[-1]) == repr(expected)
+    assert settles_at(opened)
     store.close()
     assert settles_at(before)
     observer.close()
