@@ -100,8 +100,15 @@ class Paths:
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome({i: rows.get(keys[i]) for i in indexes}, (time.perf_counter() - started) * 1000, asked=asked)
 
-    def online(self, keys: Sequence[Key], indexes: Sequence[int], now: datetime, context: Mapping[str, Any]) -> Outcome:
-        """Live predictions of `keys[indexes]`; a failing feature store or model becomes the outcome's error."""
+    def online(
+        self,
+        keys: Sequence[Key],
+        indexes: Sequence[int],
+        now: datetime | Sequence[datetime],
+        context: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    ) -> Outcome:
+        """Live predictions of `keys[indexes]` as of `now` with `context` (one for all, or one per index: the
+        shadow process compares several requests at once); a failing feature store or model becomes the error."""
         started = time.perf_counter()
         asked = frozenset(indexes)
         if self.predictor is None:

@@ -1,12 +1,20 @@
-"""The shadow comparison of one request: compute what the served path did not, log both as shadow records."""
+"""The shadow comparison of requests: compute what the served path did not, log both as shadow records.
+
+The comparison process takes the jobs that queued while it worked all at once (`compare_many`): one feature read
+and one model call for the online predictions every request still needs, one lookup query for its missing rows and
+one candidate call, as the serving worker coalesces requests (online/serving/batcher.py). Each request keeps its own
+instant and context; its records carry the shared call's latency, as a coalesced served request's does.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
-from online.serving.prediction_paths import NOTHING, Outcome, Paths, Request
+from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor
 from online.shadow.record import ShadowRecord
 
@@ -15,6 +23,16 @@ class Logger(Protocol):
     """Where shadow records go (a `ShadowLogger`, or a test's recorder)."""
 
     def log(self, record: ShadowRecord) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """One served request to compare: what was served per entity, and what each path already answered."""
+
+    req: Request
+    served: Sequence[str]
+    online: Outcome
+    batch: Outcome
 
 
 def compare(
@@ -30,12 +48,87 @@ def compare(
 ) -> None:
     """Log one shadow record per entity with both paths' answers; only what neither path was asked for is
     computed here, so a path that already failed is not retried. A `candidate` model scores every entity too."""
-    keys, flag, now = req.keys, req.flag, req.now
-    missing_online = [i for i in range(len(keys)) if i not in online.asked]
-    missing_batch = [i for i in range(len(keys)) if i not in batch.asked] if flag.reads_lookup else []
-    extra_online = paths.online(keys, missing_online, now, req.context) if missing_online else NOTHING
-    extra_batch = paths.lookup_read(keys, missing_batch) if missing_batch else NOTHING
-    scored = _candidate(candidate, req) if candidate is not None else NOTHING
+    compare_many(paths, logger, usecase, [Job(req, served, online, batch)], candidate=candidate)
+
+
+def compare_many(
+    paths: Paths, logger: Logger, usecase: str, jobs: Sequence[Job], *, candidate: OnlinePredictor | None = None
+) -> None:
+    """`compare` for several requests of one use case: what they miss is computed in one call per path."""
+    missing_online = [[i for i in range(len(j.req.keys)) if i not in j.online.asked] for j in jobs]
+    missing_batch = [
+        [i for i in range(len(j.req.keys)) if i not in j.batch.asked] if j.req.flag.reads_lookup else [] for j in jobs
+    ]
+    extra_online = _split(missing_online, _online(paths, jobs, missing_online))
+    extra_batch = _split(missing_batch, paths.lookup_read(*_flat(jobs, missing_batch)))
+    everyone = [list(range(len(j.req.keys))) for j in jobs]
+    scored = _split(everyone, _candidate(candidate, jobs)) if candidate is not None else [NOTHING] * len(jobs)
+    for job, more_online, more_batch, by_candidate in zip(jobs, extra_online, extra_batch, scored, strict=True):
+        _log(
+            paths,
+            logger,
+            usecase,
+            job,
+            extra_online=more_online,
+            extra_batch=more_batch,
+            scored=by_candidate,
+            has_candidate=candidate is not None,
+        )
+
+
+def _flat(jobs: Sequence[Job], indexes: Sequence[Sequence[int]]) -> tuple[list[Key], list[int]]:
+    keys = [j.req.keys[i] for j, wanted in zip(jobs, indexes, strict=True) for i in wanted]
+    return keys, list(range(len(keys)))
+
+
+def _split(indexes: Sequence[Sequence[int]], shared: Outcome) -> list[Outcome]:
+    """The outcome of one call for the flattened entities of several jobs, as each job's own (shared latency)."""
+    out, position = [], 0
+    for wanted in indexes:
+        if not wanted:
+            out.append(NOTHING)
+            continue
+        results = {i: shared.results[position + n] for n, i in enumerate(wanted) if position + n in shared.results}
+        out.append(Outcome(results, shared.latency_ms, shared.error, frozenset(wanted)))
+        position += len(wanted)
+    return out
+
+
+def _online(paths: Paths, jobs: Sequence[Job], indexes: Sequence[Sequence[int]]) -> Outcome:
+    keys, flat = _flat(jobs, indexes)
+    if not keys:
+        return NOTHING
+    nows = [j.req.now for j, wanted in zip(jobs, indexes, strict=True) for _ in wanted]
+    contexts = [j.req.context for j, wanted in zip(jobs, indexes, strict=True) for _ in wanted]
+    return paths.online(keys, flat, nows, contexts)
+
+
+def _candidate(candidate: OnlinePredictor, jobs: Sequence[Job]) -> Outcome:
+    """The candidate's predictions of every entity of the requests, as the live model's are computed."""
+    keys = [key for j in jobs for key in j.req.keys]
+    nows: list[datetime] = [j.req.now for j in jobs for _ in j.req.keys]
+    contexts: list[Mapping[str, Any]] = [j.req.context for j in jobs for _ in j.req.keys]
+    started = time.perf_counter()
+    try:
+        results = candidate.predict(keys, nows, contexts) if keys else []
+    except Exception as exc:  # a failing candidate is evidence against it, never a failed comparison
+        return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
+    return Outcome(dict(enumerate(results)), (time.perf_counter() - started) * 1000)
+
+
+def _log(
+    paths: Paths,
+    logger: Logger,
+    usecase: str,
+    job: Job,
+    *,
+    extra_online: Outcome,
+    extra_batch: Outcome,
+    scored: Outcome,
+    has_candidate: bool,
+) -> None:
+    req, served, online, batch = job.req, job.served, job.online, job.batch
+    flag, now = req.flag, req.now
     # The version read for this request: every row of one read comes from one version, so a miss was read there too.
     read_version = next(
         (r.version for r in (*batch.results.values(), *extra_batch.results.values()) if r is not None), None
@@ -70,17 +163,7 @@ def compare(
                 candidate_prediction=None if (c := scored.results.get(i)) is None else c.prediction,
                 candidate_model_version=None if c is None else c.model_version,
                 candidate_error=scored.error,
-                candidate_latency_ms=scored.latency_ms if candidate is not None else None,
+                candidate_latency_ms=scored.latency_ms if has_candidate else None,
                 context=req.context,
             )
         )
-
-
-def _candidate(candidate: OnlinePredictor, req: Request) -> Outcome:
-    """The candidate's predictions of every entity of the request, as the live model's are computed."""
-    started = time.perf_counter()
-    try:
-        results = candidate.predict(req.keys, req.now, req.context)
-    except Exception as exc:  # a failing candidate is evidence against it, never a failed comparison
-        return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
-    return Outcome(dict(enumerate(results)), (time.perf_counter() - started) * 1000)

@@ -34,13 +34,14 @@ from online.serving.model_swap import ModelSwitcher
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor
-from online.serving.shadow_compare import Logger, compare
+from online.serving.shadow_compare import Job, Logger, compare, compare_many
 from online.serving.shadow_wire import decode_job, encode_job
 from online.shadow.log import DROP_REASONS, ShadowLogger
 
 log = logging.getLogger(__name__)
 _COUNTS = ("sent", *DROP_REASONS)
 PROBLEM_BYTES = 512
+TOGETHER_ENTITIES = 1_000  # the most entities the comparison process compares in one go (one feature read)
 # What a use case's shadow log says until the comparison process first reports (it imports, loads the model and
 # connects first; under SCHED_IDLE on a busy machine, seconds later): no record is known to be delivered yet.
 STARTING = b"starting: the shadow comparison process has not reported yet"
@@ -270,11 +271,13 @@ def _main(
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
     try:
-        while (held := jobs.get()) is not None:
-            for entities, job in held:
+        more = True
+        while more:
+            together, more = take_together(jobs, TOGETHER_ENTITIES)
+            for entities, _ in together:
                 taken[0] += entities  # this process is their only writer
                 taken[1] += 1
-                _compare_one(job, entities, paths, loggers, switcher)
+            _compare_together(together, paths, loggers, switcher)
     finally:
         stop.set()
         alias_watcher.stop()
@@ -285,17 +288,44 @@ def _main(
         mark_dead()  # with several workers, its live gauges leave the shared view
 
 
-def _compare_one(job: bytes, entities: int, paths: Any, loggers: Any, switcher: ModelSwitcher) -> None:
-    try:
-        usecase, req, served, online, batch = decode_job(job)
-    except Exception:  # a bug between the two ends of the wire: say so, and keep comparing the rest
-        log.exception("a shadow job of %d entities could not be decoded; it is skipped", entities)
-        return
-    if usecase not in paths:
-        return
-    _compare_or_log(
-        paths[usecase], loggers[usecase], usecase, req, job=(served, online, batch), candidates=switcher.candidate
-    )
+def take_together(jobs: Any, max_entities: int) -> tuple[list[tuple[int, bytes]], bool]:
+    """The jobs to compare together: the next list (waiting for it), then every list already queued behind it, up
+    to `max_entities`; and False once the stop (None) was taken.
+
+    Under load the worker sends faster than one comparison per job can follow; jobs compared together cost one
+    feature read and one model call (online/serving/shadow_compare.py), so the backlog is what sets the batch.
+    """
+    first = jobs.get()
+    if first is None:
+        return [], False
+    together, entities = list(first), sum(e for e, _ in first)
+    while entities < max_entities:
+        try:
+            held = jobs.get_nowait()
+        except queue.Empty:
+            break
+        if held is None:
+            return together, False
+        together.extend(held)
+        entities += sum(e for e, _ in held)
+    return together, True
+
+
+def _compare_together(together: Sequence[tuple[int, bytes]], paths: Any, loggers: Any, switcher: ModelSwitcher) -> None:
+    by_usecase: dict[str, list[Job]] = {}
+    for entities, job in together:
+        try:
+            usecase, req, served, online, batch = decode_job(job)
+        except Exception:  # a bug between the two ends of the wire: say so, and keep comparing the rest
+            log.exception("a shadow job of %d entities could not be decoded; it is skipped", entities)
+            continue
+        if usecase in paths:
+            by_usecase.setdefault(usecase, []).append(Job(req, served, online, batch))
+    for usecase, jobs in by_usecase.items():
+        try:
+            compare_many(paths[usecase], loggers[usecase], usecase, jobs, candidate=switcher.candidate(usecase))
+        except Exception:
+            log.exception("shadow comparison of %d requests for %s failed", len(jobs), usecase)
 
 
 def _compare_or_log(

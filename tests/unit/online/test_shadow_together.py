@@ -1,0 +1,171 @@
+"""The comparison process compares the jobs that queued together: one feature read, one model call, one lookup
+query for all of them, and every record as if each request had been compared alone."""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from migrate.artifact import ArtifactStore
+from migrate.cutover.flags import Flag, Stage
+from migrate.models.lifecycle import load_version
+from migrate.registry import load_usecase
+from migrate.scoring import Model
+from online.features.store import FeatureValue, OnlineRead
+from online.serving.prediction_paths import NOTHING, Outcome, Paths, Request
+from online.serving.predictor import OnlinePredictor, OnlineResult
+from online.serving.shadow_compare import Job, compare, compare_many
+from online.serving.shadow_handoff import take_together
+from online.shadow.record import ShadowRecord
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
+USECASE = load_usecase(ROOT / "usecases" / "item_availability.yaml")
+AS_OF = datetime(2026, 11, 14, 2, tzinfo=UTC)
+NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)
+TIMED = {"batch_latency_ms", "online_latency_ms", "candidate_latency_ms"}  # a shared call's, by design
+
+
+@dataclass(frozen=True)
+class _Row:
+    prediction: float
+    model_version: str
+    version: int
+    features_as_of: datetime
+
+
+class _Store:
+    """Batch features that differ per entity (all as of AS_OF), no window state; counts its reads."""
+
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+
+    def read_online(self, usecase: str, keys: Any, names: Any, group_keys: Any, partitions: int) -> OnlineRead:
+        self.reads.append(len(keys))
+        features = [
+            {name: FeatureValue(float(key[0]) + 0.1 * n, AS_OF) for n, name in enumerate(names)} for key in keys
+        ]
+        return OnlineRead(features, {group: [[] for _ in keys] for group in group_keys})
+
+
+class _Lookup:
+    """Rows for even stores only; counts its queries."""
+
+    def __init__(self) -> None:
+        self.queries: list[int] = []
+
+    def get_many(self, spec: Any, keys: Any) -> dict[Any, Any]:
+        self.queries.append(len(keys))
+        return {k: _Row(0.5 + k[0] / 100, "batch-v1", 3, AS_OF) for k in keys if k[0] % 2 == 0}
+
+    def active(self, spec: Any) -> _Row:
+        return _Row(0.0, "batch-v1", 3, AS_OF)  # only its version is read
+
+
+def _model(tmp_path: Path) -> Model:
+    width = len(USECASE.feature_names)
+    rng = np.random.default_rng(1)
+    x = rng.random((300, width)) * 10
+    y = (x[:, 0] + rng.random(300) > 5).astype(int)
+    files = ArtifactStore(tmp_path / "artifacts", tmp_path)
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, y)
+    info = files.save(USECASE, model, trained_as_of=AS_OF, metrics={})
+    return load_version(USECASE, files, info.version)
+
+
+def _predictor(model: Model, store: _Store) -> OnlinePredictor:
+    return OnlinePredictor(USECASE, model, store)  # type: ignore[arg-type]
+
+
+def _jobs() -> list[Job]:
+    flag = Flag(USECASE.name, Stage.SHADOW, revision=1)
+    jobs = []
+    for j in range(5):
+        keys = [(j + e, 100 + e) for e in range(j % 3 + 1)]  # 1 to 3 entities, stores shared across requests
+        entities = [{"store_id": k[0], "product_id": k[1]} for k in keys]
+        now = NOW + timedelta(minutes=7 * j)  # each request its own instant
+        req = Request(f"r{j}", now, flag, keys, entities, {})
+        jobs.append(Job(req, ["batch"] * len(keys), NOTHING, NOTHING))
+    # A request whose online path was served already: its answer is logged, not computed again.
+    served = OnlineResult(0.25, "served-v", {"x": 1.0})
+    req = Request("served", NOW, flag, [(8, 1)], [{"store_id": 8, "product_id": 1}], {})
+    jobs.append(Job(req, ["online"], Outcome({0: served}, 2.0, asked=frozenset({0})), NOTHING))
+    return jobs
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.records: list[ShadowRecord] = []
+
+    def log(self, record: ShadowRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
+def test_requests_compared_together_log_what_each_alone_logs_in_one_read_and_one_query(tmp_path: Path) -> None:
+    alone_store, together_store = _Store(), _Store()
+    alone_lookup, together_lookup = _Lookup(), _Lookup()
+    alone, together = _Recorder(), _Recorder()
+    jobs = _jobs()
+    model = _model(tmp_path)
+    alone_paths = Paths(alone_lookup, None, _predictor(model, alone_store))
+    for job in jobs:
+        compare(alone_paths, alone, USECASE.name, job.req, served=job.served, online=job.online, batch=job.batch)
+    compare_many(Paths(together_lookup, None, _predictor(model, together_store)), together, USECASE.name, jobs)
+
+    def untimed(records: list[ShadowRecord]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.model_dump().items() if k not in TIMED} for r in records]
+
+    assert untimed(together.records) == untimed(alone.records)
+    computed = sum(len(j.req.keys) for j in jobs[:-1])  # every entity but the one served online
+    assert together_store.reads == [computed] and len(alone_store.reads) == len(jobs) - 1
+    assert together_lookup.queries == [computed + 1] and len(alone_lookup.queries) == len(jobs)
+    # Independently of either path: each request's batch features are aged from its own instant.
+    for record in together.records[:-1]:
+        ages = set(record.online_feature_ages_s.values())
+        assert ages == {(record.request_time - AS_OF).total_seconds()}, record.request_id
+        assert record.online_prediction is not None and record.online_model_version != "served-v"
+        expected_row = record.key["store_id"] % 2 == 0
+        assert (record.batch_prediction is not None) == expected_row and record.lookup_version == 3
+    last = together.records[-1]
+    assert (last.online_prediction, last.online_model_version, last.online_latency_ms) == (0.25, "served-v", 2.0)
+    assert len({r.online_latency_ms for r in together.records[:-1]}) == 1  # the one call's, for every request
+
+
+def test_a_failing_shared_read_is_every_request_s_online_error_and_the_batch_rows_stand(tmp_path: Path) -> None:
+    class _Down(_Store):
+        def read_online(self, *args: Any) -> OnlineRead:
+            raise ConnectionError("feature store down")
+
+    recorder = _Recorder()
+    jobs = _jobs()[:3]
+    compare_many(Paths(_Lookup(), None, _predictor(_model(tmp_path), _Down())), recorder, USECASE.name, jobs)
+    assert len(recorder.records) == sum(len(j.req.keys) for j in jobs)
+    assert {r.online_error for r in recorder.records} == {"ConnectionError: feature store down"}
+    assert all(r.online_prediction is None for r in recorder.records)
+    assert [r.batch_prediction is not None for r in recorder.records] == [
+        r.key["store_id"] % 2 == 0 for r in recorder.records
+    ]
+
+
+def test_the_process_takes_every_queued_list_up_to_its_bound_and_sees_the_stop() -> None:
+    jobs: queue.Queue[Any] = queue.Queue()
+    for n in range(4):
+        jobs.put([(300, b"a%d" % n), (100, b"b%d" % n)])  # 400 entities per list
+    jobs.put(None)
+    first, more = take_together(jobs, 1_000)
+    assert [job for _, job in first] == [b"a0", b"b0", b"a1", b"b1", b"a2", b"b2"] and more  # 1,200: bound reached
+    second, more = take_together(jobs, 1_000)
+    assert [job for _, job in second] == [b"a3", b"b3"] and not more  # the stop, behind the last list
+    jobs.put([(1, b"lone")])
+    assert take_together(jobs, 1_000) == ([(1, b"lone")], True)  # nothing behind it: no waiting for more
+    jobs.put(None)
+    assert take_together(jobs, 1_000) == ([], False)
