@@ -2,18 +2,18 @@
 
 Measured (docs/benchmarks.md): on background threads of the serving process the comparison and the Kafka
 producer held the GIL long enough to add milliseconds to the served latency. In a separate process the request
-thread only pays for encoding a job to bytes (online/serving/shadow_wire.py) and handing it to a bounded queue; a
-full queue drops the job, counted.
+thread only pays for encoding a job to bytes (online/serving/shadow_wire.py) and one non-blocking ``send`` on a
+socket to the process; a full socket drops the job, counted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import multiprocessing
 import os
-import queue
+import socket
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing.sharedctypes import Synchronized
@@ -41,6 +41,8 @@ from online.shadow.log import DROP_REASONS, ShadowLogger
 log = logging.getLogger(__name__)
 _COUNTS = ("sent", *DROP_REASONS)
 PROBLEM_BYTES = 512
+SEND_BUFFER_BYTES = 4 << 20  # jobs queued for the process, in the kernel (~6,000 one-entity jobs); see ShadowProcess
+_COUNT = struct.Struct("<I")  # each message: the job's entity count, then the job
 TOGETHER_ENTITIES = 1_000  # the most entities the comparison process compares in one go (one feature read)
 # What a use case's shadow log says until the comparison process first reports (it imports, loads the model and
 # connects first; under SCHED_IDLE on a busy machine, seconds later): no record is known to be delivered yet.
@@ -104,17 +106,17 @@ class _Channel:
 
 
 class ShadowProcess:
-    """One comparison process per serving worker, fed through a bounded queue; its Kafka counts are exported
-    by the worker's /metrics through shared counters.
+    """One comparison process per serving worker, fed through a socket; its Kafka counts are exported by the
+    worker's /metrics through shared counters.
 
-    The queue is bounded in jobs and in entities: until the process takes a job, the worker holds it (the
-    request's keys, the lookup rows, the online results), so a bound in jobs alone let 1,000 queued 100-entity
-    jobs grow the worker by ~90 MiB (measured, bench/online.py). Two single-writer counters (entities
-    submitted, written by the worker; entities taken, by the process) give the entities in flight without a lock.
-
-    The jobs submitted during one turn of the event loop go into the queue together, as one list, at the end of
-    that turn: each ``put`` wakes the queue's feeder thread, which then takes the GIL from the loop to pickle and
-    send it, so under load one put per turn instead of one per request leaves the loop its CPU.
+    Each job is one message on a ``SOCK_SEQPACKET`` socket pair, sent without blocking from the request's own
+    thread: the kernel keeps the queued jobs (up to the socket's send buffer, `SEND_BUFFER_BYTES`), so the worker
+    holds none of them and no thread of its own moves them. A ``multiprocessing.Queue`` before it cost a feeder
+    thread that took the GIL from the event loop to pickle and write each list: ~35 µs of CPU per put on an idle
+    process, ~100 µs per shadowed request in a loaded worker, against ~1 µs for a ``send`` (docs/serving.md).
+    The jobs and entities in flight are bounded as well (a bound in jobs alone once let 1,000 queued 100-entity
+    jobs grow the worker by ~90 MiB): two single-writer counters (submitted, written by the worker; taken, by the
+    process) give them without a lock.
     """
 
     def __init__(
@@ -129,11 +131,12 @@ class ShadowProcess:
         self.usecases = list(usecases)
         self.max_entities = max_entities
         self.capacity = capacity
-        self._held: list[tuple[int, bytes]] = []  # jobs of this loop turn, sent together at its end
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop whose turn ends with a flush
-        # Unbounded itself: the worker's counters bound the jobs and entities in flight (each list holds one job
-        # at least).
-        self._queue: multiprocessing.Queue[Any] = context.Queue()
+        # Each job one message: a send never splits one, and a job larger than the buffer is refused whole.
+        self._sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with contextlib.suppress(OSError):  # capped by net.core.wmem_max; the default (~200 KiB) still works
+            self._sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        self._sender.setblocking(False)
+        largest = self._sender.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)  # no message can be larger
         self._counts: list[Synchronized[int]] = [
             context.Value("q", 0, lock=False) for _ in range(len(self.usecases) * len(_COUNTS))
         ]
@@ -147,11 +150,12 @@ class ShadowProcess:
         self._taken: Any = context.Array("q", 2, lock=False)  # [entities, jobs] the process took
         self._process = context.Process(
             target=_main,
-            args=(self._queue, self.usecases, self._counts, self._taken, self._problems),
+            args=(receiver, largest, self.usecases, self._counts, self._taken, self._problems),
             name="migrate-shadow",
             daemon=True,
         )
-        self._process.start()
+        self._process.start()  # the process has its own copy of `receiver`
+        receiver.close()
         registry.register(_Counts(self))
 
     def channel(self, usecase: str) -> ShadowSink:
@@ -159,34 +163,21 @@ class ShadowProcess:
         return _Channel(self, usecase)
 
     def submit(self, job: bytes, entities: int = 1) -> bool:
-        """Queue one encoded job (`encode_job`) of `entities` entities; False (dropped) when the jobs or the
-        entities in flight would pass their bound. Bytes, so the queue's feeder thread copies them instead of
-        pickling objects. On the event loop the job leaves at the end of the loop's turn, with the others of that
-        turn; called from anywhere else, at once."""
+        """Send one encoded job (`encode_job`) of `entities` entities to the process; False (dropped) when the jobs
+        or the entities in flight would pass their bound, when the socket's buffer is full, or when the process is
+        gone. Never blocks."""
         if self._submitted - self._taken[0] + entities > self.max_entities:
             return False
         if self._jobs - self._taken[1] >= self.capacity:
             return False
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None and loop is not self._flush_on:  # the first job of this turn: send at its end
-            self._flush_on = loop
-            loop.call_soon(self.flush)
-        self._held.append((entities, job))  # the count beside the job: taken even if the job cannot be decoded
+            # The count beside the job: the process counts it taken even if the job cannot be decoded.
+            self._sender.send(_COUNT.pack(entities) + job)
+        except OSError:  # full (BlockingIOError), larger than the buffer (EMSGSIZE), or the process is gone
+            return False
         self._submitted += entities
         self._jobs += 1
-        if loop is None:
-            self.flush()
         return True
-
-    def flush(self) -> None:
-        """Send the jobs held so far as one list (the end of a loop turn; `close`)."""
-        held, self._held, self._flush_on = self._held, [], None
-        if not held:
-            return
-        self._queue.put_nowait(held)
 
     def counts(self, usecase: str) -> dict[str, int]:
         """Records the comparison process sent and dropped for `usecase`, by reason."""
@@ -201,10 +192,10 @@ class ShadowProcess:
         return problem or None
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Let the process flush what it holds, then stop it."""
-        self.flush()
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout_s)
+        """Let the process compare what was sent, then stop it: it reads the end of the socket after the last job."""
+        with contextlib.suppress(OSError):
+            self._sender.shutdown(socket.SHUT_WR)
+        self._sender.close()
         self._process.join(timeout_s)
         if self._process.is_alive():
             # Under SCHED_IDLE (MIGRATE_SHADOW_CPU=idle) a machine kept busy by other processes may not give it the
@@ -242,8 +233,9 @@ class _Counts(Collector):
         yield healthy
 
 
-def _main(
-    jobs: multiprocessing.Queue[Any],
+def _main(  # noqa: PLR0917 - a process target takes its arguments by position
+    jobs: socket.socket,
+    largest: int,
     usecases: list[str],
     counts: list[Synchronized[int]],
     taken: Any,
@@ -270,10 +262,11 @@ def _main(
 
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
+    buffer = memoryview(bytearray(largest))
     try:
         more = True
         while more:
-            together, more = take_together(jobs, TOGETHER_ENTITIES)
+            together, more = take_together(jobs, buffer, TOGETHER_ENTITIES)
             for entities, _ in together:
                 taken[0] += entities  # this process is their only writer
                 taken[1] += 1
@@ -288,26 +281,26 @@ def _main(
         mark_dead()  # with several workers, its live gauges leave the shared view
 
 
-def take_together(jobs: Any, max_entities: int) -> tuple[list[tuple[int, bytes]], bool]:
-    """The jobs to compare together: the next list (waiting for it), then every list already queued behind it, up
-    to `max_entities`; and False once the stop (None) was taken.
+def take_together(jobs: socket.socket, buffer: memoryview, max_entities: int) -> tuple[list[tuple[int, bytes]], bool]:
+    """The jobs to compare together: the next (waiting for it), then every job already queued behind it, up to
+    `max_entities`; and False once the worker closed its end (after its last job). `buffer` holds the largest job.
 
     Under load the worker sends faster than one comparison per job can follow; jobs compared together cost one
     feature read and one model call (online/serving/shadow_compare.py), so the backlog is what sets the batch.
     """
-    first = jobs.get()
-    if first is None:
-        return [], False
-    together, entities = list(first), sum(e for e, _ in first)
+    together: list[tuple[int, bytes]] = []
+    entities, flags = 0, 0  # the first receive waits; the others take only what is queued
     while entities < max_entities:
         try:
-            held = jobs.get_nowait()
-        except queue.Empty:
+            size = jobs.recv_into(buffer, 0, flags)
+        except BlockingIOError:
             break
-        if held is None:
+        if size == 0:  # the worker's end is closed: nothing more will come
             return together, False
-        together.extend(held)
-        entities += sum(e for e, _ in held)
+        (count,) = _COUNT.unpack_from(buffer)
+        together.append((count, bytes(buffer[_COUNT.size : size])))
+        entities += count
+        flags = socket.MSG_DONTWAIT
     return together, True
 
 

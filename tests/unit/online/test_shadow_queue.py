@@ -1,25 +1,19 @@
-"""The shadow queue: bounded in jobs and in entities in flight; what it refuses is dropped and counted."""
+"""The hand-off to the comparison process: bounded in jobs, in entities in flight and by its socket's buffer; what
+it refuses is dropped and counted."""
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from migrate.cutover.flags import Flag, Stage
-from migrate.cutover.guardrail import Guardrail
 from migrate.registry import load_usecase
-from migrate.usecase import CutoverPolicy
-from online.serving.metrics import ServingMetrics
-from online.serving.prediction_paths import Key, Outcome
-from online.serving.shadow_handoff import PROBLEM_BYTES, STARTING, ShadowProcess
-from online.serving.usecase_server import UseCaseServer
+from online.serving.shadow_handoff import PROBLEM_BYTES, SEND_BUFFER_BYTES, STARTING, ShadowProcess, take_together
 
 pytestmark = pytest.mark.unit
 
@@ -27,13 +21,19 @@ USECASE = load_usecase(Path(__file__).resolve().parents[3] / "usecases" / "item_
 
 
 class IdleProcess:
-    """Stands in for the comparison process: never started, so nothing leaves the queue unless the test says so."""
+    """Stands in for the comparison process: never started, so nothing is taken unless the test says so. It keeps
+    its own copy of the receiving socket, as a started process does, for the test to read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        self.args = kwargs["args"]
+        self.receiver: socket.socket | None = None
 
     def start(self) -> None:
-        pass
+        self.receiver = self.args[0].dup()
+
+    def take(self) -> tuple[list[tuple[int, bytes]], bool]:
+        assert self.receiver is not None
+        return take_together(self.receiver, memoryview(bytearray(self.args[1])), 1_000_000)
 
 
 @pytest.fixture
@@ -41,8 +41,7 @@ def shadow(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShadowProcess]:
     monkeypatch.setattr(multiprocessing.get_context("spawn"), "Process", IdleProcess)
     process = ShadowProcess([USECASE.name], capacity=1_000, max_entities=10_000, registry=CollectorRegistry())
     yield process
-    process._queue.cancel_join_thread()
-    process._queue.close()
+    process._sender.close()
 
 
 def _take(process: ShadowProcess, entities: int) -> None:
@@ -74,79 +73,44 @@ def test_the_queue_is_bounded_in_jobs_too(monkeypatch: pytest.MonkeyPatch) -> No
         process._taken[1] += 1
         assert process.submit(b"room for one") and not process.submit(b"no more")
     finally:
-        process._queue.cancel_join_thread()
-        process._queue.close()
+        process._sender.close()
 
 
-def test_the_jobs_of_one_loop_turn_leave_together_in_order(shadow: ShadowProcess) -> None:
-    async def turn() -> None:
-        assert [shadow.submit(b"job %d" % i, entities=i + 1) for i in range(3)] == [True, True, True]
-        assert shadow._held and shadow._queue.empty()  # held until the loop's turn ends
-        await asyncio.sleep(0)  # the turn ends: the flush ran
-        assert not shadow._held
-        assert shadow.submit(b"next turn", entities=2)
-
-    asyncio.run(turn())
-    assert shadow._queue.get(timeout=5) == [(1, b"job 0"), (2, b"job 1"), (3, b"job 2")]
-    assert shadow._queue.get(timeout=5) == [(2, b"next turn")]
-    assert shadow._submitted == 8
-    # Off the event loop a job is sent at once, alone.
-    assert shadow.submit(b"from a thread", entities=1)
-    assert shadow._queue.get(timeout=5) == [(1, b"from a thread")]
+def test_each_job_leaves_at_once_in_order_and_the_process_takes_them_together(shadow: ShadowProcess) -> None:
+    idle = cast(IdleProcess, shadow._process)
+    assert [shadow.submit(b"job %d" % i, entities=i + 1) for i in range(3)] == [True, True, True]
+    assert idle.take() == ([(1, b"job 0"), (2, b"job 1"), (3, b"job 2")], True)  # all that was queued, no more
+    assert shadow.submit(b"next", entities=2)
+    assert idle.take() == ([(2, b"next")], True)
+    assert shadow._submitted == 8 and shadow._jobs == 4
 
 
-def test_close_sends_what_is_held_before_stopping(shadow: ShadowProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[Any] = []
-    monkeypatch.setattr(shadow._queue, "put_nowait", sent.append)
-    monkeypatch.setattr(shadow._queue, "put", lambda item, timeout: sent.append(item))
+def test_a_full_socket_refuses_the_job_without_blocking_and_it_is_not_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(multiprocessing.get_context("spawn"), "Process", IdleProcess)
+    process = ShadowProcess([USECASE.name], capacity=1_000_000, max_entities=10_000_000, registry=CollectorRegistry())
+    try:
+        job = b"x" * 2_000
+        sent = 0
+        while process.submit(job):  # nobody reads: the socket's buffer fills, then refuses
+            sent += 1
+            assert sent < 100_000, "the socket never filled"
+        assert sent * len(job) <= 2 * SEND_BUFFER_BYTES  # bounded by the buffer, in the kernel, not the worker
+        assert (process._jobs, process._submitted) == (sent, sent)  # the refused one is not in flight
+        assert not process.submit(b"y" * (3 * SEND_BUFFER_BYTES))  # larger than the buffer can ever hold
+    finally:
+        process._sender.close()
+
+
+def test_close_ends_the_stream_after_the_last_job(shadow: ShadowProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    idle = cast(IdleProcess, shadow._process)
     monkeypatch.setattr(shadow._process, "join", lambda timeout: None, raising=False)
     monkeypatch.setattr(shadow._process, "is_alive", lambda: False, raising=False)
-
-    async def submit_then_close() -> None:
-        shadow.submit(b"last", entities=1)
-        shadow.close()  # before the turn ends: the held job goes first, then the stop
-
-    asyncio.run(submit_then_close())
-    assert sent == [[(1, b"last")], None]
-
-
-class LookupOnlyPaths:
-    """Paths whose lookup answers every key with a miss (shadow stage reads only the lookup in the request)."""
-
-    async def lookup_read_async(self, keys: Sequence[Key], indexes: Sequence[int]) -> Outcome:
-        return Outcome(dict.fromkeys(indexes), 0.1, asked=frozenset(indexes))
-
-
-class ShadowFlags:
-    def current(self, usecase: str) -> Flag:
-        return Flag(usecase, Stage.SHADOW, revision=1)
-
-
-def test_a_request_the_full_queue_refuses_is_served_and_counted_as_skipped(shadow: ShadowProcess) -> None:
-    registry = CollectorRegistry()
-    server = UseCaseServer(
-        USECASE,
-        paths=LookupOnlyPaths(),  # type: ignore[arg-type]
-        flags=ShadowFlags(),  # type: ignore[arg-type]
-        guardrail=Guardrail.from_policy(CutoverPolicy()),
-        shadow=shadow.channel(USECASE.name),
-        background=None,  # type: ignore[arg-type]
-        metrics=ServingMetrics(registry),
-        on_breach=None,
-        clock=lambda: datetime(2026, 11, 25, 10, tzinfo=UTC),
-    )
-    entities: list[dict[str, int | str]] = [{"store_id": 1, "product_id": p} for p in range(100)]
-
-    def skipped() -> float:
-        return registry.get_sample_value("migrate_shadow_skipped_total", {"usecase": USECASE.name}) or 0.0
-
-    for _ in range(100):  # 100 requests of 100 entities fill the 10,000-entity bound
-        answer = asyncio.run(server.predict(entities, {}))
-        assert len(answer["predictions"]) == 100
-    assert skipped() == 0 and shadow._submitted == 10_000
-    answer = asyncio.run(server.predict(entities[:1], {}))
-    assert [p["source"] for p in answer["predictions"]] == ["batch"]  # still served
-    assert skipped() == 1 and shadow._submitted == 10_000
+    shadow.submit(b"last", entities=1)
+    shadow.close()
+    assert idle.take() == ([(1, b"last")], False)  # the job, then the end: the process stops after comparing it
+    assert not shadow.submit(b"after close")
 
 
 def test_the_shadow_log_is_not_ok_until_the_process_first_reports(

@@ -3,7 +3,8 @@ query for all of them, and every record as if each request had been compared alo
 
 from __future__ import annotations
 
-import queue
+import socket
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,16 +157,20 @@ def test_a_failing_shared_read_is_every_request_s_online_error_and_the_batch_row
     ]
 
 
-def test_the_process_takes_every_queued_list_up_to_its_bound_and_sees_the_stop() -> None:
-    jobs: queue.Queue[Any] = queue.Queue()
-    for n in range(4):
-        jobs.put([(300, b"a%d" % n), (100, b"b%d" % n)])  # 400 entities per list
-    jobs.put(None)
-    first, more = take_together(jobs, 1_000)
-    assert [job for _, job in first] == [b"a0", b"b0", b"a1", b"b1", b"a2", b"b2"] and more  # 1,200: bound reached
-    second, more = take_together(jobs, 1_000)
-    assert [job for _, job in second] == [b"a3", b"b3"] and not more  # the stop, behind the last list
-    jobs.put([(1, b"lone")])
-    assert take_together(jobs, 1_000) == ([(1, b"lone")], True)  # nothing behind it: no waiting for more
-    jobs.put(None)
-    assert take_together(jobs, 1_000) == ([], False)
+def test_the_process_takes_every_queued_job_up_to_its_bound_and_sees_the_end() -> None:
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    buffer = memoryview(bytearray(1 << 16))
+    with sender, receiver:
+        for n in range(4):
+            for entities, name in ((300, b"a"), (100, b"b")):
+                sender.send(struct.pack("<I", entities) + name + b"%d" % n)  # what ShadowProcess.submit sends
+        first, more = take_together(receiver, buffer, 1_000)
+        assert [job for _, job in first] == [b"a0", b"b0", b"a1", b"b1", b"a2"] and more  # 1,100: past the bound
+        assert [entities for entities, _ in first] == [300, 100, 300, 100, 300]
+        sender.send(struct.pack("<I", 1) + b"lone")
+        second, more = take_together(receiver, buffer, 1_000)
+        assert [job for _, job in second] == [b"b2", b"a3", b"b3", b"lone"] and more  # no waiting for more
+        sender.send(struct.pack("<I", 2) + b"last")
+        sender.shutdown(socket.SHUT_WR)
+        assert take_together(receiver, buffer, 1_000) == ([(2, b"last")], False)  # the last job, then the end
+        assert take_together(receiver, buffer, 1_000) == ([], False)
