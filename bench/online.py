@@ -573,7 +573,10 @@ def render(online: dict[str, Any]) -> list[str]:
         "for the same entities; pipelined for several entities; scikit-learn `predict_proba` on the same model",
         "file, one uvicorn worker, OMP_NUM_THREADS=1), driven by the same wrk settings right after our row. It",
         "reads as many fields as the model has features, but gets NaN for the real-time ones (it does not evaluate",
-        "windows), so it does less work per entity than `migrate serve`. The 2-worker rows run `migrate serve",
+        "windows), so it does less work per entity than `migrate serve`. No stream runs in this suite, so the",
+        "entities hold no window state: `migrate serve` reads each entity's hash and evaluates its windows on empty",
+        "states, so these rows do not measure decoding and merging stored window states (the stream suite measures",
+        "writing them). The 2-worker rows run `migrate serve",
         "--workers 2` (prometheus-client's multiprocess mode) beside the 1-worker server, rows interleaved; on",
         "this 2-core machine wrk takes one core, so a second worker has little to gain here.",
     ]
