@@ -48,11 +48,13 @@ def _auc(p: FloatArray, y: FloatArray, w: Weights) -> FloatArray:
     Each positive scores the negative weight below it plus half the negative weight tied with it: a cumulative
     sum over the negatives sorted by score, read at each positive's two ``searchsorted`` positions. The weights
     are whole counts, so every sum is exact: integer weights (the resamples') run in integers, which move half
-    the bytes of floats and give the same quotient.
+    the bytes of floats and give the same quotient. The cumulative sum is read only at the edges of runs of tied
+    scores, so the order within a run is irrelevant: numpy's default sort (SIMD, ~4× faster than the stable one)
+    gives the same sums.
     """
     positive = y > 0.5
     negatives = np.flatnonzero(~positive)
-    order = np.argsort(p[negatives], kind="stable")
+    order = np.argsort(p[negatives])
     sorted_neg = p[negatives][order]
     below = np.searchsorted(sorted_neg, p[positive], side="left")
     upto = np.searchsorted(sorted_neg, p[positive], side="right")

@@ -45,17 +45,21 @@ class Hour(Result):
 
 def measure(rows: Rows, threshold: float, disagreement_threshold: float) -> list[Hour]:
     """One `Hour` per hour that has requests, in time order."""
-    paired = "bp IS NOT NULL AND op IS NOT NULL"
+    # The aggregates over a subset of the rows (both paths answered; the batch path answered) read it through a
+    # WHERE of their own: as FILTERs of the one pass over every row they cost ~0.2 s more CPU per 10M rows.
     query = f"""
         WITH live_age AS (
             SELECT hour, quantile_cont(online_age, [0.5, 0.95]) AS q FROM ages WHERE answered GROUP BY hour
+        ), batch_age AS (
+            SELECT hour, quantile_cont(batch_age, [0.5, 0.95]) AS q FROM s WHERE bp IS NOT NULL GROUP BY hour
+        ), paired AS (
+            SELECT hour, avg(abs(op - bp)) AS mean_abs_delta,
+                   avg(CAST((bp >= {threshold}) != (op >= {threshold}) AS DOUBLE)) AS flips,
+                   avg(CAST(abs(op - bp) > {disagreement_threshold} AS DOUBLE)) AS disagree
+            FROM s WHERE bp IS NOT NULL AND op IS NOT NULL GROUP BY hour
         ), by_hour AS (
             SELECT hour, count(*) AS requests, avg(CAST(bp IS NOT NULL AS DOUBLE)) AS batch_share,
                    avg(CAST(op IS NOT NULL AS DOUBLE)) AS live_share, avg(CAST(miss AS DOUBLE)) AS miss_share,
-                   quantile_cont(batch_age, [0.5, 0.95]) FILTER (WHERE bp IS NOT NULL) AS batch_age,
-                   avg(abs(op - bp)) FILTER (WHERE {paired}) AS mean_abs_delta,
-                   avg(CAST((bp >= {threshold}) != (op >= {threshold}) AS DOUBLE)) FILTER (WHERE {paired}) AS flips,
-                   avg(CAST(abs(op - bp) > {disagreement_threshold} AS DOUBLE)) FILTER (WHERE {paired}) AS disagree,
                    quantile_cont(batch_ms, [0.5, 0.99]) AS batch_ms, quantile_cont(online_ms, [0.5, 0.99]) AS live_ms,
                    avg(CAST(batch_err AS DOUBLE)) AS batch_err, avg(CAST(online_err AS DOUBLE)) AS live_err,
                    avg(CAST(served = 2 AS DOUBLE)) AS fallback,
@@ -64,10 +68,12 @@ def measure(rows: Rows, threshold: float, disagreement_threshold: float) -> list
                    count(*) FILTER (WHERE label_state = 'pending') AS pending
             FROM s GROUP BY hour
         )
-        SELECT h.hour, requests, batch_share, live_share, miss_share, batch_age[1], batch_age[2], a.q[1], a.q[2],
+        SELECT h.hour, requests, batch_share, live_share, miss_share, b.q[1], b.q[2], a.q[1], a.q[2],
                mean_abs_delta, flips, disagree, batch_ms[1], batch_ms[2], live_ms[1], live_ms[2], batch_err, live_err,
                fallback, labeled, unlabeled, pending
-        FROM by_hour h LEFT JOIN live_age a ON h.hour = a.hour ORDER BY h.hour
+        FROM by_hour h LEFT JOIN live_age a ON h.hour = a.hour LEFT JOIN batch_age b ON h.hour = b.hour
+             LEFT JOIN paired p ON h.hour = p.hour
+        ORDER BY h.hour
     """
     names = list(Hour.model_fields)
     return [Hour(**dict(zip(names, values, strict=True))) for values in rows.con.execute(query).fetchall()]

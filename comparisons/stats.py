@@ -54,8 +54,10 @@ def share(part: int | float, whole: int | float) -> float | None:
 
 
 def _ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Ranks with ties given their average rank (as Spearman's coefficient needs)."""
-    order = np.argsort(values, kind="stable")
+    """Ranks with ties given their average rank (as Spearman's coefficient needs). Every value of a run of ties
+    gets the run's average, so the order within a run is irrelevant: numpy's default sort (SIMD, ~4× faster than
+    the stable one on a million floats) gives the same ranks."""
+    order = np.argsort(values)
     sorted_values = values[order]
     starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_values)) + 1, [values.size]))
     average = (starts[:-1] + starts[1:] - 1) / 2.0

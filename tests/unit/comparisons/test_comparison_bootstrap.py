@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, mean_absolute_error, roc_auc_score
 
+from comparisons import bootstrap
 from comparisons.bootstrap import metric, paired_intervals
 from comparisons.stats import rank_correlation
 
@@ -76,3 +77,42 @@ def test_rank_correlation_with_ties_and_constants() -> None:
     assert rank_correlation(np.array([1.0, 1.0, 2.0]), np.array([5.0, 5.0, 9.0])) == pytest.approx(1.0)
     assert rank_correlation(np.array([1.0, 1.0]), np.array([1.0, 2.0])) is None
     assert rank_correlation(np.array([1.0]), np.array([1.0])) is None
+
+
+def _average_ranks(values: list[float]) -> list[float]:
+    """Ranks by hand: each distinct value's average position (1-based) in the sorted values."""
+    ordered = sorted(values)
+    first: dict[float, int] = {}
+    count: dict[float, int] = {}
+    for position, value in enumerate(ordered, start=1):
+        first.setdefault(value, position)
+        count[value] = count.get(value, 0) + 1
+    return [first[v] + (count[v] - 1) / 2 for v in values]
+
+
+def test_rank_correlation_with_many_ties_matches_ranks_by_hand_in_any_order() -> None:
+    # Few distinct values: long runs of ties, where an unstable sort orders the members of a run differently.
+    rng = np.random.default_rng(11)
+    a = np.round(rng.random(3000), 1)
+    b = np.round(a + rng.normal(0, 0.3, 3000), 1)
+    ra, rb = np.array(_average_ranks(a.tolist())), np.array(_average_ranks(b.tolist()))
+    expected = float(np.corrcoef(ra, rb)[0, 1])
+    assert rank_correlation(a, b) == pytest.approx(expected, rel=1e-12)
+    order = rng.permutation(a.size)
+    assert rank_correlation(a[order], b[order]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_auc_with_many_ties_matches_scikit_learn_and_ignores_the_order() -> None:
+    rng = np.random.default_rng(12)
+    y = (rng.random(4000) < 0.4).astype(float)
+    p = np.round(np.clip(0.4 + 0.3 * (y - 0.4) + rng.normal(0, 0.25, y.size), 0, 1), 1)  # 11 distinct scores
+    auc = metric("auc", p, y)
+    assert auc == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+    for _ in range(3):  # whole-number sums read at the edges of runs of ties: bit for bit in any row order
+        order = rng.permutation(y.size)
+        assert metric("auc", p[order], y[order]) == auc
+    # The resamples' integer weights: each row of weights as scikit-learn's sample weights.
+    weights = rng.integers(0, 4, size=(3, y.size)).astype(np.int32)
+    got = bootstrap._FUNCTIONS["auc"](p, y, weights)  # the weighted AUC the paired bootstrap uses
+    for row, value in zip(weights, got, strict=True):
+        assert value == pytest.approx(roc_auc_score(y, p, sample_weight=row), rel=1e-12)
