@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         "saturated machine comparisons are skipped (counted) rather than slowing answers. Where SCHED_IDLE does "
         "not exist, `idle` falls back to niceness 19.",
     )
+    shadow_cpu_budget: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=64.0,
+        description="The most CPU each worker's shadow comparison process may take, in cores (0.25: a quarter of "
+        "one core, its threads together), whatever the machine leaves idle: it pauses between comparisons when it "
+        "is over, and what queues meanwhile is compared together or skipped (counted). 0: no budget.",
+    )
     shadow_niceness: int = Field(
         default=10,
         ge=0,

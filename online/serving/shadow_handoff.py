@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
@@ -263,6 +264,7 @@ def _main(  # noqa: PLR0917 - a process target takes its arguments by position
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
     buffer = memoryview(bytearray(largest))
+    budget = CpuBudget(settings.shadow_cpu_budget)
     try:
         more = True
         while more:
@@ -271,6 +273,7 @@ def _main(  # noqa: PLR0917 - a process target takes its arguments by position
                 taken[0] += entities  # this process is their only writer
                 taken[1] += 1
             _compare_together(together, paths, loggers, switcher)
+            budget.pause()
     finally:
         stop.set()
         alias_watcher.stop()
@@ -279,6 +282,36 @@ def _main(  # noqa: PLR0917 - a process target takes its arguments by position
             logger.close()
         _publish(loggers, usecases, counts, problems)
         mark_dead()  # with several workers, its live gauges leave the shared view
+
+
+class CpuBudget:
+    """Keeps a process's CPU time (all its threads) within `cores` of the wall time, over windows of `window_s`:
+    `pause` sleeps off what it is over. 0 cores: no budget."""
+
+    def __init__(
+        self,
+        cores: float,
+        *,
+        window_s: float = 1.0,
+        cpu: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cores, self.window_s = cores, window_s
+        self._cpu, self._clock, self._sleep = cpu, clock, sleep
+        self._cpu0, self._wall0 = cpu(), clock()
+
+    def pause(self) -> float:
+        """Sleep as long as the CPU used since the window began needs to be within budget; the seconds slept."""
+        if self.cores <= 0:
+            return 0.0
+        used, elapsed = self._cpu() - self._cpu0, self._clock() - self._wall0
+        owed = used / self.cores - elapsed
+        if owed > 0:
+            self._sleep(owed)
+        if elapsed + max(owed, 0.0) >= self.window_s:  # a new window: what came before is paid
+            self._cpu0, self._wall0 = self._cpu(), self._clock()
+        return max(owed, 0.0)
 
 
 def take_together(jobs: socket.socket, buffer: memoryview, max_entities: int) -> tuple[list[tuple[int, bytes]], bool]:
