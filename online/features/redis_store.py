@@ -111,7 +111,9 @@ class _ThreadReader:
 
 def _close_thread_reader(reader: redis.Redis, readers: dict[int, redis.Redis], lock: threading.Lock) -> None:
     with lock:
-        mine = readers.pop(id(reader), None) is reader  # else `close` took it already
+        mine = readers.get(id(reader)) is reader  # else `close` took it already
+        if mine:
+            del readers[id(reader)]
     if mine:
         reader.close()
 

@@ -113,8 +113,8 @@ class ShadowProcess:
     Each job is one message on a ``SOCK_SEQPACKET`` socket pair, sent without blocking from the request's own
     thread: the kernel keeps the queued jobs (up to the socket's send buffer, `SEND_BUFFER_BYTES`), so the worker
     holds none of them and no thread of its own moves them. A ``multiprocessing.Queue`` before it cost a feeder
-    thread that took the GIL from the event loop to pickle and write each list: ~35 µs of CPU per put on an idle
-    process, ~100 µs per shadowed request in a loaded worker, against ~1 µs for a ``send`` (docs/serving.md).
+    thread that took the GIL from the event loop to pickle and write each list: measured in isolation, ~35 µs of
+    CPU per put when the sender sleeps between jobs, against ~1 µs for a ``send`` (docs/serving.md).
     The jobs and entities in flight are bounded as well (a bound in jobs alone once let 1,000 queued 100-entity
     jobs grow the worker by ~90 MiB): two single-writer counters (submitted, written by the worker; taken, by the
     process) give them without a lock.
