@@ -81,6 +81,9 @@ class OnlinePredictor:
             raise ValueError(f"model of {usecase.name!r} takes {unknown}, which the use case does not declare")
         # Per model column: its index, name, source and index in the source (the per-entity loop's plan).
         self._plan = [(c, n, *where[n]) for c, n in enumerate(names)]
+        # The groups whose windows the model reads: the others' windows are not evaluated (their ages still are).
+        # E.g. the batch model, served online until an online model is trained, reads no window at all.
+        self._evaluated = [any(source == g for _, _, source, _ in self._plan) for g in range(len(self._groups))]
 
     def _group_key(self, group: Group, key: EntityKey, context: Mapping[str, Any]) -> EntityKey | None:
         if group.is_entity:
@@ -123,9 +126,11 @@ class OnlinePredictor:
             windows: list[list[float]] = []
             entity_ages: dict[str, float] = {}
             group_ages: dict[str, float | None] = dict.fromkeys(self._group_names)
-            for group in self._groups:
+            for group, evaluated in zip(self._groups, self._evaluated, strict=True):
                 partials = read.states[group.name][row]
-                windows.append(evaluate(group.spec, partials, at_s))
+                windows.append(evaluate(group.spec, partials, at_s) if evaluated else [])
+                if not partials:  # no event yet: no window age
+                    continue
                 newest = max((p[0] for p in partials if p[0] is not None), default=None)
                 if newest is not None:
                     age = at_s - float(newest)
@@ -142,10 +147,10 @@ class OnlinePredictor:
                     if feature is None:
                         missing.append(name)
                         continue
-                    value = feature.value
-                    known = batch_ages.get(feature.event_time)
+                    value, event_time = feature
+                    known = batch_ages.get(event_time)
                     if known is None:
-                        known = batch_ages[feature.event_time] = (at - feature.event_time).total_seconds()
+                        known = batch_ages[event_time] = (at - event_time).total_seconds()
                     age = known
                     entity_ages[name] = age
                     batch_age = age if batch_age is None or age > batch_age else batch_age
@@ -153,7 +158,7 @@ class OnlinePredictor:
                     value = inputs[index]
                 else:
                     value = windows[source][index]
-                if value is not None and not math.isnan(value):
+                if value is not None and value == value:  # noqa: PLR0124 - NaN is the one value unequal to itself
                     row_cells[column] = value
                     entity_values[name] = value
                 else:
