@@ -577,7 +577,7 @@ def render(online: dict[str, Any]) -> list[str]:
         "entities hold no window state: `migrate serve` reads each entity's hash and evaluates its windows on empty",
         "states, so these rows do not measure decoding and merging stored window states (the stream suite measures",
         "writing them). No online model is trained either: the online stages serve the batch model, which reads",
-        "no window, so its windows are not evaluated (their ages still are). The 2-worker rows run `migrate serve",
+        "no window feature. The 2-worker rows run `migrate serve",
         "--workers 2` (prometheus-client's multiprocess mode) beside the 1-worker server, rows interleaved; on",
         "this 2-core machine wrk takes one core, so a second worker has little to gain here.",
     ]
