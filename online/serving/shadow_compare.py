@@ -62,7 +62,7 @@ def compare_many(
     extra_online = _split(missing_online, _online(paths, jobs, missing_online))
     extra_batch = _split(missing_batch, paths.lookup_read(*_flat(jobs, missing_batch)))
     everyone = [list(range(len(j.req.keys))) for j in jobs]
-    scored = _split(everyone, _candidate(candidate, jobs)) if candidate is not None else [NOTHING] * len(jobs)
+    scored = _split(everyone, _candidate(candidate, jobs, everyone)) if candidate is not None else [NOTHING] * len(jobs)
     for job, more_online, more_batch, by_candidate in zip(jobs, extra_online, extra_batch, scored, strict=True):
         _log(
             paths,
@@ -79,6 +79,13 @@ def compare_many(
 def _flat(jobs: Sequence[Job], indexes: Sequence[Sequence[int]]) -> tuple[list[Key], list[int]]:
     keys = [j.req.keys[i] for j, wanted in zip(jobs, indexes, strict=True) for i in wanted]
     return keys, list(range(len(keys)))
+
+
+def _moments(jobs: Sequence[Job], indexes: Sequence[Sequence[int]]) -> tuple[list[datetime], list[Mapping[str, Any]]]:
+    """Each flattened entity's request time and context (its request's)."""
+    nows = [j.req.now for j, wanted in zip(jobs, indexes, strict=True) for _ in wanted]
+    contexts: list[Mapping[str, Any]] = [j.req.context for j, wanted in zip(jobs, indexes, strict=True) for _ in wanted]
+    return nows, contexts
 
 
 def _split(indexes: Sequence[Sequence[int]], shared: Outcome) -> list[Outcome]:
@@ -98,16 +105,13 @@ def _online(paths: Paths, jobs: Sequence[Job], indexes: Sequence[Sequence[int]])
     keys, flat = _flat(jobs, indexes)
     if not keys:
         return NOTHING
-    nows = [j.req.now for j, wanted in zip(jobs, indexes, strict=True) for _ in wanted]
-    contexts = [j.req.context for j, wanted in zip(jobs, indexes, strict=True) for _ in wanted]
-    return paths.online(keys, flat, nows, contexts)
+    return paths.online(keys, flat, *_moments(jobs, indexes))
 
 
-def _candidate(candidate: OnlinePredictor, jobs: Sequence[Job]) -> Outcome:
+def _candidate(candidate: OnlinePredictor, jobs: Sequence[Job], everyone: Sequence[Sequence[int]]) -> Outcome:
     """The candidate's predictions of every entity of the requests, as the live model's are computed."""
-    keys = [key for j in jobs for key in j.req.keys]
-    nows: list[datetime] = [j.req.now for j in jobs for _ in j.req.keys]
-    contexts: list[Mapping[str, Any]] = [j.req.context for j in jobs for _ in j.req.keys]
+    keys, _ = _flat(jobs, everyone)
+    nows, contexts = _moments(jobs, everyone)
     started = time.perf_counter()
     try:
         results = candidate.predict(keys, nows, contexts) if keys else []
