@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ PACED_RPS = 500  # the issue's rate for the p99 target: 5 connections, each wait
 PACED_CONNECTIONS = 5
 SHADOW_ROUNDS = 3  # pairs of rows (batch, shadow) per connection count for the shadow's cost
 PACED_DELAY_MS = 7
+# The serving moment: this long after the last batch run's cutoff (02:00 UTC), late morning of the simulated day,
+# with the stream's windows built up to it from the scans before it.
+SERVING_AFTER_CUTOFF = timedelta(hours=9)
 GET_LUA = WRK_LUA.replace(
     'return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])', 'return wrk.format("GET")'
 ).replace("{BODIES}", "{''}")
@@ -138,6 +142,40 @@ def _feature_reads(url: str, usecase: str, keys: list[Any], features: list[str])
     return {name: _percentiles(values) for name, values in samples.items()}
 
 
+def _realtime_state(
+    settings: Any, usecase: Any, bootstrap: str, redis_url: str, serving_at: datetime
+) -> dict[str, Any]:
+    """The stream's window states as of `serving_at`: the scans of the windows' reach before it (the example's
+    offline event history) published to the events topic, then consumed by the stream processor (its replay,
+    which runs until it has caught up), as production's `migrate stream` would have kept them."""
+    from migrate.batch.event_history import iter_events  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.batch.offline_store import open_offline  # noqa: PLC0415 - a suite imports only what it measures
+    from online.stream.publisher import EventPublisher  # noqa: PLC0415 - a suite imports only what it measures
+    from online.stream.replay import replay, warm_up  # noqa: PLC0415 - a suite imports only what it measures
+    from online.stream.topic import events_topic  # noqa: PLC0415 - a suite imports only what it measures
+
+    declared = usecase.realtime_features
+    since = serving_at - warm_up(usecase)
+    publisher = EventPublisher(
+        bootstrap,
+        events_topic(usecase, settings.events_topic_prefix),
+        usecase.entity.key_names,
+        partitions=declared.events.partitions,
+        timeout_s=settings.kafka_timeout_s,
+    )
+    try:
+        with open_offline(settings.offline_store_path) as con:
+            sent = publisher.publish(
+                iter_events(con, usecase, since, serving_at), time_field=declared.event_time_column
+            )
+    finally:
+        publisher.close()
+    report = replay(settings, usecase, bootstrap=bootstrap, redis_url=redis_url)
+    if report.events != sent or report.dead_letters:
+        raise SystemExit(f"online bench: published {sent:,} events but the stream processor consumed {report}")
+    return {"serving_at": serving_at.isoformat(), "events_from": since.isoformat(), "events": sent}
+
+
 def online_suite() -> dict[str, Any]:
     """Set up a world, serve it, and measure every stage and its floors."""
     if shutil.which("wrk") is None:
@@ -154,11 +192,13 @@ def online_suite() -> dict[str, Any]:
     from migrate.devservices.broker import start_broker  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.devservices.redis_server import RedisServer  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.examples.item_availability.generator import SimulationConfig, generate  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.feature_windows import groups_of  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.registry import Registry  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.scoring import load_model  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.settings import get_settings  # noqa: PLC0415 - a suite imports only what it measures
     from online.features.materialize import materialize  # noqa: PLC0415 - a suite imports only what it measures
     from online.features.redis_store import RedisFeatureStore  # noqa: PLC0415 - a suite imports only what it measures
+    from online.serving.predictor import OnlinePredictor  # noqa: PLC0415 - a suite imports only what it measures
 
     state = Path(tempfile.mkdtemp(prefix="migrate-bench-online-"))
     os.environ["MIGRATE_STATE_DIR"] = str(state)
@@ -166,12 +206,22 @@ def online_suite() -> dict[str, Any]:
     usecase = Registry(settings.usecases_dir).get("item_availability")
     summary = generate(settings.offline_store_path, SimulationConfig())
     cutoff = summary.last_batch_cutoff
+    # Both models, as a migration has them: the batch one (the lookup table) and the online one, which reads the
+    # real-time windows beside the batch features, so the online stages evaluate windows per request.
     train(usecase, settings, cutoff)
+    online_model = train(usecase, settings, cutoff, role="online")
     batch.run_batch(usecase, settings, interval_ending(usecase.batch.schedule, cutoff), "bench-online")
     redis_server = RedisServer(state / "redis").start()
     with RedisFeatureStore(redis_server.url, read_timeout_s=2) as store:
         materialize(usecase, settings, store, cutoff)
     broker = start_broker(settings)
+    serving_at = cutoff + SERVING_AFTER_CUTOFF
+    results: dict[str, Any] = {"duration_s": DURATION_S, "workers": 1}
+    results["realtime"] = _realtime_state(settings, usecase, broker.bootstrap, redis_server.url, serving_at)
+    results["realtime"]["online_model"] = {
+        "version": online_model.version,
+        "features": list(online_model.feature_names),
+    }
     from migrate.batch.offline_store import open_offline, utc_naive  # noqa: PLC0415 - a suite imports only what it measures
 
     with open_offline(settings.offline_store_path) as con:
@@ -180,17 +230,25 @@ def online_suite() -> dict[str, Any]:
             "ORDER BY hash(store_id * 7919 + product_id) LIMIT 1000",
             [utc_naive(cutoff)],
         ).fetchall()
-    # The peer's own layout, as a team would write it by hand: one hash per entity, a field per batch feature
-    # (v:<name>), holding the values `migrate` stored for the same entities (its store keeps them as one record).
+    model = load_model(usecase, ArtifactStore(settings.artifacts_dir, settings.project_dir), "online")
+    # The peer's own layout, as a team would write it by hand: one hash per entity, a field per model feature
+    # (v:<name>), holding the values `migrate` scores for the same entities at the serving moment: the batch
+    # features it stored and the windows it evaluates from the stream's state (the peer reads them ready-made,
+    # as if a stream job of its own kept them current: it evaluates no window per request).
     reader = RedisFeatureStore(redis_server.url, read_timeout_s=5)
     with reader:
-        stored = reader.read(usecase.name, keys, usecase.feature_names)
+        scored = OnlinePredictor(usecase, model, reader).predict(keys, serving_at)
         pipe = reader.client.pipeline(transaction=False)
-        for (s, p), found in zip(keys, stored, strict=True):
-            fields = {f"v:{name}": "" if v.value is None else repr(v.value) for name, v in (found or {}).items()}
+        for (s, p), result in zip(keys, scored, strict=True):
+            fields = {f"v:{name}": "" if v is None else repr(v) for name, v in result.features.items()}
             if fields:
                 pipe.hset(f"peer:{usecase.name}:{s}:{p}", mapping=fields)
         pipe.execute()
+    windows = [g.name for g in groups_of(usecase) if g.spec.features]
+    results["realtime"]["keys_with_window_state"] = {
+        name: sum(1 for r in scored if r.group_ages_s.get(name) is not None) for name in windows
+    }
+    results["realtime"]["keys"] = len(keys)
     single = [orjson.dumps({"entities": [{"store_id": s, "product_id": p}]}).decode() for s, p in keys[:500]]
     hundred = [
         orjson.dumps({"entities": [{"store_id": s, "product_id": p} for s, p in keys[i : i + 100]]}).decode()
@@ -206,6 +264,9 @@ def online_suite() -> dict[str, Any]:
         "MIGRATE_REDIS_URL": redis_server.url,
         "MIGRATE_KAFKA_BOOTSTRAP": broker.bootstrap,
         "OMP_NUM_THREADS": "1",
+        # The serving clock starts at the moment the stream's state was built up to, and runs at the wall's pace.
+        "MIGRATE_CLOCK_START": serving_at.isoformat(),
+        "MIGRATE_CLOCK_SPEED": "1",
     }
     servers: list[tuple[subprocess.Popen[bytes], Any]] = []
 
@@ -228,7 +289,6 @@ def online_suite() -> dict[str, Any]:
     # The peer: the same model file and the same Redis keys, served the way a team would by hand (bench/peer.py).
     peer_dir = state / "peer"
     peer_dir.mkdir()
-    model = load_model(usecase, ArtifactStore(settings.artifacts_dir, settings.project_dir), "online")
     sio.dump(model.estimator, peer_dir / "model.skops")
     peer = start(
         [str(Path(sys.executable).parent / "uvicorn"), "bench.peer:app", "--workers", "1", "--log-level", "warning"],
@@ -243,7 +303,6 @@ def online_suite() -> dict[str, Any]:
     )
     flags = FlagStore.from_settings(settings)
     flags.ensure_schema()
-    results: dict[str, Any] = {"duration_s": DURATION_S, "workers": 1}
     try:
         pid = _wait_ready(base, usecase.name, servers[0][0], state)
         _wait_ready(base2, usecase.name, servers[1][0], state)
@@ -446,6 +505,29 @@ def _rolled(run: dict[str, Any]) -> str:
     return f" → **{back}** (guardrail rolled it back during the run)" if back else ""
 
 
+def _realtime_prose(online: dict[str, Any]) -> list[str]:
+    realtime = online.get("realtime")
+    if not realtime:
+        return [
+            "No stream ran in this run and no online model was trained: the online stages served the batch model,",
+            "which reads no window feature.",
+            "",
+        ]
+    model = realtime["online_model"]
+    with_state = realtime["keys_with_window_state"]
+    held = ", ".join(f"{name} {count:,}" for name, count in with_state.items())
+    return [
+        f"The online stages serve the online model ({len(model['features'])} features, the real-time windows among",
+        f"them), trained as of the last batch run. Its windows come from the stream: {realtime['events']:,} scans",
+        f"of the example's history ({realtime['events_from']} up to {realtime['serving_at']}, the windows' reach",
+        "before the serving moment) were published to the events topic and consumed by the stream processor",
+        "(`migrate replay`'s code), and the servers' clock starts at that moment and runs at the wall's pace, so",
+        "each request decodes its entity's stored window states and evaluates its windows as of the request's",
+        f"time. Of the {realtime['keys']:,} requested entities, these hold a window state per group: {held}.",
+        "",
+    ]
+
+
 def render(online: dict[str, Any]) -> list[str]:
     """The online section of docs/benchmarks.md."""
 
@@ -569,15 +651,14 @@ def render(online: dict[str, Any]) -> list[str]:
         "as it would in production.",
         "",
         "The peer is bench/peer.py: the service a team would write by hand (FastAPI `def` endpoint, redis-py HMGET",
-        "of one hash per entity in the same Redis, a field per feature, holding the values `migrate`'s store holds",
-        "for the same entities; pipelined for several entities; scikit-learn `predict_proba` on the same model",
-        "file, one uvicorn worker, OMP_NUM_THREADS=1), driven by the same wrk settings right after our row. It",
-        "reads as many fields as the model has features, but gets NaN for the real-time ones (it does not evaluate",
-        "windows), so it does less work per entity than `migrate serve`. No stream runs in this suite, so the",
-        "entities hold no window state: `migrate serve` reads each entity's hash and evaluates its windows on empty",
-        "states, so these rows do not measure decoding and merging stored window states (the stream suite measures",
-        "writing them). No online model is trained either: the online stages serve the batch model, which reads",
-        "no window feature. The 2-worker rows run `migrate serve",
+        "of one hash per entity in the same Redis, a field per model feature; pipelined for several entities;",
+        "scikit-learn `predict_proba` on the same model file, one uvicorn worker, OMP_NUM_THREADS=1), driven by the",
+        "same wrk settings right after our row. Its hashes hold the values `migrate` scores for the same entities at",
+        "the serving moment, the real-time ones included, ready-made: it evaluates no window per request, so it does",
+        "less work per entity than `migrate serve`.",
+        "",
+        *_realtime_prose(online),
+        "The 2-worker rows run `migrate serve",
         "--workers 2` (prometheus-client's multiprocess mode) beside the 1-worker server, rows interleaved; on",
         "this 2-core machine wrk takes one core, so a second worker has little to gain here.",
     ]

@@ -5,12 +5,12 @@ hash with HMGET (pipelined for several entities), scikit-learn's ``predict_proba
 uvicorn worker, OMP_NUM_THREADS=1. Nothing of `migrate` is imported here: it is what the toolkit is measured
 against (issue 14).
 
-It reads, in the same Redis, one hash per entity in the layout a team would write by hand (a field per feature,
-``v:<name>``), which the bench fills with the values `migrate`'s store holds for the same entities, and as many
-fields as the model has features: the batch features' values, and for each real-time feature the field a
-hand-written stream job would keep it in. Those last fields do not exist (`migrate`'s stream keeps window
-states, which the service evaluates per request), so the peer gets NaN for them and does less work per entity
-than `migrate` does: the comparison is tilted in the peer's favour.
+It reads, in the same Redis, one hash per entity in the layout a team would write by hand (a field per model
+feature, ``v:<name>``), which the bench fills with the values `migrate` scores for the same entities at the
+serving moment: the batch features and the real-time windows, ready-made, as if a stream job of the team's kept
+each window's current value in its field. `migrate` instead keeps window states and evaluates each window as of
+the request's time, so the peer does less work per entity than `migrate` does: the comparison is tilted in the
+peer's favour.
 
 Configured by environment: PEER_REDIS_URL, PEER_MODEL (a skops file), PEER_KEY_PREFIX (``peer:<usecase>:``),
 PEER_KEYS and PEER_FIELDS (comma-separated).
