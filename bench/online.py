@@ -39,6 +39,7 @@ end
 STAGES = ("batch", "shadow", "online", "online_only")
 PACED_RPS = 500  # the issue's rate for the p99 target: 5 connections, each waiting PACED_DELAY_MS between requests
 PACED_CONNECTIONS = 5
+ROUNDS = 3  # interleaved rounds of the stages' rows (and the peer's): each row reports their median
 SHADOW_ROUNDS = 3  # pairs of rows (batch, shadow) per connection count for the shadow's cost
 PACED_DELAY_MS = 7
 # The serving moment: this long after the last batch run's cutoff (02:00 UTC), late morning of the simulated day,
@@ -59,6 +60,7 @@ def _wrk(url: str, script: str, connections: int, folder: Path) -> dict[str, flo
     """One wrk run (1 thread, so the server keeps a core); latencies in ms."""
     lua = folder / f"wrk-{time.monotonic_ns()}.lua"
     lua.write_text(script)
+    stolen = _steal_s()
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{DURATION_S}s", "-s", str(lua), url],
         capture_output=True,
@@ -77,7 +79,35 @@ def _wrk(url: str, script: str, connections: int, folder: Path) -> dict[str, flo
         "p99_ms": p99 / 1000,
         "mean_ms": mean / 1000,
         "connections": connections,
+        # CPU time the hypervisor gave to other guests during the row (all cores): a row with much of it was
+        # measured on a slower machine than its neighbours.
+        "steal_s": round(_steal_s() - stolen, 2),
     }
+
+
+def _steal_s() -> float:
+    """Seconds of CPU stolen by the hypervisor since boot, over every core (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one row as one: the median of each figure, every round kept beside it."""
+    out: dict[str, Any] = {
+        key: statistics.median(run[key] for run in runs)
+        for key in ("rps", "p50_ms", "p99_ms", "mean_ms", "steal_s")
+        if all(key in run for run in runs)
+    }
+    out["requests"] = sum(run["requests"] for run in runs)
+    out["errors"] = sum(run["errors"] for run in runs)
+    out["connections"] = runs[0]["connections"]
+    back = [run.get("rolled_back_to") for run in runs if run.get("rolled_back_to")]
+    out["rolled_back_to"] = back[0] if back else None
+    details = [run["rollback_detail"] for run in runs if run.get("rollback_detail")]
+    if details:
+        out["rollback_detail"] = details[0]
+    out["rounds"] = runs
+    return out
 
 
 def _rss_mib(pid: int) -> float:
@@ -326,18 +356,27 @@ def online_suite() -> dict[str, Any]:
                 run["rollback_detail"] = flags.history(usecase.name, 1)[0].detail
             return run
 
-        results["peer"] = {}
+        # ROUNDS rounds of every stage's rows, interleaved (round 1: batch, shadow, online, online_only, the
+        # peer; round 2: the same again …): each row reports the median of its rounds, so one row slowed by the
+        # shared machine (see its steal) does not decide a target.
+        rounds: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        for round_ in range(ROUNDS):
+            for stage in (Stage.BATCH, Stage.SHADOW, Stage.ONLINE, Stage.ONLINE_ONLY):
+                print(f"online: round {round_ + 1}, {stage} …", file=sys.stderr, flush=True)
+                for c in (1, 16):
+                    rounds.setdefault(str(stage), {}).setdefault(c, []).append(measure(stage, lua(single), c))
+                    if stage is Stage.ONLINE_ONLY:  # the peer's row right after ours, same wrk settings
+                        rounds.setdefault("peer", {}).setdefault(c, []).append(_wrk(peer_url, lua(single), c, state))
+                if round_ == 0 and stage is not Stage.ONLINE_ONLY:
+                    paced = measure(stage, lua(single, PACED_DELAY_MS), PACED_CONNECTIONS)
+                    results[f"single_{stage}"] = {"paced": paced}
+                results[f"rss_after_{stage}_mib"] = _rss_mib(pid)
         for stage in (Stage.BATCH, Stage.SHADOW, Stage.ONLINE, Stage.ONLINE_ONLY):
-            print(f"online: {stage} …", file=sys.stderr, flush=True)
-            runs: dict[Any, Any] = {}
-            for c in (1, 16):
-                runs[c] = measure(stage, lua(single), c)
-                if stage is Stage.ONLINE_ONLY:  # the peer's row right after ours, same wrk settings
-                    results["peer"][c] = _wrk(peer_url, lua(single), c, state)
-            if stage is not Stage.ONLINE_ONLY:
-                runs["paced"] = measure(stage, lua(single, PACED_DELAY_MS), PACED_CONNECTIONS)
-            results[f"single_{stage}"] = runs
-            results[f"rss_after_{stage}_mib"] = _rss_mib(pid)
+            results.setdefault(f"single_{stage}", {}).update(
+                {c: _median_run(runs) for c, runs in rounds[str(stage)].items()}
+            )
+        results["peer"] = {c: _median_run(runs) for c, runs in rounds["peer"].items()}
+        results["rounds"] = ROUNDS
         # The shadow's cost is a few tenths of a millisecond of p99, below one row's run-to-run noise: measured as
         # the median over SHADOW_ROUNDS pairs of rows, batch then shadow, back to back.
         print("online: shadow against batch …", file=sys.stderr, flush=True)
@@ -599,6 +638,22 @@ def render(online: dict[str, Any]) -> list[str]:
         *(online[f"rss_after_{s}_mib"] for s in ("batch", "shadow", "online", "online_only")),
         *online["sustained_shadow_rss_mib"],
     ]
+    if online.get("rounds"):
+        lines += [
+            "",
+            f"The 1-connection and 16-connection rows of each stage and of the peer are the median of "
+            f"{online['rounds']} interleaved rounds (every stage, then the peer, then again); each round's p99 ms and "
+            "req/s, and the CPU seconds the hypervisor gave to other guests during it (steal, both cores):",
+            "",
+        ]
+        for name in (*(f"single_{s}" for s in STAGES), "peer"):
+            for c in (1, 16):
+                rounds = get(online[name], c).get("rounds", [])
+                each = "; ".join(
+                    f"{r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, steal {r.get('steal_s', 0):.2f} s" for r in rounds
+                )
+                label = "peer" if name == "peer" else name.removeprefix("single_")
+                lines.append(f"- {label}, {c} connection{'s' if c > 1 else ''}: {each}.")
     lines += [
         "",
         f"Bare Redis round trip (floor of the feature read): p50 {redis['p50_ms']:.3f} ms, "
