@@ -262,6 +262,9 @@ class WindowState:
         return state
 
 
+_EXTREMES = frozenset({"min", "max"})
+
+
 def _evaluate(
     spec: WindowSpec, buckets: Iterable[tuple[int, list[Any]]], last_match: Sequence[float], at_s: float
 ) -> list[float]:
@@ -278,6 +281,13 @@ def _evaluate(
         n = total = 0.0
         low: float | None = None
         high: float | None = None
+        if feature.aggregation not in _EXTREMES:  # count, sum, mean: the bucket's extremes are not read
+            for bucket, acc in items:
+                if first < bucket <= last:
+                    n += acc[base]
+                    total += acc[base + 1]
+            out.append(_aggregate(feature.aggregation, n, total, low, high))
+            continue
         for bucket, acc in items:
             if first < bucket <= last:
                 n += acc[base]

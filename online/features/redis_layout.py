@@ -39,8 +39,10 @@ __all__ = [
     "batch_key",
     "check_feature_names",
     "entity_key",
+    "key_suffixes",
     "parse_entity_key",
     "parse_record",
+    "prefix_of",
     "record",
     "state_key",
     "window_columns",
@@ -59,9 +61,24 @@ def _key_part(part: int | str) -> str:
     return str(operator.index(part))  # ints and NumPy ints; a float key fails here instead of never matching
 
 
+def _suffix(key: EntityKey) -> str:
+    return ":".join([str(p) if type(p) is int else _key_part(p) for p in key])  # a plain int at once
+
+
 def entity_key(usecase: str, key: EntityKey) -> str:
     """The Redis key of one entity: ``mig:<usecase>:<k1>:<k2>…``."""
-    return f"{PREFIX}:{usecase}:" + ":".join([_key_part(p) for p in key])
+    return f"{PREFIX}:{usecase}:" + _suffix(key)
+
+
+def key_suffixes(keys: Sequence[EntityKey]) -> list[str]:
+    """The part after the prefix of each of `keys`' Redis keys, ``<k1>:<k2>…`` (what `entity_key` appends to
+    ``mig:<usecase>:``), for the read path: a plain int is written at once."""
+    return [_suffix(key) for key in keys]
+
+
+def prefix_of(usecase: str, kind: Literal["entity", "batch"] = "entity") -> str:
+    """The prefix of `entity_key` (``mig:<usecase>:``) or of `batch_key` (``mig:<usecase>#b:``)."""
+    return f"{PREFIX}:{usecase}{'#b' if kind == 'batch' else ''}:"
 
 
 def batch_key(usecase: str, key: EntityKey) -> str:

@@ -34,8 +34,10 @@ from online.features.redis_layout import (
     batch_key,
     check_feature_names,
     entity_key,
+    key_suffixes,
     parse_entity_key,
     parse_record,
+    prefix_of,
     record,
     state_key,
     window_columns,
@@ -143,7 +145,8 @@ class RedisFeatureStore(FeatureStore):
         self._thread_readers: dict[int, redis.Redis] = {}  # by id: every thread's own, open until it ends
         self._thread_readers_lock = threading.Lock()
         self._writer_lock = threading.Lock()  # writes may come from several threads (materialize's batches)
-        self._positions: dict[bytes, dict[str, int]] = {}  # a record's names line → each name's position
+        # the features asked → a record's names line → each asked feature the record holds, with its position
+        self._plans: dict[tuple[str, ...], dict[bytes, list[tuple[str, int]]]] = {}
         self._times: dict[bytes, datetime] = {}
 
     @classmethod
@@ -252,7 +255,8 @@ class RedisFeatureStore(FeatureStore):
     ) -> list[dict[str, FeatureValue] | None]:
         if not keys:
             return []
-        redis_keys = [k for key in keys for k in (batch_key(usecase, key), entity_key(usecase, key))]
+        batch, entity = prefix_of(usecase, "batch"), prefix_of(usecase)
+        redis_keys = [k for suffix in key_suffixes(keys) for k in (batch + suffix, entity + suffix)]
         action = f"reading {len(keys)} entities of {usecase!r}"
         items = self._call(READ_SHA, READ_SCRIPT, action, redis_keys, [_probe(feature_names)])
         return self._rows(usecase, cast(list[bytes], items), feature_names)
@@ -269,7 +273,8 @@ class RedisFeatureStore(FeatureStore):
             return OnlineRead([], {group: [] for group in group_keys})
         windows = window_columns(partitions) if group_keys else []
         n = len(keys)
-        redis_keys = [k for key in keys for k in (batch_key(usecase, key), entity_key(usecase, key))]
+        batch, entity = prefix_of(usecase, "batch"), prefix_of(usecase)
+        redis_keys = [k for suffix in key_suffixes(keys) for k in (batch + suffix, entity + suffix)]
         slots: dict[str, int] = {}  # group hash → its position among the hashes (the entities' come first)
         where: dict[str, list[int | None]] = {}
         for group, per_entity in group_keys.items():
@@ -320,6 +325,12 @@ class RedisFeatureStore(FeatureStore):
         times = self._times
         decode = self._time
         new = tuple.__new__
+        asked = tuple(feature_names)
+        plans = self._plans.get(asked)
+        if plans is None:
+            if len(self._plans) > 64:
+                self._plans.clear()
+            plans = self._plans[asked] = {}
         out: list[dict[str, FeatureValue] | None] = []
         for raw in items:
             if len(raw) < 2:  # no record: "" nothing stored, "!" window states only, "?" the previous layout
@@ -333,27 +344,28 @@ class RedisFeatureStore(FeatureStore):
                 out.append({} if raw == b"!" else None)
                 continue
             head, names, values_line, *times_line = raw.split(b"\n")
-            positions = self._positions.get(names)
-            if positions is None:
-                if len(self._positions) > 1024:
-                    self._positions.clear()
-                positions = self._positions[names] = {n.decode(): i for i, n in enumerate(names.split(b","))}
+            plan = plans.get(names)
+            if plan is None:
+                if len(plans) > 1024:
+                    plans.clear()
+                positions = {n.decode(): i for i, n in enumerate(names.split(b","))}
+                plan = plans[names] = [(name, positions[name]) for name in asked if name in positions]
             values = values_line.split(b",")
-            stamps = times_line[0].split(b",") if times_line else None
-            if stamps is None:
+            # tuple.__new__: what FeatureValue(...) does, without its Python-level __new__ (800 per 100-entity read)
+            found: dict[str, FeatureValue] = {}
+            if times_line:
+                stamps = times_line[0].split(b",")
+                for name, i in plan:
+                    value, stamp = values[i], stamps[i]
+                    found[name] = new(
+                        FeatureValue, (float(value) if value else None, times.get(stamp) or decode(stamp))
+                    )
+            else:
                 shared = head[: head.index(b",")]
                 at = times.get(shared) or decode(shared)
-            found: dict[str, FeatureValue] = {}
-            for name in feature_names:
-                i = positions.get(name)
-                if i is None:
-                    continue
-                value = values[i]
-                if stamps is not None:
-                    at = times.get(stamps[i]) or decode(stamps[i])
-                # tuple.__new__: what FeatureValue(...) does, without its Python-level __new__ (800 per 100-entity
-                # read)
-                found[name] = new(FeatureValue, (float(value) if value else None, at))
+                for name, i in plan:
+                    value = values[i]
+                    found[name] = new(FeatureValue, (float(value) if value else None, at))
             out.append(found)
         return out
 

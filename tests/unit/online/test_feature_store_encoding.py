@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from migrate.devservices.redis_server import find_redis_server
 from migrate.errors import CorrectionRejectedError, FeatureStoreError
-from online.features.redis_layout import parse_record, record
+from online.features.redis_layout import key_suffixes, parse_record, prefix_of, record
 from online.features.redis_scripts import WRITE_SHA
-from online.features.redis_store import entity_key, mask_url, parse_entity_key
+from online.features.redis_store import batch_key, entity_key, mask_url, parse_entity_key
 from online.features.redis_wire import ScriptCall, entity_keys, script_calls
 from online.features.store import (
     MAX_EXAMPLES,
@@ -87,9 +87,19 @@ def test_entity_key_layout_is_documented_form() -> None:
     assert entity_key("uc", (np.int64(3), "a:b")) == "mig:uc:3:a%3Ab"
 
 
+def test_the_read_paths_keys_are_entity_key_and_batch_key() -> None:
+    keys = [(1, 2), (0, -7), ("a:b", 3), ("100%", "x:%3A"), ("",), (np.int64(5), "é"), (True, 2**70)]
+    suffixes = key_suffixes(keys)  # type: ignore[arg-type]
+    assert [prefix_of("uc") + s for s in suffixes] == [entity_key("uc", k) for k in keys]  # type: ignore[arg-type]
+    assert [prefix_of("uc", "batch") + s for s in suffixes] == [batch_key("uc", k) for k in keys]  # type: ignore[arg-type]
+    assert suffixes[-1] == f"1:{2**70}"
+
+
 def test_a_float_key_part_fails_instead_of_never_matching() -> None:
     with pytest.raises(TypeError):
         entity_key("uc", (1.0, 2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        key_suffixes([(1, 2), (1.0, 2)])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="entity key"):
         parse_entity_key("other:uc:1", ["int"])
 
