@@ -24,6 +24,7 @@ from migrate.usecase import UseCase
 from online.features.store import EntityKey, FeatureStore
 from online.serving.validation import context_values
 
+_BATCH, _CONTEXT, _WINDOW = 0, 1, 2  # a model column's kind of source
 BATCH_GROUP = "batch"  # the materialized batch features, beside the real-time groups (a reserved group name)
 
 
@@ -69,21 +70,25 @@ class OnlinePredictor:
         # Window states live in one hash field per partition: read as many as the widest stream has.
         streams = [] if declared is None else [declared.events, *(s.events for s in declared.streams)]
         self._partitions = max((s.partitions for s in streams if s is not None), default=1)
-        # Each model feature's source: ("batch", name), (group index, feature index) or ("context", index).
-        where: dict[str, tuple[Any, Any]] = {n: ("batch", n) for n in self._batch}
+        # Each model feature's kind of source (a small int: the per-entity loop compares it), the source and the
+        # index in it: (_BATCH, -1, name), (_WINDOW, group index, feature index) or (_CONTEXT, -1, index).
+        where: dict[str, tuple[int, int, Any]] = {n: (_BATCH, -1, n) for n in self._batch}
         for g, group in enumerate(self._groups):
             for f, name in enumerate(group.spec.names):
-                where[name] = (g, f)
+                where[name] = (_WINDOW, g, f)
         for c, name in enumerate(self._context):
-            where[name] = ("context", c)
+            where[name] = (_CONTEXT, -1, c)
         unknown = [n for n in names if n not in where]
         if unknown:
             raise ValueError(f"model of {usecase.name!r} takes {unknown}, which the use case does not declare")
-        # Per model column: its index, name, source and index in the source (the per-entity loop's plan).
+        # Per model column: its index, name, kind, source and index in the source (the per-entity loop's plan).
         self._plan = [(c, n, *where[n]) for c, n in enumerate(names)]
         # The groups whose windows the model reads: the others' windows are not evaluated (their ages still are).
         # E.g. the batch model, served online until an online model is trained, reads no window at all.
-        self._evaluated = [any(source == g for _, _, source, _ in self._plan) for g in range(len(self._groups))]
+        self._evaluated = [
+            any(kind == _WINDOW and source == g for _, _, kind, source, _ in self._plan)
+            for g in range(len(self._groups))
+        ]
 
     def _group_key(self, group: Group, key: EntityKey, context: Mapping[str, Any]) -> EntityKey | None:
         if group.is_entity:
@@ -106,7 +111,10 @@ class OnlinePredictor:
         )
         started = time.perf_counter()
         group_keys = {
-            g.name: [self._group_key(g, k, c) for k, c in zip(keys, contexts, strict=True)] for g in self._groups
+            g.name: list(keys)
+            if g.is_entity
+            else [self._group_key(g, k, c) for k, c in zip(keys, contexts, strict=True)]
+            for g in self._groups
         }
         read = self.features.read_online(self.usecase.name, keys, self._batch, group_keys, self._partitions)
         width = len(self._names)
@@ -141,8 +149,8 @@ class OnlinePredictor:
             missing: list[str] = []
             batch_age: float | None = None
             row_cells = [math.nan] * width
-            for column, name, source, index in self._plan:
-                if source == "batch":
+            for column, name, kind, source, index in self._plan:
+                if kind == _BATCH:
                     feature = stored.get(index)
                     if feature is None:
                         missing.append(name)
@@ -154,7 +162,7 @@ class OnlinePredictor:
                     age = known
                     entity_ages[name] = age
                     batch_age = age if batch_age is None or age > batch_age else batch_age
-                elif source == "context":
+                elif kind == _CONTEXT:
                     value = inputs[index]
                 else:
                     value = windows[source][index]
