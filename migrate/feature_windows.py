@@ -332,6 +332,9 @@ def evaluate(spec: WindowSpec, partials: Sequence[Sequence[Any]], at_s: float) -
     """The features of one key at `at_s` from its partial states (none: the key has no event yet)."""
     if not partials:
         return _evaluate(spec, (), [NAN] * len(spec.since), at_s)
+    if len(partials) == 1:  # one partition's state (the common case): its [bucket, accumulators] pairs as they are
+        _, since, pairs = partials[0]
+        return _evaluate(spec, pairs, [NAN if v is None else float(v) for v in since], at_s)
     buckets, last_match = merge(spec, partials)
     return _evaluate(spec, buckets.items(), last_match, at_s)
 
