@@ -182,22 +182,15 @@ def _realtime_state(
     from migrate.batch.offline_store import open_offline  # noqa: PLC0415 - a suite imports only what it measures
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - a suite imports only what it measures
     from online.stream.replay import replay, warm_up  # noqa: PLC0415 - a suite imports only what it measures
-    from online.stream.topic import events_topic  # noqa: PLC0415 - a suite imports only what it measures
 
-    declared = usecase.realtime_features
     since = serving_at - warm_up(usecase)
-    publisher = EventPublisher(
-        bootstrap,
-        events_topic(usecase, settings.events_topic_prefix),
-        usecase.entity.key_names,
-        partitions=declared.events.partitions,
-        timeout_s=settings.kafka_timeout_s,
+    publisher = EventPublisher.for_usecase(
+        usecase, bootstrap, topic_prefix=settings.events_topic_prefix, timeout_s=settings.kafka_timeout_s
     )
     try:
         with open_offline(settings.offline_store_path) as con:
-            sent = publisher.publish(
-                iter_events(con, usecase, since, serving_at), time_field=declared.event_time_column
-            )
+            events = iter_events(con, usecase, since, serving_at)
+            sent = publisher.publish(events, time_field=usecase.realtime_features.event_time_column)
     finally:
         publisher.close()
     report = replay(settings, usecase, bootstrap=bootstrap, redis_url=redis_url)

@@ -66,15 +66,8 @@ def _events(n: int, start: datetime) -> Any:
 
 def _publisher(bootstrap: str, usecase: Any, settings: Any) -> Any:
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - a suite imports only what it measures
-    from online.stream.topic import events_topic  # noqa: PLC0415 - a suite imports only what it measures
 
-    return EventPublisher(
-        bootstrap,
-        events_topic(usecase, settings.events_topic_prefix),
-        usecase.entity.key_names,
-        partitions=usecase.realtime_features.events.partitions,
-        timeout_s=30,
-    )
+    return EventPublisher.for_usecase(usecase, bootstrap, topic_prefix=settings.events_topic_prefix, timeout_s=30)
 
 
 def _floor(bootstrap: str, topic: str, n: int) -> float:

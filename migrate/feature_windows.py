@@ -303,10 +303,8 @@ def _evaluate(
 
 
 def merge(spec: WindowSpec, partials: Sequence[Sequence[Any]]) -> tuple[dict[int, list[Any]], list[float]]:
-    """One key's partial states (``WindowState.to_json``, one per partition) combined: buckets and last matches."""
-    if len(partials) == 1:
-        _, since, buckets = partials[0]
-        return {int(b): acc for b, acc in buckets}, [NAN if v is None else float(v) for v in since]
+    """One key's partial states (``WindowState.to_json``, one per partition) combined: buckets and last matches
+    (`evaluate` reads a single partition's state as it is)."""
     merged: dict[int, list[Any]] = {}
     last_match = [NAN] * len(spec.since)
     for _, since, buckets in partials:

@@ -134,7 +134,6 @@ def events_replay(
     from migrate.batch.offline_store import latest_feature_time, open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
-    from online.stream.topic import events_topic  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
     settings = get_settings()
@@ -147,11 +146,10 @@ def events_replay(
                 f"no batch features in the offline store to start the replay of {uc.name} after",
                 fix="pass --from, or run `migrate demo` to build the example's offline store",
             )
-        publisher = EventPublisher(
+        publisher = EventPublisher.for_usecase(
+            uc,
             shared_bootstrap(settings),
-            events_topic(uc, settings.events_topic_prefix),
-            uc.entity.key_names,
-            partitions=uc.realtime_features.events.partitions,
+            topic_prefix=settings.events_topic_prefix,
             timeout_s=settings.kafka_timeout_s,
         )
         try:

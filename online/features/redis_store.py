@@ -120,6 +120,12 @@ def _close_thread_reader(reader: redis.Redis, readers: dict[int, redis.Redis], l
         reader.close()
 
 
+def _record_and_hash_keys(usecase: str, keys: Sequence[EntityKey]) -> list[str]:
+    """Each entity's batch record key, then its hash's key (`batch_key`, `entity_key`): what the read scripts take."""
+    batch, entity = prefix_of(usecase, "batch"), prefix_of(usecase)
+    return [k for suffix in key_suffixes(keys) for k in (batch + suffix, entity + suffix)]
+
+
 class RedisFeatureStore(FeatureStore):
     """Features in Redis: reads time out after ``read_timeout_s``, writes (long scripts) after ``write_timeout_s``."""
 
@@ -255,8 +261,7 @@ class RedisFeatureStore(FeatureStore):
     ) -> list[dict[str, FeatureValue] | None]:
         if not keys:
             return []
-        batch, entity = prefix_of(usecase, "batch"), prefix_of(usecase)
-        redis_keys = [k for suffix in key_suffixes(keys) for k in (batch + suffix, entity + suffix)]
+        redis_keys = _record_and_hash_keys(usecase, keys)
         action = f"reading {len(keys)} entities of {usecase!r}"
         items = self._call(READ_SHA, READ_SCRIPT, action, redis_keys, [_probe(feature_names)])
         return self._rows(usecase, cast(list[bytes], items), feature_names)
@@ -273,8 +278,7 @@ class RedisFeatureStore(FeatureStore):
             return OnlineRead([], {group: [] for group in group_keys})
         windows = window_columns(partitions) if group_keys else []
         n = len(keys)
-        batch, entity = prefix_of(usecase, "batch"), prefix_of(usecase)
-        redis_keys = [k for suffix in key_suffixes(keys) for k in (batch + suffix, entity + suffix)]
+        redis_keys = _record_and_hash_keys(usecase, keys)
         slots: dict[str, int] = {}  # group hash → its position among the hashes (the entities' come first)
         where: dict[str, list[int | None]] = {}
         for group, per_entity in group_keys.items():

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from migrate.errors import BrokerUnavailableError
+from migrate.errors import BrokerUnavailableError, ConfigError
+from migrate.usecase import UseCase
 from online.kafka import acknowledged_producer, ensure_topic, kafka_errors
 from online.stream.event_schema import encode_event
-from online.stream.topic import key_bytes
+from online.stream.topic import events_topic, key_bytes
 
 __all__ = ["EventPublisher"]
 
@@ -33,6 +34,23 @@ class EventPublisher:
             timeout_s,
             batch_size=256 * 1024,
             delivery_timeout_ms=int(timeout_s * 4000),  # a replay sends flat out: batches queue longer
+        )
+
+    @classmethod
+    def for_usecase(cls, usecase: UseCase, bootstrap: str, *, topic_prefix: str, timeout_s: float) -> EventPublisher:
+        """The publisher of `usecase`'s event topic, keyed by its entity, with the partitions its YAML declares."""
+        declared = usecase.realtime_features
+        if declared is None or declared.events is None:
+            raise ConfigError(
+                f"use case {usecase.name!r} declares no event stream, so it has no event topic to publish to",
+                fix="declare realtime_features.events in its YAML",
+            )
+        return cls(
+            bootstrap,
+            events_topic(usecase, topic_prefix),
+            usecase.entity.key_names,
+            partitions=declared.events.partitions,
+            timeout_s=timeout_s,
         )
 
     def send(self, event: dict[str, Any], *, value: bytes | None = None, key: bytes | None = None) -> Any:
