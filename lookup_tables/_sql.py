@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from lookup_tables import catalog
 from lookup_tables.chunk import normalize
@@ -30,6 +30,10 @@ class SqlLookupStore(LookupStore):
     def __init__(self, engine: Engine, url: str) -> None:
         self._engine = engine
         self._url = url
+        # A driver's timestamp as SQLAlchemy reads a `UtcDateTime` column (the dialect's processor, then UTC),
+        # kept per raw value: a version's rows share one `features_as_of` and one `scored_at`.
+        self._time_processor = catalog.UtcDateTime().dialect_impl(engine.dialect).result_processor(engine.dialect, None)
+        self._times: dict[Any, datetime | None] = {}
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
@@ -54,8 +58,8 @@ class SqlLookupStore(LookupStore):
         """A driver or SQLAlchemy error as a ``LookupStoreError`` naming the use case and a fix."""
 
     @abstractmethod
-    def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
-        """Whether ``exc`` says a table or view does not exist."""
+    def _is_missing_relation(self, error: BaseException) -> bool:
+        """Whether the driver's ``error`` says a table or view does not exist."""
 
     def _write_options(self) -> dict[str, Any]:
         """Execution options of a writing connection (SQLite takes its write lock up front)."""
@@ -68,8 +72,9 @@ class SqlLookupStore(LookupStore):
         """Called once a version's rows and key index are in place (PostgreSQL gathers statistics)."""
 
     @abstractmethod
-    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[Row[Any]]:
-        """Rows of the view for ``keys``, in one query so they all come from one version."""
+    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[tuple[Any, ...]]:
+        """Rows of the view for ``keys``, in one query so they all come from one version: the driver's own tuples
+        (the view's columns in order, its times as the driver gives them), not SQLAlchemy's rows."""
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
@@ -353,21 +358,40 @@ class SqlLookupStore(LookupStore):
         wanted = list(dict.fromkeys(spec.key_of(key) for key in keys))
         if not wanted:
             return {}
-        return {row.key: row for row in self._read(spec, lambda conn: self._fetch(conn, spec, wanted))}
+        rows = self._read(spec, lambda conn: self._fetch(conn, spec, wanted), self._time)
+        return {row.key: row for row in rows}
+
+    def _time(self, value: Any) -> datetime | None:
+        """A driver's timestamp of the view as SQLAlchemy reads it (aware UTC), remembered per raw value."""
+        times = self._times
+        try:
+            return times[value]
+        except KeyError:
+            if len(times) > 4096:
+                times.clear()
+            found = times[value] = self._time_processor(value) if self._time_processor is not None else value
+            return found
 
     def sample(self, spec: TableSpec, limit: int = 10) -> list[LookupRow]:
         view = catalog.view_table(spec)
         query = sa.select(view).order_by(*[view.c[name] for name in spec.key_names]).limit(limit)
         return self._read(spec, lambda conn: list(conn.execute(query)))
 
-    def _read(self, spec: TableSpec, fetch: Callable[[Connection], list[Row[Any]]]) -> list[LookupRow]:
-        """Rows of the view as ``LookupRow``s; a missing view means nothing was published yet."""
+    def _read(
+        self,
+        spec: TableSpec,
+        fetch: Callable[[Connection], Sequence[Sequence[Any]]],
+        time: Callable[[Any], datetime | None] | None = None,
+    ) -> list[LookupRow]:
+        """Rows of the view as ``LookupRow``s, their times read by `time` when the rows are the driver's own;
+        a missing view means nothing was published yet."""
         with self._boundary(spec.usecase, f"reading {spec.name}"):
             try:
                 with self._transaction(write=False) as conn:
                     rows = fetch(conn)
-            except sa.exc.DBAPIError as exc:
-                if self._is_missing_relation(exc):
+            except Exception as exc:
+                driver_error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+                if isinstance(driver_error, self._driver_errors) and self._is_missing_relation(driver_error):
                     raise NoActiveVersionError(
                         f"lookup table {spec.name} of use case {spec.usecase} has no published version",
                         fix=f"run `migrate score {spec.usecase}` or the batch DAG",
@@ -378,6 +402,8 @@ class SqlLookupStore(LookupStore):
         # Rows come in view order: the keys, then prediction, features_as_of, model_version, scored_at, run_id.
         for row in rows:
             prediction, features_as_of, model_version, scored_at, run_id, version = row[n:]
+            if time is not None:
+                features_as_of, scored_at = time(features_as_of), time(scored_at)
             result.append(
                 LookupRow(tuple(row[:n]), prediction, model_version, features_as_of, scored_at, run_id, version)
             )

@@ -7,6 +7,7 @@ the new one, never neither.
 
 from __future__ import annotations
 
+import functools
 import io
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lookup_tables import catalog
 from lookup_tables._pgcopy import binary_rows
@@ -31,6 +33,20 @@ from migrate.errors import LookupStoreError, LookupStoreUnavailableError, Migrat
 _COPY_SLICE = 1 << 20
 _LOCK_NAMESPACE = "lookup_tables"
 _INDEX_MEMORY_MB = 256  # maintenance_work_mem while the key index is built (at least)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_statement(spec: TableSpec, preparer: IdentifierPreparer) -> str:
+    """The read query of `spec` for psycopg (one array parameter per key column), built once per table."""
+    quote = preparer.quote
+    view = catalog.view_table(spec)
+    unnest = ", ".join(
+        f"CAST(%(k{i})s AS {'BIGINT' if key.type == 'int' else 'TEXT'}[])" for i, key in enumerate(spec.keys)
+    )
+    aliases = ", ".join(f"k{i}" for i in range(len(spec.keys)))
+    join = " AND ".join(f"v.{quote(key.name)} = q.k{i}" for i, key in enumerate(spec.keys))
+    selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
+    return f"SELECT {selected} FROM {quote(spec.name)} AS v JOIN unnest({unnest}) AS q({aliases}) ON {join}"
 
 
 class PostgresLookupStore(SqlLookupStore):
@@ -108,20 +124,17 @@ class PostgresLookupStore(SqlLookupStore):
     def _timestamp_literal(self, value: datetime) -> str:
         return f"CAST('{utc(value).isoformat()}' AS TIMESTAMPTZ)"
 
-    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[Row[Any]]:
-        """One query whatever the number of keys: the keys travel as one array per key column."""
-        quote = conn.dialect.identifier_preparer.quote
-        view = catalog.view_table(spec)
+    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[tuple[Any, ...]]:
+        """One query whatever the number of keys: the keys travel as one array per key column. The driver's own
+        cursor, in the read transaction: SQLAlchemy's rows and type processing cost more than the query."""
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
         arrays = {f"k{i}": [key[i] for key in keys] for i in range(len(spec.keys))}
-        unnest = ", ".join(
-            f"CAST(:k{i} AS {'BIGINT' if key.type == 'int' else 'TEXT'}[])" for i, key in enumerate(spec.keys)
-        )
-        aliases = ", ".join(f"k{i}" for i in range(len(spec.keys)))
-        join = " AND ".join(f"v.{quote(key.name)} = q.k{i}" for i, key in enumerate(spec.keys))
-        selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
-        sql = f"SELECT {selected} FROM {quote(spec.name)} AS v JOIN unnest({unnest}) AS q({aliases}) ON {join}"
-        columns = [sa.column(column.name, column.type) for column in view.columns]
-        return list(conn.execute(sa.text(sql).columns(*columns), arrays))
+        with driver.cursor() as cursor:
+            rows: list[tuple[Any, ...]] = cursor.execute(
+                _read_statement(spec, conn.dialect.identifier_preparer), arrays
+            ).fetchall()
+        return rows
 
     def export(self, spec: TableSpec, version: int) -> pa.Table:
         table = catalog.version_table(spec, version)
@@ -154,8 +167,8 @@ class PostgresLookupStore(SqlLookupStore):
             ),
         )
 
-    def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
-        return isinstance(exc.orig, psycopg.errors.UndefinedTable)
+    def _is_missing_relation(self, error: BaseException) -> bool:
+        return isinstance(error, psycopg.errors.UndefinedTable)
 
     def _translate(self, exc: Exception, usecase: str | None, doing: str) -> MigrateError:
         text = describe(exc, self._password)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lookup_tables import catalog
@@ -32,15 +32,15 @@ from migrate.errors import LookupStoreError, LookupStoreUnavailableError, Migrat
 
 
 @functools.lru_cache(maxsize=256)
-def _read_statement(spec: TableSpec, preparer: IdentifierPreparer) -> sa.TextualSelect:
-    """The read query of `spec`, built once per table and dialect: building it took ~0.25 ms per read."""
+def _read_statement(spec: TableSpec, preparer: IdentifierPreparer) -> str:
+    """The read query of `spec` for the driver (one ``?``: the keys as a JSON array), built once per table and
+    dialect: building it took ~0.25 ms per read."""
     quote = preparer.quote
     view = catalog.view_table(spec)
     join = " AND ".join(f"v.{quote(name)} = json_extract(q.value, '$[{i}]')" for i, name in enumerate(spec.key_names))
     selected = ", ".join(f"v.{quote(column.name)}" for column in view.columns)
     # CROSS JOIN keeps the key list as the outer loop, so each key is one probe of the unique index.
-    sql = f"SELECT {selected} FROM json_each(:keys) AS q CROSS JOIN {quote(spec.name)} AS v ON {join}"
-    return sa.text(sql).columns(*[sa.column(column.name, column.type) for column in view.columns])
+    return f"SELECT {selected} FROM json_each(?) AS q CROSS JOIN {quote(spec.name)} AS v ON {join}"
 
 
 class SqliteLookupStore(SqlLookupStore):
@@ -92,10 +92,16 @@ class SqliteLookupStore(SqlLookupStore):
     def _timestamp_literal(self, value: datetime) -> str:
         return "'" + utc(value).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
 
-    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[Row[Any]]:
-        """One query whatever the number of keys: they travel as one JSON array, probed key by key."""
-        statement = _read_statement(spec, conn.dialect.identifier_preparer)
-        return list(conn.execute(statement, {"keys": json.dumps(keys)}))
+    def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[tuple[Any, ...]]:
+        """One query whatever the number of keys: they travel as one JSON array, probed key by key. The driver's
+        own cursor, in the read transaction: SQLAlchemy's rows and type processing cost twice the query (100 keys:
+        ~0.96 ms against ~0.45 ms, times read by `_time`)."""
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        rows: list[tuple[Any, ...]] = driver.execute(
+            _read_statement(spec, conn.dialect.identifier_preparer), (json.dumps(keys),)
+        ).fetchall()
+        return rows
 
     def export(self, spec: TableSpec, version: int) -> pa.Table:
         table = catalog.version_table(spec, version)
@@ -115,8 +121,8 @@ class SqliteLookupStore(SqlLookupStore):
         rows_as_struct = pa.array(rows, pa.struct([*fields, ("prediction", pa.float64())]))
         return pa.Table.from_struct_array(rows_as_struct)
 
-    def _is_missing_relation(self, exc: sa.exc.DBAPIError) -> bool:
-        return isinstance(exc.orig, sqlite3.OperationalError) and "no such table" in str(exc.orig)
+    def _is_missing_relation(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
 
     def _translate(self, exc: Exception, usecase: str | None, doing: str) -> MigrateError:
         text = describe(exc)

@@ -7,9 +7,11 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 from lookup_support import AS_OF, T0, Table, keys_for, make_batch, spec_for
 
-from lookup_tables import KeyColumn, RunRecord, open_store
+from lookup_tables import KeyColumn, RunRecord, catalog, open_store
+from lookup_tables.engine import create_engine_for, sql_url
 from migrate.errors import (
     DuplicateKeysError,
     InvalidChunkError,
@@ -325,3 +327,38 @@ def test_a_new_key_layout_replaces_the_view(table: Table) -> None:
     assert table.store.publish(wider, info.version, checksum="w", scored_at=T0).activated
     row = table.store.get(wider, (1, "s1", 7))
     assert row is not None and (row.prediction, row.version) == (9.0, 2)
+
+
+def test_get_many_reads_what_sqlalchemy_reads_from_the_view(table: Table) -> None:
+    """`get_many` reads the driver's own tuples and converts their times itself (every request's hot path): each
+    row must equal what SQLAlchemy's typed query of the same view gives, with NULL predictions, several distinct
+    `features_as_of` (microseconds apart), aware UTC times, and again from the times a first read remembered."""
+    info = table.store.begin_version(
+        table.spec,
+        run_id="run-typed",
+        model_version="m-typed",
+        data_interval_start=T0,
+        data_interval_end=T0 + timedelta(days=1),
+    )
+    stamps = [AS_OF - timedelta(hours=h, microseconds=7 * h) for h in range(6)]
+    batches = [make_batch(50, 0.5 + h, start=50 * h, as_of=stamp) for h, stamp in enumerate(stamps)]
+    batches[0] = batches[0].set_column(2, "prediction", pa.array([None] * 50, pa.float64()))
+    table.store.write_chunk(table.spec, info.version, 0, pa.concat_tables(batches))
+    table.publish(info)
+
+    engine = create_engine_for(sql_url(table.url), timeout_s=10.0)
+    try:
+        with engine.connect() as conn:
+            typed = {tuple(row[:2]): tuple(row[2:]) for row in conn.execute(sa.select(catalog.view_table(table.spec)))}
+    finally:
+        engine.dispose()
+    assert len(typed) == 300
+    for _ in range(2):
+        rows = table.store.get_many(table.spec, keys_for(300))
+        assert {
+            key: (r.prediction, r.features_as_of, r.model_version, r.scored_at, r.run_id, r.version)
+            for key, r in rows.items()
+        } == typed
+        assert all(r.features_as_of.utcoffset() == r.scored_at.utcoffset() == timedelta(0) for r in rows.values())
+    assert {rows[(k, f"s{k % 5}")].features_as_of for k in range(0, 300, 50)} == set(stamps)
+    assert [rows[(k, f"s{k % 5}")].prediction for k in (0, 49, 50)] == [None, None, 1.5]
