@@ -91,6 +91,7 @@ class ShadowLogger:
         timeout_s: float = 5.0,
         max_block_ms: int = 200,
         linger_ms: int = 5,
+        batch_bytes: int = 262_144,
         retry_after_s: float = 1.0,
         topic_check_s: float = 10.0,
         create_topic: bool = True,
@@ -108,6 +109,7 @@ class ShadowLogger:
         self._timeout_s = timeout_s
         self._max_block_ms = max_block_ms
         self._linger_ms = linger_ms
+        self._batch_bytes = batch_bytes
         self._retry_after_s = retry_after_s
         self._topic_check_s = topic_check_s
         self._check_topic_at = 0.0
@@ -383,6 +385,10 @@ class ShadowLogger:
             "enable_idempotence": False,  # idempotence needs acks=all
             "retries": 2,
             "linger_ms": self._linger_ms,
+            # Records gathered per partition before a produce request. kafka-python's 16 KiB default filled every
+            # ~17 records of ~1 KB, each full batch a wake-up of the sender thread and a request: 65-88 µs of CPU
+            # per record sent, against 30-38 µs at 256 KiB (same broker, 20,000 records, docs/serving.md).
+            "batch_size": self._batch_bytes,
             "max_block_ms": self._max_block_ms,
             "request_timeout_ms": timeout_ms,
             "delivery_timeout_ms": timeout_ms + self._linger_ms + 1000,
