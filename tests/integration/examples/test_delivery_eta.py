@@ -36,7 +36,7 @@ from migrate.usecase import UseCase
 from online.features.redis_store import RedisFeatureStore
 from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
-from online.stream.processor import StreamProcessor, events_topic
+from online.stream.processor import StreamProcessor
 from online.stream.publisher import EventPublisher
 
 pytestmark = pytest.mark.integration
@@ -160,13 +160,8 @@ def test_stream_processor_computes_the_declared_windows(eta: EtaWorld, redis_url
         events = list(iter_events(con, usecase, end - timedelta(days=1), end))
     broker = start_broker(eta.settings)
     try:
-        assert usecase.realtime_features is not None and usecase.realtime_features.events is not None
-        publisher = EventPublisher(
-            broker.bootstrap,
-            events_topic(usecase, eta.settings.events_topic_prefix),
-            usecase.entity.key_names,
-            partitions=usecase.realtime_features.events.partitions,
-            timeout_s=10,
+        publisher = EventPublisher.for_usecase(
+            usecase, broker.bootstrap, topic_prefix=eta.settings.events_topic_prefix, timeout_s=10
         )
         try:
             assert publisher.publish(events, time_field="event_time") == len(events)

@@ -30,7 +30,7 @@ from migrate.settings import Settings, get_settings
 from migrate.usecase import UseCase
 from online.features.redis_store import RedisFeatureStore
 from online.stream.label_topic import LabelRecord
-from online.stream.processor import StreamProcessor, events_topic
+from online.stream.processor import StreamProcessor
 from online.stream.publisher import EventPublisher
 
 pytestmark = pytest.mark.integration
@@ -141,9 +141,8 @@ def test_the_stream_serves_the_breached_merchants_windows_as_counted_by_hand(
     redis_server = RedisServer(tmp_path_factory.mktemp("fraud-redis") / "redis").start()
     broker = start_broker(fraud.settings)
     try:
-        topic = events_topic(usecase, fraud.settings.events_topic_prefix)
-        publisher = EventPublisher(
-            broker.bootstrap, topic, usecase.entity.key_names, partitions=partitions, timeout_s=10
+        publisher = EventPublisher.for_usecase(
+            usecase, broker.bootstrap, topic_prefix=fraud.settings.events_topic_prefix, timeout_s=10
         )
         try:
             assert publisher.publish(events, time_field="event_time") == len(events)

@@ -32,13 +32,8 @@ class Stream:
         return events_topic(self.usecase, self.settings.events_topic_prefix)
 
     def publisher(self) -> EventPublisher:
-        assert self.usecase.realtime_features is not None and self.usecase.realtime_features.events is not None
-        return EventPublisher(
-            self.bootstrap,
-            self.topic,
-            self.usecase.entity.key_names,
-            partitions=self.usecase.realtime_features.events.partitions,
-            timeout_s=10,
+        return EventPublisher.for_usecase(
+            self.usecase, self.bootstrap, topic_prefix=self.settings.events_topic_prefix, timeout_s=10
         )
 
     def publish(self, events: list[dict[str, Any]] | None = None) -> int:
