@@ -94,8 +94,8 @@ class SqliteLookupStore(SqlLookupStore):
 
     def _fetch(self, conn: Connection, spec: TableSpec, keys: list[Key]) -> list[tuple[Any, ...]]:
         """One query whatever the number of keys: they travel as one JSON array, probed key by key. The driver's
-        own cursor, in the read transaction: SQLAlchemy's rows and type processing cost twice the query (100 keys:
-        ~0.96 ms against ~0.45 ms, times read by `_time`)."""
+        own cursor, in the read transaction: through SQLAlchemy's rows and type processing a read of 100 keys took
+        ~0.96 ms, through the driver's (times read by `_time`) ~0.62 ms, of which the query ~0.29 ms."""
         driver = conn.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
         rows: list[tuple[Any, ...]] = driver.execute(
