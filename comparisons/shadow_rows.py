@@ -23,9 +23,11 @@ from typing import Literal
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from comparisons.background import in_background
 from comparisons.data_ages import (
     AGE_SAMPLE,
     TYPED_AGES,
@@ -296,7 +298,7 @@ def load(
     con.unregister("age_rows")
     table = table.drop_columns(["answered", *age_columns(usecase)])
     try:
-        table = _labeled_window(con, usecase, _deduplicated(table), watermark, window)
+        table = _labeled_once(con, usecase, table, watermark, window)
     except NoShadowDataError:
         con.close()
         raise
@@ -425,7 +427,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
             ORDER BY request_time, request_id
         """).to_arrow_table()
         read = table.num_rows
-        table = _labeled_window(con, usecase, _deduplicated(table), watermark, window)
+        table = _labeled_once(con, usecase, table, watermark, window)
     states = table.column("label_state").combine_chunks().indices.to_numpy(zero_copy_only=False)
     counts = np.bincount(states, minlength=len(LABEL_STATES))
     kept = table.filter(pa.array(states == 0)).drop_columns(["h", "j", "label_state"])
@@ -467,15 +469,33 @@ def _labeled_window(
     return _labeled(con, table, delay_us, watermark, otherwise=otherwise)
 
 
-def _deduplicated(table: pa.Table) -> pa.Table:
-    """``table`` with each row id ``h`` kept once, at its first position (a producer retry delivers a record
-    twice; a request id names one request of several entities, hence the entity key in ``h``)."""
-    h = table.column("h").to_numpy()
-    ordered = np.sort(h)
+def _first_positions(h: pa.ChunkedArray) -> npt.NDArray[np.int64] | None:
+    """The position of each row id's first row, in order; None when no id repeats (the usual case: one sort)."""
+    ids = h.to_numpy()
+    ordered = np.sort(ids)
     if not bool((ordered[1:] == ordered[:-1]).any()):
-        return table
-    _, first = np.unique(h, return_index=True)
-    return table.take(pa.array(np.sort(first)))
+        return None
+    _, first = np.unique(ids, return_index=True)
+    return np.sort(first)
+
+
+def _labeled_once(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, table: pa.Table, watermark: datetime | None, window: Window
+) -> pa.Table:
+    """`_labeled_window` of ``table`` with each row id ``h`` kept once, at its first position (a producer retry
+    delivers a record twice; a request id names one request of several entities, hence the entity key in ``h``).
+
+    The de-duplication's sort (numpy, one core) runs on a thread while DuckDB joins the labels to every row, and
+    the repeats are dropped from the result: a row's label depends on that row alone, so labeling first and
+    dropping after gives the same rows as the other way round, and the two overlap.
+
+    Raises:
+        NoShadowDataError: no row in the window.
+    """
+    first = in_background("comparisons-dedup", _first_positions, table.column("h"))
+    labeled = _labeled_window(con, usecase, table, watermark, window)
+    positions = first.result()
+    return labeled if positions is None else labeled.take(pa.array(positions))
 
 
 def _labeled(
