@@ -11,9 +11,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,7 @@ from comparisons import (
     staleness,
     waste,
 )
+from comparisons.background import in_background
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import Prefetch, likely_versions, open_lookup
@@ -46,6 +48,7 @@ from migrate.usecase import UseCase, parse_duration
 __all__ = ["STEPS", "Comparison", "OnStep", "compare", "warm"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Comparison(Result):
@@ -81,7 +84,8 @@ class Comparison(Result):
 
 # The steps of `compare`, in order: each is timed (Comparison.timings) and reported to `on_step` as it ends.
 # "accuracy" times its queries; its numpy work runs on a thread through the next steps, and "baselines" times the
-# wait for it and the baseline checks.
+# wait for it and the baseline checks. The latency runs on a connection and a thread of its own during the step
+# "agreement_latency_waste_hourly", and the segments during "explain" and "feature_skew" ("segments" times the wait).
 STEPS = (
     "load",
     "lookup",
@@ -223,6 +227,21 @@ def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
     return True
 
 
+def _forked(rows: Rows, name: str, measure: Callable[[Rows], T]) -> Future[T]:
+    """``measure(rows)`` on a thread and a connection of its own (`Rows.fork`: table ``s`` only) while the caller's
+    queries run on theirs: a query's serial parts (a percentile's final selection, numpy over its result) then
+    overlap the other's parallel scan."""
+    fork = rows.fork()
+
+    def run() -> T:
+        try:
+            return measure(fork)
+        finally:
+            fork.con.close()
+
+    return in_background(f"comparisons-{name}", run)
+
+
 def compare(
     usecase: UseCase,
     settings: Settings,
@@ -271,17 +290,19 @@ def compare(
         clock.lap("staleness_coverage")
         scoring = accuracy.start(rows, policy.confidence)
         clock.lap("accuracy")
+        timed = _forked(rows, "latency", latency.measure)
         agree = agreement.measure(rows, threshold, tau, basis)
         scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
-        lat = latency.measure(rows)
         wasted = waste.measure(rows, served.loaded, served.gone, served.note)
         hours = hourly.measure(rows, threshold, tau)
+        lat = timed.result()
         clock.lap("agreement_latency_waste_hourly")
+        parted = _forked(rows, "segments", lambda fork: segments.measure(fork, metric_name))
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
         skewed = skew.measure(rows, usecase, settings)
         clock.lap("feature_skew")
-        parts = segments.measure(rows, metric_name)
+        parts = parted.result()
         clock.lap("segments")
         acc = scoring.result()
         checked = baselines.measure(rows, acc, settings, metric_name)

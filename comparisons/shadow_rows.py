@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -129,6 +129,17 @@ class Rows:
     source: str = ""  # the SQL reading the window's shadow files (``read_parquet(...)``) and its WHERE clause
     filtered: str = ""
     non_finite: dict[str, int] = field(default_factory=dict)  # side ("batch", "live") → NaN or ±inf scores dropped
+    table: pa.Table | None = None  # table ``s`` as registered (Arrow), for `fork`; `load` always sets it
+
+    def fork(self) -> Rows:
+        """These rows on a connection of their own: a cursor of the same database with table ``s`` registered on
+        it (not the temporary tables, which are the first connection's), for queries over ``s`` on another thread
+        (a connection runs one query at a time). The caller closes its ``con``."""
+        assert self.table is not None, "Rows from `load` keep their table"
+        con = self.con.cursor()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("s", self.table)
+        return replace(self, con=con)
 
     @property
     def key_columns(self) -> str:
@@ -318,7 +329,19 @@ def load(
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
     return Rows(
-        con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered, non_finite
+        con,
+        usecase,
+        window,
+        table.num_rows,
+        len(files),
+        watermark,
+        keys,
+        every,
+        versions,
+        source,
+        filtered,
+        non_finite,
+        table,
     )
 
 
