@@ -7,20 +7,17 @@ MAE, RMSE. ``improvement`` is live − batch turned so that positive means the l
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from comparisons.background import in_background
-from comparisons.bootstrap import HIGHER_IS_BETTER, METRICS, Interval, metric, paired_intervals
+from comparisons.bootstrap import HIGHER_IS_BETTER, METRICS, metric, paired_intervals
 from comparisons.shadow_rows import Rows
 from comparisons.stats import Result
 
-__all__ = ["Accuracy", "Calibration", "HourScores", "Score", "measure", "start"]
+__all__ = ["Accuracy", "Calibration", "HourScores", "Score", "measure"]
 
 FloatArray = npt.NDArray[np.float64]
 CURVE_POINTS = 200
@@ -162,40 +159,12 @@ def measure(rows: Rows, confidence: float) -> Accuracy:
     ``SAMPLE_PAIRS`` pairs (a fixed hash-chosen subset; all of them below that), and the intervals are scaled to
     the full count (see `comparisons.bootstrap`).
     """
-    return start(rows, confidence).result()
-
-
-@dataclass(frozen=True)
-class _Pairs:
-    """What `start` read from table ``s``: the counts, the exact losses, and the (sampled) labeled pairs."""
-
-    kind: str
-    names: tuple[str, ...]
-    counts: tuple[int, int, int, int]  # labeled, pairs, unlabeled, pending
-    exact: dict[str, tuple[Any, Any]]
-    exact_hourly: dict[Any, dict[str, Any]]
-    arrays: dict[str, Any]
-    label_watermark: datetime | None
-
-
-def start(rows: Rows, confidence: float) -> Future[Accuracy]:
-    """`measure` in two parts: its queries now, on the caller's thread (the connection is the caller's), and its
-    numpy work over the fetched pairs (AUC, the paired bootstrap, ROC, calibration, per-hour AUC: seconds on one
-    core at millions of rows) on a thread of its own, so the caller's next queries run meanwhile."""
+    con = rows.con
     kind = rows.usecase.label.kind
     names = METRICS[kind]
-    counts, exact, exact_hourly = _totals(rows, names)
-    pairs = counts[1]
+    (labeled, pairs, unlabeled, pending), exact, exact_hourly = _totals(rows, names)
     sample = "" if pairs <= SAMPLE_PAIRS else f"AND h % {-(-pairs // SAMPLE_PAIRS)} = 0"
-    arrays = rows.con.execute(f"SELECT bp, op, label, hour FROM s WHERE {_PAIRED} {sample}").fetchnumpy()
-    fetched = _Pairs(kind, names, counts, exact, exact_hourly, arrays, rows.label_watermark)
-    return in_background("comparisons-accuracy", _scores, fetched, confidence)
-
-
-def _scores(fetched: _Pairs, confidence: float) -> Accuracy:
-    """The scores, intervals, curves and per-hour scores of `fetched` (numpy only: no query)."""
-    kind, names, exact = fetched.kind, fetched.names, dict(fetched.exact)
-    (labeled, pairs, unlabeled, pending), arrays = fetched.counts, fetched.arrays
+    arrays = con.execute(f"SELECT bp, op, label, hour FROM s WHERE {_PAIRED} {sample}").fetchnumpy()
     batch = np.asarray(arrays["bp"], dtype=np.float64)
     live = np.asarray(arrays["op"], dtype=np.float64)
     label = np.asarray(arrays["label"], dtype=np.float64)
@@ -203,7 +172,28 @@ def _scores(fetched: _Pairs, confidence: float) -> Accuracy:
     # The metrics SQL does not compute (AUC) on the arrays, once: the interval's estimate and the score share it.
     exact |= {n: (metric(n, batch, label), metric(n, live, label)) for n in names if n not in exact}
     intervals = paired_intervals(names, batch, live, label, confidence=confidence, population=pairs, exact=exact)
-    scores = [_score(name, exact[name], intervals[name], confidence) for name in names]
+    scores = []
+    for name in names:
+        higher = HIGHER_IS_BETTER[name]
+        b, lv = exact[name]
+        score = Score(metric=name, batch=b, live=lv, confidence=confidence, higher_is_better=higher)
+        found = intervals[name]
+        if found is not None:
+            sign = 1.0 if higher else -1.0
+            low, high = sorted((sign * found.low, sign * found.high))
+            score = score.model_copy(
+                update={
+                    "delta": found.delta,
+                    "low": found.low,
+                    "high": found.high,
+                    "improvement": sign * found.delta,
+                    "improvement_low": low,
+                    "improvement_high": high,
+                    "resamples": found.resamples,
+                    "pairs_resampled": found.pairs_resampled,
+                }
+            )
+        scores.append(score)
     rng = np.random.default_rng(SEED)
     pick = _subset(label.size, CURVE_PAIRS, rng)
     if kind == "binary":
@@ -216,7 +206,7 @@ def _scores(fetched: _Pairs, confidence: float) -> Accuracy:
         edges = edges if edges.size > 1 else np.array([edges[0], edges[0] + 1.0])
     calibration = {"batch": _calibration(batch, label, edges), "live": _calibration(live, label, edges)}
     hourly = []
-    by_hour = {round(h.timestamp() * 1_000_000): v for h, v in fetched.exact_hourly.items()}
+    by_hour = {round(h.timestamp() * 1_000_000): v for h, v in exact_hourly.items()}
     for hour in np.unique(hours):
         members = np.flatnonzero(hours == hour)
         chosen = members[_subset(members.size, HOUR_PAIRS, rng)]
@@ -241,31 +231,9 @@ def _scores(fetched: _Pairs, confidence: float) -> Accuracy:
         pairs=pairs,
         unlabeled=unlabeled,
         pending=pending,
-        label_watermark=fetched.label_watermark,
+        label_watermark=rows.label_watermark,
         scores=scores,
         roc=roc,
         calibration=calibration,
         hourly=hourly,
-    )
-
-
-def _score(name: str, exact: tuple[Any, Any], found: Interval | None, confidence: float) -> Score:
-    """One metric's `Score`: its exact (batch, live) values and, when defined, its interval as an improvement."""
-    higher = HIGHER_IS_BETTER[name]
-    score = Score(metric=name, batch=exact[0], live=exact[1], confidence=confidence, higher_is_better=higher)
-    if found is None:
-        return score
-    sign = 1.0 if higher else -1.0
-    low, high = sorted((sign * found.low, sign * found.high))
-    return score.model_copy(
-        update={
-            "delta": found.delta,
-            "low": found.low,
-            "high": found.high,
-            "improvement": sign * found.delta,
-            "improvement_low": low,
-            "improvement_high": high,
-            "resamples": found.resamples,
-            "pairs_resampled": found.pairs_resampled,
-        }
     )

@@ -83,20 +83,19 @@ class Comparison(Result):
 
 
 # The steps of `compare`, in order: each is timed (Comparison.timings) and reported to `on_step` as it ends.
-# "accuracy" times its queries; its numpy work runs on a thread through the next steps, and "baselines" times the
-# wait for it and the baseline checks. The latency runs on a connection and a thread of its own during the step
-# "agreement_latency_waste_hourly", and the segments during "explain" and "feature_skew" ("segments" times the wait).
+# Some run on a connection and a thread of their own (`_forked`) while others run: the accuracy from
+# "staleness_coverage" on ("accuracy" times the wait for it and the baseline checks), the latency during
+# "agreement_latency_waste_hourly", the segments during "explain" and "feature_skew" ("segments" times the wait).
 STEPS = (
     "load",
     "lookup",
     "noise_floor",
     "staleness_coverage",
-    "accuracy",
     "agreement_latency_waste_hourly",
     "explain",
     "feature_skew",
     "segments",
-    "baselines",
+    "accuracy",
     "verdict",
 )
 OnStep = Callable[[str], None]
@@ -285,11 +284,10 @@ def compare(
         else:
             tau, basis = policy.disagreement_threshold, "cutover_policy.disagreement_threshold (noise floor unknown)"
         clock.lap("noise_floor")
+        scoring = _forked(rows, "accuracy", lambda fork: accuracy.measure(fork, policy.confidence))
         stale = staleness.measure(rows)
         cover = coverage.measure(rows, active is not None, entities_loaded)
         clock.lap("staleness_coverage")
-        scoring = accuracy.start(rows, policy.confidence)
-        clock.lap("accuracy")
         timed = _forked(rows, "latency", latency.measure)
         agree = agreement.measure(rows, threshold, tau, basis)
         scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
@@ -306,7 +304,7 @@ def compare(
         clock.lap("segments")
         acc = scoring.result()
         checked = baselines.measure(rows, acc, settings, metric_name)
-        clock.lap("baselines")
+        clock.lap("accuracy")
         span = rows.con.execute("SELECT min(request_time), max(request_time), bool_and(backtest) FROM s").fetchall()[0]
         assert span is not None
     finally:
