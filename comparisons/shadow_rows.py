@@ -476,7 +476,7 @@ def _served_version_sql(logged: str, published: Sequence[tuple[int, datetime]]) 
 def _labeled_window(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, table: pa.Table, watermark: datetime | None, window: Window
 ) -> pa.Table:
-    """The window's de-duplicated rows with ``label`` and ``label_state``: the use case's label join.
+    """The window's rows with ``label`` and ``label_state``: the use case's label join (of each row alone).
 
     Raises:
         NoShadowDataError: no row in the window.
