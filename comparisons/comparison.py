@@ -11,9 +11,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,7 @@ from comparisons import (
     staleness,
     waste,
 )
+from comparisons.background import in_background
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import Prefetch, likely_versions, open_lookup
@@ -46,6 +48,7 @@ from migrate.usecase import UseCase, parse_duration
 __all__ = ["STEPS", "Comparison", "OnStep", "compare", "warm"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Comparison(Result):
@@ -80,16 +83,19 @@ class Comparison(Result):
 
 
 # The steps of `compare`, in order: each is timed (Comparison.timings) and reported to `on_step` as it ends.
+# Some run on a connection and a thread of their own (`_forked`) while others run: the accuracy from
+# "staleness_coverage" on ("accuracy" times the wait for it and the baseline checks), the latency during
+# "agreement_latency_waste_hourly", the segments during "explain" and "feature_skew" ("segments" times the wait).
 STEPS = (
     "load",
     "lookup",
     "noise_floor",
     "staleness_coverage",
-    "accuracy",
     "agreement_latency_waste_hourly",
     "explain",
     "feature_skew",
     "segments",
+    "accuracy",
     "verdict",
 )
 OnStep = Callable[[str], None]
@@ -220,6 +226,21 @@ def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
     return True
 
 
+def _forked(rows: Rows, name: str, measure: Callable[[Rows], T]) -> Future[T]:
+    """``measure(rows)`` on a thread and a connection of its own (`Rows.fork`: table ``s`` only) while the caller's
+    queries run on theirs: a query's serial parts (a percentile's final selection, numpy over its result) then
+    overlap the other's parallel scan."""
+    fork = rows.fork()
+
+    def run() -> T:
+        try:
+            return measure(fork)
+        finally:
+            fork.con.close()
+
+    return in_background(f"comparisons-{name}", run)
+
+
 def compare(
     usecase: UseCase,
     settings: Settings,
@@ -263,24 +284,27 @@ def compare(
         else:
             tau, basis = policy.disagreement_threshold, "cutover_policy.disagreement_threshold (noise floor unknown)"
         clock.lap("noise_floor")
+        scoring = _forked(rows, "accuracy", lambda fork: accuracy.measure(fork, policy.confidence))
         stale = staleness.measure(rows)
         cover = coverage.measure(rows, active is not None, entities_loaded)
         clock.lap("staleness_coverage")
-        acc = accuracy.measure(rows, policy.confidence)
-        checked = baselines.measure(rows, acc, settings, metric_name)
-        clock.lap("accuracy")
+        timed = _forked(rows, "latency", latency.measure)
         agree = agreement.measure(rows, threshold, tau, basis)
         scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
-        lat = latency.measure(rows)
         wasted = waste.measure(rows, served.loaded, served.gone, served.note)
         hours = hourly.measure(rows, threshold, tau)
+        lat = timed.result()
         clock.lap("agreement_latency_waste_hourly")
+        parted = _forked(rows, "segments", lambda fork: segments.measure(fork, metric_name))
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
         skewed = skew.measure(rows, usecase, settings)
         clock.lap("feature_skew")
-        parts = segments.measure(rows, metric_name)
+        parts = parted.result()
         clock.lap("segments")
+        acc = scoring.result()
+        checked = baselines.measure(rows, acc, settings, metric_name)
+        clock.lap("accuracy")
         span = rows.con.execute("SELECT min(request_time), max(request_time), bool_and(backtest) FROM s").fetchall()[0]
         assert span is not None
     finally:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from comparisons.background import in_background
 from comparisons.data_ages import (
     AGE_SAMPLE,
     TYPED_AGES,
@@ -127,6 +129,17 @@ class Rows:
     source: str = ""  # the SQL reading the window's shadow files (``read_parquet(...)``) and its WHERE clause
     filtered: str = ""
     non_finite: dict[str, int] = field(default_factory=dict)  # side ("batch", "live") → NaN or ±inf scores dropped
+    table: pa.Table | None = None  # table ``s`` as registered (Arrow), for `fork`; `load` always sets it
+
+    def fork(self) -> Rows:
+        """These rows on a connection of their own: a cursor of the same database with table ``s`` registered on
+        it (not the temporary tables, which are the first connection's), for queries over ``s`` on another thread
+        (a connection runs one query at a time). The caller closes its ``con``."""
+        assert self.table is not None, "Rows from `load` keep their table"
+        con = self.con.cursor()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("s", self.table)
+        return replace(self, con=con)
 
     @property
     def key_columns(self) -> str:
@@ -296,7 +309,7 @@ def load(
     con.unregister("age_rows")
     table = table.drop_columns(["answered", *age_columns(usecase)])
     try:
-        table = _labeled_window(con, usecase, _deduplicated(table), watermark, window)
+        table = _labeled_once(con, usecase, table, watermark, window)
     except NoShadowDataError:
         con.close()
         raise
@@ -316,7 +329,19 @@ def load(
     ).fetchall()[0]
     versions = {"batch": batch_version, "live": online_version}
     return Rows(
-        con, usecase, window, table.num_rows, len(files), watermark, keys, every, versions, source, filtered, non_finite
+        con,
+        usecase,
+        window,
+        table.num_rows,
+        len(files),
+        watermark,
+        keys,
+        every,
+        versions,
+        source,
+        filtered,
+        non_finite,
+        table,
     )
 
 
@@ -425,7 +450,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
             ORDER BY request_time, request_id
         """).to_arrow_table()
         read = table.num_rows
-        table = _labeled_window(con, usecase, _deduplicated(table), watermark, window)
+        table = _labeled_once(con, usecase, table, watermark, window)
     states = table.column("label_state").combine_chunks().indices.to_numpy(zero_copy_only=False)
     counts = np.bincount(states, minlength=len(LABEL_STATES))
     kept = table.filter(pa.array(states == 0)).drop_columns(["h", "j", "label_state"])
@@ -451,7 +476,7 @@ def _served_version_sql(logged: str, published: Sequence[tuple[int, datetime]]) 
 def _labeled_window(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, table: pa.Table, watermark: datetime | None, window: Window
 ) -> pa.Table:
-    """The window's de-duplicated rows with ``label`` and ``label_state``: the use case's label join.
+    """The window's rows with ``label`` and ``label_state``: the use case's label join (of each row alone).
 
     Raises:
         NoShadowDataError: no row in the window.
@@ -467,15 +492,33 @@ def _labeled_window(
     return _labeled(con, table, delay_us, watermark, otherwise=otherwise)
 
 
-def _deduplicated(table: pa.Table) -> pa.Table:
-    """``table`` with each row id ``h`` kept once, at its first position (a producer retry delivers a record
-    twice; a request id names one request of several entities, hence the entity key in ``h``)."""
-    h = table.column("h").to_numpy()
-    ordered = np.sort(h)
+def _first_positions(h: pa.ChunkedArray) -> npt.NDArray[np.int64] | None:
+    """The position of each row id's first row, in order; None when no id repeats (the usual case: one sort)."""
+    ids = h.to_numpy()
+    ordered = np.sort(ids)
     if not bool((ordered[1:] == ordered[:-1]).any()):
-        return table
-    _, first = np.unique(h, return_index=True)
-    return table.take(pa.array(np.sort(first)))
+        return None
+    _, first = np.unique(ids, return_index=True)
+    return np.sort(first)
+
+
+def _labeled_once(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, table: pa.Table, watermark: datetime | None, window: Window
+) -> pa.Table:
+    """`_labeled_window` of ``table`` with each row id ``h`` kept once, at its first position (a producer retry
+    delivers a record twice; a request id names one request of several entities, hence the entity key in ``h``).
+
+    The de-duplication's sort (numpy, one core) runs on a thread while DuckDB joins the labels to every row, and
+    the repeats are dropped from the result: a row's label depends on that row alone, so labeling first and
+    dropping after gives the same rows as the other way round, and the two overlap.
+
+    Raises:
+        NoShadowDataError: no row in the window.
+    """
+    first = in_background("comparisons-dedup", _first_positions, table.column("h"))
+    labeled = _labeled_window(con, usecase, table, watermark, window)
+    positions = first.result()
+    return labeled if positions is None else labeled.take(pa.array(positions))
 
 
 def _labeled(

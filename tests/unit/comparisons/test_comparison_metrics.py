@@ -178,6 +178,20 @@ def test_latency_errors_and_fallbacks_by_hand(rows: Rows) -> None:
     assert result.served == {"batch": 4, "batch_fallback": 1}
 
 
+def test_a_fork_measures_the_same_rows_on_a_connection_of_its_own(rows: Rows) -> None:
+    # The comparison runs the latency and the segments on a fork, on a thread, while its other queries run.
+    fork = rows.fork()
+    try:
+        assert fork.con is not rows.con
+        assert latency.measure(fork) == latency.measure(rows)
+        assert segments.measure(fork, "auc") == segments.measure(rows, "auc")
+        # The fork reads table s only: the first connection's temporary tables stay its own.
+        assert fork.con.execute("SELECT count(*) FROM s").fetchall() == [(rows.rows,)]
+    finally:
+        fork.con.close()
+    assert rows.con.execute("SELECT count(*) FROM ages").fetchall()[0][0] > 0  # the first connection still works
+
+
 def test_waste_counts_lookup_rows_nobody_requested(rows: Rows) -> None:
     table = pa.table({"store_id": [1, 1, 3], "product_id": [10, 11, 30], "prediction": [0.1, 0.2, 0.3]})
     rows.con.register("arrow_lookup", table)
