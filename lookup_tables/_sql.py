@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from lookup_tables import catalog
 from lookup_tables.chunk import normalize
+from lookup_tables.engine import single_statement_options
 from lookup_tables.records import Key, LookupRow, PublishResult, RunRecord, VersionInfo, VersionStats, utc
 from lookup_tables.spec import TableSpec
 from lookup_tables.store import LookupStore
@@ -34,6 +35,7 @@ class SqlLookupStore(LookupStore):
         # kept per raw value: a version's rows share one `features_as_of` and one `scored_at`.
         self._time_processor = catalog.UtcDateTime().dialect_impl(engine.dialect).result_processor(engine.dialect, None)
         self._times: dict[Any, datetime | None] = {}
+        self._single_options = single_statement_options(engine)
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
@@ -95,10 +97,13 @@ class SqlLookupStore(LookupStore):
             raise
 
     @contextmanager
-    def _transaction(self, *, write: bool, lock: str | None = None) -> Iterator[Connection]:
+    def _transaction(self, *, write: bool, lock: str | None = None, single: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction; `single`: for one read statement, which is its own transaction."""
         with self._engine.connect() as conn:
             if write:
                 conn.execution_options(**self._write_options())
+            elif single:
+                conn.execution_options(**self._single_options)
             with conn.begin():
                 if lock is not None:
                     self._lock(conn, lock)
@@ -387,7 +392,7 @@ class SqlLookupStore(LookupStore):
         a missing view means nothing was published yet."""
         with self._boundary(spec.usecase, f"reading {spec.name}"):
             try:
-                with self._transaction(write=False) as conn:
+                with self._transaction(write=False, single=True) as conn:  # `fetch` is one statement
                     rows = fetch(conn)
             except Exception as exc:
                 driver_error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc

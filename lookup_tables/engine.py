@@ -2,8 +2,9 @@
 
 SQLite: WAL so readers never wait for a writer, ``busy_timeout`` so writers wait (not fail) for the lock, and
 Python's ``sqlite3`` transaction handling replaced by SQLAlchemy's documented recipe: the driver's own is
-switched off on connect and ``BEGIN`` (``BEGIN IMMEDIATE`` on connections with `write_options`) is emitted on
-"begin", so DDL stays inside the transaction. PostgreSQL: psycopg 3 with connect, lock and statement timeouts.
+switched off on connect and ``BEGIN`` (``BEGIN IMMEDIATE`` on connections with `write_options`, none on those
+with `single_statement_options`) is emitted on "begin", so DDL stays inside the transaction. PostgreSQL: psycopg
+3 with connect, lock and statement timeouts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from migrate.errors import LookupStoreError
 
-__all__ = ["create_engine_for", "sql_url", "write_options"]
+__all__ = ["create_engine_for", "single_statement_options", "sql_url", "write_options"]
 
 SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
 POSTGRES_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
@@ -72,6 +73,13 @@ def write_options(engine: Engine | Connection) -> dict[str, Any]:
     return {_BEGIN_OPTION: "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
 
 
+def single_statement_options(engine: Engine | Connection) -> dict[str, Any]:
+    """Execution options of a connection that runs one read statement: no transaction around it (a statement is
+    its own, one snapshot), so no ``BEGIN`` and ``COMMIT`` beside it. On PostgreSQL that is two round trips fewer
+    per read; on SQLite two statements fewer."""
+    return {_BEGIN_OPTION: "NONE"} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+
+
 def _sqlite_engine(parsed: sa.URL, timeout_s: float) -> Engine:
 
     assert parsed.database is not None
@@ -96,7 +104,8 @@ def _on_begin(conn: Connection) -> None:
     # Writers take the write lock up front: a deferred transaction upgrading later can fail with "busy"
     # without waiting for busy_timeout.
     mode = conn.get_execution_options().get(_BEGIN_OPTION, "")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
+    if mode != "NONE":  # NONE: one statement, in the driver's autocommit mode (its own implicit transaction)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
 def _postgres_engine(parsed: sa.URL, timeout_s: float, statement_timeout_s: float) -> Engine:
