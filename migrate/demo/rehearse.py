@@ -11,6 +11,7 @@ are never touched. The embedded services it started are stopped at the end.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -240,6 +241,9 @@ def run_rehearsal(
     check_span("rehearsal", start, until)
     reh = rehearsal_settings(settings, usecase)
     reh.ensure_state_dir()
+    for previous in (reh.shadow_dir / usecase.name, reh.labels_dir / usecase.name):
+        # An earlier rehearsal's shadow log and labels would be judged with this one's: each starts empty.
+        shutil.rmtree(previous, ignore_errors=True)
     pin_models(settings, reh, usecase, start)
     asked = _requests(reh, usecase, (start, until), requests_table, time_column)
     redis_url, _ = resolve_redis_url(reh)

@@ -111,3 +111,30 @@ def test_a_rehearsal_across_a_nightly_tick_publishes_and_serves_the_new_lookup_v
     (_, late_versions, late), (_, early_versions, early) = served
     assert early > 20 and late > 20, served
     assert early_versions == [before] and late_versions == [after], (served, before, after)
+
+
+def test_a_second_rehearsal_is_judged_on_its_own_requests_only(project: Settings) -> None:
+    """Found on the flights trial: a rehearsal run again (the same use case, a shorter range) was judged on the
+    first run's shadow log and labels too (213 requests judged for 48 sent). Each run starts from an empty log."""
+    usecase = Registry(project.usecases_dir).get("delivery_eta")
+    summary = generate(project.offline_store_path, SimulationConfig(restaurants=6, days=4, seed=3))
+    night = summary.last_batch_cutoff
+    for role in ("batch", "online"):
+        train(usecase, project, night, role=role)  # type: ignore[arg-type]
+    start = night + timedelta(hours=10)  # 12:00-13:00, then 12:00-12:30
+    with open_offline(project.offline_store_path) as con:
+
+        def delivered(until: timedelta) -> int:
+            found = con.execute(
+                "SELECT count(*) FROM delivery_events WHERE event_time >= ? AND event_time < ?",
+                [start.replace(tzinfo=None), (start + until).replace(tzinfo=None)],
+            ).fetchall()[0][0]
+            return int(found)
+
+        first_expected, second_expected = delivered(timedelta(hours=1)), delivered(timedelta(minutes=30))
+    assert first_expected > second_expected > 0
+    first = run_rehearsal(usecase, project, start, start + timedelta(hours=1), speed=1200.0)
+    assert first.comparison is not None and first.comparison.rows == first_expected
+    second = run_rehearsal(usecase, project, start, start + timedelta(minutes=30), speed=1200.0)
+    assert second.traffic.requests == second_expected
+    assert second.comparison is not None and second.comparison.rows == second_expected
