@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
+from migrate.feature_windows import groups_of
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import EventStream, UseCase, parse_duration
 
@@ -125,21 +126,33 @@ class EventSchema:
             raise ValueError(f"use case {usecase.name!r} declares no realtime_features.events")
         stream: EventStream = events
         self.usecase = usecase.name
+        # The main stream is keyed by the entity; a further stream by whatever keys its groups (no entity key).
+        self.key_names = tuple(usecase.entity.key_names) if stream_name == MAIN_STREAM else ()
+        self.time_field = time_field
+        self.id_field = stream.id_field
+        # Fields an event cannot do without: its entity key, time and id, and the key columns of the feature groups
+        # it feeds. Any other declared field may be null or absent, read as None, as training reads a NULL in the
+        # event table: a count still counts the event, a sum, mean, min or max over that field skips it
+        # (`migrate.feature_windows`), and a filter on it does not match.
+        grouped = {c for g in groups_of(usecase) if g.stream == stream_name for c in g.key}
+        self.required = frozenset(
+            name for name in stream.fields if name in {*self.key_names, time_field, stream.id_field, *grouped}
+        )
         self.fields = tuple((name, _CHECKERS[kind]) for name, kind in stream.fields.items())
         self.types = dict(stream.fields)
         self.names = tuple(stream.fields)
         self._times = tuple(i for i, kind in enumerate(stream.fields.values()) if kind == "datetime")
         struct = msgspec.defstruct(
             "Event",
-            [(f"f{i}", _FAST_TYPES[kind]) for i, kind in enumerate(stream.fields.values())],
+            [
+                (f"f{i}", _FAST_TYPES[kind]) if name in self.required else (f"f{i}", _FAST_TYPES[kind] | None, None)
+                for i, (name, kind) in enumerate(stream.fields.items())
+            ],
             rename={f"f{i}": name for i, name in enumerate(stream.fields)},
             array_like=False,
+            kw_only=True,  # declared order kept, optional fields among required ones
         )
         self._decode = msgspec.json.Decoder(struct).decode
-        # The main stream is keyed by the entity; a further stream by whatever keys its groups (no entity key).
-        self.key_names = tuple(usecase.entity.key_names) if stream_name == MAIN_STREAM else ()
-        self.time_field = time_field
-        self.id_field = stream.id_field
         self.lateness_s = parse_duration(stream.allowed_lateness).total_seconds()
         self.future_s = parse_duration(stream.max_future).total_seconds()
 
@@ -150,7 +163,8 @@ class EventSchema:
         try:
             values = list(msgspec.structs.astuple(self._decode(raw)))
             for i in self._times:
-                values[i] = _datetime(values[i])
+                if values[i] is not None:
+                    values[i] = _datetime(values[i])
         except (msgspec.DecodeError, TypeError):
             return self.parse_reference(raw)
         return self.event_of(values)
@@ -166,7 +180,8 @@ class EventSchema:
             try:
                 values = list(astuple(decode(raw)))  # type: ignore[arg-type]  # None: TypeError, the reference says why
                 for i in times:
-                    values[i] = _datetime(values[i])
+                    if values[i] is not None:
+                        values[i] = _datetime(values[i])
             except (msgspec.DecodeError, TypeError):
                 event = self.parse_reference(raw)
                 append(event if isinstance(event, Rejection) else [event.fields[name] for name in names])
@@ -197,8 +212,11 @@ class EventSchema:
             return Rejection("not_an_object", f"a JSON {type(data).__name__}, not an object")
         fields: dict[str, Any] = {}
         for name, check in self.fields:
-            if name not in data or data[name] is None:
-                return Rejection("missing_field", f"field {name!r} ({self.types[name]}) is missing")
+            if data.get(name) is None:
+                if name in self.required:
+                    return Rejection("missing_field", f"field {name!r} ({self.types[name]}) is missing")
+                fields[name] = None  # an optional value not known: as training reads a NULL
+                continue
             try:
                 fields[name] = check(data[name])
             except TypeError as exc:

@@ -1,12 +1,11 @@
-"""Events with a missing (NULL) declared field: the stream processor dead-letters them (`missing_field`), so the
-training windows must not count them either, or a model learns from events serving never sees.
+"""Events with a value not known yet (NULL, or absent): the stream and training read them alike.
 
 Found on real flight data: a `scheduled` event (the prediction) carries no `delay` yet, its `departed` event does.
-Every scheduled event went to the dead-letter topic while the training windows counted it. The fix is a design
-choice, so the second test is a strict xfail until one side changes: either the stream accepts a NULL in a field that
-is not a key, the time or the id (the window code already skips a None value and counts the event), or training drops
-incomplete events — which `tests/integration/test_no_leakage.py` relies on (its unlabelled events have a NULL label,
-the default spine's "not a prediction")."""
+The stream processor dead-lettered every such event (`missing_field`) while training's windows counted it, so a
+count window trained on events serving never saw. Now a field that is not the entity key, the time, the id or a
+feature group's key may be null or absent: it reads as None, as training reads a NULL in the event table, so a
+count still counts the event, a mean over the field skips it, and a filter on it does not match. The required ones
+still go to the dead-letter topic."""
 
 from __future__ import annotations
 
@@ -19,8 +18,9 @@ import pyarrow as pa
 import pytest
 
 from migrate.batch.event_history import realtime_features_at
+from migrate.feature_windows import WindowState, evaluate, groups_of
 from migrate.usecase import UseCase
-from online.stream.event_schema import EventSchema, Rejection
+from online.stream.event_schema import EventSchema, Rejection, ValidEvent
 
 pytestmark = pytest.mark.unit
 
@@ -73,43 +73,46 @@ def store(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def test_the_stream_dead_letters_an_event_with_a_null_field() -> None:
-    schema = EventSchema(usecase())
-    raw = orjson.dumps(
-        {"event_id": "s1", "event_time": "2001-03-01T10:00:00Z", "origin": "PDX", "kind": "scheduled", "delay": None}
+def _wire(event: tuple[str, str, str, str, float | None]) -> bytes:
+    event_id, at, origin, kind, delay = event
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_time": at.replace(" ", "T") + ":00Z",
+            "origin": origin,
+            "kind": kind,
+            "delay": delay,
+        }
     )
-    rejected = schema.parse(raw)
-    assert isinstance(rejected, Rejection)
-    assert rejected.reason == "missing_field"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train/serve skew: training windows count events with a NULL field, the stream dead-letters them",
-)
-def test_training_windows_count_only_the_events_the_stream_accepts(store: duckdb.DuckDBPyConnection) -> None:
+def test_the_stream_accepts_an_unknown_value_and_refuses_a_missing_key_time_or_id() -> None:
     schema = EventSchema(usecase())
-    accepted = [
-        e
-        for e in EVENTS
-        if not isinstance(
-            schema.parse(
-                orjson.dumps(
-                    {
-                        "event_id": e[0],
-                        "event_time": e[1].replace(" ", "T") + ":00Z",
-                        "origin": e[2],
-                        "kind": e[3],
-                        "delay": e[4],
-                    }
-                )
-            ),
-            Rejection,
-        )
-    ]
-    assert [e[0] for e in accepted] == ["d1", "d2"]
+    accepted = [schema.parse(_wire(e)) for e in EVENTS]
+    assert all(isinstance(e, ValidEvent) for e in accepted)
+    assert [e.fields["delay"] for e in accepted if isinstance(e, ValidEvent)] == [None, 4.0, None, 21.0, None]
+    absent = {"event_id": "s9", "event_time": "2001-03-01T11:00:00Z", "origin": "PDX", "kind": "scheduled"}
+    event = schema.parse(orjson.dumps(absent))
+    assert isinstance(event, ValidEvent) and event.fields["delay"] is None
+    for required in ("origin", "event_time", "event_id"):
+        rejected = schema.parse(orjson.dumps({**absent, required: None}))
+        assert isinstance(rejected, Rejection) and rejected.reason == "missing_field", required
+
+
+def test_training_and_the_stream_windows_agree_with_a_hand_count(store: duckdb.DuckDBPyConnection) -> None:
     at = datetime(2001, 3, 1, 10, 45, tzinfo=UTC)
+    # By hand: every event strictly before 10:45 within the hour (resolution 1m) counts, 5 of them; the mean delay
+    # is over the two known delays.
+    by_hand = [5.0, (4.0 + 21.0) / 2]
     spine = pa.table({"origin": ["PDX"], "prediction_time": pa.array([at], pa.timestamp("us", tz="UTC"))})
-    values = realtime_features_at(store, usecase(), spine, datetime(2001, 3, 2, tzinfo=UTC))
-    # By hand: the accepted events strictly before 10:45 within the hour (resolution 1m): d1 and d2.
-    assert values.tolist() == [[2.0, (4.0 + 21.0) / 2]]
+    trained = realtime_features_at(store, usecase(), spine, datetime(2001, 3, 2, tzinfo=UTC))
+    assert trained.tolist() == [by_hand]
+    # The stream's path: the events as the stream accepts them, into a window state, evaluated at the same instant.
+    schema = EventSchema(usecase())
+    (group,) = [g for g in groups_of(usecase()) if g.is_entity]
+    state = WindowState(group.spec)
+    for raw in map(_wire, EVENTS):
+        event = schema.parse(raw)
+        assert isinstance(event, ValidEvent)
+        state.add(event.time_s, event.fields)
+    assert evaluate(group.spec, [state.to_json()], at.timestamp()) == by_hand

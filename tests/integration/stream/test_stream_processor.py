@@ -91,7 +91,7 @@ def test_malformed_events_all_reach_the_dead_letter_topic_with_their_reason(stre
     bad: list[tuple[bytes, bytes, str]] = [
         (key, b"{not json", "bad_json"),
         (key, b"[1, 2]", "not_an_object"),
-        (key, orjson.dumps({**_wire(first), "found": None}), "missing_field"),
+        (key, orjson.dumps({**_wire(first), "event_id": None}), "missing_field"),
         (key, orjson.dumps({k: v for k, v in _wire(first).items() if k != "product_id"}), "missing_field"),
         (key, orjson.dumps({**_wire(first), "store_id": "seven"}), "wrong_type"),
         (key, orjson.dumps({**_wire(first), "found": "yes"}), "wrong_type"),

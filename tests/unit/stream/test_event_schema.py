@@ -36,14 +36,25 @@ def test_a_good_event_parses(schema: EventSchema) -> None:
     assert event.time_s == 1_794_650_400.0  # 2026-11-14T10:00Z
 
 
+@pytest.mark.parametrize("raw", [{**GOOD, "found": None}, {k: v for k, v in GOOD.items() if k != "found"}])
+def test_a_value_field_may_be_null_or_absent_and_reads_none(schema: EventSchema, raw: dict[str, object]) -> None:
+    """Not a key, the time or the id: an unknown value, read as training reads a NULL in the event table."""
+    for event in (schema.parse(orjson.dumps(raw)), schema.parse_reference(orjson.dumps(raw))):
+        assert isinstance(event, ValidEvent)
+        assert event.fields["found"] is None and event.key == (1001, 20001)
+    expected = [1_794_650_400.0 if name == "event_time" else raw.get(name) for name in schema.names]
+    assert schema.parse_fetch([orjson.dumps(raw)]) == [expected]
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (b"{nope", "bad_json"),
         (None, "bad_json"),
         (b'"a string"', "not_an_object"),
-        (orjson.dumps({k: v for k, v in GOOD.items() if k != "found"}), "missing_field"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "event_id"}), "missing_field"),
         (orjson.dumps({**GOOD, "store_id": None}), "missing_field"),
+        (orjson.dumps({**GOOD, "event_time": None}), "missing_field"),
         (orjson.dumps({**GOOD, "store_id": "1001"}), "wrong_type"),
         (orjson.dumps({**GOOD, "store_id": True}), "wrong_type"),
         (orjson.dumps({**GOOD, "found": 1}), "wrong_type"),
