@@ -121,6 +121,12 @@ class ContextFeature(_Strict):
     min: float | None = Field(default=None, description="Smallest accepted value (inclusive).")
     max: float | None = Field(default=None, description="Largest accepted value (inclusive).")
     required: bool = Field(default=True, description="Refuse a request without it (else: missing → NaN).")
+    known_ahead: bool = Field(
+        default=False,
+        description="Fixed before the event happens (a scheduled departure's hour, a quoted price): training reads "
+        "it from the event even when it predicts `training.predict_before` ahead of it. Declare only what is known "
+        "that early: a value measured at the event leaks the outcome into every training row.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ContextFeature:

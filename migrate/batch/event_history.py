@@ -161,7 +161,8 @@ def _frame_from_events(
     """`training_frame` over the main stream's events, with the context values their fields carry."""
     context = usecase.context_names
     from_events = [c.name for c in usecase.context if c.name in stream.fields]
-    inputs_from_events = [c for c in context if c in stream.fields]
+    ahead = {c.name for c in usecase.context if c.known_ahead}
+    inputs_from_events = [c for c in context if c in stream.fields and c not in ahead]
     not_fields = [c.name for c in usecase.context if c.name not in stream.fields]
     if not_fields:
         raise UseCaseError(
@@ -177,7 +178,8 @@ def _frame_from_events(
             "training.predict_before",
             f"is {usecase.training.predict_before}, but the context inputs {inputs_from_events} are read from the "
             "labelled event, which a prediction made before it cannot know",
-            fix="predict at the event (predict_before: 0s), or drop those context features",
+            fix="predict at the event (predict_before: 0s), drop those context features, or mark a value fixed "
+            "before the event (a scheduled hour) `known_ahead: true`",
         )
     return training_frame(con, usecase, start, end, id_column=stream.id_field, extra_columns=from_events)
 

@@ -22,6 +22,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from migrate.batch.event_history import online_training_frame
+from migrate.errors import UseCaseError
 from migrate.usecase import UseCase
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ REGIONS = ("north", "south", "east", "west")
 PRECURSOR = timedelta(minutes=5)
 
 
-def leaky_usecase(predict_before: str) -> UseCase:
+def leaky_usecase(predict_before: str, context: list[dict[str, Any]] | None = None) -> UseCase:
     return UseCase.model_validate(
         {
             "name": "leaky",
@@ -61,6 +62,7 @@ def leaky_usecase(predict_before: str) -> UseCase:
                         "region": "str",
                         "outcome": "int",
                         "leak": "float",
+                        "hour": "int",
                     },
                 },
                 "features": [
@@ -75,7 +77,7 @@ def leaky_usecase(predict_before: str) -> UseCase:
                     }
                 ],
             },
-            "context": [{"name": "region", "type": "str"}],
+            "context": [{"name": "region", "type": "str"}, *(context or [])],
             "training": {"predict_before": predict_before},
             "label": {
                 "name": "outcome",
@@ -104,9 +106,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             when = START + timedelta(days=1, seconds=rng.uniform(0, (DAYS - 1) * 86_400))
             outcome = int(rng.random() < 0.3)
             n += 1
-            events.append((f"a{n:07d}", when - PRECURSOR, customer, region, None, float(outcome)))  # precursor
-            events.append((f"b{n:07d}", when, customer, region, None, float(outcome)))  # status, same instant
-            events.append((f"c{n:07d}", when, customer, region, outcome, None))  # the labelled outcome
+            hour = when.hour  # e.g. a scheduled hour: known long before the event
+            events.append((f"a{n:07d}", when - PRECURSOR, customer, region, None, float(outcome), hour))  # precursor
+            events.append((f"b{n:07d}", when, customer, region, None, float(outcome), hour))  # status, same instant
+            events.append((f"c{n:07d}", when, customer, region, outcome, None, hour))  # the labelled outcome
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE TABLE customers (customer_id BIGINT, created_at TIMESTAMP)")
         con.executemany(
@@ -123,10 +126,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
         con.execute(
             "CREATE TABLE events (event_id VARCHAR, event_time TIMESTAMP, customer_id BIGINT, region VARCHAR, "
-            "outcome INTEGER, leak DOUBLE)"
+            "outcome INTEGER, leak DOUBLE, hour INTEGER)"
         )
         con.executemany(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", [(e[0], e[1].replace(tzinfo=None), *e[2:]) for e in events]
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e[0], e[1].replace(tzinfo=None), *e[2:]) for e in events],
         )
     yield path
 
@@ -190,3 +194,17 @@ def test_a_group_keyed_by_a_non_entity_column_equals_its_offline_join(store: Pat
         assert row["region_events_60m"] == expected, row
         nonzero += expected > 0
     assert nonzero > 50  # a region's window holds other customers' events: the join is not the entity's own
+
+
+def test_a_context_input_known_ahead_is_read_from_the_event_a_prediction_precedes(store: Path) -> None:
+    """A numeric context input read from the labelled event is refused when training predicts ahead of it, unless
+    the use case declares it known ahead (a scheduled hour); then each row carries its own event's value."""
+    hour: dict[str, Any] = {"name": "hour", "type": "int"}
+    with pytest.raises(UseCaseError, match=r"(?s)predict_before.*\[.hour.\].*known_ahead"):
+        frame_of(store, leaky_usecase("30m", [hour]))
+    frame = frame_of(store, leaky_usecase("30m", [{**hour, "known_ahead": True}]))
+    assert frame.num_rows > 1_000
+    # By hand: the hour of the labelled event each row predicts 30 minutes ahead of.
+    assert frame.column("hour").to_pylist() == [t.hour for t in frame.column("event_time").to_pylist()]
+    at_event = frame_of(store, leaky_usecase("0s", [hour]))  # at the event itself nothing needs declaring
+    assert at_event.column("hour").to_pylist() == [t.hour for t in at_event.column("event_time").to_pylist()]
