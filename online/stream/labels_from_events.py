@@ -36,20 +36,34 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
         event = schema.parse(value)
         if not isinstance(event, ValidEvent):
             return None
+        key: dict[str, int | str] = {}  # any stream's label events carry the entity keys
+        for name in names:
+            part = event.fields.get(name)
+            if part is None:
+                return None  # a further stream's event without the entity's key (its fields may be null): invalid
+            key[name] = part
+        # A field not known (null) labels nothing, as in training, whose labelled events have a non-null label and
+        # whose `from_event` labels match a non-null reference only.
         if by_reference is not None:
             if any(event.fields.get(name) != wanted for name, wanted in where):
+                return False
+            ref = event.fields.get(by_reference.ref_field)
+            if ref is None:
                 return False
             outcome = by_reference.value
         else:
             assert field is not None
-            outcome = float(event.fields[field])
+            raw = event.fields[field]
+            if raw is None:
+                return False
+            ref, outcome = None, float(raw)
         return LabelRecord.model_construct(
             usecase=usecase.name,
-            key={name: event.fields[name] for name in names},  # any stream's label events carry the entity keys
+            key=key,
             event_time=datetime.fromtimestamp(event.time_s, UTC),
             label=outcome,
             source_event_id=event.event_id,
-            ref=None if by_reference is None else str(event.fields.get(by_reference.ref_field)),
+            ref=None if ref is None else str(ref),
         )
 
     return label

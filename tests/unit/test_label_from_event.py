@@ -14,6 +14,7 @@ import pytest
 
 from comparisons.shadow_rows import Window, load
 from migrate.batch.offline_store import training_frame
+from migrate.registry import Registry
 from migrate.usecase import UseCase
 from online.shadow.parquet import label_table, shadow_table
 from online.shadow.record import ShadowRecord
@@ -187,6 +188,29 @@ def test_the_sink_labels_only_the_events_of_the_label_filter() -> None:
     assert chargeback.source_event_id == "c1"
     assert label(event("auth", "a9")) is False  # valid, but no label
     assert label(b"{broken") is None  # invalid
+    # A chargeback naming no authorization (null or absent) labels nothing, as training matches non-null ids only.
+    without = orjson.loads(event("chargeback", "c2"))
+    assert label(orjson.dumps({**without, "auth_id": None})) is False
+    assert label(orjson.dumps({k: v for k, v in without.items() if k != "auth_id"})) is False
+    assert label(orjson.dumps({**without, "card_id": None})) is None  # no entity: invalid (dead-lettered)
+
+
+def test_an_event_whose_outcome_is_not_known_yet_labels_nothing() -> None:
+    """`label.event_field` null: a valid event (its windows count it), but no label, as training's labelled events
+    are those with a non-null label."""
+    scans = Registry(Path(__file__).resolve().parents[2] / "usecases").get("item_availability")
+    label = event_labeler(scans)
+    scan = {
+        "event_id": "s1",
+        "event_time": "2026-11-14T10:00:00+00:00",
+        "store_id": 1,
+        "product_id": 1000001,
+        "shopper_id": 7,
+        "found": True,
+    }
+    found = label(orjson.dumps(scan))
+    assert found and found.label == 1.0 and found.key == {"store_id": 1, "product_id": 1000001}
+    assert label(orjson.dumps({**scan, "found": None})) is False
 
 
 def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_path: Path) -> None:
