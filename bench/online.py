@@ -41,6 +41,7 @@ PACED_RPS = 500  # the issue's rate for the p99 target: 5 connections, each wait
 PACED_CONNECTIONS = 5
 ROUNDS = 3  # interleaved rounds of the stages' rows (and the peer's): each row reports their median
 SHADOW_ROUNDS = 3  # pairs of rows (batch, shadow) per connection count for the shadow's cost
+SHADOW_SAMPLE_PERCENT = 10  # the sampled shadow's share of entities (a use case's shadow.sample_percent)
 PACED_DELAY_MS = 7
 # The serving moment: this long after the last batch run's cutoff (02:00 UTC), late morning of the simulated day,
 # with the stream's windows built up to it from the scans before it.
@@ -309,6 +310,16 @@ def online_suite() -> dict[str, Any]:
     migrate_cli = str(Path(sys.executable).parent / "migrate")
     base = start([migrate_cli, "serve"], "serve")
     base2 = start([migrate_cli, "serve", "--workers", "2"], "serve-2-workers")
+    # The same use case with a shadow that samples SHADOW_SAMPLE_PERCENT of the entities (its YAML's shadow section,
+    # docs/serving.md), served beside it on the same flag, for the shadow cost at that sample.
+    sampled_dir = state / "usecases-sampled"
+    sampled_dir.mkdir()
+    for yaml_file in settings.usecases_dir.glob("*.yaml"):
+        text = yaml_file.read_text()
+        if yaml_file.stem == usecase.name:
+            text += f"\nshadow:\n  sample_percent: {SHADOW_SAMPLE_PERCENT}\n"
+        (sampled_dir / yaml_file.name).write_text(text)
+    base3 = start([migrate_cli, "serve"], "serve-sampled", {"MIGRATE_USECASES_DIR": str(sampled_dir)})
     # The peer: the same model file and the same Redis keys, served the way a team would by hand (bench/peer.py).
     peer_dir = state / "peer"
     peer_dir.mkdir()
@@ -329,20 +340,22 @@ def online_suite() -> dict[str, Any]:
     try:
         pid = _wait_ready(base, usecase.name, servers[0][0], state)
         _wait_ready(base2, usecase.name, servers[1][0], state)
-        _wait_peer(peer, servers[2][0], state)
+        _wait_peer(peer, servers[3][0], state)
+        _wait_ready(base3, usecase.name, servers[2][0], state)
         url = f"{base}/v1/models/{usecase.name}/predict"
         url2 = f"{base2}/v1/models/{usecase.name}/predict"
+        url3 = f"{base3}/v1/models/{usecase.name}/predict"
         peer_url = f"{peer}/predict"
         results["rss_start_mib"] = _rss_mib(pid)
         results["floor_redis"] = _redis_floor(redis_server.url)
         results["feature_reads"] = _feature_reads(redis_server.url, usecase.name, keys, usecase.feature_names)
         results["floor_empty"] = {c: _wrk(f"{base}/healthz", GET_LUA, c, state) for c in (1, 16)}
 
-        def measure(stage: Stage, script: str, connections: int) -> dict[str, Any]:
+        def measure(stage: Stage, script: str, connections: int, at: str | None = None) -> dict[str, Any]:
             # Each row starts at its stage; the guardrail may roll the flag back mid-run, which the row reports.
             flags.set(usecase.name, stage, actor="bench", reason="bench", source="cli", force=True)
             time.sleep(1.0)
-            run: dict[str, Any] = _wrk(url, script, connections, state)
+            run: dict[str, Any] = _wrk(at or url, script, connections, state)
             now = flags.get(usecase.name)
             run["rolled_back_to"] = None if now.stage is stage else str(now.stage)
             if run["rolled_back_to"]:
@@ -371,12 +384,15 @@ def online_suite() -> dict[str, Any]:
         results["peer"] = {c: _median_run(runs) for c, runs in rounds["peer"].items()}
         results["rounds"] = ROUNDS
         # The shadow's cost is a few tenths of a millisecond of p99, below one row's run-to-run noise: measured as
-        # the median over SHADOW_ROUNDS pairs of rows, batch then shadow, back to back.
+        # the median over SHADOW_ROUNDS pairs of rows, batch then shadow, back to back; then the shadow sampling
+        # SHADOW_SAMPLE_PERCENT of the entities (the other server) in the same round.
         print("online: shadow against batch …", file=sys.stderr, flush=True)
         results["shadow_cost"] = {c: [] for c in (1, 16)}
+        results["shadow_sample_percent"] = SHADOW_SAMPLE_PERCENT
         for _ in range(SHADOW_ROUNDS):
             for c in (1, 16):
                 pair = {str(stage): measure(stage, lua(single), c) for stage in (Stage.BATCH, Stage.SHADOW)}
+                pair["shadow_sampled"] = measure(Stage.SHADOW, lua(single), c, at=url3)
                 results["shadow_cost"][c].append(pair)
         results["hundred_online"] = {}
         for c in (1, 4):
@@ -497,6 +513,16 @@ def _targets(online: dict[str, Any], get: Any) -> list[str]:
                 f"- `shadow` adds ≤ 0.3 ms to the served p99 over `batch`, {conns}: median {cost:+.2f} ms over "
                 f"{len(costs)} pairs of rows ({each}) ({_verdict(cost <= 0.3)})."
             )
+            sampled = [
+                pair["shadow_sampled"]["p99_ms"] - pair["batch"]["p99_ms"] for pair in pairs if "shadow_sampled" in pair
+            ]
+            if sampled:
+                out.append(
+                    f"  - the same with `shadow.sample_percent: {online.get('shadow_sample_percent')}` (another "
+                    f"server, same flag, in the same rounds): median {statistics.median(sampled):+.2f} ms "
+                    f"({', '.join(f'{x:+.2f}' for x in sampled)}) "
+                    f"({_verdict(statistics.median(sampled) <= 0.3)} at that sample)."
+                )
             continue
         cost = single["shadow"][index]["p99_ms"] - single["batch"][index]["p99_ms"]
         out.append(

@@ -236,8 +236,9 @@ def load(
     identifies a row), the ``k_<key>`` columns, ``served`` (index into ``SERVED``), predictions, batch data age,
     latencies, error flags, ``hour``, ``lv`` (the lookup version that served: the record's ``lookup_version``, or
     for a record without one the newest of `published` (version, published at) at or before its request time; null
-    before any), ``label`` and ``label_state``. Table ``ages`` holds ``h``, ``hour``,
-    ``answered`` (the live path gave a prediction) and ``online_age`` for the rows ``Rows.age_every`` chooses.
+    before any), ``sp`` (the share of entities the log sampled, percent), ``label`` and ``label_state``. Table
+    ``ages`` holds ``h``, ``hour``, ``answered`` (the live path gave a prediction) and ``online_age`` for the rows
+    ``Rows.age_every`` chooses.
 
     ``pair="live_candidate"`` reads the live model's answers as the ``b`` side and the candidate's (logged beside
     them since `migrate models candidate`) as the ``o`` side, so the same measures compare the two models.
@@ -270,6 +271,8 @@ def load(
     # Older logs lack the lookup version: the one published last before each request stands in.
     logged_version = "CAST(lookup_version AS BIGINT)" if "lookup_version" in logged else "CAST(NULL AS BIGINT)"
     sides = _SIDES[pair]
+    # The share of entities the log sampled (shadow.sample_percent); logs written before it existed hold all.
+    sample = "coalesce(sample_percent, 100)" if "sample_percent" in logged else "100"
     if pair == "live_candidate":
         # Entities the candidate served as a canary have no live answer to pair (both columns are the candidate's).
         paired = "candidate_model_version IS NOT NULL AND online_model_version IS DISTINCT FROM candidate_model_version"
@@ -296,7 +299,7 @@ def load(
                CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
                {sides}
                {_served_version_sql(logged_version, published)} AS lv,
-               {HOUR_SQL} AS hour,
+               {HOUR_SQL} AS hour, CAST({sample} AS FLOAT) AS sp,
                coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg,
                {age_columns_sql(usecase, row_id, guess, typed=typed_ages)}
         FROM {source} {filtered}

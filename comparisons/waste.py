@@ -4,6 +4,10 @@ The nightly run scores every entity; for each lookup version that served request
 rows registered as ``lookup_v<n>`` by the caller), this counts its rows whose key no request it served named, and
 sums over those versions. A short window overstates waste: compare it with the window length shown beside it. A
 version no longer kept (retired by later runs) cannot be counted: the note says so.
+
+A shadow log that samples entities (``shadow.sample_percent``, per row ``s.sp``) names only the sampled ones; each
+requested entity then stands for 100 / (its sample percent) entities of the version (its largest, when the sample
+changed in the window), so ``requested`` is an estimate and the note says so.
 """
 
 from __future__ import annotations
@@ -36,23 +40,32 @@ def measure(rows: Rows, loaded: Sequence[int], gone: Sequence[int] = (), note: s
         note = (note + " " if note else "") + f"version(s) {list(gone)} served the window but are no longer kept."
     if not loaded:
         return Waste(version=None, rows=0, requested=0, never_requested=0, share=None, note=note.strip())
-    total = requested = 0
+    total, requested = 0, 0.0
     for number in loaded:
         on = " AND ".join(f"l.{k} = r.k_{k}" for k in rows.keys)
         row = rows.con.execute(f"""
-            SELECT count(*), count(*) FILTER (WHERE r.k_{rows.keys[0]} IS NOT NULL)
+            SELECT count(*), coalesce(sum(100.0 / r.sp), 0)
             FROM lookup_v{number} l
-            LEFT JOIN (SELECT DISTINCT {rows.key_columns} FROM s WHERE lv = {int(number)}) r ON {on}
+            LEFT JOIN (SELECT {rows.key_columns}, max(sp) AS sp FROM s WHERE lv = {int(number)} GROUP BY ALL) r
+                ON {on}
         """).fetchall()[0]
         assert row is not None
         total += int(row[0])
-        requested += int(row[1])
-    never = total - requested
+        requested += float(row[1])
+    lowest = rows.con.execute("SELECT min(sp) FROM s").fetchall()[0][0]
+    if lowest is not None and lowest < 100:
+        note = (
+            f"{note} estimated: the shadow log samples entities (down to {lowest:g} %), each requested one standing "
+            "for 100 / its sample percent."
+        ).strip()
+    # An estimate cannot exceed what the versions hold (a sampled entity weighs more than one row).
+    requested_rows = min(total, round(requested))
+    never = total - requested_rows
     return Waste(
         version=loaded[0] if len(loaded) == 1 else None,
         versions=list(loaded),
         rows=total,
-        requested=requested,
+        requested=requested_rows,
         never_requested=never,
         share=share(never, total),
         note=note.strip(),

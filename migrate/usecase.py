@@ -289,6 +289,19 @@ class BatchSpec(_Strict):
         return value
 
 
+class ShadowSpec(_Strict):
+    """How much of the traffic the shadow comparison logs (at shadow, canary and online)."""
+
+    sample_percent: float = Field(
+        default=100.0,
+        gt=0,
+        le=100,
+        description="Share of entities whose requests are compared and logged, chosen by a hash of the key (an "
+        "entity is always in or always out, independent of its canary bucket); the rest cost the serving worker "
+        "nothing. Shares and latencies hold as measured; the comparator scales what counts entities (waste).",
+    )
+
+
 class CutoverPolicy(_Strict):
     """Thresholds the comparator and the cutover guardrails use."""
 
@@ -338,6 +351,7 @@ class UseCase(_Strict):
     lookup_table: LookupTableSpec
     batch: BatchSpec
     cutover_policy: CutoverPolicy = Field(default_factory=CutoverPolicy)
+    shadow: ShadowSpec = Field(default_factory=ShadowSpec)
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> UseCase:

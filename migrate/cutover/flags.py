@@ -166,6 +166,18 @@ def bucket(usecase: str, key: KeyPart | tuple[KeyPart, ...]) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
+def in_shadow_sample(usecase: str, key: KeyPart | tuple[KeyPart, ...], percent: float) -> bool:
+    """Whether the shadow comparison logs ``key`` when it samples ``percent`` of the entities (``shadow``).
+
+    A hash of its own (blake2b personalised apart from the canary's `bucket`), so the sample holds entities of
+    both canary groups in their shares; in ``0..9999``, as the canary's, and stable across processes.
+    """
+    if percent >= 100:
+        return True
+    digest = hashlib.blake2b(canonical_key(key), digest_size=8, key=usecase.encode(), person=b"shadow-sample").digest()
+    return int.from_bytes(digest, "big") % BUCKETS < percent * (BUCKETS // 100)
+
+
 def route(flag: Flag, key: KeyPart | tuple[KeyPart, ...]) -> Route:
     """Which path serves ``key``: ``online`` at online/online_only, and at canary iff bucket < percent × 100.
 

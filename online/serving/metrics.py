@@ -80,6 +80,12 @@ class ServingMetrics:
             ["usecase"],
             registry=registry,
         )
+        self.shadow_unsampled = Counter(
+            "migrate_shadow_unsampled_total",
+            "Entities the shadow comparison left out by its sample (the use case's shadow.sample_percent).",
+            ["usecase"],
+            registry=registry,
+        )
         self.admin_refused = Counter(
             "migrate_admin_refused_total",
             "Admin API calls refused before the audit log: no token configured or sent, a wrong one, no such use case.",
@@ -202,6 +208,7 @@ class UseCaseSeries:
         self.usecase = usecase
         self.online_latency = metrics.online_latency.labels(usecase)
         self.lookup_misses = metrics.lookup_misses.labels(usecase)
+        self.shadow_unsampled = metrics.shadow_unsampled.labels(usecase)
         self._predictions: dict[str, Any] = {}
         self._ages: dict[str, Any] = {}
         self._gauge_every_s = gauge_every_s

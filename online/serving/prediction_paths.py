@@ -25,6 +25,16 @@ class Outcome:
     error: str | None = None
     asked: frozenset[int] = frozenset()  # the entities this path was called for, answered or not
 
+    def only(self, indexes: Sequence[int]) -> Outcome:
+        """This outcome for the entities `indexes` alone, numbered 0, 1, ... in that order (a sampled request)."""
+        at = {old: new for new, old in enumerate(indexes)}
+        return Outcome(
+            {at[i]: result for i, result in self.results.items() if i in at},
+            self.latency_ms,
+            self.error,
+            frozenset(at[i] for i in self.asked if i in at),
+        )
+
 
 @dataclass(frozen=True)
 class Request:
@@ -36,6 +46,7 @@ class Request:
     keys: list[Key]
     entities: Sequence[dict[str, int | str]]
     context: dict[str, Any]
+    sample_percent: float = 100.0  # the share of entities the shadow comparison logs (use case's shadow section)
 
 
 NOTHING = Outcome({}, 0.0)

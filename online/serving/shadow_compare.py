@@ -150,6 +150,7 @@ def _log(
                 request_time=now,
                 stage=str(flag.stage),
                 percent=flag.percent or 0,
+                sample_percent=req.sample_percent,
                 served_source=served[i],
                 batch_prediction=None if row is None else row.prediction,
                 batch_model_version=None if row is None else row.model_version,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from migrate.cutover.flags import FlagWatcher, route
+from migrate.cutover.flags import FlagWatcher, in_shadow_sample, route
 from migrate.cutover.guardrail import Guardrail
 from migrate.usecase import UseCase
 from online.serving.metrics import UseCaseSeries, fallback_reason
@@ -124,6 +124,25 @@ class UseCaseServer:
             self.metrics.fallbacks.labels(self.usecase.name, reason).inc(counts["batch_fallback"])
         self.series.feature_ages(ages)
 
+    def _shadow(self, req: Request, predictions: list[PredictionBody], online: Outcome, batch: Outcome) -> None:
+        """Hand the request's sampled entities to the shadow comparison (`shadow.sample_percent` of the use case);
+        the others are counted, never compared."""
+        served = [p["source"] for p in predictions]
+        percent = self.usecase.shadow.sample_percent
+        if percent < 100:
+            kept = [i for i, key in enumerate(req.keys) if in_shadow_sample(self.usecase.name, key, percent)]
+            if len(kept) < len(req.keys):
+                self.series.shadow_unsampled.inc(len(req.keys) - len(kept))
+                if not kept:
+                    return
+                entities = [req.entities[i] for i in kept]
+                req = Request(req.id, req.now, req.flag, [req.keys[i] for i in kept], entities, req.context, percent)
+                served, online, batch = [served[i] for i in kept], online.only(kept), batch.only(kept)
+            else:
+                req = Request(req.id, req.now, req.flag, req.keys, req.entities, req.context, percent)
+        if self.shadow is not None and not self.shadow.submit(req, served, online, batch):
+            self.metrics.shadow_skipped.labels(self.usecase.name).inc()  # the sink is full: dropped, counted
+
     # -- a request -----------------------------------------------------------------------------------------------
 
     async def predict(self, entities: Sequence[dict[str, int | str]], context: dict[str, Any]) -> Answer:
@@ -173,9 +192,7 @@ class UseCaseServer:
 
         # Every stage that has both paths logs both: shadow, canary and online (online_only reads no lookup).
         if flag.logs_shadow and self.shadow is not None:
-            served = [p["source"] for p in predictions]
-            if not self.shadow.submit(Request(request_id, now, flag, keys, entities, context), served, online, batch):
-                self.metrics.shadow_skipped.labels(self.usecase.name).inc()  # the sink is full: dropped, counted
+            self._shadow(Request(request_id, now, flag, keys, entities, context), predictions, online, batch)
         return {
             "request_id": request_id,
             "usecase": self.usecase.name,

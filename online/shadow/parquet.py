@@ -64,6 +64,7 @@ def shadow_table(records: list[ShadowRecord], partitions: list[int], offsets: li
         "served_source": pa.array([r.served_source for r in records], pa.string()),
         "stage": pa.array([r.stage for r in records], pa.string()),
         "percent": pa.array([r.percent for r in records], pa.float64()),
+        "sample_percent": pa.array([r.sample_percent for r in records], pa.float64()),
         "batch_prediction": pa.array([r.batch_prediction for r in records], pa.float64()),
         "batch_miss": pa.array([r.batch_miss for r in records], pa.bool_()),
         "batch_data_age_s": pa.array([r.batch_data_age_s for r in records], pa.float64()),

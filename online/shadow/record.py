@@ -29,6 +29,13 @@ class ShadowRecord(BaseModel):
     served_source: Source
     stage: str = Field(min_length=1, description="Cutover stage when served (shadow, canary, ...).")
     percent: float = Field(default=0.0, ge=0, le=100, description="Canary percent of the flag when served.")
+    sample_percent: float = Field(
+        default=100.0,
+        gt=0,
+        le=100,
+        description="The share of entities the shadow comparison logged when served (the use case's "
+        "shadow.sample_percent); the comparator scales counts of entities by it.",
+    )
     batch_prediction: float | None = None
     batch_miss: bool = Field(default=False, description="The entity had no row in the lookup table.")
     batch_data_age_s: float | None = Field(default=None, description="Age of the batch prediction's features.")

@@ -10,7 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from migrate.cutover.flags import BUCKETS, Flag, Stage, bucket, canonical_key, check_change, route, skipped_stages
+from migrate.cutover.flags import (
+    BUCKETS,
+    Flag,
+    Stage,
+    bucket,
+    canonical_key,
+    check_change,
+    in_shadow_sample,
+    route,
+    skipped_stages,
+)
 from migrate.errors import InvalidFlagError
 
 pytestmark = pytest.mark.unit
@@ -168,3 +178,17 @@ def test_skipped_stages_only_counts_forward_jumps() -> None:
     assert skipped_stages(Stage.BATCH, Stage.ONLINE_ONLY) == [Stage.SHADOW, Stage.CANARY, Stage.ONLINE]
     assert skipped_stages(Stage.ONLINE_ONLY, Stage.BATCH) == []  # going back is always allowed
     assert skipped_stages(Stage.ONLINE, Stage.SHADOW) == []
+
+
+@pytest.mark.parametrize("percent", [0.5, 10.0, 50.0])
+def test_the_shadow_sample_takes_its_share_apart_from_the_canary(percent: float) -> None:
+    keys = _keys(40_000)
+    taken = [k for k in keys if in_shadow_sample(UC, k, percent)]
+    p = percent / 100
+    assert abs(len(taken) / len(keys) - p) < 5 * math.sqrt(p * (1 - p) / len(keys)), len(taken)
+    # A larger sample holds every entity of a smaller one (raising it keeps the entities already compared).
+    assert {k for k in keys if in_shadow_sample(UC, k, percent / 2)} <= set(taken)
+    # Independent of the canary's buckets: the sampled entities' canary share at 30 % is the population's.
+    canary = sum(bucket(UC, k) < 3_000 for k in taken) / len(taken)
+    assert abs(canary - 0.3) < 5 * math.sqrt(0.3 * 0.7 / len(taken)), canary
+    assert all(in_shadow_sample(UC, k, 100.0) for k in keys[:100])

@@ -15,6 +15,7 @@ from comparisons.shadow_rows import Rows, Window, load
 from migrate.errors import InvalidWindowError, NoShadowDataError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
+from online.shadow.record import ShadowRecord
 
 pytestmark = pytest.mark.unit
 
@@ -206,6 +207,39 @@ def test_waste_counts_lookup_rows_nobody_requested(rows: Rows) -> None:
     assert result.share == pytest.approx(1 / 3)
     gone = waste.measure(rows, [], gone=[5], note="")
     assert gone.share is None and "[5] served the window but are no longer kept" in gone.note
+
+
+def test_waste_of_a_sampled_shadow_log_scales_each_requested_entity(settings: Settings, usecase: UseCase) -> None:
+    """A log that samples 25 % of the entities names 2 of the version's 20 rows: each stands for 4 entities, so
+    8 were requested (an estimate, said in the note) and 12 never; one entity logged at 25 % and later at 50 %
+    stands for 2 (its largest sample), and an estimate never exceeds the rows."""
+    sampled = [
+        record(1, 0, product=10).model_copy(update={"sample_percent": 25.0, "lookup_version": 7}),
+        record(2, 5, product=10).model_copy(update={"sample_percent": 25.0, "lookup_version": 7}),  # same entity
+        record(3, 10, product=11).model_copy(update={"sample_percent": 25.0, "lookup_version": 7}),
+        record(4, 15, product=99).model_copy(update={"sample_percent": 25.0, "lookup_version": 7}),  # not in v7
+    ]
+    lookup = pa.table({"store_id": [1] * 20, "product_id": list(range(10, 30)), "prediction": [0.5] * 20})
+
+    def measured(records: list[ShadowRecord]) -> waste.Waste:
+        write_shadow(settings, records, [label(600, 0.0, store=9, product=9)])
+        loaded = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+        try:
+            loaded.con.register("arrow_lookup", lookup)
+            loaded.con.execute("CREATE TEMP TABLE lookup_v7 AS SELECT * FROM arrow_lookup")
+            return waste.measure(loaded, [7])
+        finally:
+            loaded.con.close()
+
+    result = measured(sampled)
+    assert (result.rows, result.requested, result.never_requested) == (20, 8, 12)
+    assert result.share == pytest.approx(12 / 20)
+    assert "estimated" in result.note and "25 %" in result.note
+    changed = [*sampled, record(5, 20, product=11).model_copy(update={"sample_percent": 50.0, "lookup_version": 7})]
+    result = measured(changed)
+    assert (result.requested, result.never_requested) == (4 + 2, 14)  # product 10 at 25 %, product 11 at 50 %
+    tiny = [r.model_copy(update={"sample_percent": 1.0}) for r in sampled]
+    assert measured(tiny).requested == 20  # 2 × 100 estimated, capped at the version's 20 rows
 
 
 def test_hourly_buckets_by_hand(rows: Rows) -> None:

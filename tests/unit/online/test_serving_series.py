@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from migrate.cutover.flags import Flag, Stage
+from migrate.cutover.flags import Flag, Stage, in_shadow_sample
 from migrate.cutover.guardrail import Guardrail
 from migrate.feature_windows import groups_of
 from migrate.registry import load_usecase
+from migrate.usecase import ShadowSpec, UseCase
 from online.serving.metrics import ServingMetrics, fallback_reason
-from online.serving.prediction_paths import Key, Outcome, Paths
+from online.serving.prediction_paths import Key, Outcome, Paths, Request
 from online.serving.predictor import OnlineResult
 from online.serving.usecase_server import UseCaseServer
 
@@ -65,14 +66,22 @@ class AtStage:
         return self.flag
 
 
-def _server(paths: Any, stage: Stage, registry: CollectorRegistry, guardrail: Guardrail | None = None) -> Any:
+def _server(
+    paths: Any,
+    stage: Stage,
+    registry: CollectorRegistry,
+    guardrail: Guardrail | None = None,
+    *,
+    usecase: UseCase = USECASE,
+    shadow: Any = None,
+) -> Any:
     breaches: list[str] = []
     server = UseCaseServer(
-        USECASE,
+        usecase,
         paths=paths,
         flags=AtStage(stage),  # type: ignore[arg-type]
         guardrail=guardrail or Guardrail(max_error_rate=0.5, max_p99_latency_ms=1_000),
-        shadow=None,
+        shadow=shadow,
         background=type("Now", (), {"submit": staticmethod(lambda f, *a: breaches.append(a[1]))})(),
         metrics=ServingMetrics(registry),
         on_breach=None,
@@ -145,3 +154,62 @@ def test_paths_error_texts_are_the_ones_the_reasons_read() -> None:
     """The reasons are read from the errors Paths writes: keep the two in step."""
     down = Paths(lookup=None, lookup_spec=None, predictor=None, down="x")
     assert fallback_reason(down.online([(1, 1)], [0], NOW, {}).error or "") == "model_not_loaded"
+
+
+class Recorder:
+    """A shadow sink that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Request, list[str], Outcome, Outcome]] = []
+
+    def submit(self, req: Request, served: Any, online: Outcome, batch: Outcome) -> bool:
+        self.jobs.append((req, list(served), online, batch))
+        return True
+
+    def health(self) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize("stage", [Stage.SHADOW, Stage.ONLINE])
+def test_a_sampled_shadow_hands_over_only_its_entities_each_with_its_own_answers(stage: Stage) -> None:
+    """At 30 % the comparison gets the sampled entities of the request, renumbered, each with what its own path
+    answered; the others are counted, and every entity is still answered. A request with none sampled costs no
+    job; at 100 % every entity goes."""
+    sampled = USECASE.model_copy(update={"shadow": ShadowSpec(sample_percent=30)})
+    registry, recorder = CollectorRegistry(), Recorder()
+    server, _ = _server(StubPaths(None), stage, registry, usecase=sampled, shadow=recorder)
+    entities = _entities(40)
+    answer = asyncio.run(server.predict(entities, {}))
+    assert len(answer["predictions"]) == 40
+    inside = [e for e in entities if in_shadow_sample(USECASE.name, (e["store_id"], e["product_id"]), 30)]
+    assert 0 < len(inside) < 40
+    [(req, served, online, batch)] = recorder.jobs
+    assert list(req.entities) == inside and req.keys == [(e["store_id"], e["product_id"]) for e in inside]
+    assert req.sample_percent == 30
+    expected = "batch" if stage is Stage.SHADOW else "online"
+    assert served == [expected] * len(inside)
+    if stage is Stage.SHADOW:  # the lookup answered (even product ids have a row) and the online path was not asked
+        assert sorted(batch.results) == list(range(len(inside))) and not online.results
+        assert [batch.results[j] is not None for j in range(len(inside))] == [
+            int(e["product_id"]) % 2 == 0 for e in inside
+        ]
+    else:  # the online path answered every entity; the lookup was not read (the comparison reads it)
+        assert sorted(online.results) == list(range(len(inside))) and not batch.results
+    unsampled = registry.get_sample_value("migrate_shadow_unsampled_total", {"usecase": USECASE.name})
+    assert unsampled == 40 - len(inside)
+
+    outside = [e for e in entities if e not in inside][:3]
+    asyncio.run(server.predict(outside, {}))
+    assert len(recorder.jobs) == 1  # nothing of it sampled: no job
+    assert registry.get_sample_value("migrate_shadow_unsampled_total", {"usecase": USECASE.name}) == unsampled + 3
+
+    everyone, registry = Recorder(), CollectorRegistry()
+    server, _ = _server(StubPaths(None), stage, registry, shadow=everyone)
+    asyncio.run(server.predict(entities, {}))
+    assert [len(job[0].keys) for job in everyone.jobs] == [40] and everyone.jobs[0][0].sample_percent == 100
+
+
+def test_an_outcome_for_some_of_its_entities_is_renumbered_in_their_order() -> None:
+    outcome = Outcome({0: "a", 2: "c", 3: None}, 1.5, "e", frozenset({0, 2, 3}))
+    assert outcome.only([3, 2]) == Outcome({1: "c", 0: None}, 1.5, "e", frozenset({0, 1}))
+    assert outcome.only([1]) == Outcome({}, 1.5, "e", frozenset())

@@ -93,7 +93,7 @@ def _jobs() -> list[Job]:
         keys = [(j + e, 100 + e) for e in range(j % 3 + 1)]  # 1 to 3 entities, stores shared across requests
         entities = [{"store_id": k[0], "product_id": k[1]} for k in keys]
         now = NOW + timedelta(minutes=7 * j)  # each request its own instant
-        req = Request(f"r{j}", now, flag, keys, entities, {})
+        req = Request(f"r{j}", now, flag, keys, entities, {}, sample_percent=100.0 if j else 12.5)
         jobs.append(Job(req, ["batch"] * len(keys), NOTHING, NOTHING))
     # A request whose online path was served already: its answer is logged, not computed again.
     served = OnlineResult(0.25, "served-v", {"x": 1.0})
@@ -126,6 +126,9 @@ def test_requests_compared_together_log_what_each_alone_logs_in_one_read_and_one
         return [{k: v for k, v in r.model_dump().items() if k not in TIMED} for r in records]
 
     assert untimed(together.records) == untimed(alone.records)
+    # Each record carries its request's shadow sample (the comparator weighs entities by it).
+    assert [r.sample_percent for r in together.records[: len(jobs[0].req.keys)]] == [12.5] * len(jobs[0].req.keys)
+    assert {r.sample_percent for r in together.records[len(jobs[0].req.keys) :]} == {100.0}
     computed = sum(len(j.req.keys) for j in jobs[:-1])  # every entity but the one served online
     assert together_store.reads == [computed] and len(alone_store.reads) == len(jobs) - 1
     assert together_lookup.queries == [computed + 1] and len(alone_lookup.queries) == len(jobs)

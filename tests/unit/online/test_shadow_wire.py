@@ -55,6 +55,7 @@ def jobs(draw: st.DrawFn) -> tuple[str, Request, list[str], Outcome, Outcome]:
         request_keys,
         [{draw(texts): value} for value in draw(st.lists(int64 | texts, min_size=n, max_size=n))],
         draw(st.dictionaries(texts, json_values, max_size=3)),
+        draw(st.floats(0.01, 100)),
     )
     online_results: dict[int, Any] = {}
     batch_results: dict[int, Any] = {}
