@@ -6,7 +6,8 @@ once into an Arrow table registered as ``s`` that every metric queries (and tabl
 
 The label join: a request for entity *k* at time *t* is labeled by the **first** label of *k* with event time in
 ``(t, t + label.available_after]``. Its label window is **closed** once ``t + available_after`` is at or before the
-label watermark (the newest label event time seen for the use case). Rows are ``labeled`` (closed, label found),
+label watermark (the newest label event time seen for the use case, or the newest event time the label sink read
+of the label stream, when later: migrate/label_progress.py). Rows are ``labeled`` (closed, label found),
 ``unlabeled`` (closed, no label) or ``pending`` (window still open); only ``labeled`` rows score accuracy. When the
 label is an event that may never come (``label.from_event`` with ``otherwise``: no chargeback means no fraud), a
 closed window without one is labeled ``otherwise``.
@@ -39,6 +40,7 @@ from comparisons.data_ages import (
     sampled,
 )
 from migrate.errors import InvalidWindowError, NoShadowDataError
+from migrate.label_progress import read_progress
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
@@ -183,6 +185,16 @@ def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[
         )
 
 
+def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path) -> datetime | None:
+    """How far the labels are known: the newest label (table ``labels``) or the newest event time the label sink
+    recorded having read (migrate/label_progress.py: events that labelled nothing count), whichever is later."""
+    newest: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
+    read = read_progress(labels_root)
+    if read is None or (newest is not None and newest >= read):
+        return newest
+    return read
+
+
 _EPOCH_US = "epoch_us(CAST(request_time AS TIMESTAMPTZ))"
 # The hour (UTC) a request falls in: its time floored to a multiple of an hour in integer microseconds, what
 # date_trunc('hour', ...) gives in UTC without its time-zone calendar (which cost ~0.7 s of CPU per 10M rows).
@@ -258,7 +270,7 @@ def load(
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     _labels_table(con, usecase, label_files(labels_root))
-    watermark: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
+    watermark = _watermark(con, labels_root)
     keys = tuple(usecase.entity.key_names)
     filtered = _window_filter(window)
     typed = [f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys]
@@ -445,7 +457,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         _labels_table(con, usecase, label_files(labels_root))
-        watermark: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
+        watermark = _watermark(con, labels_root)
         table = con.sql(f"""
             SELECT {row_id_sql(usecase)} AS h, {_join_key_sql(usecase)} AS j, {", ".join(typed)},
                    CAST(request_time AS TIMESTAMPTZ) AS request_time, request_id{"".join(", " + c for c in context)}

@@ -38,6 +38,7 @@ from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
 from migrate.errors import BacktestError
 from migrate.feature_windows import groups_of
+from migrate.label_progress import write_progress
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.scoring import load_model
 from migrate.settings import Settings
@@ -46,7 +47,7 @@ from online.shadow.parquet import label_table, shadow_table, write_durably
 from online.shadow.record import ShadowRecord
 from online.stream.event_schema import encode_event
 from online.stream.label_topic import LabelRecord
-from online.stream.labels_from_events import event_labeler
+from online.stream.labels_from_events import NoLabel, event_labeler
 
 __all__ = ["BacktestResult", "backtest_settings", "check_span", "pin_models", "run_backtest"]
 
@@ -320,16 +321,26 @@ def _write_by_hour(root: Path, rows: list[Any], moment: Callable[[Any], datetime
         write_durably(build(part, [-1] * len(part), [*range(len(part))]), path)
 
 
-def _labels(con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime) -> list[LabelRecord]:
-    """The labels the sink would have logged from the event history in [start, end), through its own labeler."""
+def _labels(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime
+) -> tuple[list[LabelRecord], datetime | None]:
+    """The labels the sink would have logged from the event history in [start, end), through its own labeler, and
+    the newest event time it read (labels or not: the progress the sink records, migrate/label_progress.py)."""
     labeler = event_labeler(usecase)
     stream = usecase.label.from_event.stream if usecase.label.from_event is not None else MAIN_STREAM
-    labels = []
+    labels: list[LabelRecord] = []
+    newest: datetime | None = None
     for event in iter_events(con, usecase, start, end, stream=stream):
         label = labeler(encode_event(event))
-        if label:
+        if isinstance(label, LabelRecord):
             labels.append(label)
-    return labels
+            moment = label.event_time
+        elif isinstance(label, NoLabel):
+            moment = label.event_time
+        else:
+            continue
+        newest = moment if newest is None or moment > newest else newest
+    return labels, newest
 
 
 def run_backtest(
@@ -379,8 +390,10 @@ def run_backtest(
             if progress is not None:
                 progress("days answered by both paths", number + 1, len(days))
         horizon = until + parse_duration(usecase.label.available_after)
-        labels = _labels(con, usecase, start, horizon)
+        labels, read_up_to = _labels(con, usecase, start, horizon)
     _write_by_hour(bt.labels_dir / usecase.name, labels, lambda r: r.event_time, "labels")
+    if read_up_to is not None:
+        write_progress(bt.labels_dir / usecase.name, "backtest", read_up_to)
     result.labels = len(labels)
     if result.requests == 0 and result.skipped_days == 0:
         raise BacktestError(

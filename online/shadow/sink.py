@@ -8,7 +8,9 @@ Delivery is at-least-once with idempotent files, so a crash loses nothing and du
 * offsets are committed only after every file of the batch is durable;
 * before the first write to a topic-partition after it is assigned, files of that partition starting at or after
   the committed offset are deleted: they come from a run that died between writing and committing, and their
-  records are being delivered again.
+  records are being delivered again;
+* a label stream's progress (the newest event time of the valid events read, labels or not) is recorded beside its
+  files before the commit (migrate/label_progress.py), so a rare outcome does not keep closed windows pending.
 
 The topic id in the name keeps files apart when a topic is recreated (the embedded broker keeps topics in memory,
 so its offsets restart at 0 after a restart).
@@ -24,13 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import pyarrow as pa
 from pydantic import ValidationError
 
 from migrate.errors import BrokerUnavailableError
+from migrate.label_progress import write_progress
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -46,7 +49,7 @@ from online.kafka import (
 from online.shadow.parquet import label_table, shadow_table, write_durably
 from online.shadow.record import ShadowRecord, shadow_topic
 from online.stream.label_topic import LabelRecord, labels_topic
-from online.stream.labels_from_events import event_labeler
+from online.stream.labels_from_events import NoLabel, event_labeler
 from online.stream.topic import events_topic
 
 __all__ = ["FlushInfo", "SinkReport", "run_sink"]
@@ -78,6 +81,7 @@ class SinkReport:
     label_rows: int = 0
     invalid: int = 0
     not_labels: int = 0  # valid events of the event topic that label nothing (label.from_event's filter)
+    label_progress: datetime | None = None  # the newest event time of the label stream read (labels or not)
     files: int = 0
     commits: int = 0
     topics: list[str] = field(default_factory=list)
@@ -92,7 +96,7 @@ class _Stream:
         kind: str,
         root: Path,
         tid: str,
-        labeler: Callable[[bytes], LabelRecord | Literal[False] | None] | None = None,
+        labeler: Callable[[bytes], LabelRecord | NoLabel | None] | None = None,
     ) -> None:
         self.topic = topic
         self.kind = kind
@@ -100,7 +104,7 @@ class _Stream:
         self.tid = tid
         self.labeler = labeler  # events topic: an event → its label (None: invalid, already dead-lettered)
 
-    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | Literal[False] | None:
+    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | NoLabel | None:
         if self.labeler is not None:
             return self.labeler(value)
         return ShadowRecord.from_json(value) if self.kind == "shadow" else LabelRecord.from_json(value)
@@ -137,6 +141,7 @@ class _Sink:
         self.on_flush = on_flush
         self.timeout_ms = timeout_ms
         self.pending: dict[tuple[str, int], list[tuple[int, Any]]] = {}
+        self.progress: dict[tuple[str, int], datetime] = {}  # label streams: the newest event time pending
         self.recovered: set[tuple[str, int]] = set()
         self.report = SinkReport(topics=sorted(streams))
         self.first_pending_at: float | None = None
@@ -153,9 +158,14 @@ class _Sink:
             record = stream.parse(message.value)
             if record is None:
                 raise ValueError("not a valid event (the stream processor dead-letters it)")
-            if record is False:  # a valid event that labels nothing: counted, committed past with its batch
-                self.report.not_labels += 1
-                record = None
+            if stream.kind == "labels":
+                moment = stream.time_of(record) if isinstance(record, LabelRecord) else None
+                if isinstance(record, NoLabel):  # a valid event that labels nothing: counted, committed past
+                    self.report.not_labels += 1
+                    moment, record = record.event_time, None
+                where = (message.topic, message.partition)
+                if moment is not None and (where not in self.progress or moment > self.progress[where]):
+                    self.progress[where] = moment
         except (ValidationError, orjson.JSONDecodeError, ValueError) as exc:
             # A poison message must not stall the sink: count it, log it, and commit past it with its batch.
             self.report.invalid += 1
@@ -201,12 +211,17 @@ class _Sink:
                 else:
                     self.report.label_rows += len(items)
             self.report.files += len(files)
+            if (read_to := self.progress.get((topic, partition))) is not None:
+                recorded = write_progress(stream.root, f"{stream.tid}-{partition}", read_to)
+                if self.report.label_progress is None or recorded > self.report.label_progress:
+                    self.report.label_progress = recorded
             if self.on_flush is not None:
                 self.on_flush(FlushInfo(topic, partition, first, last, tuple(files)))
             offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(last + 1, "", -1)
         self.consumer.commit(offsets, timeout_ms=self.timeout_ms)
         self.report.commits += 1
         self.pending.clear()
+        self.progress.clear()
         self.first_pending_at = None
 
     def forget(self, partitions: Iterable[Any]) -> None:

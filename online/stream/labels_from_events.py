@@ -11,20 +11,28 @@ has no event id of the request); training joins ``from_event`` labels to their o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import UseCase
 from online.stream.event_schema import EventSchema, ValidEvent
 from online.stream.label_topic import LabelRecord
 
-__all__ = ["event_labeler"]
+__all__ = ["NoLabel", "event_labeler"]
 
 
-def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[False] | None]:
-    """A function from an event message's value to its label (None: the event is invalid; False: a valid event
-    that is no label)."""
+@dataclass(frozen=True, slots=True)
+class NoLabel:
+    """A valid event that labels nothing, at its event time: it still tells how far the label stream has been read
+    (migrate/label_progress.py)."""
+
+    event_time: datetime
+
+
+def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | NoLabel | None]:
+    """A function from an event message's value to its label (None: the event is invalid; `NoLabel`: a valid
+    event that is no label)."""
     field, by_reference = usecase.label.event_field, usecase.label.from_event
     if field is None and by_reference is None:
         raise ValueError(f"use case {usecase.name!r} has no label.event_field nor label.from_event")
@@ -32,7 +40,7 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
     names = usecase.entity.key_names
     where = tuple(by_reference.where.items()) if by_reference is not None else ()
 
-    def label(value: bytes) -> LabelRecord | Literal[False] | None:
+    def label(value: bytes) -> LabelRecord | NoLabel | None:
         event = schema.parse(value)
         if not isinstance(event, ValidEvent):
             return None
@@ -44,23 +52,24 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | Literal[F
             key[name] = part
         # A field not known (null) labels nothing, as in training, whose labelled events have a non-null label and
         # whose `from_event` labels match a non-null reference only.
+        at = datetime.fromtimestamp(event.time_s, UTC)
         if by_reference is not None:
             if any(event.fields.get(name) != wanted for name, wanted in where):
-                return False
+                return NoLabel(at)
             ref = event.fields.get(by_reference.ref_field)
             if ref is None:
-                return False
+                return NoLabel(at)
             outcome = by_reference.value
         else:
             assert field is not None
             raw = event.fields[field]
             if raw is None:
-                return False
+                return NoLabel(at)
             ref, outcome = None, float(raw)
         return LabelRecord.model_construct(
             usecase=usecase.name,
             key=key,
-            event_time=datetime.fromtimestamp(event.time_s, UTC),
+            event_time=at,
             label=outcome,
             source_event_id=event.event_id,
             ref=None if ref is None else str(ref),

@@ -14,12 +14,13 @@ import pytest
 
 from comparisons.shadow_rows import Window, load
 from migrate.batch.offline_store import training_frame
+from migrate.label_progress import write_progress
 from migrate.registry import Registry
 from migrate.usecase import UseCase
 from online.shadow.parquet import label_table, shadow_table
 from online.shadow.record import ShadowRecord
 from online.stream.label_topic import LabelRecord
-from online.stream.labels_from_events import event_labeler
+from online.stream.labels_from_events import NoLabel, event_labeler
 
 pytestmark = pytest.mark.unit
 
@@ -186,12 +187,12 @@ def test_the_sink_labels_only_the_events_of_the_label_filter() -> None:
     chargeback = label(event("chargeback", "c1"))
     assert chargeback and chargeback.label == 1.0 and chargeback.key == {"card_id": 1}
     assert chargeback.source_event_id == "c1"
-    assert label(event("auth", "a9")) is False  # valid, but no label
+    assert label(event("auth", "a9")) == NoLabel(datetime(2026, 11, 4, 8, tzinfo=UTC))  # valid, but no label
     assert label(b"{broken") is None  # invalid
     # A chargeback naming no authorization (null or absent) labels nothing, as training matches non-null ids only.
     without = orjson.loads(event("chargeback", "c2"))
-    assert label(orjson.dumps({**without, "auth_id": None})) is False
-    assert label(orjson.dumps({k: v for k, v in without.items() if k != "auth_id"})) is False
+    assert isinstance(label(orjson.dumps({**without, "auth_id": None})), NoLabel)
+    assert isinstance(label(orjson.dumps({k: v for k, v in without.items() if k != "auth_id"})), NoLabel)
     assert label(orjson.dumps({**without, "card_id": None})) is None  # no entity: invalid (dead-lettered)
 
 
@@ -210,7 +211,7 @@ def test_an_event_whose_outcome_is_not_known_yet_labels_nothing() -> None:
     }
     found = label(orjson.dumps(scan))
     assert found and found.label == 1.0 and found.key == {"store_id": 1, "product_id": 1000001}
-    assert label(orjson.dumps({**scan, "found": None})) is False
+    assert label(orjson.dumps({**scan, "found": None})) == NoLabel(datetime(2026, 11, 14, 10, tzinfo=UTC))
 
 
 def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_path: Path) -> None:
@@ -259,6 +260,68 @@ def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_p
     assert got[1] == (1.0, "labeled")  # disputed within 3 days
     assert got[2] == (0.0, "labeled")  # 3 days passed without a dispute: not fraud
     assert got[3] == (None, "pending")  # its 3 days are not over yet
+
+
+def test_a_rare_outcome_closes_windows_as_far_as_the_label_sink_read_the_stream(tmp_path: Path) -> None:
+    """One chargeback in a week: with the newest *label* as the watermark every later request stayed pending,
+    although the sink had read days of authorizations past their windows. The progress the sink records (the
+    newest event it read, labels or not) closes them; a window still open at that progress stays pending."""
+    t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(days=1)), "r3": (3, t0 + timedelta(days=4))}
+    shadow = [
+        ShadowRecord(
+            request_id=rid,
+            usecase="cards",
+            key={"card_id": card},
+            request_time=when,
+            served_source="batch",
+            stage="shadow",
+            batch_prediction=0.1,
+            batch_miss=False,
+            batch_data_age_s=60.0,
+            batch_model_version="v1",
+            batch_latency_ms=1.0,
+            online_prediction=0.2,
+            online_feature_ages_s={},
+            online_features={},
+            online_model_version="v2",
+            online_latency_ms=2.0,
+        )
+        for rid, (card, when) in requests.items()
+    ]
+    only = [
+        LabelRecord(
+            usecase="cards", key={"card_id": 1}, event_time=t0 + timedelta(hours=1), label=1.0, source_event_id="c1"
+        )
+    ]
+    for root, table in (
+        (tmp_path / "shadow" / "cards" / "date=2026-11-02" / "hour=10", shadow_table(shadow, [0] * 3, [0, 1, 2])),
+        (tmp_path / "labels" / "cards" / "date=2026-11-02" / "hour=11", label_table(only, [0], [0])),
+    ):
+        root.mkdir(parents=True)
+        pq.write_table(table, root / "part-test-0-0-1.parquet")
+
+    def states() -> dict[int, Any]:
+        rows = load(usecase(), tmp_path / "shadow" / "cards", tmp_path / "labels" / "cards", Window())
+        try:
+            found = rows.con.execute("SELECT k_card_id, label, label_state FROM s").fetchall()
+            return {card: (label, state) for card, label, state in found} | {0: rows.label_watermark}
+        finally:
+            rows.con.close()
+
+    before = states()  # the label at 11:00 is the newest thing known: every 3-day window is still open
+    assert [before[card] for card in (1, 2, 3)] == [(None, "pending")] * 3
+    # The sink read authorizations up to day 6 (none a chargeback): r2's 3 days are over, r3's are not.
+    read = t0 + timedelta(days=6)
+    write_progress(tmp_path / "labels" / "cards", "sink-0", read)
+    after = states()
+    assert after[0] == read
+    assert after[1] == (1.0, "labeled")
+    assert after[2] == (0.0, "labeled")  # closed at day 4 without a chargeback: not fraud (otherwise 0)
+    assert after[3] == (None, "pending")  # closes at day 7, after what was read
+    # An older progress never moves the watermark back (a second reader behind the first).
+    write_progress(tmp_path / "labels" / "cards", "sink-1", t0 + timedelta(days=2))
+    assert states()[0] == read
 
 
 def test_with_a_request_field_the_comparator_joins_labels_by_the_id_they_name(tmp_path: Path) -> None:

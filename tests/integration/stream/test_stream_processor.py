@@ -10,6 +10,7 @@ import orjson
 import pytest
 from stream_helpers import Stream, same
 
+from migrate.label_progress import read_progress
 from online.kafka import KafkaConsumer
 from online.shadow.sink import run_sink
 from online.stream.outputs import dead_letter_topic
@@ -166,19 +167,30 @@ def test_late_events_within_the_allowed_lateness_count_and_later_ones_are_dead_l
 def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -> None:
 
     good = stream.events[:300]
+    newest = max(e["event_time"] for e in good)
+    # Two later scans whose outcome is not known (found null): valid events that label nothing, read all the same.
+    unknown = [
+        {**good[n], "event_id": f"unknown-{n}", "found": None, "event_time": newest + timedelta(hours=n + 1)}
+        for n in range(2)
+    ]
     publisher = stream.publisher()
     try:
         for i, event in enumerate(good):
             publisher.send(event)
             if i == 150:
                 publisher.send(event, value=b"{broken")  # not a label: the processor dead-letters it
+        for event in unknown:
+            publisher.send(event)
         publisher.producer.flush(timeout=10)
     finally:
         publisher.close()
     report = run_sink(
         stream.settings, stream.usecase.name, bootstrap=stream.bootstrap, idle_timeout_s=3, events_of=stream.usecase
     )
-    assert report.invalid == 1
+    assert report.invalid == 1 and report.not_labels == 2
+    # How far the label stream was read: the later of the unlabelled scans, two hours past the newest label.
+    labels_root = stream.settings.labels_dir / stream.usecase.name
+    assert read_progress(labels_root) == report.label_progress == newest + timedelta(hours=2)
     files = stream.settings.labels_dir / stream.usecase.name / "**" / "*.parquet"
     rows = duckdb.sql(
         f"SELECT source_event_id, key_store_id, key_product_id, label, event_time "

@@ -1,0 +1,43 @@
+"""The label sink's progress file: newest wins, replaced whole, and a broken file is left out loudly."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from migrate.label_progress import PROGRESS_DIR, read_progress, write_progress
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+
+
+def test_each_reader_keeps_its_newest_time_and_the_stream_its_newest_reader(tmp_path: Path) -> None:
+    assert read_progress(tmp_path) is None
+    assert write_progress(tmp_path, "a-0", T0) == T0
+    assert write_progress(tmp_path, "a-0", T0 - timedelta(hours=1)) == T0  # a replay behind it: kept
+    write_progress(tmp_path, "b-1", T0 + timedelta(minutes=5))
+    assert read_progress(tmp_path) == T0 + timedelta(minutes=5)
+    # Another zone is the same instant, read back in UTC.
+    write_progress(tmp_path, "c-0", datetime(2026, 11, 2, 12, 30, tzinfo=timezone(timedelta(hours=2))))
+    assert read_progress(tmp_path) == datetime(2026, 11, 2, 10, 30, tzinfo=UTC)
+    assert sorted(p.name for p in (tmp_path / PROGRESS_DIR).iterdir()) == ["a-0.json", "b-1.json", "c-0.json"]
+
+
+def test_a_reader_name_that_is_no_plain_file_name_and_a_naive_time_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must be letters"):
+        write_progress(tmp_path, "../x", T0)
+    with pytest.raises(ValueError, match="no time zone"):
+        write_progress(tmp_path, "a", T0.replace(tzinfo=None))
+
+
+def test_an_unreadable_progress_file_is_left_out_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_progress(tmp_path, "good", T0)
+    (tmp_path / PROGRESS_DIR / "broken.json").write_text("{not json")
+    (tmp_path / PROGRESS_DIR / "naive.json").write_text('{"event_time": "2030-01-01T00:00:00"}')
+    with caplog.at_level(logging.WARNING, logger="migrate.label_progress"):
+        assert read_progress(tmp_path) == T0  # neither the broken file nor the naive (later) time counts
+    assert "broken.json" in caplog.text and "naive.json" in caplog.text
