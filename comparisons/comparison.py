@@ -321,6 +321,7 @@ def compare(
         noise_flip_share=floor.flip_share,
         live_flip_share=agree.flip_share,
         backtest=bool(span[2]),
+        **skew.evidence(skewed),
     )
     verdict = decide(policy, evidence)
     clock.lap("verdict")

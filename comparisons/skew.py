@@ -29,7 +29,7 @@ from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
-__all__ = ["SAMPLE", "FeatureSkew", "Skew", "measure"]
+__all__ = ["SAMPLE", "FeatureSkew", "Skew", "evidence", "measure"]
 
 log = logging.getLogger(__name__)
 SAMPLE = 2_000
@@ -47,6 +47,11 @@ class FeatureSkew(Result):
     missing_online: int  # offline has a value, online did not
     missing_offline: int  # online had a value, offline has none
     missing_rate: float | None
+
+    @property
+    def off(self) -> int:
+        """The sampled answers whose value differs or is missing on one side only."""
+        return self.mismatches + self.missing_online + self.missing_offline
 
 
 class Skew(Result):
@@ -171,3 +176,16 @@ def measure(rows: Rows, usecase: UseCase, settings: Settings) -> Skew:
         )
     features.sort(key=lambda f: -((f.mismatch_rate or 0.0) + (f.missing_rate or 0.0)))
     return Skew(available=True, sampled=len(sample), features=features)
+
+
+def evidence(skew: Skew) -> dict[str, Any]:
+    """What the verdict reads of the check (`Evidence.feature_skew_*`): the feature off on the largest share of the
+    sampled answers; nothing when the check could not run."""
+    if not skew.available or not skew.sampled or not skew.features:
+        return {}
+    worst = max(skew.features, key=lambda f: f.off)
+    return {
+        "feature_skew_share": worst.off / skew.sampled,
+        "feature_skew_feature": worst.feature,
+        "feature_skew_sampled": skew.sampled,
+    }

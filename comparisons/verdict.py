@@ -8,7 +8,10 @@ A pure function of the policy and the numbers, so it can be tested on synthetic 
   confidence interval of the improvement lies below ``−max_accuracy_loss``).
 * **hold** when the evidence is not enough yet: fewer labeled pairs than ``min_labeled_samples`` (never promote
   without them), the live path answers fewer requests than ``min_coverage``, the primary metric is undefined, or
-  its interval reaches below ``−max_accuracy_loss`` (a loss beyond tolerance cannot be ruled out).
+  its interval reaches below ``−max_accuracy_loss`` (a loss beyond tolerance cannot be ruled out), or the live
+  path's features differ from their offline point-in-time values on more than ``max_feature_skew`` of the sampled
+  answers for some feature (whatever the labels say: the live answers are not those of the model that was judged
+  offline).
 * **promote** otherwise: enough labels, the interval's lower bound of the improvement ≥ ``−max_accuracy_loss``,
   and every guardrail passes.
 
@@ -55,6 +58,9 @@ class Evidence(Result):
     live_calibration_error: float | None = None
     live_holdout: float | None = None  # the online model's primary metric at training
     live_offline_gap: float | None = None  # how much better that holdout looked than the shadow
+    feature_skew_share: float | None = None  # the most skewed feature's share of the sampled live answers
+    feature_skew_feature: str | None = None  # that feature
+    feature_skew_sampled: int = 0  # the live answers sampled (0: the check could not run, see the report)
 
 
 class Check(Result):
@@ -166,6 +172,26 @@ def _model_checks(policy: CutoverPolicy, e: Evidence, enough: bool) -> list[Chec
     return checks
 
 
+def _feature_skew(policy: CutoverPolicy, e: Evidence) -> Check:
+    """The live features against their offline point-in-time values (comparisons/skew.py): judged without labels,
+    on every sampled answer; not judged when the offline values could not be read (the report says why)."""
+    limit = policy.max_feature_skew
+    if e.feature_skew_share is None:
+        return Check(
+            name="feature_skew", passed=None, value=None, limit=limit, detail="feature skew not measured (see report)"
+        )
+    passed = e.feature_skew_share <= limit
+    word = "" if passed else "live features differ from their offline point-in-time values: "
+    return Check(
+        name="feature_skew",
+        passed=passed,
+        value=e.feature_skew_share,
+        limit=limit,
+        detail=f"{word}{e.feature_skew_feature} differs or is missing on one side in {_pct(e.feature_skew_share)} "
+        f"of {e.feature_skew_sampled:,} sampled live answers (≤ max_feature_skew {limit:.0%})",
+    )
+
+
 def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
     """Apply ``policy`` to the evidence ``e`` (see the module docstring for the rules)."""
     tolerance = -policy.max_accuracy_loss
@@ -204,6 +230,7 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
         )
     )
     checks += _model_checks(policy, e, enough)
+    checks.append(_feature_skew(policy, e))
     rollback: list[str] = [f"guardrail breached: {c.detail}" for c in checks[:3] if c.passed is False]
     if enough and e.improvement_high is not None and e.improvement_high < tolerance:
         rollback.append(

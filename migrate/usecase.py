@@ -326,6 +326,14 @@ class CutoverPolicy(_Strict):
         description="How much better the online model's holdout may look than its shadow on the primary metric "
         "(absolute for AUC, a share of the shadow value for losses); beyond it: hold, suspected leakage or skew.",
     )
+    max_feature_skew: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Largest share of sampled live answers whose value of any one feature differs from its offline "
+        "point-in-time value, or is missing on one side only (the comparator's feature-skew check); beyond it: hold. "
+        "A lagging or empty stream, materialized features behind, or a bug in the live path shows up here.",
+    )
     max_calibration_error: float = Field(
         default=0.1, gt=0, le=1, description="Largest expected calibration error of the live path (binary labels)."
     )

@@ -148,6 +148,8 @@ def test_the_comparator_judges_it_as_a_backtest(backtested: Backtested) -> None:
     skew = comparison.feature_skew
     assert skew.available and skew.sampled > 1_000, skew.reason
     assert all(f.mismatches == 0 and f.missing_online == 0 for f in skew.features), skew.features
+    judged = next(c for c in comparison.verdict.checks if c.name == "feature_skew")
+    assert judged.passed is True and judged.value == 0.0
 
 
 def test_a_second_run_resumes_and_a_lost_day_is_redone_identically(backtested: Backtested) -> None:

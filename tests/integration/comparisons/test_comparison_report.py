@@ -182,6 +182,11 @@ def test_feature_skew_finds_the_planted_bug(report: Any, shadowed: Shadowed) -> 
     assert top["feature"] == "found_rate_7d" and top["mismatches"] > 0
     assert 0.05 < top["mismatch_rate"] < 0.3  # products divisible by 7 among those requested (~1/7)
     assert all(f["mismatches"] == 0 for f in rest if f["kind"] == "batch"), rest
+    # The verdict judges the feature off on the largest share of the sampled answers against max_feature_skew.
+    check = next(c for c in report.verdict.checks if c.name == "feature_skew")
+    off = max(f["mismatches"] + f["missing_online"] + f["missing_offline"] for f in skew["features"])
+    assert check.value == pytest.approx(off / skew["sampled"]) and check.passed is (check.value <= check.limit)
+    assert (check.detail in report.verdict.reasons) is (check.passed is False)
 
 
 def test_report_reads_as_prose_not_as_python(report: Any) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from comparison_fixtures import T0, label, record, with_policy, write_shadow
 
+from comparisons import skew
 from comparisons.comparison import compare
 from comparisons.verdict import Evidence, decide, primary_metric
 from migrate.artifact import ArtifactStore
@@ -42,6 +43,9 @@ def evidence(**changes: object) -> Evidence:
         "live_calibration_error": 0.02,
         "live_holdout": 0.86,
         "live_offline_gap": 0.01,
+        "feature_skew_share": 0.01,
+        "feature_skew_feature": "found_rate_7d",
+        "feature_skew_sampled": 2000,
     }
     return Evidence.model_validate(base | changes)
 
@@ -78,6 +82,11 @@ def test_promote_needs_every_check() -> None:
         ({"live_holdout": None, "live_offline_gap": None, "live_calibration_error": None}, "promote", "lower bound"),
         # On too few labels none of them is judged: the hold says why.
         ({"labeled_pairs": 10, "live_calibration_error": 0.5}, "hold", "too few"),
+        # Live features off their offline point-in-time values (a lagging stream, say): held, whatever the labels.
+        ({"feature_skew_share": 0.25}, "hold", "found_rate_7d differs or is missing on one side in 25.0% of 2,000"),
+        ({"labeled_pairs": 10, "feature_skew_share": 0.5}, "hold", "live features differ from their offline"),
+        ({"feature_skew_share": 0.1}, "promote", "lower bound"),  # at the limit (max_feature_skew 0.1): passes
+        ({"feature_skew_share": None, "feature_skew_sampled": 0}, "promote", "lower bound"),  # not measured
     ],
 )
 def test_each_rule(changes: dict[str, object], decision: str, reason: str) -> None:
@@ -236,3 +245,32 @@ def test_a_miscalibrated_model_is_held_even_when_it_ranks_better(settings: Setti
     assert live.baseline_loss is not None and abs(live.baseline_loss - labels * (1 - labels)) < 1e-9
     assert live.beats_baseline is False and batch.beats_baseline is True
     assert live.calibration_error is not None and live.calibration_error > 0.2
+
+
+def test_the_verdict_reads_the_feature_off_on_the_most_sampled_answers() -> None:
+    """Shares over the sampled answers: a mismatch, a value missing live, a value missing offline each count once
+    (2 + 3 + 1 of 40 for b; 5 of 40 for a, all mismatches; c none)."""
+
+    def feature(name: str, mismatches: int, online: int, offline: int) -> skew.FeatureSkew:
+        return skew.FeatureSkew(
+            feature=name,
+            kind="real-time",
+            compared=40 - online - offline,
+            mismatches=mismatches,
+            mismatch_rate=None,
+            missing_online=online,
+            missing_offline=offline,
+            missing_rate=None,
+        )
+
+    measured = skew.Skew(
+        available=True, sampled=40, features=[feature("a", 5, 0, 0), feature("b", 2, 3, 1), feature("c", 0, 0, 0)]
+    )
+    assert skew.evidence(measured) == {
+        "feature_skew_share": 6 / 40,
+        "feature_skew_feature": "b",
+        "feature_skew_sampled": 40,
+    }
+    assert skew.evidence(skew.Skew(available=False, reason="no offline store")) == {}
+    check = next(c for c in decide(POLICY, evidence(**skew.evidence(measured))).checks if c.name == "feature_skew")
+    assert check.passed is False and check.value == 6 / 40 and check.limit == POLICY.max_feature_skew
