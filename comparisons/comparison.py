@@ -62,6 +62,11 @@ class Comparison(Result):
     rows: int
     files: int
     backtest: bool = Field(default=False, description="Every row is a backtest's answer from history.")
+    shadow_sample_percent: float = Field(
+        default=100.0,
+        description="The smallest share of entities the shadow log sampled in the window (shadow.sample_percent): "
+        "counts are of the sampled entities' requests; shares, latencies and accuracy hold as measured.",
+    )
     label_delay_s: float
     lookup_version: int | None
     lookup_cutoff: datetime | None
@@ -305,7 +310,9 @@ def compare(
         acc = scoring.result()
         checked = baselines.measure(rows, acc, settings, metric_name)
         clock.lap("accuracy")
-        span = rows.con.execute("SELECT min(request_time), max(request_time), bool_and(backtest) FROM s").fetchall()[0]
+        span = rows.con.execute(
+            "SELECT min(request_time), max(request_time), bool_and(backtest), min(sp) FROM s"
+        ).fetchall()[0]
         assert span is not None
     finally:
         rows.con.close()
@@ -331,6 +338,7 @@ def compare(
         until=window.until,
         first_request=span[0].astimezone(UTC),
         last_request=span[1].astimezone(UTC),
+        shadow_sample_percent=float(span[3]) if span[3] is not None else 100.0,
         rows=rows.rows,
         files=rows.files,
         backtest=bool(span[2]),

@@ -34,6 +34,13 @@ def _svg(name: str, draw: Callable[[Figure], None], size: tuple[float, float] = 
     return text[text.index("<svg") :]
 
 
+def _legend(ax: Axes, **options: object) -> None:
+    """The axes' legend, when a series has a label: a window with no labelled pair (or no answer of a path) draws
+    nothing to name, and matplotlib warns on an empty legend."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
+
+
 def _times(moments: list[datetime]) -> np.ndarray:
     """UTC instants as naive datetime64 (what matplotlib's date axis takes without a zone warning)."""
     return np.array([m.astimezone(UTC).replace(tzinfo=None) for m in moments], dtype="datetime64[us]")
@@ -49,7 +56,7 @@ def _histogram(ax: Axes, histogram: Histogram, unit: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel(unit)
     ax.set_ylabel("share of requests")
-    ax.legend(loc="upper left", frameon=False)
+    _legend(ax, loc="upper left", frameon=False)
 
 
 def _ages(c: Comparison) -> str:
@@ -74,7 +81,7 @@ def _coverage(c: Comparison) -> str:
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("share of requests")
         ax.set_title("Coverage over the day (per hour, UTC)")
-        ax.legend(loc="center left", frameon=False)
+        _legend(ax, loc="center left", frameon=False)
         figure.autofmt_xdate()
 
     return _svg("coverage", draw)
@@ -92,7 +99,7 @@ def _roc(c: Comparison) -> str:
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.set_title(f"ROC on {c.accuracy.pairs:,} labeled requests")
-        ax.legend(loc="lower right", frameon=False)
+        _legend(ax, loc="lower right", frameon=False)
 
     return _svg("roc", draw, (4.2, 3.8))
 
@@ -110,7 +117,7 @@ def _calibration(c: Comparison) -> str:
         ax.set_xlabel("mean prediction (bin)")
         ax.set_ylabel("mean label")
         ax.set_title("Calibration")
-        ax.legend(loc="upper left", frameon=False)
+        _legend(ax, loc="upper left", frameon=False)
 
     return _svg("calibration", draw, (4.2, 3.8))
 
@@ -156,7 +163,7 @@ def _hourly_accuracy(c: Comparison) -> str:
             ax.plot(hours, [np.nan if v is None else v for v in values], color=COLOURS[path], marker=".", label=path)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} per hour (labeled requests)")
-        ax.legend(frameon=False)
+        _legend(ax, frameon=False)
         figure.autofmt_xdate()
 
     return _svg("hourly_accuracy", draw)

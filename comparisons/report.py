@@ -445,7 +445,19 @@ def render_html(c: Comparison, figures: dict[str, str]) -> str:
         f"<body><main><h1>{_e(c.usecase)}: batch predictions vs the live path</h1>"
         f'<p class="sub">{_n(c.rows)} {what}, {_e(window)}; lookup version {_n(c.lookup_version)} served most of them. '
         "Every figure and table covers this window.</p>"
-        f"{banner}<nav><b>Contents</b><ol>{contents}</ol></nav>{body}</main></body></html>"
+        f"{_sampled(c)}{banner}<nav><b>Contents</b><ol>{contents}</ol></nav>{body}</main></body></html>"
+    )
+
+
+def _sampled(c: Comparison) -> str:
+    """What a sampled shadow log means for the numbers (``shadow.sample_percent``); nothing when it logged all."""
+    if c.shadow_sample_percent >= 100:
+        return ""
+    return (
+        f'<p class="banner" id="sampled">The shadow log <b>sampled {c.shadow_sample_percent:g} %</b> of the entities '
+        "(<code>shadow.sample_percent</code>, down to that share in this window): request counts are the sampled "
+        "entities' requests; shares, latencies, accuracy and agreement hold as measured over them, and the unread "
+        "batch rows are an estimate.</p>"
     )
 
 

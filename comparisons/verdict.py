@@ -69,7 +69,7 @@ class Check(Result):
     name: str
     passed: bool | None
     value: float | None
-    limit: float
+    limit: float | None  # None: no limit is known yet (the baseline's loss before any labeled pair)
     detail: str
 
 
@@ -134,7 +134,7 @@ def _model_checks(policy: CutoverPolicy, e: Evidence, enough: bool) -> list[Chec
         name="beats_baseline",
         passed=judged(None if e.live_loss is None or e.baseline_loss is None else e.live_loss < e.baseline_loss),
         value=e.live_loss,
-        limit=e.baseline_loss if e.baseline_loss is not None else float("nan"),
+        limit=e.baseline_loss,
         detail=f"the live path is no better than a trivial baseline: {loss} {_fmt(e.live_loss)} vs "
         f"{_fmt(e.baseline_loss)} (must be lower)",
     )
