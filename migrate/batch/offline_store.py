@@ -25,6 +25,7 @@ __all__ = [
     "OWN_OUTCOME_METRIC",
     "check_columns",
     "checks_own_outcome",
+    "labels_closed",
     "open_offline",
     "own_outcome_metrics",
     "snapshot_features",
@@ -248,6 +249,16 @@ def _named_label_sql(usecase: UseCase, named_id: str, at: str, delay: str, param
 OWN_OUTCOME_COLUMN = "own_outcome_known"
 OWN_OUTCOME_METRIC = "own_outcome_known_rows"
 _OWN_OUTCOME_ID = "_own_outcome_id"  # the prediction's id when flagged, else NULL; replaced by OWN_OUTCOME_COLUMN
+
+
+def labels_closed(usecase: UseCase, end: datetime) -> datetime:
+    """The instant before which `training_frame` read up to `end` holds every prediction: ``end − available_after``
+    when a row waits for its label window to close (``label.from_event``, or a table of past requests), else `end`
+    (an event's own label field is known at the event). A trainer's holdout ends here, not at `end`."""
+    spine = usecase.training.spine
+    if usecase.label.from_event is None and (spine is None or spine.table is None):
+        return end
+    return end - parse_duration(usecase.label.available_after)
 
 
 def checks_own_outcome(usecase: UseCase) -> bool:
