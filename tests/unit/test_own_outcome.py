@@ -94,9 +94,9 @@ def store(tmp_path: Path) -> Path:
     return path
 
 
-def frame(path: Path, usecase: UseCase) -> Any:
+def frame(path: Path, usecase: UseCase, id_column: str = "event_id") -> Any:
     with duckdb.connect(str(path), read_only=True) as con:
-        return training_frame(con, usecase, START, END, id_column="event_id")
+        return training_frame(con, usecase, START, END, id_column=id_column)
 
 
 def test_predictions_made_after_their_own_departure_are_refused_naming_how_many(store: Path) -> None:
@@ -131,6 +131,22 @@ def test_allowed_they_are_kept_flagged_and_counted(store: Path) -> None:
     assert allowed.column("event_id").to_pylist() == ["s1", "s2", "s3", "s4", "s5"]
     assert allowed.column("own_outcome_known").to_pylist() == [True, True, False, False, False]
     assert own_outcome_metrics(allowed) == {OWN_OUTCOME_METRIC: 2.0}
+
+
+def test_a_table_of_past_requests_is_checked_by_its_id_column(store: Path) -> None:
+    """Requests logged by id: r2 was asked at 10:45, after d2 (10:40) named it; r1 at 09:40, before d1 (09:50)."""
+    with duckdb.connect(str(store)) as con:
+        con.execute("CREATE TABLE asked (request_id VARCHAR, requested_at TIMESTAMP, route_id BIGINT)")
+        con.execute("""INSERT INTO asked VALUES
+            ('s1', '2026-11-02 09:40', 1), ('s2', '2026-11-02 10:45', 2), ('s3', '2026-11-02 11:55', 1)""")
+    raw = flights().model_dump()
+    raw["training"] = {"spine": {"table": "asked", "time_column": "requested_at", "id_column": "request_id"}}
+    with pytest.raises(OwnOutcomeKnownError) as caught:
+        frame(store, UseCase.model_validate(raw), "request_id")
+    assert (caught.value.count, caught.value.rows, caught.value.example) == (1, 3, "s2")
+    # Without an id the table's rows cannot be checked: the frame says so by having no flag column.
+    raw["training"]["spine"] = {"table": "asked", "time_column": "requested_at", "label_column": "late"}
+    assert not checks_own_outcome(UseCase.model_validate(raw))
 
 
 def test_an_event_field_label_is_not_checked() -> None:
