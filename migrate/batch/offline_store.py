@@ -17,17 +17,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from migrate.errors import ConfigError, OfflineStoreError, OwnOutcomeKnownError, UseCaseError
+from migrate.batch.own_outcome import OWN_OUTCOME_ID, checks_own_outcome, flag_own_outcome, own_outcome_sql
+from migrate.errors import ConfigError, OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
-    "OWN_OUTCOME_COLUMN",
-    "OWN_OUTCOME_METRIC",
     "check_columns",
-    "checks_own_outcome",
     "labels_closed",
     "open_offline",
-    "own_outcome_metrics",
     "snapshot_features",
     "training_frame",
     "utc_aware",
@@ -244,13 +241,6 @@ def _named_label_sql(usecase: UseCase, named_id: str, at: str, delay: str, param
         ) THEN {float(by_reference.value)!r} ELSE {otherwise} END"""
 
 
-# The frame's column flagging a prediction already named by another event when it is made, and the metric counting
-# them in a model trained with ``label.from_event.allow_own_outcome_known``.
-OWN_OUTCOME_COLUMN = "own_outcome_known"
-OWN_OUTCOME_METRIC = "own_outcome_known_rows"
-_OWN_OUTCOME_ID = "_own_outcome_id"  # the prediction's id when flagged, else NULL; replaced by OWN_OUTCOME_COLUMN
-
-
 def labels_closed(usecase: UseCase, end: datetime) -> datetime:
     """The instant before which `training_frame` read up to `end` holds every prediction: ``end − available_after``
     when a row waits for its label window to close (``label.from_event``, or a table of past requests), else `end`
@@ -259,65 +249,6 @@ def labels_closed(usecase: UseCase, end: datetime) -> datetime:
     if usecase.label.from_event is None and (spine is None or spine.table is None):
         return end
     return end - parse_duration(usecase.label.available_after)
-
-
-def checks_own_outcome(usecase: UseCase) -> bool:
-    """Whether `training_frame` checks each row for an event naming it before it is made: labels by
-    ``label.from_event`` and rows with an id (the spine's events, or a table of past requests with ``id_column``)."""
-    spine = usecase.training.spine
-    with_ids = spine is None or spine.table is None or spine.id_column is not None
-    return usecase.label.from_event is not None and with_ids
-
-
-def own_outcome_metrics(frame: pa.Table) -> dict[str, float]:
-    """A trained model's count of rows whose outcome may have been known when predicted (``own_outcome_known_rows``),
-    from a `training_frame` that checked them; empty when it did not (no ``label.from_event``)."""
-    if OWN_OUTCOME_COLUMN not in frame.column_names:
-        return {}
-    return {OWN_OUTCOME_METRIC: float(sum(1 for known in frame[OWN_OUTCOME_COLUMN].to_pylist() if known))}
-
-
-def _own_outcome_sql(usecase: UseCase, named_id: str, at: str) -> str:
-    """The prediction's id (as text) when an event of ``label.from_event``'s stream other than its own names `named_id`
-    in ``ref_field`` at or before `at` (its prediction time), else NULL: such an event may be its very outcome (a flight
-    that left early), already in the windows the prediction reads."""
-    events, by_reference = usecase.realtime_features, usecase.label.from_event
-    assert events is not None and by_reference is not None
-    table, time_column, stream = events.source(by_reference.stream)
-    assert stream is not None
-    when = f"CAST(o.{_quote(time_column)} AS TIMESTAMP)"
-    # Every event naming it counts, not only those of `from_event.where`: a flight's early `departed` event with
-    # `late: false` labels nothing, yet tells the windows that it left.
-    return f"""CASE WHEN EXISTS (
-            SELECT 1 FROM {_quote(table)} o
-            WHERE o.{_quote(by_reference.ref_field)} = {named_id} AND {when} <= {at}
-              AND CAST(o.{_quote(stream.id_field)} AS VARCHAR) IS DISTINCT FROM CAST({named_id} AS VARCHAR)
-        ) THEN CAST({named_id} AS VARCHAR) END"""
-
-
-def _check_own_outcome(usecase: UseCase, table: pa.Table, start: datetime, end: datetime) -> pa.Table:
-    """Refuse rows made at or after another event naming them (unless ``allow_own_outcome_known``); else flag each
-    row in ``own_outcome_known``, which replaces the id column the query gave."""
-    named = table[_OWN_OUTCOME_ID].to_pylist()
-    known = [ident for ident in named if ident is not None]
-    by_reference = usecase.label.from_event
-    assert by_reference is not None
-    if known and not by_reference.allow_own_outcome_known:
-        share = len(known) / len(named)
-        raise OwnOutcomeKnownError(
-            f"{usecase.name!r}: {len(known)} of {len(named)} training rows ({share:.1%}) in "
-            f"{utc_aware(start).isoformat()} - {utc_aware(end).isoformat()} are predicted when another event naming "
-            f"them in {by_reference.ref_field!r} (stream {by_reference.stream!r}) has already arrived, e.g. the "
-            f"prediction {known[0]!r}: its outcome may be in the features it is predicted from",
-            fix="ask before the outcome can happen (training.predict_before, e.g. 30m), or leave such predictions "
-            "out with training.spine.where; only when the model may know it, set "
-            f"label.from_event.allow_own_outcome_known: true (the model's metrics then count {OWN_OUTCOME_METRIC})",
-            count=len(known),
-            rows=len(named),
-            example=known[0],
-        )
-    flags = pa.array([ident is not None for ident in named], pa.bool_())
-    return table.set_column(table.column_names.index(_OWN_OUTCOME_ID), OWN_OUTCOME_COLUMN, flags)
 
 
 def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]) -> str:
@@ -352,7 +283,7 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
     named_id = f"sp.{_quote(events.events.id_field)}"
     label = _named_label_sql(usecase, named_id, sp_at, delay, params)
     sp_prediction = f"{sp_at} - to_microseconds({lead_us})"
-    own = f", {_own_outcome_sql(usecase, named_id, sp_prediction)} AS {_OWN_OUTCOME_ID}"
+    own = f", {own_outcome_sql(usecase, named_id, sp_prediction)} AS {OWN_OUTCOME_ID}"
     return f"""SELECT * FROM (
         SELECT {keys}, {times}{columns}, CAST({label} AS {label_type}) AS label_value{own}
         FROM {source} sp
@@ -389,7 +320,7 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
     columns = "".join(f", r.{_quote(c)}" for c in extra)
     if checks_own_outcome(usecase):
         assert spine.id_column is not None
-        columns += f", {_own_outcome_sql(usecase, f'r.{_quote(spine.id_column)}', at)} AS {_OWN_OUTCOME_ID}"
+        columns += f", {own_outcome_sql(usecase, f'r.{_quote(spine.id_column)}', at)} AS {OWN_OUTCOME_ID}"
     return f"""SELECT * FROM (
         SELECT {", ".join(f"r.{_quote(k)}" for k in keys)}, {at} AS event_time, {at} AS prediction_time{columns},
                CAST({label} AS {label_type}) AS label_value
@@ -500,14 +431,14 @@ def training_frame(
     query = f"""
         WITH ev AS ({_predictions_sql(usecase, extra, params)}), {f_cte}
         SELECT {ev_keys}, ev.event_time, ev.prediction_time, {features}, f.features_as_of,
-               ev.label_value AS {_quote(label)}{out_extra}{f", ev.{_OWN_OUTCOME_ID}" if own else ""}
+               ev.label_value AS {_quote(label)}{out_extra}{f", ev.{OWN_OUTCOME_ID}" if own else ""}
         FROM ev {joins}
         ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
     table = con.sql(query, params=params).to_arrow_table()
     for column in ("event_time", "prediction_time", "features_as_of"):
         table = _as_utc_timestamps(table, column)
-    return _check_own_outcome(usecase, table, start, end) if own else table
+    return flag_own_outcome(usecase, table, utc_aware(start), utc_aware(end)) if own else table
 
 
 def prediction_requests(

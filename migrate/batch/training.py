@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from migrate.artifact import ArtifactInfo, ArtifactStore, Role
-from migrate.batch.offline_store import OWN_OUTCOME_METRIC, checks_own_outcome
+from migrate.batch.own_outcome import OWN_OUTCOME_METRIC, checks_own_outcome
 from migrate.errors import ConfigError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -77,7 +77,7 @@ def train(usecase: UseCase, settings: Settings, as_of: datetime, *, role: Role =
         raise ConfigError(
             f"trainer of {usecase.name!r} returned no metric {OWN_OUTCOME_METRIC!r}, which "
             "label.from_event.allow_own_outcome_known requires",
-            fix="add migrate.batch.offline_store.own_outcome_metrics(frame) to the metrics it returns",
+            fix="add migrate.batch.own_outcome.own_outcome_metrics(frame) to the metrics it returns",
         )
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
     return store.save(usecase, trained.estimator, trained_as_of=as_of, metrics=trained.metrics, role=role)

@@ -12,7 +12,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from migrate.batch.offline_store import OWN_OUTCOME_METRIC, checks_own_outcome, own_outcome_metrics, training_frame
+from migrate.batch.offline_store import training_frame
+from migrate.batch.own_outcome import OWN_OUTCOME_METRIC, checks_own_outcome, own_outcome_metrics
 from migrate.batch.training import train
 from migrate.errors import ConfigError, OwnOutcomeKnownError
 from migrate.settings import get_settings

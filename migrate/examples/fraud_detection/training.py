@@ -20,7 +20,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from migrate.batch.event_history import online_training_frame
-from migrate.batch.offline_store import labels_closed, open_offline, own_outcome_metrics, training_frame, utc_aware
+from migrate.batch.offline_store import labels_closed, open_offline, training_frame, utc_aware
+from migrate.batch.own_outcome import own_outcome_metrics
 from migrate.batch.training import TrainedModel
 from migrate.errors import OfflineStoreError, UseCaseError
 from migrate.examples.skeleton.training import boosted_trees

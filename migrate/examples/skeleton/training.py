@@ -22,7 +22,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from migrate.batch.event_history import online_training_frame
-from migrate.batch.offline_store import labels_closed, open_offline, own_outcome_metrics, training_frame, utc_aware
+from migrate.batch.offline_store import labels_closed, open_offline, training_frame, utc_aware
+from migrate.batch.own_outcome import own_outcome_metrics
 from migrate.batch.training import TrainedModel
 from migrate.errors import OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase
