@@ -41,6 +41,16 @@ class OfflineStoreError(MigrateError):
     """The offline store (DuckDB) lacks a table or column a use case declares."""
 
 
+class OwnOutcomeKnownError(OfflineStoreError):
+    """Training rows are predicted after an event naming them arrived: their outcome may be in their features."""
+
+    def __init__(self, what: str, *, fix: str, count: int, rows: int, example: str) -> None:
+        self.count = count
+        self.rows = rows
+        self.example = example
+        super().__init__(what, fix=fix)
+
+
 class ArtifactError(MigrateError):
     """A model artifact is missing, unreadable, or its hash does not match."""
 

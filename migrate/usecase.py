@@ -209,6 +209,12 @@ class LabelFromEvent(_Strict):
     otherwise: float | None = Field(
         default=0.0, description="The label when none arrives in time (None: such a prediction stays unlabeled)."
     )
+    allow_own_outcome_known: bool = Field(
+        default=False,
+        description="Train on predictions made after another event naming them arrived (a flight that already left, "
+        "its departure in the windows): counted in the model's metrics as own_outcome_known_rows. Default: training "
+        "refuses them, naming how many; predict earlier (training.predict_before) or filter them out instead.",
+    )
 
 
 class Label(_Strict):

@@ -17,11 +17,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from migrate.batch.own_outcome import OWN_OUTCOME_ID, checks_own_outcome, flag_own_outcome, own_outcome_sql
 from migrate.errors import ConfigError, OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
     "check_columns",
+    "labels_closed",
     "open_offline",
     "snapshot_features",
     "training_frame",
@@ -239,6 +241,16 @@ def _named_label_sql(usecase: UseCase, named_id: str, at: str, delay: str, param
         ) THEN {float(by_reference.value)!r} ELSE {otherwise} END"""
 
 
+def labels_closed(usecase: UseCase, end: datetime) -> datetime:
+    """The instant before which `training_frame` read up to `end` holds every prediction: ``end − available_after``
+    when a row waits for its label window to close (``label.from_event``, or a table of past requests), else `end`
+    (an event's own label field is known at the event). A trainer's holdout ends here, not at `end`."""
+    spine = usecase.training.spine
+    if usecase.label.from_event is None and (spine is None or spine.table is None):
+        return end
+    return end - parse_duration(usecase.label.available_after)
+
+
 def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]) -> str:
     """One row per prediction request in [start, end): its keys, label time, prediction time, label, `extra`.
 
@@ -268,9 +280,12 @@ def _predictions_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, A
     assert events.events is not None
     delay = f"to_microseconds({int(parse_duration(usecase.label.available_after).total_seconds() * 1_000_000)})"
     sp_at = f"CAST(sp.{event_time} AS TIMESTAMP)"
-    label = _named_label_sql(usecase, f"sp.{_quote(events.events.id_field)}", sp_at, delay, params)
+    named_id = f"sp.{_quote(events.events.id_field)}"
+    label = _named_label_sql(usecase, named_id, sp_at, delay, params)
+    sp_prediction = f"{sp_at} - to_microseconds({lead_us})"
+    own = f", {own_outcome_sql(usecase, named_id, sp_prediction)} AS {OWN_OUTCOME_ID}"
     return f"""SELECT * FROM (
-        SELECT {keys}, {times}{columns}, CAST({label} AS {label_type}) AS label_value
+        SELECT {keys}, {times}{columns}, CAST({label} AS {label_type}) AS label_value{own}
         FROM {source} sp
         WHERE {event_time} >= $start AND {event_time} < $end AND {spine_where}
           AND CAST({event_time} AS TIMESTAMP) + {delay} <= CAST($end AS TIMESTAMP)
@@ -303,6 +318,9 @@ def _requests_sql(usecase: UseCase, extra: Sequence[str], params: dict[str, Any]
             WHERE {same} AND l.{column} IS NOT NULL AND {when} > {at} AND {when} <= {at} + {delay}
             ORDER BY {when}, l.{_quote(events.events.id_field)} LIMIT 1)"""
     columns = "".join(f", r.{_quote(c)}" for c in extra)
+    if checks_own_outcome(usecase):
+        assert spine.id_column is not None
+        columns += f", {own_outcome_sql(usecase, f'r.{_quote(spine.id_column)}', at)} AS {OWN_OUTCOME_ID}"
     return f"""SELECT * FROM (
         SELECT {", ".join(f"r.{_quote(k)}" for k in keys)}, {at} AS event_time, {at} AS prediction_time{columns},
                CAST({label} AS {label_type}) AS label_value
@@ -374,8 +392,13 @@ def training_frame(
 
     Columns: the entity keys, ``event_time`` (the event's time, UTC), ``prediction_time`` (UTC), each feature as
     float64, ``features_as_of`` (UTC), the label (0/1 for binary labels), then `id_column` and `extra_columns`
-    (event fields, as stored). Events whose entity had no feature row yet are left out, as the batch model could
-    not have scored them; rows are sorted by event time, keys and label.
+    (event fields, as stored), then, when `checks_own_outcome`, ``own_outcome_known``. Events whose entity had no
+    feature row yet are left out, as the batch model could not have scored them; rows are sorted by event time, keys
+    and label.
+
+    Raises:
+        OwnOutcomeKnownError: with ``label.from_event``, rows are predicted at or after another event naming them
+            (their outcome may be in their windows), and ``from_event.allow_own_outcome_known`` is not set.
     """
     _use_utc(con)
     file = _file_of(usecase, usecase_file)
@@ -404,17 +427,18 @@ def training_frame(
     ev_keys = ", ".join(f"ev.{_quote(k)}" for k in keys)
     params: dict[str, Any] = {"start": utc_naive(start), "end": utc_naive(end)}
     f_cte, features, joins = _batch_join_sql(con, usecase, file, outer=False)
+    own = checks_own_outcome(usecase)
     query = f"""
         WITH ev AS ({_predictions_sql(usecase, extra, params)}), {f_cte}
         SELECT {ev_keys}, ev.event_time, ev.prediction_time, {features}, f.features_as_of,
-               ev.label_value AS {_quote(label)}{out_extra}
+               ev.label_value AS {_quote(label)}{out_extra}{f", ev.{OWN_OUTCOME_ID}" if own else ""}
         FROM ev {joins}
         ORDER BY ev.event_time, {ev_keys}, ev.label_value{out_extra}
     """
     table = con.sql(query, params=params).to_arrow_table()
     for column in ("event_time", "prediction_time", "features_as_of"):
         table = _as_utc_timestamps(table, column)
-    return table
+    return flag_own_outcome(usecase, table, utc_aware(start), utc_aware(end)) if own else table
 
 
 def prediction_requests(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from migrate.artifact import ArtifactInfo, ArtifactStore, Role
+from migrate.batch.own_outcome import OWN_OUTCOME_METRIC, checks_own_outcome
 from migrate.errors import ConfigError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -68,6 +69,15 @@ def train(usecase: UseCase, settings: Settings, as_of: datetime, *, role: Role =
         raise ConfigError(
             f"trainer of {usecase.name!r} used features {trained.feature_names}, but the YAML declares {expected}",
             fix="train on exactly the features the use case declares, in order (batch, then real-time)",
+        )
+    by_reference = usecase.label.from_event
+    allowed = by_reference is not None and by_reference.allow_own_outcome_known and checks_own_outcome(usecase)
+    if allowed and OWN_OUTCOME_METRIC not in trained.metrics:
+        # The rows it allows may inflate every holdout metric: the model must say how many it trained on.
+        raise ConfigError(
+            f"trainer of {usecase.name!r} returned no metric {OWN_OUTCOME_METRIC!r}, which "
+            "label.from_event.allow_own_outcome_known requires",
+            fix="add migrate.batch.own_outcome.own_outcome_metrics(frame) to the metrics it returns",
         )
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
     return store.save(usecase, trained.estimator, trained_as_of=as_of, metrics=trained.metrics, role=role)

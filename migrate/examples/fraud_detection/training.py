@@ -4,8 +4,8 @@ card features (batch model) or on those plus the card's and the merchant's last 
 Rows come from the toolkit, not from here: one per authorization (``training.spine``), labelled by the chargeback
 that names it within ``label.available_after`` (``label.from_event``), with the batch features strictly before it
 and, online, the real-time windows the stream processor held at that instant. An authorization of the last three
-days has no closed label yet and is left out, so the holdout is the last day whose labels are all in: this is why
-the trainer is not `migrate.examples.skeleton.training.WindowTrainer`, whose holdout is the day before as_of.
+days has no closed label yet and is left out, so the holdout is the last day whose labels are all in (as in
+`migrate.examples.skeleton.training.WindowTrainer`; this one keeps its own fraud counts and probability metrics).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from migrate.batch.event_history import online_training_frame
-from migrate.batch.offline_store import open_offline, training_frame, utc_aware
+from migrate.batch.offline_store import labels_closed, open_offline, training_frame, utc_aware
+from migrate.batch.own_outcome import own_outcome_metrics
 from migrate.batch.training import TrainedModel
 from migrate.errors import OfflineStoreError, UseCaseError
 from migrate.examples.skeleton.training import boosted_trees
-from migrate.usecase import UseCase, parse_duration
+from migrate.usecase import UseCase
 
 __all__ = ["HOLDOUT", "MIN_FRAUD", "WINDOW", "classifier", "train"]
 
@@ -68,7 +69,7 @@ def train(usecase: UseCase, offline_path: Path, as_of: datetime, *, online: bool
     """Fit on authorizations from as_of - 10 days to the last closed day, report AUC, log loss and Brier on it."""
     _require_binary(usecase)
     as_of = utc_aware(as_of)
-    closed = as_of - parse_duration(usecase.label.available_after)  # later authorizations may still be disputed
+    closed = labels_closed(usecase, as_of)  # as_of - available_after: later authorizations may still be disputed
     start, split = as_of - WINDOW, closed - HOLDOUT
     read = online_training_frame if online else training_frame
     with open_offline(offline_path) as con:
@@ -88,5 +89,5 @@ def train(usecase: UseCase, offline_path: Path, as_of: datetime, *, online: bool
         "holdout_positive_rate": float(y[held].mean()),
         "n_train": float((~held).sum()),
         "n_test": float(held.sum()),
-    }
+    } | own_outcome_metrics(frame)
     return TrainedModel(estimator=model, feature_names=list(names), metrics=metrics, trained_on=(start, split))

@@ -1,9 +1,12 @@
-"""The examples' trainer, parameterised by use case: boosted trees on the days before ``as_of``, the last one held out.
+"""The examples' trainer, parameterised by use case: boosted trees on the days before ``as_of``, the last day whose
+labels are all in held out.
 
 It learns from the labelled events of the ``TRAINING_DAYS`` before ``as_of``, each paired point in time with the
 features the nightly batch had at that moment (and, online, the real-time features the stream processor held just
-before it), and measures the model on the last day. An example supplies the label kind, its estimator, what makes
-a window too thin to train on, and its metrics.
+before it), and measures the model on the last day before the labels close: ``as_of`` for a label the event
+carries, ``as_of − label.available_after`` for one that waits for its window (``label.from_event``, a table of past
+requests), whose later rows the training frame leaves out. An example supplies the label kind, its estimator, what
+makes a window too thin to train on, and its metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from migrate.batch.event_history import online_training_frame
-from migrate.batch.offline_store import open_offline, training_frame, utc_aware
+from migrate.batch.offline_store import labels_closed, open_offline, training_frame, utc_aware
+from migrate.batch.own_outcome import own_outcome_metrics
 from migrate.batch.training import TrainedModel
 from migrate.errors import OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase
@@ -72,7 +76,8 @@ class WindowTrainer:
     measure: Callable[[Any, Matrix, npt.NDArray[Any], npt.NDArray[Any]], dict[str, float]]
 
     def train(self, usecase: UseCase, offline_path: Path, as_of: datetime, *, online: bool = False) -> TrainedModel:
-        """Fit on events in [as_of - 10 days, as_of - 1 day) and measure on the last day."""
+        """Fit on events in [as_of - 10 days, closed - 1 day) and measure on [closed - 1 day, closed), where
+        closed is when the labels close (`labels_closed`: as_of, or as_of - label.available_after)."""
         fits, dtype = _FITS[self.label_kind]
         if usecase.label.kind != self.label_kind:
             raise UseCaseError(
@@ -82,10 +87,22 @@ class WindowTrainer:
                 fix=f"this trainer fits {fits}; use kind: {self.label_kind} or another trainer",
             )
         as_of = utc_aware(as_of)
-        start, split = as_of - timedelta(days=TRAINING_DAYS), as_of - HOLDOUT
+        closed = labels_closed(usecase, as_of)  # later predictions may still get their label: not in the frame
+        start, split = as_of - timedelta(days=TRAINING_DAYS), closed - HOLDOUT
+        if split <= start:
+            raise UseCaseError(
+                f"usecases/{usecase.name}.yaml",
+                "label.available_after",
+                f"is {usecase.label.available_after}: labels close at {closed.isoformat()}, which leaves no training "
+                f"days before the holdout in the {TRAINING_DAYS} days this trainer reads before as_of",
+                fix=f"shorten available_after to under {TRAINING_DAYS - HOLDOUT.days} days, or use a trainer that "
+                "reads more days",
+            )
         frame = _window(usecase, offline_path, start, as_of, online=online)
-        times = frame["event_time"].to_numpy(zero_copy_only=False)
-        is_test = np.asarray(times >= np.datetime64(split.replace(tzinfo=None), "us"))
+        times = np.asarray(frame["event_time"].to_numpy(zero_copy_only=False))
+        # Half-open like every window: a row at `closed` itself (its label window ends at as_of) is in neither part.
+        is_train = np.asarray(times < np.datetime64(split.replace(tzinfo=None), "us"))
+        is_test = ~is_train & np.asarray(times < np.datetime64(closed.replace(tzinfo=None), "us"))
         names = usecase.online_feature_names if online else usecase.feature_names
         x = (
             np.column_stack([_column(frame, n, np.float64) for n in names])
@@ -93,20 +110,22 @@ class WindowTrainer:
             else np.empty((0, len(names)))
         )
         y = _column(frame, usecase.label.name, dtype)
-        x_train, y_train, x_test, y_test = x[~is_test], y[~is_test], x[is_test], y[is_test]
-        for part, labels, (lo, hi) in (("training", y_train, (start, split)), ("holdout", y_test, (split, as_of))):
+        x_train, y_train, x_test, y_test = x[is_train], y[is_train], x[is_test], y[is_test]
+        for part, labels, (lo, hi) in (("training", y_train, (start, split)), ("holdout", y_test, (split, closed))):
             if (why := self.shortfall(labels)) is not None:
+                closes = "" if closed == as_of else f"; labels close {usecase.label.available_after} before as_of"
                 raise OfflineStoreError(
                     f"the {part} window {lo.isoformat()} - {hi.isoformat()} of {usecase.name!r} has "
                     f"{labels.size} labelled {self.events}{why}",
-                    fix=f"generate more days of {self.events} (the trainer reads {TRAINING_DAYS} days before as_of) "
-                    "or pick a later as_of",
+                    fix=f"generate more days of {self.events} (the trainer reads {TRAINING_DAYS} days before as_of"
+                    f"{closes}) or pick a later as_of",
                 )
         estimator = self.make_estimator().fit(x_train, y_train)
         metrics = self.measure(estimator, x_test, y_test, y_train) | {
             "n_train": float(y_train.size),
             "n_test": float(y_test.size),
         }
+        metrics |= own_outcome_metrics(frame)
         return TrainedModel(estimator=estimator, feature_names=list(names), metrics=metrics, trained_on=(start, split))
 
 
