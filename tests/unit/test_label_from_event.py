@@ -214,30 +214,33 @@ def test_an_event_whose_outcome_is_not_known_yet_labels_nothing() -> None:
     assert label(orjson.dumps({**scan, "found": None})) == NoLabel(datetime(2026, 11, 14, 10, tzinfo=UTC))
 
 
+def _request(rid: str, card: int, when: datetime, context: dict[str, Any] | None = None) -> ShadowRecord:
+    """A shadow record of one authorization request on `card` (both paths answered)."""
+    return ShadowRecord(
+        request_id=rid,
+        usecase="cards",
+        key={"card_id": card},
+        request_time=when,
+        served_source="batch",
+        stage="shadow",
+        batch_prediction=0.1,
+        batch_miss=False,
+        batch_data_age_s=60.0,
+        batch_model_version="v1",
+        batch_latency_ms=1.0,
+        online_prediction=0.2,
+        online_feature_ages_s={},
+        online_features={},
+        online_model_version="v2",
+        online_latency_ms=2.0,
+        context=context or {},
+    )
+
+
 def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_path: Path) -> None:
     t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
     requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(minutes=1)), "r3": (3, t0 + timedelta(days=5))}
-    shadow = [
-        ShadowRecord(
-            request_id=rid,
-            usecase="cards",
-            key={"card_id": card},
-            request_time=when,
-            served_source="batch",
-            stage="shadow",
-            batch_prediction=0.1,
-            batch_miss=False,
-            batch_data_age_s=60.0,
-            batch_model_version="v1",
-            batch_latency_ms=1.0,
-            online_prediction=0.2,
-            online_feature_ages_s={},
-            online_features={},
-            online_model_version="v2",
-            online_latency_ms=2.0,
-        )
-        for rid, (card, when) in requests.items()
-    ]
+    shadow = [_request(rid, card, when) for rid, (card, when) in requests.items()]
     labels = [  # a chargeback on card 1 an hour later; a late one elsewhere moves the label watermark
         LabelRecord(
             usecase="cards", key={"card_id": 1}, event_time=t0 + timedelta(hours=1), label=1.0, source_event_id="c1"
@@ -268,27 +271,7 @@ def test_a_rare_outcome_closes_windows_as_far_as_the_label_sink_read_the_stream(
     newest event it read, labels or not) closes them; a window still open at that progress stays pending."""
     t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
     requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(days=1)), "r3": (3, t0 + timedelta(days=4))}
-    shadow = [
-        ShadowRecord(
-            request_id=rid,
-            usecase="cards",
-            key={"card_id": card},
-            request_time=when,
-            served_source="batch",
-            stage="shadow",
-            batch_prediction=0.1,
-            batch_miss=False,
-            batch_data_age_s=60.0,
-            batch_model_version="v1",
-            batch_latency_ms=1.0,
-            online_prediction=0.2,
-            online_feature_ages_s={},
-            online_features={},
-            online_model_version="v2",
-            online_latency_ms=2.0,
-        )
-        for rid, (card, when) in requests.items()
-    ]
+    shadow = [_request(rid, card, when) for rid, (card, when) in requests.items()]
     only = [
         LabelRecord(
             usecase="cards", key={"card_id": 1}, event_time=t0 + timedelta(hours=1), label=1.0, source_event_id="c1"
@@ -332,25 +315,7 @@ def test_with_a_request_field_the_comparator_joins_labels_by_the_id_they_name(tm
     t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
 
     def request(rid: str, auth: str, minutes: int) -> ShadowRecord:
-        return ShadowRecord(
-            request_id=rid,
-            usecase="cards",
-            key={"card_id": 1},
-            request_time=t0 + timedelta(minutes=minutes),
-            served_source="batch",
-            stage="shadow",
-            batch_prediction=0.1,
-            batch_miss=False,
-            batch_data_age_s=60.0,
-            batch_model_version="v1",
-            batch_latency_ms=1.0,
-            online_prediction=0.2,
-            online_feature_ages_s={},
-            online_features={},
-            online_model_version="v2",
-            online_latency_ms=2.0,
-            context={"auth_id": auth},
-        )
+        return _request(rid, 1, t0 + timedelta(minutes=minutes), context={"auth_id": auth})
 
     shadow = [request("r1", "a1", 0), request("r2", "a2", 5)]  # two authorizations of one card
     labels = [  # the chargeback names a2 only; a late label elsewhere closes every window
