@@ -41,6 +41,7 @@ from comparisons.shadow_rows import Rows, Window, load
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
 from lookup_tables import TableSpec
+from migrate.batch.offline_zone import table_sql
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
@@ -220,9 +221,10 @@ def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
     keys = ", ".join(f'"{k}" AS k_{k}' for k in usecase.entity.key_names)
     try:
         rows.con.execute(f"ATTACH '{path}' AS offline (READ_ONLY)")
+        table = table_sql(rows.con, usecase, source.table, catalog="offline")  # times in offline_time_zone
         rows.con.execute(
             f'CREATE TEMP TABLE entities AS SELECT {keys}, CAST("{source.created_at_column}" AS TIMESTAMP) '
-            f'AS created_at FROM offline."{source.table}"'
+            f"AS created_at FROM {table}"
         )
         rows.con.execute("DETACH offline")
     except Exception as exc:  # duckdb raises many types here: a locked file, a missing table or column

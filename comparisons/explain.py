@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 from comparisons.shadow_rows import Rows, Window, row_id_sql, shadow_files
 from comparisons.stats import Result
 from migrate.artifact import ArtifactStore, deserialize
+from migrate.batch.offline_zone import table_sql
 from migrate.errors import MigrateError
 from migrate.scoring import Model
 from migrate.settings import Settings
@@ -134,27 +135,29 @@ def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, A
     selected = [f'f."{f.name}"' for f in batch.features]
     on = " AND ".join(f'p."{k}" = f."{k}"' for k in keys)
 
-    def cases_only(table: str, on_keys: list[str]) -> str:
-        # The ASOF join sorts its right side: only the cases' entities' rows go in (their answers are the same).
-        matched = " AND ".join(f'x."{k}" = c."{k}"' for k in on_keys)
-        return f'(SELECT x.* FROM offline."{table}" x SEMI JOIN probe c ON {matched})'
-
-    joins = ""
-    for index, join in enumerate(batch.joins):  # tables at coarser grains, as of the same instant
-        joined_on = " AND ".join(f'p."{k}" = j{index}."{k}"' for k in join.keys)
-        joins += (
-            f" ASOF LEFT JOIN {cases_only(join.table, list(join.keys))} j{index} ON {joined_on} "
-            f'AND p.t >= CAST(j{index}."{join.timestamp_column}" AS TIMESTAMP)'
-        )
-        selected += [f'j{index}."{f.name}"' for f in join.features]
-    names = ", ".join(selected)
     try:
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"ATTACH '{path}' AS offline (READ_ONLY)")
             con.register("probe", probe)
+
+            def cases_only(table: str, on_keys: list[str]) -> str:
+                # The ASOF join sorts its right side: only the cases' entities' rows go in (same answers); the
+                # table's naive times read in the use case's offline_time_zone.
+                matched = " AND ".join(f'x."{k}" = c."{k}"' for k in on_keys)
+                source = table_sql(con, usecase, table, catalog="offline")
+                return f"(SELECT x.* FROM {source} x SEMI JOIN probe c ON {matched})"
+
+            joins = ""
+            for index, join in enumerate(batch.joins):  # tables at coarser grains, as of the same instant
+                joined_on = " AND ".join(f'p."{k}" = j{index}."{k}"' for k in join.keys)
+                joins += (
+                    f" ASOF LEFT JOIN {cases_only(join.table, list(join.keys))} j{index} ON {joined_on} "
+                    f'AND p.t >= CAST(j{index}."{join.timestamp_column}" AS TIMESTAMP)'
+                )
+                selected += [f'j{index}."{f.name}"' for f in join.features]
             found = con.execute(f"""
-                SELECT p.i, {names} FROM probe p ASOF LEFT JOIN {cases_only(batch.table, list(keys))} f
+                SELECT p.i, {", ".join(selected)} FROM probe p ASOF LEFT JOIN {cases_only(batch.table, list(keys))} f
                 ON {on} AND p.t >= CAST(f."{batch.timestamp_column}" AS TIMESTAMP){joins} ORDER BY p.i
             """).fetchall()
     except duckdb.Error as exc:

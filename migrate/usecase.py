@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import Field, field_validator, model_validator
@@ -366,6 +367,34 @@ class UseCase(_Strict):
     batch: BatchSpec
     cutover_policy: CutoverPolicy = Field(default_factory=CutoverPolicy)
     shadow: ShadowSpec = Field(default_factory=ShadowSpec)
+    offline_time_zone: str = Field(
+        default="UTC",
+        description="The zone of the offline store's timestamps that carry none (TIMESTAMP columns, not "
+        "TIMESTAMPTZ): their wall-clock times are read in this IANA zone (e.g. 'Europe/Paris') and turned into UTC; "
+        "default UTC. One zone for every table the use case reads.",
+    )
+
+    @field_validator("offline_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a time zone this machine knows: use an IANA name such as 'UTC', "
+                "'Europe/Paris' or 'America/Chicago'"
+            ) from None
+        return value
+
+    @property
+    def offline_tables(self) -> list[str]:
+        """Every offline-store table the use case reads, once each, in declared order."""
+        tables = [self.entity.source.table, self.batch_features.table, *(j.table for j in self.batch_features.joins)]
+        if self.realtime_features is not None:
+            tables += [self.realtime_features.event_table, *(s.event_table for s in self.realtime_features.streams)]
+        if self.training.spine is not None and self.training.spine.table is not None:
+            tables.append(self.training.spine.table)
+        return list(dict.fromkeys(tables))
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> UseCase:

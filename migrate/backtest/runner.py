@@ -34,6 +34,7 @@ from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
 from migrate.artifact import ArtifactStore
 from migrate.batch.event_history import RealtimeHistory, iter_events
 from migrate.batch.offline_store import batch_features_at, open_offline, prediction_requests
+from migrate.batch.offline_zone import localize
 from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
 from migrate.errors import BacktestError
@@ -369,6 +370,7 @@ def run_backtest(
         days.append((day, min(until, (day + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0))))
         day = days[-1][1]
     with open_offline(settings.offline_store_path) as con:
+        localize(con, usecase)  # its tables' naive times in the use case's offline_time_zone, for every read below
         # The event history up to the range's end, read once: each day is answered from the events strictly before
         # each request, so the later events it holds change nothing (was: the whole history re-read per day).
         history: RealtimeHistory | None = None

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from migrate.batch.offline_store import _quote, _use_utc, check_columns, training_frame, utc_naive
+from migrate.batch.offline_zone import localize
 from migrate.errors import UseCaseError
 from migrate.feature_windows import Group, Replay, groups_of
 from migrate.realtime_schema import MAIN_STREAM
@@ -66,6 +67,7 @@ def iter_events(
     stream: str = MAIN_STREAM,
 ) -> Iterator[dict[str, Any]]:
     """Events of `stream` with ``start <= event time < end`` in event-time order (then id), datetimes aware UTC."""
+    localize(con, usecase)
     _use_utc(con)
     select, _, time_column, declared = _select(con, usecase, stream)
     time_col, id_col = _quote(time_column), _quote(declared.id_field)
@@ -103,6 +105,7 @@ class RealtimeHistory:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, usecase: UseCase, end: datetime) -> None:
         _use_utc(con)
+        localize(con, usecase)
         self.usecase = usecase
         self.end = end
         self._groups: list[tuple[Group, Replay]] = []
@@ -152,6 +155,7 @@ def realtime_features_at(
     values). Columns of the answer: `usecase.realtime_feature_names`. The windows are evaluated with the serving
     code (`migrate.feature_windows`), over each stream's whole history before `end` so they start full.
     """
+    localize(con, usecase)
     return RealtimeHistory(con, usecase, end).features(spine)
 
 
@@ -195,6 +199,7 @@ def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, star
     origin are known before), or the rows of a table of past requests (``training.spine.table``) with their own
     context columns.
     """
+    localize(con, usecase)
     _, stream = event_stream(usecase)
     context = usecase.context_names
     spine = usecase.training.spine

@@ -1,7 +1,9 @@
 """The offline store (DuckDB): point-in-time reads shared by training and the nightly batch path.
 
-Time convention: every timestamp column is stored as a naive ``TIMESTAMP`` holding UTC, and every connection
-runs with ``TimeZone = 'UTC'`` so that a ``TIMESTAMPTZ`` column a user brings compares the same way. Python
+Time convention: every timestamp column is read as a naive ``TIMESTAMP`` holding UTC, and every connection
+runs with ``TimeZone = 'UTC'`` so that a ``TIMESTAMPTZ`` column a user brings compares the same way. Tables whose
+naive timestamps are local wall-clock times are read through views in the use case's ``offline_time_zone``
+(migrate/batch/offline_zone.py), so everything below still sees UTC. Python
 callers pass and receive timezone-aware UTC datetimes; a naive datetime is taken to be UTC already.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from migrate.batch.offline_zone import localize
 from migrate.batch.own_outcome import OWN_OUTCOME_ID, checks_own_outcome, flag_own_outcome, own_outcome_sql
 from migrate.errors import ConfigError, OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase, parse_duration
@@ -172,6 +175,7 @@ def snapshot_features(
     Columns: the entity keys, each feature as float64 in model order, and ``features_as_of`` (UTC).
     Entities without any feature row yet are left out; rows are sorted by the entity keys.
     """
+    localize(con, usecase)
     query = _snapshot_query(con, usecase, usecase_file)
     table = con.sql(query, params={"as_of": utc_naive(as_of)}).to_arrow_table()
     return _as_utc_timestamps(table, "features_as_of")
@@ -179,6 +183,7 @@ def snapshot_features(
 
 def latest_feature_time(con: duckdb.DuckDBPyConnection, usecase: UseCase) -> datetime | None:
     """The newest batch-feature snapshot time in the offline store (``None`` when the table is empty)."""
+    localize(con, usecase)
     batch = usecase.batch_features
     check_columns(con, batch.table, [batch.timestamp_column], usecase_file=_file_of(usecase, None))
     row = con.execute(f"SELECT max({_quote(batch.timestamp_column)}) FROM {_quote(batch.table)}").fetchone()
@@ -197,6 +202,7 @@ def write_snapshot(
 ) -> None:
     """`snapshot_features` streamed by DuckDB straight into a Parquet file: memory stays under `memory_limit` (a
     DuckDB size, `Settings.snapshot_memory`) at any size; the rest spills to disk."""
+    localize(con, usecase)
     query = _snapshot_query(con, usecase, usecase_file)
     # The ORDER BY sorts every entity: cap DuckDB's memory so a large snapshot spills to disk beside the target
     # instead of growing with the entity count.
@@ -400,6 +406,7 @@ def training_frame(
         OwnOutcomeKnownError: with ``label.from_event``, rows are predicted at or after another event naming them
             (their outcome may be in their windows), and ``from_event.allow_own_outcome_known`` is not set.
     """
+    localize(con, usecase)
     _use_utc(con)
     file = _file_of(usecase, usecase_file)
     if usecase.realtime_features is None:
@@ -458,6 +465,7 @@ def prediction_requests(
     entity keys, ``prediction_time`` (UTC), ``request_id`` (the row's id, or its position), then each declared
     context value the source carries (as stored), sorted by prediction time then keys.
     """
+    localize(con, usecase, also=() if table is None else (table,))
     _use_utc(con)
     file = _file_of(usecase, None)
     keys = usecase.entity.key_names
@@ -503,6 +511,7 @@ def batch_features_at(
     ``features_as_of``, in the same order; a request without any feature row yet keeps missing features, as the
     online path reads an entity it does not know. The same join as `training_frame`. With `few` (a sample of
     requests, not a day of them), only their entities' feature rows are read into the join: the same answers."""
+    localize(con, usecase)
     _use_utc(con)
     keys = usecase.entity.key_names
     positions = pa.array(range(requests.num_rows), pa.int64())
