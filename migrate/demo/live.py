@@ -169,7 +169,7 @@ class LiveDay:
             time.sleep(0.2)
         log.warning(
             "the stream had applied %d of the %d warm-up events when the day started: the first requests' windows "
-            "miss some history (a loaded machine; a lower --speed leaves it more time)",
+            "miss some history (it started slowly: a loaded machine)",
             applied,
             expected,
         )
