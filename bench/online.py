@@ -176,13 +176,14 @@ def _feature_reads(url: str, usecase: str, keys: list[Any], features: list[str])
 def _realtime_state(
     settings: Any, usecase: Any, bootstrap: str, redis_url: str, serving_at: datetime
 ) -> dict[str, Any]:
-    """The stream's window states as of `serving_at`: the scans of the windows' reach before it (the example's
-    offline event history) published to the events topic, then consumed by the stream processor (its replay,
-    which runs until it has caught up), as production's `migrate stream` would have kept them."""
-    from migrate.batch.event_history import iter_events  # noqa: PLC0415 - a suite imports only what it measures
+    """The stream's window states as of `serving_at`: the events the windows hold then (the example's offline event
+    history, as a rehearsal warms up) published to the events topic, then consumed by the stream processor (its
+    replay, which runs until it has caught up), as production's `migrate stream` would have kept them."""
+    from migrate.batch.event_history import warm_up_events  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.batch.offline_store import open_offline  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.feature_windows import warm_up  # noqa: PLC0415 - a suite imports only what it measures
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - a suite imports only what it measures
-    from online.stream.replay import replay, warm_up  # noqa: PLC0415 - a suite imports only what it measures
+    from online.stream.replay import replay  # noqa: PLC0415 - a suite imports only what it measures
 
     since = serving_at - warm_up(usecase)
     publisher = EventPublisher.for_usecase(
@@ -190,7 +191,7 @@ def _realtime_state(
     )
     try:
         with open_offline(settings.offline_store_path) as con:
-            events = iter_events(con, usecase, since, serving_at)
+            events = warm_up_events(con, usecase, serving_at)
             sent = publisher.publish(events, time_field=usecase.realtime_features.event_time_column)
     finally:
         publisher.close()

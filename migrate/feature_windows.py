@@ -23,7 +23,7 @@ import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = [
     "groups_of",
     "merge",
     "since_minutes",
+    "warm_up",
 ]
 
 NAN = math.nan
@@ -461,3 +462,14 @@ def groups_of(usecase: UseCase) -> list[Group]:
             spec = WindowSpec(declared.resolution, group.features)
             out.append(Group(group.name, tuple(group.key), spec, stream.name))
     return out
+
+
+def warm_up(usecase: UseCase) -> timedelta:
+    """How long before an instant the main stream's events must be replayed for every window to be full at it: the
+    longest window plus the allowed lateness. A ``minutes_since`` reaches further back, to its key's last match
+    (`migrate.batch.event_history.warm_up_events` adds it)."""
+    reach = max((g.spec.span * g.spec.resolution_s for g in groups_of(usecase)), default=0.0)
+    declared = usecase.realtime_features
+    events = declared.events if declared is not None else None
+    lateness = 0.0 if events is None else parse_duration(events.allowed_lateness).total_seconds()
+    return timedelta(seconds=reach + lateness)

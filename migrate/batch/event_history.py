@@ -16,14 +16,21 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from migrate.batch.offline_store import _quote, _use_utc, check_columns, training_frame, utc_naive
+from migrate.batch.offline_store import _quote, _use_utc, _where_sql, check_columns, training_frame, utc_naive
 from migrate.batch.offline_zone import localize
 from migrate.errors import UseCaseError
-from migrate.feature_windows import Group, Replay, groups_of
+from migrate.feature_windows import Group, Replay, groups_of, warm_up
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 
-__all__ = ["RealtimeHistory", "event_stream", "iter_events", "online_training_frame", "realtime_features_at"]
+__all__ = [
+    "RealtimeHistory",
+    "event_stream",
+    "iter_events",
+    "online_training_frame",
+    "realtime_features_at",
+    "warm_up_events",
+]
 
 
 def event_stream(usecase: UseCase) -> tuple[RealtimeFeatures, EventStream]:
@@ -71,10 +78,43 @@ def iter_events(
     _use_utc(con)
     select, _, time_column, declared = _select(con, usecase, stream)
     time_col, id_col = _quote(time_column), _quote(declared.id_field)
-    reader = con.sql(
-        f"{select} WHERE {time_col} >= $start AND {time_col} < $end ORDER BY {time_col}, {id_col}",
-        params={"start": utc_naive(start), "end": utc_naive(end)},
-    ).to_arrow_reader(chunk_rows)
+    query = f"{select} WHERE {time_col} >= $start AND {time_col} < $end ORDER BY {time_col}, {id_col}"
+    yield from _rows(con, query, {"start": utc_naive(start), "end": utc_naive(end)}, declared, chunk_rows)
+
+
+def warm_up_events(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, *, chunk_rows: int = 10_000
+) -> Iterator[dict[str, Any]]:
+    """The main stream's events a stream processor must consume before `start` for its windows at `start` to equal
+    the point-in-time computation's (`realtime_features_at`, which reads the whole history): every event of
+    [start - `warm_up`, start), and before them, for each ``minutes_since`` filter, the newest matching event of each
+    key of its group (a last match may be older than any window). In event-time order (then id), as `iter_events`.
+    """
+    localize(con, usecase)
+    _use_utc(con)
+    select, _, time_column, declared = _select(con, usecase, MAIN_STREAM)
+    time_col, id_col = _quote(time_column), _quote(declared.id_field)
+    params: dict[str, Any] = {"cut": utc_naive(start - warm_up(usecase)), "start": utc_naive(start)}
+    parts = [f"SELECT * FROM ({select}) WHERE {time_col} >= $cut AND {time_col} < $start"]
+    for group in groups_of(usecase):
+        if group.stream != MAIN_STREAM:
+            continue
+        by_key = ", ".join(_quote(k) for k in group.key)
+        for index, matching in enumerate(group.spec.since):
+            where = _where_sql(dict(matching.where), params, f"{group.name}_{index}_")
+            parts.append(
+                f"""SELECT * FROM ({select}) WHERE {time_col} < $cut AND {where}
+                QUALIFY row_number() OVER (PARTITION BY {by_key} ORDER BY {time_col} DESC, {id_col} DESC) = 1"""
+            )
+    query = f"SELECT * FROM ({' UNION '.join(f'({part})' for part in parts)}) ORDER BY {time_col}, {id_col}"
+    yield from _rows(con, query, params, declared, chunk_rows)
+
+
+def _rows(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], declared: EventStream, chunk_rows: int
+) -> Iterator[dict[str, Any]]:
+    """The events `query` selects, one dict each, datetimes aware UTC."""
+    reader = con.sql(query, params=params).to_arrow_reader(chunk_rows)
     dates = [n for n, t in declared.fields.items() if t == "datetime"]
     for batch in reader:
         for event in batch.to_pylist():

@@ -26,6 +26,7 @@ from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
     "check_columns",
+    "column_problem",
     "labels_closed",
     "open_offline",
     "snapshot_features",
@@ -93,27 +94,37 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def check_columns(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], *, usecase_file: str) -> None:
-    """Raise `OfflineStoreError` naming the table, the missing columns, the use-case file and the fix."""
+def column_problem(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], *, usecase_file: str
+) -> OfflineStoreError | None:
+    """What is wrong with `table` for `columns` (it is missing, or lacks some of them), naming the table, the
+    columns, the use-case file and the fix; None when it holds them all."""
     rows = con.sql(
         "SELECT column_name FROM information_schema.columns WHERE table_name = $table",
         params={"table": table},
     ).fetchall()
     if not rows:
-        raise OfflineStoreError(
+        return OfflineStoreError(
             f"offline store has no table {table!r}, which {usecase_file} declares",
             fix=f"{_generate_fix(usecase_file)}, or correct the table name in {usecase_file}",
         )
     present = {str(row[0]) for row in rows}
     missing = [c for c in dict.fromkeys(columns) if c not in present]
-    if missing:
-        listed = ", ".join(repr(c) for c in missing)
-        plural = "s" if len(missing) > 1 else ""
-        raise OfflineStoreError(
-            f"offline table {table!r} lacks column{plural} {listed}, which {usecase_file} declares",
-            fix=f"add {listed} to {table!r} or correct the names in {usecase_file}; "
-            f"it has: {', '.join(sorted(present))}",
-        )
+    if not missing:
+        return None
+    listed = ", ".join(repr(c) for c in missing)
+    plural = "s" if len(missing) > 1 else ""
+    return OfflineStoreError(
+        f"offline table {table!r} lacks column{plural} {listed}, which {usecase_file} declares",
+        fix=f"add {listed} to {table!r} or correct the names in {usecase_file}; it has: {', '.join(sorted(present))}",
+    )
+
+
+def check_columns(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], *, usecase_file: str) -> None:
+    """Raise `OfflineStoreError` naming the table, the missing columns, the use-case file and the fix."""
+    problem = column_problem(con, table, columns, usecase_file=usecase_file)
+    if problem is not None:
+        raise problem
 
 
 def _file_of(usecase: UseCase, usecase_file: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,7 +22,7 @@ from migrate.cli.online import register as register_online
 from migrate.cli.stream import register as register_stream
 from migrate.cli.support import as_utc, console, err, friendly
 from migrate.cli.workflow import WorkflowGroup
-from migrate.errors import MigrateError
+from migrate.errors import MigrateError, OfflineStoreError
 from migrate.registry import Registry
 from migrate.settings import get_settings
 from migrate.usecase import UseCase
@@ -92,33 +93,68 @@ def usecases_validate(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 on warnings too (a scaffold's TODO left in a field).")
     ] = False,
+    tables: Annotated[
+        bool,
+        typer.Option(
+            "--tables/--no-tables",
+            help="Also check that the offline store holds every declared table and column (default); "
+            "--no-tables checks the YAML only, before the tables are loaded.",
+        ),
+    ] = True,
 ) -> None:
-    """Validate every use-case file; exit 1 if any is invalid (or, with --strict, still has a TODO)."""
+    """Validate every use-case file and its offline tables; exit 1 if any is invalid (or, with --strict, still has
+    a TODO)."""
     from migrate.cli.scaffold import unfilled  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    registry = Registry(get_settings().usecases_dir)
+    settings = get_settings()
+    registry = Registry(settings.usecases_dir)
     results = registry.validate_all()
     if not results:
         err.print(f"no use-case files in {registry.directory}")
         raise typer.Exit(1)
-    bad = warned = 0
+    store = settings.offline_store_path
+    if tables and not store.exists():
+        console.print(
+            f"[red]error[/] offline store {store} does not exist, so no use case's tables can be checked\n"
+            "      [bold]fix:[/] load the tables first (`migrate demo` for the examples, `python -m <name>.sample` "
+            "for a scaffold's sample), set MIGRATE_OFFLINE_STORE, or pass --no-tables to check the YAML only",
+            highlight=False,
+        )
+        tables = False
+        bad = 1
+    else:
+        bad = 0
+    warned = 0
     for file, outcome in results.items():
-        if isinstance(outcome, UseCase):
-            todo = unfilled(outcome)
-            if todo:
-                warned += 1
-                console.print(
-                    f"[yellow]warn[/]  {file}: still the scaffold's placeholder (TODO) in {', '.join(todo)}\n"
-                    f"      [bold]fix:[/] write them in {file} (what the model predicts, the team on call, ...)",
-                    highlight=False,
-                )
-            else:
-                console.print(f"[green]ok[/]    {file}")
-        else:
+        if not isinstance(outcome, UseCase):
             bad += 1
             console.print(f"[red]error[/] {outcome.what}\n      [bold]fix:[/] {outcome.fix}", highlight=False)
+            continue
+        problems = _table_problems(outcome, store, str(file)) if tables else []
+        for problem in problems:
+            console.print(f"[red]error[/] {problem.what}\n      [bold]fix:[/] {problem.fix}", highlight=False)
+        bad += bool(problems)
+        todo = unfilled(outcome)
+        if todo:
+            warned += 1
+            console.print(
+                f"[yellow]warn[/]  {file}: still the scaffold's placeholder (TODO) in {', '.join(todo)}\n"
+                f"      [bold]fix:[/] write them in {file} (what the model predicts, the team on call, ...)",
+                highlight=False,
+            )
+        elif not problems:
+            console.print(f"[green]ok[/]    {file}{' and its tables' if tables else ''}", highlight=False)
     if bad or (strict and warned):
         raise typer.Exit(1)
+
+
+def _table_problems(usecase: UseCase, store: Path, file: str) -> list[OfflineStoreError]:
+    """What the offline store lacks of `usecase`'s declared tables (opened read-only)."""
+    from migrate.batch.declared_tables import table_problems  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.batch.offline_store import open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+
+    with open_offline(store) as con:
+        return table_problems(con, usecase, file)
 
 
 @app.command()

@@ -9,7 +9,8 @@ Three things, rendered from ``migrate/cli/templates/scaffold/``:
   and the batch loop runs on the sample.
 
 Nothing is overwritten: an existing use case, package or importable module of the same name is refused before
-any file is written.
+any file is written. The generated modules' imports are sorted as ruff's isort sorts them where they are written:
+`migrate` is first-party inside this repository and third-party in a project that installs it (`first_party`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
+import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,7 +31,7 @@ from pydantic import ValidationError
 from migrate.errors import ConfigError, UseCaseError
 from migrate.usecase import IDENTIFIER, UseCase
 
-__all__ = ["UNFILLED", "Kind", "Scaffold", "render", "scaffold", "unfilled"]
+__all__ = ["UNFILLED", "Kind", "Scaffold", "first_party", "render", "scaffold", "sort_imports", "unfilled"]
 
 Kind = Literal["binary", "regression"]
 
@@ -84,8 +87,89 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(one, text)
 
 
+_RUFF_FILES = (".ruff.toml", "ruff.toml", "pyproject.toml")
+_SECTIONS = ("future", "stdlib", "third-party", "first-party")
+
+
+def _ruff_config(directory: Path) -> tuple[Path, dict[str, object]] | None:
+    """The ruff project holding `directory`, as ruff finds it: the nearest ``.ruff.toml``, ``ruff.toml`` or
+    ``pyproject.toml`` with a ``[tool.ruff]`` table, going up; (its directory, its ruff settings)."""
+    for folder in (directory, *directory.parents):
+        for file_name in _RUFF_FILES:
+            file = folder / file_name
+            if not file.is_file():
+                continue
+            try:
+                data = tomllib.loads(file.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError):
+                continue  # ruff would refuse it too; the generated code cannot follow what cannot be read
+            section = data if file_name != "pyproject.toml" else data.get("tool", {}).get("ruff")
+            if isinstance(section, dict):
+                return folder, section
+    return None
+
+
+def first_party(package: Path) -> frozenset[str]:
+    """The top-level modules ruff's isort calls first-party in the files of `package` (which need not exist yet):
+    the package itself, every module in the ``src`` roots of the ruff project holding it (default: its directory
+    and its ``src/``) and its ``known-first-party``. Inside this repository that includes `migrate`."""
+    modules = {package.name}
+    found = _ruff_config(package.parent)
+    if found is None:
+        return frozenset(modules)
+    root, config = found
+    sources = config.get("src", [".", "src"])
+    for entry in sources if isinstance(sources, list) else []:
+        folder = root / str(entry)
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.is_dir() and child.name.isidentifier():
+                    modules.add(child.name)
+                elif child.suffix in (".py", ".pyi") and child.stem.isidentifier():
+                    modules.add(child.stem)
+    for table in (config.get("lint"), config):  # lint.isort, or the older top-level isort table
+        isort = table.get("isort") if isinstance(table, dict) else None
+        known = isort.get("known-first-party") if isinstance(isort, dict) else None
+        modules.update(str(name) for name in known or [])
+    return frozenset(modules)
+
+
+def _section(module: str, first: frozenset[str]) -> str:
+    top = module.split(".", maxsplit=1)[0]
+    if top == "__future__":
+        return "future"
+    if top in sys.stdlib_module_names:  # before the source roots, as ruff decides
+        return "stdlib"
+    return "first-party" if top in first else "third-party"
+
+
+def sort_imports(text: str, first: frozenset[str]) -> str:
+    """`text` with its first block of one-line imports sorted as ruff's isort does by default: sections (future,
+    standard library, third party, first party) one blank line apart; in each, ``import x`` before ``from x import``,
+    by module name. The templates keep imports one per line, so no statement wraps."""
+    lines = text.splitlines(keepends=True)
+    begin = next((i for i, line in enumerate(lines) if line.startswith(("import ", "from "))), None)
+    if begin is None:
+        return text
+    end = begin
+    statements: list[str] = []
+    for index in range(begin, len(lines)):
+        line = lines[index]
+        if line.startswith(("import ", "from ")):
+            statements.append(line.rstrip("\n"))
+            end = index + 1
+        elif line.strip():
+            break
+    sections: dict[str, list[tuple[int, str, str]]] = {name: [] for name in _SECTIONS}
+    for statement in statements:
+        module = statement.split()[1]
+        sections[_section(module, first)].append((int(statement.startswith("from ")), module.lower(), statement))
+    blocks = ["\n".join(s for *_, s in sorted(found, key=lambda r: r[:2])) for found in sections.values() if found]
+    return "".join(lines[:begin]) + "\n\n".join(blocks) + "\n" + "".join(lines[end:])
+
+
 def render(name: str, kind: Kind, usecase_file: Path, package: Path) -> dict[Path, str]:
-    """Every file of the scaffold, path → text (nothing written)."""
+    """Every file of the scaffold, path → text (nothing written); imports sorted for where `package` goes."""
     tests = package / "tests"
     values = {
         "name": name,
@@ -96,13 +180,18 @@ def render(name: str, kind: Kind, usecase_file: Path, package: Path) -> dict[Pat
         "yaml_relpath": Path(os.path.relpath(usecase_file, tests)).as_posix(),
         "package_relpath": Path(os.path.relpath(package, usecase_file.parent.parent)).as_posix(),
     }
+    first = first_party(package)
+
+    def module(template: str) -> str:
+        return sort_imports(_fill(_template(template), values), first)
+
     return {
         usecase_file: _fill(_template("usecase.yaml.tmpl"), values),
         package / "__init__.py": _fill(_template("package_init.py.tmpl"), values),
-        package / "training.py": _fill(_template("training.py.tmpl"), values),
-        package / "sample.py": _fill(_template("sample.py.tmpl"), values),
+        package / "training.py": module("training.py.tmpl"),
+        package / "sample.py": module("sample.py.tmpl"),
         tests / "__init__.py": "",
-        tests / f"test_{name}.py": _fill(_template("test_usecase.py.tmpl"), values),
+        tests / f"test_{name}.py": module("test_usecase.py.tmpl"),
     }
 
 

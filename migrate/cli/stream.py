@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -113,7 +115,7 @@ def replay(
 
 @events_app.command("replay")
 @friendly
-def events_replay(
+def events_replay(  # noqa: PLR0917 - a Typer command: each parameter is one of its options
     usecase: str,
     speed: Annotated[
         float, typer.Option(help="Event time runs this many times faster than wall time; 0: flat out.")
@@ -126,11 +128,19 @@ def events_replay(
         float | None,
         typer.Option(help="Unix time at which --from is 'now' (a simulated clock shared with `migrate serve`)."),
     ] = None,
+    warm_up: Annotated[
+        bool,
+        typer.Option(
+            "--warm-up/--no-warm-up",
+            help="First publish what the windows hold at --from: the events of the longest window plus the allowed "
+            "lateness before it, and each key's last minutes_since match (default: windows start empty).",
+        ),
+    ] = False,
 ) -> None:
     """Play the offline event history back into the use case's Kafka topic, paced by event time."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    from migrate.batch.event_history import iter_events  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.batch.event_history import iter_events, warm_up_events  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.batch.offline_store import latest_feature_time, open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
@@ -159,9 +169,19 @@ def events_replay(
                 def progress(sent: int, moment: datetime) -> None:
                     bar.update(task, description=f"{sent:,} events, event time {moment:%Y-%m-%d %H:%M}Z")
 
-                sent = publisher.publish(
-                    iter_events(con, uc, start, end),
-                    time_field=uc.realtime_features.event_time_column,
+                time_field = uc.realtime_features.event_time_column
+                history: Iterable[dict[str, Any]] = warm_up_events(con, uc, start) if warm_up else ()
+                events: Iterable[dict[str, Any]] = iter_events(con, uc, start, end)
+                sent = 0
+                if clock_wall is None:  # on the wall clock the warm-up is the past: it goes out at once
+                    sent = publisher.publish(history, time_field=time_field)
+                else:
+                    # On a shared simulated clock each warm-up event goes out once the clock has passed its time (the
+                    # older ones at once): sent earlier, the processor would refuse it as timed in its future.
+                    events = itertools.chain(history, events)
+                sent += publisher.publish(
+                    events,
+                    time_field=time_field,
                     speed=speed or None,
                     anchor=None if clock_wall is None else (start, clock_wall),
                     on_progress=progress,

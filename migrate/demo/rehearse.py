@@ -1,7 +1,8 @@
 """``migrate rehearse``: the demo's live machinery for any use case, on its own history.
 
 One simulated clock runs `migrate stream`, `migrate serve`, `migrate sink` and `migrate events replay` as processes
-(`migrate.demo.live.LiveDay`); every past request (a table of them, or the use case's spine) is sent to the
+(`migrate.demo.live.LiveDay`), the events the windows hold at the start published first (`events replay
+--warm-up`: they do not start empty); every past request (a table of them, or the use case's spine) is sent to the
 service at its own simulated instant, with its context; the nightly batch and the materialization run when the
 clock passes their schedule; then the comparator gives its verdict. Everything lives in
 ``<state_dir>/rehearsals/<usecase>/`` — its own lookup store and flags (SQLite), embedded Redis and broker unless
@@ -269,7 +270,7 @@ def run_rehearsal(
 
     try:
         with (
-            LiveDay(reh, usecase, start, speed, labels_by, extra_env=extra) as day,
+            LiveDay(reh, usecase, start, speed, labels_by, extra_env=extra, warm_up=True) as day,
             Rehearser(day, usecase, reh, redis_url, nights_until=until) as driver,
         ):
             result.traffic = driver.send(asked, tick)

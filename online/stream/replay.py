@@ -9,28 +9,21 @@ the replay claims every partition, and a live processor that checkpoints after t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import redis
 
 from migrate.errors import BrokerUnavailableError
-from migrate.feature_windows import groups_of
+from migrate.feature_windows import groups_of, warm_up
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors, partitions_for_topic
 from online.stream.checkpoint import CheckpointStore, start_offsets
-from online.stream.event_schema import EventSchema
 from online.stream.processor import StreamProcessor, StreamReport
 from online.stream.topic import default_group, events_topic
 
-__all__ = ["replay", "warm_up"]
-
-
-def warm_up(usecase: UseCase) -> timedelta:
-    """How far before `from` a replay starts reading, so that every window is full at `from`."""
-    reach = max((g.spec.span * g.spec.resolution_s for g in groups_of(usecase)), default=0.0)
-    return timedelta(seconds=reach + EventSchema(usecase).lateness_s)
+__all__ = ["replay"]
 
 
 def _offsets_at(
