@@ -160,7 +160,7 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
     redis_url, _ = resolve_redis_url(settings)
     console.print(f"[green]✓[/] flag: {_set_flag(settings, Stage.SHADOW, None, 'demo: live path beside batch')}")
     with (
-        LiveDay(settings, usecase, cutoff, plan.speed, end) as day,
+        LiveDay(settings, usecase, cutoff, plan.speed, end, warm_up=True) as day,
         Rehearser(day, usecase, settings, redis_url, nights_until=end) as driver,
     ):
         console.print(
