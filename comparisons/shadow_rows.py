@@ -580,7 +580,8 @@ def _labeled(
     if otherwise is not None:  # a closed window without the label event: the label it stands for
         label[closed & ~found] = otherwise
         found |= closed
-    states = np.where(found, 0, np.where(closed, 1, 2)).astype(np.int8)
+    # int8 scalars keep every intermediate int8: Python ints made two int64 arrays first (~0.4 s of CPU per 10M rows).
+    states = np.where(found, np.int8(0), np.where(closed, np.int8(1), np.int8(2)))
     state = pa.DictionaryArray.from_arrays(pa.array(states), pa.array(LABEL_STATES))
     return table.append_column("label", pa.array(label, mask=~found)).append_column("label_state", state)
 
