@@ -36,7 +36,7 @@ from migrate.errors import BrokerUnavailableError
 from migrate.label_progress import write_progress
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
-from migrate.usecase import UseCase
+from migrate.usecase import UseCase, parse_duration
 from online.kafka import (
     ConsumerRebalanceListener,
     KafkaConsumer,
@@ -48,8 +48,9 @@ from online.kafka import (
 )
 from online.shadow.parquet import label_table, shadow_table, write_durably
 from online.shadow.record import ShadowRecord, shadow_topic
+from online.stream.arrival import Arrival
 from online.stream.label_topic import LabelRecord, labels_topic
-from online.stream.labels_from_events import NoLabel, event_labeler
+from online.stream.labels_from_events import Labeler, NoLabel, event_labeler
 from online.stream.topic import events_topic
 
 __all__ = ["FlushInfo", "SinkReport", "run_sink"]
@@ -96,17 +97,21 @@ class _Stream:
         kind: str,
         root: Path,
         tid: str,
-        labeler: Callable[[bytes], LabelRecord | NoLabel | None] | None = None,
+        labeler: Labeler | None = None,
+        *,
+        arrival: Arrival | None = None,
     ) -> None:
         self.topic = topic
         self.kind = kind
         self.root = root
         self.tid = tid
         self.labeler = labeler  # events topic: an event → its label (None: invalid, already dead-lettered)
+        self.arrival = arrival  # when an event reached the broker, as the stream processor trusts it
 
-    def parse(self, value: bytes) -> ShadowRecord | LabelRecord | NoLabel | None:
+    def parse(self, message: Any) -> ShadowRecord | LabelRecord | NoLabel | None:
+        value = message.value
         if self.labeler is not None:
-            return self.labeler(value)
+            return self.labeler(value, None if self.arrival is None else self.arrival.received_s(message))
         return ShadowRecord.from_json(value) if self.kind == "shadow" else LabelRecord.from_json(value)
 
     def time_of(self, record: ShadowRecord | LabelRecord) -> datetime:
@@ -155,7 +160,7 @@ class _Sink:
         self.report.records += 1
         stream = self.streams[message.topic]
         try:
-            record = stream.parse(message.value)
+            record = stream.parse(message)
             if record is None:
                 raise ValueError("not a valid event (the stream processor dead-letters it)")
             if stream.kind == "labels":
@@ -300,8 +305,16 @@ def run_sink(
         ensure_topic(address, topic, declared.partitions if declared else 1, timeout_s=timeout_s)
         tid = topic_id(address, topic, timeout_s=timeout_s)
         if tid is not None:
+            # Each event's arrival as the stream processor trusts it (its clock: the wall's, or a rehearsal's), so an
+            # event it dead-letters as in the future labels nothing here and moves no label progress.
+            future_s = parse_duration(declared.max_future).total_seconds() if declared is not None else 0.0
             streams[topic] = _Stream(
-                topic, "labels", settings.labels_dir / usecase, tid.replace("-", "")[:12], event_labeler(events_of)
+                topic,
+                "labels",
+                settings.labels_dir / usecase,
+                tid.replace("-", "")[:12],
+                event_labeler(events_of),
+                arrival=Arrival(settings, future_s),
             )
     timeout_ms = int(timeout_s * 1000)
     try:

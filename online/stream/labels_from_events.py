@@ -10,16 +10,16 @@ has no event id of the request); training joins ``from_event`` labels to their o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import UseCase
 from online.stream.event_schema import EventSchema, ValidEvent
 from online.stream.label_topic import LabelRecord
 
-__all__ = ["NoLabel", "event_labeler"]
+__all__ = ["Labeler", "NoLabel", "event_labeler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +30,19 @@ class NoLabel:
     event_time: datetime
 
 
-def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | NoLabel | None]:
-    """A function from an event message's value to its label (None: the event is invalid; `NoLabel`: a valid
-    event that is no label)."""
+class Labeler(Protocol):
+    """`event_labeler`'s function."""
+
+    def __call__(self, value: bytes, arrived_s: float | None = None) -> LabelRecord | NoLabel | None: ...
+
+
+def event_labeler(usecase: UseCase) -> Labeler:
+    """A function from an event message's value (and when it reached the broker, epoch seconds, if known) to its
+    label (None: the event is invalid; `NoLabel`: a valid event that is no label).
+
+    An event timed more than the stream's ``max_future`` after it reached the broker is invalid, as the stream
+    processor dead-letters it (online/stream/arrival.py): labelled, or counted as the label stream's progress
+    (migrate/label_progress.py), one event a year ahead would close every label window at once."""
     field, by_reference = usecase.label.event_field, usecase.label.from_event
     if field is None and by_reference is None:
         raise ValueError(f"use case {usecase.name!r} has no label.event_field nor label.from_event")
@@ -40,9 +50,9 @@ def event_labeler(usecase: UseCase) -> Callable[[bytes], LabelRecord | NoLabel |
     names = usecase.entity.key_names
     where = tuple(by_reference.where.items()) if by_reference is not None else ()
 
-    def label(value: bytes) -> LabelRecord | NoLabel | None:
+    def label(value: bytes, arrived_s: float | None = None) -> LabelRecord | NoLabel | None:
         event = schema.parse(value)
-        if not isinstance(event, ValidEvent):
+        if not isinstance(event, ValidEvent) or (arrived_s is not None and event.time_s > arrived_s + schema.future_s):
             return None
         key: dict[str, int | str] = {}  # any stream's label events carry the entity keys
         for name in names:

@@ -189,6 +189,11 @@ def test_the_sink_labels_only_the_events_of_the_label_filter() -> None:
     assert chargeback.source_event_id == "c1"
     assert label(event("auth", "a9")) == NoLabel(datetime(2026, 11, 4, 8, tzinfo=UTC))  # valid, but no label
     assert label(b"{broken") is None  # invalid
+    # Timed more than max_future after it reached the broker: invalid, as the stream processor dead-letters it.
+    sent = datetime(2026, 11, 4, 8, tzinfo=UTC).timestamp()
+    assert label(event("chargeback", "c1"), sent) == chargeback
+    assert label(event("chargeback", "c1"), sent - 86_400) is None
+    assert label(event("auth", "a9"), sent - 86_400) is None
     # A chargeback naming no authorization (null or absent) labels nothing, as training matches non-null ids only.
     without = orjson.loads(event("chargeback", "c2"))
     assert isinstance(label(orjson.dumps({**without, "auth_id": None})), NoLabel)

@@ -181,13 +181,18 @@ def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -
                 publisher.send(event, value=b"{broken")  # not a label: the processor dead-letters it
         for event in unknown:
             publisher.send(event)
+        # A year ahead of when it reached the broker: the processor dead-letters it (in_future), and here it must
+        # neither label nor move the label progress (it would close every label window at once).
+        ahead = datetime.now(UTC) + timedelta(days=365)
+        publisher.send({**good[0], "event_id": "from-the-future", "found": None, "event_time": ahead})
+        publisher.send({**good[1], "event_id": "future-label", "found": True, "event_time": ahead})
         publisher.producer.flush(timeout=10)
     finally:
         publisher.close()
     report = run_sink(
         stream.settings, stream.usecase.name, bootstrap=stream.bootstrap, idle_timeout_s=3, events_of=stream.usecase
     )
-    assert report.invalid == 1 and report.not_labels == 2
+    assert report.invalid == 3 and report.not_labels == 2
     # How far the label stream was read: the later of the unlabelled scans, two hours past the newest label.
     labels_root = stream.settings.labels_dir / stream.usecase.name
     assert read_progress(labels_root) == report.label_progress == newest + timedelta(hours=2)
