@@ -7,6 +7,8 @@ also records the newest event time of every valid event it read of the label str
 ``<labels root>/_progress/<reader>.json`` (one file per sink run and partition, replaced atomically before the
 offsets are committed, never moved back), and the comparator's watermark is the newest of the labels and of these.
 
+An event the stream processor would dead-letter as in the future (online/stream/arrival.py) counts for neither.
+
 A stream whose every event is a label (a topic of chargebacks alone) moves its watermark only with its labels, as
 before: nothing else says how far it has been read in event time.
 """
