@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import signal
 import threading
@@ -172,13 +171,9 @@ def events_replay(  # noqa: PLR0917 - a Typer command: each parameter is one of 
                 time_field = uc.realtime_features.event_time_column
                 history: Iterable[dict[str, Any]] = warm_up_events(con, uc, start) if warm_up else ()
                 events: Iterable[dict[str, Any]] = iter_events(con, uc, start, end)
-                sent = 0
-                if clock_wall is None:  # on the wall clock the warm-up is the past: it goes out at once
-                    sent = publisher.publish(history, time_field=time_field)
-                else:
-                    # On a shared simulated clock each warm-up event goes out once the clock has passed its time (the
-                    # older ones at once): sent earlier, the processor would refuse it as timed in its future.
-                    events = itertools.chain(history, events)
+                # The warm-up is the past on either clock (a simulated one reads its start until its day begins:
+                # migrate/clock.py), so it goes out at once, and the processor has the whole head start to apply it.
+                sent = publisher.publish(history, time_field=time_field)
                 sent += publisher.publish(
                     events,
                     time_field=time_field,
