@@ -16,8 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from migrate.batch.offline_store import _quote, _use_utc, _where_sql, check_columns, training_frame, utc_naive
+from migrate.batch.offline_store import _use_utc, _where_sql, check_columns, training_frame, utc_naive
 from migrate.batch.offline_zone import localize
+from migrate.batch.sql_names import quote as _quote
 from migrate.errors import UseCaseError
 from migrate.feature_windows import Group, Replay, groups_of, warm_up
 from migrate.realtime_schema import MAIN_STREAM

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from migrate.batch.offline_zone import localize
 from migrate.batch.own_outcome import OWN_OUTCOME_ID, checks_own_outcome, flag_own_outcome, own_outcome_sql
+from migrate.batch.sql_names import quote as _quote
 from migrate.errors import ConfigError, OfflineStoreError, UseCaseError
 from migrate.usecase import UseCase, parse_duration
 
@@ -88,10 +89,6 @@ def open_offline(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnectio
 def _use_utc(con: duckdb.DuckDBPyConnection) -> None:
     # TIMESTAMP ↔ TIMESTAMPTZ comparisons cast through the session zone; pinning it keeps them UTC.
     con.execute("SET TimeZone = 'UTC'")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def column_problem(

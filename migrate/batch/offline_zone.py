@@ -19,13 +19,10 @@ from collections.abc import Sequence
 
 import duckdb
 
+from migrate.batch.sql_names import quote as _quote
 from migrate.usecase import UseCase
 
 __all__ = ["localize", "table_sql"]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def table_sql(con: duckdb.DuckDBPyConnection, usecase: UseCase, table: str, *, catalog: str) -> str:

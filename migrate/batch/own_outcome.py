@@ -14,6 +14,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from migrate.batch.sql_names import quote as _quote
 from migrate.errors import OwnOutcomeKnownError
 from migrate.usecase import UseCase
 
@@ -30,11 +31,6 @@ __all__ = [
 OWN_OUTCOME_COLUMN = "own_outcome_known"  # the training frame's flag of each checked row
 OWN_OUTCOME_METRIC = "own_outcome_known_rows"  # their count, in the metrics of a model that allows them
 OWN_OUTCOME_ID = "_own_outcome_id"  # the query's column: the prediction's id when flagged, else NULL
-
-
-def _quote(name: str) -> str:
-    # The offline store's identifier quoting; kept here so that it imports this module, not the other way round.
-    return '"' + name.replace('"', '""') + '"'
 
 
 def checks_own_outcome(usecase: UseCase) -> bool:
