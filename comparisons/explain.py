@@ -37,8 +37,8 @@ from threadpoolctl import threadpool_limits
 from comparisons.shadow_rows import Rows, Window, row_id_sql, shadow_files
 from comparisons.stats import Result
 from migrate.artifact import ArtifactStore, deserialize
-from migrate.batch.offline_zone import table_sql
-from migrate.errors import MigrateError
+from migrate.batch.offline_store import batch_features_at, open_offline
+from migrate.errors import MigrateError, OfflineStoreError
 from migrate.scoring import Model
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -118,52 +118,27 @@ def _differs(online: float | None, offline: float | None) -> bool:
 
 
 def _offline_as_of(settings: Settings, usecase: UseCase, cases: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The offline batch-feature row of each case's entity at or before its request time (None: no store)."""
-
+    """The batch features of each case's entity as of its request time, by training's own join
+    (`batch_features_at`); None when there is no offline store to read."""
     path = settings.offline_store_path
     if not path.exists():
         return None
     keys = usecase.entity.key_names
-    batch = usecase.batch_features
-    probe = pa.table(
+    requests = pa.table(
         {
             **{k: [c["key"][k] for c in cases] for k in keys},
-            "t": pa.array([c["request_time"].replace(tzinfo=None) for c in cases], pa.timestamp("us")),
-            "i": list(range(len(cases))),
+            "prediction_time": pa.array([c["request_time"] for c in cases], pa.timestamp("us", "UTC")),
         }
     )
-    selected = [f'f."{f.name}"' for f in batch.features]
-    on = " AND ".join(f'p."{k}" = f."{k}"' for k in keys)
-
     try:
-        with duckdb.connect() as con:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"ATTACH '{path}' AS offline (READ_ONLY)")
-            con.register("probe", probe)
-
-            def cases_only(table: str, on_keys: list[str]) -> str:
-                # The ASOF join sorts its right side: only the cases' entities' rows go in (same answers); the
-                # table's naive times read in the use case's offline_time_zone.
-                matched = " AND ".join(f'x."{k}" = c."{k}"' for k in on_keys)
-                source = table_sql(con, usecase, table, catalog="offline")
-                return f"(SELECT x.* FROM {source} x SEMI JOIN probe c ON {matched})"
-
-            joins = ""
-            for index, join in enumerate(batch.joins):  # tables at coarser grains, as of the same instant
-                joined_on = " AND ".join(f'p."{k}" = j{index}."{k}"' for k in join.keys)
-                joins += (
-                    f" ASOF LEFT JOIN {cases_only(join.table, list(join.keys))} j{index} ON {joined_on} "
-                    f'AND p.t >= CAST(j{index}."{join.timestamp_column}" AS TIMESTAMP)'
-                )
-                selected += [f'j{index}."{f.name}"' for f in join.features]
-            found = con.execute(f"""
-                SELECT p.i, {", ".join(selected)} FROM probe p ASOF LEFT JOIN {cases_only(batch.table, list(keys))} f
-                ON {on} AND p.t >= CAST(f."{batch.timestamp_column}" AS TIMESTAMP){joins} ORDER BY p.i
-            """).fetchall()
-    except duckdb.Error as exc:
+        with open_offline(path) as con:
+            found: list[dict[str, Any]] = (
+                batch_features_at(con, usecase, requests, few=True).select(usecase.feature_names).to_pylist()
+            )
+    except (duckdb.Error, OfflineStoreError) as exc:
         log.warning("offline store unavailable for the explanation of %s: %s", usecase.name, exc)
         return None
-    return [dict(zip(usecase.feature_names, row[1:], strict=True)) for row in found]
+    return found
 
 
 def _cases(rows: Rows, threshold: float, limit: int) -> tuple[int, int, list[dict[str, Any]]]:
