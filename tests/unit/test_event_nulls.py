@@ -21,6 +21,7 @@ from migrate.batch.event_history import realtime_features_at
 from migrate.feature_windows import WindowState, evaluate, groups_of
 from migrate.usecase import UseCase
 from online.stream.event_schema import EventSchema, Rejection, ValidEvent
+from tests.unit.origin_flights import flight_events, origin_flights
 
 pytestmark = pytest.mark.unit
 
@@ -35,42 +36,18 @@ EVENTS = [  # (id, time, origin, kind, delay): the scheduled events carry no del
 
 
 def usecase() -> UseCase:
-    return UseCase.model_validate(
-        {
-            "name": "flights",
-            "description": "Flights that leave late.",
-            "owner": "tests",
-            "entity": {
-                "keys": [{"name": "origin", "type": "str"}],
-                "source": {"table": "airports", "created_at_column": "created_at"},
-            },
-            "model": {"trainer": "tests.none:train"},
-            "batch_features": {"table": "daily", "timestamp_column": "as_of", "features": [{"name": "late_7d"}]},
-            "realtime_features": {
-                "event_table": "flight_events",
-                "event_time_column": "event_time",
-                "events": {"id_field": "event_id", "fields": FIELDS},
-                "features": [
-                    {"name": "events_60m", "aggregation": "count", "window": "60m"},
-                    {"name": "mean_delay_60m", "aggregation": "mean", "field": "delay", "window": "60m"},
-                ],
-            },
-            "label": {"name": "late", "description": "Left late.", "kind": "binary", "available_after": "1d"},
-            "lookup_table": {"name": "lt_flights"},
-            "batch": {"schedule": "0 2 * * *"},
-        }
+    return origin_flights(
+        FIELDS,
+        [
+            {"name": "events_60m", "aggregation": "count", "window": "60m"},
+            {"name": "mean_delay_60m", "aggregation": "mean", "field": "delay", "window": "60m"},
+        ],
     )
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(tmp_path / "offline.duckdb"))
-    con.execute(
-        "CREATE TABLE flight_events "
-        "(event_id VARCHAR, event_time TIMESTAMP, origin VARCHAR, kind VARCHAR, delay DOUBLE)"
-    )
-    con.executemany("INSERT INTO flight_events VALUES (?, ?, ?, ?, ?)", [list(e) for e in EVENTS])
-    return con
+    return flight_events(tmp_path / "offline.duckdb", "delay DOUBLE", EVENTS)
 
 
 def _wire(event: tuple[str, str, str, str, float | None]) -> bytes:

@@ -18,6 +18,7 @@ import pytest
 from migrate.batch.event_history import realtime_features_at, warm_up_events
 from migrate.feature_windows import WindowState, groups_of, warm_up
 from migrate.usecase import UseCase
+from tests.unit.origin_flights import flight_events, origin_flights
 
 pytestmark = pytest.mark.unit
 
@@ -37,42 +38,19 @@ EVENTS = [  # (id, time, origin, kind, late)
 
 def usecase() -> UseCase:
     fields = {"event_id": "str", "event_time": "datetime", "origin": "str", "kind": "str", "late": "bool"}
-    return UseCase.model_validate(
-        {
-            "name": "flights",
-            "description": "Flights that leave late.",
-            "owner": "tests",
-            "entity": {
-                "keys": [{"name": "origin", "type": "str"}],
-                "source": {"table": "airports", "created_at_column": "created_at"},
-            },
-            "model": {"trainer": "tests.none:train"},
-            "batch_features": {"table": "daily", "timestamp_column": "as_of", "features": [{"name": "late_7d"}]},
-            "realtime_features": {
-                "event_table": "flight_events",
-                "event_time_column": "event_time",
-                "events": {"id_field": "event_id", "fields": fields, "allowed_lateness": "5m"},
-                "features": [
-                    {"name": "events_60m", "aggregation": "count", "window": "60m"},
-                    {"name": "minutes_since_late", "aggregation": "minutes_since", "where": {"late": True}},
-                ],
-            },
-            "label": {"name": "late", "description": "Left late.", "kind": "binary", "available_after": "1d"},
-            "lookup_table": {"name": "lt_flights"},
-            "batch": {"schedule": "0 2 * * *"},
-        }
+    return origin_flights(
+        fields,
+        [
+            {"name": "events_60m", "aggregation": "count", "window": "60m"},
+            {"name": "minutes_since_late", "aggregation": "minutes_since", "where": {"late": True}},
+        ],
+        allowed_lateness="5m",
     )
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(tmp_path / "offline.duckdb"))
-    con.execute(
-        "CREATE TABLE flight_events "
-        "(event_id VARCHAR, event_time TIMESTAMP, origin VARCHAR, kind VARCHAR, late BOOLEAN)"
-    )
-    con.executemany("INSERT INTO flight_events VALUES (?, ?, ?, ?, ?)", [list(e) for e in EVENTS])
-    return con
+    return flight_events(tmp_path / "offline.duckdb", "late BOOLEAN", EVENTS)
 
 
 def test_the_warm_up_is_the_windows_reach_and_each_keys_last_minutes_since_match(
