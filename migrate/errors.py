@@ -161,6 +161,10 @@ class TopicError(BrokerError):
     """A Kafka topic could not be created or described."""
 
 
+class TopicRecreatedError(TopicError):
+    """Stream checkpoints count offsets of an earlier topic of the same name: resuming would skip or repeat events."""
+
+
 class SinkError(MigrateError):
     """The shadow-log sink could not write a Parquet partition."""
 

@@ -14,6 +14,7 @@ Key layout::
     migstream:<usecase>:<group>:offset    HASH partition → next offset to consume
     migstream:<usecase>:<group>:watermark HASH partition → newest event time seen (epoch s, repr)
     migstream:<usecase>:<group>:state:<p> HASH state hash key → [feature group, key, window state] (resume)
+    migstream:<usecase>:<group>:topic     STRING id of the topic whose offsets these are (`bind_topic`)
 
 Serving evaluates the states at the request's instant (migrate/feature_windows.py): nothing here is a value
 frozen at the entity's last event. All keys of one checkpoint must live on one Redis node (a single primary,
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 import redis
 
-from migrate.errors import FeatureStoreUnavailableError, MigrateError
+from migrate.errors import FeatureStoreUnavailableError, MigrateError, TopicRecreatedError
 from migrate.realtime_schema import ENTITY_GROUP
 from online.features.redis_store import PREFIX, state_key
 from online.features.store import EntityKey
@@ -129,6 +130,37 @@ class CheckpointStore:
                 f"stream checkpoint ({action}) of {self.usecase!r}: Redis unreachable: {exc}",
                 fix="check MIGRATE_REDIS_URL and that Redis is up; the processor resumes from its last checkpoint",
             ) from exc
+
+    def bind_topic(self, topic: str, topic_id: str | None) -> None:
+        """Record that these checkpoints count offsets of the topic with id `topic_id`, or refuse another one.
+
+        A topic deleted and created again (an embedded broker restarted, a cluster rebuilt) starts at offset 0
+        under the same name: resuming at the old offsets would skip its first events and keep window states built
+        from events it no longer holds, with nothing but a log line to show for it. Checkpoints written before the
+        id was recorded adopt the current topic. A broker that reports no topic id (older than Kafka 2.8) checks
+        nothing.
+
+        Raises:
+            TopicRecreatedError: the checkpoints belong to an earlier topic of the same name.
+        """
+        if topic_id is None:
+            return
+        key = f"{self.base}:topic"
+        with self._translated("topic"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(key, topic_id, nx=True)
+            pipe.get(key)
+            _, stored = pipe.execute()
+        recorded = stored.decode() if isinstance(stored, bytes) else str(stored)
+        if recorded != topic_id:
+            raise TopicRecreatedError(
+                f"the stream checkpoints of {self.usecase!r} ({self.base}) count offsets of topic {topic!r} with id "
+                f"{recorded}, but the topic now has id {topic_id}: it was recreated, so resuming would skip its "
+                "first events and keep windows of events it no longer holds",
+                fix=f"rebuild the features from the new topic with `migrate replay {self.usecase}` (it clears these "
+                "checkpoints), or point MIGRATE_REDIS_URL / MIGRATE_KAFKA_BOOTSTRAP at the store and broker that "
+                "belong together",
+            )
 
     def claim(self, partition: int, token: str) -> PartitionStart:
         """Own `partition` from now on (fencing out its previous owner) and read where it stopped."""

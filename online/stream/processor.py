@@ -38,6 +38,7 @@ from online.kafka import (
     ensure_topic,
     kafka_errors,
     partitions_for_topic,
+    topic_id,
 )
 from online.stream.applier import EventApplier
 from online.stream.arrival import Arrival
@@ -262,6 +263,7 @@ class StreamProcessor:
         timeout_s = settings.kafka_timeout_s
         timeout_ms = int(timeout_s * 1000)
         ensure_topic(self.bootstrap, self.topic, self.partitions_declared, timeout_s=timeout_s)
+        self.checkpoints.bind_topic(self.topic, topic_id(self.bootstrap, self.topic, timeout_s=timeout_s))
         dlq = dead_letter_topic(self.usecase.name, settings.dead_letter_topic_prefix)
         self._outputs = StreamOutputs(self.bootstrap, self.usecase.name, dlq, timeout_s)
         try:

@@ -1,4 +1,5 @@
-"""The stream processor against bad producers: a forged future timestamp, an oversized event, a failing DLQ."""
+"""The stream processor against bad producers and bad surroundings: a forged future timestamp, an oversized event,
+a failing DLQ, a poisoned watermark, a topic recreated under its checkpoints."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import redis
 from stream_helpers import Stream, same
 
 import online.stream.processor as processor_module
-from migrate.errors import DeadLetterError
+from migrate.devservices.broker import start_broker
+from migrate.errors import DeadLetterError, TopicRecreatedError
 from online.kafka import KafkaConsumer
 from online.stream.checkpoint import Checkpoint, CheckpointStore
 from online.stream.event_schema import encode_event
 from online.stream.outputs import MAX_DEAD_LETTER_BYTES, DeadLetter, StreamOutputs, dead_letter_topic
 from online.stream.processor import StreamProcessor, default_group, key_bytes
+from online.stream.replay import replay
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +174,30 @@ def test_a_watermark_checkpointed_a_year_ahead_is_lowered_on_resume_and_blocks_n
     assert (report.events, report.dead_letters) == (len(good), 0)
     end = good[-1]["event_time"] + timedelta(minutes=1)
     assert same(stream.observed(end, good), stream.expected(good, end)) == []
+
+
+def test_checkpoints_of_a_recreated_topic_are_refused_not_resumed_past_its_events(stream: Stream) -> None:
+    # What a CI run met: the same Redis, a new broker (an embedded one keeps its topics in memory), the topic of the
+    # same name recreated at offset 0. Resuming at the old offsets skipped every event the new topic was sent.
+    first = stream.events[:150]
+    assert stream.publish(first) == len(first)
+    assert run(stream).events == len(first)
+    other = start_broker(stream.settings)
+    try:
+        again = Stream(stream.settings, stream.usecase, other.bootstrap, stream.redis_url, stream.events)
+        assert again.publish(first) == len(first)
+        with pytest.raises(TopicRecreatedError, match="recreated") as refused:
+            run(again)
+        assert "migrate replay" in (refused.value.fix or "")
+        # The operator's fix: a replay clears the checkpoints and rebuilds the windows from the new topic, each event
+        # once (a resume past them would have applied none; a resume of the old windows would count them twice).
+        report = replay(again.settings, again.usecase, bootstrap=again.bootstrap, redis_url=again.redis_url)
+        assert (report.events, report.dead_letters) == (len(first), 0)
+        end = first[-1]["event_time"] + timedelta(minutes=1)
+        assert same(again.observed(end, first), again.expected(first, end)) == []
+        # And the processor resumes on the new topic from then on.
+        more = stream.events[150:230]
+        assert again.publish(more) == len(more)
+        assert run(again).events == len(more)
+    finally:
+        other.stop()
