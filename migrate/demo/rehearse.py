@@ -5,9 +5,9 @@ One simulated clock runs `migrate stream`, `migrate serve`, `migrate sink` and `
 --warm-up`: they do not start empty); every past request (a table of them, or the use case's spine) is sent to the
 service at its own simulated instant, with its context; the nightly batch and the materialization run when the
 clock passes their schedule; then the comparator gives its verdict. Everything lives in
-``<state_dir>/rehearsals/<usecase>/`` — its own lookup store and flags (SQLite), embedded Redis and broker unless
-configured, the models pinned as a backtest pins them — and reads the project's offline store: the live stores
-are never touched. The embedded services it started are stopped at the end.
+``<state_dir>/rehearsals/<usecase>/`` — its own lookup store and flags (SQLite), embedded Redis and broker,
+the models pinned as a backtest pins them — and reads the project's offline store: the live stores are never
+touched, configured or not (`rehearsal_settings`). The embedded services it started are stopped at the end.
 """
 
 from __future__ import annotations
@@ -182,13 +182,24 @@ class Rehearsal:
 
 
 def rehearsal_settings(settings: Settings, usecase: UseCase) -> Settings:
-    """The rehearsal's own state dir and SQLite lookup store and flags, reading the project's offline store."""
+    """The rehearsal's own state dir, SQLite lookup store and flags, embedded Redis and broker, reading the project's
+    offline store.
+
+    Never the configured Redis or Kafka, even under the production profile: a rehearsal writes window states and
+    batch features under the use case's live keys and publishes past events to its live topic, so on the team's
+    services it would overwrite what serving reads and feed history to the live stream. Its stand-ins are its
+    own by design (the profile's refusal of stand-ins is for the live stores).
+    """
     state = settings.state_dir / "rehearsals" / usecase.name
     return settings.model_copy(
         update={
             "state_dir": state,
             "offline_store": settings.offline_store_path,
             "sql_url": SecretStr(f"sqlite:///{state / 'lookup.db'}"),
+            "redis_url": None,
+            "kafka_bootstrap": None,
+            "kafka_bootstrap_file": None,
+            "profile": "dev",
         }
     )
 

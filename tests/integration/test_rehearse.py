@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+import redis
 
 from comparisons.comparison import compare
 from lookup_tables import TableSpec, open_lookup_store
@@ -33,11 +34,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     monkeypatch.setenv("MIGRATE_STATE_DIR", str(tmp_path / "state"))
-    # The rehearsal's own broker, store and Redis: on the production profile the machine's Redis kept the stream
-    # checkpoints of the module's previous rehearsal (same use case), and the next one's stream resumed at their
-    # offsets on its new broker's topic, past every event it was sent (a fresh-clone CI run: 0 of 197 applied).
-    for name in ("MIGRATE_KAFKA_BOOTSTRAP", "MIGRATE_SQL_URL", "MIGRATE_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
+    # The project's lookup store is SQLite under the state dir, so a rehearsal that touched it would leave a file.
+    # MIGRATE_REDIS_URL stays as the profile set it (the machine's Redis on CI): a rehearsal must not use it. Before
+    # it ran on its own Redis, the machine's kept the module's previous rehearsal's stream checkpoints and the next
+    # stream resumed at their offsets on its new broker's topic, past every event it was sent (0 of 197 applied).
+    monkeypatch.delenv("MIGRATE_SQL_URL", raising=False)
     yield get_settings()
 
 
@@ -70,6 +71,13 @@ def test_a_rehearsal_replays_the_history_live_and_gives_a_verdict(project: Setti
     shadow = project.state_dir / "shadow"
     assert not shadow.exists() or not any(shadow.iterdir())  # the project's own shadow log got nothing
     assert os.environ.get("MIGRATE_CLOCK_START") is None  # the simulated clock stayed in the child processes
+    configured = os.environ.get("MIGRATE_REDIS_URL")  # the machine's Redis on CI's production profile
+    if configured is not None:  # no window state, batch feature or stream checkpoint of the use case went there
+        client = redis.Redis.from_url(configured, socket_timeout=5)
+        try:
+            assert [k for p in ("mig:*", "migstream:*") for k in client.scan_iter(match=p, count=1000)] == []
+        finally:
+            client.close()
     # A backtest of the same range, computed from history, agrees with the live replay within the replay's own
     # bootstrap interval, on both paths, and gives the same verdict.
     judged = compare(usecase, run_backtest(usecase, project, start, until).settings)
