@@ -67,6 +67,21 @@ def own_outcome_sql(usecase: UseCase, named_id: str, at: str) -> str:
         ) THEN CAST({named_id} AS VARCHAR) END"""
 
 
+def _earlier(usecase: UseCase) -> str:
+    """How to ask before the outcome: a table of past requests holds its own times; else `predict_before`, which may
+    already be set (then some outcome arrived longer before its event than that: a flight that left 47 min early)."""
+    spine = usecase.training.spine
+    if spine is not None and spine.table is not None:
+        return f"leave such requests out of {spine.table!r}"
+    lead = usecase.training.predict_before
+    ask = (
+        "ask before the outcome can happen (training.predict_before, e.g. 30m)"
+        if usecase.training.lead.total_seconds() == 0
+        else f"ask earlier still (training.predict_before is {lead}: some outcomes arrived longer before their event)"
+    )
+    return f"{ask}, or leave such predictions out with training.spine.where"
+
+
 def flag_own_outcome(usecase: UseCase, table: pa.Table, start: datetime, end: datetime) -> pa.Table:
     """`table` (the training frame of [start, end), with the query's ``_own_outcome_id``) with that column replaced
     by ``own_outcome_known``.
@@ -86,8 +101,7 @@ def flag_own_outcome(usecase: UseCase, table: pa.Table, start: datetime, end: da
             f"{start.isoformat()} - {end.isoformat()} are predicted when another event naming them in "
             f"{by_reference.ref_field!r} (stream {by_reference.stream!r}) has already arrived, e.g. the prediction "
             f"{known[0]!r}: its outcome may be in the features it is predicted from",
-            fix="ask before the outcome can happen (training.predict_before, e.g. 30m), or leave such predictions "
-            "out with training.spine.where; only when the model may know it, set "
+            fix=f"{_earlier(usecase)}; only when the model may know it, set "
             f"label.from_event.allow_own_outcome_known: true (the model's metrics then count {OWN_OUTCOME_METRIC})",
             count=len(known),
             rows=len(named),

@@ -71,6 +71,10 @@ class CheckpointWriter:
             self._writing = self._thread.submit(self._write, prepared)
         self._sent = sent
 
+    def written(self) -> bool:
+        """Whether a write was sent and has ended (written, fenced or failed): `settle` would not wait."""
+        return self._writing is not None and self._writing.done()
+
     def settle(self) -> list[tuple[Sent, float | None]]:
         """Wait for the write in flight, if any: per checkpoint sent, when it was written or None if fenced.
 

@@ -319,6 +319,10 @@ class StreamProcessor:
                 pending and now - self._last_checkpoint >= settings.stream_checkpoint_interval_s
             ):
                 self.checkpoint(wait=False)
+            elif self.writer.written():
+                # A write that has ended is counted now, not at the next checkpoint: when the events pause (a
+                # rehearsal's warm-up, then nothing until the day starts) it would wait, uncounted, for the next one.
+                self._settle()
             if now - last_sweep >= SWEEP_INTERVAL_S:
                 self.sweep()
                 last_sweep = now

@@ -125,6 +125,9 @@ def test_predicting_before_the_departures_is_accepted_and_the_boundary_counts(st
     with pytest.raises(OwnOutcomeKnownError) as caught:
         frame(store, flights("15m"))
     assert (caught.value.count, caught.value.rows, caught.value.example) == (1, 5, "s2")
+    # The fix names the lead already set, not a suggestion of another one that may be no earlier (the flight trial:
+    # predict_before 30m, and a flight that left 47 minutes early, was told "e.g. 30m").
+    assert "training.predict_before is 15m" in str(caught.value) and "e.g. 30m" not in str(caught.value)
 
 
 def test_allowed_they_are_kept_flagged_and_counted(store: Path) -> None:
@@ -145,6 +148,8 @@ def test_a_table_of_past_requests_is_checked_by_its_id_column(store: Path) -> No
     with pytest.raises(OwnOutcomeKnownError) as caught:
         frame(store, UseCase.model_validate(raw), "request_id")
     assert (caught.value.count, caught.value.rows, caught.value.example) == (1, 3, "s2")
+    # Such a table holds its own prediction times (predict_before must be 0s): the fix does not send one there.
+    assert "out of 'asked'" in str(caught.value) and "predict_before" not in str(caught.value)
     # Without an id the table's rows cannot be checked: the frame says so by having no flag column.
     raw["training"]["spine"] = {"table": "asked", "time_column": "requested_at", "label_column": "late"}
     assert not checks_own_outcome(UseCase.model_validate(raw))

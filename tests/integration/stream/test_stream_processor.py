@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 from stream_helpers import Stream, same
 
 from migrate.label_progress import read_progress
@@ -56,6 +59,30 @@ def test_features_equal_point_in_time_training_features_at_the_same_instant(stre
     expected = stream.expected(before, instant)
     assert len(expected) > 100
     assert same(stream.observed(instant), expected) == []
+
+
+def test_applied_events_are_counted_while_no_more_arrive(stream: Stream) -> None:
+    """`migrate rehearse` waits for the stream's events counter to reach its warm-up's count before the day starts,
+    and no event comes until it does. The counter used to move only when the next checkpoint settled the previous
+    one: the flight trial's rehearsal read 0 of 170 applied (its windows were full) and warned of a slow start."""
+    events = stream.events[:300]
+    assert stream.publish(events) == len(events)
+    registry = CollectorRegistry()
+    processor = StreamProcessor(
+        stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url, registry=registry
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=processor.run, kwargs={"stop": stop, "max_seconds": 60})
+    worker.start()
+    try:
+        deadline, counted = time.monotonic() + 30, 0.0
+        while time.monotonic() < deadline and counted < len(events):
+            time.sleep(0.2)
+            counted = registry.get_sample_value("migrate_stream_events_total", {"usecase": stream.usecase.name}) or 0
+        assert counted == len(events)
+    finally:
+        stop.set()
+        worker.join(30)
 
 
 def test_replay_rebuilds_identical_features_idempotently(stream: Stream) -> None:
