@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from comparisons.shadow_rows import BACKTEST_STAGE
 from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
 from migrate.artifact import ArtifactStore
-from migrate.batch.event_history import RealtimeHistory, iter_events
+from migrate.batch.event_history import RealtimeHistory, history_around, iter_events
 from migrate.batch.offline_store import batch_features_at, open_offline, prediction_requests
 from migrate.batch.offline_zone import localize
 from migrate.batch.schedule import interval_ending
@@ -50,7 +50,7 @@ from online.stream.event_schema import encode_event
 from online.stream.label_topic import LabelRecord
 from online.stream.labels_from_events import NoLabel, event_labeler
 
-__all__ = ["BacktestResult", "backtest_settings", "check_span", "pin_models", "run_backtest"]
+__all__ = ["BacktestResult", "backtest_settings", "check_span", "label_stream", "pin_models", "run_backtest"]
 
 
 def check_span(what: str, start: datetime, until: datetime) -> None:
@@ -322,13 +322,18 @@ def _write_by_hour(root: Path, rows: list[Any], moment: Callable[[Any], datetime
         write_durably(build(part, [-1] * len(part), [*range(len(part))]), path)
 
 
+def label_stream(usecase: UseCase) -> str:
+    """The event stream the use case's labels come from."""
+    return usecase.label.from_event.stream if usecase.label.from_event is not None else MAIN_STREAM
+
+
 def _labels(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime
 ) -> tuple[list[LabelRecord], datetime | None]:
     """The labels the sink would have logged from the event history in [start, end), through its own labeler, and
     the newest event time it read (labels or not: the progress the sink records, migrate/label_progress.py)."""
     labeler = event_labeler(usecase)
-    stream = usecase.label.from_event.stream if usecase.label.from_event is not None else MAIN_STREAM
+    stream = label_stream(usecase)
     labels: list[LabelRecord] = []
     newest: datetime | None = None
     for event in iter_events(con, usecase, start, end, stream=stream):
@@ -393,6 +398,10 @@ def run_backtest(
                 progress("days answered by both paths", number + 1, len(days))
         horizon = until + parse_duration(usecase.label.available_after)
         labels, read_up_to = _labels(con, usecase, start, horizon)
+        if history_around(con, usecase, horizon, stream=label_stream(usecase))[1]:
+            # Every event before the horizon was read, and the history goes on after it: the label stream is known
+            # up to the horizon, however long before it the last event was (a quiet night before a rare label).
+            read_up_to = horizon
     _write_by_hour(bt.labels_dir / usecase.name, labels, lambda r: r.event_time, "labels")
     if read_up_to is not None:
         write_progress(bt.labels_dir / usecase.name, "backtest", read_up_to)

@@ -27,6 +27,7 @@ from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 __all__ = [
     "RealtimeHistory",
     "event_stream",
+    "history_around",
     "iter_events",
     "online_training_frame",
     "realtime_features_at",
@@ -81,6 +82,25 @@ def iter_events(
     time_col, id_col = _quote(time_column), _quote(declared.id_field)
     query = f"{select} WHERE {time_col} >= $start AND {time_col} < $end ORDER BY {time_col}, {id_col}"
     yield from _rows(con, query, {"start": utc_naive(start), "end": utc_naive(end)}, declared, chunk_rows)
+
+
+def history_around(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, moment: datetime, *, stream: str = MAIN_STREAM
+) -> tuple[datetime | None, bool]:
+    """The newest event of `stream` before `moment` (aware UTC; None: none), and whether the history goes on at or
+    after `moment`. When it does, every event before `moment` is in the store, so a reader that has read up to that
+    newest one has read the stream up to `moment` itself (a label watermark may stand there: migrate/label_progress.py).
+    """
+    localize(con, usecase)
+    _use_utc(con)
+    select, _, time_column, _ = _select(con, usecase, stream)
+    time_col = _quote(time_column)
+    newest, later = con.execute(
+        f"SELECT max({time_col}) FILTER (WHERE {time_col} < $at), count(*) FILTER (WHERE {time_col} >= $at) > 0 "
+        f"FROM ({select})",
+        {"at": utc_naive(moment)},
+    ).fetchall()[0]
+    return (None if newest is None else newest.replace(tzinfo=UTC)), bool(later)
 
 
 def warm_up_events(

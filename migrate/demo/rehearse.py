@@ -12,6 +12,7 @@ touched, configured or not (`rehearsal_settings`). The embedded services it star
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +26,8 @@ from croniter import croniter
 from pydantic import SecretStr
 
 from comparisons.comparison import Comparison, compare
-from migrate.backtest.runner import check_span, pin_models
+from migrate.backtest.runner import check_span, label_stream, pin_models
+from migrate.batch.event_history import history_around
 from migrate.batch.offline_store import open_offline, prediction_requests
 from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
@@ -35,9 +37,12 @@ from migrate.demo.live import LiveDay
 from migrate.devservices.redis_server import resolve_redis_url, stop_redis
 from migrate.devservices.shared_broker import stop_shared_broker
 from migrate.errors import BacktestError
+from migrate.label_progress import read_progress, write_progress
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
 from online.features.materialize import materialize_active
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Rehearsal", "Rehearser", "Request", "TrafficReport", "rehearsal_settings", "run_rehearsal"]
 
@@ -210,6 +215,29 @@ def _night(usecase: UseCase, settings: Settings, interval: Interval, redis_url: 
     materialize_active(usecase, settings, redis_url)
 
 
+def _labels_known_through(usecase: UseCase, settings: Settings, labels_by: datetime) -> None:
+    """Record that the label stream is known up to `labels_by` (the replay's end) when it is: the history goes on
+    after it, so the replay published every event before it, and the sink read up to the newest of them. A live
+    stream's watermark moves on with its next event; a replay's stops at its last one, and a label window that
+    ends in a quiet stretch before `labels_by` would stay pending (the flight trial: 54 of 143 requests, their
+    windows closing between 00:31, the last departure, and the replay's end at 03:00)."""
+    root = settings.labels_dir / usecase.name
+    with open_offline(settings.offline_store_path) as con:
+        newest, goes_on = history_around(con, usecase, labels_by, stream=label_stream(usecase))
+    if not goes_on:
+        return  # the history ends before `labels_by`: what comes after it is not known
+    read = read_progress(root)
+    if newest is not None and (read is None or read < newest):
+        log.warning(
+            "the label sink read the label stream up to %s, not its last replayed event at %s: requests whose "
+            "label window ends after that stay pending",
+            "nothing" if read is None else read.isoformat(),
+            newest.isoformat(),
+        )
+        return
+    write_progress(root, "rehearsal", labels_by)
+
+
 def _requests(
     settings: Settings, usecase: UseCase, span: tuple[datetime, datetime], table: str | None, column: str
 ) -> list[Request]:
@@ -286,6 +314,7 @@ def run_rehearsal(
         ):
             result.traffic = driver.send(asked, tick)
             result.nights = 1 + driver.finish(labels_by)
+        _labels_known_through(usecase, reh, labels_by)
         result.comparison = compare(usecase, reh)
     finally:
         stop_shared_broker(reh)

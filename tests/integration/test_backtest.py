@@ -29,6 +29,7 @@ from migrate.cli.main import app
 from migrate.errors import BacktestError
 from migrate.examples.fraud_detection.generator import FraudConfig, FraudSummary, generate
 from migrate.feature_windows import epoch_s, groups_of
+from migrate.label_progress import read_progress
 from migrate.registry import Registry
 from migrate.scoring import load_model
 from migrate.settings import Settings, get_settings
@@ -36,7 +37,7 @@ from migrate.usecase import UseCase
 
 pytestmark = pytest.mark.integration
 
-CONFIG = FraudConfig(days=12)  # seed 11: 3,000 cards from Nov 1; ~6,100 authorizations a day
+CONFIG = FraudConfig(days=13)  # seed 11: 3,000 cards from Nov 1; ~6,100 authorizations a day; past the labels' end
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,28 @@ def test_the_comparator_judges_it_as_a_backtest(backtested: Backtested) -> None:
     assert all(f.mismatches == 0 and f.missing_online == 0 for f in skew.features), skew.features
     judged = next(c for c in comparison.verdict.checks if c.name == "feature_skew")
     assert judged.passed is True and judged.value == 0.0
+
+
+def test_the_label_stream_is_known_up_to_the_horizon_when_the_history_goes_on(backtested: Backtested) -> None:
+    """The backtest read every event before the range's end plus `available_after` (Nov 13) and the history goes on
+    after it: the label watermark stands there, not at the last event before it, so no request stays pending
+    (a rare label after a quiet stretch left the flight trial's last windows open)."""
+    horizon = backtested.until + timedelta(days=3)
+    labels_root = backtested.result.settings.labels_dir / backtested.usecase.name
+    with open_offline(backtested.settings.offline_store_path) as con:
+        newest_before, later = con.execute(
+            "SELECT max(event_time) FILTER (WHERE event_time < $h), count(*) FILTER (WHERE event_time >= $h) "
+            "FROM card_events",
+            {"h": horizon.replace(tzinfo=None)},
+        ).fetchall()[0]
+        (requests,) = con.execute(
+            "SELECT count(*) FROM card_events WHERE kind = 'auth' AND event_time >= $s AND event_time < $u",
+            {"s": backtested.start.replace(tzinfo=None), "u": backtested.until.replace(tzinfo=None)},
+        ).fetchall()[0]
+    assert later > 0 and newest_before < horizon.replace(tzinfo=None)  # the case: a gap before the horizon
+    assert read_progress(labels_root) == horizon  # was the newest event before it
+    accuracy = compare(backtested.usecase, backtested.result.settings).accuracy
+    assert accuracy.label_watermark == horizon and (accuracy.pending, accuracy.labeled) == (0, requests)
 
 
 def test_a_second_run_resumes_and_a_lost_day_is_redone_identically(backtested: Backtested) -> None:
