@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -255,9 +255,12 @@ def compare(
     *,
     explain_limit: int = 200,
     on_step: OnStep | None = None,
+    skew_grace: timedelta | None = None,
 ) -> Comparison:
     """Measure the use case's shadow log over ``window`` (default: everything) and decide the verdict; `on_step`
-    is called with each of `STEPS` as it ends (a progress bar's total is their number)."""
+    is called with each of `STEPS` as it ends (a progress bar's total is their number). `skew_grace`: how far
+    behind a request its real-time features may be (default ``cutover_policy.feature_skew_grace``; a replay on a
+    faster clock passes it scaled by its speed)."""
 
     clock = _Clock(on_step)
     warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model
@@ -305,7 +308,7 @@ def compare(
         parted = _forked(rows, "segments", lambda fork: segments.measure(fork, metric_name))
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
-        skewed = skew.measure(rows, usecase, settings)
+        skewed = skew.measure(rows, usecase, settings, skew_grace)
         clock.lap("feature_skew")
         parts = parted.result()
         clock.lap("segments")

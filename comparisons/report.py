@@ -8,6 +8,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from comparisons.comparison import STEPS, Comparison, OnStep, compare, warm
@@ -282,14 +283,25 @@ def _skew(c: Comparison) -> str:
             f"{_n(f.mismatches)} ({_pct(f.mismatch_rate)})",
             _n(f.missing_online),
             _n(f.missing_offline),
+            _n(f.behind),
         ]
         for f in sk.features[:12]
     ]
-    header = ["feature", "kind", "both present", "differ", "missing online only", "missing offline only"]
+    header = [
+        "feature",
+        "kind",
+        "both present",
+        "differ",
+        "missing online only",
+        "missing offline only",
+        f"behind ≤ {sk.grace_s:g} s",
+    ]
     return (
         f"<p>Feature skew on {_n(sk.sampled)} sampled live answers: the value the live path used against the offline "
-        "point-in-time value of the same entity at the same instant (the training rows' code), most skewed first.</p>"
-        + _table(header, rows)
+        "point-in-time value of the same entity at the same instant (the training rows' code), most skewed first. "
+        f"<i>Behind</i>: a real-time value equal to the offline one {sk.grace_s:g} s before the request "
+        "(<code>feature_skew_grace</code>; the events of that last moment had not reached the stream), counted apart "
+        "from the skew the verdict judges.</p>" + _table(header, rows)
     )
 
 
@@ -477,13 +489,14 @@ def write_report(
     out_dir: Path | None = None,
     window: Window | None = None,
     on_step: OnStep | None = None,
+    skew_grace: timedelta | None = None,
 ) -> ReportFiles:
     """Compare, then write ``report.html`` and ``report.json`` to ``out_dir`` (default
     ``<state_dir>/reports/<usecase>``); returns their paths, the verdict and the timings. `on_step` is called with
-    each of `REPORT_STEPS` as it ends."""
+    each of `REPORT_STEPS` as it ends; `skew_grace` as `compare`'s."""
     step = on_step or (lambda _: None)
     warm("comparisons.figures")  # matplotlib imports while the comparison runs
-    comparison = compare(usecase, settings, window, on_step=on_step)
+    comparison = compare(usecase, settings, window, on_step=on_step, skew_grace=skew_grace)
     from comparisons.figures import render_all  # noqa: PLC0415 - optional dependency: matplotlib, the [report] extra
 
     started = time.perf_counter()

@@ -341,6 +341,13 @@ class CutoverPolicy(_Strict):
         "point-in-time value, or is missing on one side only (the comparator's feature-skew check); beyond it: hold. "
         "A lagging or empty stream, materialized features behind, or a bug in the live path shows up here.",
     )
+    feature_skew_grace: str = Field(
+        default="1s",
+        description="How far behind a request the stream may be before its features count as skewed: a real-time "
+        "feature whose live value differs from its offline value at the request but equals the one at request − "
+        "grace is counted apart (the events of that last moment had not reached the stream yet), not as skew. A "
+        "rehearsal multiplies it by its clock's speed (its stream lags in wall-clock time).",
+    )
     max_calibration_error: float = Field(
         default=0.1, gt=0, le=1, description="Largest expected calibration error of the live path (binary labels)."
     )
@@ -348,6 +355,17 @@ class CutoverPolicy(_Strict):
         default=None,
         description="An entity key or a context value the report breaks the comparison down by (store, merchant).",
     )
+
+    @field_validator("feature_skew_grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def skew_grace(self) -> timedelta:
+        """`feature_skew_grace` as a duration."""
+        return parse_duration(self.feature_skew_grace)
 
 
 class UseCase(_Strict):

@@ -8,7 +8,7 @@ at each prediction time, from the events strictly before it: point-in-time corre
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -31,6 +31,7 @@ __all__ = [
     "iter_events",
     "online_training_frame",
     "realtime_features_at",
+    "states_before",
     "warm_up_events",
 ]
 
@@ -101,6 +102,48 @@ def history_around(
         {"at": utc_naive(moment)},
     ).fetchall()[0]
     return (None if newest is None else newest.replace(tzinfo=UTC)), bool(later)
+
+
+def states_before(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, spine: pa.Table, span: timedelta
+) -> tuple[npt.NDArray[np.int64], pa.Array]:
+    """Every instant in ``[t - span, t)`` at which a spine row's real-time features could last have changed: ``t -
+    span`` itself, and just after each event of one of its feature groups' keys in ``(t - span, t)`` (1 µs after
+    it, so the state includes it and every event timed with it). Evaluated there (`realtime_features_at`), they
+    are every value the row's windows held in that span, which a stream `span` behind may have served.
+
+    `spine` holds ``prediction_time`` (UTC) and the columns keying the feature groups. Returns the spine row of each
+    instant and the instants (aware UTC), in row order.
+    """
+    localize(con, usecase)
+    _use_utc(con)
+    rows = pa.table(
+        {
+            **{name: spine.column(name) for name in spine.column_names if name != "prediction_time"},
+            "_t": spine.column("prediction_time").cast(pa.timestamp("us", "UTC")).cast(pa.timestamp("us")),
+            "_row": pa.array(range(spine.num_rows), pa.int64()),
+        }
+    )
+    parts = ["SELECT _row, _t - $span AS _at FROM _spine"]
+    for group in groups_of(usecase):
+        if not group.spec.features:
+            continue
+        select, _, time_column, _ = _select(con, usecase, group.stream)
+        at = f"e.{_quote(time_column)}"
+        on = " AND ".join(f"e.{_quote(k)} = s.{_quote(k)}" for k in group.key)
+        parts.append(
+            f"SELECT s._row, {at} + INTERVAL 1 MICROSECOND AS _at FROM _spine s JOIN ({select}) e "
+            f"ON {on} AND {at} > s._t - $span AND {at} < s._t"
+        )
+    con.register("_spine", rows)
+    try:
+        found = con.sql(
+            f"SELECT DISTINCT _row, _at FROM ({' UNION ALL '.join(parts)}) ORDER BY _row, _at", params={"span": span}
+        ).to_arrow_table()
+    finally:
+        con.unregister("_spine")
+    instants = found.column("_at").cast(pa.timestamp("us", "UTC"))
+    return found.column("_row").to_numpy(), instants.combine_chunks()
 
 
 def warm_up_events(
