@@ -11,6 +11,12 @@ An event the stream processor would dead-letter as in the future (online/stream/
 
 A stream whose every event is a label (a topic of chargebacks alone) moves its watermark only with its labels, as
 before: nothing else says how far it has been read in event time.
+
+Not handled: the watermark is the newest over all partitions, as the newest label was before. The sink reads every
+partition in one consumer, so one it has read less far than another (its lag between partitions, usually
+seconds) may still hold a label for a window the watermark closed; the comparator would label that request
+``otherwise`` (or unlabeled). The exact rule, the oldest over partitions with an idle partition left out (as
+Flink's watermarks), is not built.
 """
 
 from __future__ import annotations
