@@ -135,14 +135,19 @@ def _offline(settings: Settings, usecase: UseCase, requests: pa.Table, grace: ti
             values[name] = [None if v is None or math.isnan(v) else float(v) for v in featured[name].to_pylist()]
         if usecase.realtime_feature_names:
             end = max(requests["prediction_time"].to_pylist())
-            values.update(_windows(con, usecase, requests, end))
+            spine, rows = requests, []
             if grace > timedelta(0):
-                rows, instants = states_before(con, usecase, requests, grace)
-                at = requests.take(pa.array(rows))
+                found, instants = states_before(con, usecase, requests, grace)
+                rows = found.tolist()
+                at = requests.take(pa.array(found))
                 at = at.set_column(at.column_names.index("prediction_time"), "prediction_time", instants)
-                for name, held in _windows(con, usecase, at, end).items():
+                spine = pa.concat_tables([requests, at])
+            # One read of the history for both: the requests' instants, then those within the grace before them.
+            for name, column in _windows(con, usecase, spine, end).items():
+                values[name] = column[: requests.num_rows]
+                if rows:
                     earlier[name] = [[] for _ in range(requests.num_rows)]
-                    for row, value in zip(rows.tolist(), held, strict=True):
+                    for row, value in zip(rows, column[requests.num_rows :], strict=True):
                         earlier[name][row].append(value)
     for context in usecase.context:
         if context.is_input:
