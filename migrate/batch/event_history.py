@@ -21,7 +21,7 @@ from migrate.batch.offline_zone import localize
 from migrate.batch.sql_names import quote as _quote
 from migrate.errors import UseCaseError
 from migrate.feature_windows import Group, Replay, groups_of, warm_up
-from migrate.realtime_schema import MAIN_STREAM
+from migrate.realtime_schema import MAIN_STREAM, parse_duration
 from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 
 __all__ = [
@@ -104,13 +104,18 @@ def history_around(
     return (None if newest is None else newest.replace(tzinfo=UTC)), bool(later)
 
 
+BOUNDARIES = 64  # bucket boundaries `states_before` lists per row at most: a grace of many buckets checks the newest
+
+
 def states_before(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, spine: pa.Table, span: timedelta
 ) -> tuple[npt.NDArray[np.int64], pa.Array]:
     """Every instant in ``[t - span, t)`` at which a spine row's real-time features could last have changed: ``t -
-    span`` itself, and just after each event of one of its feature groups' keys in ``(t - span, t)`` (1 µs after
-    it, so the state includes it and every event timed with it). Evaluated there (`realtime_features_at`), they
-    are every value the row's windows held in that span, which a stream `span` behind may have served.
+    span`` itself, just after each event of one of its feature groups' keys in ``(t - span, t)`` (1 µs after it, so
+    the state includes it and every event timed with it), and each bucket boundary in ``(t - span, t]`` (a window
+    drops its oldest bucket there, before any event timed on it arrives; the newest `BOUNDARIES` of them). Evaluated
+    there (`realtime_features_at`), they are every value the row's windows held in that span, which a stream `span`
+    behind may have served.
 
     `spine` holds ``prediction_time`` (UTC) and the columns keying the feature groups. Returns the spine row of each
     instant and the instants (aware UTC), in row order.
@@ -125,6 +130,15 @@ def states_before(
         }
     )
     parts = ["SELECT _row, _t - $span AS _at FROM _spine"]
+    declared = usecase.realtime_features
+    if declared is not None:
+        step = int(parse_duration(declared.resolution).total_seconds() * 1_000_000)
+        first = f"(epoch_us(_t - $span) // {step}) + 1"
+        last = f"epoch_us(_t) // {step}"
+        parts.append(
+            f"SELECT _row, make_timestamp(k * {step}) AS _at FROM _spine, "
+            f"generate_series(greatest({first}, {last} - {BOUNDARIES - 1}), {last}) AS g(k)"
+        )
     for group in groups_of(usecase):
         if not group.spec.features:
             continue

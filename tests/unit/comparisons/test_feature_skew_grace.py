@@ -28,12 +28,18 @@ SCANS = [  # (product, seconds before T0, found); store 1
     (13, 1200, True),
     (13, 0.8, False),  # applied when the request came
     (13, 0.3, True),  # not yet
+    (14, 1790, False),  # 05:30:10, bucket 05:30: in the 30-minute window until the 06:00 bucket begins
+    (14, 900, True),
+    (14, 0, False),  # 06:00:00 sharp, for a request at 06:00:00.4
 ]
 # Logged by the live path at T0 (scans_30m, found_rate_30m). By hand at T0: product 10 has 3 scans, 2 found; at
 # T0 - 1 s: 2 scans, 1 found. Product 11: 1 scan, found. Product 12: 2 scans, both found; it logged 5 (wrong).
 # Product 13: 3 scans, 2 found at T0; 1 scan at T0 - 1 s; 2 scans, 1 found just after T0 - 0.8 s, which it logged
 # (a value inside the grace, neither at its start nor at its end).
-LOGGED = {10: (2.0, 0.5), 11: (1.0, 1.0), 12: (5.0, 1.0), 13: (2.0, 0.5)}
+# Product 14, asked at T0 + 0.4 s: 2 scans, 1 found (05:45 and 06:00); its stream had rolled the window at 06:00
+# (05:30:10 out) but not applied the 06:00 scan: 1 scan, found, a value held only from the boundary to that scan.
+LOGGED = {10: (2.0, 0.5), 11: (1.0, 1.0), 12: (5.0, 1.0), 13: (2.0, 0.5), 14: (1.0, 1.0)}
+ASKED = {14: 0.4 / 60}  # minutes after T0; the others at T0
 
 
 @pytest.fixture
@@ -57,7 +63,7 @@ def world(settings: Settings, usecase: UseCase) -> Settings:
             moment = (T0 - timedelta(seconds=before)).replace(tzinfo=None)
             con.execute("INSERT INTO scan_events VALUES (?, ?, 1, ?, ?)", [f"s{i}", moment, product, found])
     records = [
-        record(i, 0, product=product, features={"scans_30m": scans, "found_rate_30m": rate})
+        record(i, ASKED.get(product, 0), product=product, features={"scans_30m": scans, "found_rate_30m": rate})
         for i, (product, (scans, rate)) in enumerate(LOGGED.items())
     ]
     write_shadow(settings, records)
@@ -73,16 +79,17 @@ def test_a_window_behind_by_the_last_moment_is_counted_apart_and_a_wrong_one_is_
 ) -> None:
     judged = compare(usecase, world)  # the policy's grace: 1 s
     skew = judged.feature_skew
-    assert skew.available and skew.sampled == 4 and skew.grace_s == 1.0, skew.reason
-    # Products 10 and 13 are behind on both windows; product 12's count is wrong; product 11 agrees.
-    assert _counts(skew) == {"scans_30m": (2, 1, 2), "found_rate_30m": (2, 0, 2)}
-    assert judged.verdict.evidence.feature_skew_share == pytest.approx(1 / 4)
+    assert skew.available and skew.sampled == 5 and skew.grace_s == 1.0, skew.reason
+    # Products 10, 13 and 14 are behind on both windows; product 12's count is wrong; product 11 agrees.
+    assert _counts(skew) == {"scans_30m": (2, 1, 3), "found_rate_30m": (2, 0, 3)}
+    assert judged.verdict.evidence.feature_skew_share == pytest.approx(1 / 5)
     assert judged.verdict.evidence.feature_skew_feature == "scans_30m"
 
 
 def test_without_a_grace_or_further_behind_than_it_the_moment_behind_is_skew(world: Settings, usecase: UseCase) -> None:
     strict = compare(usecase, world, skew_grace=timedelta(0)).feature_skew
-    assert _counts(strict) == {"scans_30m": (4, 3, 0), "found_rate_30m": (4, 2, 0)}
-    # Behind by more than the grace is skew too: 0.2 s of grace does not reach back past the 0.3 s scans.
+    assert _counts(strict) == {"scans_30m": (5, 4, 0), "found_rate_30m": (5, 3, 0)}
+    # Behind by more than the grace is skew too: 0.2 s of grace does not reach back past the 0.3 s scans, nor
+    # product 14's 06:00 boundary.
     short = compare(usecase, world, skew_grace=timedelta(seconds=0.2)).feature_skew
-    assert _counts(short) == {"scans_30m": (4, 3, 0), "found_rate_30m": (4, 2, 0)}
+    assert _counts(short) == {"scans_30m": (5, 4, 0), "found_rate_30m": (5, 3, 0)}
