@@ -10,8 +10,8 @@ value and they differ (beyond 1e-9 + 1e-6 relative), and how often one side is m
 Without an offline store (or its tables) the check says why.
 
 A real-time value that differs at the request's instant but equals a value its windows held within the grace
-before it (``cutover_policy.feature_skew_grace``: at its start, or just after any event of the row's keys in it) is
-counted apart, as ``behind``: the events of the last moment before the request had not reached the stream yet.
+before it (``cutover_policy.feature_skew_grace``: at its start, just after any event of the row's keys in it, or
+at a bucket boundary in it) is counted apart, as ``behind``: the events of the last moment before the request had not reached the stream yet.
 That is the stream's freshness, which the freshness metrics judge, not a different feature. Found on the flight
 trial's rehearsal: departures stamped at the request's own minute, published a few milliseconds before it, made
 19.6 % of one window "skewed". A value its windows never held in that span still counts as skew.
