@@ -11,10 +11,11 @@ Without an offline store (or its tables) the check says why.
 
 A real-time value that differs at the request's instant but equals a value its windows held within the grace
 before it (``cutover_policy.feature_skew_grace``: at its start, just after any event of the row's keys in it, or
-at a bucket boundary in it) is counted apart, as ``behind``: the events of the last moment before the request had not reached the stream yet.
-That is the stream's freshness, which the freshness metrics judge, not a different feature. Found on the flight
-trial's rehearsal: departures stamped at the request's own minute, published a few milliseconds before it, made
-19.6 % of one window "skewed". A value its windows never held in that span still counts as skew.
+at a bucket boundary in it) is counted apart, as ``behind``: the events of the last moment before the request had
+not reached the stream yet. That is the stream's freshness, which the freshness metrics judge, not a different
+feature. Found on the flight trial's rehearsal: departures stamped at the request's own minute, published a few
+milliseconds before it, made 19.6 % of one window "skewed". A value its windows never held in that span still
+counts as skew.
 """
 
 from __future__ import annotations
@@ -235,6 +236,6 @@ def evidence(skew: Skew) -> dict[str, Any]:
     worst = max(skew.features, key=lambda f: f.off)
     return {
         "feature_skew_share": worst.off / skew.sampled,
-        "feature_skew_feature": worst.feature,
+        "feature_skew_feature": worst.feature if worst.off else None,  # none is off: no feature to name
         "feature_skew_sampled": skew.sampled,
     }

@@ -182,14 +182,13 @@ def _feature_skew(policy: CutoverPolicy, e: Evidence) -> Check:
         )
     passed = e.feature_skew_share <= limit
     word = "" if passed else "live features differ from their offline point-in-time values: "
-    return Check(
-        name="feature_skew",
-        passed=passed,
-        value=e.feature_skew_share,
-        limit=limit,
-        detail=f"{word}{e.feature_skew_feature} differs or is missing on one side in {_pct(e.feature_skew_share)} "
-        f"of {e.feature_skew_sampled:,} sampled live answers (≤ max_feature_skew {limit:.0%})",
-    )
+    sampled = f"{e.feature_skew_sampled:,} sampled live answers (≤ max_feature_skew {limit:.0%})"
+    if e.feature_skew_feature is None:
+        detail = f"no feature differs or is missing on one side in any of {sampled}"
+    else:
+        share = _pct(e.feature_skew_share)
+        detail = f"{word}{e.feature_skew_feature} differs or is missing on one side in {share} of {sampled}"
+    return Check(name="feature_skew", passed=passed, value=e.feature_skew_share, limit=limit, detail=detail)
 
 
 def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
