@@ -299,7 +299,7 @@ def _skew(c: Comparison) -> str:
     return (
         f"<p>Feature skew on {_n(sk.sampled)} sampled live answers: the value the live path used against the offline "
         "point-in-time value of the same entity at the same instant (the training rows' code), most skewed first. "
-        f"<i>Behind</i>: a real-time value equal to the offline one {sk.grace_s:g} s before the request "
+        f"<i>Behind</i>: a real-time value its windows held within {sk.grace_s:g} s before the request "
         "(<code>feature_skew_grace</code>; the events of that last moment had not reached the stream), counted apart "
         "from the skew the verdict judges.</p>" + _table(header, rows)
     )

@@ -56,7 +56,7 @@ class FeatureSkew(Result):
     missing_online: int  # offline has a value, online did not
     missing_offline: int  # online had a value, offline has none
     missing_rate: float | None
-    behind: int = 0  # off at the request, equal to the offline value at request − grace: freshness, not skew
+    behind: int = 0  # off at the request, but a value its windows held within the grace before it: freshness
 
     @property
     def off(self) -> int:
