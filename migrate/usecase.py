@@ -344,9 +344,10 @@ class CutoverPolicy(_Strict):
     feature_skew_grace: str = Field(
         default="1s",
         description="How far behind a request the stream may be before its features count as skewed: a real-time "
-        "feature whose live value differs from its offline value at the request but equals the one at request − "
-        "grace is counted apart (the events of that last moment had not reached the stream yet), not as skew. A "
-        "rehearsal multiplies it by its clock's speed (its stream lags in wall-clock time).",
+        "feature whose live value differs from its offline value at the request but equals a value its windows held "
+        "within the grace before it (at the grace's start, just after any event of the row's keys in it, or at a "
+        "window bucket boundary in it) is counted apart (the events of that last moment had not reached the stream "
+        "yet), not as skew. A rehearsal multiplies it by its clock's speed (its stream lags in wall-clock time).",
     )
     max_calibration_error: float = Field(
         default=0.1, gt=0, le=1, description="Largest expected calibration error of the live path (binary labels)."
