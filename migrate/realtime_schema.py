@@ -9,12 +9,13 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ENTITY_GROUP",
     "IDENTIFIER",
     "MAIN_STREAM",
+    "Duration",
     "EventFieldType",
     "EventStream",
     "FeatureGroup",
@@ -41,6 +42,15 @@ def parse_duration(text: str) -> timedelta:
     if match is None:
         raise ValueError(f"{text!r} is not a duration like '30m', '2h' or '1d'")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _valid_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+# Kept as the text the YAML holds (a model dumps back what it read); `parse_duration` gives the timedelta.
+Duration = Annotated[str, AfterValidator(_valid_duration)]
 
 
 class Strict(BaseModel):

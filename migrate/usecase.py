@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from migrate.realtime_schema import (
     IDENTIFIER,
     MAIN_STREAM,
+    Duration,
     EventFieldType,
     EventStream,
     FeatureGroup,
@@ -32,6 +33,7 @@ __all__ = [
     "BatchSpec",
     "ContextFeature",
     "CutoverPolicy",
+    "Duration",
     "Entity",
     "EntityKey",
     "EntitySource",
@@ -177,16 +179,10 @@ class TrainingSpec(_Strict):
     """How training rows are formed: one per prediction the model would have made, at its prediction time."""
 
     spine: Spine | None = Field(default=None, description="The events that are predictions; default: labelled ones.")
-    predict_before: str = Field(
+    predict_before: Duration = Field(
         default="0s",
         description="Prediction time = the labelled event's time minus this lead; features see only earlier data.",
     )
-
-    @field_validator("predict_before")
-    @classmethod
-    def _lead(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
     @property
     def lead(self) -> timedelta:
@@ -224,7 +220,7 @@ class Label(_Strict):
     name: Identifier
     description: str
     kind: Literal["binary", "regression"]
-    available_after: str = Field(description="How long after a prediction its label is known, e.g. '2h'.")
+    available_after: Duration = Field(description="How long after a prediction its label is known, e.g. '2h'.")
     event_field: Identifier | None = Field(
         default=None, description="Event field whose value is the label (the stream processor publishes it)."
     )
@@ -237,12 +233,6 @@ class Label(_Strict):
         if self.event_field is not None and self.from_event is not None:
             raise ValueError("label takes event_field or from_event, not both")
         return self
-
-    @field_validator("available_after")
-    @classmethod
-    def _delay(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class ModelSpec(_Strict):
@@ -341,7 +331,7 @@ class CutoverPolicy(_Strict):
         "point-in-time value, or is missing on one side only (the comparator's feature-skew check); beyond it: hold. "
         "A lagging or empty stream, materialized features behind, or a bug in the live path shows up here.",
     )
-    feature_skew_grace: str = Field(
+    feature_skew_grace: Duration = Field(
         default="1s",
         description="How far behind a request the stream may be before its features count as skewed: a real-time "
         "feature whose live value differs from its offline value at the request but equals a value its windows held "
@@ -356,12 +346,6 @@ class CutoverPolicy(_Strict):
         default=None,
         description="An entity key or a context value the report breaks the comparison down by (store, merchant).",
     )
-
-    @field_validator("feature_skew_grace")
-    @classmethod
-    def _grace(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
     @property
     def skew_grace(self) -> timedelta:
