@@ -77,6 +77,12 @@ class LiveDay:
         """The simulated clock every process shares."""
         return self.start + timedelta(seconds=(time.time() - self.wall0) * self.speed)
 
+    @property
+    def skew_grace(self) -> timedelta:
+        """The feature-skew check's grace on this clock: the stream lags in wall-clock time, which the simulated
+        clock runs `speed` times faster than."""
+        return self.usecase.cutover_policy.skew_grace * self.speed
+
     def _env(self, redis_url: str, bootstrap: str) -> dict[str, str]:
         return {
             **os.environ,

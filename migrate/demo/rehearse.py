@@ -315,8 +315,7 @@ def run_rehearsal(
             result.traffic = driver.send(asked, tick)
             result.nights = 1 + driver.finish(labels_by)
         _labels_known_through(usecase, reh, labels_by)
-        # Its stream lags in wall-clock time, which the simulated clock runs `speed` times faster than.
-        result.comparison = compare(usecase, reh, skew_grace=usecase.cutover_policy.skew_grace * speed)
+        result.comparison = compare(usecase, reh, skew_grace=day.skew_grace)
     finally:
         stop_shared_broker(reh)
         stop_redis(reh)

@@ -135,12 +135,6 @@ def _last_night(console: Console, settings: Settings, usecase: UseCase, plan: Pl
     return last_night
 
 
-def _skew_grace(usecase: UseCase, plan: Plan) -> timedelta:
-    """The feature-skew check's grace on the demo's clock: the stream lags in wall-clock time, which the simulated
-    clock runs `plan.speed` times faster than."""
-    return usecase.cutover_policy.skew_grace * plan.speed
-
-
 def _set_flag(settings: Settings, stage: Any, percent: int | None, reason: str) -> str:
 
     flags = FlagStore.from_settings(settings)
@@ -180,7 +174,7 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
         _freshness(console, settings, usecase, day)
         time.sleep(3)  # the sink flushes every 2 s
         with console.status("7/9 the comparator on the shadow log: same requests, both paths"):
-            grace = _skew_grace(usecase, plan)
+            grace = day.skew_grace
             verdict = compare(usecase, settings, Window(cutoff, shadow_end), skew_grace=grace).verdict
         _print_verdict(console, verdict, "requests", "verdict")
         if verdict.decision != "promote":
@@ -217,9 +211,7 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
     print_costs(console, before, after)
     _moved(console, settings, usecase, cutoff, shadow_end)
     with console.status("writing the comparison report"):
-        files = write_report(
-            usecase, settings, window=Window(cutoff, shadow_end), skew_grace=_skew_grace(usecase, plan)
-        )
+        files = write_report(usecase, settings, window=Window(cutoff, shadow_end), skew_grace=grace)
     console.print(
         f"[bold]report:[/] {files.html} (and {files.json.name}); verdict {files.verdict.decision}, over the shadow "
         f"phase {cutoff:%H:%M}–{shadow_end:%H:%M} like the verdict above"
