@@ -262,29 +262,14 @@ class StreamProcessor:
         settings = self.settings
         timeout_s = settings.kafka_timeout_s
         timeout_ms = int(timeout_s * 1000)
-        ensure_topic(self.bootstrap, self.topic, self.partitions_declared, timeout_s=timeout_s)
-        self.checkpoints.bind_topic(self.topic, topic_id(self.bootstrap, self.topic, timeout_s=timeout_s))
-        dlq = dead_letter_topic(self.usecase.name, settings.dead_letter_topic_prefix)
-        self._outputs = StreamOutputs(self.bootstrap, self.usecase.name, dlq, timeout_s)
+        self._consumer = self._outputs = None
         try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=self.group_id,
-                client_id=f"migrate-stream-{self.usecase.name}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=1_000,
-                max_poll_records=settings.stream_checkpoint_events,
-                fetch_max_wait_ms=50,
-                request_timeout_ms=max(timeout_ms, 1_000),
-                bootstrap_timeout_ms=timeout_ms,
-            )
-        except kafka_errors.KafkaError as exc:
-            raise BrokerUnavailableError(
-                f"stream processor of {self.usecase.name!r}: no broker at {self.bootstrap}: {exc}", fix="start it"
-            ) from exc
-        try:
+            # Inside the try: a refused topic (`TopicRecreatedError`) or an absent broker still closes the client.
+            ensure_topic(self.bootstrap, self.topic, self.partitions_declared, timeout_s=timeout_s)
+            self.checkpoints.bind_topic(self.topic, topic_id(self.bootstrap, self.topic, timeout_s=timeout_s))
+            dlq = dead_letter_topic(self.usecase.name, settings.dead_letter_topic_prefix)
+            self._outputs = StreamOutputs(self.bootstrap, self.usecase.name, dlq, timeout_s)
+            self._consumer = self._connect(timeout_ms)
             self._consumer.subscribe([self.topic], listener=_Listener(self))
             self.writer.start(f"migrate-stream-{self.usecase.name}-checkpoint")
             with fewer_collections():
@@ -297,10 +282,37 @@ class StreamProcessor:
             ) from exc
         finally:
             self.writer.stop()  # a write in flight ends (or fails) before its client closes
-            self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
-            self._outputs.close()
+            if self._consumer is not None:
+                self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
+            if self._outputs is not None:
+                self._outputs.close()
             self.client.close()
         return self.report
+
+    def _connect(self, timeout_ms: int) -> Any:
+        """The group's consumer (not yet subscribed).
+
+        Raises:
+            BrokerUnavailableError: no broker answered at the bootstrap address.
+        """
+        try:
+            return KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group_id,
+                client_id=f"migrate-stream-{self.usecase.name}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=1_000,
+                max_poll_records=self.settings.stream_checkpoint_events,
+                fetch_max_wait_ms=50,
+                request_timeout_ms=max(timeout_ms, 1_000),
+                bootstrap_timeout_ms=timeout_ms,
+            )
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"stream processor of {self.usecase.name!r}: no broker at {self.bootstrap}: {exc}", fix="start it"
+            ) from exc
 
     def _loop(self, until_caught_up: bool, max_seconds: float | None, stop: threading.Event | None) -> None:
         settings = self.settings

@@ -176,7 +176,9 @@ def test_a_watermark_checkpointed_a_year_ahead_is_lowered_on_resume_and_blocks_n
     assert same(stream.observed(end, good), stream.expected(good, end)) == []
 
 
-def test_checkpoints_of_a_recreated_topic_are_refused_not_resumed_past_its_events(stream: Stream) -> None:
+def test_checkpoints_of_a_recreated_topic_are_refused_not_resumed_past_its_events(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # What a CI run met: the same Redis, a new broker (an embedded one keeps its topics in memory), the topic of the
     # same name recreated at offset 0. Resuming at the old offsets skipped every event the new topic was sent.
     first = stream.events[:150]
@@ -186,9 +188,19 @@ def test_checkpoints_of_a_recreated_topic_are_refused_not_resumed_past_its_event
     try:
         again = Stream(stream.settings, stream.usecase, other.bootstrap, stream.redis_url, stream.events)
         assert again.publish(first) == len(first)
+        refusing = StreamProcessor(again.settings, again.usecase, bootstrap=again.bootstrap, redis_url=again.redis_url)
+        closed: list[bool] = []
+        close = refusing.client.close
+
+        def closing() -> None:
+            closed.append(True)
+            close()
+
+        monkeypatch.setattr(refusing.client, "close", closing)
         with pytest.raises(TopicRecreatedError, match="recreated") as refused:
-            run(again)
+            refusing.run(until_caught_up=True, max_seconds=120)
         assert "migrate replay" in (refused.value.fix or "")
+        assert closed == [True]  # the refusal still closes the processor's Redis client
         # The operator's fix: a replay clears the checkpoints and rebuilds the windows from the new topic, each event
         # once (a resume past them would have applied none; a resume of the old windows would count them twice).
         report = replay(again.settings, again.usecase, bootstrap=again.bootstrap, redis_url=again.redis_url)
