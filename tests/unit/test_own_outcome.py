@@ -18,68 +18,19 @@ from migrate.batch.training import train
 from migrate.errors import ConfigError, OwnOutcomeKnownError
 from migrate.settings import get_settings
 from migrate.usecase import UseCase
+from tests.unit.route_flights import create_route_tables, route_flights
 
 pytestmark = pytest.mark.unit
 
 START, END = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC)
 
 
-def flights(predict_before: str = "0s", *, allow: bool = False, trainer: str = "tests.none:train") -> UseCase:
-    return UseCase.model_validate(
-        {
-            "name": "flights",
-            "description": "Will the flight leave late.",
-            "owner": "tests",
-            "entity": {
-                "keys": [{"name": "route_id", "type": "int"}],
-                "source": {"table": "routes", "created_at_column": "created_at"},
-            },
-            "model": {"trainer": trainer},
-            "batch_features": {"table": "route_daily", "timestamp_column": "as_of", "features": [{"name": "late_7d"}]},
-            "realtime_features": {
-                "event_table": "flight_events",
-                "event_time_column": "event_time",
-                "events": {
-                    "id_field": "event_id",
-                    "fields": {
-                        "event_id": "str",
-                        "event_time": "datetime",
-                        "route_id": "int",
-                        "kind": "str",
-                        "late": "bool",
-                        "flight_ref": "str",
-                    },
-                },
-                "features": [{"name": "departed_60m", "aggregation": "count", "window": "60m"}],
-            },
-            "training": {"predict_before": predict_before, "spine": {"where": {"kind": "scheduled"}}},
-            "label": {
-                "name": "late",
-                "description": "Left late.",
-                "kind": "binary",
-                "available_after": "12h",
-                "from_event": {
-                    "where": {"kind": "departed", "late": True},
-                    "ref_field": "flight_ref",
-                    "allow_own_outcome_known": allow,
-                },
-            },
-            "lookup_table": {"name": "lt_flights"},
-            "batch": {"schedule": "0 0 * * *"},
-        }
-    )
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "offline.duckdb"
     with duckdb.connect(str(path)) as con:
-        con.execute("CREATE TABLE route_daily (route_id BIGINT, as_of TIMESTAMP, late_7d DOUBLE)")
+        create_route_tables(con)
         con.execute("INSERT INTO route_daily VALUES (1, '2026-11-01', 0.2), (2, '2026-11-01', 0.4)")
-        con.execute(
-            "CREATE TABLE flight_events (event_id VARCHAR, event_time TIMESTAMP, route_id BIGINT, kind VARCHAR, "
-            "late BOOLEAN, flight_ref VARCHAR)"
-        )
         # Each scheduled event names itself in flight_ref (the request's own id); each departure names its flight.
         con.execute("""INSERT INTO flight_events VALUES
             ('s1', '2026-11-02 10:00', 1, 'scheduled', NULL, 's1'),
@@ -102,7 +53,7 @@ def frame(path: Path, usecase: UseCase, id_column: str = "event_id") -> Any:
 
 def test_predictions_made_after_their_own_departure_are_refused_naming_how_many(store: Path) -> None:
     with pytest.raises(OwnOutcomeKnownError) as caught:
-        frame(store, flights())
+        frame(store, route_flights())
     assert (caught.value.count, caught.value.rows, caught.value.example) == (2, 5, "s1")
     message = str(caught.value)
     assert "2 of 5 training rows (40.0%)" in message and "'s1'" in message and "'flight_ref'" in message
@@ -112,18 +63,18 @@ def test_predictions_made_after_their_own_departure_are_refused_naming_how_many(
 
 def test_predicting_before_the_departures_is_accepted_and_the_boundary_counts(store: Path) -> None:
     # 25 minutes ahead: s1 at 09:35 (d1 09:50), s2 at 10:35 (d2 10:40): no departure named yet.
-    honest = frame(store, flights("25m"))
+    honest = frame(store, route_flights(predict_before="25m"))
     assert honest.column("event_id").to_pylist() == ["s1", "s2", "s3", "s4", "s5"]
     assert honest.column("own_outcome_known").to_pylist() == [False] * 5
     assert honest.column("late").to_pylist() == [0, 0, 1, 0, 1]
     assert own_outcome_metrics(honest) == {OWN_OUTCOME_METRIC: 0.0}
     # 10 minutes ahead: s1 is asked at 09:50, the very instant d1 arrived: at or before counts; s2 is still known.
     with pytest.raises(OwnOutcomeKnownError) as caught:
-        frame(store, flights("10m"))
+        frame(store, route_flights(predict_before="10m"))
     assert (caught.value.count, caught.value.rows) == (2, 5)
     # 15 minutes ahead: s1 at 09:45 is clear, s2 at 10:45 is not (d2 left at 10:40).
     with pytest.raises(OwnOutcomeKnownError) as caught:
-        frame(store, flights("15m"))
+        frame(store, route_flights(predict_before="15m"))
     assert (caught.value.count, caught.value.rows, caught.value.example) == (1, 5, "s2")
     # The fix names the lead already set, not a suggestion of another one that may be no earlier (the flight trial:
     # predict_before 30m, and a flight that left 47 minutes early, was told "e.g. 30m").
@@ -131,7 +82,7 @@ def test_predicting_before_the_departures_is_accepted_and_the_boundary_counts(st
 
 
 def test_allowed_they_are_kept_flagged_and_counted(store: Path) -> None:
-    allowed = frame(store, flights(allow=True))
+    allowed = frame(store, route_flights(allow=True))
     assert allowed.column("event_id").to_pylist() == ["s1", "s2", "s3", "s4", "s5"]
     assert allowed.column("own_outcome_known").to_pylist() == [True, True, False, False, False]
     assert own_outcome_metrics(allowed) == {OWN_OUTCOME_METRIC: 2.0}
@@ -143,7 +94,7 @@ def test_a_table_of_past_requests_is_checked_by_its_id_column(store: Path) -> No
         con.execute("CREATE TABLE asked (request_id VARCHAR, requested_at TIMESTAMP, route_id BIGINT)")
         con.execute("""INSERT INTO asked VALUES
             ('s1', '2026-11-02 09:40', 1), ('s2', '2026-11-02 10:45', 2), ('s3', '2026-11-02 11:55', 1)""")
-    raw = flights().model_dump()
+    raw = route_flights().model_dump()
     raw["training"] = {"spine": {"table": "asked", "time_column": "requested_at", "id_column": "request_id"}}
     with pytest.raises(OwnOutcomeKnownError) as caught:
         frame(store, UseCase.model_validate(raw), "request_id")
@@ -156,11 +107,11 @@ def test_a_table_of_past_requests_is_checked_by_its_id_column(store: Path) -> No
 
 
 def test_an_event_field_label_is_not_checked() -> None:
-    raw = flights().model_dump()
+    raw = route_flights().model_dump()
     raw["label"] = {"name": "late", "description": "Left late.", "kind": "binary", "available_after": "12h"}
     raw["label"]["event_field"] = "late"
     raw["training"] = {}
-    assert checks_own_outcome(flights())
+    assert checks_own_outcome(route_flights())
     assert not checks_own_outcome(UseCase.model_validate(raw))
 
 
@@ -183,5 +134,5 @@ def test_a_trainer_that_allows_them_must_count_them(
     monkeypatch.delitem(sys.modules, "own_outcome_trainers", raising=False)
     settings = get_settings(state_dir=tmp_path / "state", offline_store=store)
     with pytest.raises(ConfigError, match=f"returned no metric '{OWN_OUTCOME_METRIC}'") as caught:
-        train(flights(allow=True, trainer="own_outcome_trainers:silent"), settings, END)
+        train(route_flights(allow=True, trainer="own_outcome_trainers:silent"), settings, END)
     assert "own_outcome_metrics(frame)" in str(caught.value)

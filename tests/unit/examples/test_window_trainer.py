@@ -19,7 +19,7 @@ from migrate.batch.offline_store import labels_closed
 from migrate.cli.scaffold import render
 from migrate.errors import OfflineStoreError, OwnOutcomeKnownError, UseCaseError
 from migrate.examples.skeleton.training import WindowTrainer
-from migrate.usecase import UseCase
+from tests.unit.route_flights import create_route_tables, route_flights
 
 pytestmark = pytest.mark.unit
 
@@ -28,48 +28,6 @@ FIRST_DAY = datetime(2026, 11, 1)  # naive UTC, as the offline store holds it: a
 HOURS = (14, 2, 20, 9, 5, 17)  # a day of three flights has one at night, two in the afternoon
 
 Flight = tuple[str, datetime, int, bool, timedelta]  # id, scheduled time, route, late, departure - scheduled
-
-
-def flights_usecase(available_after: str = "1d", *, allow: bool = False) -> UseCase:
-    """A flight is predicted at its scheduled time (the spine); a `departed` event naming it labels it late."""
-    fields = {
-        "event_id": "str",
-        "event_time": "datetime",
-        "route_id": "int",
-        "kind": "str",
-        "late": "bool",
-        "flight_ref": "str",
-    }
-    from_event: dict[str, Any] = {"where": {"kind": "departed", "late": True}, "ref_field": "flight_ref"}
-    return UseCase.model_validate(
-        {
-            "name": "flights",
-            "description": "Will the flight leave late.",
-            "owner": "tests",
-            "entity": {
-                "keys": [{"name": "route_id", "type": "int"}],
-                "source": {"table": "routes", "created_at_column": "created_at"},
-            },
-            "model": {"trainer": "tests.none:train"},
-            "batch_features": {"table": "route_daily", "timestamp_column": "as_of", "features": [{"name": "late_7d"}]},
-            "realtime_features": {
-                "event_table": "flight_events",
-                "event_time_column": "event_time",
-                "events": {"id_field": "event_id", "fields": fields},
-                "features": [{"name": "departed_60m", "aggregation": "count", "window": "60m"}],
-            },
-            "training": {"spine": {"where": {"kind": "scheduled"}}},
-            "label": {
-                "name": "late",
-                "description": "Left late.",
-                "kind": "binary",
-                "available_after": available_after,
-                "from_event": {**from_event, "allow_own_outcome_known": allow},
-            },
-            "lookup_table": {"name": "lt_flights"},
-            "batch": {"schedule": "0 0 * * *"},
-        }
-    )
 
 
 def schedule(days: range, *, early_every: int = 0, per_hour: int = 1) -> list[Flight]:
@@ -90,12 +48,8 @@ def schedule(days: range, *, early_every: int = 0, per_hour: int = 1) -> list[Fl
 
 def write_store(path: Path, flights: list[Flight]) -> Path:
     with duckdb.connect(str(path)) as con:
-        con.execute("CREATE TABLE route_daily (route_id BIGINT, as_of TIMESTAMP, late_7d DOUBLE)")
+        create_route_tables(con)
         con.execute("INSERT INTO route_daily VALUES (1, '2026-10-31', 0.2), (2, '2026-10-31', 0.4)")
-        con.execute(
-            "CREATE TABLE flight_events (event_id VARCHAR, event_time TIMESTAMP, route_id BIGINT, kind VARCHAR, "
-            "late BOOLEAN, flight_ref VARCHAR)"
-        )
         for ident, at, route, late, delay in flights:
             # The scheduled event names itself, as a request carries its own id; the departure names it.
             con.execute("INSERT INTO flight_events VALUES (?, ?, ?, 'scheduled', NULL, ?)", [ident, at, route, ident])
@@ -119,7 +73,7 @@ TRAINER = WindowTrainer("binary", "flights", lambda: DummyClassifier(strategy="p
 
 def test_a_label_closing_a_day_later_holds_out_the_day_before_it_closes(tmp_path: Path) -> None:
     flights = schedule(range(10))  # 1-10 November; those of the 10th are still open at as_of (11th, midnight)
-    usecase = flights_usecase("1d")
+    usecase = route_flights("1d")
     trained = TRAINER.train(usecase, write_store(tmp_path / "offline.duckdb", flights), AS_OF)
     closed, split = AS_OF - timedelta(days=1), AS_OF - timedelta(days=2)
     assert labels_closed(usecase, AS_OF) == closed
@@ -137,7 +91,7 @@ def test_a_label_closing_a_day_later_holds_out_the_day_before_it_closes(tmp_path
 
 def test_a_half_day_label_holds_out_the_full_day_before_it_closes(tmp_path: Path) -> None:
     flights = schedule(range(10))
-    trained = TRAINER.train(flights_usecase("12h"), write_store(tmp_path / "offline.duckdb", flights), AS_OF)
+    trained = TRAINER.train(route_flights("12h"), write_store(tmp_path / "offline.duckdb", flights), AS_OF)
     lo, hi = datetime(2026, 11, 9, 12), datetime(2026, 11, 10, 12)  # [closed - 1 day, closed), closed = as_of - 12h
     # The 9th's 14h and 20h, the 10th's 2h and 9h; a holdout of the day before as_of would hold only the latter two.
     assert trained.metrics["n_test"] == sum(1 for f in flights if lo <= f[1] < hi) == 4
@@ -146,7 +100,7 @@ def test_a_half_day_label_holds_out_the_full_day_before_it_closes(tmp_path: Path
 def test_an_empty_holdout_names_the_window_that_was_empty(tmp_path: Path) -> None:
     flights = [f for f in schedule(range(10)) if f[1].day != 9]  # nothing on the day before the labels close
     with pytest.raises(OfflineStoreError, match="holdout window") as caught:
-        TRAINER.train(flights_usecase("1d"), write_store(tmp_path / "offline.duckdb", flights), AS_OF)
+        TRAINER.train(route_flights("1d"), write_store(tmp_path / "offline.duckdb", flights), AS_OF)
     assert "2026-11-09T00:00:00+00:00 - 2026-11-10T00:00:00+00:00" in str(caught.value)
     assert "has 0 labelled flights" in str(caught.value)
     assert "labels close 1d before as_of" in str(caught.value)
@@ -154,7 +108,7 @@ def test_an_empty_holdout_names_the_window_that_was_empty(tmp_path: Path) -> Non
 
 def test_a_label_closing_after_the_whole_window_is_refused_naming_available_after(tmp_path: Path) -> None:
     with pytest.raises(UseCaseError, match=r"label\.available_after: is 9d") as caught:
-        TRAINER.train(flights_usecase("9d"), write_store(tmp_path / "offline.duckdb", schedule(range(10))), AS_OF)
+        TRAINER.train(route_flights("9d"), write_store(tmp_path / "offline.duckdb", schedule(range(10))), AS_OF)
     assert "under 9 days" in str(caught.value)
 
 
@@ -166,10 +120,10 @@ def test_flights_that_left_before_their_prediction_are_refused_or_counted(tmp_pa
     early = [f for f in in_frame if f[4] < timedelta(0)]
     assert early and len(early) < len(in_frame)
     with pytest.raises(OwnOutcomeKnownError) as caught:
-        TRAINER.train(flights_usecase("1d"), path, AS_OF)
+        TRAINER.train(route_flights("1d"), path, AS_OF)
     first = min(early, key=lambda f: f[1])[0]  # the example named is the earliest such prediction
     assert (caught.value.count, caught.value.rows, caught.value.example) == (len(early), len(in_frame), first)
-    allowed = TRAINER.train(flights_usecase("1d", allow=True), path, AS_OF)
+    allowed = TRAINER.train(route_flights("1d", allow=True), path, AS_OF)
     assert allowed.metrics["own_outcome_known_rows"] == len(early)
 
 
@@ -184,7 +138,7 @@ def test_the_trainer_migrate_init_writes_holds_out_the_same_day(
     monkeypatch.syspath_prepend(str(package.parent))
     generated = importlib.import_module("flights_trial.training")
     flights = schedule(range(10), per_hour=8)  # the generated trainer wants 20 rows a part
-    trained = generated.train(flights_usecase("1d"), write_store(tmp_path / "offline.duckdb", flights), AS_OF)
+    trained = generated.train(route_flights("1d"), write_store(tmp_path / "offline.duckdb", flights), AS_OF)
     lo, hi = datetime(2026, 11, 9), datetime(2026, 11, 10)
     assert trained.metrics["n_test"] == sum(1 for f in flights if lo <= f[1] < hi) == 3 * 8
     assert trained.metrics["n_train"] == sum(1 for f in flights if f[1] < lo)
