@@ -7,7 +7,8 @@ once into an Arrow table registered as ``s`` that every metric queries (and tabl
 The label join: a request for entity *k* at time *t* is labeled by the **first** label of *k* with event time in
 ``(t, t + label.available_after]``. Its label window is **closed** once ``t + available_after`` is at or before the
 label watermark (the newest label event time seen for the use case, or the newest event time the label sink read
-of the label stream, when later: migrate/label_progress.py). Rows are ``labeled`` (closed, label found),
+of the label stream, when later; held at the progress of a partition the sink had read less far than its end:
+migrate/label_progress.py). Rows are ``labeled`` (closed, label found),
 ``unlabeled`` (closed, no label) or ``pending`` (window still open); only ``labeled`` rows score accuracy. When the
 label is an event that may never come (``label.from_event`` with ``otherwise``: no chargeback means no fraud), a
 closed window without one is labeled ``otherwise``.
@@ -40,7 +41,7 @@ from comparisons.data_ages import (
     sampled,
 )
 from migrate.errors import InvalidWindowError, NoShadowDataError
-from migrate.label_progress import read_progress
+from migrate.label_progress import progress_bound, read_progress
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
@@ -187,12 +188,14 @@ def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[
 
 def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path) -> datetime | None:
     """How far the labels are known: the newest label (table ``labels``) or the newest event time the label sink
-    recorded having read (migrate/label_progress.py: events that labelled nothing count), whichever is later."""
+    recorded having read (migrate/label_progress.py: events that labelled nothing count), whichever is later; but
+    never past the progress of a partition the sink had read less far than its end (`progress_bound`): that
+    partition may still hold a label for an earlier window."""
     newest: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
     read = read_progress(labels_root)
-    if read is None or (newest is not None and newest >= read):
-        return newest
-    return read
+    known = read if newest is None or (read is not None and read > newest) else newest
+    bound = progress_bound(labels_root)
+    return known if known is None or bound is None else min(known, bound)
 
 
 _EPOCH_US = "epoch_us(CAST(request_time AS TIMESTAMPTZ))"

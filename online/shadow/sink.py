@@ -217,7 +217,14 @@ class _Sink:
                     self.report.label_rows += len(items)
             self.report.files += len(files)
             if (read_to := self.progress.get((topic, partition))) is not None:
-                recorded = write_progress(stream.root, f"{stream.tid}-{partition}", read_to)
+                recorded = write_progress(
+                    stream.root,
+                    f"{stream.tid}-{partition}",
+                    read_to,
+                    behind=self.behind(topic, partition, last),
+                    topic=topic,
+                    topic_id=stream.tid,
+                )
                 if self.report.label_progress is None or recorded > self.report.label_progress:
                     self.report.label_progress = recorded
             if self.on_flush is not None:
@@ -228,6 +235,16 @@ class _Sink:
         self.pending.clear()
         self.progress.clear()
         self.first_pending_at = None
+
+    def behind(self, topic: str, partition: int, last: int) -> bool:
+        """Whether the partition holds events past offset `last` (the broker's high watermark, as of the latest
+        fetch, is beyond it): its label progress then holds the comparator's watermark (migrate/label_progress.py).
+        Unknown (no fetch answered for it yet, or no longer assigned) counts as read to its end, the rule before."""
+        try:
+            end = self.consumer.highwater(TopicPartition(topic, partition))
+        except kafka_errors.IllegalStateError:
+            return False
+        return end is not None and int(end) > last + 1
 
     def forget(self, partitions: Iterable[Any]) -> None:
         for tp in partitions:

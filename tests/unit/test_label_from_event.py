@@ -312,6 +312,54 @@ def test_a_rare_outcome_closes_windows_as_far_as_the_label_sink_read_the_stream(
     assert states()[0] == read
 
 
+def test_a_partition_the_sink_read_less_far_than_its_end_holds_the_watermark(tmp_path: Path) -> None:
+    """Two partitions of the event topic: the sink read one to day 6 and was at its end, the other only to day 3.5
+    with more events behind it. A chargeback for r2 (its window closes at day 4) may still be in that partition:
+    r2 stays pending instead of being labeled "not fraud" by `otherwise`. A file of the topic's earlier incarnation
+    (recreated since) holds nothing, even though it said behind."""
+    t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(days=1)), "r3": (3, t0 + timedelta(days=4))}
+    shadow = [_request(rid, card, when) for rid, (card, when) in requests.items()]
+    only = [
+        LabelRecord(
+            usecase="cards", key={"card_id": 1}, event_time=t0 + timedelta(hours=1), label=1.0, source_event_id="c1"
+        )
+    ]
+    for root, table in (
+        (tmp_path / "shadow" / "cards" / "date=2026-11-02" / "hour=10", shadow_table(shadow, [0] * 3, [0, 1, 2])),
+        (tmp_path / "labels" / "cards" / "date=2026-11-02" / "hour=11", label_table(only, [0], [0])),
+    ):
+        root.mkdir(parents=True)
+        pq.write_table(table, root / "part-test-0-0-1.parquet")
+    labels_root = tmp_path / "labels" / "cards"
+
+    def states() -> dict[int, Any]:
+        rows = load(usecase(), tmp_path / "shadow" / "cards", labels_root, Window())
+        try:
+            found = rows.con.execute("SELECT k_card_id, label, label_state FROM s").fetchall()
+            return {card: (label, state) for card, label, state in found} | {0: rows.label_watermark}
+        finally:
+            rows.con.close()
+
+    topic = {"topic": "migrate.events.cards"}
+    write_progress(labels_root, "old-1", t0 - timedelta(days=9), behind=True, **topic, topic_id="old")
+    write_progress(labels_root, "new-0", t0 + timedelta(days=6), behind=False, **topic, topic_id="new")
+    write_progress(labels_root, "new-1", t0 + timedelta(days=3, hours=12), behind=True, **topic, topic_id="new")
+    held = states()
+    assert held[0] == t0 + timedelta(days=3, hours=12)  # not day 6: partition 1 is behind; not day -9: old topic
+    assert held[1] == (1.0, "labeled")  # its window closed at day 3, before both partitions' progress
+    assert held[2] == (None, "pending")  # closes at day 4: partition 1 may still hold its chargeback
+    assert held[3] == (None, "pending")
+    # Without the flag (the rule before it), r2 was "not fraud" although its chargeback could still come.
+    write_progress(labels_root, "new-1", t0 + timedelta(days=3, hours=12), behind=False, **topic, topic_id="new")
+    assert states()[2] == (0.0, "labeled")
+    # Partition 1 read on to its end at day 5: r2's window closed without a chargeback, r3's is still open.
+    write_progress(labels_root, "new-1", t0 + timedelta(days=5), behind=False, **topic, topic_id="new")
+    caught_up = states()
+    assert caught_up[0] == t0 + timedelta(days=6)
+    assert [caught_up[card] for card in (1, 2, 3)] == [(1.0, "labeled"), (0.0, "labeled"), (None, "pending")]
+
+
 def test_with_a_request_field_the_comparator_joins_labels_by_the_id_they_name(tmp_path: Path) -> None:
     raw = usecase().model_dump()
     raw["context"] = [{"name": "auth_id", "type": "str"}]

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from stream_helpers import Stream, same
 
-from migrate.label_progress import read_progress
-from online.kafka import KafkaConsumer
+from migrate.label_progress import PROGRESS_DIR, progress_bound, read_progress
+from online.kafka import KafkaConsumer, TopicPartition
 from online.shadow.sink import run_sink
 from online.stream.outputs import dead_letter_topic
 from online.stream.processor import StreamProcessor, key_bytes
@@ -44,6 +44,25 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) ->
         while len(out) < expected and datetime.now(UTC) < deadline:
             for message in consumer:
                 out.append(orjson.loads(message.value))
+    finally:
+        consumer.close()
+    return out
+
+
+def consume_raw(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    """Every message of `topic` (no group), as kafka-python gives them: partition, offset, value."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        request_timeout_ms=10000,
+    )
+    out: list[Any] = []
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    try:
+        while len(out) < expected and datetime.now(UTC) < deadline:
+            out.extend(consumer)
     finally:
         consumer.close()
     return out
@@ -189,6 +208,65 @@ def test_late_events_within_the_allowed_lateness_count_and_later_ones_are_dead_l
     assert values["scans_120m"] == 4
     assert values["minutes_since_not_found"] == pytest.approx(6.0)  # the 10:26 miss, read at 10:32
     assert same({(9001, 9001): observed}, stream.expected([events[i] for i in (0, 1, 2, 4)], at)) == []
+
+
+def test_a_label_partition_the_sink_left_behind_its_end_holds_the_label_watermark(stream: Stream) -> None:
+    """The sink stops after a few events of a four-partition event topic: each partition it read says whether it
+    held more, checked here against the broker's end offsets and the group's committed offsets, and the comparator's
+    bound is the oldest progress of a partition behind (by hand, from the events each read partition held below its
+    committed offset). Read to the end, nothing holds it."""
+    good = stream.events[:300]
+    assert stream.publish(good) == len(good)
+    report = run_sink(
+        stream.settings,
+        stream.usecase.name,
+        bootstrap=stream.bootstrap,
+        stop_after=12,
+        flush_records=12,
+        idle_timeout_s=3,
+        events_of=stream.usecase,
+    )
+    assert report.records == 12
+    labels_root = stream.settings.labels_dir / stream.usecase.name
+    topic = stream.topic
+    reader = KafkaConsumer(
+        bootstrap_servers=stream.bootstrap,
+        group_id=f"migrate-sink-{stream.usecase.name}",
+        enable_auto_commit=False,
+        request_timeout_ms=10000,
+    )
+    try:
+        partitions = sorted(reader.partitions_for_topic(topic))
+        committed = {p: reader.committed(TopicPartition(topic, p)) or 0 for p in partitions}
+    finally:
+        reader.close()
+    # Each partition's end and what the sink read of it, from every message of the topic.
+    messages = consume_raw(stream.bootstrap, topic, len(good))
+    assert len(messages) == len(good)
+    ends = {p: 1 + max((m.offset for m in messages if m.partition == p), default=-1) for p in partitions}
+    held: dict[int, list[datetime]] = {}
+    for message in messages:
+        if message.offset < committed[message.partition]:
+            moment = datetime.fromisoformat(orjson.loads(message.value)["event_time"])
+            held.setdefault(message.partition, []).append(moment)
+    files = {
+        int(path.stem.rsplit("-", 1)[1]): orjson.loads(path.read_bytes())
+        for path in (labels_root / PROGRESS_DIR).glob("*.json")
+    }
+    assert sorted(files) == sorted(held)  # one file per partition read, none for a partition not read yet
+    behind = {p for p in partitions if committed[p] < ends[p]}
+    assert behind & set(held), "the sink read part of some partition (else this test shows nothing)"
+    for partition, record in files.items():
+        assert record["behind"] == (partition in behind)
+        assert datetime.fromisoformat(record["event_time"]) == max(held[partition])
+        assert record["topic"] == topic
+    assert progress_bound(labels_root) == min(max(held[p]) for p in behind & set(held))
+    # Read on to every partition's end: no partition is behind, and the watermark is the newest event read.
+    run_sink(
+        stream.settings, stream.usecase.name, bootstrap=stream.bootstrap, idle_timeout_s=3, events_of=stream.usecase
+    )
+    assert progress_bound(labels_root) is None
+    assert read_progress(labels_root) == max(e["event_time"] for e in good)
 
 
 def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -> None:
