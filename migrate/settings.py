@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     keep_versions: int = Field(default=3, ge=1, description="Previous lookup versions kept for rollback.")
     chunk_size: int = Field(default=100_000, ge=1_000, description="Entities scored per chunk (one mapped task).")
     sql_timeout_s: float = Field(default=10.0, gt=0, description="Connect and lock timeout of the SQL store.")
+    lookup_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How long a served request waits for its lookup-table read before answering the timeout as the "
+        "batch path's error (the read itself goes on in its thread, up to the SQL store's statement timeout).",
+    )
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port] of the team's Kafka; default: an embedded Tansu broker."
     )

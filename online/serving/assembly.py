@@ -70,5 +70,6 @@ def build_paths(settings: Settings, names: Sequence[str] | None = None) -> Store
             predictor,
             down=stores.degraded.get(usecase.name),
             deadline_s=settings.redis_timeout_s,  # a request waits for the online path no longer than this
+            lookup_deadline_s=settings.lookup_timeout_s,  # nor for its lookup read longer than this
         )
     return stores

@@ -67,15 +67,20 @@ class Paths:
         *,
         down: str | None = None,
         deadline_s: float | None = None,
+        lookup_deadline_s: float | None = None,
     ) -> None:
         """`predictor` None: the online path is down (`down` says why); every online call answers that error.
 
         `deadline_s` bounds how long a request waits for the online path (`online_async`): the feature read may
         hold its thread for its socket timeout times its tries (and a request may queue behind such a call),
         but the request stops waiting at the deadline and answers the timeout as the path's error.
+        `lookup_deadline_s` bounds the lookup read (`lookup_read_async`) the same way: a database that stopped
+        answering (a lock, a failover, a saturated server) holds the read's thread up to its statement timeout,
+        never the request.
         """
         self.lookup = lookup
         self.deadline_s = deadline_s
+        self.lookup_deadline_s = lookup_deadline_s
         self.spec = lookup_spec
         self.predictor = predictor
         self.down = None if predictor is not None else f"the online model is not loaded: {down or 'unknown reason'}"
@@ -136,8 +141,18 @@ class Paths:
         asked = frozenset(indexes)
         if self._lookup_batcher is None:
             self._lookup_batcher = Batcher(self._lookup_rows, name="migrate-lookup")
+        if not indexes:
+            return Outcome({}, 0.0, asked=asked)
         try:
-            rows = await self._lookup_batcher([keys[i] for i in indexes]) if indexes else []
+            future = self._lookup_batcher.submit([keys[i] for i in indexes])
+            async with asyncio.timeout(self.lookup_deadline_s):  # cancels `future` at the deadline (None: none)
+                rows = await future
+        except TimeoutError:  # the read goes on in its thread; its rows, when they come, are dropped (batcher.py)
+            error = (
+                f"TimeoutError: the lookup table did not answer within {self.lookup_deadline_s} s "
+                "(MIGRATE_LOOKUP_TIMEOUT_S)"
+            )
+            return Outcome({}, (time.perf_counter() - started) * 1000, error, asked)
         except Exception as exc:  # any store failure is a per-entity error, never a 500
             return Outcome({}, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", asked)
         return Outcome(dict(zip(indexes, rows, strict=True)), (time.perf_counter() - started) * 1000, asked=asked)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis as redis_client
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -423,6 +424,58 @@ def test_a_stopped_redis_costs_each_request_its_deadline_and_feeds_the_guardrail
     served.set_stage(Stage.ONLINE)
     assert served.predict([known[0]])["predictions"][0]["source"] == "online"  # Redis answers again
     served.set_stage(Stage.BATCH)
+
+
+def test_a_locked_lookup_table_costs_each_request_its_deadline_then_answers_again(served: Served) -> None:
+    """A lookup table another session holds under an exclusive lock (a migration, a VACUUM FULL): before, a
+    batch-served request waited as long as the lock was held (up to the 600 s statement timeout) and every request
+    behind it too. Now each answers the timeout as the batch path's error at MIGRATE_LOOKUP_TIMEOUT_S, and the table
+    answers again once the lock goes. PostgreSQL only: SQLite's readers never wait for a writer (WAL)."""
+    settings = served.world.settings
+    if settings.backend != "postgresql":
+        pytest.skip("a SQLite reader never waits for a lock (WAL): the production profile runs this on PostgreSQL")
+    known, _ = _known_and_new(served)
+    timeout_s = get_settings().lookup_timeout_s
+    deadline_error = f"TimeoutError: the lookup table did not answer within {timeout_s} s (MIGRATE_LOOKUP_TIMEOUT_S)"
+    spec = TableSpec.for_usecase(served.world.usecase, settings)
+    served.set_stage(Stage.BATCH)
+    assert served.predict(known[:1])["predictions"][0]["error"] is None
+    locker = sa.create_engine(settings.sql_url_value)
+    locked_at, done = threading.Event(), threading.Event()
+    hold_s = timeout_s + 4.0  # the lock goes after this at the latest: without a deadline the requests wait it out
+
+    def hold_the_lock() -> None:
+        with locker.connect() as conn:
+            conn.execute(sa.text(f'LOCK TABLE "{spec.name}" IN ACCESS EXCLUSIVE MODE'))
+            locked_at.set()
+            done.wait(timeout=hold_s)
+            conn.rollback()
+
+    def post(i: int) -> tuple[dict[str, Any], float]:
+        key = known[i % len(known)]
+        started = time.monotonic()
+        answer = served.predict([key])["predictions"][0]
+        return answer, time.monotonic() - started
+
+    holder = threading.Thread(target=hold_the_lock, name="test-lock-holder")
+    holder.start()
+    try:
+        assert locked_at.wait(timeout=10), "the lock was not taken"
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as threads:
+            locked = list(threads.map(post, range(8)))
+        assert time.monotonic() - started < hold_s, "the requests waited for the lock to go"
+        assert {(p["source"], p["error"]) for p, _ in locked} == {("batch", deadline_error)}
+        assert all(p["prediction"] is None for p, _ in locked)
+    finally:
+        done.set()
+        holder.join(timeout=30)
+        locker.dispose()
+    deadline = time.monotonic() + 10
+    while (answer := served.predict(known[:1])["predictions"][0])["error"] is not None:  # the held read drains
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.1)
+    assert answer["source"] == "batch" and answer["prediction"] is not None
 
 
 def _server_timing(header: str) -> dict[str, float]:

@@ -88,3 +88,44 @@ def test_a_stalled_feature_store_costs_a_request_its_deadline_not_the_stall() ->
     finally:
         stalled.release.set()
         paths.close()
+
+
+class StalledLookup:
+    """A lookup store whose read hangs until released: a database behind a lock, or failing over."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def get_many(self, spec: Any, keys: list[Any]) -> dict[Any, Any]:
+        self.calls += 1
+        self.release.wait(timeout=30)
+        return {key: {"prediction": 0.25} for key in keys}
+
+
+def test_a_stalled_lookup_table_costs_a_request_its_deadline_not_the_stall() -> None:
+    """Before, a batch-served request waited as long as the database held its read (up to the lookup store's
+    600 s statement timeout), and every request queued behind it. Now each waits MIGRATE_LOOKUP_TIMEOUT_S and
+    answers the timeout as the batch path's error; the read goes on in its thread and its late rows are dropped."""
+    stalled = StalledLookup()
+    paths = Paths(lookup=stalled, lookup_spec=None, predictor=None, lookup_deadline_s=0.05)
+
+    async def stall_then_recover() -> tuple[list[Outcome], Outcome, float]:
+        started = asyncio.get_running_loop().time()
+        stalled_answers = await asyncio.gather(*(paths.lookup_read_async([(i,)], [0]) for i in range(5)))
+        waited = asyncio.get_running_loop().time() - started
+        stalled.release.set()  # the database answers again
+        return list(stalled_answers), await paths.lookup_read_async([(7,)], [0]), waited
+
+    try:
+        outcomes, answered, waited = asyncio.run(stall_then_recover())
+        assert [o.error for o in outcomes] == [
+            "TimeoutError: the lookup table did not answer within 0.05 s (MIGRATE_LOOKUP_TIMEOUT_S)"
+        ] * 5
+        assert all(o.results == {} and o.asked == frozenset({0}) for o in outcomes)
+        assert waited < 10  # not the stall (released only after every request answered, or 30 s)
+        assert stalled.calls == 2  # the stalled read, then the one after it: the four queued gave up without one
+        assert answered.error is None and answered.results == {0: {"prediction": 0.25}}
+    finally:
+        stalled.release.set()
+        paths.close()
