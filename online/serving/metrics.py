@@ -131,6 +131,13 @@ class ServingMetrics:
             ["usecase"],
             registry=registry,
         )
+        self.lookup_errors = Counter(
+            "migrate_lookup_errors_total",
+            "Entities the lookup-table read failed for (answered with the error, no prediction), by why: timeout "
+            "(MIGRATE_LOOKUP_TIMEOUT_S) or store_error.",
+            ["usecase", "reason"],
+            registry=registry,
+        )
         self.fallbacks = Counter(
             "migrate_fallbacks_total",
             "Entities routed online but answered from the lookup table, by why the online path failed.",
@@ -237,6 +244,11 @@ class UseCaseSeries:
                 return
             self._gauges_at = now
         self.metrics.guardrail_window(self.usecase, *window())
+
+
+def lookup_error_reason(error: str) -> str:
+    """The bounded label of a lookup read's error: timeout or store_error."""
+    return "timeout" if error.startswith("TimeoutError") else "store_error"
 
 
 def fallback_reason(error: str) -> str:

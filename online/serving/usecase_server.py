@@ -17,7 +17,7 @@ from typing import Any, TypedDict
 from migrate.cutover.flags import FlagWatcher, in_shadow_sample, route
 from migrate.cutover.guardrail import Guardrail
 from migrate.usecase import UseCase
-from online.serving.metrics import UseCaseSeries, fallback_reason
+from online.serving.metrics import UseCaseSeries, fallback_reason, lookup_error_reason
 from online.serving.pool import BoundedPool
 from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Request
 from online.serving.predictor import OnlineResult
@@ -162,6 +162,8 @@ class UseCaseServer:
         fallback_idx = online_idx if online.error is not None and flag.falls_back else []
         lookup_idx = batch_idx + fallback_idx
         batch = await self.paths.lookup_read_async(keys, lookup_idx) if lookup_idx else NOTHING
+        if batch.error is not None and lookup_idx:  # each such entity is answered with the error: counted here
+            self.metrics.lookup_errors.labels(self.usecase.name, lookup_error_reason(batch.error)).inc(len(lookup_idx))
 
         timing = REQUEST_TIMING.get()
         if timing is not None:

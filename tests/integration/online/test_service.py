@@ -457,6 +457,13 @@ def test_a_locked_lookup_table_costs_each_request_its_deadline_then_answers_agai
         answer = served.predict([key])["predictions"][0]
         return answer, time.monotonic() - started
 
+    counted = f'migrate_lookup_errors_total{{reason="timeout",usecase="{served.world.usecase.name}"}} '
+
+    def timeouts() -> float:
+        found = [row for row in served.client.get("/metrics").text.splitlines() if row.startswith(counted)]
+        return float(found[0].removeprefix(counted)) if found else 0.0
+
+    before = timeouts()
     holder = threading.Thread(target=hold_the_lock, name="test-lock-holder")
     holder.start()
     try:
@@ -467,6 +474,7 @@ def test_a_locked_lookup_table_costs_each_request_its_deadline_then_answers_agai
         assert time.monotonic() - started < hold_s, "the requests waited for the lock to go"
         assert {(p["source"], p["error"]) for p, _ in locked} == {("batch", deadline_error)}
         assert all(p["prediction"] is None for p, _ in locked)
+        assert timeouts() == before + 8  # each entity answered with the timeout is counted
     finally:
         done.set()
         holder.join(timeout=30)
