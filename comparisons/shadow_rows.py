@@ -133,6 +133,7 @@ class Rows:
     filtered: str = ""
     non_finite: dict[str, int] = field(default_factory=dict)  # side ("batch", "live") → NaN or ±inf scores dropped
     table: pa.Table | None = None  # table ``s`` as registered (Arrow), for `fork`; `load` always sets it
+    paths: tuple[str, ...] = ()  # the window's shadow files, in time order
 
     def fork(self) -> Rows:
         """These rows on a connection of their own: a cursor of the same database with table ``s`` registered on
@@ -143,6 +144,11 @@ class Rows:
         con.execute("SET TimeZone = 'UTC'")
         con.register("s", self.table)
         return replace(self, con=con)
+
+    @property
+    def files_sql(self) -> str:
+        """The window's shadow files as a SQL list literal."""
+        return _literal(list(self.paths))
 
     @property
     def key_columns(self) -> str:
@@ -360,6 +366,7 @@ def load(
         filtered,
         non_finite,
         table,
+        tuple(files),
     )
 
 

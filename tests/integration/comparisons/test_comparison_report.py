@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -24,8 +25,10 @@ from chromium_driver import chromium
 from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
+from comparisons import skew as skew_check
 from comparisons.comparison import STEPS
 from comparisons.report import REPORT_STEPS, SECTIONS, write_report
+from comparisons.shadow_rows import Window, load
 from lookup_tables import TableSpec, open_lookup_store
 from migrate.artifact import ArtifactStore
 from migrate.batch import steps as batch
@@ -187,6 +190,52 @@ def test_feature_skew_finds_the_planted_bug(report: Any, shadowed: Shadowed) -> 
     off = max(f["mismatches"] + f["missing_online"] + f["missing_offline"] for f in skew["features"])
     assert check.value == pytest.approx(off / skew["sampled"]) and check.passed is (check.value <= check.limit)
     assert (check.detail in report.verdict.reasons) is (check.passed is False)
+
+
+def test_a_large_window_samples_feature_skew_from_row_groups_spread_over_it(
+    shadowed: Shadowed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond CLUSTER_ABOVE rows the sample comes from GROUPS row groups spread evenly over the window's files (here
+    the first and the last hour's), the rows with the smallest hashes among theirs (by hand, in SQL over those
+    files); the planted bug is still found on that sample."""
+    monkeypatch.setattr(skew_check, "CLUSTER_ABOVE", 100)
+    monkeypatch.setattr(skew_check, "GROUPS", 2)
+    monkeypatch.setattr(skew_check, "SAMPLE", 150)
+    settings, usecase = shadowed.world.settings, shadowed.world.usecase
+    files = sorted(str(p) for p in (settings.shadow_dir / UC).glob("date=*/hour=*/*.parquet"))
+    assert len(files) >= 3 and all(pq.ParquetFile(f).metadata.num_row_groups == 1 for f in files)
+    chosen = [files[0], files[-1]]
+    expected = [
+        row[0]
+        for row in duckdb.sql(
+            f"SELECT request_id FROM read_parquet({chosen!r}) WHERE online_prediction IS NOT NULL "
+            "ORDER BY hash(request_id, entity_key) LIMIT 150"
+        ).fetchall()
+    ]
+    rows = load(usecase, settings.shadow_dir / UC, settings.labels_dir / UC, Window())
+    try:
+        sample = skew_check._sample(rows, usecase)
+        picked = [
+            row[0]
+            for row in duckdb.sql(
+                f"SELECT request_id FROM read_parquet({files!r}) WHERE online_prediction IS NOT NULL "
+                "ORDER BY hash(request_id, entity_key)"
+            ).fetchall()
+        ]
+        by_hash = {row["x"] for row in sample}
+        assert len(sample) == 150
+        found = duckdb.sql(
+            f"SELECT request_id FROM read_parquet({files!r}) WHERE hash(request_id, entity_key) IN "
+            f"({', '.join(str(x) for x in by_hash)})"
+        ).fetchall()
+        assert sorted(r[0] for r in found) == sorted(expected)
+        assert expected != picked[:150]  # the whole window's smallest hashes differ: the groups were chosen
+        measured = skew_check.measure(rows, usecase, settings)
+    finally:
+        rows.con.close()
+    assert measured.available and measured.sampled == 150, measured.reason
+    top = measured.features[0]
+    assert top.feature == "found_rate_7d" and 0.05 < (top.mismatch_rate or 0) < 0.3
 
 
 def test_report_reads_as_prose_not_as_python(report: Any) -> None:

@@ -93,3 +93,32 @@ def test_without_a_grace_or_further_behind_than_it_the_moment_behind_is_skew(wor
     # product 14's 06:00 boundary.
     short = compare(usecase, world, skew_grace=timedelta(seconds=0.2)).feature_skew
     assert _counts(short) == {"scans_30m": (5, 4, 0), "found_rate_30m": (5, 3, 0)}
+
+
+def test_a_batch_model_serving_live_needs_no_event_history(settings: Settings, usecase: UseCase) -> None:
+    """The answers logged batch features only (a batch model served live): the check compares them without the
+    offline event table, which it used to require for windows no answer used. An answer that logged a window
+    value needs the table, and the check says which is missing."""
+    settings.ensure_state_dir()
+    names = usecase.feature_names
+    with duckdb.connect(str(settings.offline_store_path)) as con:
+        columns = ", ".join(
+            ["store_id BIGINT", "product_id BIGINT", "as_of TIMESTAMP", *(f"{n} DOUBLE" for n in names)]
+        )
+        con.execute(f"CREATE TABLE item_features_daily ({columns})")
+        for product in (10, 11):
+            con.execute(
+                f"INSERT INTO item_features_daily VALUES (1, ?, ?, {', '.join(['0.5'] * len(names))})",
+                [product, (T0 - timedelta(days=1)).replace(tzinfo=None)],
+            )
+    logged = {10: dict.fromkeys(names, 0.5), 11: {**dict.fromkeys(names, 0.5), names[0]: 0.9}}  # 11: one off
+    write_shadow(settings, [record(i, 0, product=p, features=f) for i, (p, f) in enumerate(logged.items())])
+    skew = compare(usecase, settings).feature_skew
+    assert skew.available and skew.sampled == 2, skew.reason
+    assert {f.feature: (f.compared, f.mismatches) for f in skew.features} == {
+        name: (2, int(name == names[0])) for name in names
+    }
+    # One answer that took a window: its offline value needs scan_events, which this store lacks.
+    write_shadow(settings, [record(0, 0, product=10, features={**logged[10], "scans_30m": 1.0})])
+    missing = compare(usecase, settings).feature_skew
+    assert not missing.available and "scan_events" in missing.reason
