@@ -34,7 +34,7 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["PROGRESS_DIR", "Progress", "progress_bound", "read_progress", "write_progress"]
+__all__ = ["PROGRESS_DIR", "Progress", "mark_read_to_end", "progress_bound", "read_progress", "write_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,17 @@ def write_progress(
     finally:
         os.close(directory)
     return moment
+
+
+def mark_read_to_end(root: Path, reader: str) -> bool:
+    """Record that `reader`'s partition has no event left past what was read, its time unchanged: a flush whose
+    events were all invalid (counted by the sink) moves no time, but must not leave an earlier "behind" holding the
+    watermark for good. False when the reader has no progress yet, or was not behind."""
+    previous = _read(root / PROGRESS_DIR / f"{reader}.json") if _READER.match(reader) else None
+    if previous is None or not previous.behind:
+        return False
+    write_progress(root, reader, previous.event_time, topic=previous.topic, topic_id=previous.topic_id)
+    return True
 
 
 def _files(root: Path) -> list[Progress]:

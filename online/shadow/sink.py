@@ -33,7 +33,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from migrate.errors import BrokerUnavailableError
-from migrate.label_progress import write_progress
+from migrate.label_progress import mark_read_to_end, write_progress
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
@@ -227,6 +227,8 @@ class _Sink:
                 )
                 if self.report.label_progress is None or recorded > self.report.label_progress:
                     self.report.label_progress = recorded
+            elif stream.kind == "labels" and not self.behind(topic, partition, last):
+                mark_read_to_end(stream.root, f"{stream.tid}-{partition}")  # only invalid events read to its end
             if self.on_flush is not None:
                 self.on_flush(FlushInfo(topic, partition, first, last, tuple(files)))
             offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(last + 1, "", -1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.label_progress import PROGRESS_DIR, progress_bound, read_progress, write_progress
+from migrate.label_progress import PROGRESS_DIR, mark_read_to_end, progress_bound, read_progress, write_progress
 
 pytestmark = pytest.mark.unit
 
@@ -81,3 +81,14 @@ def test_a_progress_file_with_a_flag_of_the_wrong_type_is_left_out(
     with caplog.at_level(logging.WARNING, logger="migrate.label_progress"):
         assert read_progress(tmp_path) == T0
     assert "odd.json" in caplog.text and "list.json" in caplog.text
+
+
+def test_a_partition_read_to_its_end_keeps_its_time_and_holds_nothing(tmp_path: Path) -> None:
+    assert not mark_read_to_end(tmp_path, "t2-0")  # nothing recorded yet: nothing to mark
+    write_progress(tmp_path, "t2-0", T0, behind=True, topic="events.cards", topic_id="t2")
+    assert progress_bound(tmp_path) == T0
+    assert mark_read_to_end(tmp_path, "t2-0")
+    assert progress_bound(tmp_path) is None and read_progress(tmp_path) == T0
+    assert not mark_read_to_end(tmp_path, "t2-0")  # already at its end
+    write_progress(tmp_path, "t2-1", T0 - timedelta(hours=1), behind=True, topic="events.cards", topic_id="t2")
+    assert progress_bound(tmp_path) == T0 - timedelta(hours=1)  # the topic and id were kept for the rule

@@ -269,6 +269,37 @@ def test_a_label_partition_the_sink_left_behind_its_end_holds_the_label_watermar
     assert read_progress(labels_root) == max(e["event_time"] for e in good)
 
 
+def test_a_partition_read_to_its_end_through_invalid_events_no_longer_holds_the_watermark(stream: Stream) -> None:
+    """One entity's partition: four valid scans, then four that are not valid events (counted, not labels). A sink
+    stopped after the valid ones records its partition behind; the next run reads only the invalid ones, which move
+    no time, and records it at its end: before, the "behind" stayed and held the label watermark for good."""
+    first = stream.events[0]
+    valid = [
+        {**first, "event_id": f"same-{n}", "event_time": first["event_time"] + timedelta(minutes=n)} for n in range(4)
+    ]
+    publisher = stream.publisher()
+    try:
+        for event in valid:
+            publisher.send(event)
+        for n in range(4):
+            publisher.send({**first, "event_id": f"broken-{n}"}, value=b"{broken")  # same key, same partition
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    labels_root = stream.settings.labels_dir / stream.usecase.name
+    sink = {"bootstrap": stream.bootstrap, "idle_timeout_s": 3, "events_of": stream.usecase}
+    stopped = run_sink(stream.settings, stream.usecase.name, stop_after=4, flush_records=4, **sink)
+    assert (stopped.records, stopped.invalid) == (4, 0)
+    newest = max(e["event_time"] for e in valid)
+    assert progress_bound(labels_root) == newest == read_progress(labels_root)  # four invalid events still unread
+    rest = run_sink(stream.settings, stream.usecase.name, **sink)
+    assert (rest.records, rest.invalid) == (4, 4)
+    assert progress_bound(labels_root) is None  # read to its end: it holds nothing
+    assert read_progress(labels_root) == newest  # and no invalid event moved its time
+    [record] = [orjson.loads(p.read_bytes()) for p in (labels_root / PROGRESS_DIR).glob("*.json")]
+    assert record["behind"] is False
+
+
 def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -> None:
 
     good = stream.events[:300]
