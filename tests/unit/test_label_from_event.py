@@ -3,6 +3,7 @@ rows, the sink's label rows and the comparator's closed windows, each checked by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -270,10 +271,9 @@ def test_a_closed_window_without_the_label_event_takes_the_otherwise_label(tmp_p
     assert got[3] == (None, "pending")  # its 3 days are not over yet
 
 
-def test_a_rare_outcome_closes_windows_as_far_as_the_label_sink_read_the_stream(tmp_path: Path) -> None:
-    """One chargeback in a week: with the newest *label* as the watermark every later request stayed pending,
-    although the sink had read days of authorizations past their windows. The progress the sink records (the
-    newest event it read, labels or not) closes them; a window still open at that progress stays pending."""
+def _week_of_cards(tmp_path: Path) -> tuple[datetime, Callable[[], dict[int, Any]]]:
+    """Three requests (cards 1, 2, 3 at day 0, 1 and 4) and one chargeback, for card 1 an hour after its request;
+    and a function that loads them and gives each card's (label, state), and the watermark under key 0."""
     t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
     requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(days=1)), "r3": (3, t0 + timedelta(days=4))}
     shadow = [_request(rid, card, when) for rid, (card, when) in requests.items()]
@@ -297,6 +297,15 @@ def test_a_rare_outcome_closes_windows_as_far_as_the_label_sink_read_the_stream(
         finally:
             rows.con.close()
 
+    return t0, states
+
+
+def test_a_rare_outcome_closes_windows_as_far_as_the_label_sink_read_the_stream(tmp_path: Path) -> None:
+    """One chargeback in a week: with the newest *label* as the watermark every later request stayed pending,
+    although the sink had read days of authorizations past their windows. The progress the sink records (the
+    newest event it read, labels or not) closes them; a window still open at that progress stays pending."""
+    t0, states = _week_of_cards(tmp_path)
+
     before = states()  # the label at 11:00 is the newest thing known: every 3-day window is still open
     assert [before[card] for card in (1, 2, 3)] == [(None, "pending")] * 3
     # The sink read authorizations up to day 6 (none a chargeback): r2's 3 days are over, r3's are not.
@@ -317,29 +326,8 @@ def test_a_partition_the_sink_read_less_far_than_its_end_holds_the_watermark(tmp
     with more events behind it. A chargeback for r2 (its window closes at day 4) may still be in that partition:
     r2 stays pending instead of being labeled "not fraud" by `otherwise`. A file of the topic's earlier incarnation
     (recreated since) holds nothing, even though it said behind."""
-    t0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
-    requests = {"r1": (1, t0), "r2": (2, t0 + timedelta(days=1)), "r3": (3, t0 + timedelta(days=4))}
-    shadow = [_request(rid, card, when) for rid, (card, when) in requests.items()]
-    only = [
-        LabelRecord(
-            usecase="cards", key={"card_id": 1}, event_time=t0 + timedelta(hours=1), label=1.0, source_event_id="c1"
-        )
-    ]
-    for root, table in (
-        (tmp_path / "shadow" / "cards" / "date=2026-11-02" / "hour=10", shadow_table(shadow, [0] * 3, [0, 1, 2])),
-        (tmp_path / "labels" / "cards" / "date=2026-11-02" / "hour=11", label_table(only, [0], [0])),
-    ):
-        root.mkdir(parents=True)
-        pq.write_table(table, root / "part-test-0-0-1.parquet")
+    t0, states = _week_of_cards(tmp_path)
     labels_root = tmp_path / "labels" / "cards"
-
-    def states() -> dict[int, Any]:
-        rows = load(usecase(), tmp_path / "shadow" / "cards", labels_root, Window())
-        try:
-            found = rows.con.execute("SELECT k_card_id, label, label_state FROM s").fetchall()
-            return {card: (label, state) for card, label, state in found} | {0: rows.label_watermark}
-        finally:
-            rows.con.close()
 
     topic = {"topic": "migrate.events.cards"}
     write_progress(labels_root, "old-1", t0 - timedelta(days=9), behind=True, **topic, topic_id="old")

@@ -31,22 +31,8 @@ def run(stream: Stream, **settings: Any) -> Any:
 
 
 def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-        request_timeout_ms=10000,
-    )
-    out: list[dict[str, Any]] = []
-    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
-    try:
-        while len(out) < expected and datetime.now(UTC) < deadline:
-            for message in consumer:
-                out.append(orjson.loads(message.value))
-    finally:
-        consumer.close()
-    return out
+    """The values of `consume_raw`, decoded."""
+    return [orjson.loads(message.value) for message in consume_raw(bootstrap, topic, expected, timeout_s)]
 
 
 def consume_raw(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
