@@ -19,7 +19,10 @@ partition's high watermark) and which topic (and topic id) it belongs to. The co
 the oldest progress of a partition read behind its end (`progress_bound`), as Flink's watermarks take the oldest over
 partitions; a partition read to its end (idle, or caught up) does not hold it, and neither does a file of an earlier
 incarnation of a topic (recreated since: its id differs from the topic's newest file). A partition the sink has not
-read at all yet has no file and holds nothing (its lag shows as the sink's consumer lag).
+read at all yet has no file and holds nothing (its lag shows as the sink's consumer lag). A topic written by a
+transactional producer ends each transaction with a marker the consumer never returns: read to its end, such a
+partition still reads as behind by that offset, so it holds the watermark at its newest event (requests stay
+pending longer, no window closes early) until its next event is read.
 """
 
 from __future__ import annotations
