@@ -42,6 +42,7 @@ from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
 from lookup_tables import TableSpec
 from migrate.batch.offline_zone import table_sql
+from migrate.clock import recorded_speed
 from migrate.errors import MigrateError
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
@@ -259,8 +260,8 @@ def compare(
 ) -> Comparison:
     """Measure the use case's shadow log over ``window`` (default: everything) and decide the verdict; `on_step`
     is called with each of `STEPS` as it ends (a progress bar's total is their number). `skew_grace`: how far
-    behind a request its real-time features may be (default ``cutover_policy.feature_skew_grace``; a replay on a
-    faster clock passes it scaled by its speed)."""
+    behind a request its real-time features may be (default ``cutover_policy.feature_skew_grace``, times the speed of
+    the simulated clock a rehearsal recorded beside its shadow log: `migrate.clock.recorded_speed`)."""
 
     clock = _Clock(on_step)
     warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model
@@ -308,6 +309,8 @@ def compare(
         parted = _forked(rows, "segments", lambda fork: segments.measure(fork, metric_name))
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
+        if skew_grace is None:  # a log written on a simulated clock (a rehearsal) lagged in wall-clock time
+            skew_grace = policy.skew_grace * recorded_speed(settings.shadow_dir / usecase.name)
         skewed = skew.measure(rows, usecase, settings, skew_grace)
         clock.lap("feature_skew")
         parts = parted.result()

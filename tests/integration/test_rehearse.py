@@ -65,6 +65,10 @@ def test_a_rehearsal_replays_the_history_live_and_gives_a_verdict(project: Setti
     # The deliveries' own events labelled them as the sink derives labels (2 h later at the latest).
     assert comparison.accuracy.labeled >= 0.9 * expected
     assert comparison.verdict.decision in ("promote", "hold", "rollback") and comparison.verdict.reasons
+    # Judged again later with no grace given (`migrate gate` on its state dir): the grace its clock recorded.
+    again = compare(usecase, done.settings).feature_skew
+    assert again.grace_s == comparison.feature_skew.grace_s == usecase.cutover_policy.skew_grace.total_seconds() * 1200
+    assert again.features == comparison.feature_skew.features
     # Everything in the rehearsal's own state dir; the project's lookup store was never created; services stopped.
     assert (done.settings.state_dir / "lookup.db").is_file() and not (project.state_dir / "lookup.db").exists()
     assert running_broker(done.settings) is None

@@ -13,6 +13,7 @@ from comparison_fixtures import T0, record, write_shadow
 
 from comparisons.comparison import compare
 from comparisons.skew import Skew
+from migrate.clock import SPEED_FILE, record_speed, recorded_speed
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -122,3 +123,21 @@ def test_a_batch_model_serving_live_needs_no_event_history(settings: Settings, u
     write_shadow(settings, [record(0, 0, product=10, features={**logged[10], "scans_30m": 1.0})])
     missing = compare(usecase, settings).feature_skew
     assert not missing.available and "scan_events" in missing.reason
+
+
+def test_a_log_written_on_a_simulated_clock_is_judged_with_its_grace_scaled(
+    world: Settings, usecase: UseCase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rehearsal at 0.2× the wall's speed recorded its clock beside its log: judged again later (`migrate gate`,
+    no grace passed), the grace is the policy's 1 s × 0.2, as the rehearsal's own verdict had it: the counts of
+    the 0.2 s case above, by hand. An unreadable record is logged and leaves the policy's grace."""
+    shadow_root = world.shadow_dir / usecase.name
+    record_speed(shadow_root, 0.2)
+    assert recorded_speed(shadow_root) == 0.2
+    scaled = compare(usecase, world).feature_skew
+    assert scaled.grace_s == pytest.approx(0.2)
+    assert _counts(scaled) == {"scans_30m": (5, 4, 0), "found_rate_30m": (5, 3, 0)}
+    (shadow_root / SPEED_FILE).write_text('{"speed": "fast"}')
+    with caplog.at_level("WARNING", logger="migrate.clock"):
+        assert compare(usecase, world).feature_skew.grace_s == 1.0
+    assert SPEED_FILE in caplog.text
