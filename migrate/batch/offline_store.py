@@ -134,7 +134,9 @@ def _as_utc_timestamps(table: pa.Table, column: str) -> pa.Table:
     return table.set_column(index, column, table[column].cast(pa.timestamp("us", tz="UTC")))
 
 
-def _snapshot_query(con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_file: str | None) -> str:
+def _snapshot_query(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_file: str | None, *, ordered: bool = True
+) -> str:
     _use_utc(con)
     file = _file_of(usecase, usecase_file)
     keys = usecase.entity.key_names
@@ -159,6 +161,7 @@ def _snapshot_query(con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_fi
         features += [f"CAST(j{index}.{_quote(n)} AS DOUBLE) AS {_quote(n)}" for n in names]
     # QUALIFY keeps the newest row per key; DuckDB does this in one hash-partitioned pass. A coarser table without
     # a row for the entity's store (say) leaves its features missing; the entity table's row is required.
+    order = f"ORDER BY {', '.join(f'e.{_quote(k)}' for k in keys)}" if ordered else ""
     return f"""
         WITH entities AS (
             SELECT DISTINCT {key_list} FROM {_quote(source.table)}
@@ -171,7 +174,7 @@ def _snapshot_query(con: duckdb.DuckDBPyConnection, usecase: UseCase, usecase_fi
         SELECT {", ".join(f"e.{_quote(k)}" for k in keys)}, {", ".join(features)},
                CAST(CAST(f.{ts} AS TIMESTAMP) AS TIMESTAMPTZ) AS features_as_of
         FROM entities e JOIN latest f USING ({key_list}){joined}
-        ORDER BY {", ".join(f"e.{_quote(k)}" for k in keys)}
+        {order}
     """
 
 
@@ -212,15 +215,7 @@ def write_snapshot(
     DuckDB size, `Settings.snapshot_memory`) at any size; the rest spills to disk."""
     localize(con, usecase)
     query = _snapshot_query(con, usecase, usecase_file)
-    # The ORDER BY sorts every entity: cap DuckDB's memory so a large snapshot spills to disk beside the target
-    # instead of growing with the entity count.
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory_limit):
-        raise ConfigError(
-            f"snapshot memory {memory_limit!r} is not a DuckDB size",
-            fix="set MIGRATE_SNAPSHOT_MEMORY like 512MB or 2GB",
-        )
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute(f"SET temp_directory = '{target.parent / '.spill'}'")
+    _limit_memory(con, memory_limit, target.parent / ".spill")
     # COPY takes no bound parameters; the instant is rendered from a datetime, never from user text.
     literal = f"TIMESTAMP '{utc_naive(as_of).isoformat(sep=' ')}'"
     # Snappy, not zstd: 10M rows written in 1.5 s of CPU instead of 2.0 and read back by the chunks in 0.13 s
@@ -229,6 +224,37 @@ def write_snapshot(
         f"COPY ({query.replace('$as_of', literal)}) TO '{target}' "
         f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_size)}, COMPRESSION snappy)"
     )
+
+
+def _limit_memory(con: duckdb.DuckDBPyConnection, memory_limit: str, spill: Path) -> None:
+    """Cap DuckDB's memory so a large snapshot (its sort, its newest-row-per-key pass) spills to disk in `spill`
+    instead of growing with the entity count."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory_limit):
+        raise ConfigError(
+            f"snapshot memory {memory_limit!r} is not a DuckDB size",
+            fix="set MIGRATE_SNAPSHOT_MEMORY like 512MB or 2GB",
+        )
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET temp_directory = '{spill}'")
+
+
+def snapshot_reader(
+    con: duckdb.DuckDBPyConnection,
+    usecase: UseCase,
+    as_of: datetime,
+    spill: Path,
+    *,
+    batch_rows: int,
+    memory_limit: str = SNAPSHOT_MEMORY,
+) -> pa.RecordBatchReader:
+    """`snapshot_features` in no order, as Arrow batches of `batch_rows` rows that DuckDB computes as they are
+    read: memory stays under `memory_limit` at any size (the rest spills into `spill`), and a reader works on the
+    first batches while DuckDB computes the next (materialization: 1M entities in 3.9 s instead of 5.1 s written
+    through a sorted Parquet file, one run each on the bench's world)."""
+    localize(con, usecase)
+    query = _snapshot_query(con, usecase, None, ordered=False)
+    _limit_memory(con, memory_limit, spill / ".spill")
+    return con.sql(query, params={"as_of": utc_naive(as_of)}).to_arrow_reader(batch_rows)
 
 
 def _where_sql(where: dict[str, bool | int | str], params: dict[str, Any], prefix: str) -> str:

@@ -3,9 +3,10 @@
 Each value is written with its row's ``features_as_of`` as event time, so re-running the same instant changes
 nothing, an older instant cannot overwrite newer values, and a value that changed for the same event time is a
 correction (rejected unless asked for). The snapshot is the batch path's own point-in-time query
-(`migrate.batch.offline_store.write_snapshot`), streamed through a Parquet file so memory stays flat at any
-entity count. A Redis store written by 0.x has its stored features moved into the current layout first
-(`FeatureStore.prepare`; for Redis, `RedisFeatureStore.upgrade_layout`, once per use case).
+(`migrate.batch.offline_store.snapshot_reader`, without its sort), streamed from DuckDB batch by batch so memory
+stays flat at any entity count and the writes start while DuckDB computes the rest. A Redis store written by 0.x
+has its stored features moved into the current layout first (`FeatureStore.prepare`; for Redis,
+`RedisFeatureStore.upgrade_layout`, once per use case).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lookup_tables import TableSpec, open_lookup_store
-from migrate.batch.offline_store import open_offline, utc_aware, write_snapshot
+from migrate.batch.offline_store import open_offline, snapshot_reader, utc_aware
 from migrate.errors import CorrectionRejectedError, NoActiveVersionError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -49,7 +49,7 @@ class MaterializeReport:
     corrected: int
     rejected: int
     seconds: float
-    snapshot_seconds: float
+    snapshot_seconds: float  # until DuckDB's first batch: the rest of the snapshot is computed beside the writes
     write_seconds: float
     rejected_examples: list[str] = field(default_factory=list)
 
@@ -79,23 +79,22 @@ def materialize(
     folder.mkdir(parents=True, exist_ok=True)
     total = WriteReport()
     try:
-        target = folder / "snapshot.parquet"
         with open_offline(settings.offline_store_path) as con:
-            write_snapshot(
-                con, usecase, as_of, target, row_group_size=batch_rows, memory_limit=settings.snapshot_memory
+            reader = snapshot_reader(
+                con, usecase, as_of, folder, batch_rows=batch_rows, memory_limit=settings.snapshot_memory
             )
-        snapshot_seconds = time.perf_counter() - started
-        # Batches go to the store from WRITERS threads, so one batch is read and encoded (Arrow, without the GIL)
-        # while the server runs the scripts of another; reports are added up in batch order. The snapshot holds
-        # each entity once, so no two batches touch the same key.
-        with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="materialize") as pool:
-            pending: deque[Future[WriteReport]] = deque()
-            for batch in pq.ParquetFile(target).iter_batches(batch_size=batch_rows):
-                if len(pending) == WRITERS:
+            snapshot_seconds = time.perf_counter() - started
+            # Batches go to the store from WRITERS threads, so DuckDB computes the next batches and Arrow encodes
+            # one (both without the GIL) while the server runs the scripts of another; reports are added up in
+            # batch order. The snapshot holds each entity once, so no two batches touch the same key.
+            with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="materialize") as pool:
+                pending: deque[Future[WriteReport]] = deque()
+                for batch in reader:
+                    if len(pending) == WRITERS:
+                        total = total + pending.popleft().result()
+                    pending.append(pool.submit(_write, store, usecase, pa.Table.from_batches([batch]), on_correction))
+                while pending:
                     total = total + pending.popleft().result()
-                pending.append(pool.submit(_write, store, usecase, pa.Table.from_batches([batch]), on_correction))
-            while pending:
-                total = total + pending.popleft().result()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     seconds = time.perf_counter() - started

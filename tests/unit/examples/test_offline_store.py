@@ -16,6 +16,7 @@ from migrate.batch.offline_store import (
     check_columns,
     open_offline,
     snapshot_features,
+    snapshot_reader,
     training_frame,
     utc_naive,
     write_snapshot,
@@ -260,6 +261,22 @@ def test_the_snapshot_file_is_the_query_at_any_memory_limit(
         .execute(f"SET memory_limit = '{memory}'; SELECT current_setting('memory_limit')")
         .fetchone()[0]
     )
+
+
+@pytest.mark.parametrize("memory", ["64MB", "2GB"])
+def test_the_streamed_snapshot_holds_the_query_s_rows_in_batches(
+    tiny: duckdb.DuckDBPyConnection, usecase: UseCase, tmp_path: Path, memory: str
+) -> None:
+    # Materialization's read: no sort, batches of at most batch_rows; the same rows as the sorted query.
+    reader = snapshot_reader(tiny, usecase, AS_OF, tmp_path, batch_rows=2, memory_limit=memory)
+    batches = list(reader)
+    expected = snapshot_features(tiny, usecase, AS_OF)
+    assert len(batches) >= expected.num_rows // 2 and all(0 < b.num_rows <= 2 for b in batches)
+    keys = usecase.entity.key_names
+    streamed = pa.Table.from_batches(batches).sort_by([(k, "ascending") for k in keys])
+    assert streamed.to_pylist() == expected.to_pylist()
+    with pytest.raises(ConfigError, match="not a DuckDB size"):
+        snapshot_reader(tiny, usecase, AS_OF, tmp_path, batch_rows=2, memory_limit="lots")
 
 
 def test_a_memory_limit_that_is_not_a_size_is_refused_before_it_reaches_sql(
