@@ -41,7 +41,7 @@ from comparisons.data_ages import (
     sampled,
 )
 from migrate.errors import InvalidWindowError, NoShadowDataError
-from migrate.label_progress import progress_bound, read_progress
+from migrate.label_progress import progress_and_bound
 from migrate.usecase import UseCase, parse_duration
 
 __all__ = [
@@ -156,8 +156,13 @@ class Rows:
         return ", ".join(f"k_{name}" for name in self.keys)
 
 
+def sql_string(text: str) -> str:
+    """`text` as a DuckDB string literal (a file path: never user SQL)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _literal(files: list[str]) -> str:
-    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    return "[" + ", ".join(sql_string(f) for f in files) + "]"
 
 
 def _timestamp(moment: datetime) -> str:
@@ -198,9 +203,8 @@ def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path) -> datetime | 
     never past the progress of a partition the sink had read less far than its end (`progress_bound`): that
     partition may still hold a label for an earlier window."""
     newest: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
-    read = read_progress(labels_root)
+    read, bound = progress_and_bound(labels_root)
     known = read if newest is None or (read is not None and read > newest) else newest
-    bound = progress_bound(labels_root)
     return known if known is None or bound is None else min(known, bound)
 
 

@@ -30,7 +30,7 @@ import orjson
 import pyarrow as pa
 from pydantic import Field
 
-from comparisons.shadow_rows import Rows
+from comparisons.shadow_rows import Rows, sql_string
 from comparisons.stats import Result, share
 from migrate.batch.event_history import realtime_features_at, states_before
 from migrate.batch.offline_store import batch_features_at, open_offline
@@ -96,7 +96,7 @@ def _sample(rows: Rows, usecase: UseCase) -> list[dict[str, Any]]:
     else:
         chosen = [groups[round(i * (len(groups) - 1) / (GROUPS - 1))] for i in range(GROUPS)]
         source = " UNION ALL ".join(
-            f"SELECT {columns}, {_ORDER} AS x FROM read_parquet({_quote(path)}, file_row_number = true) "
+            f"SELECT {columns}, {_ORDER} AS x FROM read_parquet({sql_string(path)}, file_row_number = true) "
             f"{_answered(rows)} AND file_row_number >= {first} AND file_row_number < {first + count}"
             for path, first, count in dict.fromkeys(chosen)
         )
@@ -119,10 +119,6 @@ def _row_groups(rows: Rows) -> list[tuple[str, int, int]]:
         out.append((str(path), first, int(count)))
         first, previous = first + int(count), path
     return out
-
-
-def _quote(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"
 
 
 _ORDER = "hash(request_id, entity_key)"  # the sample's order: the same rows on every run, in any file order

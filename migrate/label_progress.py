@@ -37,7 +37,15 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["PROGRESS_DIR", "Progress", "mark_read_to_end", "progress_bound", "read_progress", "write_progress"]
+__all__ = [
+    "PROGRESS_DIR",
+    "Progress",
+    "mark_read_to_end",
+    "progress_and_bound",
+    "progress_bound",
+    "read_progress",
+    "write_progress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +131,19 @@ def _files(root: Path) -> list[Progress]:
 
 def read_progress(root: Path) -> datetime | None:
     """The newest event time any reader of the label stream under `root` recorded; None when none did."""
-    return max((progress.event_time for progress in _files(root)), default=None)
+    return progress_and_bound(root)[0]
 
 
 def progress_bound(root: Path) -> datetime | None:
     """The oldest event time recorded for a partition still behind its end (the watermark may not pass it: that
     partition may yet hold a label for an earlier window); None when no partition is behind. Only a topic's newest
     incarnation counts: a file of a topic id older than the topic's newest file is of a topic since recreated."""
+    return progress_and_bound(root)[1]
+
+
+def progress_and_bound(root: Path) -> tuple[datetime | None, datetime | None]:
+    """`read_progress` and `progress_bound` from one read of the files (the comparator's label watermark needs
+    both, and a sink may rewrite a file between two reads)."""
     files = _files(root)
     newest: dict[str, tuple[datetime, str | None]] = {}
     for progress in files:
@@ -143,7 +157,7 @@ def progress_bound(root: Path) -> datetime | None:
         for progress in files
         if progress.behind and (progress.topic is None or newest[progress.topic][1] == progress.topic_id)
     ]
-    return min(held, default=None)
+    return max((progress.event_time for progress in files), default=None), min(held, default=None)
 
 
 def _read(path: Path) -> Progress | None:
