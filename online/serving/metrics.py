@@ -10,8 +10,10 @@ with the value in a label.
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "fallback_reason",
     "mark_dead",
     "multiprocess_dir",
+    "observe_many",
     "prepare_multiprocess_dir",
 ]
 
@@ -227,14 +230,14 @@ class UseCaseSeries:
             child = self._predictions[source] = self.metrics.predictions.labels(self.usecase, source)
         child.inc(count)
 
-    def feature_ages(self, ages: Iterable[tuple[str, float]]) -> None:
-        """Observe the age of each (group, age) pair."""
+    def feature_ages(self, ages: Mapping[str, Sequence[float]]) -> None:
+        """Observe every age of each group (one bulk write per group and request, not one per entity)."""
         children = self._ages
-        for group, age in ages:
+        for group, values in ages.items():
             child = children.get(group)
             if child is None:
                 child = children[group] = self.metrics.feature_age.labels(self.usecase, group)
-            child.observe(age)
+            observe_many(child, values)
 
     def guardrail_window(self, window: Callable[[], tuple[int, int, int]], *, now: float | None = None) -> None:
         """Set the guardrail window gauges from `window()`, unless they were set less than `gauge_every_s` ago
@@ -244,6 +247,33 @@ class UseCaseSeries:
                 return
             self._gauges_at = now
         self.metrics.guardrail_window(self.usecase, *window())
+
+
+def observe_many(child: Any, amounts: Sequence[float]) -> None:
+    """What ``child.observe(a)`` for each of `amounts` does, with one write per bucket that got any.
+
+    `child` is one labelled child of a prometheus-client `Histogram`. Its ``observe`` takes the value lock twice
+    per sample (the sum and one bucket): a 100-entity answer with two feature groups paid 400 locked writes,
+    about a fifth of the event loop's time under load (py-spy). This counts the samples per bucket first, then
+    adds each count and the sum once, using the child's own bounds and values (``_upper_bounds``, ``_buckets``,
+    ``_sum``: the attributes its ``observe`` uses), so the multiprocess files stay right too. As ``observe``
+    does, a NaN lands in no bucket and makes the sum NaN. Tested against ``observe`` itself
+    (tests/unit/online/test_metrics_bulk.py).
+    """
+    if not amounts:
+        return
+    bounds: Sequence[float] = child._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        total += amount
+        if not math.isnan(amount):
+            counts[bisect.bisect_left(bounds, amount)] += 1
+    child._sum.inc(total)
+    buckets = child._buckets
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
 
 
 def lookup_error_reason(error: str) -> str:

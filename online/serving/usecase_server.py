@@ -111,7 +111,7 @@ class UseCaseServer:
         self,
         counts: dict[Source, int],
         predictions: list[PredictionBody],
-        ages: list[tuple[str, float]],
+        ages: dict[str, list[float]],
         fallback_error: str | None,
     ) -> None:
         for source, count in counts.items():
@@ -175,19 +175,21 @@ class UseCaseServer:
 
         predictions: list[PredictionBody] = []
         counts: dict[Source, int] = {}
-        ages: list[tuple[str, float]] = []
+        ages: dict[str, list[float]] = {}
         for i, entity in enumerate(entities):
             if i in online_set and online.error is None:
                 result = online.results[i]
                 answer = _from_online(entity, result)
-                ages += [(group, age) for group, age in result.group_ages_s.items() if age is not None]
+                for group, age in result.group_ages_s.items():
+                    if age is not None:
+                        ages.setdefault(group, []).append(age)
             elif i in online_set and not flag.falls_back:
                 answer = _answer(entity, "online", error=online.error)
             else:
                 source: Source = "batch_fallback" if i in online_set else "batch"
                 answer = _from_lookup(entity, batch.results.get(i), source, now, batch.error)
                 if answer["data_age_s"] is not None:
-                    ages.append(("lookup", answer["data_age_s"]))
+                    ages.setdefault("lookup", []).append(answer["data_age_s"])
             predictions.append(answer)
             counts[answer["source"]] = counts.get(answer["source"], 0) + 1
         self._count(counts, predictions, ages, None if not fallback_idx else online.error)
