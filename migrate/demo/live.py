@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from migrate.batch.event_history import warm_up_events
 from migrate.batch.offline_store import open_offline
+from migrate.clock import record_speed
 from migrate.devservices.broker import free_port
 from migrate.devservices.redis_server import resolve_redis_url
 from migrate.devservices.shared_broker import broker_file, shared_bootstrap
@@ -83,6 +84,12 @@ class LiveDay:
         clock runs `speed` times faster than."""
         return self.usecase.cutover_policy.skew_grace * self.speed
 
+    def record_clock(self) -> None:
+        """Record this day's clock speed beside the use case's shadow log (`migrate.clock.record_speed`): every
+        comparison of the log, the demo's and a rehearsal's own and a later `migrate gate` or `migrate report` on
+        the state dir alike, then judges it with `skew_grace`."""
+        record_speed(self.settings.shadow_dir / self.usecase.name, self.speed)
+
     def _env(self, redis_url: str, bootstrap: str) -> dict[str, str]:
         return {
             **os.environ,
@@ -106,7 +113,7 @@ class LiveDay:
             )
 
     def __enter__(self) -> LiveDay:
-
+        self.record_clock()
         redis_url, _ = resolve_redis_url(self.settings)
         bootstrap = shared_bootstrap(self.settings)
         name = self.usecase.name

@@ -31,7 +31,6 @@ from migrate.batch.event_history import history_around
 from migrate.batch.offline_store import open_offline, prediction_requests
 from migrate.batch.schedule import interval_ending
 from migrate.batch.steps import Interval, run_batch
-from migrate.clock import record_speed
 from migrate.cutover.flag_store import FlagStore
 from migrate.cutover.flags import Stage
 from migrate.demo.live import LiveDay
@@ -285,7 +284,6 @@ def run_rehearsal(
     for previous in (reh.shadow_dir / usecase.name, reh.labels_dir / usecase.name):
         # An earlier rehearsal's shadow log and labels would be judged with this one's: each starts empty.
         shutil.rmtree(previous, ignore_errors=True)
-    record_speed(reh.shadow_dir / usecase.name, speed)  # a later `migrate gate` of this log scales its grace alike
     pin_models(settings, reh, usecase, start)
     asked = _requests(reh, usecase, (start, until), requests_table, time_column)
     redis_url, _ = resolve_redis_url(reh)
@@ -317,7 +315,7 @@ def run_rehearsal(
             result.traffic = driver.send(asked, tick)
             result.nights = 1 + driver.finish(labels_by)
         _labels_known_through(usecase, reh, labels_by)
-        result.comparison = compare(usecase, reh, skew_grace=day.skew_grace)
+        result.comparison = compare(usecase, reh)  # its grace scaled by the clock LiveDay recorded
     finally:
         stop_shared_broker(reh)
         stop_redis(reh)

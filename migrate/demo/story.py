@@ -174,8 +174,9 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
         _freshness(console, settings, usecase, day)
         time.sleep(3)  # the sink flushes every 2 s
         with console.status("7/9 the comparator on the shadow log: same requests, both paths"):
-            grace = day.skew_grace
-            verdict = compare(usecase, settings, Window(cutoff, shadow_end), skew_grace=grace).verdict
+            # The feature-skew grace scales by the clock's speed, which LiveDay recorded beside the shadow log: a
+            # later `migrate gate` on this state dir judges it alike.
+            verdict = compare(usecase, settings, Window(cutoff, shadow_end)).verdict
         _print_verdict(console, verdict, "requests", "verdict")
         if verdict.decision != "promote":
             console.print("[yellow]a real migration would wait here; the demo moves the flag to show the rest[/]")
@@ -211,7 +212,7 @@ def _live_day(console: Console, settings: Settings, usecase: UseCase, plan: Plan
     print_costs(console, before, after)
     _moved(console, settings, usecase, cutoff, shadow_end)
     with console.status("writing the comparison report"):
-        files = write_report(usecase, settings, window=Window(cutoff, shadow_end), skew_grace=grace)
+        files = write_report(usecase, settings, window=Window(cutoff, shadow_end))
     console.print(
         f"[bold]report:[/] {files.html} (and {files.json.name}); verdict {files.verdict.decision}, over the shadow "
         f"phase {cutoff:%H:%M}–{shadow_end:%H:%M} like the verdict above"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from migrate.clock import recorded_speed
+
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 
@@ -33,6 +35,9 @@ def test_demo_fast_tells_the_whole_story_and_can_run_twice(tmp_path: Path) -> No
         report = tmp_path / "state" / "reports" / "item_availability" / "report.html"
         assert report.is_file() and f"report: {report}" in out.replace("\n", "")
         assert list((tmp_path / "state" / "shadow" / "item_availability").rglob("*.parquet"))
+        # The live day ran on a simulated clock and recorded it: `migrate gate` on this state dir afterwards scales
+        # the feature-skew grace as the demo's own verdict did.
+        assert recorded_speed(tmp_path / "state" / "shadow" / "item_availability") > 1
         assert list((tmp_path / "state" / "labels" / "item_availability").rglob("*.parquet"))
         # The second act: card fraud judged from history alone, its verdict stated with its numbers.
         assert "migrate backtest fraud_detection --from" in out and "verdict from history: PROMOTE" in out, out[-3000:]
