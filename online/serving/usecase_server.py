@@ -79,13 +79,24 @@ class UseCaseServer:
         self.key_names = usecase.entity.key_names
         self.series = UseCaseSeries(metrics, usecase.name)
         self._flag_seen: object = None  # the flag the stage gauges show
+        self._revision_seen: int | None = None  # the flag revision the guardrail's window holds the calls of
 
     def publish_stage(self) -> None:
-        """Set the stage gauges from the flag in force, when it changed since they were last set."""
+        """Set the stage gauges from the flag in force, when it changed since they were last set; on a new flag
+        revision, empty the guardrail's window.
+
+        The guardrail judges the online path at the flag in force. Calls made under an earlier one, before a
+        promotion or still routed online while a rollback reached this worker, must not roll the new one back:
+        in the bench, the slow calls a worker made between a breach and seeing its rollback stayed in the window
+        and rolled the next promotion back on its first 100 calls."""
         flag = self.flags.current(self.usecase.name)
         if flag is not self._flag_seen:
             self._flag_seen = flag
             self.metrics.served_stage(self.usecase.name, str(flag.stage), flag.percent)
+            if flag.revision != self._revision_seen:
+                if self._revision_seen is not None:
+                    self.guardrail.reset()
+                self._revision_seen = flag.revision
 
     def before_scrape(self) -> None:
         """Bring this worker's gauges up to date (requests write the guardrail's at most every 0.1 s)."""

@@ -130,6 +130,26 @@ def test_a_guardrail_breach_is_counted_by_kind_once() -> None:
     assert calls == guardrail.window()[0] == 8
 
 
+def test_the_guardrail_window_holds_the_calls_of_the_flag_revision_in_force_only() -> None:
+    """Failing calls made before a re-promotion (a new revision) do not count against it: the guardrail needs
+    its 5 calls again, all at the new revision. A new flag object of the same revision keeps the window."""
+    registry = CollectorRegistry()
+    guardrail = Guardrail(max_error_rate=0.1, max_p99_latency_ms=1_000, min_samples=5, min_bad=1)
+    server, breaches = _server(StubPaths("ConnectionError: down"), Stage.ONLINE, registry, guardrail)
+    flags = AtStage(Stage.ONLINE)
+    server.flags = flags
+    for _ in range(4):  # under min_samples: no breach yet
+        asyncio.run(server.predict(_entities(1), {}))
+    assert guardrail.window()[0] == 4 and not breaches
+    flags.flag = Flag(USECASE.name, Stage.ONLINE, revision=2)  # moved back and forth: a new revision
+    for _ in range(4):
+        asyncio.run(server.predict(_entities(1), {}))
+    assert guardrail.window()[0] == 4 and not breaches  # without the reset: 8 calls, a breach at the 5th
+    flags.flag = Flag(USECASE.name, Stage.ONLINE, revision=2)  # the same revision, read again
+    asyncio.run(server.predict(_entities(1), {}))
+    assert guardrail.window()[0] == 5 and len(breaches) == 1
+
+
 def test_data_age_is_observed_per_feature_group_of_each_answered_entity() -> None:
     groups = [g for g in groups_of(USECASE) if g.spec.names]
     assert groups, "the example declares real-time groups"
