@@ -586,7 +586,8 @@ def _targets(online: dict[str, Any], get: Any) -> list[str]:
     rounds = hundred.get("rounds", [])
     back = sum(1 for r in rounds if r.get("rolled_back_to"))
     rolled = (
-        f"; the guardrail rolled {back} of {len(rounds)} rounds back to shadow"
+        f"; the guardrail rolled {back} of {len(rounds)} rounds back to shadow (a rolled-back round's figures are "
+        "mostly answers at shadow, from the lookup table)"
         if rounds and back
         else f"; the guardrail rolled it back to {hundred['rolled_back_to']}"
         if hundred.get("rolled_back_to")
