@@ -81,7 +81,7 @@ class LiveDay:
     @property
     def skew_grace(self) -> timedelta:
         """The feature-skew check's grace on this clock: the stream lags in wall-clock time, which the simulated
-        clock runs `speed` times faster than."""
+        clock runs `speed` times faster than. Comparisons derive the same from the speed `record_clock` leaves."""
         return self.usecase.cutover_policy.skew_grace * self.speed
 
     def record_clock(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from migrate.cutover.flags import FlagWatcher, in_shadow_sample, route
+from migrate.cutover.flags import Flag, FlagWatcher, in_shadow_sample, route
 from migrate.cutover.guardrail import Guardrail
 from migrate.usecase import UseCase
 from online.serving.metrics import UseCaseSeries, fallback_reason, lookup_error_reason
@@ -78,8 +78,7 @@ class UseCaseServer:
         self.on_breach = on_breach
         self.key_names = usecase.entity.key_names
         self.series = UseCaseSeries(metrics, usecase.name)
-        self._flag_seen: object = None  # the flag the stage gauges show
-        self._revision_seen: int | None = None  # the flag revision the guardrail's window holds the calls of
+        self._flag_seen: Flag | None = None  # the flag the stage gauges show, and whose calls the guardrail holds
 
     def publish_stage(self) -> None:
         """Set the stage gauges from the flag in force, when it changed since they were last set; on a new flag
@@ -89,14 +88,12 @@ class UseCaseServer:
         promotion or still routed online while a rollback reached this worker, must not roll the new one back:
         in the bench, the slow calls a worker made between a breach and seeing its rollback stayed in the window
         and rolled the next promotion back on its first 100 calls."""
-        flag = self.flags.current(self.usecase.name)
-        if flag is not self._flag_seen:
+        flag, seen = self.flags.current(self.usecase.name), self._flag_seen
+        if flag is not seen:
             self._flag_seen = flag
             self.metrics.served_stage(self.usecase.name, str(flag.stage), flag.percent)
-            if flag.revision != self._revision_seen:
-                if self._revision_seen is not None:
-                    self.guardrail.reset()
-                self._revision_seen = flag.revision
+            if seen is not None and flag.revision != seen.revision:
+                self.guardrail.reset()
 
     def before_scrape(self) -> None:
         """Bring this worker's gauges up to date (requests write the guardrail's at most every 0.1 s)."""
