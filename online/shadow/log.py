@@ -25,8 +25,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from migrate.errors import BrokerError
 from migrate.settings import Settings
-from online.kafka import Bootstrap, KafkaProducer, bootstrap_from_file, ensure_topic, kafka_errors
-from online.shadow.record import ShadowRecord, shadow_topic
+from online.kafka import (
+    Bootstrap,
+    KafkaProducer,
+    KeyHashPartitioner,
+    bootstrap_from_file,
+    ensure_topic,
+    kafka_errors,
+)
+from online.shadow.record import EncodedRecord, ShadowRecord, shadow_topic
 
 __all__ = ["DROP_REASONS", "ShadowLogger"]
 
@@ -104,7 +111,7 @@ class ShadowLogger:
         self.usecase = usecase
         self.topic = shadow_topic(usecase, topic_prefix)
         self.queue_size = queue_size
-        self._queue: queue.Queue[ShadowRecord] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[ShadowRecord | EncodedRecord] = queue.Queue(maxsize=queue_size)
         self._max_in_flight = max_in_flight
         self._timeout_s = timeout_s
         self._max_block_ms = max_block_ms
@@ -158,8 +165,9 @@ class ShadowLogger:
 
     # -- the caller's side: never blocks ------------------------------------------------------------------------
 
-    def log(self, record: ShadowRecord) -> bool:
-        """Queue ``record`` for sending; False (and counted as dropped) if the queue is full or the logger closed."""
+    def log(self, record: ShadowRecord | EncodedRecord) -> bool:
+        """Queue ``record`` (or its bytes, `encode_record`'s) for sending; False (and counted as dropped) if the
+        queue is full or the logger closed."""
         if self._closing.is_set():
             self._drop("queue_full")
             return False
@@ -230,7 +238,7 @@ class ShadowLogger:
         if producer is not None:
             self._close_producer(producer, max(0.0, self._deadline - time.monotonic()))
 
-    def _take(self, limit: int, wait_s: float) -> list[ShadowRecord]:
+    def _take(self, limit: int, wait_s: float) -> list[ShadowRecord | EncodedRecord]:
         try:
             batch = [self._queue.get(timeout=wait_s)]
         except queue.Empty:
@@ -242,7 +250,7 @@ class ShadowLogger:
                 break
         return batch
 
-    def _send(self, batch: list[ShadowRecord]) -> None:
+    def _send(self, batch: list[ShadowRecord | EncodedRecord]) -> None:
         self._check_topic()
         producer = self._connected_producer()
         if producer is None:
@@ -398,6 +406,8 @@ class ShadowLogger:
             # Topics are created explicitly (ensure_topic on every (re)connect). Auto-creation by a metadata
             # request raced with produce requests on a restarted Tansu and left records that no fetch returns.
             "allow_auto_create_topics": False,
+            # The partition kafka-python's default gives each entity key, its murmur2 (pure Python) kept per key.
+            "partitioner": KeyHashPartitioner(),
         }
 
     def _maybe_reconnect(self) -> None:

@@ -31,6 +31,7 @@ from online.serving.app import ServingDeps, create_app
 from online.serving.runtime import build_deps
 from online.serving.shadow_handoff import InProcessShadow
 from online.shadow.log import DROP_REASONS, ShadowLogger
+from online.shadow.record import EncodedRecord
 
 pytestmark = pytest.mark.integration
 
@@ -254,8 +255,8 @@ class RecordingLogger:
     def __init__(self) -> None:
         self.records: list[Any] = []
 
-    def log(self, record: Any) -> bool:
-        self.records.append(record)
+    def log(self, record: EncodedRecord) -> bool:
+        self.records.append(record.decode())  # as the sink reads it off the topic
         return True
 
 

@@ -22,7 +22,7 @@ from online.serving.prediction_paths import NOTHING, Paths, Request
 from online.serving.predictor import OnlinePredictor
 from online.serving.shadow_compare import compare
 from online.shadow.parquet import shadow_table, write_durably
-from online.shadow.record import ShadowRecord
+from online.shadow.record import EncodedRecord, ShadowRecord
 
 pytestmark = pytest.mark.unit
 
@@ -72,8 +72,8 @@ def _records(tmp_path: Path, candidate: Any) -> tuple[list[ShadowRecord], dict[s
     logged: list[ShadowRecord] = []
 
     class _Log:
-        def log(self, record: ShadowRecord) -> bool:
-            logged.append(record)
+        def log(self, record: EncodedRecord) -> bool:
+            logged.append(record.decode())  # as the sink reads it off the topic
             return True
 
     flag = Flag(usecase.name, Stage.SHADOW, revision=1)
