@@ -185,6 +185,101 @@ def _feature_reads(url: str, usecase: str, keys: list[Any], features: list[str])
     return {name: _percentiles(values) for name, values in samples.items()}
 
 
+SHADOW_LOG_RECORDS = 20_000  # per row of the shadow log's cost
+
+
+def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
+    """CPU of the bench process per shadow record sent, acknowledgements awaited, in ROUNDS interleaved rounds:
+    records as the comparison logs them (`wire_record` into a `ShadowLogger`), the same records built as the
+    model (`ShadowRecord`, validated then dumped, through the same logger), and the floor: a bare kafka-python
+    producer with the logger's settings sending the same bytes, encoded beforehand (nothing built, nothing
+    counted). The keys are the bench's entities, each sent many times, as a day's requests ask for them."""
+    from datetime import UTC  # noqa: PLC0415 - a suite imports only what it measures
+
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415 - a suite imports only what it measures
+
+    from online.kafka import KafkaProducer, ensure_topic  # noqa: PLC0415 - a suite imports only what it measures
+    from online.shadow.log import DROP_REASONS, ShadowLogger  # noqa: PLC0415 - a suite imports only what it measures
+    from online.shadow.record import ShadowRecord, wire_record  # noqa: PLC0415 - a suite imports only what it measures
+
+    now = datetime.now(UTC)
+    ages = {f"feature_{i}": 60.0 * i for i in range(13)}
+    values = {f"feature_{i}": 0.5 * i for i in range(13)}
+
+    def fields(i: int) -> dict[str, Any]:
+        store, product = keys[i % len(keys)]
+        return {
+            "request_id": f"bench-{i}",
+            "usecase": "bench",
+            "key": {"store_id": store, "product_id": product},
+            "request_time": now,
+            "served_source": "batch",
+            "stage": "shadow",
+            "batch_prediction": 0.25,
+            "batch_model_version": "v1-bench",
+            "lookup_version": 3,
+            "batch_data_age_s": 3600.5,
+            "batch_latency_ms": 0.4,
+            "online_prediction": 0.75,
+            "online_model_version": "online-v1-bench",
+            "online_feature_ages_s": ages,
+            "online_features": values,
+            "online_latency_ms": 1.2,
+        }
+
+    def logged(build: Callable[..., Any]) -> float:
+        logger = ShadowLogger(
+            bootstrap,
+            "bench",
+            registry=CollectorRegistry(),
+            queue_size=SHADOW_LOG_RECORDS,
+            max_in_flight=SHADOW_LOG_RECORDS,
+        )
+        try:
+            logger.log(build(**fields(0)))  # connected, the topic made: not measured
+            while logger.stats()["sent"] < 1:
+                time.sleep(0.01)
+            started = time.process_time()
+            for i in range(SHADOW_LOG_RECORDS):
+                logger.log(build(**fields(i)))
+            while (counts := logger.stats())["sent"] + sum(counts[r] for r in DROP_REASONS) <= SHADOW_LOG_RECORDS:
+                time.sleep(0.005)  # every record sent or dropped (counted)
+            if counts["sent"] != SHADOW_LOG_RECORDS + 1:
+                raise SystemExit(f"online bench: the shadow logger dropped records: {counts}")
+            return time.process_time() - started
+        finally:
+            logger.close()
+
+    def bare() -> float:
+        ensure_topic(bootstrap, "migrate.shadow.bench", timeout_s=10)
+        probe = ShadowLogger(bootstrap, "bench", registry=CollectorRegistry())
+        # the logger's own producer settings (batch size, linger, acks), with kafka-python's default partitioner
+        config = {k: v for k, v in probe._producer_config().items() if k != "partitioner"}
+        probe.close()
+        encoded = [(r.key_bytes(), r.to_json()) for r in (wire_record(**fields(i)) for i in range(SHADOW_LOG_RECORDS))]
+        producer = KafkaProducer(**config)
+        try:
+            producer.send("migrate.shadow.bench", key=b"k", value=b"v").get(timeout=10)
+            started = time.process_time()
+            for key, value in encoded:
+                producer.send("migrate.shadow.bench", key=key, value=value)
+            producer.flush(timeout=60)
+            return time.process_time() - started
+        finally:
+            producer.close(timeout=5)
+
+    rows: dict[str, Callable[[], float]] = {
+        "encoded": lambda: logged(wire_record),
+        "model": lambda: logged(ShadowRecord),
+        "bare_producer": bare,
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(ROUNDS):
+        for name, run in rows.items():
+            cpu[name].append(1e6 * run() / SHADOW_LOG_RECORDS)
+    return {"records": SHADOW_LOG_RECORDS, "cpu_us_per_record": cpu}
+
+
 def _realtime_state(
     settings: Any, usecase: Any, bootstrap: str, redis_url: str, serving_at: datetime
 ) -> dict[str, Any]:
@@ -362,6 +457,7 @@ def online_suite() -> dict[str, Any]:
         results["rss_start_mib"] = _rss_mib(pid)
         results["floor_redis"] = _redis_floor(redis_server.url)
         results["feature_reads"] = _feature_reads(redis_server.url, usecase.name, keys, usecase.feature_names)
+        results["shadow_log"] = _shadow_log_cost(broker.bootstrap, keys)
         results["floor_empty"] = {c: _wrk(f"{base}/healthz", GET_LUA, c, state) for c in (1, 16)}
 
         def measure(stage: Stage, script: str, connections: int, at: str | None = None) -> dict[str, Any]:
@@ -773,6 +869,19 @@ def render(online: dict[str, Any]) -> list[str]:
                 f"| {size} | {ours['p50_ms']:.3f} / {ours['p99_ms']:.3f} | "
                 f"{floor['p50_ms']:.3f} / {floor['p99_ms']:.3f} |"
             )
+    shadow_log = online.get("shadow_log")
+    if shadow_log:
+        cpu = {name: statistics.median(values) for name, values in shadow_log["cpu_us_per_record"].items()}
+        each = {name: ", ".join(f"{v:.0f}" for v in values) for name, values in shadow_log["cpu_us_per_record"].items()}
+        lines += [
+            "",
+            f"The shadow log's CPU per record, in the bench process ({shadow_log['records']:,} records a row, sent "
+            "and acknowledged, rows interleaved; medians, each round in brackets): records as the comparison logs "
+            f"them (`wire_record`) {cpu['encoded']:.0f} µs ({each['encoded']}); built as the model "
+            f"(`ShadowRecord`) {cpu['model']:.0f} µs ({each['model']}); the floor, a bare kafka-python producer "
+            f"sending the same bytes encoded beforehand, {cpu['bare_producer']:.0f} µs ({each['bare_producer']}): "
+            f"{cpu['encoded'] / cpu['bare_producer']:.2f}× the floor.",
+        ]
     lines += ["", "Against the targets of this run (issue 14; one worker):", ""]
     lines += _targets(online, get)
     lines.append(

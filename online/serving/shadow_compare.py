@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor
-from online.shadow.record import EncodedRecord, encode_record
+from online.shadow.record import WireRecord, wire_record
 
 
 class Logger(Protocol):
     """Where shadow records go (a `ShadowLogger`, or a test's recorder)."""
 
-    def log(self, record: EncodedRecord) -> bool: ...
+    def log(self, record: WireRecord) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def _log(
         on = online.results.get(i) or extra_online.results.get(i)
         row = batch.results.get(i) or extra_batch.results.get(i)
         logger.log(
-            encode_record(  # the record's bytes, as ShadowRecord(...) would give them, without the model's cost
+            wire_record(  # the record's fields, sent as ShadowRecord(...)'s bytes, without the model's cost
                 request_id=req.id,
                 usecase=usecase,
                 key=dict(entity),

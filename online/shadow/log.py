@@ -33,7 +33,7 @@ from online.kafka import (
     ensure_topic,
     kafka_errors,
 )
-from online.shadow.record import EncodedRecord, ShadowRecord, shadow_topic
+from online.shadow.record import ShadowRecord, WireRecord, shadow_topic
 
 __all__ = ["DROP_REASONS", "ShadowLogger"]
 
@@ -111,7 +111,7 @@ class ShadowLogger:
         self.usecase = usecase
         self.topic = shadow_topic(usecase, topic_prefix)
         self.queue_size = queue_size
-        self._queue: queue.Queue[ShadowRecord | EncodedRecord] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[ShadowRecord | WireRecord] = queue.Queue(maxsize=queue_size)
         self._max_in_flight = max_in_flight
         self._timeout_s = timeout_s
         self._max_block_ms = max_block_ms
@@ -165,9 +165,9 @@ class ShadowLogger:
 
     # -- the caller's side: never blocks ------------------------------------------------------------------------
 
-    def log(self, record: ShadowRecord | EncodedRecord) -> bool:
-        """Queue ``record`` (or its bytes, `encode_record`'s) for sending; False (and counted as dropped) if the
-        queue is full or the logger closed."""
+    def log(self, record: ShadowRecord | WireRecord) -> bool:
+        """Queue ``record`` (a `ShadowRecord`, or `wire_record`'s fields of one) for sending; False (and counted as
+        dropped) if the queue is full or the logger closed."""
         if self._closing.is_set():
             self._drop("queue_full")
             return False
@@ -238,7 +238,7 @@ class ShadowLogger:
         if producer is not None:
             self._close_producer(producer, max(0.0, self._deadline - time.monotonic()))
 
-    def _take(self, limit: int, wait_s: float) -> list[ShadowRecord | EncodedRecord]:
+    def _take(self, limit: int, wait_s: float) -> list[ShadowRecord | WireRecord]:
         try:
             batch = [self._queue.get(timeout=wait_s)]
         except queue.Empty:
@@ -250,7 +250,7 @@ class ShadowLogger:
                 break
         return batch
 
-    def _send(self, batch: list[ShadowRecord | EncodedRecord]) -> None:
+    def _send(self, batch: list[ShadowRecord | WireRecord]) -> None:
         self._check_topic()
         producer = self._connected_producer()
         if producer is None:

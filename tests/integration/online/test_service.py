@@ -31,7 +31,7 @@ from online.serving.app import ServingDeps, create_app
 from online.serving.runtime import build_deps
 from online.serving.shadow_handoff import InProcessShadow
 from online.shadow.log import DROP_REASONS, ShadowLogger
-from online.shadow.record import EncodedRecord
+from online.shadow.record import WireRecord
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +255,7 @@ class RecordingLogger:
     def __init__(self) -> None:
         self.records: list[Any] = []
 
-    def log(self, record: EncodedRecord) -> bool:
+    def log(self, record: WireRecord) -> bool:
         self.records.append(record.decode())  # as the sink reads it off the topic
         return True
 

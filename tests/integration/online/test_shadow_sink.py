@@ -24,7 +24,7 @@ from migrate.errors import BrokerError
 from migrate.settings import Settings, get_settings
 from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, partitions_for_topic
 from online.shadow.log import ShadowLogger
-from online.shadow.record import ShadowRecord
+from online.shadow.record import ShadowRecord, wire_record
 from online.shadow.sink import FlushInfo, run_sink
 from online.stream.label_topic import LabelRecord, publish_labels
 
@@ -123,6 +123,44 @@ def test_logged_records_reach_parquet_exactly_once(settings: Settings, broker: B
     again = run_sink(settings, "uc", idle_timeout_s=6, bootstrap=broker.bootstrap)
     assert again.records == 0
     assert len(shadow_rows(settings, "uc", "request_id")) == n
+
+
+def test_wire_records_reach_parquet_as_the_models_and_one_json_cannot_carry_is_counted(
+    settings: Settings, broker: Broker
+) -> None:
+    """The comparison logs `wire_record`s: the sink reads them as the records the model would have sent. A value
+    JSON cannot carry (an integer beyond 64 bits, which request validation refuses before it gets here) fails in
+    the logger's thread, is counted as a failed send, and the records after it are sent."""
+    n = 50
+    models = [record(i) for i in range(n)]
+    wired = [wire_record(**m.model_dump(exclude={"schema_version"})) for m in models]
+    bad = wire_record(**(models[0].model_dump(exclude={"schema_version"}) | {"context": {"big": 2**70}}))
+    logger = ShadowLogger(broker.bootstrap, "uc", registry=CollectorRegistry())
+    assert all(logger.log(w) for w in wired[:25])
+    assert logger.log(bad)
+    assert all(logger.log(w) for w in wired[25:])
+    logger.close(timeout_s=10)
+    assert logger.stats()["sent"] == n
+    assert logger.stats()["send_failed"] == 1
+
+    report = run_sink(settings, "uc", stop_after=n, idle_timeout_s=30, bootstrap=broker.bootstrap)
+    assert report.shadow_rows == n
+    columns = (
+        "request_id, key_store_id, key_product_id, served_source, batch_prediction, online_prediction, online_error"
+    )
+    expected = [
+        (
+            m.request_id,
+            m.key["store_id"],
+            m.key["product_id"],
+            m.served_source,
+            m.batch_prediction,
+            m.online_prediction,
+            m.online_error,
+        )
+        for m in models
+    ]
+    assert shadow_rows(settings, "uc", columns) == expected
 
 
 SINK_SCRIPT = textwrap.dedent(

@@ -22,7 +22,7 @@ from online.serving.prediction_paths import NOTHING, Paths, Request
 from online.serving.predictor import OnlinePredictor
 from online.serving.shadow_compare import compare
 from online.shadow.parquet import shadow_table, write_durably
-from online.shadow.record import EncodedRecord, ShadowRecord
+from online.shadow.record import ShadowRecord, WireRecord
 
 pytestmark = pytest.mark.unit
 
@@ -72,7 +72,7 @@ def _records(tmp_path: Path, candidate: Any) -> tuple[list[ShadowRecord], dict[s
     logged: list[ShadowRecord] = []
 
     class _Log:
-        def log(self, record: EncodedRecord) -> bool:
+        def log(self, record: WireRecord) -> bool:
             logged.append(record.decode())  # as the sink reads it off the topic
             return True
 

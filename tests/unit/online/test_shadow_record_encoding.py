@@ -1,4 +1,4 @@
-"""encode_record: the bytes ShadowRecord(...) gives (its JSON and its Kafka key), without building the model."""
+"""wire_record: a record sent as the bytes ShadowRecord(...) gives (its JSON and its Kafka key), without the model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from online.shadow.record import ShadowRecord, encode_record
+from online.shadow.record import ShadowRecord, wire_record
 
 NOW = datetime(2026, 12, 3, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -78,7 +78,7 @@ def _fields(draw: st.DrawFn) -> dict[str, Any]:
 @given(fields=_fields())
 def test_the_bytes_are_the_models_bytes_and_read_back_as_the_model(fields: dict[str, Any]) -> None:
     model = ShadowRecord(**fields)
-    encoded = encode_record(**fields)
+    encoded = wire_record(**fields)
     assert encoded.to_json() == model.to_json()
     assert encoded.key_bytes() == model.key_bytes()
     assert encoded.request_id == model.request_id
@@ -87,7 +87,7 @@ def test_the_bytes_are_the_models_bytes_and_read_back_as_the_model(fields: dict[
 
 
 def test_one_record_by_hand() -> None:
-    encoded = encode_record(
+    encoded = wire_record(
         request_id="r1",
         usecase="item_availability",
         key={"store_id": 12, "product_id": 7},
@@ -122,7 +122,7 @@ def test_a_time_without_a_zone_and_an_unknown_source_are_refused_as_the_model_re
     }
     for field, bad in (("request_time", NOW.replace(tzinfo=None)), ("served_source", "cache")):
         with pytest.raises(ValueError, match=field):
-            encode_record(**(base | {field: bad}))
+            wire_record(**(base | {field: bad}))
         with pytest.raises(ValueError, match=field):
             ShadowRecord(**(base | {field: bad}))
 
@@ -139,5 +139,5 @@ def test_a_feature_age_that_is_not_a_finite_number_reads_back_as_none() -> None:
         stage="online",
         online_feature_ages_s={"a": float("nan"), "b": float("inf"), "c": 2.5},
     )
-    for data in (record.to_json(), encode_record(**record.model_dump(exclude={"schema_version"})).to_json()):
+    for data in (record.to_json(), wire_record(**record.model_dump(exclude={"schema_version"})).to_json()):
         assert ShadowRecord.from_json(data).online_feature_ages_s == {"a": None, "b": None, "c": 2.5}

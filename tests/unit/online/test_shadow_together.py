@@ -24,7 +24,7 @@ from online.serving.prediction_paths import NOTHING, Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor, OnlineResult
 from online.serving.shadow_compare import Job, compare, compare_many
 from online.serving.shadow_handoff import take_together
-from online.shadow.record import EncodedRecord, ShadowRecord
+from online.shadow.record import ShadowRecord, WireRecord
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +106,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.records: list[ShadowRecord] = []
 
-    def log(self, record: EncodedRecord) -> bool:
+    def log(self, record: WireRecord) -> bool:
         self.records.append(record.decode())  # as the sink reads it off the topic
         return True
 
