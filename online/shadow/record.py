@@ -51,7 +51,7 @@ class ShadowRecord(BaseModel):
     batch_error: str | None = None
     online_prediction: float | None = None
     # None: an age that was NaN or infinite, which JSON cannot carry (orjson writes null); a record holding one
-    # read back before this allowed it was refused by the sink and dead-lettered.
+    # read back before this allowed it was refused by the sink, counted as invalid and skipped.
     online_feature_ages_s: dict[str, float | None] = Field(
         default_factory=dict, description="Feature → age in seconds (null: not a finite number)."
     )
@@ -140,8 +140,8 @@ def wire_record(
     17–26 µs a record, these fields and their JSON 9–13 µs (in process, docs/serving.md). Numbers are coerced as
     the model's fields coerce them (``float``), the fields are in the model's order;
     tests/unit/online/test_shadow_record_encoding.py holds the bytes equal to the model's on hostile values. The
-    values come from the serving code; the sink validates every record it reads and dead-letters one that fails
-    (online/shadow/sink.py), so a record is never lost silently.
+    values come from the serving code; the sink validates every record it reads, and counts and logs one that
+    fails (`SinkReport.invalid`, online/shadow/sink.py), so a record is never lost silently.
 
     Raises:
         ValueError: `request_time` has no time zone (the record's times are UTC instants), or `served_source` is

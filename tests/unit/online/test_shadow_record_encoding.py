@@ -141,3 +141,9 @@ def test_a_feature_age_that_is_not_a_finite_number_reads_back_as_none() -> None:
     )
     for data in (record.to_json(), wire_record(**record.model_dump(exclude={"schema_version"})).to_json()):
         assert ShadowRecord.from_json(data).online_feature_ages_s == {"a": None, "b": None, "c": 2.5}
+
+
+def test_every_field_of_the_model_is_sent_in_its_order() -> None:
+    """A field added to ShadowRecord and not to wire_record fails here first (the bytes would differ)."""
+    sent = wire_record(request_id="r", usecase="u", key={"k": 1}, request_time=NOW, served_source="batch", stage="s")
+    assert list(sent.fields) == list(ShadowRecord.model_fields)
