@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,12 @@ class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
         if serialized_key is None or not (partitions := cluster.partitions_for_topic(topic)):
             # no key, or a topic the metadata does not know: the library decides (or raises)
             return int(self._default.partition(topic, key, serialized_key, value, serialized_value, cluster))
+        return self.for_key(serialized_key, partitions)
+
+    def for_key(self, serialized_key: bytes, partitions: Collection[int]) -> int:
+        """The partition of `serialized_key` among the topic's `partitions` (all of them, not only the available:
+        `DefaultPartitioner` hashes a key over every partition). The shadow log picks partitions itself, to send
+        several records of one partition in one message."""
         hashed = self._hashes.get(serialized_key)
         if hashed is None:
             if len(self._hashes) >= self._keys:

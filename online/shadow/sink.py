@@ -77,7 +77,8 @@ class FlushInfo:
 class SinkReport:
     """What one ``run_sink`` call consumed and wrote."""
 
-    records: int = 0
+    records: int = 0  # records read, valid or not (a message of the shadow log holds one or more)
+    messages: int = 0
     shadow_rows: int = 0
     label_rows: int = 0
     invalid: int = 0
@@ -108,8 +109,13 @@ class _Stream:
         self.labeler = labeler  # events topic: an event → its label (None: invalid, already dead-lettered)
         self.arrival = arrival  # when an event reached the broker, as the stream processor trusts it
 
-    def parse(self, message: Any) -> ShadowRecord | LabelRecord | NoLabel | None:
+    def values(self, message: Any) -> list[Any]:
+        """The records a message holds, still encoded: a shadow log message holds one record's JSON per line
+        (online/shadow/log.py; JSON never holds a raw newline), any other one record."""
         value = message.value
+        return value.split(b"\n") if self.kind == "shadow" and isinstance(value, bytes) else [value]
+
+    def parse(self, message: Any, value: Any) -> ShadowRecord | LabelRecord | NoLabel | None:
         if self.labeler is not None:
             return self.labeler(value, None if self.arrival is None else self.arrival.received_s(message))
         return ShadowRecord.from_json(value) if self.kind == "shadow" else LabelRecord.from_json(value)
@@ -157,10 +163,20 @@ class _Sink:
         return sum(len(rows) for rows in self.pending.values())
 
     def add(self, message: Any) -> None:
-        self.report.records += 1
+        """Read one message's records into the pending batch. All of a message's records join the same batch, so a
+        file never holds part of a message, and the recovery by offsets holds."""
+        self.report.messages += 1
         stream = self.streams[message.topic]
+        pending = self.pending.setdefault((message.topic, message.partition), [])
+        for value in stream.values(message):
+            self.report.records += 1
+            pending.append((message.offset, self._parse(stream, message, value)))
+        if self.first_pending_at is None:
+            self.first_pending_at = time.monotonic()
+
+    def _parse(self, stream: _Stream, message: Any, value: Any) -> ShadowRecord | LabelRecord | None:
         try:
-            record = stream.parse(message)
+            record = stream.parse(message, value)
             if record is None:
                 raise ValueError("not a valid event (the stream processor dead-letters it)")
             if stream.kind == "labels":
@@ -172,15 +188,17 @@ class _Sink:
                 if moment is not None and (where not in self.progress or moment > self.progress[where]):
                     self.progress[where] = moment
         except (ValidationError, orjson.JSONDecodeError, ValueError) as exc:
-            # A poison message must not stall the sink: count it, log it, and commit past it with its batch.
+            # A poison record must not stall the sink: count it, log it, and commit past it with its batch.
             self.report.invalid += 1
             log.warning(
-                "skipping invalid %s message %s@%s: %s", message.topic, message.partition, message.offset, str(exc)
+                "skipping invalid %s record in message %s@%s: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                str(exc),
             )
-            record = None
-        self.pending.setdefault((message.topic, message.partition), []).append((message.offset, record))
-        if self.first_pending_at is None:
-            self.first_pending_at = time.monotonic()
+            return None
+        return None if isinstance(record, NoLabel) else record
 
     def recover(self, topic: str, partition: int, first_offset: int) -> None:
         """Delete files a crashed run wrote for offsets that are being delivered again (see module docstring)."""
@@ -288,7 +306,8 @@ def run_sink(
     consumed too and each valid event becomes a label row: outcomes flow through Kafka once, as events.
 
     Args:
-        stop_after: stop once this many messages were consumed and written (None: no limit).
+        stop_after: stop once this many records were consumed and written (None: no limit); a shadow log message
+            holds one or more, all read.
         idle_timeout_s: stop after this long without a message once partitions are assigned (the group join does
             not count, up to ``JOIN_GRACE_S``); None: run until interrupted.
         on_flush: called after a batch's files are durable and before its offsets are committed.
@@ -386,11 +405,15 @@ def _consume(  # noqa: PLR0917 - the loop's knobs, passed through from run_sink
             budget = min(max_records - sink.pending_count, wanted)
         else:
             budget = max_records - sink.pending_count
-        polled = sink.consumer.poll(timeout_ms=200, max_records=max(1, budget))
+        # The budget is in records, a poll's in messages: a shadow log message holds one or more records.
+        per_message = max(1, sink.report.records // max(1, sink.report.messages))
+        polled = sink.consumer.poll(timeout_ms=200, max_records=max(1, budget // per_message))
         now = time.monotonic()
         for messages in polled.values():
             for message in messages:
                 sink.add(message)
+                if sink.pending_count >= max_records:  # within a poll too: its messages may hold many records
+                    sink.flush()
         if polled:
             last_message = now
         due = sink.first_pending_at is not None and now - sink.first_pending_at >= interval

@@ -14,15 +14,24 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from migrate.devservices.broker import Broker, EmbeddedBroker, resolve_bootstrap, start_broker
 from migrate.errors import BrokerError
 from migrate.settings import Settings, get_settings
-from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, partitions_for_topic
+from online.kafka import (
+    DefaultPartitioner,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+    ensure_topic,
+    partitions_for_topic,
+)
 from online.shadow.log import ShadowLogger
 from online.shadow.record import ShadowRecord, wire_record
 from online.shadow.sink import FlushInfo, run_sink
@@ -182,9 +191,132 @@ SINK_SCRIPT = textwrap.dedent(
 )
 
 
-def test_sink_killed_between_write_and_commit_loses_and_duplicates_nothing(settings: Settings, broker: Broker) -> None:
+class _Cluster:
+    """What DefaultPartitioner asks of kafka-python's cluster metadata, for topic "t"."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        self._partitions = partitions
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self._partitions
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self._partitions
+
+
+def _read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[Any]]:
+    """Every message of the topic, by partition, read from the beginning until the broker has no more."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        found: dict[int, list[Any]] = {p: [] for p in range(partitions)}
+        while polled := consumer.poll(timeout_ms=2_000):
+            for tp, messages in polled.items():
+                found[tp.partition] += messages
+        return found
+    finally:
+        consumer.close()
+
+
+def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_reach_parquet(
+    settings: Settings, broker: Broker
+) -> None:
+    """Up to 100 records a message, each in the partition kafka-python's DefaultPartitioner picks for its key (as
+    when every record was a message), one entity's records in the order logged; the sink writes each once."""
+    n, partitions = 600, 3
+    logger = ShadowLogger(broker.bootstrap, "uc", partitions=partitions, registry=CollectorRegistry())
+    logged = [record(i) for i in range(n)]
+    for r in logged:
+        assert logger.log(r)
+    logger.close(timeout_s=10)
+    assert logger.stats()["sent"] == n
+
+    found = _read_topic(broker.bootstrap, "migrate.shadow.uc", partitions)
+    library = DefaultPartitioner()
+    cluster = _Cluster(set(range(partitions)))
+    seen: dict[str, list[str]] = {}  # entity key → request ids, in the topic's order
+    sizes = []
+    for partition, messages in found.items():
+        for message in messages:
+            lines = message.value.split(b"\n")
+            sizes.append(len(lines))
+            assert message.key == (ShadowRecord.from_json(lines[0]).key_bytes() if len(lines) == 1 else None)
+            for line in lines:
+                sent = ShadowRecord.from_json(line)
+                key = sent.key_bytes()
+                assert library.partition("t", key, key, None, None, cluster) == partition
+                seen.setdefault(key.decode(), []).append(sent.request_id)
+    assert sum(sizes) == n
+    assert max(sizes) > 1  # records were grouped
+    assert max(sizes) <= 100
+    expected: dict[str, list[str]] = {}
+    for r in logged:
+        expected.setdefault(r.key_bytes().decode(), []).append(r.request_id)
+    assert seen == expected
+
+    report = run_sink(settings, "uc", stop_after=n, idle_timeout_s=30, bootstrap=broker.bootstrap, flush_records=250)
+    assert (report.records, report.shadow_rows, report.invalid) == (n, n, 0)
+    assert report.messages == len(sizes)
+    rows = shadow_rows(settings, "uc", "request_id, batch_prediction, online_feature_ages_s")
+    assert rows == [(r.request_id, r.batch_prediction, orjson.dumps(r.online_feature_ages_s).decode()) for r in logged]
+
+
+def test_a_record_too_large_for_kafka_is_counted_alone_and_its_neighbours_are_sent(
+    settings: Settings, broker: Broker
+) -> None:
+    """A record over the producer's 1 MiB request limit is a message of its own: it alone is a counted failed
+    send, the records logged around it (grouped in messages before and after it) all arrive."""
+    n = 40
+    big = record(0).model_copy(update={"request_id": "req-big", "context": {"blob": "x" * 1_200_000}})
+    logger = ShadowLogger(broker.bootstrap, "uc", registry=CollectorRegistry())
+    for i in range(n):
+        assert logger.log(record(i))
+        if i == n // 2:
+            assert logger.log(big)
+    logger.close(timeout_s=10)
+    assert logger.stats()["sent"] == n
+    assert logger.stats()["send_failed"] == 1
+
+    report = run_sink(settings, "uc", stop_after=n, idle_timeout_s=30, bootstrap=broker.bootstrap)
+    assert report.shadow_rows == n
+    assert [row[0] for row in shadow_rows(settings, "uc", "request_id")] == [f"req-{i:06d}" for i in range(n)]
+
+
+def test_an_invalid_record_in_a_message_is_counted_and_the_others_of_it_are_written(
+    settings: Settings, broker: Broker
+) -> None:
+    """A message's records are read one by one: a line that is not a record is counted invalid and skipped, the
+    valid lines beside it in the same message are written, and the sink commits past the message."""
+    ensure_topic(broker.bootstrap, "migrate.shadow.uc", 1)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    try:
+        lines = [record(1).to_json(), b'{"not": "a record"}', b"", record(2).to_json()]
+        producer.send("migrate.shadow.uc", value=b"\n".join(lines)).get(timeout=10)
+        producer.send("migrate.shadow.uc", value=record(3).to_json()).get(timeout=10)  # one record, as before
+    finally:
+        producer.close()
+    report = run_sink(settings, "uc", stop_after=5, idle_timeout_s=30, bootstrap=broker.bootstrap)
+    assert (report.messages, report.records, report.invalid, report.shadow_rows) == (2, 5, 2, 3)
+    assert [row[0] for row in shadow_rows(settings, "uc", "request_id")] == ["req-000001", "req-000002", "req-000003"]
+    again = run_sink(settings, "uc", idle_timeout_s=6, bootstrap=broker.bootstrap)
+    assert again.records == 0  # committed past both messages
+
+
+@pytest.mark.parametrize("records_per_message", [1, 100], ids=["one-record-messages", "grouped-messages"])
+def test_sink_killed_between_write_and_commit_loses_and_duplicates_nothing(
+    settings: Settings, broker: Broker, records_per_message: int
+) -> None:
+    """One record a message (the wire format before grouping, still read) and up to 100 a message (the logger's
+    default): the sink never splits a message across batches, so its recovery by offsets holds for both."""
     n = 600
-    logger = ShadowLogger(broker.bootstrap, "crash", registry=CollectorRegistry())
+    logger = ShadowLogger(
+        broker.bootstrap, "crash", records_per_message=records_per_message, registry=CollectorRegistry()
+    )
     for i in range(n):
         assert logger.log(record(i, "crash"))
     logger.close(timeout_s=10)
@@ -201,20 +333,33 @@ def test_sink_killed_between_write_and_commit_loses_and_duplicates_nothing(setti
     )
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     written = shadow_rows(settings, "crash", "request_id")
-    assert len(written) == 200  # the committed batch and the uncommitted one are both on disk
+    # The committed batch and the uncommitted one are both on disk: two ranges of offsets, each of ≥ 100 records.
+    ranges = sorted(
+        {tuple(map(int, p.stem.split("-")[-2:])) for p in (settings.shadow_dir / "crash").rglob("*.parquet")}
+    )
+    assert len(ranges) == 2
+    committed_to = ranges[0][1] + 1
+    assert ranges[1][0] == committed_to
+    assert 200 <= len(written) < n
+    if records_per_message == 1:
+        assert len(written) == 200
+        assert committed_to == 100
 
     flushed: list[FlushInfo] = []
     report = run_sink(
         settings,
         "crash",
-        stop_after=n - 100,
-        idle_timeout_s=60,
+        stop_after=n - len(written) // 2 if records_per_message == 1 else None,
+        idle_timeout_s=10,
         bootstrap=broker.bootstrap,
         flush_records=150,
         on_flush=flushed.append,
     )
-    assert report.records == n - 100  # redelivered from the last commit (offset 100), not from 200
-    assert flushed[0].first_offset == 100
+    assert flushed[0].first_offset == committed_to  # redelivered from the last commit, not after the second batch
+    if records_per_message == 1:
+        assert report.records == n - 100
+    else:
+        assert report.messages < report.records  # messages held several records
     rows = shadow_rows(settings, "crash", "request_id")
     ids = [row[0] for row in rows]
     assert len(ids) == n
@@ -315,7 +460,7 @@ def test_sink_command_stops_cleanly_on_sigterm_with_everything_consumed_written_
         "MIGRATE_PROJECT_DIR": str(ROOT),
         "MIGRATE_KAFKA_BOOTSTRAP": broker.bootstrap,
         "MIGRATE_SINK_FLUSH_RECORDS": "300",
-        "MIGRATE_SINK_FLUSH_INTERVAL_S": "3600",  # the last 100 records are written only when it stops
+        "MIGRATE_SINK_FLUSH_INTERVAL_S": "3600",  # the last records are written only when it stops
     }
     command = [sys.executable, "-c", "from migrate.cli.main import main; main()", "sink", usecase]
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as sink:
@@ -332,7 +477,17 @@ def test_sink_command_stops_cleanly_on_sigterm_with_everything_consumed_written_
         bootstrap_servers=broker.bootstrap, group_id=f"migrate-sink-{usecase}", enable_auto_commit=False
     )
     try:
-        assert consumer.committed(TopicPartition(f"migrate.shadow.{usecase}", 0), timeout_ms=10_000) == n
+        partition = TopicPartition(f"migrate.shadow.{usecase}", 0)
+        committed = consumer.committed(partition, timeout_ms=10_000)
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        # Read the topic itself (Tansu's end offset undercounts a partition of multi-record batches): the logger sent
+        # up to 100 records a message, and the commit is past the last message.
+        offsets: list[int] = []
+        for messages in iter(lambda: consumer.poll(timeout_ms=2_000).get(partition), None):
+            offsets += [message.offset for message in messages]
+        assert 10 <= len(offsets) < n
+        assert committed == offsets[-1] + 1
     finally:
         consumer.close()
 
