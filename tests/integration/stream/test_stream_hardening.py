@@ -4,6 +4,7 @@ a failing DLQ, a poisoned watermark, a topic recreated under its checkpoints."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from stream_helpers import Stream, same
 import online.stream.processor as processor_module
 from migrate.devservices.broker import start_broker
 from migrate.errors import DeadLetterError, TopicRecreatedError
-from online.kafka import KafkaConsumer
+from online.kafka import KafkaConsumer, TopicPartition
 from online.stream.checkpoint import Checkpoint, CheckpointStore
 from online.stream.event_schema import encode_event
 from online.stream.outputs import MAX_DEAD_LETTER_BYTES, DeadLetter, StreamOutputs, dead_letter_topic
@@ -213,3 +214,57 @@ def test_checkpoints_of_a_recreated_topic_are_refused_not_resumed_past_its_event
         assert run(again).events == len(more)
     finally:
         other.stop()
+
+
+def test_a_run_resumed_inside_the_last_produce_batch_reads_that_batch_to_its_end(stream: Stream) -> None:
+    """The embedded broker's end offset of a partition is the first offset of its last produce batch plus one;
+    a fetch's high watermark is the end, which the processor now waits for. One entity's 30 events in one produce
+    batch; a run stopped after its first fetch (10 events, checkpointed inside the batch), then a run until caught
+    up: it reads the other 20. The fault needed the resumed run's first poll to come back before the first fetch,
+    a race this test does not force (it passed on the code before, three runs of three); the decision itself is
+    reproduced by hand in tests/unit/stream/test_caught_up.py. This one holds what that fix relies on, the fetched
+    high watermark, and the resumed run end to end."""
+    first = stream.events[0]
+    one_entity = [
+        {**first, "event_id": f"one-batch-{i}", "event_time": first["event_time"] + timedelta(seconds=i)}
+        for i in range(30)
+    ]
+    publisher = stream.publisher()
+    try:
+        for event in one_entity:
+            publisher.send(event)  # within the producer's linger: one produce batch
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=stream.bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(stream.topic, p) for p in consumer.partitions_for_topic(stream.topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        read: dict[Any, int] = {}
+        while polled := consumer.poll(timeout_ms=2_000):
+            for tp, messages in polled.items():
+                read[tp] = read.get(tp, 0) + len(messages)
+        (tp,) = read  # one entity: one partition
+        ends = consumer.end_offsets([tp])
+        assert consumer.highwater(tp) == 30, f"the fetched end; the broker's ListOffsets answered {ends[tp]}"
+    finally:
+        consumer.close()
+
+    settings = stream.settings_with(stream_checkpoint_events=10)
+    stop = threading.Event()
+    stopped = StreamProcessor(settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
+    handle = stopped.handle_fetch
+
+    def handle_then_stop(messages: list[Any]) -> None:
+        handle(messages)
+        stop.set()
+
+    stopped.handle_fetch = handle_then_stop  # type: ignore[method-assign]
+    assert stopped.run(stop=stop, max_seconds=60).events == 10
+    assert stopped.checkpoints.positions()[tp.partition] == 10
+
+    resumed = StreamProcessor(settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
+    assert resumed.run(until_caught_up=True, max_seconds=120).events == 20
+    assert resumed.checkpoints.positions()[tp.partition] == 30
