@@ -38,6 +38,7 @@ __all__ = [
     "acknowledged_producer",
     "bootstrap_from_file",
     "ensure_topic",
+    "fetched_end_offsets",
     "kafka_errors",
     "partitions_for_topic",
     "topic_id",
@@ -236,3 +237,37 @@ def partitions_for_topic(consumer: Any, topic: str, bootstrap: str, *, timeout_s
         if entry.get("name") == topic and not entry.get("error_code"):
             return {int(p["partition_index"]) for p in entry.get("partitions", [])}
     return set()
+
+
+def fetched_end_offsets(consumer: Any, tps: list[Any], *, timeout_s: float = 5.0) -> dict[Any, int]:
+    """Each partition's end offset as a fetch tells it: its high watermark, and at least the broker's end offset.
+
+    The embedded broker (Tansu 0.6) answers a ListOffsets for the latest offset (kafka-python's `end_offsets`) with
+    the first offset of the partition's last produce batch plus one, short of the end by the rest of that batch;
+    a fetch's high watermark is right. `consumer` (one without a group: it is assigned `tps` here, and read from
+    each partition's reported end) must not be in use.
+
+    Raises:
+        TopicError: no fetch answered for every partition within `timeout_s`.
+    """
+    timeout_ms = int(timeout_s * 1000)
+    ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, ends[tp])
+    found: dict[Any, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        consumer.poll(timeout_ms=100, max_records=1)  # the fetch answers with each partition's high watermark
+        for tp in tps:
+            high = consumer.highwater(tp)
+            if high is not None:
+                found[tp] = max(int(ends[tp]), int(high))
+        if len(found) == len(tps):
+            return found
+        if time.monotonic() >= deadline:
+            missing = sorted(tp.partition for tp in tps if tp not in found)
+            raise TopicError(
+                f"no fetch answered for partitions {missing} of {tps[0].topic!r} within {timeout_s:.1f}s",
+                fix="check the broker and MIGRATE_KAFKA_BOOTSTRAP, or raise MIGRATE_KAFKA_TIMEOUT_S",
+            )

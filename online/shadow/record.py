@@ -1,6 +1,7 @@
 """A shadow record: what each path answered for one entity of one served request, and how old its data was.
 
-The wire format of the shadow log (JSON on ``migrate.shadow.<usecase>``) and of the sink's Parquet rows.
+The wire format of the shadow log (JSON on ``migrate.shadow.<usecase>``, one record per line, up to 100 records of one
+partition in a message: online/shadow/log.py) and of the sink's Parquet rows.
 """
 
 from __future__ import annotations

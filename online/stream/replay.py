@@ -18,7 +18,14 @@ from migrate.feature_windows import groups_of, warm_up
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.settings import Settings
 from migrate.usecase import UseCase
-from online.kafka import KafkaConsumer, TopicPartition, ensure_topic, kafka_errors, partitions_for_topic
+from online.kafka import (
+    KafkaConsumer,
+    TopicPartition,
+    ensure_topic,
+    fetched_end_offsets,
+    kafka_errors,
+    partitions_for_topic,
+)
 from online.stream.checkpoint import CheckpointStore, start_offsets
 from online.stream.processor import StreamProcessor, StreamReport
 from online.stream.topic import default_group, events_topic
@@ -41,10 +48,19 @@ def _offsets_at(
         tps = [TopicPartition(topic, p) for p in sorted(numbers)]
         if moment is None:
             return {tp.partition: o for tp, o in consumer.beginning_offsets(tps, timeout_ms=timeout_ms).items()}
-        ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
         stamps = {tp: int(moment.timestamp() * 1000) for tp in tps}
-        found = consumer.offsets_for_times(stamps, timeout_ms=timeout_ms)
-        return {tp.partition: (ends[tp] if found.get(tp) is None else found[tp].offset) for tp in tps}
+        # No event since the moment: Kafka answers none; the embedded broker (Tansu 0.6) answers offset 0 with
+        # timestamp -1, which read as an offset replayed the whole partition.
+        found = {
+            tp: at.offset
+            for tp, at in consumer.offsets_for_times(stamps, timeout_ms=timeout_ms).items()
+            if at is not None and at.timestamp >= 0
+        }
+        # A partition with no event since the moment starts at its end: the fetched one (the embedded broker's
+        # `end_offsets` stops short of its last produce batch, whose older events would be replayed).
+        after = [tp for tp in tps if tp not in found]
+        ends = fetched_end_offsets(consumer, after, timeout_s=timeout_s) if after else {}
+        return {tp.partition: found[tp] if tp in found else ends[tp] for tp in tps}
     finally:
         consumer.close()
 

@@ -16,6 +16,7 @@ from stream_helpers import Stream, same
 import online.stream.processor as processor_module
 from migrate.devservices.broker import start_broker
 from migrate.errors import DeadLetterError, TopicRecreatedError
+from migrate.feature_windows import warm_up
 from online.kafka import KafkaConsumer, TopicPartition
 from online.stream.checkpoint import Checkpoint, CheckpointStore
 from online.stream.event_schema import encode_event
@@ -268,3 +269,35 @@ def test_a_run_resumed_inside_the_last_produce_batch_reads_that_batch_to_its_end
     resumed = StreamProcessor(settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
     assert resumed.run(until_caught_up=True, max_seconds=120).events == 20
     assert resumed.checkpoints.positions()[tp.partition] == 30
+
+
+def test_replay_from_after_a_partitions_last_event_starts_it_at_its_fetched_end(stream: Stream) -> None:
+    """`migrate replay --from T` starts a partition with no event since `T - warm-up` at its end. Two faults of the
+    embedded broker read events sent before that start: its `offsets_for_times` answers offset 0 with timestamp -1
+    for a time past the last event (Kafka answers none), read as offset 0: all 30 replayed; and its `end_offsets`
+    is the first offset of the last produce batch plus one: 29 replayed with the first fault fixed alone."""
+    first = stream.events[0]
+    one_entity = [
+        {**first, "event_id": f"old-{i}", "event_time": first["event_time"] + timedelta(seconds=i)} for i in range(30)
+    ]
+    publisher = stream.publisher()
+    try:
+        for event in one_entity:
+            publisher.send(event)  # within the producer's linger: one produce batch
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+    # after every record's timestamp (when it was sent: now), which is what the replay's offsets_for_times compares
+    since = datetime.now(UTC) + warm_up(stream.usecase) + timedelta(hours=1)
+    report = replay(
+        stream.settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url, since=since
+    )
+    assert report.events == 0
+    earlier = replay(
+        stream.settings,
+        stream.usecase,
+        bootstrap=stream.bootstrap,
+        redis_url=stream.redis_url,
+        since=first["event_time"],
+    )
+    assert earlier.events == 30  # the same replay from before them reads them all
