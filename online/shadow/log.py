@@ -318,12 +318,13 @@ class ShadowLogger:
             return
         try:
             partitions = producer.partitions_for(self.topic)
-        except kafka_errors.KafkaTimeoutError:
-            partitions = None
+            why = "metadata timed out"
+        except kafka_errors.KafkaError as exc:  # within max_block_ms (KafkaTimeoutError), or the broker refused
+            partitions, why = None, f"no metadata for {self.topic}: {exc}"
         if not partitions:
-            # No metadata within max_block_ms: the broker is gone; do not wait again for every record.
+            # The broker is gone or does not serve the topic: drop and count the batch, reconnect later.
             self._drop("broker_unavailable", len(batch))
-            self._reset_producer("metadata timed out")
+            self._reset_producer(why)
             return
         messages = self._messages(batch, sorted(partitions))
         for index, message in enumerate(messages):

@@ -374,7 +374,7 @@ class StreamProcessor:
         the broker holds then: the embedded broker (Tansu 0.6) answers `end_offsets` with the first offset of the
         partition's last produce batch plus one, short of the end by the rest of that batch. A run that resumed
         from a checkpoint inside that batch, and polled nothing before the first fetch answered, stopped there as
-        caught up with the batch's tail not read (tests/integration/stream/test_stream_hardening.py).
+        caught up with the batch's tail not read (tests/unit/stream/test_caught_up.py).
         """
         self._settle()  # the last checkpoint written before its offsets are read back
         if not self.partitions and elapsed < JOIN_GRACE_S:

@@ -230,7 +230,8 @@ def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_re
     when every record was a message), one entity's records in the order logged; the sink writes each once."""
     n, partitions = 600, 3
     logger = ShadowLogger(broker.bootstrap, "uc", partitions=partitions, registry=CollectorRegistry())
-    logged = [record(i) for i in range(n)]
+    # 40 entities, 15 records each: one entity's records must stay in the order logged
+    logged = [record(i).model_copy(update={"key": {"store_id": i % 4, "product_id": f"p{i % 40}"}}) for i in range(n)]
     for r in logged:
         assert logger.log(r)
     logger.close(timeout_s=10)
@@ -258,6 +259,8 @@ def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_re
     for r in logged:
         expected.setdefault(r.key_bytes().decode(), []).append(r.request_id)
     assert seen == expected
+    assert len(expected) == 40
+    assert sum(bool(found[p]) for p in range(partitions)) > 1  # the entities spread over the partitions
 
     report = run_sink(settings, "uc", stop_after=n, idle_timeout_s=30, bootstrap=broker.bootstrap, flush_records=250)
     assert (report.records, report.shadow_rows, report.invalid) == (n, n, 0)
