@@ -269,6 +269,31 @@ def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_re
     assert rows == [(r.request_id, r.batch_prediction, orjson.dumps(r.online_feature_ages_s).decode()) for r in logged]
 
 
+@pytest.mark.parametrize("gather_s", [0.0, 0.05])
+def test_records_logged_at_a_trickle_are_gathered_into_few_messages(
+    settings: Settings, broker: Broker, gather_s: float
+) -> None:
+    """A record logged every ~2 ms: without a gathering interval each take of the queue finds one or two records
+    and sends them as a message; with the default 50 ms, the thread sleeps and sends ~25 records a message."""
+    n = 150
+    logger = ShadowLogger(
+        broker.bootstrap, f"uc{int(gather_s * 1000)}", gather_s=gather_s, registry=CollectorRegistry()
+    )
+    logger.log(record(0))
+    wait_until(lambda: logger.stats()["sent"] == 1, 15, "the first record (connected, topic made)")
+    for i in range(1, n):
+        assert logger.log(record(i))
+        time.sleep(0.002)
+    logger.close(timeout_s=10)
+    assert logger.stats()["sent"] == n
+    messages = _read_topic(broker.bootstrap, f"migrate.shadow.uc{int(gather_s * 1000)}", 1)[0]
+    assert sum(len(m.value.split(b"\n")) for m in messages) == n
+    if gather_s:
+        assert len(messages) <= n // 5  # ~7 at 2 ms a record; a slowed machine gathers more, not fewer
+    else:
+        assert len(messages) > n // 5  # what the interval saves: one message per take
+
+
 def test_a_record_too_large_for_kafka_is_counted_alone_and_its_neighbours_are_sent(
     settings: Settings, broker: Broker
 ) -> None:
