@@ -19,13 +19,13 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from kafka_stubs import library_partition
 from prometheus_client import CollectorRegistry
 
 from migrate.devservices.broker import Broker, EmbeddedBroker, resolve_bootstrap, start_broker
 from migrate.errors import BrokerError
 from migrate.settings import Settings, get_settings
 from online.kafka import (
-    DefaultPartitioner,
     KafkaConsumer,
     KafkaProducer,
     TopicPartition,
@@ -191,22 +191,6 @@ SINK_SCRIPT = textwrap.dedent(
 )
 
 
-class _Cluster:
-    """What DefaultPartitioner asks of kafka-python's cluster metadata, for topic "t"."""
-
-    def __init__(self, partitions: set[int]) -> None:
-        self._partitions = partitions
-
-    def topics(self) -> set[str]:
-        return {"t"}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return self._partitions
-
-    def available_partitions_for_topic(self, topic: str) -> set[int]:
-        return self._partitions
-
-
 def _read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[Any]]:
     """Every message of the topic, by partition, read from the beginning until the broker has no more."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -238,8 +222,6 @@ def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_re
     assert logger.stats()["sent"] == n
 
     found = _read_topic(broker.bootstrap, "migrate.shadow.uc", partitions)
-    library = DefaultPartitioner()
-    cluster = _Cluster(set(range(partitions)))
     seen: dict[str, list[str]] = {}  # entity key → request ids, in the topic's order
     sizes = []
     for partition, messages in found.items():
@@ -250,7 +232,7 @@ def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_re
             for line in lines:
                 sent = ShadowRecord.from_json(line)
                 key = sent.key_bytes()
-                assert library.partition("t", key, key, None, None, cluster) == partition
+                assert library_partition(key, set(range(partitions))) == partition
                 seen.setdefault(key.decode(), []).append(sent.request_id)
     assert sum(sizes) == n
     assert max(sizes) > 1  # records were grouped

@@ -217,6 +217,20 @@ def test_checkpoints_of_a_recreated_topic_are_refused_not_resumed_past_its_event
         other.stop()
 
 
+def _publish_in_one_batch(stream: Stream, prefix: str, n: int = 30) -> None:
+    """`n` events of the first event's entity, a second apart, sent within the producer's linger: one produce
+    batch on one partition."""
+    first = stream.events[0]
+    publisher = stream.publisher()
+    try:
+        for i in range(n):
+            at = first["event_time"] + timedelta(seconds=i)
+            publisher.send({**first, "event_id": f"{prefix}-{i}", "event_time": at})
+        publisher.producer.flush(timeout=10)
+    finally:
+        publisher.close()
+
+
 def test_a_run_resumed_inside_the_last_produce_batch_reads_that_batch_to_its_end(stream: Stream) -> None:
     """The embedded broker's end offset of a partition is the first offset of its last produce batch plus one;
     a fetch's high watermark is the end, which the processor now waits for. One entity's 30 events in one produce
@@ -225,18 +239,7 @@ def test_a_run_resumed_inside_the_last_produce_batch_reads_that_batch_to_its_end
     a race this test does not force (it passed on the code before, three runs of three); the decision itself is
     reproduced by hand in tests/unit/stream/test_caught_up.py. This one holds what that fix relies on, the fetched
     high watermark, and the resumed run end to end."""
-    first = stream.events[0]
-    one_entity = [
-        {**first, "event_id": f"one-batch-{i}", "event_time": first["event_time"] + timedelta(seconds=i)}
-        for i in range(30)
-    ]
-    publisher = stream.publisher()
-    try:
-        for event in one_entity:
-            publisher.send(event)  # within the producer's linger: one produce batch
-        publisher.producer.flush(timeout=10)
-    finally:
-        publisher.close()
+    _publish_in_one_batch(stream, "one-batch")
 
     consumer = KafkaConsumer(bootstrap_servers=stream.bootstrap, enable_auto_commit=False)
     try:
@@ -277,16 +280,7 @@ def test_replay_from_after_a_partitions_last_event_starts_it_at_its_fetched_end(
     for a time past the last event (Kafka answers none), read as offset 0: all 30 replayed; and its `end_offsets`
     is the first offset of the last produce batch plus one: 29 replayed with the first fault fixed alone."""
     first = stream.events[0]
-    one_entity = [
-        {**first, "event_id": f"old-{i}", "event_time": first["event_time"] + timedelta(seconds=i)} for i in range(30)
-    ]
-    publisher = stream.publisher()
-    try:
-        for event in one_entity:
-            publisher.send(event)  # within the producer's linger: one produce batch
-        publisher.producer.flush(timeout=10)
-    finally:
-        publisher.close()
+    _publish_in_one_batch(stream, "old")
     # after every record's timestamp (when it was sent: now), which is what the replay's offsets_for_times compares
     since = datetime.now(UTC) + warm_up(stream.usecase) + timedelta(hours=1)
     report = replay(

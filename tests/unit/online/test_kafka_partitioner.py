@@ -7,27 +7,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka_stubs import Cluster
 
 from online.kafka import DefaultPartitioner, KeyHashPartitioner
 
 
-class _Cluster:
-    """The two questions a partitioner asks of kafka-python's ClusterMetadata."""
-
-    def __init__(self, partitions: dict[str, set[int]]) -> None:
-        self._partitions = partitions
-
-    def topics(self) -> set[str]:
-        return set(self._partitions)
-
-    def partitions_for_topic(self, topic: str) -> set[int] | None:
-        return self._partitions.get(topic)
-
-    def available_partitions_for_topic(self, topic: str) -> set[int] | None:
-        return self._partitions.get(topic)
-
-
-def _pick(partitioner: Any, cluster: _Cluster, key: bytes | None, topic: str = "t") -> int:
+def _pick(partitioner: Any, cluster: Cluster, key: bytes | None, topic: str = "t") -> int:
     return int(partitioner.partition(topic, key, key, b"v", b"v", cluster))
 
 
@@ -37,7 +22,7 @@ def _pick(partitioner: Any, cluster: _Cluster, key: bytes | None, topic: str = "
     [(b"", 681), (b"a", 524), (b"ab", 434), (b"abc", 107), (b"123456789", 566), (b"\x00 ", 742)],
 )
 def test_a_key_goes_where_the_java_client_sends_it(key: bytes, partition: int) -> None:
-    cluster = _Cluster({"t": set(range(1000))})
+    cluster = Cluster({"t": set(range(1000))})
     partitioner = KeyHashPartitioner()
     assert _pick(partitioner, cluster, key) == partition
     assert _pick(partitioner, cluster, key) == partition  # the kept hash answers the same
@@ -52,7 +37,7 @@ def test_a_key_goes_where_the_java_client_sends_it(key: bytes, partition: int) -
 def test_every_key_goes_to_the_default_partitioners_partition(
     keys: list[bytes], partitions: set[int], kept: int
 ) -> None:
-    cluster = _Cluster({"t": partitions})
+    cluster = Cluster({"t": partitions})
     ours, library = KeyHashPartitioner(keys=kept), DefaultPartitioner()
     for key in keys + keys:  # the second time from the kept hashes (those not forgotten at the bound)
         assert _pick(ours, cluster, key) == _pick(library, cluster, key)
@@ -60,7 +45,7 @@ def test_every_key_goes_to_the_default_partitioners_partition(
 
 
 def test_partitions_added_to_a_topic_move_keys_as_the_default_partitioner_does() -> None:
-    cluster = _Cluster({"t": {0, 1}})
+    cluster = Cluster({"t": {0, 1}})
     ours, library = KeyHashPartitioner(), DefaultPartitioner()
     keys = [f'{{"id":{i}}}'.encode() for i in range(200)]
     before = [_pick(ours, cluster, key) for key in keys]
@@ -71,12 +56,12 @@ def test_partitions_added_to_a_topic_move_keys_as_the_default_partitioner_does()
 
 
 def test_a_record_without_a_key_goes_to_one_of_the_topics_partitions() -> None:
-    cluster = _Cluster({"t": {3, 5}})
+    cluster = Cluster({"t": {3, 5}})
     assert {_pick(KeyHashPartitioner(), cluster, None) for _ in range(50)} <= {3, 5}
 
 
 def test_a_topic_the_metadata_does_not_know_is_refused_as_the_library_refuses_it() -> None:
-    cluster = _Cluster({"t": {0}})
+    cluster = Cluster({"t": {0}})
     with pytest.raises(ValueError, match="not found"):
         _pick(DefaultPartitioner(), cluster, b"k", topic="other")
     with pytest.raises(ValueError, match="not found"):

@@ -13,27 +13,10 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka_stubs import library_partition
 
-from online.kafka import DefaultPartitioner, KeyHashPartitioner
+from online.kafka import KeyHashPartitioner
 from online.shadow.log import Message, ShadowLogger, group_messages
-
-
-class _Cluster:
-    def __init__(self, partitions: set[int]) -> None:
-        self._partitions = partitions
-
-    def topics(self) -> set[str]:
-        return {"t"}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return self._partitions
-
-    def available_partitions_for_topic(self, topic: str) -> set[int]:
-        return self._partitions
-
-
-def _library_partition(key: bytes, partitions: set[int]) -> int:
-    return int(DefaultPartitioner().partition("t", key, key, b"v", b"v", _Cluster(partitions)))
 
 
 def _records_of(message: Message) -> list[bytes]:
@@ -61,7 +44,7 @@ def test_messages_keep_every_record_in_its_partition_and_order_within_the_caps(
         message_bytes=message_bytes,
     )
     for partition in partitions:
-        expected = [value for key, value in records if _library_partition(key, partitions) == partition]
+        expected = [value for key, value in records if library_partition(key, partitions) == partition]
         sent = [value for m in messages if m.partition == partition for value in _records_of(m)]
         assert sent == expected  # each record once, in its key's partition, in the order logged
     previous: Message | None = None
