@@ -14,6 +14,8 @@ from typing import Any, Literal, get_args
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from online.stream.topic import key_bytes
+
 __all__ = ["SCHEMA_VERSION", "ShadowRecord", "Source", "WireRecord", "shadow_topic", "wire_record"]
 
 Source = Literal["batch", "online", "batch_fallback"]
@@ -79,7 +81,7 @@ class ShadowRecord(BaseModel):
 
     def key_bytes(self) -> bytes:
         """The Kafka message key: the entity key, so one entity's records stay in order on one partition."""
-        return orjson.dumps(self.key, option=orjson.OPT_SORT_KEYS)
+        return key_bytes(self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,9 @@ class WireRecord:
     fields: dict[str, Any]
 
     def key_bytes(self) -> bytes:
-        return orjson.dumps(self.fields["key"], option=orjson.OPT_SORT_KEYS)
+        # The events' key encoding, copied to its size: the logger's partitioner keeps up to 65,536 keys, and
+        # orjson's own result would keep its 4 KiB working buffer with each (~256 MiB).
+        return key_bytes(self.fields["key"])
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.fields)
