@@ -111,9 +111,13 @@ class _Stream:
 
     def values(self, message: Any) -> list[Any]:
         """The records a message holds, still encoded: a shadow log message holds one record's JSON per line
-        (online/shadow/log.py; JSON never holds a raw newline), any other one record."""
+        (online/shadow/log.py; JSON never holds a raw newline), any other one record. Blank lines separate records
+        and hold none (a JSON Lines writer ends each record with a newline); a message of nothing but blank lines
+        is one record, which `parse` then counts invalid."""
         value = message.value
-        return value.split(b"\n") if self.kind == "shadow" and isinstance(value, bytes) else [value]
+        if self.kind != "shadow" or not isinstance(value, bytes):
+            return [value]
+        return [line for line in value.split(b"\n") if line.strip()] or [value]
 
     def parse(self, message: Any, value: Any) -> ShadowRecord | LabelRecord | NoLabel | None:
         if self.labeler is not None:

@@ -301,20 +301,24 @@ def test_an_invalid_record_in_a_message_is_counted_and_the_others_of_it_are_writ
     settings: Settings, broker: Broker
 ) -> None:
     """A message's records are read one by one: a line that is not a record is counted invalid and skipped, the
-    valid lines beside it in the same message are written, and the sink commits past the message."""
+    valid lines beside it in the same message are written, and the sink commits past the message. Blank lines hold
+    no record (a JSON Lines writer ends each record with a newline, CRLF included); a message of nothing but blank
+    lines is one invalid record, not nothing."""
     ensure_topic(broker.bootstrap, "migrate.shadow.uc", 1)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     try:
-        lines = [record(1).to_json(), b'{"not": "a record"}', b"", record(2).to_json()]
+        lines = [record(1).to_json(), b'{"not": "a record"}', b"", b"  ", record(2).to_json()]
         producer.send("migrate.shadow.uc", value=b"\n".join(lines)).get(timeout=10)
         producer.send("migrate.shadow.uc", value=record(3).to_json()).get(timeout=10)  # one record, as before
+        producer.send("migrate.shadow.uc", value=record(4).to_json() + b"\r\n").get(timeout=10)  # JSON Lines
+        producer.send("migrate.shadow.uc", value=b"\n\n").get(timeout=10)
     finally:
         producer.close()
-    report = run_sink(settings, "uc", stop_after=5, idle_timeout_s=30, bootstrap=broker.bootstrap)
-    assert (report.messages, report.records, report.invalid, report.shadow_rows) == (2, 5, 2, 3)
-    assert [row[0] for row in shadow_rows(settings, "uc", "request_id")] == ["req-000001", "req-000002", "req-000003"]
+    report = run_sink(settings, "uc", stop_after=6, idle_timeout_s=30, bootstrap=broker.bootstrap)
+    assert (report.messages, report.records, report.invalid, report.shadow_rows) == (4, 6, 2, 4)
+    assert [row[0] for row in shadow_rows(settings, "uc", "request_id")] == [f"req-{i:06d}" for i in range(1, 5)]
     again = run_sink(settings, "uc", idle_timeout_s=6, bootstrap=broker.bootstrap)
-    assert again.records == 0  # committed past both messages
+    assert again.records == 0  # committed past every message
 
 
 @pytest.mark.parametrize("records_per_message", [1, 100], ids=["one-record-messages", "grouped-messages"])
