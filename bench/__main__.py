@@ -123,14 +123,26 @@ def _loads(results: dict[str, Any]) -> str:
     return ", ".join(f"{suite} {' / '.join(map(str, load))}" for suite, load in loads) or "not recorded"
 
 
+def _machines(results: dict[str, Any]) -> str:
+    """Each suite's machine: a suite rerun alone (`python -m bench <suite>`) keeps the others' figures, which another
+    machine may have measured."""
+    machines = results.get("machine_of", {})
+    return ", ".join(
+        f"{suite} {machines.get(suite, 'not recorded')}" for suite in sorted(results.get("measured_at", {}))
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     """docs/benchmarks.md from the results."""
     m = results["machine"]
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (do not edit by hand), on:",
+        "Written by `make bench` (do not edit by hand); the last suite ran on:",
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}.",
+        "Machine of each suite's figures ('not recorded': measured before machines were kept per suite): "
+        + _machines(results)
+        + ".",
         "When each suite ran: "
         + ", ".join(f"{suite} {when}" for suite, when in sorted(results.get("measured_at", {}).items()))
         + " (`make bench` runs them all in one go; `python -m bench <suite>` reruns one).",
@@ -295,6 +307,9 @@ def main() -> None:
     results.setdefault("measured_at", {})
     for suite in chosen:
         results["measured_at"][suite] = results["machine"]["when"]
+        results.setdefault("machine_of", {})[suite] = (
+            f"{results['machine']['cpu']} ({results['machine']['cores']} cores)"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     DOC.write_text(render(results))
