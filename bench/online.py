@@ -112,6 +112,15 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _guardrail_lifted(text: str) -> str:
+    """A use-case YAML with its guardrail's limits lifted (no error rate or p99 rolls its flag back)."""
+    import yaml  # noqa: PLC0415 - a suite imports only what it measures
+
+    spec = yaml.safe_load(text)
+    spec.setdefault("cutover_policy", {}).update({"max_error_rate": 1.0, "max_p99_latency_ms": 1e9})
+    return str(yaml.safe_dump(spec, sort_keys=False))
+
+
 def _rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -454,6 +463,14 @@ def online_suite() -> dict[str, Any]:
             text += f"\nshadow:\n  sample_percent: {SHADOW_SAMPLE_PERCENT}\n"
         (sampled_dir / yaml_file.name).write_text(text)
     base3 = start([migrate_cli, "serve"], "serve-sampled", {"MIGRATE_USECASES_DIR": str(sampled_dir)})
+    # The same use case with its guardrail's limits lifted, served beside it on the same flag: the 100-entity rows
+    # at `online` throughout. On the guarded server the guardrail may roll such a row back to `shadow` mid-run, and
+    # the rest of the row then measures answers from the lookup table, not the online path the target is about.
+    held_dir = state / "usecases-held"
+    held_dir.mkdir()
+    for yaml_file in settings.usecases_dir.glob("*.yaml"):
+        (held_dir / yaml_file.name).write_text(_guardrail_lifted(yaml_file.read_text()))
+    base4 = start([migrate_cli, "serve"], "serve-held", {"MIGRATE_USECASES_DIR": str(held_dir)})
     # The peer: the same model file and the same Redis keys, served the way a team would by hand (bench/peer.py).
     peer_dir = state / "peer"
     peer_dir.mkdir()
@@ -476,9 +493,11 @@ def online_suite() -> dict[str, Any]:
         _wait_ready(base2, usecase.name, servers[1][0], state)
         _wait_peer(peer, servers[3][0], state)
         _wait_ready(base3, usecase.name, servers[2][0], state)
+        held_pid = _wait_ready(base4, usecase.name, servers[4][0], state)
         url = f"{base}/v1/models/{usecase.name}/predict"
         url2 = f"{base2}/v1/models/{usecase.name}/predict"
         url3 = f"{base3}/v1/models/{usecase.name}/predict"
+        url4 = f"{base4}/v1/models/{usecase.name}/predict"
         peer_url = f"{peer}/predict"
         results["rss_start_mib"] = _rss_mib(pid)
         results["floor_redis"] = _redis_floor(redis_server.url)
@@ -549,11 +568,27 @@ def online_suite() -> dict[str, Any]:
         print("online: 100 entities …", file=sys.stderr, flush=True)
         hundred_rounds: dict[int, list[dict[str, Any]]] = {1: [], 4: []}
         peer_hundred_rounds: dict[int, list[dict[str, Any]]] = {1: [], 4: []}
+        held_rounds: dict[int, list[dict[str, Any]]] = {1: [], 4: []}
         for _ in range(ROUNDS):
             for c in (1, 4):
                 hundred_rounds[c].append(measure(Stage.ONLINE, lua(hundred), c))
+                before = (_cpu_s(held_pid), sum(_cpu_s(child) for child in _children(held_pid)))
+                held = measure(Stage.ONLINE, lua(hundred), c, at=url4)
+                held["cpu_s"] = {
+                    "worker": round(_cpu_s(held_pid) - before[0], 2),
+                    "comparison": round(sum(_cpu_s(child) for child in _children(held_pid)) - before[1], 2),
+                }
+                held_rounds[c].append(held)
                 peer_hundred_rounds[c].append(_wrk(peer_url, lua(hundred), c, state))
         results["hundred_online"] = {c: _median_run(runs) for c, runs in hundred_rounds.items()}
+        results["hundred_online_held"] = {c: _median_run(runs) for c, runs in held_rounds.items()}
+        # Its online calls that missed the online path's deadline were answered from the lookup table: counted.
+        held_metrics = httpx.get(f"{base4}/metrics", timeout=5).text
+        results["hundred_online_held"]["fallbacks"] = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in held_metrics.splitlines()
+            if line.startswith("migrate_fallbacks_total{")
+        )
         for c, runs in peer_hundred_rounds.items():
             results["peer"][f"hundred_{c}"] = _median_run(runs)
         # Two workers beside one, rows interleaved: the same flag serves both servers.
@@ -720,6 +755,24 @@ def _targets(online: dict[str, Any], get: Any) -> list[str]:
         f"- 100 entities, 4 connections, p99 ≤ 25 ms (the example guardrail holds): {median}{hundred['p99_ms']:.2f} ms"
         f"{rolled} ({_verdict(hundred['p99_ms'] <= 25 and not hundred.get('rolled_back_to'))})."
     )
+    held_runs = online.get("hundred_online_held")
+    if held_runs:
+        held = get(held_runs, 4)
+        cpu = [r["cpu_s"] for r in held["rounds"] if "cpu_s" in r]
+        asked = [get(held_runs, c)["requests"] for c in (1, 4) if str(c) in held_runs or c in held_runs]
+        entities = 100 * sum(asked)  # each request of these rows asks for 100 entities
+        per_request = (
+            f"; CPU per request, worker {_median_ms(cpu, held['rounds'], 'worker'):.2f} ms, its comparison process "
+            f"{_median_ms(cpu, held['rounds'], 'comparison'):.2f} ms"
+            if cpu
+            else ""
+        )
+        out.append(
+            f"  - at `online` throughout (another server on the same flag, its guardrail's limits lifted, in the same "
+            f"rounds): median p99 {held['p99_ms']:.2f} ms at {held['rps']:,.0f} req/s"
+            f"{per_request}; {held_runs.get('fallbacks', 0):,.0f} of the {entities:,.0f} entities it was asked for "
+            "in these rows answered from the lookup table after the online path's deadline."
+        )
     peer = online.get("peer", {})
     for c in (1, 16):
         if str(c) not in peer and c not in peer:
@@ -741,6 +794,12 @@ def _targets(online: dict[str, Any], get: Any) -> list[str]:
             f"{two['wrk_requests']:,.0f} wrk sent to both workers."
         )
     return out
+
+
+def _median_ms(cpu: list[dict[str, float]], rounds: list[dict[str, Any]], name: str) -> float:
+    """The median over rounds of one process's CPU milliseconds per request."""
+    measured = [r for r in rounds if "cpu_s" in r]
+    return float(statistics.median(1000 * c[name] / max(r["requests"], 1) for c, r in zip(cpu, measured, strict=True)))
 
 
 def _rolled(run: dict[str, Any]) -> str:
@@ -814,6 +873,9 @@ def render(online: dict[str, Any]) -> list[str]:
         row("1 entity", stage, "16", get(runs, 16), empty16)
     for c in (1, 4):
         row("100 entities", "online", str(c), get(online["hundred_online"], c), empty1)
+    if "hundred_online_held" in online:
+        for c in (1, 4):
+            row("100 entities", "online, guardrail lifted", str(c), get(online["hundred_online_held"], c), empty1)
 
     peer = online.get("peer", {})
     for c in (1, 16):
@@ -871,6 +933,9 @@ def render(online: dict[str, Any]) -> list[str]:
             hundred_rounds = get(online["hundred_online"], c).get("rounds")
             if hundred_rounds:
                 lines.append(f"- 100 entities, online, {c} connection{plural}: {each(hundred_rounds)}.")
+            if "hundred_online_held" in online:
+                held_rounds = get(online["hundred_online_held"], c).get("rounds", [])
+                lines.append(f"- 100 entities, online, guardrail lifted, {c} connection{plural}: {each(held_rounds)}.")
             peer_rounds = get(peer, f"hundred_{c}").get("rounds") if f"hundred_{c}" in peer else None
             if peer_rounds:
                 lines.append(f"- 100 entities, peer, {c} connection{plural}: {each(peer_rounds)}.")
