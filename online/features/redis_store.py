@@ -52,6 +52,7 @@ from online.features.redis_scripts import (
     UPGRADE_SCRIPT,
 )
 from online.features.store import (
+    BatchRow,
     EncodedColumns,
     EntityKey,
     FeatureStore,
@@ -154,6 +155,8 @@ class RedisFeatureStore(FeatureStore):
         # the features asked → a record's names line → each asked feature the record holds, with its position
         self._plans: dict[tuple[str, ...], dict[bytes, list[tuple[str, int]]]] = {}
         self._times: dict[bytes, datetime] = {}
+        # Per asked names, per record names line: each asked feature's position in the record (None: the same).
+        self._online_plans: dict[tuple[str, ...], dict[bytes, tuple[int, ...] | None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str) -> RedisFeatureStore:
@@ -311,7 +314,7 @@ class RedisFeatureStore(FeatureStore):
             return found
 
         states = {group: [partials(position) for position in positions] for group, positions in where.items()}
-        return OnlineRead(self._rows(usecase, payload[:n], feature_names), states)
+        return OnlineRead(self._online_rows(usecase, payload[:n], feature_names), states)
 
     def _call(self, sha: str, script: str, action: str, keys: list[str], args: Sequence[Any]) -> Any:
         with self._translated(action, self._read_timeout_s):
@@ -321,6 +324,55 @@ class RedisFeatureStore(FeatureStore):
             except redis.exceptions.NoScriptError:
                 reader.script_load(script)  # a new or restarted server: load once, then retry
                 return reader.evalsha(sha, len(keys), *keys, *args)
+
+    def _online_rows(self, usecase: str, items: Sequence[bytes], feature_names: Sequence[str]) -> list[BatchRow | None]:
+        """Each entity's requested features as a `BatchRow` (`_rows`' reading, aligned with `feature_names`)."""
+        times = self._times
+        decode = self._time
+        new = tuple.__new__
+        asked = tuple(feature_names)
+        width = len(asked)
+        plans = self._online_plans.get(asked)
+        if plans is None:
+            if len(self._online_plans) > 64:
+                self._online_plans.clear()
+            plans = self._online_plans[asked] = {}
+        out: list[BatchRow | None] = []
+        for raw in items:
+            if len(raw) < 2:  # no record: "" nothing stored, "!" window states only, "?" the previous layout
+                if raw == b"?":
+                    raise _old_layout_error(self._masked, usecase)
+                out.append(None)
+                continue
+            head, names, values_line, *times_line = raw.split(b"\n")
+            if names in plans:
+                plan = plans[names]
+            else:
+                if len(plans) > 1024:
+                    plans.clear()
+                positions = {n.decode(): i for i, n in enumerate(names.split(b","))}
+                order = tuple(positions.get(name, -1) for name in asked)  # -1: the record lacks that feature
+                # None: the record holds exactly the asked features, in their order (the materialized case).
+                plan = plans[names] = None if order == tuple(range(len(positions))) else order
+            values = values_line.split(b",")
+            if plan is None:
+                row_values = [float(v) if v else None for v in values]
+                if times_line:
+                    row_times: list[datetime | None] = [times.get(s) or decode(s) for s in times_line[0].split(b",")]
+                else:
+                    shared = head[: head.index(b",")]
+                    row_times = [times.get(shared) or decode(shared)] * width
+            else:
+                row_values = [(float(values[i]) if values[i] else None) if i >= 0 else None for i in plan]
+                if times_line:
+                    stamps = times_line[0].split(b",")
+                    row_times = [(times.get(stamps[i]) or decode(stamps[i])) if i >= 0 else None for i in plan]
+                else:
+                    shared = head[: head.index(b",")]
+                    at = times.get(shared) or decode(shared)
+                    row_times = [at if i >= 0 else None for i in plan]
+            out.append(new(BatchRow, (row_values, row_times)))
+        return out
 
     def _rows(
         self, usecase: str, items: Sequence[bytes], feature_names: Sequence[str]
@@ -339,12 +391,7 @@ class RedisFeatureStore(FeatureStore):
         for raw in items:
             if len(raw) < 2:  # no record: "" nothing stored, "!" window states only, "?" the previous layout
                 if raw == b"?":
-                    raise FeatureStoreError(
-                        f"the feature store at {self._masked} holds batch features of {usecase!r} in the layout of "
-                        "migrate 0.x (fields t:<feature> of the entity hash), which this version does not read",
-                        fix=f"materialize them again: `migrate materialize {usecase}` (or its DAG) first moves the "
-                        "stored features into the current layout",
-                    )
+                    raise _old_layout_error(self._masked, usecase)
                 out.append({} if raw == b"!" else None)
                 continue
             head, names, values_line, *times_line = raw.split(b"\n")
@@ -499,6 +546,16 @@ class RedisFeatureStore(FeatureStore):
                 answer = writer.evalsha(CAS_SHA, len(keys), *keys, *args)
             applied += [bool(int(x)) for x in answer]
         return applied
+
+
+def _old_layout_error(masked_url: str, usecase: str) -> FeatureStoreError:
+    """A read found `usecase`'s batch features in the previous layout (the read scripts' ``?`` marker)."""
+    return FeatureStoreError(
+        f"the feature store at {masked_url} holds batch features of {usecase!r} in the layout of "
+        "migrate 0.x (fields t:<feature> of the entity hash), which this version does not read",
+        fix=f"materialize them again: `migrate materialize {usecase}` (or its DAG) first moves the "
+        "stored features into the current layout",
+    )
 
 
 def _probe(feature_names: Sequence[str]) -> str:

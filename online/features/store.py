@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "BatchRow",
     "EncodedColumns",
     "EncodedRows",
     "EntityFeatures",
@@ -65,11 +66,23 @@ class FeatureValue(NamedTuple):
     event_time: datetime
 
 
+class BatchRow(NamedTuple):
+    """One entity's stored batch features as `FeatureStore.read_online` returns them: two lists aligned with the
+    feature names asked for, so the predictor reads a feature by its position, and no per-feature object is built
+    (a 100-entity read of 8 features built 800 `FeatureValue`s and 100 dicts for it)."""
+
+    values: list[float | None]
+    """each feature's value: None when it is missing (stored so) or not stored at all"""
+    times: list[datetime | None]
+    """each feature's event time: None when the entity's record does not hold that feature"""
+
+
 @dataclass(frozen=True)
 class OnlineRead:
     """What `FeatureStore.read_online` found: batch features per entity, window states per group and entity."""
 
-    features: list[dict[str, FeatureValue] | None]
+    features: list[BatchRow | None]
+    """per entity, its batch features (None: none stored, e.g. an entity only the stream wrote)"""
     states: dict[str, list[list[Any]]]
     """group → per entity, its partial window states (empty: no event yet, or no key in the request)"""
 

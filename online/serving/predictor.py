@@ -21,7 +21,7 @@ from migrate.errors import ModelOutputError
 from migrate.feature_windows import Group, evaluate, groups_of
 from migrate.scoring import Model, score
 from migrate.usecase import UseCase
-from online.features.store import EntityKey, FeatureStore
+from online.features.store import BatchRow, EntityKey, FeatureStore
 from online.serving.validation import context_values
 
 _BATCH, _CONTEXT, _WINDOW = 0, 1, 2  # a model column's kind of source
@@ -71,8 +71,10 @@ class OnlinePredictor:
         streams = [] if declared is None else [declared.events, *(s.events for s in declared.streams)]
         self._partitions = max((s.partitions for s in streams if s is not None), default=1)
         # Each model feature's kind of source (a small int: the per-entity loop compares it), the source and the
-        # index in it: (_BATCH, -1, name), (_WINDOW, group index, feature index) or (_CONTEXT, -1, index).
-        where: dict[str, tuple[int, int, Any]] = {n: (_BATCH, -1, n) for n in self._batch}
+        # index in it: (_BATCH, -1, position in the read's batch row), (_WINDOW, group index, feature index) or
+        # (_CONTEXT, -1, index).
+        where: dict[str, tuple[int, int, int]] = {n: (_BATCH, -1, i) for i, n in enumerate(self._batch)}
+        self._none_stored = BatchRow([None] * len(self._batch), [None] * len(self._batch))
         for g, group in enumerate(self._groups):
             for f, name in enumerate(group.spec.names):
                 where[name] = (_WINDOW, g, f)
@@ -130,7 +132,7 @@ class OnlinePredictor:
             at = nows[row]
             if at is not last_at:  # coalesced requests each keep their own instant; one request shares one
                 last_at, at_s, batch_ages = at, at.timestamp(), {}
-            stored = read.features[row] or {}
+            stored_values, stored_times = read.features[row] or self._none_stored
             windows: list[list[float]] = []
             entity_ages: dict[str, float] = {}
             group_ages: dict[str, float | None] = dict.fromkeys(self._group_names)
@@ -155,11 +157,11 @@ class OnlinePredictor:
             row_cells = [math.nan] * width
             for column, name, kind, source, index in self._plan:
                 if kind == _BATCH:
-                    feature = stored.get(index)
-                    if feature is None:
+                    event_time = stored_times[index]
+                    if event_time is None:  # the entity's record does not hold this feature
                         missing.append(name)
                         continue
-                    value, event_time = feature
+                    value = stored_values[index]
                     known = batch_ages.get(event_time)
                     if known is None:
                         known = batch_ages[event_time] = (at - event_time).total_seconds()

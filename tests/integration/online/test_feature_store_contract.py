@@ -70,6 +70,49 @@ def test_round_trip_keeps_values_nan_none_and_event_times(feature_store: RedisFe
     assert feature_store.read(fs_namespace, [(0, 100)], ["never_written"]) == [{}]  # entity known, feature not
 
 
+def _by_hand(stored: dict[str, FeatureValue] | None, asked: list[str]) -> tuple[list[Any], list[Any]]:
+    """`read`'s features of one entity laid out as `read_online` returns them: aligned with `asked`, None where
+    nothing is stored for a feature (no record, a record without it, or window states only)."""
+    found = stored or {}
+    return [found[n].value if n in found else None for n in asked], [
+        found[n].event_time if n in found else None for n in asked
+    ]
+
+
+def test_the_online_read_holds_the_features_read_holds_in_the_asked_order(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    # Entities 0-5 share one event time (a three-line record), 10-15 have one of their own for c (four lines),
+    # 20-25 were written with c and a only, in that order (a record in another order, lacking b).
+    t_c = T1 + timedelta(hours=3, microseconds=17)
+    shared = _rows(6, T1)
+    own = _rows(6, T1, store_id=list(range(10, 16)), product_id=list(range(110, 116))).append_column(
+        "ts_c", pa.array([t_c] * 6, pa.timestamp("us", tz="UTC"))
+    )
+    feature_store.write_features(fs_namespace, KEYS, shared, FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, own, FEATURES, {"a": "ts", "b": "ts", "c": "ts_c"})
+    other = _rows(6, T2, store_id=list(range(20, 26)), product_id=list(range(120, 126)))
+    feature_store.write_features(fs_namespace, KEYS, other, ["c", "a"], "ts")
+    # An entity the stream alone wrote: window states, no batch record.
+    feature_store.client.hset(f"mig:{fs_namespace}:30:130", mapping={"_": "1", "w:0": "[1.0, [], []]"})
+    keys = [(i, 100 + i) for i in (*range(6), *range(10, 16), *range(20, 26), 30)] + [(99, 1)]
+    for asked in (FEATURES, ["c", "a", "b"], ["b"], ["c", "never_written", "a"], ["c", "a"], []):
+        online = feature_store.read_online(fs_namespace, keys, asked, {}, 1)
+        expected = [_by_hand(stored, asked) for stored in feature_store.read(fs_namespace, keys, asked)]
+        # No batch row: every asked feature absent, as the predictor reads it.
+        got = [([None] * len(asked),) * 2 if row is None else (row.values, row.times) for row in online.features]
+        assert len(got) == len(expected) == len(keys)
+        assert online.features[-2] is None and online.features[-1] is None  # window states only; nothing stored
+        assert sum(row is not None for row in online.features) == 18  # every written entity has a batch row
+        for key, mine, theirs in zip(keys, got, expected, strict=True):
+            assert mine[1] == theirs[1], (key, asked)
+            assert all(_same(m, t) for m, t in zip(mine[0], theirs[0], strict=True)), (key, asked, mine, theirs)
+    # By hand (`_rows` row 2 and row 1): entity 12's c has its own time; entity 21's record lacks b.
+    row = feature_store.read_online(fs_namespace, [(12, 112), (21, 121)], ["c", "b", "a"], {}, 1).features
+    assert row[0] is not None and row[0].times == [t_c, T1, T1] and row[0].values == [-2.0, 2.0, 2 / 7]
+    assert row[1] is not None and row[1].times == [T2, None, T2] and row[1].values == [-1.0, None, 1 / 7]
+
+
 class _Counter:
     """Counts what the client sends and reads on its sockets."""
 

@@ -12,7 +12,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from migrate.registry import load_usecase
 from migrate.scoring import Model
-from online.features.store import FeatureValue, OnlineRead
+from online.features.store import BatchRow, OnlineRead
 from online.serving import predictor as predictor_module
 from online.serving.predictor import OnlinePredictor
 
@@ -30,7 +30,7 @@ class _Store:
     """Batch features for every entity; a window state (no bucket, one last match) for the first only."""
 
     def read_online(self, usecase: str, keys: Any, names: Any, group_keys: Any, partitions: int) -> OnlineRead:
-        features = [{name: FeatureValue(0.5, AS_OF) for name in names} for _ in keys]
+        features = [BatchRow([0.5] * len(names), [AS_OF] * len(names)) for _ in keys]
         state = [NEWEST, [NOT_FOUND], []]  # WindowState.to_json: newest event, last matches, buckets
         return OnlineRead(features, {group: [[state]] + [[] for _ in keys[1:]] for group in group_keys})
 

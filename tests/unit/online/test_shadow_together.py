@@ -19,7 +19,7 @@ from migrate.cutover.flags import Flag, Stage
 from migrate.models.lifecycle import load_version
 from migrate.registry import load_usecase
 from migrate.scoring import Model
-from online.features.store import FeatureValue, OnlineRead
+from online.features.store import BatchRow, OnlineRead
 from online.serving.prediction_paths import NOTHING, Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor, OnlineResult
 from online.serving.shadow_compare import Job, compare, compare_many
@@ -51,9 +51,8 @@ class _Store:
 
     def read_online(self, usecase: str, keys: Any, names: Any, group_keys: Any, partitions: int) -> OnlineRead:
         self.reads.append(len(keys))
-        features = [
-            {name: FeatureValue(float(key[0]) + 0.1 * n, AS_OF) for n, name in enumerate(names)} for key in keys
-        ]
+        width = len(names)
+        features = [BatchRow([float(key[0]) + 0.1 * n for n in range(width)], [AS_OF] * width) for key in keys]
         return OnlineRead(features, {group: [[] for _ in keys] for group in group_keys})
 
 
