@@ -152,11 +152,9 @@ class RedisFeatureStore(FeatureStore):
         self._thread_readers: dict[int, redis.Redis] = {}  # by id: every thread's own, open until it ends
         self._thread_readers_lock = threading.Lock()
         self._writer_lock = threading.Lock()  # writes may come from several threads (materialize's batches)
-        # the features asked → a record's names line → each asked feature the record holds, with its position
-        self._plans: dict[tuple[str, ...], dict[bytes, list[tuple[str, int]]]] = {}
         self._times: dict[bytes, datetime] = {}
         # Per asked names, per record names line: each asked feature's position in the record (None: the same).
-        self._online_plans: dict[tuple[str, ...], dict[bytes, tuple[int, ...] | None]] = {}
+        self._plans: dict[tuple[str, ...], dict[bytes, tuple[int, ...] | None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str) -> RedisFeatureStore:
@@ -326,17 +324,18 @@ class RedisFeatureStore(FeatureStore):
                 return reader.evalsha(sha, len(keys), *keys, *args)
 
     def _online_rows(self, usecase: str, items: Sequence[bytes], feature_names: Sequence[str]) -> list[BatchRow | None]:
-        """Each entity's requested features as a `BatchRow` (`_rows`' reading, aligned with `feature_names`)."""
+        """Each entity's requested features as a `BatchRow` aligned with `feature_names`: the one parser of the batch
+        record (`_rows` builds `read()`'s dicts from it)."""
         times = self._times
         decode = self._time
         new = tuple.__new__
         asked = tuple(feature_names)
         width = len(asked)
-        plans = self._online_plans.get(asked)
+        plans = self._plans.get(asked)
         if plans is None:
-            if len(self._online_plans) > 64:
-                self._online_plans.clear()
-            plans = self._online_plans[asked] = {}
+            if len(self._plans) > 64:
+                self._plans.clear()
+            plans = self._plans[asked] = {}
         out: list[BatchRow | None] = []
         for raw in items:
             if len(raw) < 2:  # no record: "" nothing stored, "!" window states only, "?" the previous layout
@@ -377,47 +376,21 @@ class RedisFeatureStore(FeatureStore):
     def _rows(
         self, usecase: str, items: Sequence[bytes], feature_names: Sequence[str]
     ) -> list[dict[str, FeatureValue] | None]:
-        """Each entity's requested features, from its record or the read scripts' marker."""
-        times = self._times
-        decode = self._time
+        """Each entity's requested features by name, from `_online_rows`' parse: a feature the record does not hold
+        (no event time) is left out; an entity with window states only ("!") reads as {}, no record at all as None."""
         new = tuple.__new__
-        asked = tuple(feature_names)
-        plans = self._plans.get(asked)
-        if plans is None:
-            if len(self._plans) > 64:
-                self._plans.clear()
-            plans = self._plans[asked] = {}
         out: list[dict[str, FeatureValue] | None] = []
-        for raw in items:
-            if len(raw) < 2:  # no record: "" nothing stored, "!" window states only, "?" the previous layout
-                if raw == b"?":
-                    raise _old_layout_error(self._masked, usecase)
+        for raw, row in zip(items, self._online_rows(usecase, items, feature_names), strict=True):
+            if row is None:
                 out.append({} if raw == b"!" else None)
                 continue
-            head, names, values_line, *times_line = raw.split(b"\n")
-            plan = plans.get(names)
-            if plan is None:
-                if len(plans) > 1024:
-                    plans.clear()
-                positions = {n.decode(): i for i, n in enumerate(names.split(b","))}
-                plan = plans[names] = [(name, positions[name]) for name in asked if name in positions]
-            values = values_line.split(b",")
-            # tuple.__new__: what FeatureValue(...) does, without its Python-level __new__ (800 per 100-entity read)
-            found: dict[str, FeatureValue] = {}
-            if times_line:
-                stamps = times_line[0].split(b",")
-                for name, i in plan:
-                    value, stamp = values[i], stamps[i]
-                    found[name] = new(
-                        FeatureValue, (float(value) if value else None, times.get(stamp) or decode(stamp))
-                    )
-            else:
-                shared = head[: head.index(b",")]
-                at = times.get(shared) or decode(shared)
-                for name, i in plan:
-                    value = values[i]
-                    found[name] = new(FeatureValue, (float(value) if value else None, at))
-            out.append(found)
+            out.append(
+                {
+                    name: new(FeatureValue, (value, at))
+                    for name, value, at in zip(feature_names, row.values, row.times, strict=True)
+                    if at is not None
+                }
+            )
         return out
 
     # --- writes -------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ T1 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 T2 = T1 + timedelta(days=1)
 
 
-def _rows(n: int, when: datetime, offset: float = 0.0, **columns: object) -> pa.Table:
+def _table(n: int, when: datetime, offset: float = 0.0, **columns: object) -> pa.Table:
     data: dict[str, object] = {
         "store_id": list(range(n)),
         "product_id": [100 + i for i in range(n)],
@@ -49,7 +49,7 @@ def _same(left: float | None, right: float | None) -> bool:
 
 def test_round_trip_keeps_values_nan_none_and_event_times(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
     t_c = T1 + timedelta(hours=3, microseconds=17)
-    rows = _rows(6, T1).append_column("ts_c", pa.array([t_c] * 6, pa.timestamp("us", tz="UTC")))
+    rows = _table(6, T1).append_column("ts_c", pa.array([t_c] * 6, pa.timestamp("us", tz="UTC")))
     report = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, {"a": "ts", "b": "ts", "c": "ts_c"})
     assert (report.entities, report.written, report.unchanged, report.rejected) == (6, 18, 0, 0)
 
@@ -70,44 +70,49 @@ def test_round_trip_keeps_values_nan_none_and_event_times(feature_store: RedisFe
     assert feature_store.read(fs_namespace, [(0, 100)], ["never_written"]) == [{}]  # entity known, feature not
 
 
-def _by_hand(stored: dict[str, FeatureValue] | None, asked: list[str]) -> tuple[list[Any], list[Any]]:
-    """`read`'s features of one entity laid out as `read_online` returns them: aligned with `asked`, None where
-    nothing is stored for a feature (no record, a record without it, or window states only)."""
-    found = stored or {}
-    return [found[n].value if n in found else None for n in asked], [
-        found[n].event_time if n in found else None for n in asked
-    ]
-
-
 def test_the_online_read_holds_the_features_read_holds_in_the_asked_order(
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
     # Entities 0-5 share one event time (a three-line record), 10-15 have one of their own for c (four lines),
     # 20-25 were written with c and a only, in that order (a record in another order, lacking b).
     t_c = T1 + timedelta(hours=3, microseconds=17)
-    shared = _rows(6, T1)
-    own = _rows(6, T1, store_id=list(range(10, 16)), product_id=list(range(110, 116))).append_column(
+    shared = _table(6, T1)
+    own = _table(6, T1, store_id=list(range(10, 16)), product_id=list(range(110, 116))).append_column(
         "ts_c", pa.array([t_c] * 6, pa.timestamp("us", tz="UTC"))
     )
     feature_store.write_features(fs_namespace, KEYS, shared, FEATURES, "ts")
     feature_store.write_features(fs_namespace, KEYS, own, FEATURES, {"a": "ts", "b": "ts", "c": "ts_c"})
-    other = _rows(6, T2, store_id=list(range(20, 26)), product_id=list(range(120, 126)))
+    other = _table(6, T2, store_id=list(range(20, 26)), product_id=list(range(120, 126)))
     feature_store.write_features(fs_namespace, KEYS, other, ["c", "a"], "ts")
     # An entity the stream alone wrote: window states, no batch record.
     feature_store.client.hset(f"mig:{fs_namespace}:30:130", mapping={"_": "1", "w:0": "[1.0, [], []]"})
     keys = [(i, 100 + i) for i in (*range(6), *range(10, 16), *range(20, 26), 30)] + [(99, 1)]
+    # By hand, from the tables written: each entity's stored features with their event times.
+    written: dict[tuple[int, int], dict[str, tuple[Any, datetime]]] = {}
+    for table, names, stamps in (
+        (shared, FEATURES, {"a": T1, "b": T1, "c": T1}),
+        (own, FEATURES, {"a": T1, "b": T1, "c": t_c}),
+        (other, ["c", "a"], {"c": T2, "a": T2}),
+    ):
+        for record in table.to_pylist():
+            written[(record["store_id"], record["product_id"])] = {n: (record[n], stamps[n]) for n in names}
     for asked in (FEATURES, ["c", "a", "b"], ["b"], ["c", "never_written", "a"], ["c", "a"], []):
         online = feature_store.read_online(fs_namespace, keys, asked, {}, 1)
-        expected = [_by_hand(stored, asked) for stored in feature_store.read(fs_namespace, keys, asked)]
-        # No batch row: every asked feature absent, as the predictor reads it.
-        got = [([None] * len(asked),) * 2 if row is None else (row.values, row.times) for row in online.features]
-        assert len(got) == len(expected) == len(keys)
+        stored = feature_store.read(fs_namespace, keys, asked)
+        assert len(online.features) == len(stored) == len(keys)
         assert online.features[-2] is None and online.features[-1] is None  # window states only; nothing stored
+        assert stored[-2] == {} and stored[-1] is None  # read() tells the two apart
         assert sum(row is not None for row in online.features) == 18  # every written entity has a batch row
-        for key, mine, theirs in zip(keys, got, expected, strict=True):
-            assert mine[1] == theirs[1], (key, asked)
-            assert all(_same(m, t) for m, t in zip(mine[0], theirs[0], strict=True)), (key, asked, mine, theirs)
-    # By hand (`_rows` row 2 and row 1): entity 12's c has its own time; entity 21's record lacks b.
+        for key, row, by_name in zip(keys[:-2], online.features, stored, strict=False):
+            held = written[key]
+            assert row is not None and by_name is not None, key
+            assert row.times == [held[n][1] if n in held else None for n in asked], (key, asked)
+            expected = [held[n][0] if n in held else None for n in asked]
+            assert all(_same(m, t) for m, t in zip(row.values, expected, strict=True)), (key, asked, row, expected)
+            assert list(by_name) == [n for n in asked if n in held], (key, asked)  # asked order, absent left out
+            for name, found in by_name.items():
+                assert found.event_time == held[name][1] and _same(found.value, held[name][0]), (key, name)
+    # Two rows spelled out: entity 12's c has its own time; entity 21's record lacks b.
     row = feature_store.read_online(fs_namespace, [(12, 112), (21, 121)], ["c", "b", "a"], {}, 1).features
     assert row[0] is not None and row[0].times == [t_c, T1, T1] and row[0].values == [-2.0, 2.0, 2 / 7]
     assert row[1] is not None and row[1].times == [T2, None, T2] and row[1].values == [-1.0, None, 1 / 7]
@@ -148,7 +153,7 @@ def _commandstats(client: redis.Redis) -> dict[str, int]:
 def test_reading_n_entities_is_one_round_trip(
     feature_store: RedisFeatureStore, fs_namespace: str, fs_url: str, wire_counter: _Counter
 ) -> None:
-    feature_store.write_features(fs_namespace, KEYS, _rows(60, T1), FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, _table(60, T1), FEATURES, "ts")
     keys = [(i, 100 + i) for i in range(50)]
     feature_store.read(fs_namespace, keys[:1], FEATURES)  # connect (and load the script) before counting
     observer = redis.Redis.from_url(fs_url, socket_timeout=5)
@@ -173,7 +178,7 @@ def test_reading_n_entities_is_one_round_trip(
 
 
 def test_writing_the_same_window_again_changes_nothing(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
-    rows = _rows(250, T1)  # more than one script call per round trip
+    rows = _table(250, T1)  # more than one script call per round trip
     first = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
     raw_before = feature_store.client.get(batch_key(fs_namespace, (3, 103)))
     again = feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
@@ -193,9 +198,9 @@ def test_writing_the_same_window_again_changes_nothing(feature_store: RedisFeatu
 def test_a_correction_is_rejected_loudly_and_the_rest_is_written(
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
-    feature_store.write_features(fs_namespace, KEYS, _rows(10, T1), FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, _table(10, T1), FEATURES, "ts")
     # Same event time: rows 0-2 change "a" (corrections); rows 3-9 carry the same values. New rows 10-11 too.
-    changed = _rows(12, T1)
+    changed = _table(12, T1)
     a = [i / 7 + (1.0 if i < 3 else 0.0) for i in range(12)]
     changed = changed.set_column(changed.schema.get_field_index("a"), "a", pa.array(a))
 
@@ -223,21 +228,21 @@ def test_a_correction_is_rejected_loudly_and_the_rest_is_written(
 def test_none_to_value_at_the_same_time_is_a_correction_too(
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
-    rows = _rows(1, T1)  # row 0: b is None, c is NaN
+    rows = _table(1, T1)  # row 0: b is None, c is NaN
     feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
-    filled = _rows(1, T1, b=[2.5], c=[math.nan])
+    filled = _table(1, T1, b=[2.5], c=[math.nan])
     with pytest.raises(CorrectionRejectedError) as caught:
         feature_store.write_features(fs_namespace, KEYS, filled, FEATURES, "ts")
     assert caught.value.examples == ["(0, 100)/b"]  # NaN stored, NaN incoming: unchanged, not a correction
 
 
 def test_an_older_write_is_skipped_as_stale(feature_store: RedisFeatureStore, fs_namespace: str) -> None:
-    feature_store.write_features(fs_namespace, KEYS, _rows(5, T2, offset=10.0), FEATURES, "ts")
-    older = feature_store.write_features(fs_namespace, KEYS, _rows(5, T1), FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, _table(5, T2, offset=10.0), FEATURES, "ts")
+    older = feature_store.write_features(fs_namespace, KEYS, _table(5, T1), FEATURES, "ts")
     assert (older.stale, older.written, older.unchanged, older.rejected) == (15, 0, 0, 0)
     found = feature_store.read(fs_namespace, [(1, 101)], ["a", "b"])
     assert found == [{"a": FeatureValue(1 / 7 + 10.0, T2), "b": FeatureValue(11.0, T2)}]
-    newer = feature_store.write_features(fs_namespace, KEYS, _rows(5, T2 + timedelta(seconds=1)), FEATURES, "ts")
+    newer = feature_store.write_features(fs_namespace, KEYS, _table(5, T2 + timedelta(seconds=1)), FEATURES, "ts")
     assert newer.written == 15
 
 
@@ -245,7 +250,7 @@ def _dead_store(tmp_path: Path, make_url: Callable[[RedisServer], str]) -> tuple
     server = RedisServer(tmp_path / "redis").start()
     url = make_url(server)
     store = RedisFeatureStore(url, read_timeout_s=0.5, connect_timeout_s=0.5, retries=1)
-    store.write_features("dead", KEYS, _rows(2, T1), FEATURES, "ts")
+    store.write_features("dead", KEYS, _table(2, T1), FEATURES, "ts")
     assert store.read("dead", [(0, 100)], ["a"]) == [{"a": FeatureValue(0.0, T1)}]
     server.stop()
     return store, url
@@ -259,7 +264,7 @@ def test_a_stopped_server_raises_unavailable_naming_the_url(tmp_path: Path) -> N
     with pytest.raises(FeatureStoreUnavailableError):
         store.ping()
     with pytest.raises(FeatureStoreUnavailableError):
-        store.write_features("dead", KEYS, _rows(2, T1), FEATURES, "ts")
+        store.write_features("dead", KEYS, _table(2, T1), FEATURES, "ts")
     store.close()
 
 
@@ -280,9 +285,9 @@ def test_a_write_of_several_round_trips_counts_every_entity_and_finds_a_late_cor
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
     n = 9_123  # three round trips of 4,000 entities, the last one short, its last script call short too
-    first = feature_store.write_features(fs_namespace, KEYS, _rows(n, T1), FEATURES, "ts")
+    first = feature_store.write_features(fs_namespace, KEYS, _table(n, T1), FEATURES, "ts")
     assert (first.entities, first.written, first.unchanged) == (n, 3 * n, 0)
-    changed = _rows(n, T1)
+    changed = _table(n, T1)
     a = changed.column("a").to_pylist()
     a[n - 2] += 1.0  # in the last script call of the last round trip
     changed = changed.set_column(changed.schema.get_field_index("a"), "a", pa.array(a))
@@ -300,9 +305,9 @@ def test_a_write_of_several_round_trips_counts_every_entity_and_finds_a_late_cor
 def test_a_server_that_lost_the_write_script_is_given_it_again(
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
-    feature_store.write_features(fs_namespace, KEYS, _rows(10, T1), FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, _table(10, T1), FEATURES, "ts")
     feature_store.client.script_flush()  # as after a restart: the script cache is empty
-    report = feature_store.write_features(fs_namespace, KEYS, _rows(250, T2), FEATURES, "ts")
+    report = feature_store.write_features(fs_namespace, KEYS, _table(250, T2), FEATURES, "ts")
     assert (report.entities, report.written, report.stale, report.rejected) == (250, 750, 0, 0)
     found = feature_store.read(fs_namespace, [(249, 349)], ["a"])[0]
     assert found is not None and found["a"] == FeatureValue(249 / 7, T2)
@@ -311,7 +316,7 @@ def test_a_server_that_lost_the_write_script_is_given_it_again(
 def test_a_key_column_neither_int_nor_str_fails_with_the_fix(
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
-    rows = _rows(3, T1, store_id=[0.5, 1.5, 2.5])
+    rows = _table(3, T1, store_id=[0.5, 1.5, 2.5])
     with pytest.raises(FeatureStoreError, match="neither int nor str") as caught:
         feature_store.write_features(fs_namespace, KEYS, rows, FEATURES, "ts")
     assert "cast the key columns" in caught.value.fix
@@ -322,20 +327,20 @@ def test_a_record_another_writer_changed_meanwhile_is_read_and_decided_again(
 ) -> None:
     # A correction is decided on this side and written by compare and set. Between the script and the CAS,
     # another writer stores newer features: the CAS must not overwrite them; read again, the correction is stale.
-    feature_store.write_features(fs_namespace, KEYS, _rows(3, T1), FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, _table(3, T1), FEATURES, "ts")
     original = RedisFeatureStore._compare_and_set
     calls: list[int] = []
 
     def racing(self: RedisFeatureStore, writer: Any, writes: Any) -> list[bool]:
         if not calls:  # the first CAS: another writer gets in first
             with RedisFeatureStore(fs_url, read_timeout_s=2.0) as other:
-                other.write_features(fs_namespace, KEYS, _rows(3, T2, offset=5.0), FEATURES, "ts")
+                other.write_features(fs_namespace, KEYS, _table(3, T2, offset=5.0), FEATURES, "ts")
         calls.append(len(writes))
         return original(self, writer, writes)
 
     monkeypatch.setattr(RedisFeatureStore, "_compare_and_set", racing)
     report = feature_store.write_features(
-        fs_namespace, KEYS, _rows(3, T1, offset=1.0), FEATURES, "ts", on_correction="apply"
+        fs_namespace, KEYS, _table(3, T1, offset=1.0), FEATURES, "ts", on_correction="apply"
     )
     assert len(calls) == 2  # the first CAS lost to the other writer, the second had nothing left to write
     # Decided again against the other writer's T2 record: every feature stored is newer, nothing is written.
@@ -365,7 +370,7 @@ def test_a_store_in_the_previous_layout_is_refused_with_the_fix(
 def test_a_feature_name_a_record_cannot_hold_is_refused_by_name(
     feature_store: RedisFeatureStore, fs_namespace: str
 ) -> None:
-    rows = _rows(2, T1).rename_columns(["store_id", "product_id", "a,b", "b", "c", "ts"])
+    rows = _table(2, T1).rename_columns(["store_id", "product_id", "a,b", "b", "c", "ts"])
     with pytest.raises(FeatureStoreError, match=r"\['a,b'\]"):
         feature_store.write_features(fs_namespace, KEYS, rows, ["a,b", "b"], "ts")
 
@@ -428,7 +433,7 @@ def test_each_reading_thread_reads_on_a_connection_of_its_own_until_it_ends(fs_e
 
     before = connections()
     store = RedisFeatureStore(url, read_timeout_s=2.0)
-    store.write_features("threads", KEYS, _rows(6, T1), FEATURES, "ts")
+    store.write_features("threads", KEYS, _table(6, T1), FEATURES, "ts")
     keys = [(i, 100 + i) for i in range(6)]
     expected = store.read("threads", keys, FEATURES)
     opened = connections()  # the pool's (writes) and the main thread's own
