@@ -16,6 +16,7 @@ import redis
 
 from migrate.devservices.redis_server import RedisServer
 from migrate.errors import CorrectionRejectedError, FeatureStoreError, FeatureStoreUnavailableError
+from online.features import redis_store
 from online.features.redis_layout import batch_key
 from online.features.redis_store import RedisFeatureStore
 from online.features.store import FeatureValue
@@ -116,6 +117,47 @@ def test_the_online_read_holds_the_features_read_holds_in_the_asked_order(
     row = feature_store.read_online(fs_namespace, [(12, 112), (21, 121)], ["c", "b", "a"], {}, 1).features
     assert row[0] is not None and row[0].times == [t_c, T1, T1] and row[0].values == [-2.0, 2.0, 2 / 7]
     assert row[1] is not None and row[1].times == [T2, None, T2] and row[1].values == [-1.0, None, 1 / 7]
+
+
+def test_a_materialized_read_parsed_all_at_once_holds_the_tables_written(
+    feature_store: RedisFeatureStore, fs_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a nightly materialization writes: each entity's features at one event time, b missing on every third
+    # (an empty value), no NaN. Once the read has seen the records' names line it parses them in one call
+    # (`_rows_together`); both reads must hold the tables written, read here by hand.
+    first = _table(
+        6, T1, store_id=list(range(40, 46)), product_id=list(range(140, 146)), c=[-i - 0.5 for i in range(6)]
+    )
+    second = _table(3, T2, 1.0, store_id=[50, 51, 52], product_id=[150, 151, 152], c=[1e-07, 2.5e300, -0.0])
+    feature_store.write_features(fs_namespace, KEYS, first, FEATURES, "ts")
+    feature_store.write_features(fs_namespace, KEYS, second, FEATURES, "ts")
+    feature_store.client.hset(f"mig:{fs_namespace}:30:130", mapping={"_": "1", "w:0": "[1.0, [], []]"})
+    written = {
+        (r["store_id"], r["product_id"]): ([r[n] for n in FEATURES], when)
+        for table, when in ((first, T1), (second, T2))
+        for r in table.to_pylist()
+    }
+    keys = [(99, 1), *[(40 + i, 140 + i) for i in range(6)], (30, 130), (50, 150), (51, 151), (52, 152)]
+    together: list[bool] = []
+    parse = redis_store._rows_together
+
+    def spied(*args: Any) -> Any:
+        rows = parse(*args)
+        together.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(redis_store, "_rows_together", spied)
+    for _ in range(2):
+        rows = feature_store.read_online(fs_namespace, keys, FEATURES, {}, 1).features
+        assert rows[0] is None and rows[7] is None  # nothing stored; window states only
+        for key, row in zip(keys, rows, strict=True):
+            if key not in written:
+                continue
+            values, when = written[key]
+            assert row is not None and row.times == [when] * 3, key
+            assert all(_same(m, t) for m, t in zip(row.values, values, strict=True)), (key, row, values)
+            assert all(v is None or type(v) is float for v in row.values), row  # never an int
+    assert together == [False, True]  # the first read planned the names line; the second parsed all at once
 
 
 class _Counter:
