@@ -251,6 +251,30 @@ def test_records_of_many_entities_go_to_their_keys_partitions_in_messages_and_re
     assert rows == [(r.request_id, r.batch_prediction, orjson.dumps(r.online_feature_ages_s).decode()) for r in logged]
 
 
+def test_messages_go_lz4_compressed_and_the_sink_reads_them_back(settings: Settings, broker: Broker) -> None:
+    """The shadow log's messages are compressed (each record names its features: they shrink ~6x): kafka-python's
+    own measure of the batches it sent, compressed bytes over raw, is well below 1; the sink reads every record."""
+    n = 400
+    logger = ShadowLogger(broker.bootstrap, "uc", registry=CollectorRegistry())
+    logged = [record(i) for i in range(n)]
+    for r in logged:
+        assert logger.log(r)
+    deadline = time.monotonic() + 30
+    while logger.stats()["sent"] < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logger.stats()["sent"] == n
+    producer = logger._producer
+    assert producer is not None
+    rate = producer.metrics()["producer-metrics"]["compression-rate-avg"]
+    assert 0 < rate < 0.5, rate  # lz4 on these records; 1.0 (or no batch measured) when sent uncompressed
+    logger.close(timeout_s=10)
+
+    report = run_sink(settings, "uc", stop_after=n, idle_timeout_s=30, bootstrap=broker.bootstrap, flush_records=250)
+    assert (report.records, report.shadow_rows, report.invalid) == (n, n, 0)
+    rows = shadow_rows(settings, "uc", "request_id, online_feature_ages_s")
+    assert rows == [(r.request_id, orjson.dumps(r.online_feature_ages_s).decode()) for r in logged]
+
+
 @pytest.mark.parametrize("gather_s", [0.0, 0.05])
 def test_records_logged_at_a_trickle_are_gathered_into_few_messages(
     settings: Settings, broker: Broker, gather_s: float
