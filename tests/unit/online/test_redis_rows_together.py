@@ -4,6 +4,7 @@ values; anything the one-call parse cannot read exactly leaves the call to the p
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from online.features.redis_layout import record
-from online.features.redis_store import RedisFeatureStore, _rows_together
+from online.features.redis_store import RedisFeatureStore, _floats_at_once, _rows_together
 from online.features.store import BatchRow, decode_time, decode_value, encode_time, encode_value
 
 pytestmark = pytest.mark.unit
@@ -140,3 +141,23 @@ def test_records_whose_value_counts_only_add_up_together_are_not_read_all_at_onc
     assert two.endswith(b"\n5.0,6.0")
     assert _together(store, plans, [four, two]) is None
     assert [len(r.values) for r in store._online_rows("u", [four, two], ASKED) if r] == [4, 2]  # as it read before
+
+
+decimals = st.builds(
+    lambda sign, whole, fraction, exponent: f"{sign}{whole.lstrip('0') or '0'}.{fraction}{exponent}".encode(),
+    st.sampled_from(["", "-"]),
+    st.text("0123456789", min_size=1, max_size=40),
+    st.text("0123456789", min_size=1, max_size=40),
+    st.one_of(
+        st.just(""), st.integers(-340, 340).map(lambda e: f"e{e}"), st.integers(-340, 340).map(lambda e: f"E{e:+d}")
+    ),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(decimals, min_size=1, max_size=5))
+def test_a_json_number_reads_as_the_float_that_float_reads_bit_for_bit(texts: list[bytes]) -> None:
+    # Long mantissas, subnormals, overflow: one call parses them as float() does one by one, or declines.
+    parsed = _floats_at_once(b",".join(texts), len(texts))
+    if parsed is not None:
+        assert [struct.pack("<d", v) for v in parsed] == [struct.pack("<d", float(t)) for t in texts]
