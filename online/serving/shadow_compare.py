@@ -16,13 +16,15 @@ from typing import Any, Protocol
 
 from online.serving.prediction_paths import NOTHING, Key, Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor
-from online.shadow.record import WireRecord, wire_record
+from online.shadow.record import RequestRecords, WireRecord
 
 
 class Logger(Protocol):
     """Where shadow records go (a `ShadowLogger`, or a test's recorder)."""
 
-    def log(self, record: WireRecord) -> bool: ...
+    def log_many(self, records: Sequence[WireRecord]) -> int:
+        """Take a request's records; the number taken (the others are dropped, and counted by the logger)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -139,36 +141,44 @@ def _log(
     )
     if read_version is None and flag.reads_lookup and not (batch.error or extra_batch.error):
         read_version = paths.active_version()  # every entity missed: the version applications read now
+    # What the request's records share, once (the record's fields, sent as ShadowRecord(...)'s bytes, without the
+    # model's cost); each entity's own fields below.
+    records = RequestRecords(
+        request_id=req.id,
+        usecase=usecase,
+        request_time=now,
+        stage=str(flag.stage),
+        percent=flag.percent or 0,
+        sample_percent=req.sample_percent,
+        batch_latency_ms=batch.latency_ms + extra_batch.latency_ms,
+        batch_error=batch.error or extra_batch.error,
+        online_latency_ms=online.latency_ms + extra_online.latency_ms,
+        candidate_error=scored.error,
+        candidate_latency_ms=scored.latency_ms if has_candidate else None,
+        context=req.context,
+    )
+    misses_counted = batch.error is None and flag.reads_lookup
+    logged: list[WireRecord] = []
     for i, entity in enumerate(req.entities):
         on = online.results.get(i) or extra_online.results.get(i)
         row = batch.results.get(i) or extra_batch.results.get(i)
-        logger.log(
-            wire_record(  # the record's fields, sent as ShadowRecord(...)'s bytes, without the model's cost
-                request_id=req.id,
-                usecase=usecase,
-                key=dict(entity),
-                request_time=now,
-                stage=str(flag.stage),
-                percent=flag.percent or 0,
-                sample_percent=req.sample_percent,
+        c = scored.results.get(i)
+        logged.append(
+            records.record(
+                key=entity,
                 served_source=served[i],
                 batch_prediction=None if row is None else row.prediction,
                 batch_model_version=None if row is None else row.model_version,
                 lookup_version=read_version if row is None else row.version,
                 batch_data_age_s=None if row is None else (now - row.features_as_of).total_seconds(),
-                batch_miss=row is None and batch.error is None and flag.reads_lookup,
+                batch_miss=row is None and misses_counted,
                 online_prediction=None if on is None else on.prediction,
                 online_model_version=None if on is None else on.model_version,
-                online_feature_ages_s={} if on is None else on.feature_ages_s,
-                online_features={} if on is None else on.features,
-                batch_latency_ms=batch.latency_ms + extra_batch.latency_ms,
-                online_latency_ms=online.latency_ms + extra_online.latency_ms,
-                batch_error=batch.error or extra_batch.error,
+                online_feature_ages_s=None if on is None else on.feature_ages_s,
+                online_features=None if on is None else on.features,
                 online_error=online.error if i in online.asked else extra_online.error,
-                candidate_prediction=None if (c := scored.results.get(i)) is None else c.prediction,
+                candidate_prediction=None if c is None else c.prediction,
                 candidate_model_version=None if c is None else c.model_version,
-                candidate_error=scored.error,
-                candidate_latency_ms=scored.latency_ms if has_candidate else None,
-                context=req.context,
             )
         )
+    logger.log_many(logged)

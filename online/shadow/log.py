@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -163,7 +164,12 @@ class ShadowLogger:
         self.usecase = usecase
         self.topic = shadow_topic(usecase, topic_prefix)
         self.queue_size = queue_size
-        self._queue: queue.Queue[ShadowRecord | WireRecord] = queue.Queue(maxsize=queue_size)
+        # The records queued by `log_many`, each call's as one list: a `queue.Queue` put and get cost ~2.9 µs a record
+        # (its Python lock and conditions), a 100-record request's ~0.3 ms in the comparison process; this queue is C.
+        # `_queued` (records, under `_queue_lock`) bounds it at `queue_size` records.
+        self._queue: queue.SimpleQueue[list[ShadowRecord | WireRecord]] = queue.SimpleQueue()
+        self._queue_lock = threading.Lock()
+        self._queued = 0
         self._max_in_flight = max_in_flight
         self._timeout_s = timeout_s
         self._max_block_ms = max_block_ms
@@ -190,7 +196,7 @@ class ShadowLogger:
         self._dropped = {reason: metrics.dropped.labels(usecase, reason) for reason in DROP_REASONS}
         self._queue_depth = metrics.queue_depth.labels(usecase)
         self._healthy = metrics.healthy.labels(usecase)
-        self._queue_depth.set_function(self._queue.qsize)
+        self._queue_depth.set_function(lambda: self._queued)
         self._healthy.set_function(lambda: 0 if self._problem else 1)
         self._counts: dict[str, int] = dict.fromkeys(("sent", *DROP_REASONS), 0)
         self._lock = threading.Lock()
@@ -230,22 +236,29 @@ class ShadowLogger:
     def log(self, record: ShadowRecord | WireRecord) -> bool:
         """Queue ``record`` (a `ShadowRecord`, or `wire_record`'s fields of one) for sending; False (and counted as
         dropped) if the queue is full or the logger closed."""
+        return self.log_many((record,)) == 1
+
+    def log_many(self, records: Sequence[ShadowRecord | WireRecord]) -> int:
+        """Queue `records` (e.g. one request's) for sending, in order, as far as the queue has room; the rest are
+        dropped and counted (``queue_full``), as all of them are once the logger closed. The number queued."""
         if self._closing.is_set():
-            self._drop("queue_full")
-            return False
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._drop("queue_full")
-            return False
-        return True
+            self._drop("queue_full", len(records))
+            return 0
+        with self._queue_lock:
+            fits = max(0, min(len(records), self.queue_size - self._queued))
+            self._queued += fits
+        if fits:
+            self._queue.put(list(records[:fits]))
+        if fits < len(records):
+            self._drop("queue_full", len(records) - fits)
+        return fits
 
     def stats(self) -> dict[str, int]:
         """Records sent and dropped (by reason) by this logger, and those queued or in flight now."""
         with self._lock:
             counts = dict(self._counts)
             counts["in_flight"] = self._in_flight
-        counts["queued"] = self._queue.qsize()
+        counts["queued"] = self._queued
         return counts
 
     @property
@@ -255,7 +268,7 @@ class ShadowLogger:
     def publish_gauges(self) -> None:
         """Write the queue depth and health as values: in multiprocess mode (several serving workers,
         ``PROMETHEUS_MULTIPROC_DIR``) a gauge's function is never read, only the value in its file."""
-        self._queue_depth.set(self._queue.qsize())
+        self._queue_depth.set(self._queued)
         self._healthy.set(0 if self._problem else 1)
 
     def health(self) -> str | None:
@@ -301,21 +314,23 @@ class ShadowLogger:
             self._close_producer(producer, max(0.0, self._deadline - time.monotonic()))
 
     def _take(self, limit: int, wait_s: float) -> list[ShadowRecord | WireRecord]:
-        """Up to `limit` records: the first within `wait_s`, then those queued ``gather_s`` later (none waited for
-        once closing). A record waits at most ``gather_s`` more; the thread sends fuller messages less often (each
-        message and each produce request costs CPU here and in the broker), and sleeps meanwhile rather than wake
-        for every record logged."""
+        """About `limit` records (whole `log_many` calls): the first call's within `wait_s`, then those queued
+        ``gather_s`` later (none waited for once closing). A record waits at most ``gather_s`` more; the thread sends
+        fuller messages less often (each message and each produce request costs CPU here and in the broker), and
+        sleeps meanwhile rather than wake for every record logged."""
         try:
-            batch = [self._queue.get(timeout=wait_s)]
+            batch = self._queue.get(timeout=wait_s)
         except queue.Empty:
             return []
-        if self._gather_s > 0 and self._queue.qsize() < limit - 1:
+        if self._gather_s > 0 and self._queued < limit - 1:
             self._closing.wait(self._gather_s)  # returns at once when close() is called
-        while len(batch) < limit:
+        while len(batch) < limit:  # a call's records stay together: a batch may pass `limit` by one call's
             try:
-                batch.append(self._queue.get_nowait())
+                batch.extend(self._queue.get_nowait())
             except queue.Empty:
                 break
+        with self._queue_lock:
+            self._queued -= len(batch)
         return batch
 
     def _send(self, batch: list[ShadowRecord | WireRecord]) -> None:
@@ -423,10 +438,11 @@ class ShadowLogger:
         dropped = 0
         while True:
             try:
-                self._queue.get_nowait()
+                dropped += len(self._queue.get_nowait())
             except queue.Empty:
                 break
-            dropped += 1
+        with self._queue_lock:
+            self._queued -= dropped
         if dropped:
             self._drop(reason, dropped)
 

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from online.stream.topic import key_bytes
 
-__all__ = ["SCHEMA_VERSION", "ShadowRecord", "Source", "WireRecord", "shadow_topic", "wire_record"]
+__all__ = ["SCHEMA_VERSION", "RequestRecords", "ShadowRecord", "Source", "WireRecord", "shadow_topic", "wire_record"]
 
 Source = Literal["batch", "online", "batch_fallback"]
 _SOURCES = frozenset(get_args(Source))
@@ -110,6 +110,137 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+_FLOAT_OR_NONE = frozenset((float, type(None)))
+
+
+def _floats(values: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """`values` with each number as ``float``, as the model's ``dict[str, float | None]`` fields coerce them.
+
+    When every value already is a ``float`` (not a subclass) or None, as in the jobs the comparison process decodes
+    (msgspec types them), the copy is made in C: ~0.8 µs for 13 features against ~1.8 µs for the per-value
+    coercion, and a record has two such maps. A ``float``'s ``float()`` is itself, so both give the same dict.
+    """
+    if not values:
+        return {}
+    if set(map(type, values.values())) <= _FLOAT_OR_NONE:
+        return dict(values)
+    return {name: None if value is None else float(value) for name, value in values.items()}
+
+
+class RequestRecords:
+    """The shadow records of one request's entities: what they share (the request, its flag, each path's call and
+    its latency and error) checked, coerced and laid out in the model's field order once; each entity's record is a
+    copy of that with its own fields set (`record`).
+
+    A 100-entity request's records cost ~3 µs each this way against ~9 µs built field by field (docs/serving.md).
+    The records of one request share their ``context`` dict: records are only encoded, never changed.
+
+    Raises:
+        ValueError: `request_time` has no time zone (the record's times are UTC instants).
+    """
+
+    __slots__ = ("_base", "request_id")
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        usecase: str,
+        request_time: datetime,
+        stage: str,
+        percent: float = 0.0,
+        sample_percent: float = 100.0,
+        batch_latency_ms: float | None = None,
+        batch_error: str | None = None,
+        online_latency_ms: float | None = None,
+        candidate_error: str | None = None,
+        candidate_latency_ms: float | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        if request_time.tzinfo is None or request_time.utcoffset() is None:
+            raise ValueError(f"a shadow record's request_time must carry a time zone, not {request_time!r}")
+        self.request_id = request_id
+        # Every field of the model in its order (a copy keeps the order, and setting a key keeps its place);
+        # the entity's own fields hold their defaults until `record` sets them.
+        self._base: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "request_id": request_id,
+            "usecase": usecase,
+            "key": None,
+            "request_time": request_time,
+            "served_source": None,
+            "stage": stage,
+            "percent": float(percent),
+            "sample_percent": float(sample_percent),
+            "batch_prediction": None,
+            "batch_miss": False,
+            "batch_data_age_s": None,
+            "batch_model_version": None,
+            "lookup_version": None,
+            "batch_latency_ms": _float(batch_latency_ms),
+            "batch_error": batch_error,
+            "online_prediction": None,
+            "online_feature_ages_s": {},
+            "online_features": {},
+            "online_model_version": None,
+            "online_latency_ms": _float(online_latency_ms),
+            "online_error": None,
+            "candidate_prediction": None,
+            "candidate_model_version": None,
+            "candidate_error": candidate_error,
+            "candidate_latency_ms": _float(candidate_latency_ms),
+            "context": {} if context is None else dict(context),
+        }
+
+    def record(
+        self,
+        *,
+        key: Mapping[str, int | str],
+        served_source: str,
+        batch_prediction: float | None = None,
+        batch_miss: bool = False,
+        batch_data_age_s: float | None = None,
+        batch_model_version: str | None = None,
+        lookup_version: int | None = None,
+        online_prediction: float | None = None,
+        online_feature_ages_s: Mapping[str, float | None] | None = None,
+        online_features: Mapping[str, float | None] | None = None,
+        online_model_version: str | None = None,
+        online_error: str | None = None,
+        candidate_prediction: float | None = None,
+        candidate_model_version: str | None = None,
+    ) -> WireRecord:
+        """One entity's record.
+
+        Raises:
+            ValueError: `served_source` is not a `Source`.
+        """
+        if served_source not in _SOURCES:
+            raise ValueError(f"a shadow record's served_source is one of {sorted(_SOURCES)}, not {served_source!r}")
+        fields = self._base.copy()
+        fields["key"] = dict(key)
+        fields["served_source"] = served_source
+        if batch_prediction is not None:
+            fields["batch_prediction"] = float(batch_prediction)
+        fields["batch_miss"] = batch_miss
+        if batch_data_age_s is not None:
+            fields["batch_data_age_s"] = float(batch_data_age_s)
+        fields["batch_model_version"] = batch_model_version
+        fields["lookup_version"] = lookup_version
+        if online_prediction is not None:
+            fields["online_prediction"] = float(online_prediction)
+        if online_feature_ages_s:
+            fields["online_feature_ages_s"] = _floats(online_feature_ages_s)
+        if online_features:
+            fields["online_features"] = _floats(online_features)
+        fields["online_model_version"] = online_model_version
+        fields["online_error"] = online_error
+        if candidate_prediction is not None:
+            fields["candidate_prediction"] = float(candidate_prediction)
+        fields["candidate_model_version"] = candidate_model_version
+        return WireRecord(self.request_id, fields)
+
+
 def wire_record(
     *,
     request_id: str,
@@ -146,50 +277,43 @@ def wire_record(
     the model's fields coerce them (``float``), the fields are in the model's order;
     tests/unit/online/test_shadow_record_encoding.py holds the bytes equal to the model's on hostile values. The
     values come from the serving code; the sink validates every record it reads, and counts and logs one that
-    fails (`SinkReport.invalid`, online/shadow/sink.py), so a record is never lost silently.
+    fails (`SinkReport.invalid`, online/shadow/sink.py), so a record is never lost silently. The records of a
+    request's entities are built with `RequestRecords`, which this is one record of.
 
     Raises:
         ValueError: `request_time` has no time zone (the record's times are UTC instants), or `served_source` is
             not a `Source`.
     """
-    if request_time.tzinfo is None or request_time.utcoffset() is None:
-        raise ValueError(f"a shadow record's request_time must carry a time zone, not {request_time!r}")
-    if served_source not in _SOURCES:
-        raise ValueError(f"a shadow record's served_source is one of {sorted(_SOURCES)}, not {served_source!r}")
-    fields = {
-        "schema_version": SCHEMA_VERSION,
-        "request_id": request_id,
-        "usecase": usecase,
-        "key": dict(key),
-        "request_time": request_time,
-        "served_source": served_source,
-        "stage": stage,
-        "percent": float(percent),
-        "sample_percent": float(sample_percent),
-        "batch_prediction": _float(batch_prediction),
-        "batch_miss": batch_miss,
-        "batch_data_age_s": _float(batch_data_age_s),
-        "batch_model_version": batch_model_version,
-        "lookup_version": lookup_version,
-        "batch_latency_ms": _float(batch_latency_ms),
-        "batch_error": batch_error,
-        "online_prediction": _float(online_prediction),
-        "online_feature_ages_s": {}
-        if not online_feature_ages_s
-        else {name: None if age is None else float(age) for name, age in online_feature_ages_s.items()},
-        "online_features": {}
-        if not online_features
-        else {name: None if value is None else float(value) for name, value in online_features.items()},
-        "online_model_version": online_model_version,
-        "online_latency_ms": _float(online_latency_ms),
-        "online_error": online_error,
-        "candidate_prediction": _float(candidate_prediction),
-        "candidate_model_version": candidate_model_version,
-        "candidate_error": candidate_error,
-        "candidate_latency_ms": _float(candidate_latency_ms),
-        "context": {} if context is None else dict(context),
-    }
-    return WireRecord(request_id, fields)
+    shared = RequestRecords(
+        request_id=request_id,
+        usecase=usecase,
+        request_time=request_time,
+        stage=stage,
+        percent=percent,
+        sample_percent=sample_percent,
+        batch_latency_ms=batch_latency_ms,
+        batch_error=batch_error,
+        online_latency_ms=online_latency_ms,
+        candidate_error=candidate_error,
+        candidate_latency_ms=candidate_latency_ms,
+        context=context,
+    )
+    return shared.record(
+        key=key,
+        served_source=served_source,
+        batch_prediction=batch_prediction,
+        batch_miss=batch_miss,
+        batch_data_age_s=batch_data_age_s,
+        batch_model_version=batch_model_version,
+        lookup_version=lookup_version,
+        online_prediction=online_prediction,
+        online_feature_ages_s=online_feature_ages_s,
+        online_features=online_features,
+        online_model_version=online_model_version,
+        online_error=online_error,
+        candidate_prediction=candidate_prediction,
+        candidate_model_version=candidate_model_version,
+    )
 
 
 def shadow_topic(usecase: str, prefix: str = "migrate.shadow.") -> str:

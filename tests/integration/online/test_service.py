@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
@@ -255,9 +255,9 @@ class RecordingLogger:
     def __init__(self) -> None:
         self.records: list[Any] = []
 
-    def log(self, record: WireRecord) -> bool:
-        self.records.append(record.decode())  # as the sink reads it off the topic
-        return True
+    def log_many(self, records: Sequence[WireRecord]) -> int:
+        self.records.extend(record.decode() for record in records)  # as the sink reads them off the topic
+        return len(records)
 
 
 def _wait_for(condition: Any, what: str, timeout_s: float = 10.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,9 @@ def _records(tmp_path: Path, candidate: Any) -> tuple[list[ShadowRecord], dict[s
     logged: list[ShadowRecord] = []
 
     class _Log:
-        def log(self, record: WireRecord) -> bool:
-            logged.append(record.decode())  # as the sink reads it off the topic
-            return True
+        def log_many(self, records: Sequence[WireRecord]) -> int:
+            logged.extend(record.decode() for record in records)  # as the sink reads them off the topic
+            return len(records)
 
     flag = Flag(usecase.name, Stage.SHADOW, revision=1)
     request = Request("r1", NOW, flag, [(1, 7), (2, 8)], ENTITIES, {})

@@ -146,6 +146,34 @@ def test_log_with_no_broker_drops_counts_and_stays_bounded(silent_broker: str) -
     )
 
 
+def test_a_requests_records_are_queued_as_far_as_they_fit_and_the_rest_counted(silent_broker: str) -> None:
+    """`log_many` (a request's records at once) keeps the queue's bound in records, not calls: the records that fit
+    are queued in order, the others counted as dropped, and every one is accounted for when the logger closes."""
+    registry = CollectorRegistry()
+    logger = ShadowLogger(silent_broker, "uc", queue_size=50, timeout_s=0.5, gather_s=5.0, registry=registry)
+    calls = [[record(100 * c + i) for i in range(size)] for c, size in enumerate((30, 30, 1, 0, 45))]
+    try:
+        taken = [logger.log_many(call) for call in calls]
+        stats = logger.stats()
+        # The logger's thread may have taken the first call off the queue already (to send it, waiting for a
+        # broker that never answers), which leaves room for more: both outcomes keep the bound and the count.
+        assert stats["queued"] <= 50
+        assert taken[0] == 30
+        assert taken[3] == 0
+        assert sum(len(call) for call in calls) - sum(taken) == stats["queue_full"]
+        assert stats["queue_full"] > 0  # 106 records cannot all fit a queue of 50 while a connect waits
+        assert _sample(registry, "migrate_shadow_queue_depth", usecase="uc") == stats["queued"]
+    finally:
+        logger.close(timeout_s=0.5)
+    _wait_closed(logger)
+    stats = logger.stats()
+    assert stats["queued"] == 0
+    assert stats["sent"] == 0
+    assert sum(stats[reason] for reason in DROP_REASONS) == sum(len(call) for call in calls)
+    assert logger.log_many([record(1), record(2)]) == 0  # closed: refused, and counted
+    assert logger.stats()["queue_full"] == stats["queue_full"] + 2
+
+
 def test_loggers_share_metrics_per_registry(silent_broker: str) -> None:
     registry = CollectorRegistry()
     first = ShadowLogger(silent_broker, "a", queue_size=1, timeout_s=0.2, registry=registry)

@@ -5,20 +5,33 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from online.shadow.record import ShadowRecord, wire_record
+from online.shadow.record import RequestRecords, ShadowRecord, wire_record
 
 NOW = datetime(2026, 12, 3, 9, 30, 15, 123456, tzinfo=UTC)
+
+
+class _Float(float):
+    """A float subclass, as a library's own number type may be."""
+
 
 _numbers = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**63), max_value=2**63),
     st.booleans(),
+)
+# A feature map's values as a caller may hand them: plain floats (what the comparison process decodes, copied in one
+# step when every value is one), and NumPy's and other float subclasses, which JSON cannot carry as they are.
+_feature_values = st.one_of(
+    _numbers,
+    st.floats(allow_nan=True, allow_infinity=True).map(np.float64),
+    st.floats(allow_nan=True, allow_infinity=True).map(_Float),
 )
 _names = st.text(min_size=1, max_size=12)
 _texts = st.one_of(st.none(), st.text(max_size=20))
@@ -57,8 +70,8 @@ def _fields(draw: st.DrawFn) -> dict[str, Any]:
         "batch_latency_ms": _numbers,
         "batch_error": _texts,
         "online_prediction": _numbers,
-        "online_feature_ages_s": st.dictionaries(_names, _numbers, max_size=5),
-        "online_features": st.dictionaries(_names, _numbers, max_size=5),
+        "online_feature_ages_s": st.dictionaries(_names, st.one_of(_feature_values, st.floats()), max_size=5),
+        "online_features": st.dictionaries(_names, _feature_values, max_size=5),
         "online_model_version": _texts,
         "online_latency_ms": _numbers,
         "online_error": _texts,
@@ -84,6 +97,42 @@ def test_the_bytes_are_the_models_bytes_and_read_back_as_the_model(fields: dict[
     assert encoded.request_id == model.request_id
     # What the sink reads off the topic, NaN compared as the JSON carries it (null).
     assert orjson.loads(encoded.decode().to_json()) == orjson.loads(model.to_json())
+
+
+_SHARED = frozenset(
+    (
+        "request_id",
+        "usecase",
+        "request_time",
+        "stage",
+        "percent",
+        "sample_percent",
+        "batch_latency_ms",
+        "batch_error",
+        "online_latency_ms",
+        "candidate_error",
+        "candidate_latency_ms",
+        "context",
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shared=_fields(), entities=st.lists(_fields(), min_size=1, max_size=4))
+def test_the_records_of_one_request_are_each_the_models_bytes(
+    shared: dict[str, Any], entities: list[dict[str, Any]]
+) -> None:
+    """A request's records share its fields: each is the model's bytes for the request's fields and its own, after
+    every record of the request was built (one record's fields never leak into another's)."""
+    request = {name: value for name, value in shared.items() if name in _SHARED}
+    owns = [{name: value for name, value in fields.items() if name not in _SHARED} for fields in entities]
+    records = RequestRecords(**request)
+    sent = [records.record(**own) for own in owns]
+    for own, record in zip(owns, sent, strict=True):
+        model = ShadowRecord(**request, **own)
+        assert record.to_json() == model.to_json()
+        assert record.key_bytes() == model.key_bytes()
+        assert record.request_id == model.request_id
 
 
 def test_one_record_by_hand() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,9 +106,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.records: list[ShadowRecord] = []
 
-    def log(self, record: WireRecord) -> bool:
-        self.records.append(record.decode())  # as the sink reads it off the topic
-        return True
+    def log_many(self, records: Sequence[WireRecord]) -> int:
+        self.records.extend(record.decode() for record in records)  # as the sink reads them off the topic
+        return len(records)
 
 
 def test_requests_compared_together_log_what_each_alone_logs_in_one_read_and_one_query(tmp_path: Path) -> None:
