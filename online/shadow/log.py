@@ -241,14 +241,11 @@ class ShadowLogger:
     def log_many(self, records: Sequence[ShadowRecord | WireRecord]) -> int:
         """Queue `records` (e.g. one request's) for sending, in order, as far as the queue has room; the rest are
         dropped and counted (``queue_full``), as all of them are once the logger closed. The number queued."""
-        if self._closing.is_set():
-            self._drop("queue_full", len(records))
-            return 0
-        with self._queue_lock:
-            fits = max(0, min(len(records), self.queue_size - self._queued))
-            self._queued += fits
-        if fits:
-            self._queue.put(list(records[:fits]))
+        with self._queue_lock:  # close() sets `_closing` under it: what is queued before is sent or counted by it
+            fits = 0 if self._closing.is_set() else max(0, min(len(records), self.queue_size - self._queued))
+            if fits:
+                self._queued += fits
+                self._queue.put(list(records[:fits]))
         if fits < len(records):
             self._drop("queue_full", len(records) - fits)
         return fits
@@ -282,7 +279,8 @@ class ShadowLogger:
         the records it holds as dropped, when that attempt ends.
         """
         self._deadline = time.monotonic() + timeout_s
-        self._closing.set()
+        with self._queue_lock:  # no record is queued after this, and every one queued before is drained below
+            self._closing.set()
         self._thread.join(timeout=timeout_s + 0.5)  # the thread itself stops at the deadline
         self._drain_as_dropped("broker_unavailable")
         return self.closed

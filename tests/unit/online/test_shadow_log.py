@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -172,6 +175,46 @@ def test_a_requests_records_are_queued_as_far_as_they_fit_and_the_rest_counted(s
     assert sum(stats[reason] for reason in DROP_REASONS) == sum(len(call) for call in calls)
     assert logger.log_many([record(1), record(2)]) == 0  # closed: refused, and counted
     assert logger.stats()["queue_full"] == stats["queue_full"] + 2
+
+
+class _SlowPut:
+    """A queue whose `put` waits for `release`: a caller interrupted between deciding to queue and queueing."""
+
+    def __init__(self) -> None:
+        self.inner: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def put(self, item: Any) -> None:
+        self.entered.set()
+        self.release.wait(5)
+        self.inner.put(item)
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self.inner.get(timeout=timeout)
+
+    def get_nowait(self) -> Any:
+        return self.inner.get_nowait()
+
+
+def test_records_queued_while_the_logger_closes_are_counted_not_lost(silent_broker: str) -> None:
+    """A `log_many` that had decided to queue when `close` began: its records are sent or counted as dropped by the
+    close, never left uncounted on the queue after it (the queueing and the closing hold one lock)."""
+    logger = ShadowLogger(silent_broker, "uc", queue_size=100, timeout_s=0.2, registry=CollectorRegistry())
+    slow = _SlowPut()
+    logger._queue = slow  # type: ignore[assignment]  # the moment between deciding to queue and queueing
+    caller = threading.Thread(target=logger.log_many, args=([record(i) for i in range(3)],))
+    caller.start()
+    assert slow.entered.wait(5)
+    closer = threading.Thread(target=logger.close, kwargs={"timeout_s": 0.2})
+    closer.start()
+    time.sleep(0.3)  # the close would have drained the queue and returned by now, had it not waited for the put
+    slow.release.set()
+    caller.join(5)
+    closer.join(5)
+    _wait_closed(logger)
+    stats = logger.stats()
+    assert stats["queued"] == 0
+    assert stats["sent"] + sum(stats[reason] for reason in DROP_REASONS) == 3
 
 
 def test_loggers_share_metrics_per_registry(silent_broker: str) -> None:
