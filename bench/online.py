@@ -219,7 +219,11 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
         ShadowLogger,
         group_messages,
     )
-    from online.shadow.record import ShadowRecord, wire_record  # noqa: PLC0415 - a suite imports only what it measures
+    from online.shadow.record import (  # noqa: PLC0415 - a suite imports only what it measures
+        RequestRecords,
+        ShadowRecord,
+        wire_record,
+    )
 
     now = datetime.now(UTC)
     ages = {f"feature_{i}": 60.0 * i for i in range(13)}
@@ -246,7 +250,17 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
             "online_latency_ms": 1.2,
         }
 
-    def logged(build: Callable[..., Any], records_per_message: int = 100) -> float:
+    shared = ("request_id", "usecase", "request_time", "stage", "batch_latency_ms", "online_latency_ms")
+
+    def requests_of(start: int, count: int) -> list[Any]:
+        """Records `start` … `start + count - 1` as one request's, built as the comparison builds them."""
+        request = RequestRecords(**{name: value for name, value in fields(start).items() if name in shared})
+        return [
+            request.record(**{name: value for name, value in fields(i).items() if name not in shared})
+            for i in range(start, start + count)
+        ]
+
+    def logged(build: Callable[..., Any], records_per_message: int = 100, per_request: int = 1) -> float:
         logger = ShadowLogger(
             bootstrap,
             "bench",
@@ -260,8 +274,12 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
             while logger.stats()["sent"] < 1:
                 time.sleep(0.01)
             started = time.process_time()
-            for i in range(SHADOW_LOG_RECORDS):
-                logger.log(build(**fields(i)))
+            if per_request > 1:  # a request's records at once, as the comparison logs a request of many entities
+                for start in range(0, SHADOW_LOG_RECORDS, per_request):
+                    logger.log_many(requests_of(start, min(per_request, SHADOW_LOG_RECORDS - start)))
+            else:
+                for i in range(SHADOW_LOG_RECORDS):
+                    logger.log(build(**fields(i)))
             while (counts := logger.stats())["sent"] + sum(counts[r] for r in DROP_REASONS) <= SHADOW_LOG_RECORDS:
                 time.sleep(0.005)  # every record sent or dropped (counted)
             if counts["sent"] != SHADOW_LOG_RECORDS + 1:
@@ -303,6 +321,7 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
 
     rows: dict[str, Callable[[], float]] = {
         "encoded": lambda: logged(wire_record),
+        "requests": lambda: logged(wire_record, per_request=100),
         "one_per_message": lambda: logged(wire_record, records_per_message=1),
         "model": lambda: logged(ShadowRecord),
         "bare_producer": lambda: bare(1),
@@ -977,7 +996,14 @@ def render(online: dict[str, Any]) -> list[str]:
                 f"The shadow log's CPU per record, in the bench process ({shadow_log['records']:,} records a row, "
                 "sent and acknowledged, rows interleaved; medians, each round in brackets): records as the "
                 f"comparison logs them (`wire_record`, up to 100 a Kafka message) {cpu['encoded']:.0f} µs "
-                f"({each['encoded']}), one a message {cpu['one_per_message']:.0f} µs ({each['one_per_message']}); "
+                f"({each['encoded']})"
+                + (
+                    f", a 100-entity request's at once (`RequestRecords`, `log_many`) {cpu['requests']:.0f} µs "
+                    f"({each['requests']})"
+                    if "requests" in cpu
+                    else ""
+                )
+                + f", one a message {cpu['one_per_message']:.0f} µs ({each['one_per_message']}); "
                 f"built as the model (`ShadowRecord`) {cpu['model']:.0f} µs ({each['model']}). The floors, a bare "
                 "kafka-python producer sending the same bytes encoded and grouped beforehand: as the logger's "
                 f"messages {cpu['bare_grouped']:.0f} µs ({each['bare_grouped']}), "
