@@ -190,8 +190,13 @@ def timed(state: Path) -> dict[str, Any]:
     }
 
 
-def run(rows: int = ROWS) -> dict[str, Any]:
-    """Generate (untimed), then time the comparison in a process of its own; the data is deleted after."""
+REPEATS = 3  # timed comparisons of one generated world, each in a fresh process: the row reports their median
+
+
+def run(rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
+    """Generate (untimed), then time the comparison `repeats` times, each in a process of its own, on the same data;
+    the data is deleted after. The figures are the median run's (by wall time), with every run's kept beside them:
+    on a shared machine one run can be slowed by other work, and the spread says how much."""
     state = Path(tempfile.mkdtemp(prefix="migrate-bench-compare-"))
     try:
         started = time.perf_counter()
@@ -199,10 +204,14 @@ def run(rows: int = ROWS) -> dict[str, Any]:
         generate(settings, usecase, rows)
         generated = time.perf_counter() - started
         print(f"compare: generated {rows:,} shadow rows in {generated:.0f} s (not timed)", file=sys.stderr, flush=True)
-        result = run_child("bench.compare", "--timed", str(state), what="compare bench (timed part)")
+        runs = [
+            run_child("bench.compare", "--timed", str(state), what="compare bench (timed part)") for _ in range(repeats)
+        ]
     finally:
         shutil.rmtree(state, ignore_errors=True)
-    return {"rows": rows, **result}
+    median = sorted(runs, key=lambda r: float(r["seconds"]))[(len(runs) - 1) // 2]
+    each = ("seconds", "cpu_seconds", "peak_rss_mib", "load_average_before", "load_average")
+    return {"rows": rows, **median, "runs": [{key: r[key] for key in each} for r in runs]}
 
 
 SIZES = (1_000_000, ROWS)  # two sizes (×10): the cost's growth shows
@@ -215,9 +224,10 @@ def compare_suite() -> list[dict[str, Any]]:
     for rows in SIZES:
         print(f"compare: {rows:,} shadow rows …", file=sys.stderr, flush=True)
         result = run_child("bench.compare", str(rows), what="compare bench")
+        each = ", ".join(f"{r['seconds']:.1f}" for r in result["runs"])
         print(
-            f"  {result['seconds']:.1f} s, {result['cpu_seconds']:.1f} s of CPU ({result['decision']}), peak RSS "
-            f"{result['peak_rss_mib']:.0f} MiB, load {result['load_average_before']:.1f} -> "
+            f"  {result['seconds']:.1f} s (runs {each}), {result['cpu_seconds']:.1f} s of CPU ({result['decision']}), "
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB, load {result['load_average_before']:.1f} -> "
             f"{result['load_average']:.1f}",
             file=sys.stderr,
         )
@@ -235,22 +245,26 @@ def render(results: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
         "partitions written as the sink writes them (the feature ages as JSON and as the typed struct, since that",
         "column was added), 1,000,000 entities, a two-version lookup table (SQLite) and the batch snapshot on",
         "disk; timed in a fresh process: load + label join, metrics, paired bootstrap, noise floor, waste, explanation",
-        "(re-scoring disagreeing entities), verdict, figures and the HTML + JSON files. The load average is the",
-        "one-minute average when the timed part started and when it ended, on 2 cores (other work shares this",
-        "machine; a load above 2 slows every step, so read a row with its load). CPU seconds are the timed",
-        "process's own (every thread, DuckDB's included): less sensitive to the load than the wall time, and on",
-        "a quiet machine the wall time is below them wherever DuckDB's threads run in parallel.",
+        "(re-scoring disagreeing entities), verdict, figures and the HTML + JSON files. Each size is timed",
+        f"{REPEATS} times on the same generated data, each time in a fresh process: a row gives the median run's",
+        "figures and every run's wall time. The load average is the one-minute average when the timed part",
+        "started and when it ended, on 2 cores (other work shares this machine; a load above 2 slows every step,",
+        "so read a row with its load; the first run's starting load still holds the untimed generation's minute).",
+        "CPU seconds are the timed process's own (every thread, DuckDB's included): less sensitive to the load",
+        "than the wall time, and on a quiet machine the wall time is below them wherever DuckDB's threads run in",
+        "parallel.",
         "",
-        "| rows | seconds | target | CPU seconds | peak RSS of the timed process (MiB) | load average (start → end) "
-        "| HTML (KiB) | verdict |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rows | seconds (median) | each run (s) | target | CPU seconds | peak RSS of the timed process (MiB) "
+        "| load average (start → end) | HTML (KiB) | verdict |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         target = "≤ 10" if run["rows"] == ROWS else "—"
         cpu = f"{run['cpu_seconds']:.1f}" if "cpu_seconds" in run else "–"
         before = f"{run['load_average_before']:.1f} → " if "load_average_before" in run else ""
+        each = ", ".join(f"{r['seconds']:.1f}" for r in run.get("runs", [run]))
         lines.append(
-            f"| {run['rows']:,} | {run['seconds']:.1f} | {target} | {cpu} | {run['peak_rss_mib']:.0f} | "
+            f"| {run['rows']:,} | {run['seconds']:.1f} | {each} | {target} | {cpu} | {run['peak_rss_mib']:.0f} | "
             f"{before}{run.get('load_average', 0):.1f} | {run['html_kib']:.0f} | {run['decision']} |"
         )
     lines.append("")
