@@ -260,7 +260,26 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
             for i in range(start, start + count)
         ]
 
-    def logged(build: Callable[..., Any], records_per_message: int = 100, per_request: int = 1) -> float:
+    def one_by_one(build: Callable[..., Any]) -> Callable[[Any], None]:
+        """Each record built by `build` and logged alone, as the comparison logs a one-entity request."""
+
+        def log(logger: Any) -> None:
+            for i in range(SHADOW_LOG_RECORDS):
+                logger.log(build(**fields(i)))
+
+        return log
+
+    def by_request(entities: int) -> Callable[[Any], None]:
+        """The records logged `entities` at a time, as the comparison logs the records of one request."""
+
+        def log(logger: Any) -> None:
+            for start in range(0, SHADOW_LOG_RECORDS, entities):
+                logger.log_many(requests_of(start, min(entities, SHADOW_LOG_RECORDS - start)))
+
+        return log
+
+    def logged(log: Callable[[Any], None], records_per_message: int = 100) -> float:
+        """CPU seconds of this process to log `SHADOW_LOG_RECORDS` records by `log` and see each one sent."""
         logger = ShadowLogger(
             bootstrap,
             "bench",
@@ -270,16 +289,11 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
             records_per_message=records_per_message,
         )
         try:
-            logger.log(build(**fields(0)))  # connected, the topic made: not measured
+            logger.log(wire_record(**fields(0)))  # connected, the topic made: not measured
             while logger.stats()["sent"] < 1:
                 time.sleep(0.01)
             started = time.process_time()
-            if per_request > 1:  # a request's records at once, as the comparison logs a request of many entities
-                for start in range(0, SHADOW_LOG_RECORDS, per_request):
-                    logger.log_many(requests_of(start, min(per_request, SHADOW_LOG_RECORDS - start)))
-            else:
-                for i in range(SHADOW_LOG_RECORDS):
-                    logger.log(build(**fields(i)))
+            log(logger)
             while (counts := logger.stats())["sent"] + sum(counts[r] for r in DROP_REASONS) <= SHADOW_LOG_RECORDS:
                 time.sleep(0.005)  # every record sent or dropped (counted)
             if counts["sent"] != SHADOW_LOG_RECORDS + 1:
@@ -320,10 +334,10 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
             producer.close(timeout=5)
 
     rows: dict[str, Callable[[], float]] = {
-        "encoded": lambda: logged(wire_record),
-        "requests": lambda: logged(wire_record, per_request=100),
-        "one_per_message": lambda: logged(wire_record, records_per_message=1),
-        "model": lambda: logged(ShadowRecord),
+        "encoded": lambda: logged(one_by_one(wire_record)),
+        "requests": lambda: logged(by_request(100)),
+        "one_per_message": lambda: logged(one_by_one(wire_record), records_per_message=1),
+        "model": lambda: logged(one_by_one(ShadowRecord)),
         "bare_producer": lambda: bare(1),
         "bare_grouped": lambda: bare(100),
     }
