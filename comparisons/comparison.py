@@ -37,6 +37,7 @@ from comparisons.background import in_background
 from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import Prefetch, likely_versions, open_lookup
+from comparisons.runtime import tuned
 from comparisons.shadow_rows import Rows, Window, load
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
@@ -263,6 +264,19 @@ def compare(
     behind a request its real-time features may be (default ``cutover_policy.feature_skew_grace``, times the speed of
     the simulated clock a rehearsal recorded beside its shadow log: `migrate.clock.recorded_speed`)."""
 
+    with tuned():  # BLAS on one thread, the heap frozen: comparisons/runtime.py
+        return _compare(usecase, settings, window, explain_limit=explain_limit, on_step=on_step, skew_grace=skew_grace)
+
+
+def _compare(
+    usecase: UseCase,
+    settings: Settings,
+    window: Window | None,
+    *,
+    explain_limit: int,
+    on_step: OnStep | None,
+    skew_grace: timedelta | None,
+) -> Comparison:
     clock = _Clock(on_step)
     warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model
     window = window or Window()
