@@ -1,8 +1,9 @@
 """Which rows a comparison reads: one use case's shadow log in a time window, each request joined with its label.
 
 The shadow sink writes ``<shadow_dir>/<usecase>/date=YYYY-MM-DD/hour=HH/part-*.parquet`` and the labels beside it
-(``<labels_dir>/<usecase>/...``). Only the hour partitions that overlap the window are read; DuckDB reads them
-once into an Arrow table registered as ``s`` that every metric queries (and table ``ages``, the live data ages).
+(``<labels_dir>/<usecase>/...``, partitioned by the label's event time). Only the hour partitions that overlap the
+window are read (of the labels, those that can label its requests: `label_files`); DuckDB reads them once into an
+Arrow table registered as ``s`` that every metric queries (and table ``ages``, the live data ages).
 
 The label join: a request for entity *k* at time *t* is labeled by the **first** label of *k* with event time in
 ``(t, t + label.available_after]``. Its label window is **closed** once ``t + available_after`` is at or before the
@@ -53,6 +54,8 @@ __all__ = [
     "label_files",
     "load",
     "logged_requests",
+    "newest_label",
+    "requests_span",
     "row_id_sql",
     "shadow_files",
 ]
@@ -111,9 +114,61 @@ def shadow_files(root: Path, window: Window) -> list[str]:
     return files
 
 
-def label_files(root: Path) -> list[str]:
-    """Every label file of the use case: labels after the window still label requests inside it."""
-    return sorted(str(p) for p in root.glob("date=*/hour=*/*.parquet")) if root.is_dir() else []
+def label_files(root: Path, window: Window = Window(), delay: timedelta = timedelta(0)) -> list[str]:
+    """The label files that can label a request of `window`, sorted: a request at ``t`` (``since <= t < until``) is
+    labeled by a label in ``(t, t + delay]``, so only the hour partitions overlapping ``(since, until + delay)`` are
+    read. Label files are partitioned by the label's event time (the sink and `migrate backtest` write them so), and
+    a use case's labels pile up for as long as it runs: without this every comparison read all of them. An open end
+    reads everything on that side."""
+    until = None if window.until is None else window.until + delay
+    return shadow_files(root, Window(window.since, until))
+
+
+def requests_span(files: Sequence[str], window: Window) -> Window:
+    """The part of `window` that the shadow files' hour partitions (by request time) cover: the requests read lie
+    in it, so the labels that can label them do too (`label_files`). A window open at an end reads every label on
+    that side otherwise, and a use case's first hour may be months before the window of rows it has now."""
+    hours = sorted(
+        datetime.fromisoformat(day.group(1)).replace(hour=int(hour.group(1)), tzinfo=UTC)
+        for path in files
+        if (day := _PARTITION.match(Path(path).parent.parent.name)) and (hour := _HOUR.match(Path(path).parent.name))
+    )
+    if not hours:
+        return window
+    since, until = hours[0], hours[-1] + timedelta(hours=1)
+    return Window(
+        since if window.since is None else max(window.since, since),
+        until if window.until is None else min(window.until, until),
+    )
+
+
+def newest_label(con: duckdb.DuckDBPyConnection, root: Path) -> datetime | None:
+    """The newest label's event time in any label file under `root`: read from the newest hour partition back to
+    the first that holds a label (partitions are by event time, so its newest is the newest of all), not from the
+    files `label_files` chose for a window, which may end long before it."""
+    if not root.is_dir():
+        return None
+    hours = sorted(
+        (
+            hour
+            for day in root.iterdir()
+            if _PARTITION.match(day.name) and day.is_dir()
+            for hour in day.iterdir()
+            if _HOUR.match(hour.name) and hour.is_dir()
+        ),
+        key=lambda hour: (hour.parent.name, hour.name),
+        reverse=True,
+    )
+    for hour in hours:
+        files = sorted(str(p) for p in hour.glob("*.parquet"))
+        if files:
+            source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
+            found = con.execute(
+                f"SELECT max(CAST(event_time AS TIMESTAMPTZ)) FROM {source} WHERE label IS NOT NULL"
+            ).fetchall()[0][0]
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+    return None
 
 
 @dataclass(frozen=True)
@@ -198,11 +253,11 @@ def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[
 
 
 def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path) -> datetime | None:
-    """How far the labels are known: the newest label (table ``labels``) or the newest event time the label sink
-    recorded having read (migrate/label_progress.py: events that labelled nothing count), whichever is later; but
-    never past the progress of a partition the sink had read less far than its end (`progress_bound`): that
-    partition may still hold a label for an earlier window."""
-    newest: datetime | None = con.execute("SELECT max(event_time) FROM labels").fetchall()[0][0]
+    """How far the labels are known: the newest label in any label file (`newest_label`) or the newest event time
+    the label sink recorded having read (migrate/label_progress.py: events that labelled nothing count), whichever
+    is later; but never past the progress of a partition the sink had read less far than its end
+    (`progress_bound`): that partition may still hold a label for an earlier window."""
+    newest = newest_label(con, labels_root)
     read, bound = progress_and_bound(labels_root)
     known = read if newest is None or (read is not None and read > newest) else newest
     return known if known is None or bound is None else min(known, bound)
@@ -282,7 +337,8 @@ def load(
     con.execute("SET TimeZone = 'UTC'")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
-    _labels_table(con, usecase, label_files(labels_root))
+    delay = parse_duration(usecase.label.available_after)
+    _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))
     watermark = _watermark(con, labels_root)
     keys = tuple(usecase.entity.key_names)
     filtered = _window_filter(window)
@@ -470,7 +526,8 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
     ]
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        _labels_table(con, usecase, label_files(labels_root))
+        delay = parse_duration(usecase.label.available_after)
+        _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))
         watermark = _watermark(con, labels_root)
         table = con.sql(f"""
             SELECT {row_id_sql(usecase)} AS h, {_join_key_sql(usecase)} AS j, {", ".join(typed)},

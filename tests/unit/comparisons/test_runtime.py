@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -15,7 +16,18 @@ from comparisons.runtime import tuned
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("heap_not_frozen")]
+
+
+@pytest.fixture
+def heap_not_frozen() -> Iterator[None]:
+    """Each test starts with nothing frozen (an app started in this process by an earlier test freezes its heap:
+    online/serving/heap.py), and leaves the heap frozen again if it was."""
+    frozen = gc.get_freeze_count() > 0
+    gc.unfreeze()
+    yield
+    if frozen:
+        gc.freeze()
 
 
 def _blas_threads() -> list[int]:
