@@ -139,16 +139,20 @@ def generate(settings: Any, usecase: Any, rows: int = ROWS) -> None:
             ) TO '{shadow}' (FORMAT parquet, PARTITION_BY (date, hour), FILENAME_PATTERN 'part-bench-{{i}}',
                              OVERWRITE_OR_IGNORE true)
         """)
+        # Labels in the hour partitions of their event time, as the sink writes them (the comparator reads only the
+        # partitions that can label its window's requests).
         con.execute(f"""
             COPY (
-                SELECT '{{"product_id":' || product_id || ',"store_id":' || store_id || '}}' AS entity_key,
-                       product_id AS key_product_id, store_id AS key_store_id,
-                       t + to_microseconds(CAST(1 + random() * 3000000000 AS BIGINT)) AS event_time,
-                       CASE WHEN random() < 1 / (1 + exp(-(ln(greatest(coalesce(bp, 0.5), 1e-6)
-                            / greatest(1 - coalesce(bp, 0.5), 1e-6)) + drift))) THEN 1.0 ELSE 0.0 END AS label,
-                       'e' || i AS source_event_id,
-                       strftime(t, '%Y-%m-%d') AS date, strftime(t, '%H') AS hour
-                FROM rows WHERE random() < 0.7
+                SELECT *, strftime(event_time, '%Y-%m-%d') AS date, strftime(event_time, '%H') AS hour
+                FROM (
+                    SELECT '{{"product_id":' || product_id || ',"store_id":' || store_id || '}}' AS entity_key,
+                           product_id AS key_product_id, store_id AS key_store_id,
+                           t + to_microseconds(CAST(1 + random() * 3000000000 AS BIGINT)) AS event_time,
+                           CASE WHEN random() < 1 / (1 + exp(-(ln(greatest(coalesce(bp, 0.5), 1e-6)
+                                / greatest(1 - coalesce(bp, 0.5), 1e-6)) + drift))) THEN 1.0 ELSE 0.0 END AS label,
+                           'e' || i AS source_event_id
+                    FROM rows WHERE random() < 0.7
+                )
             ) TO '{labels}' (FORMAT parquet, PARTITION_BY (date, hour), FILENAME_PATTERN 'part-bench-{{i}}',
                              OVERWRITE_OR_IGNORE true)
         """)
