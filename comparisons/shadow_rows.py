@@ -18,7 +18,8 @@ closed window without one is labeled ``otherwise``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +42,7 @@ from comparisons.data_ages import (
     parse_ages,
     sampled,
 )
-from migrate.errors import InvalidWindowError, NoShadowDataError
+from migrate.errors import InvalidWindowError, NoShadowDataError, UnreadableLogError
 from migrate.label_progress import progress_and_bound
 from migrate.usecase import UseCase, parse_duration
 
@@ -298,6 +299,24 @@ _VERSIONS = {
 }
 
 
+@contextmanager
+def _readable(shadow_root: Path, labels_root: Path) -> Iterator[None]:
+    """DuckDB's error on a Parquet file of the shadow log or of its labels that cannot be read, as an
+    `UnreadableLogError` that names the file; any other error as it was."""
+    try:
+        yield
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        text = str(exc)
+        for kind, root in (("label", labels_root), ("shadow-log", shadow_root)):
+            if str(root) in text:
+                raise UnreadableLogError(
+                    f"a {kind} file under {root} cannot be read: {text.splitlines()[0]}",
+                    fix="move that file out of the folder and run again (its rows are then left out); the sink "
+                    "writes each file whole, so a damaged one was cut short on disk or written by another tool",
+                ) from exc
+        raise
+
+
 def load(
     usecase: UseCase,
     shadow_root: Path,
@@ -325,7 +344,32 @@ def load(
 
     Raises:
         NoShadowDataError: no shadow file, or no row in the window (with a candidate, for that pair).
+        UnreadableLogError: a file of the log or of its labels cannot be read (DuckDB names it).
     """
+    with _readable(shadow_root, labels_root):
+        return _load(
+            usecase,
+            shadow_root,
+            labels_root,
+            window,
+            threads=threads,
+            memory_limit=memory_limit,
+            published=published,
+            pair=pair,
+        )
+
+
+def _load(
+    usecase: UseCase,
+    shadow_root: Path,
+    labels_root: Path,
+    window: Window,
+    *,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    published: Sequence[tuple[int, datetime]] = (),
+    pair: Pair = "batch_live",
+) -> Rows:
     files = shadow_files(shadow_root, window)
     if not files:
         raise NoShadowDataError(
@@ -511,6 +555,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
 
     Raises:
         NoShadowDataError: no shadow file, or no row in the window.
+        UnreadableLogError: a file of the log or of its labels cannot be read (DuckDB names it).
     """
     files = shadow_files(shadow_root, window)
     if not files:
@@ -524,7 +569,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
         f"CAST(json_extract_string(context, '$.{c.name}') AS {_CONTEXT_TYPES[c.type]}) AS {c.name}"
         for c in usecase.context
     ]
-    with duckdb.connect() as con:
+    with _readable(shadow_root, labels_root), duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         delay = parse_duration(usecase.label.available_after)
         _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))

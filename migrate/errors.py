@@ -177,6 +177,10 @@ class NoShadowDataError(ComparisonError):
     """The shadow log holds no rows for the use case (in the window asked for)."""
 
 
+class UnreadableLogError(ComparisonError):
+    """A Parquet file of the shadow log or of its labels cannot be read (cut short, damaged, or not Parquet)."""
+
+
 class InvalidWindowError(ComparisonError):
     """The time window asked for is malformed (ends before it starts, or has no time zone)."""
 
