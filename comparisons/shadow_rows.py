@@ -17,6 +17,7 @@ closed window without one is labeled ``otherwise``.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -96,26 +97,30 @@ class Window:
         return f"{since} → {until}"
 
 
+def _hour_start(day: str, hour: str) -> datetime | None:
+    """The start (UTC) of the partition ``date=<day>/hour=<hour>``; None for a folder of another name."""
+    day_match, hour_match = _PARTITION.match(day), _HOUR.match(hour)
+    if day_match is None or hour_match is None:
+        return None
+    return datetime.fromisoformat(day_match.group(1)).replace(hour=int(hour_match.group(1)), tzinfo=UTC)
+
+
 def shadow_files(root: Path, window: Window) -> list[str]:
     """The Parquet files of the hour partitions under ``root`` that overlap ``window``, sorted."""
     files: list[str] = []
     if not root.is_dir():
         return files
     for day in sorted(root.iterdir()):
-        match = _PARTITION.match(day.name)
-        if match is None or not day.is_dir():
+        if _PARTITION.match(day.name) is None or not day.is_dir():
             continue
         for hour in sorted(day.iterdir()):
-            hour_match = _HOUR.match(hour.name)
-            if hour_match is None:
-                continue
-            start = datetime.fromisoformat(match.group(1)).replace(hour=int(hour_match.group(1)), tzinfo=UTC)
-            if window.overlaps_hour(start):
+            start = _hour_start(day.name, hour.name)
+            if start is not None and window.overlaps_hour(start):
                 files.extend(str(p) for p in sorted(hour.glob("*.parquet")))
     return files
 
 
-def label_files(root: Path, window: Window = Window(), delay: timedelta = timedelta(0)) -> list[str]:
+def label_files(root: Path, window: Window, delay: timedelta) -> list[str]:
     """The label files that can label a request of `window`, sorted: a request at ``t`` (``since <= t < until``) is
     labeled by a label in ``(t, t + delay]``, so only the hour partitions overlapping ``(since, until + delay)`` are
     read. Label files are partitioned by the label's event time (the sink and `migrate backtest` write them so), and
@@ -130,9 +135,7 @@ def requests_span(files: Sequence[str], window: Window) -> Window:
     in it, so the labels that can label them do too (`label_files`). A window open at an end reads every label on
     that side otherwise, and a use case's first hour may be months before the window of rows it has now."""
     hours = sorted(
-        datetime.fromisoformat(day.group(1)).replace(hour=int(hour.group(1)), tzinfo=UTC)
-        for path in files
-        if (day := _PARTITION.match(Path(path).parent.parent.name)) and (hour := _HOUR.match(Path(path).parent.name))
+        start for path in files if (start := _hour_start(Path(path).parent.parent.name, Path(path).parent.name))
     )
     if not hours:
         return window
@@ -147,28 +150,14 @@ def newest_label(con: duckdb.DuckDBPyConnection, root: Path) -> datetime | None:
     """The newest label's event time in any label file under `root`: read from the newest hour partition back to
     the first that holds a label (partitions are by event time, so its newest is the newest of all), not from the
     files `label_files` chose for a window, which may end long before it."""
-    if not root.is_dir():
-        return None
-    hours = sorted(
-        (
-            hour
-            for day in root.iterdir()
-            if _PARTITION.match(day.name) and day.is_dir()
-            for hour in day.iterdir()
-            if _HOUR.match(hour.name) and hour.is_dir()
-        ),
-        key=lambda hour: (hour.parent.name, hour.name),
-        reverse=True,
-    )
-    for hour in hours:
-        files = sorted(str(p) for p in hour.glob("*.parquet"))
-        if files:
-            source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
-            found = con.execute(
-                f"SELECT max(CAST(event_time AS TIMESTAMPTZ)) FROM {source} WHERE label IS NOT NULL"
-            ).fetchall()[0][0]
-            if found is not None:
-                return found  # type: ignore[no-any-return]
+    newest_first = reversed(shadow_files(root, Window()))
+    for _, in_hour in itertools.groupby(newest_first, key=lambda path: Path(path).parent):
+        source = f"read_parquet({_literal(list(in_hour))}, hive_partitioning = true, union_by_name = true)"
+        found = con.execute(
+            f"SELECT max(CAST(event_time AS TIMESTAMPTZ)) FROM {source} WHERE label IS NOT NULL"
+        ).fetchall()[0][0]
+        if found is not None:
+            return found  # type: ignore[no-any-return]
     return None
 
 
@@ -347,131 +336,111 @@ def load(
         UnreadableLogError: a file of the log or of its labels cannot be read (DuckDB names it).
     """
     with _readable(shadow_root, labels_root):
-        return _load(
-            usecase,
-            shadow_root,
-            labels_root,
-            window,
-            threads=threads,
-            memory_limit=memory_limit,
-            published=published,
-            pair=pair,
-        )
-
-
-def _load(
-    usecase: UseCase,
-    shadow_root: Path,
-    labels_root: Path,
-    window: Window,
-    *,
-    threads: int | None = None,
-    memory_limit: str | None = None,
-    published: Sequence[tuple[int, datetime]] = (),
-    pair: Pair = "batch_live",
-) -> Rows:
-    files = shadow_files(shadow_root, window)
-    if not files:
-        raise NoShadowDataError(
-            f"no shadow log for use case {usecase.name!r} in {shadow_root} ({window.describe()})",
-            fix=f"serve it at stage shadow (`migrate flags set {usecase.name} --stage shadow --reason …`) and run "
-            f"`migrate sink {usecase.name}`; or widen --since/--until",
-        )
-    con = duckdb.connect(config={"threads": threads} if threads else {})
-    con.execute("SET TimeZone = 'UTC'")
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-    delay = parse_duration(usecase.label.available_after)
-    _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))
-    watermark = _watermark(con, labels_root)
-    keys = tuple(usecase.entity.key_names)
-    filtered = _window_filter(window)
-    typed = [f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys]
-    row_id = row_id_sql(usecase)
-    served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
-    source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
-    join = _join_key_sql(usecase)
-    logged = con.sql(f"SELECT * FROM {source} LIMIT 0").columns
-    typed_ages = _typed_ages(con, files, source)
-    # Older logs lack the lookup version: the one published last before each request stands in.
-    logged_version = "CAST(lookup_version AS BIGINT)" if "lookup_version" in logged else "CAST(NULL AS BIGINT)"
-    sides = _SIDES[pair]
-    # The share of entities the log sampled (shadow.sample_percent); logs written before it existed hold all.
-    sample = "coalesce(sample_percent, 100)" if "sample_percent" in logged else "100"
-    if pair == "live_candidate":
-        # Entities the candidate served as a canary have no live answer to pair (both columns are the candidate's).
-        paired = "candidate_model_version IS NOT NULL AND online_model_version IS DISTINCT FROM candidate_model_version"
-        filtered = f"{filtered} {'AND' if filtered else 'WHERE'} {paired}"
-        if (
-            "candidate_prediction" not in logged
-            or not con.execute(f"SELECT count(*) FROM {source} {filtered}").fetchall()[0][0]
-        ):
-            con.close()
+        files = shadow_files(shadow_root, window)
+        if not files:
             raise NoShadowDataError(
-                f"the shadow log of use case {usecase.name!r} holds no candidate model's answers ({window.describe()})",
-                fix=f"name a candidate (`migrate models candidate {usecase.name} VERSION`) and keep the use case at "
-                "stage shadow, canary or online while it is scored",
+                f"no shadow log for use case {usecase.name!r} in {shadow_root} ({window.describe()})",
+                fix=f"serve it at stage shadow (`migrate flags set {usecase.name} --stage shadow --reason …`) and run "
+                f"`migrate sink {usecase.name}`; or widen --since/--until",
             )
-    # How many rows the window holds before de-duplication (the files' metadata, without a window): the live ages
-    # are sampled for 1 in every_for(rows) of them in the same scan.
-    guess = every_for(int(con.execute(f"SELECT count(*) FROM {source} {filtered}").fetchall()[0][0]))
-    # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
-    # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
-    # attached as two more columns, instead of carrying every column through the join's sort.
-    table = con.sql(f"""
-        SELECT {row_id} AS h, {", ".join(f"{c} AS k_{k}" for c, k in zip(typed, keys, strict=True))}, {join} AS j,
-               CAST(request_time AS TIMESTAMPTZ) AS request_time,
-               CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
-               {sides}
-               {_served_version_sql(logged_version, published)} AS lv,
-               {HOUR_SQL} AS hour, CAST({sample} AS FLOAT) AS sp,
-               coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg,
-               {age_columns_sql(usecase, row_id, guess, typed=typed_ages)}
-        FROM {source} {filtered}
-    """).to_arrow_table()
-    read = table.num_rows
-    # The sampled rows' ages go to table ages now, so their columns are freed before the de-duplication and the
-    # label join.
-    con.register("age_rows", table)
-    parse_ages(con, usecase, sampled("age_rows", guess))
-    con.unregister("age_rows")
-    table = table.drop_columns(["answered", *age_columns(usecase)])
-    try:
-        table = _labeled_once(con, usecase, table, watermark, window)
-    except NoShadowDataError:
-        con.close()
-        raise
-    table, non_finite = _finite_scores(table)
-    every = every_for(table.num_rows)
-    if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
-        parse_ages(con, usecase, _age_rows(usecase, source, filtered, every, typed=typed_ages))
-    elif table.num_rows < read:
-        keep_once(con, usecase)
-    con.register("s", table)
-    # The model versions that answered most, from the first rows read (a window rarely changes models midway,
-    # and a full scan of two text columns would cost seconds at ten million rows).
-    b_column, o_column = _VERSIONS[pair]
-    batch_version, online_version = con.execute(
-        f"SELECT mode({b_column}), mode({o_column}) "
-        f"FROM (SELECT {b_column}, {o_column} FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
-    ).fetchall()[0]
-    versions = {"batch": batch_version, "live": online_version}
-    return Rows(
-        con,
-        usecase,
-        window,
-        table.num_rows,
-        len(files),
-        watermark,
-        keys,
-        every,
-        versions,
-        source,
-        filtered,
-        non_finite,
-        table,
-        tuple(files),
-    )
+        con = duckdb.connect(config={"threads": threads} if threads else {})
+        con.execute("SET TimeZone = 'UTC'")
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+        delay = parse_duration(usecase.label.available_after)
+        _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))
+        watermark = _watermark(con, labels_root)
+        keys = tuple(usecase.entity.key_names)
+        filtered = _window_filter(window)
+        typed = [f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys]
+        row_id = row_id_sql(usecase)
+        served = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SERVED))
+        source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
+        join = _join_key_sql(usecase)
+        logged = con.sql(f"SELECT * FROM {source} LIMIT 0").columns
+        typed_ages = _typed_ages(con, files, source)
+        # Older logs lack the lookup version: the one published last before each request stands in.
+        logged_version = "CAST(lookup_version AS BIGINT)" if "lookup_version" in logged else "CAST(NULL AS BIGINT)"
+        sides = _SIDES[pair]
+        # The share of entities the log sampled (shadow.sample_percent); logs written before it existed hold all.
+        sample = "coalesce(sample_percent, 100)" if "sample_percent" in logged else "100"
+        if pair == "live_candidate":
+            # Entities the candidate served as a canary have no live answer to pair (both columns are the candidate's).
+            paired = (
+                "candidate_model_version IS NOT NULL AND online_model_version IS DISTINCT FROM candidate_model_version"
+            )
+            filtered = f"{filtered} {'AND' if filtered else 'WHERE'} {paired}"
+            if (
+                "candidate_prediction" not in logged
+                or not con.execute(f"SELECT count(*) FROM {source} {filtered}").fetchall()[0][0]
+            ):
+                con.close()
+                raise NoShadowDataError(
+                    f"the shadow log of use case {usecase.name!r} holds no candidate model's answers "
+                    f"({window.describe()})",
+                    fix=f"name a candidate (`migrate models candidate {usecase.name} VERSION`) and keep the use case "
+                    "at stage shadow, canary or online while it is scored",
+                )
+        # How many rows the window holds before de-duplication (the files' metadata, without a window): the live ages
+        # are sampled for 1 in every_for(rows) of them in the same scan.
+        guess = every_for(int(con.execute(f"SELECT count(*) FROM {source} {filtered}").fetchall()[0][0]))
+        # Only the columns the metrics use are read (never SELECT *: the JSON columns dominate the files' bytes), and
+        # the rows are fetched once as Arrow: the label join then runs on a narrow projection and its result is
+        # attached as two more columns, instead of carrying every column through the join's sort.
+        table = con.sql(f"""
+            SELECT {row_id} AS h, {", ".join(f"{c} AS k_{k}" for c, k in zip(typed, keys, strict=True))}, {join} AS j,
+                   CAST(request_time AS TIMESTAMPTZ) AS request_time,
+                   CAST(CASE served_source {served} ELSE {len(SERVED)} END AS UTINYINT) AS served,
+                   {sides}
+                   {_served_version_sql(logged_version, published)} AS lv,
+                   {HOUR_SQL} AS hour, CAST({sample} AS FLOAT) AS sp,
+                   coalesce(stage = '{BACKTEST_STAGE}', FALSE) AS backtest, {_segment_sql(usecase)} AS seg,
+                   {age_columns_sql(usecase, row_id, guess, typed=typed_ages)}
+            FROM {source} {filtered}
+        """).to_arrow_table()
+        read = table.num_rows
+        # The sampled rows' ages go to table ages now, so their columns are freed before the de-duplication and the
+        # label join.
+        con.register("age_rows", table)
+        parse_ages(con, usecase, sampled("age_rows", guess))
+        con.unregister("age_rows")
+        table = table.drop_columns(["answered", *age_columns(usecase)])
+        try:
+            table = _labeled_once(con, usecase, table, watermark, window)
+        except NoShadowDataError:
+            con.close()
+            raise
+        table, non_finite = _finite_scores(table)
+        every = every_for(table.num_rows)
+        if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
+            parse_ages(con, usecase, _age_rows(usecase, source, filtered, every, typed=typed_ages))
+        elif table.num_rows < read:
+            keep_once(con, usecase)
+        con.register("s", table)
+        # The model versions that answered most, from the first rows read (a window rarely changes models midway,
+        # and a full scan of two text columns would cost seconds at ten million rows).
+        b_column, o_column = _VERSIONS[pair]
+        batch_version, online_version = con.execute(
+            f"SELECT mode({b_column}), mode({o_column}) "
+            f"FROM (SELECT {b_column}, {o_column} FROM {source} {filtered} LIMIT {VERSION_SAMPLE})"
+        ).fetchall()[0]
+        versions = {"batch": batch_version, "live": online_version}
+        return Rows(
+            con,
+            usecase,
+            window,
+            table.num_rows,
+            len(files),
+            watermark,
+            keys,
+            every,
+            versions,
+            source,
+            filtered,
+            non_finite,
+            table,
+            tuple(files),
+        )
 
 
 def _finite_scores(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
