@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from comparisons.explain import Explanation
 from comparisons.explain import measure as explain
 from comparisons.lookup import Prefetch, likely_versions, open_lookup
 from comparisons.runtime import tuned
-from comparisons.shadow_rows import Rows, Window, load
+from comparisons.shadow_rows import Rows, Window, load, readable
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
 from lookup_tables import TableSpec
@@ -91,7 +92,7 @@ class Comparison(Result):
 
 
 # The steps of `compare`, in order: each is timed (Comparison.timings) and reported to `on_step` as it ends.
-# Some run on a connection and a thread of their own (`_forked`) while others run: the accuracy from
+# Some run on a connection and a thread of their own (`_Forks`) while others run: the accuracy from
 # "staleness_coverage" on ("accuracy" times the wait for it and the baseline checks), the latency during
 # "agreement_latency_waste_hourly", the segments during "explain" and "feature_skew" ("segments" times the wait).
 STEPS = (
@@ -235,19 +236,34 @@ def _entities(rows: Rows, usecase: UseCase, settings: Settings) -> bool:
     return True
 
 
-def _forked(rows: Rows, name: str, measure: Callable[[Rows], T]) -> Future[T]:
-    """``measure(rows)`` on a thread and a connection of its own (`Rows.fork`: table ``s`` only) while the caller's
-    queries run on theirs: a query's serial parts (a percentile's final selection, numpy over its result) then
-    overlap the other's parallel scan."""
-    fork = rows.fork()
+class _Forks:
+    """Measures each on a thread and a connection of its own (`Rows.fork`: a cursor of the comparison's connection
+    with table ``s``) while the caller's queries run on theirs: a query's serial parts (a percentile's final
+    selection, numpy over its result) then overlap the other's parallel scan.
 
-    def run() -> T:
-        try:
-            return measure(fork)
-        finally:
-            fork.con.close()
+    `close` closes the comparison's connection once no fork runs: DuckDB refuses to close a connection while a
+    cursor of it is busy, and that refusal would hide the error that ended the comparison early."""
 
-    return in_background(f"comparisons-{name}", run)
+    def __init__(self, rows: Rows) -> None:
+        self._rows = rows
+        self._running: list[Future[Any]] = []
+
+    def start(self, name: str, measure: Callable[[Rows], T]) -> Future[T]:
+        fork = self._rows.fork()
+
+        def run() -> T:
+            try:
+                return measure(fork)
+            finally:
+                fork.con.close()
+
+        future = in_background(f"comparisons-{name}", run)
+        self._running.append(future)
+        return future
+
+    def close(self) -> None:
+        wait(self._running)
+        self._rows.con.close()
 
 
 def compare(
@@ -286,10 +302,13 @@ def _compare(
     published = [(v.version, v.published_at) for v in timeline if v.published_at is not None]
     # The lookup versions the window most likely needs are read while the rows load.
     prefetch = Prefetch(settings, TableSpec.for_usecase(usecase, settings), likely_versions(timeline))
-    rows = load(
-        usecase, settings.shadow_dir / usecase.name, settings.labels_dir / usecase.name, window, published=published
-    )
-    try:
+    shadow_root, labels_root = settings.shadow_dir / usecase.name, settings.labels_dir / usecase.name
+    rows = load(usecase, shadow_root, labels_root, window, published=published)
+    # The measures read the window's shadow files again (the feature-skew sample, the explanation's logged
+    # features): a damaged file is named there too.
+    forks = _Forks(rows)
+    with readable(shadow_root, labels_root) as reading, closing(forks):
+        reading.extend(rows.paths)
         clock.lap("load")
         served = _lookup(rows, usecase, settings, timeline, lookup_note, prefetch=prefetch)
         active, previous = served.primary, served.previous
@@ -309,18 +328,18 @@ def _compare(
         else:
             tau, basis = policy.disagreement_threshold, "cutover_policy.disagreement_threshold (noise floor unknown)"
         clock.lap("noise_floor")
-        scoring = _forked(rows, "accuracy", lambda fork: accuracy.measure(fork, policy.confidence))
+        scoring = forks.start("accuracy", lambda fork: accuracy.measure(fork, policy.confidence))
         stale = staleness.measure(rows)
         cover = coverage.measure(rows, active is not None, entities_loaded)
         clock.lap("staleness_coverage")
-        timed = _forked(rows, "latency", latency.measure)
+        timed = forks.start("latency", latency.measure)
         agree = agreement.measure(rows, threshold, tau, basis)
         scatter_b, scatter_l = agreement.sample(rows, agree.pairs)
         wasted = waste.measure(rows, served.loaded, served.gone, served.note)
         hours = hourly.measure(rows, threshold, tau)
         lat = timed.result()
         clock.lap("agreement_latency_waste_hourly")
-        parted = _forked(rows, "segments", lambda fork: segments.measure(fork, metric_name))
+        parted = forks.start("segments", lambda fork: segments.measure(fork, metric_name))
         explanation = explain(rows, usecase, settings, tau, limit=explain_limit)
         clock.lap("explain")
         if skew_grace is None:  # a log written on a simulated clock (a rehearsal) lagged in wall-clock time
@@ -336,8 +355,6 @@ def _compare(
             "SELECT min(request_time), max(request_time), bool_and(backtest), min(sp) FROM s"
         ).fetchall()[0]
         assert span is not None
-    finally:
-        rows.con.close()
     evidence = paired_evidence(
         metric_name,
         acc,

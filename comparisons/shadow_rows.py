@@ -53,10 +53,12 @@ __all__ = [
     "LoggedRequests",
     "Rows",
     "Window",
+    "damaged_file",
     "label_files",
     "load",
     "logged_requests",
     "newest_label",
+    "readable",
     "requests_span",
     "row_id_sql",
     "shadow_files",
@@ -146,13 +148,17 @@ def requests_span(files: Sequence[str], window: Window) -> Window:
     )
 
 
-def newest_label(con: duckdb.DuckDBPyConnection, root: Path) -> datetime | None:
+def newest_label(con: duckdb.DuckDBPyConnection, root: Path, reading: list[str] | None = None) -> datetime | None:
     """The newest label's event time in any label file under `root`: read from the newest hour partition back to
     the first that holds a label (partitions are by event time, so its newest is the newest of all), not from the
-    files `label_files` chose for a window, which may end long before it."""
+    files `label_files` chose for a window, which may end long before it. The files it reads are added to
+    `reading` (`readable` reads them again to find a damaged one)."""
     newest_first = reversed(shadow_files(root, Window()))
-    for _, in_hour in itertools.groupby(newest_first, key=lambda path: Path(path).parent):
-        source = f"read_parquet({_literal(list(in_hour))}, hive_partitioning = true, union_by_name = true)"
+    for _, grouped in itertools.groupby(newest_first, key=lambda path: Path(path).parent):
+        in_hour = list(grouped)
+        if reading is not None:
+            reading.extend(in_hour)
+        source = f"read_parquet({_literal(in_hour)}, hive_partitioning = true, union_by_name = true)"
         found = con.execute(
             f"SELECT max(CAST(event_time AS TIMESTAMPTZ)) FROM {source} WHERE label IS NOT NULL"
         ).fetchall()[0][0]
@@ -242,12 +248,13 @@ def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[
         )
 
 
-def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path) -> datetime | None:
+def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path, reading: list[str]) -> datetime | None:
     """How far the labels are known: the newest label in any label file (`newest_label`) or the newest event time
     the label sink recorded having read (migrate/label_progress.py: events that labelled nothing count), whichever
     is later; but never past the progress of a partition the sink had read less far than its end
-    (`progress_bound`): that partition may still hold a label for an earlier window."""
-    newest = newest_label(con, labels_root)
+    (`progress_bound`): that partition may still hold a label for an earlier window. The label files it reads are
+    added to `reading`."""
+    newest = newest_label(con, labels_root, reading)
     read, bound = progress_and_bound(labels_root)
     known = read if newest is None or (read is not None and read > newest) else newest
     return known if known is None or bound is None else min(known, bound)
@@ -288,22 +295,66 @@ _VERSIONS = {
 }
 
 
+_DAMAGE_FIX = (
+    "move that file out of the folder and run again (its rows are then left out); the sink writes each file whole, "
+    "so a damaged one was cut short or changed on disk, or written by another tool"
+)
+
+
+def _file_error(exc: duckdb.Error) -> bool:
+    """Whether DuckDB's `exc` can come from a file it reads: a read error, or the bare ``duckdb.Error`` of an
+    exception DuckDB did not classify (a damaged page: Thrift's "don't know what type", "Payload value bigger than
+    allowed", a dictionary "offset out of range"), whose message names no file."""
+    return isinstance(exc, (duckdb.InvalidInputException, duckdb.IOException)) or type(exc) is duckdb.Error
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def damaged_file(files: Sequence[str]) -> tuple[str, str] | None:
+    """The first of `files` that DuckDB cannot read whole (every column of every row, each file alone on a
+    connection of its own), with the first line of its error; None when each reads."""
+    with duckdb.connect() as con:
+        for path in dict.fromkeys(files):
+            try:
+                con.execute(f"SELECT max(hash(COLUMNS(*))) FROM read_parquet({sql_string(path)})").fetchall()
+            except duckdb.Error as exc:
+                return path, _first_line(exc)
+    return None
+
+
 @contextmanager
-def _readable(shadow_root: Path, labels_root: Path) -> Iterator[None]:
+def readable(shadow_root: Path, labels_root: Path) -> Iterator[list[str]]:
     """DuckDB's error on a Parquet file of the shadow log or of its labels that cannot be read, as an
-    `UnreadableLogError` that names the file; any other error as it was."""
+    `UnreadableLogError` that names the file; any other error as it was.
+
+    The block adds the files it reads to the list it is given: when DuckDB's error names no file (a damaged page
+    inside a file reads as a bare ``duckdb.Error``), each of them is read again alone (`damaged_file`) to find it.
+    That second read happens only on such an error."""
+    reading: list[str] = []
     try:
-        yield
-    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
-        text = str(exc)
-        for kind, root in (("label", labels_root), ("shadow-log", shadow_root)):
-            if str(root) in text:
+        yield reading
+    except duckdb.Error as exc:
+        if not _file_error(exc):
+            raise
+        roots = (("label", labels_root), ("shadow-log", shadow_root))
+        for kind, root in roots:
+            if str(root) in str(exc):
                 raise UnreadableLogError(
-                    f"a {kind} file under {root} cannot be read: {text.splitlines()[0]}",
-                    fix="move that file out of the folder and run again (its rows are then left out); the sink "
-                    "writes each file whole, so a damaged one was cut short on disk or written by another tool",
+                    f"a {kind} file under {root} cannot be read: {_first_line(exc)}", fix=_DAMAGE_FIX
                 ) from exc
-        raise
+        found = damaged_file(reading)
+        if found is None:
+            raise
+        path, error = found
+        kind, root = next(((kind, root) for kind, root in roots if Path(path).is_relative_to(root)), roots[1])
+        raise UnreadableLogError(
+            f"a {kind} file under {root} cannot be read: {path}: {error} (found by reading each file again: "
+            f"DuckDB's error named none: {_first_line(exc)})",
+            fix=_DAMAGE_FIX,
+        ) from exc
 
 
 def load(
@@ -333,9 +384,10 @@ def load(
 
     Raises:
         NoShadowDataError: no shadow file, or no row in the window (with a candidate, for that pair).
-        UnreadableLogError: a file of the log or of its labels cannot be read (DuckDB names it).
+        UnreadableLogError: a file of the log or of its labels cannot be read (named by DuckDB, or found by
+            reading each file again: `readable`).
     """
-    with _readable(shadow_root, labels_root):
+    with readable(shadow_root, labels_root) as reading:
         files = shadow_files(shadow_root, window)
         if not files:
             raise NoShadowDataError(
@@ -348,8 +400,10 @@ def load(
         if memory_limit:
             con.execute(f"SET memory_limit = '{memory_limit}'")
         delay = parse_duration(usecase.label.available_after)
-        _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))
-        watermark = _watermark(con, labels_root)
+        labels = label_files(labels_root, requests_span(files, window), delay)
+        reading.extend([*files, *labels])
+        _labels_table(con, usecase, labels)
+        watermark = _watermark(con, labels_root, reading)
         keys = tuple(usecase.entity.key_names)
         filtered = _window_filter(window)
         typed = [f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys]
@@ -524,7 +578,8 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
 
     Raises:
         NoShadowDataError: no shadow file, or no row in the window.
-        UnreadableLogError: a file of the log or of its labels cannot be read (DuckDB names it).
+        UnreadableLogError: a file of the log or of its labels cannot be read (named by DuckDB, or found by
+            reading each file again: `readable`).
     """
     files = shadow_files(shadow_root, window)
     if not files:
@@ -538,11 +593,13 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
         f"CAST(json_extract_string(context, '$.{c.name}') AS {_CONTEXT_TYPES[c.type]}) AS {c.name}"
         for c in usecase.context
     ]
-    with _readable(shadow_root, labels_root), duckdb.connect() as con:
+    with readable(shadow_root, labels_root) as reading, duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         delay = parse_duration(usecase.label.available_after)
-        _labels_table(con, usecase, label_files(labels_root, requests_span(files, window), delay))
-        watermark = _watermark(con, labels_root)
+        labels = label_files(labels_root, requests_span(files, window), delay)
+        reading.extend([*files, *labels])
+        _labels_table(con, usecase, labels)
+        watermark = _watermark(con, labels_root, reading)
         table = con.sql(f"""
             SELECT {row_id_sql(usecase)} AS h, {_join_key_sql(usecase)} AS j, {", ".join(typed)},
                    CAST(request_time AS TIMESTAMPTZ) AS request_time, request_id{"".join(", " + c for c in context)}
