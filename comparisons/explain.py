@@ -34,7 +34,7 @@ import pyarrow as pa
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from comparisons.shadow_rows import Rows, Window, row_id_sql, shadow_files
+from comparisons.shadow_rows import Rows, Window, first_line, is_file_error, row_id_sql, shadow_files
 from comparisons.stats import Result
 from migrate.artifact import ArtifactStore, deserialize
 from migrate.batch.offline_store import batch_features_at, open_offline
@@ -214,6 +214,20 @@ def _logged(rows: Rows, settings: Settings, cases: list[dict[str, Any]]) -> None
         case["features"], case["model_version"] = logged.get(case["h"], ({}, None))
 
 
+def _live_models(settings: Settings, usecase: UseCase, versions: list[str]) -> dict[str, Model] | str:
+    """The live model of each version the cases name, or why they cannot all be loaded."""
+    if not versions:
+        return "the shadow rows name no online model version"
+    try:
+        models = {v: _model(settings, usecase, v) for v in versions}
+    except MigrateError as exc:  # a corrupt manifest or an artifact whose hash does not match
+        return f"the live model cannot be loaded: {exc.what}"
+    missing = [v for v, m in models.items() if m is None]
+    if missing:
+        return f"no artifact of live model version(s) {missing} in {settings.artifacts_dir / usecase.name}"
+    return {v: m for v, m in models.items() if m is not None}
+
+
 def measure(rows: Rows, usecase: UseCase, settings: Settings, threshold: float, *, limit: int = 200) -> Explanation:
     """Attribute the window's disagreements (see the module docstring)."""
     requests, entities, cases = _cases(rows, threshold, limit)
@@ -225,16 +239,9 @@ def measure(rows: Rows, usecase: UseCase, settings: Settings, threshold: float, 
     if not cases:
         return base.model_copy(update={"available": True, "reason": "no request disagrees beyond the threshold"})
     versions = sorted({c["model_version"] for c in cases if c["model_version"]})
-    if not versions:
-        return base.model_copy(update={"reason": "the shadow rows name no online model version"})
-    try:
-        models = {v: _model(settings, usecase, v) for v in versions}
-    except MigrateError as exc:  # a corrupt manifest or an artifact whose hash does not match
-        return base.model_copy(update={"reason": f"the live model cannot be loaded: {exc.what}"})
-    missing = [v for v, m in models.items() if m is None]
-    if missing:
-        where = settings.artifacts_dir / usecase.name
-        return base.model_copy(update={"reason": f"no artifact of live model version(s) {missing} in {where}"})
+    models = _live_models(settings, usecase, versions)
+    if isinstance(models, str):
+        return base.model_copy(update={"reason": models})
     snapshots = _snapshots(settings, usecase.name)
     if not snapshots:
         where = settings.snapshots_dir / usecase.name
@@ -246,7 +253,11 @@ def measure(rows: Rows, usecase: UseCase, settings: Settings, threshold: float, 
         prior = [file for moment, file in snapshots if moment <= case["request_time"]]
         case["snapshot"] = prior[-1] if prior else snapshots[0][1]
         chosen.setdefault(case["snapshot"], []).append(case)
-    snap_rows = _snapshot_rows(rows, usecase, chosen)
+    try:
+        snap_rows = _snapshot_rows(rows, usecase, chosen)
+    except OfflineStoreError as exc:
+        log.warning("explanation of %s unavailable: %s", usecase.name, exc.what)
+        return base.model_copy(update={"reason": f"{exc.what}; {exc.fix}"})
     _rescore(cases, models, snap_rows, usecase)
     for index, case in enumerate(cases):
         kind, detail = _classify(case, usecase, None if offline is None else offline[index], threshold / 2)
@@ -284,9 +295,20 @@ def _snapshot_rows(
         on = " AND ".join(f'p."{k}" = f."{k}"' for k in keys)
         probe = f"(VALUES {values}) p({', '.join(chr(34) + k + chr(34) for k in keys)})"
         literal = str(path).replace("'", "''")
-        result = rows.con.execute(f"SELECT {columns} FROM read_parquet('{literal}') f SEMI JOIN {probe} ON {on}")
-        names = [d[0] for d in result.description]
-        for row in result.fetchall():
+        try:
+            result = rows.con.execute(f"SELECT {columns} FROM read_parquet('{literal}') f SEMI JOIN {probe} ON {on}")
+            names = [d[0] for d in result.description]
+            fetched = result.fetchall()
+        except duckdb.Error as exc:
+            if not is_file_error(exc):
+                raise
+            # A damaged page reads as a bare duckdb.Error that names no file: the file is this query's one.
+            raise OfflineStoreError(
+                f"the batch snapshot {path} cannot be read: {first_line(exc)}",
+                fix="restore that file (the batch features the night's batch run scored); the rest of the report "
+                "does not read it",
+            ) from exc
+        for row in fetched:
             record = dict(zip(names, row, strict=True))
             found[(str(path), tuple(record[k] for k in keys))] = record
     return found

@@ -54,6 +54,8 @@ __all__ = [
     "Rows",
     "Window",
     "damaged_file",
+    "first_line",
+    "is_file_error",
     "label_files",
     "load",
     "logged_requests",
@@ -301,14 +303,15 @@ _DAMAGE_FIX = (
 )
 
 
-def _file_error(exc: duckdb.Error) -> bool:
+def is_file_error(exc: duckdb.Error) -> bool:
     """Whether DuckDB's `exc` can come from a file it reads: a read error, or the bare ``duckdb.Error`` of an
     exception DuckDB did not classify (a damaged page: Thrift's "don't know what type", "Payload value bigger than
     allowed", a dictionary "offset out of range"), whose message names no file."""
     return isinstance(exc, (duckdb.InvalidInputException, duckdb.IOException)) or type(exc) is duckdb.Error
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (DuckDB's run on with context), or its type's name when empty."""
     text = str(exc)
     return text.splitlines()[0] if text.strip() else type(exc).__name__
 
@@ -321,7 +324,7 @@ def damaged_file(files: Sequence[str]) -> tuple[str, str] | None:
             try:
                 con.execute(f"SELECT max(hash(COLUMNS(*))) FROM read_parquet({sql_string(path)})").fetchall()
             except duckdb.Error as exc:
-                return path, _first_line(exc)
+                return path, first_line(exc)
     return None
 
 
@@ -337,13 +340,13 @@ def readable(shadow_root: Path, labels_root: Path) -> Iterator[list[str]]:
     try:
         yield reading
     except duckdb.Error as exc:
-        if not _file_error(exc):
+        if not is_file_error(exc):
             raise
         roots = (("label", labels_root), ("shadow-log", shadow_root))
         for kind, root in roots:
             if str(root) in str(exc):
                 raise UnreadableLogError(
-                    f"a {kind} file under {root} cannot be read: {_first_line(exc)}", fix=_DAMAGE_FIX
+                    f"a {kind} file under {root} cannot be read: {first_line(exc)}", fix=_DAMAGE_FIX
                 ) from exc
         found = damaged_file(reading)
         if found is None:
@@ -352,7 +355,7 @@ def readable(shadow_root: Path, labels_root: Path) -> Iterator[list[str]]:
         kind, root = next(((kind, root) for kind, root in roots if Path(path).is_relative_to(root)), roots[1])
         raise UnreadableLogError(
             f"a {kind} file under {root} cannot be read: {path}: {error} (found by reading each file again: "
-            f"DuckDB's error named none: {_first_line(exc)})",
+            f"DuckDB's error named none: {first_line(exc)})",
             fix=_DAMAGE_FIX,
         ) from exc
 

@@ -22,11 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from chromium_driver import chromium
+from parquet_damage import damage_page
 from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
 from comparisons import skew as skew_check
-from comparisons.comparison import STEPS
+from comparisons.comparison import STEPS, compare
 from comparisons.report import REPORT_STEPS, SECTIONS, write_report
 from comparisons.shadow_rows import Window, load
 from lookup_tables import TableSpec, open_lookup_store
@@ -265,6 +266,26 @@ def test_disagreements_are_attributed_to_the_planted_causes(report: Any) -> None
     assert kinds["feature_skew"]["entities"] > 0 and kinds["model_skew"]["entities"] > 0
     assert kinds["stale_data"]["entities"] > 0
     assert kinds["undetermined"]["entities"] == 0
+
+
+def test_a_damaged_snapshot_leaves_the_explanation_unavailable_and_says_why(shadowed: Shadowed) -> None:
+    # A page of each batch snapshot damaged: DuckDB's error names no file; the explanation names the snapshot, and
+    # every other measure and the verdict stand.
+    settings, usecase = shadowed.world.settings, shadowed.world.usecase
+    snapshots = sorted((settings.snapshots_dir / UC).glob("*/snapshot.parquet"))
+    kept = {path: path.read_bytes() for path in snapshots}
+    try:
+        for path in snapshots:
+            damage_page(path, "found_rate_7d")
+        result = compare(usecase, settings)
+    finally:
+        for path, data in kept.items():
+            path.write_bytes(data)
+    reason = result.explanation.reason
+    assert not result.explanation.available
+    assert "the batch snapshot" in reason and "cannot be read" in reason and "restore that file" in reason
+    assert any(str(path) in reason for path in snapshots), reason
+    assert result.rows == shadowed.requests and result.verdict.decision
 
 
 @pytest.fixture(scope="module")

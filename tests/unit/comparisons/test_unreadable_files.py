@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from comparison_fixtures import USECASE, at, label, record, write_shadow
 from duckdb.sqltypes import BIGINT
+from parquet_damage import damage_page
 
 from comparisons import segments, skew
 from comparisons.comparison import compare
@@ -22,20 +23,6 @@ from migrate.usecase import UseCase
 from online.shadow.parquet import label_table
 
 pytestmark = pytest.mark.unit
-
-
-def _damage_page(path: Path, column: str) -> None:
-    """Overwrite the header of `column`'s first page (its dictionary page when it has one) in every row group: the
-    footer stays whole, so the file opens and DuckDB fails only when it decodes that column."""
-    metadata = pq.ParquetFile(path).metadata
-    data = bytearray(path.read_bytes())
-    for group in range(metadata.num_row_groups):
-        for index in range(metadata.num_columns):
-            chunk = metadata.row_group(group).column(index)
-            if chunk.path_in_schema == column:
-                first = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
-                data[first : first + 8] = b"\xff" * 8
-    path.write_bytes(bytes(data))
 
 
 def _world(settings: Settings) -> None:
@@ -54,7 +41,7 @@ def test_a_damaged_page_duckdb_does_not_place_is_found_and_named(
     _world(settings)
     root = (settings.labels_dir if kind == "label" else settings.shadow_dir) / USECASE
     damaged = next(root.glob("date=*/hour=07/*.parquet"))
-    _damage_page(damaged, column)
+    damage_page(damaged, column)
     with pytest.raises(duckdb.Error) as bare:  # what DuckDB says of it: no file named
         duckdb.execute(f"SELECT max(hash({column})) FROM read_parquet('{damaged}')").fetchall()
     assert type(bare.value) is duckdb.Error and str(damaged) not in str(bare.value)
@@ -73,7 +60,7 @@ def test_a_damaged_newest_label_file_past_the_window_is_named(settings: Settings
     damaged = settings.labels_dir / USECASE / "date=2026-11-14/hour=10/part-other-tool.parquet"
     damaged.parent.mkdir(parents=True)
     pq.write_table(label_table([label(4 * 60 + 10, 1.0, product=12)], [0], [0]), damaged, write_statistics=False)
-    _damage_page(damaged, "event_time")
+    damage_page(damaged, "event_time")
     window = Window(at(0), at(60))
     for read in (load, logged_requests):
         with pytest.raises(UnreadableLogError) as caught:
@@ -85,7 +72,7 @@ def test_a_column_only_a_later_measure_reads_is_named_by_the_comparison(settings
     # The load does not read the logged features; the feature-skew check and the explanation do.
     _world(settings)
     damaged = next((settings.shadow_dir / USECASE).glob("date=*/hour=07/*.parquet"))
-    _damage_page(damaged, "online_features")
+    damage_page(damaged, "online_features")
     rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
     rows.con.close()
     with pytest.raises(UnreadableLogError) as caught:
@@ -97,7 +84,7 @@ def test_the_damaged_file_is_the_first_that_does_not_read_whole(settings: Settin
     _world(settings)
     files = sorted(str(p) for p in (settings.shadow_dir / USECASE).glob("date=*/hour=*/*.parquet"))
     assert damaged_file(files) is None
-    _damage_page(Path(files[1]), "online_model_version")
+    damage_page(Path(files[1]), "online_model_version")
     found = damaged_file(files)
     assert found is not None and found[0] == files[1] and found[1]
 
