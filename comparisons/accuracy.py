@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
 from comparisons.bootstrap import HIGHER_IS_BETTER, METRICS, metric, paired_intervals
 from comparisons.shadow_rows import Rows
@@ -71,6 +72,12 @@ class Accuracy(Result):
     unlabeled: int
     pending: int
     label_watermark: datetime | None
+    invalid_labels: int = Field(
+        default=0,
+        description="Label values in the window's label files that cannot be the use case's label (NaN or "
+        "±infinity; for a binary label, anything but 0 and 1): left out of the join, so a request they would have "
+        "labeled counts as unlabeled or pending.",
+    )
     scores: list[Score]
     roc: dict[str, dict[str, list[float]]]
     calibration: dict[str, Calibration]
@@ -231,6 +238,7 @@ def measure(rows: Rows, confidence: float) -> Accuracy:
         unlabeled=unlabeled,
         pending=pending,
         label_watermark=rows.label_watermark,
+        invalid_labels=rows.invalid_labels,
         scores=scores,
         roc=roc,
         calibration=calibration,

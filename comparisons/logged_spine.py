@@ -28,6 +28,7 @@ class SpineExport:
     pending: int
     duplicates: int
     table_rows: int  # the table's rows after the export (earlier windows included)
+    invalid_labels: int = 0  # label values that cannot be the use case's label, left out of the join
 
 
 def spine_table_name(usecase: UseCase) -> str:
@@ -50,4 +51,6 @@ def export_spine(usecase: UseCase, settings: Settings, window: Window, table: st
         since=window.since,
         until=window.until,
     )
-    return SpineExport(name, logged.labeled, logged.unlabeled, logged.pending, logged.duplicates, rows)
+    return SpineExport(
+        name, logged.labeled, logged.unlabeled, logged.pending, logged.duplicates, rows, logged.invalid_labels
+    )

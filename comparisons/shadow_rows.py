@@ -187,6 +187,7 @@ class Rows:
     non_finite: dict[str, int] = field(default_factory=dict)  # side ("batch", "live") → NaN or ±inf scores dropped
     table: pa.Table | None = None  # table ``s`` as registered (Arrow), for `fork`; `load` always sets it
     paths: tuple[str, ...] = ()  # the window's shadow files, in time order
+    invalid_labels: int = 0  # label values that cannot be the use case's label, left out (`_labels_table`)
 
     def fork(self) -> Rows:
         """These rows on a connection of their own: a cursor of the same database with table ``s`` registered on
@@ -232,22 +233,30 @@ def _by_id(usecase: UseCase) -> str | None:
     return None if by_reference is None else by_reference.request_field
 
 
-def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[str]) -> None:
+def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[str]) -> int:
     """Table ``labels(e, event_time, label)``: only what the join needs, the join key as a 64-bit hash (of the
-    entity, or of the id the label names)."""
-    if files:
-        casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys)
-        joined = "hash(ref)" if _by_id(usecase) else f"hash({casts})"
-        source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
-        con.execute(
-            f"CREATE TEMP TABLE labels AS SELECT {joined} AS e, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
-            f"CAST(label AS DOUBLE) AS label FROM {source} WHERE label IS NOT NULL"
-        )
-    else:
+    entity, or of the id the label names). A value that cannot be the use case's label (NaN or ±infinity; for a
+    binary label, anything but 0 and 1) is left out and counted: returns how many. The sink writes none (its events
+    are checked), but a label file another tool wrote may hold them, and they would crash the report (NaN) or skew
+    every accuracy metric (a binary label of 2)."""
+    if not files:
         con.execute(
             "CREATE TEMP TABLE labels AS SELECT CAST(NULL AS UBIGINT) AS e, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
             "CAST(NULL AS DOUBLE) AS label LIMIT 0"
         )
+        return 0
+    casts = ", ".join(f"CAST(key_{k.name} AS {_key_type(k.type)})" for k in usecase.entity.keys)
+    joined = "hash(ref)" if _by_id(usecase) else f"hash({casts})"
+    source = f"read_parquet({_literal(files)}, hive_partitioning = true, union_by_name = true)"
+    con.execute(
+        f"CREATE TEMP TABLE labels AS SELECT {joined} AS e, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
+        f"CAST(label AS DOUBLE) AS label FROM {source} WHERE label IS NOT NULL"
+    )
+    valid = "isfinite(label)" + (" AND label IN (0, 1)" if usecase.label.kind == "binary" else "")
+    invalid = int(con.execute(f"SELECT count(*) FROM labels WHERE NOT ({valid})").fetchall()[0][0])
+    if invalid:
+        con.execute(f"DELETE FROM labels WHERE NOT ({valid})")
+    return invalid
 
 
 def _watermark(con: duckdb.DuckDBPyConnection, labels_root: Path, reading: list[str]) -> datetime | None:
@@ -405,7 +414,7 @@ def load(
         delay = parse_duration(usecase.label.available_after)
         labels = label_files(labels_root, requests_span(files, window), delay)
         reading.extend([*files, *labels])
-        _labels_table(con, usecase, labels)
+        invalid_labels = _labels_table(con, usecase, labels)
         watermark = _watermark(con, labels_root, reading)
         keys = tuple(usecase.entity.key_names)
         filtered = _window_filter(window)
@@ -497,6 +506,7 @@ def load(
             non_finite,
             table,
             tuple(files),
+            invalid_labels,
         )
 
 
@@ -572,6 +582,7 @@ class LoggedRequests:
     pending: int  # the label window is still open at the label watermark
     duplicates: int  # records delivered twice (a producer retry), kept once
     label_watermark: datetime | None
+    invalid_labels: int  # label values that cannot be the use case's label (NaN, a binary label of 2), left out
 
 
 def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, window: Window) -> LoggedRequests:
@@ -601,7 +612,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
         delay = parse_duration(usecase.label.available_after)
         labels = label_files(labels_root, requests_span(files, window), delay)
         reading.extend([*files, *labels])
-        _labels_table(con, usecase, labels)
+        invalid_labels = _labels_table(con, usecase, labels)
         watermark = _watermark(con, labels_root, reading)
         table = con.sql(f"""
             SELECT {row_id_sql(usecase)} AS h, {_join_key_sql(usecase)} AS j, {", ".join(typed)},
@@ -615,7 +626,9 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
     counts = np.bincount(states, minlength=len(LABEL_STATES))
     kept = table.filter(pa.array(states == 0)).drop_columns(["h", "j", "label_state"])
     kept = kept.rename_columns([usecase.label.name if c == "label" else c for c in kept.column_names])
-    return LoggedRequests(kept, int(counts[0]), int(counts[1]), int(counts[2]), read - int(counts.sum()), watermark)
+    return LoggedRequests(
+        kept, int(counts[0]), int(counts[1]), int(counts[2]), read - int(counts.sum()), watermark, invalid_labels
+    )
 
 
 def _served_version_sql(logged: str, published: Sequence[tuple[int, datetime]]) -> str:

@@ -164,6 +164,9 @@ def spine(
     )
     left = {"label window still open": done.pending, "closed without a label": done.unlabeled}
     left["delivered twice, kept once"] = done.duplicates
+    left["label values that cannot be its label (NaN, ±inf, a binary label not 0 or 1), not joined"] = (
+        done.invalid_labels
+    )
     for why, count in left.items():
         if count:
             console.print(f"  left out: {count:,} ({why})", highlight=False)
