@@ -75,8 +75,8 @@ class Accuracy(Result):
     invalid_labels: int = Field(
         default=0,
         description="Label values in the window's label files that cannot be the use case's label (NaN or "
-        "±infinity; for a binary label, anything but 0 and 1): left out of the join, so a request they would have "
-        "labeled counts as unlabeled or pending.",
+        "±infinity; for a binary label, anything but 0 and 1), or without an event time: left out of the join, so "
+        "a request they would have labeled takes the next label of its window, or counts as unlabeled or pending.",
     )
     scores: list[Score]
     roc: dict[str, dict[str, list[float]]]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -64,6 +64,7 @@ __all__ = [
     "requests_span",
     "row_id_sql",
     "shadow_files",
+    "wrong_columns",
 ]
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -160,6 +161,7 @@ def newest_label(con: duckdb.DuckDBPyConnection, root: Path, reading: list[str] 
         in_hour = list(grouped)
         if reading is not None:
             reading.extend(in_hour)
+        _check_columns("label", root, in_hour, _NEWEST_COLUMNS)
         source = f"read_parquet({_literal(in_hour)}, hive_partitioning = true, union_by_name = true)"
         found = con.execute(
             f"SELECT max(CAST(event_time AS TIMESTAMPTZ)) FROM {source} WHERE label IS NOT NULL"
@@ -236,9 +238,9 @@ def _by_id(usecase: UseCase) -> str | None:
 def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[str]) -> int:
     """Table ``labels(e, event_time, label)``: only what the join needs, the join key as a 64-bit hash (of the
     entity, or of the id the label names). A value that cannot be the use case's label (NaN or ±infinity; for a
-    binary label, anything but 0 and 1) is left out and counted: returns how many. The sink writes none (its events
-    are checked), but a label file another tool wrote may hold them, and they would crash the report (NaN) or skew
-    every accuracy metric (a binary label of 2)."""
+    binary label, anything but 0 and 1), or a label without an event time, is left out and counted: returns how
+    many. The sink writes none (its events are checked), but a label file another tool wrote may hold them, and they
+    would crash the report (NaN) or skew every accuracy metric (a binary label of 2)."""
     if not files:
         con.execute(
             "CREATE TEMP TABLE labels AS SELECT CAST(NULL AS UBIGINT) AS e, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
@@ -252,7 +254,9 @@ def _labels_table(con: duckdb.DuckDBPyConnection, usecase: UseCase, files: list[
         f"CREATE TEMP TABLE labels AS SELECT {joined} AS e, CAST(event_time AS TIMESTAMPTZ) AS event_time, "
         f"CAST(label AS DOUBLE) AS label FROM {source} WHERE label IS NOT NULL"
     )
-    valid = "isfinite(label)" + (" AND label IN (0, 1)" if usecase.label.kind == "binary" else "")
+    valid = "isfinite(label) AND event_time IS NOT NULL" + (
+        " AND label IN (0, 1)" if usecase.label.kind == "binary" else ""
+    )
     invalid = int(con.execute(f"SELECT count(*) FROM labels WHERE NOT ({valid})").fetchall()[0][0])
     if invalid:
         con.execute(f"DELETE FROM labels WHERE NOT ({valid})")
@@ -304,6 +308,123 @@ _VERSIONS = {
     "batch_live": ("batch_model_version", "online_model_version"),
     "live_candidate": ("online_model_version", "candidate_model_version"),
 }
+
+
+# The columns a comparison reads of a shadow-log file and the kind of value each holds (as the sink writes them).
+_SHADOW_TEXT = (
+    "served_source",
+    "stage",
+    "batch_error",
+    "online_error",
+    "candidate_error",
+    "batch_model_version",
+    "online_model_version",
+    "candidate_model_version",
+    "context",
+    "online_feature_ages_s",
+    "online_features",
+)
+_SHADOW_NUMBERS = (
+    "batch_prediction",
+    "online_prediction",
+    "candidate_prediction",
+    "batch_data_age_s",
+    "batch_latency_ms",
+    "online_latency_ms",
+    "candidate_latency_ms",
+    "sample_percent",
+)
+_INTEGERS = frozenset(
+    ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+)
+_NEWEST_COLUMNS = {"event_time": "timestamp", "label": "number"}  # what `newest_label` reads
+
+
+def _fits(duckdb_type: str, kind: str) -> bool:
+    """Whether a Parquet column DuckDB reads as `duckdb_type` holds `kind` values (a column of nulls holds any)."""
+    if duckdb_type == '"NULL"':
+        return True
+    if kind == "integer":
+        return duckdb_type in _INTEGERS
+    if kind == "number":
+        return duckdb_type in _INTEGERS or duckdb_type in ("FLOAT", "DOUBLE") or duckdb_type.startswith("DECIMAL")
+    if kind == "timestamp":
+        return duckdb_type.startswith("TIMESTAMP")
+    return duckdb_type == ("BOOLEAN" if kind == "boolean" else "VARCHAR")
+
+
+def _key_columns(usecase: UseCase) -> dict[str, str]:
+    return {f"key_{k.name}": "integer" if k.type == "int" else "text" for k in usecase.entity.keys}
+
+
+def _shadow_columns(usecase: UseCase) -> dict[str, str]:
+    return {
+        "request_id": "text",
+        "request_time": "timestamp",
+        **_key_columns(usecase),
+        **dict.fromkeys(_SHADOW_TEXT, "text"),
+        **dict.fromkeys(_SHADOW_NUMBERS, "number"),
+        "batch_miss": "boolean",
+        "lookup_version": "integer",
+    }
+
+
+def _label_columns(usecase: UseCase) -> dict[str, str]:
+    return {**_NEWEST_COLUMNS, **({"ref": "text"} if _by_id(usecase) else _key_columns(usecase))}
+
+
+def _top_level(schema: list[tuple[str, int | None, str]]) -> dict[str, str]:
+    """A file's top-level columns and their DuckDB types from its `parquet_schema` rows (name, children, type),
+    in order after the root: a nested column's children follow it, depth first, and are skipped."""
+    columns: dict[str, str] = {}
+    left: list[int] = []  # children still to come at each open nesting level
+    for name, children, kind in schema:
+        if not left:
+            columns[name] = kind
+        else:
+            left[-1] -= 1
+        if children:
+            left.append(children)
+        while left and left[-1] == 0:
+            left.pop()
+    return columns
+
+
+def wrong_columns(files: Sequence[str], expected: dict[str, str], required: Collection[str]) -> tuple[str, str] | None:
+    """The first of `files` whose footer lacks a `required` column or holds one of `expected`'s columns with
+    values of another kind (text where a number is read, say), and what is wrong; None when every file fits. Only
+    the footers are read. Another writer's file of the wrong shape would otherwise stop DuckDB mid-query with an
+    error naming no file ("Could not convert string 'x' to INT64")."""
+    if not files:
+        return None
+    with duckdb.connect() as con:
+        schema = con.execute(
+            f"SELECT file_name, name, num_children, duckdb_type FROM parquet_schema({_literal(list(files))}) "
+            "ORDER BY file_name, column_id"
+        ).fetchall()
+    for path, rows in itertools.groupby(schema, key=lambda row: str(row[0])):
+        columns = _top_level([(name, children, kind) for _, name, children, kind in list(rows)[1:]])
+        missing = sorted(set(required) - columns.keys())
+        if missing:
+            return path, f"it has no column {missing[0]}"
+        for name, kind in expected.items():
+            found = columns.get(name)
+            if found is not None and not _fits(found, kind):
+                return path, f"its column {name} holds {found}, not {'an integer' if kind == 'integer' else kind}"
+    return None
+
+
+def _check_columns(kind: str, root: Path, files: Sequence[str], expected: dict[str, str]) -> None:
+    """`wrong_columns` of `files` (every expected column but the optional ones required) as an
+    `UnreadableLogError`."""
+    optional = {*_SHADOW_TEXT, *_SHADOW_NUMBERS, "batch_miss", "lookup_version"}
+    wrong = wrong_columns(files, expected, [name for name in expected if name not in optional])
+    if wrong is not None:
+        raise UnreadableLogError(
+            f"a {kind} file under {root} cannot be read: {wrong[0]}: {wrong[1]}",
+            fix="move that file out of the folder and run again (its rows are then left out); the sink writes these "
+            "columns with these types, so it was written by another tool",
+        )
 
 
 _DAMAGE_FIX = (
@@ -414,6 +535,8 @@ def load(
         delay = parse_duration(usecase.label.available_after)
         labels = label_files(labels_root, requests_span(files, window), delay)
         reading.extend([*files, *labels])
+        _check_columns("shadow-log", shadow_root, files, _shadow_columns(usecase))
+        _check_columns("label", labels_root, labels, _label_columns(usecase))
         invalid_labels = _labels_table(con, usecase, labels)
         watermark = _watermark(con, labels_root, reading)
         keys = tuple(usecase.entity.key_names)
@@ -612,6 +735,8 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
         delay = parse_duration(usecase.label.available_after)
         labels = label_files(labels_root, requests_span(files, window), delay)
         reading.extend([*files, *labels])
+        _check_columns("shadow-log", shadow_root, files, _shadow_columns(usecase))
+        _check_columns("label", labels_root, labels, _label_columns(usecase))
         invalid_labels = _labels_table(con, usecase, labels)
         watermark = _watermark(con, labels_root, reading)
         table = con.sql(f"""

@@ -5,9 +5,11 @@ also when only a measure after the load reads the damaged column (comparisons/sh
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from comparison_fixtures import USECASE, at, label, record, write_shadow
@@ -16,7 +18,7 @@ from parquet_damage import damage_page
 
 from comparisons import segments, skew
 from comparisons.comparison import compare
-from comparisons.shadow_rows import Rows, Window, damaged_file, load, logged_requests, readable
+from comparisons.shadow_rows import Rows, Window, damaged_file, load, logged_requests, readable, wrong_columns
 from migrate.errors import UnreadableLogError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
@@ -132,3 +134,76 @@ def test_an_error_while_a_fork_runs_is_the_error_raised(
     monkeypatch.setattr(skew, "measure", failing_skew)
     with pytest.raises(_MeasureFailed):
         compare(usecase, settings)
+
+
+def _rewrite(path: Path, change: Callable[[pa.Table], pa.Table]) -> None:
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+def _as(name: str, values: pa.Array) -> Callable[[pa.Table], pa.Table]:
+    return lambda table: table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def _text(name: str, value: str) -> Callable[[pa.Table], pa.Table]:
+    """Column `name` written as text, `value` in every row."""
+    return lambda table: _as(name, pa.array([value] * table.num_rows))(table)
+
+
+def _without(name: str) -> Callable[[pa.Table], pa.Table]:
+    return lambda table: table.drop_columns([name])
+
+
+SHAPES = {
+    # (which file, what another tool wrote) → (the column the error names, the change)
+    ("shadow-log", "a prediction as text"): ("batch_prediction", _text("batch_prediction", "0.5")),
+    ("shadow-log", "no request time"): ("request_time", _without("request_time")),
+    ("shadow-log", "the request time as text"): ("request_time", _text("request_time", "noon")),
+    ("shadow-log", "an integer key as text"): ("key_store_id", _text("key_store_id", "x")),
+    ("label", "the label as text"): ("label", _text("label", "yes")),
+    ("label", "no label"): ("label", _without("label")),
+    ("label", "an integer key as text"): ("key_product_id", _text("key_product_id", "p")),
+}
+
+
+@pytest.mark.parametrize(("kind", "shape"), list(SHAPES))
+def test_a_file_of_another_shape_is_named_with_its_column_before_any_row_is_read(
+    settings: Settings, usecase: UseCase, kind: str, shape: str
+) -> None:
+    # Each of these stopped DuckDB mid-query ("Could not convert string 'x' to INT64") or made the report fail.
+    column, change = SHAPES[(kind, shape)]
+    _world(settings)
+    root = (settings.labels_dir if kind == "label" else settings.shadow_dir) / USECASE
+    other = next(root.glob("date=*/hour=07/*.parquet"))
+    _rewrite(other, change)
+    for read in (load, logged_requests):
+        with pytest.raises(UnreadableLogError) as caught:
+            read(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+        assert f"a {kind} file under {root} cannot be read: {other}: " in caught.value.what
+        assert column in caught.value.what
+        assert caught.value.fix is not None and "written by another tool" in caught.value.fix
+
+
+def test_the_newest_label_file_read_for_the_watermark_is_checked_too(settings: Settings, usecase: UseCase) -> None:
+    _world(settings)
+    newest = settings.labels_dir / USECASE / "date=2026-11-14/hour=10/part-other-tool.parquet"
+    newest.parent.mkdir(parents=True)
+    table = label_table([label(4 * 60 + 10, 1.0, product=12)], [0], [0])
+    pq.write_table(_as("event_time", pa.array(["10:10"]))(table), newest)
+    with pytest.raises(UnreadableLogError) as caught:
+        load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window(at(0), at(60)))
+    assert str(newest) in caught.value.what and "event_time" in caught.value.what
+
+
+def test_only_top_level_columns_are_checked(settings: Settings, usecase: UseCase) -> None:
+    # A nested column whose fields bear the names of the columns read (a feature named request_id, say) is not one
+    # of them; a column of nulls holds any kind; columns the comparison does not read may hold anything.
+    _world(settings)
+    path = next((settings.shadow_dir / USECASE).glob("date=*/hour=07/*.parquet"))
+    n = pq.read_metadata(path).num_rows
+    nested = pa.array([{"request_id": 1.5, "inner": {"request_time": "x"}}] * n)
+    _rewrite(path, lambda t: t.append_column("extra", nested).append_column("note", pa.array([[1, 2]] * n)))
+    _rewrite(path, _as("batch_error", pa.nulls(n)))
+    assert wrong_columns([str(path)], {"request_id": "text", "request_time": "timestamp"}, ["request_id"]) is None
+    rows = load(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
+    assert rows.rows == 2
+    rows.con.close()
