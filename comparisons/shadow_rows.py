@@ -528,15 +528,15 @@ def load(
                 fix=f"serve it at stage shadow (`migrate flags set {usecase.name} --stage shadow --reason …`) and run "
                 f"`migrate sink {usecase.name}`; or widen --since/--until",
             )
-        con = duckdb.connect(config={"threads": threads} if threads else {})
-        con.execute("SET TimeZone = 'UTC'")
-        if memory_limit:
-            con.execute(f"SET memory_limit = '{memory_limit}'")
         delay = parse_duration(usecase.label.available_after)
         labels = label_files(labels_root, requests_span(files, window), delay)
         reading.extend([*files, *labels])
         _check_columns("shadow-log", shadow_root, files, _shadow_columns(usecase))
         _check_columns("label", labels_root, labels, _label_columns(usecase))
+        con = duckdb.connect(config={"threads": threads} if threads else {})
+        con.execute("SET TimeZone = 'UTC'")
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
         invalid_labels = _labels_table(con, usecase, labels)
         watermark = _watermark(con, labels_root, reading)
         keys = tuple(usecase.entity.key_names)
