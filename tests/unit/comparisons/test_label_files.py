@@ -11,7 +11,6 @@ import pytest
 from comparison_fixtures import T0, USECASE, at, label, labels_by_hand, record, write_shadow
 
 from comparisons.shadow_rows import Window, label_files, load, logged_requests, newest_label, requests_span
-from migrate.errors import UnreadableLogError
 from migrate.settings import Settings
 from migrate.usecase import UseCase, parse_duration
 
@@ -125,19 +124,3 @@ def test_the_newest_label_is_found_past_partitions_without_one(settings: Setting
     write_shadow(settings, [], [label(30, 1.0), label(HOUR + 10, 0.0)])
     (root / "date=2026-11-14/hour=09").mkdir(parents=True)  # a newer partition with no file in it
     assert _newest(root) == at(HOUR + 10)
-
-
-@pytest.mark.parametrize("kind", ["label", "shadow-log"])
-def test_a_damaged_file_in_the_window_is_a_clear_error_naming_it(
-    settings: Settings, usecase: UseCase, kind: str
-) -> None:
-    write_shadow(settings, [record(1, 0), record(2, 70, product=11)], [label(30, 1.0), label(100, 0.0, product=11)])
-    root = settings.labels_dir if kind == "label" else settings.shadow_dir
-    damaged = next((root / USECASE).glob("date=*/hour=07/*.parquet"))
-    damaged.write_bytes(damaged.read_bytes()[:-100])  # cut short: its footer is gone
-    for read in (load, logged_requests):
-        with pytest.raises(UnreadableLogError) as caught:
-            read(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
-        assert f"a {kind} file under {root / USECASE}" in caught.value.what
-        assert str(damaged) in caught.value.what
-        assert caught.value.fix is not None and "move that file out" in caught.value.fix

@@ -36,6 +36,16 @@ def _world(settings: Settings) -> None:
     )
 
 
+def _refused_by_both(settings: Settings, usecase: UseCase, window: Window | None = None) -> list[UnreadableLogError]:
+    """The error each reader of the log raises: the comparison's (`load`) and the spine's (`logged_requests`)."""
+    errors = []
+    for read in (load, logged_requests):
+        with pytest.raises(UnreadableLogError) as caught:
+            read(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, window or Window())
+        errors.append(caught.value)
+    return errors
+
+
 @pytest.mark.parametrize(("kind", "column"), [("label", "event_time"), ("shadow-log", "request_time")])
 def test_a_damaged_page_duckdb_does_not_place_is_found_and_named(
     settings: Settings, usecase: UseCase, kind: str, column: str
@@ -47,12 +57,20 @@ def test_a_damaged_page_duckdb_does_not_place_is_found_and_named(
     with pytest.raises(duckdb.Error) as bare:  # what DuckDB says of it: no file named
         duckdb.execute(f"SELECT max(hash({column})) FROM read_parquet('{damaged}')").fetchall()
     assert type(bare.value) is duckdb.Error and str(damaged) not in str(bare.value)
-    for read in (load, logged_requests):
-        with pytest.raises(UnreadableLogError) as caught:
-            read(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
-        assert f"a {kind} file under {root}" in caught.value.what
-        assert str(damaged) in caught.value.what
-        assert caught.value.fix is not None and "move that file out" in caught.value.fix
+    for error in _refused_by_both(settings, usecase):
+        assert f"a {kind} file under {root}" in error.what and str(damaged) in error.what
+        assert error.fix is not None and "move that file out" in error.fix
+
+
+@pytest.mark.parametrize("kind", ["label", "shadow-log"])
+def test_a_file_cut_short_is_named(settings: Settings, usecase: UseCase, kind: str) -> None:
+    _world(settings)
+    root = (settings.labels_dir if kind == "label" else settings.shadow_dir) / USECASE
+    damaged = next(root.glob("date=*/hour=07/*.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[:-100])  # its footer is gone: DuckDB names the file itself
+    for error in _refused_by_both(settings, usecase):
+        assert f"a {kind} file under {root}" in error.what and str(damaged) in error.what
+        assert error.fix is not None and "move that file out" in error.fix
 
 
 def test_a_damaged_newest_label_file_past_the_window_is_named(settings: Settings, usecase: UseCase) -> None:
@@ -64,10 +82,8 @@ def test_a_damaged_newest_label_file_past_the_window_is_named(settings: Settings
     pq.write_table(label_table([label(4 * 60 + 10, 1.0, product=12)], [0], [0]), damaged, write_statistics=False)
     damage_page(damaged, "event_time")
     window = Window(at(0), at(60))
-    for read in (load, logged_requests):
-        with pytest.raises(UnreadableLogError) as caught:
-            read(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, window)
-        assert str(damaged) in caught.value.what
+    for error in _refused_by_both(settings, usecase, window):
+        assert str(damaged) in error.what
 
 
 def test_a_column_only_a_later_measure_reads_is_named_by_the_comparison(settings: Settings, usecase: UseCase) -> None:
@@ -175,12 +191,9 @@ def test_a_file_of_another_shape_is_named_with_its_column_before_any_row_is_read
     root = (settings.labels_dir if kind == "label" else settings.shadow_dir) / USECASE
     other = next(root.glob("date=*/hour=07/*.parquet"))
     _rewrite(other, change)
-    for read in (load, logged_requests):
-        with pytest.raises(UnreadableLogError) as caught:
-            read(usecase, settings.shadow_dir / USECASE, settings.labels_dir / USECASE, Window())
-        assert f"a {kind} file under {root} cannot be read: {other}: " in caught.value.what
-        assert column in caught.value.what
-        assert caught.value.fix is not None and "written by another tool" in caught.value.fix
+    for error in _refused_by_both(settings, usecase):
+        assert f"a {kind} file under {root} cannot be read: {other}: " in error.what and column in error.what
+        assert error.fix is not None and "written by another tool" in error.fix
 
 
 def test_the_newest_label_file_read_for_the_watermark_is_checked_too(settings: Settings, usecase: UseCase) -> None:
