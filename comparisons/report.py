@@ -225,8 +225,8 @@ def _accuracy(c: Comparison, figures: dict[str, str], window: str) -> str:
         f"<p>{_n(acc.pairs)} labeled pairs ({_n(acc.unlabeled)} requests without a label in their closed window, "
         f"{_n(acc.pending)} still pending; labels seen up to {_e(_when(acc.label_watermark))}).</p>"
         + (
-            f'<p class="invalid">Label values that cannot be a {_e(acc.kind)} label (NaN, ±infinity'
-            f"{', or neither 0 nor 1' if acc.kind == 'binary' else ''}) in the label files: "
+            f'<p class="invalid">Labels that cannot be a {_e(acc.kind)} label (NaN, ±infinity'
+            f"{', neither 0 nor 1' if acc.kind == 'binary' else ''}, or without an event time) in the label files: "
             f"{_n(acc.invalid_labels)}, left out of the join. The sink writes none: look for another writer.</p>"
             if acc.invalid_labels
             else ""

@@ -164,7 +164,7 @@ def spine(
     )
     left = {"label window still open": done.pending, "closed without a label": done.unlabeled}
     left["delivered twice, kept once"] = done.duplicates
-    left["label values that cannot be its label (NaN, ±inf, a binary label not 0 or 1), not joined"] = (
+    left["labels that cannot be its label (NaN, ±inf, a binary label not 0 or 1, no event time), not joined"] = (
         done.invalid_labels
     )
     for why, count in left.items():
