@@ -338,6 +338,13 @@ _INTEGERS = frozenset(
     ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
 )
 _NEWEST_COLUMNS = {"event_time": "timestamp", "label": "number"}  # what `newest_label` reads
+_KINDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "timestamp": "a timestamp",
+    "text": "text",
+    "boolean": "a boolean",
+}
 
 
 def _fits(duckdb_type: str, kind: str) -> bool:
@@ -410,7 +417,7 @@ def wrong_columns(files: Sequence[str], expected: dict[str, str], required: Coll
         for name, kind in expected.items():
             found = columns.get(name)
             if found is not None and not _fits(found, kind):
-                return path, f"its column {name} holds {found}, not {'an integer' if kind == 'integer' else kind}"
+                return path, f"its column {name} holds {found}, not {_KINDS[kind]}"
     return None
 
 
@@ -441,9 +448,11 @@ def is_file_error(exc: duckdb.Error) -> bool:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (DuckDB's run on with context), or its type's name when empty."""
+    """The first line of an error's message (DuckDB's run on with context), or its type's name when empty; a
+    character that would not print (a damaged file's byte, in "don't know what type: \\x0f") as its escape."""
     text = str(exc)
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
+    line = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
 
 
 def damaged_file(files: Sequence[str]) -> tuple[str, str] | None:
