@@ -50,7 +50,15 @@ from online.stream.event_schema import encode_event
 from online.stream.label_topic import LabelRecord
 from online.stream.labels_from_events import NoLabel, event_labeler
 
-__all__ = ["BacktestResult", "backtest_settings", "check_span", "label_stream", "pin_models", "run_backtest"]
+__all__ = [
+    "BacktestResult",
+    "backtest_settings",
+    "check_span",
+    "history_labels",
+    "label_stream",
+    "pin_models",
+    "run_backtest",
+]
 
 
 def check_span(what: str, start: datetime, until: datetime) -> None:
@@ -87,6 +95,9 @@ class BacktestResult:
     skipped_days: int = 0  # days already written by an earlier run
     batch_misses: int = 0  # requests whose entity had no row in the live version (or no version yet)
     labels: int = 0
+    # Events of the label stream's history its schema refuses (a key or the label's reference of the wrong type, a
+    # null key): no label, as the label sink would dead-letter them, counted instead.
+    invalid_label_events: int = 0
     models: dict[str, str] = field(default_factory=dict)  # role → version
 
 
@@ -327,15 +338,17 @@ def label_stream(usecase: UseCase) -> str:
     return usecase.label.from_event.stream if usecase.label.from_event is not None else MAIN_STREAM
 
 
-def _labels(
+def history_labels(
     con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime
-) -> tuple[list[LabelRecord], datetime | None]:
-    """The labels the sink would have logged from the event history in [start, end), through its own labeler, and
-    the newest event time it read (labels or not: the progress the sink records, migrate/label_progress.py)."""
+) -> tuple[list[LabelRecord], datetime | None, int]:
+    """The labels the sink would have logged from the event history in [start, end), through its own labeler; the
+    newest event time it read (labels or not: the progress the sink records, migrate/label_progress.py); and how
+    many events its labeler refused as invalid (the sink dead-letters those)."""
     labeler = event_labeler(usecase)
     stream = label_stream(usecase)
     labels: list[LabelRecord] = []
     newest: datetime | None = None
+    invalid = 0
     for event in iter_events(con, usecase, start, end, stream=stream):
         label = labeler(encode_event(event))
         if isinstance(label, LabelRecord):
@@ -344,9 +357,10 @@ def _labels(
         elif isinstance(label, NoLabel):
             moment = label.event_time
         else:
+            invalid += 1
             continue
         newest = moment if newest is None or moment > newest else newest
-    return labels, newest
+    return labels, newest, invalid
 
 
 def run_backtest(
@@ -397,7 +411,7 @@ def run_backtest(
             if progress is not None:
                 progress("days answered by both paths", number + 1, len(days))
         horizon = until + parse_duration(usecase.label.available_after)
-        labels, read_up_to = _labels(con, usecase, start, horizon)
+        labels, read_up_to, invalid_label_events = history_labels(con, usecase, start, horizon)
         if history_around(con, usecase, horizon, stream=label_stream(usecase))[1]:
             # Every event before the horizon was read, and the history goes on after it: the label stream is known
             # up to the horizon, however long before it the last event was (a quiet night before a rare label).
@@ -406,6 +420,7 @@ def run_backtest(
     if read_up_to is not None:
         write_progress(bt.labels_dir / usecase.name, "backtest", read_up_to)
     result.labels = len(labels)
+    result.invalid_label_events = invalid_label_events
     if result.requests == 0 and result.skipped_days == 0:
         raise BacktestError(
             f"no past request of {usecase.name!r} in {start.isoformat()} → {until.isoformat()}",

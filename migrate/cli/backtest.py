@@ -68,6 +68,12 @@ def backtest(
     )
     if result.skipped_days:
         console.print(f"  resumed: {result.skipped_days} days were already written", highlight=False)
+    if result.invalid_label_events:
+        console.print(
+            f"  left out: {result.invalid_label_events:,} events of the label stream's history that its schema "
+            "refuses (a null key, a value of the wrong type): no label, as the sink would dead-letter them",
+            highlight=False,
+        )
     console.print(f"  in {result.settings.state_dir}; judge it: migrate gate {usecase} --backtest", highlight=False)
 
 

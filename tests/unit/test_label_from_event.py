@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from comparisons.shadow_rows import Window, load
+from migrate.backtest.runner import history_labels
 from migrate.batch.offline_store import training_frame
 from migrate.label_progress import write_progress
 from migrate.registry import Registry
@@ -389,3 +390,14 @@ def test_with_a_request_field_the_comparator_joins_labels_by_the_id_they_name(tm
     with pytest.raises(ValueError, match="must be a required context value"):
         raw["context"] = []
         UseCase.model_validate(raw)
+
+
+def test_a_backtest_counts_the_label_events_the_schema_refuses(store: duckdb.DuckDBPyConnection) -> None:
+    # The history's chargebacks label what they name; one without its card is refused by the stream's schema (the
+    # sink would dead-letter it): no label, and counted instead of skipped in silence.
+    store.execute("INSERT INTO card_events VALUES ('c9', '2026-11-03 08:00', NULL, 'chargeback', 20, 'a2')")
+    start, end = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)
+    labels, newest, invalid = history_labels(store, usecase(), start, end)
+    assert sorted((label.ref, label.label) for label in labels) == [("a1", 1.0), ("a3", 1.0)]
+    assert invalid == 1
+    assert newest == datetime(2026, 11, 9, 9, tzinfo=UTC)  # the newest event read, labels or not
