@@ -54,7 +54,10 @@ class ServingDeps:
     flag_store: Any
     admin_token: str | None
     readiness: Callable[[], dict[str, str]]
-    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # Awaited on the worker's event loop as it starts (e.g. the feature store's asyncio client: `aopen`), and as it
+    # stops, in reverse order; a shutdown step may be a plain function or a coroutine function.
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For names the client
     reports_dir: Path | None = None  # <state_dir>/reports: GET /v1/reports/{usecase}/latest serves from it
     on_scrape: list[Callable[[], None]] = field(default_factory=list)  # gauges refreshed before /metrics answers
@@ -79,11 +82,15 @@ def create_app(deps: ServingDeps, *, fast_predict: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for start in deps.on_start:
+            await start()
         settle_heap()  # everything is loaded: full GC passes skip it from now on (online/serving/heap.py)
         yield
         for close in reversed(deps.on_shutdown):
             try:
-                close()
+                done = close()
+                if done is not None:
+                    await done
             except Exception:
                 log.exception("shutdown step failed")
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from migrate.cutover.flags import Flag
-from online.serving.batcher import Batcher
+from online.serving.batcher import AsyncBatcher, Batcher
 from online.serving.predictor import OnlinePredictor, OnlineResult
 
 Key = tuple[int | str, ...]
@@ -72,8 +72,8 @@ class Paths:
         """`predictor` None: the online path is down (`down` says why); every online call answers that error.
 
         `deadline_s` bounds how long a request waits for the online path (`online_async`): the feature read may
-        hold its thread for its socket timeout times its tries (and a request may queue behind such a call),
-        but the request stops waiting at the deadline and answers the timeout as the path's error.
+        wait for its socket timeout times its tries (and a request may queue behind such a call), but the request
+        stops waiting at the deadline and answers the timeout as the path's error.
         `lookup_deadline_s` bounds the lookup read (`lookup_read_async`) the same way: a database that stopped
         answering (a lock, a failover, a saturated server) holds the read's thread up to its statement timeout,
         never the request.
@@ -84,7 +84,7 @@ class Paths:
         self.spec = lookup_spec
         self.predictor = predictor
         self.down = None if predictor is not None else f"the online model is not loaded: {down or 'unknown reason'}"
-        self._online_batcher: Batcher[tuple[Key, datetime, Mapping[str, Any]], OnlineResult] | None = None
+        self._online_batcher: AsyncBatcher[tuple[Key, datetime, Mapping[str, Any]], OnlineResult] | None = None
         self._lookup_batcher: Batcher[Key, Any] | None = None
         self._active: int | None = None
         self._active_at = float("-inf")
@@ -166,14 +166,14 @@ class Paths:
         if self.predictor is None:
             return Outcome({}, 0.0, self.down, asked)
         if self._online_batcher is None:
-            self._online_batcher = Batcher(self._predict_items, name="migrate-online")
+            self._online_batcher = AsyncBatcher(self._predict_items)
         if not indexes:
             return Outcome({}, 0.0, asked=asked)
         try:
             future = self._online_batcher.submit([(keys[i], now, context) for i in indexes])
             async with asyncio.timeout(self.deadline_s):  # cancels `future` at the deadline (None: no deadline)
                 results = await future
-        except TimeoutError:  # the call goes on in its thread; its answer, when it comes, is dropped (batcher.py)
+        except TimeoutError:  # the call goes on in its task; its answer, when it comes, is dropped (batcher.py)
             error = f"TimeoutError: the online path did not answer within {self.deadline_s} s (MIGRATE_REDIS_TIMEOUT_S)"
             return Outcome({}, (time.perf_counter() - started) * 1000, error, asked)
         except Exception as exc:  # the online path may fail in any way; batch is the fallback
@@ -184,9 +184,9 @@ class Paths:
         rows = self.lookup.get_many(self.spec, list(dict.fromkeys(keys)))
         return [rows.get(key) for key in keys]
 
-    def _predict_items(self, items: list[tuple[Key, datetime, Mapping[str, Any]]]) -> list[OnlineResult]:
+    async def _predict_items(self, items: list[tuple[Key, datetime, Mapping[str, Any]]]) -> list[OnlineResult]:
         assert self.predictor is not None  # online_async answers for a missing model before batching
-        return self.predictor.predict([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
+        return await self.predictor.predict_async([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
 
     def close(self) -> None:
         """Stop the batching threads."""

@@ -21,7 +21,7 @@ from migrate.errors import ModelOutputError
 from migrate.feature_windows import Group, evaluate, groups_of
 from migrate.scoring import Model, score
 from migrate.usecase import UseCase
-from online.features.store import BatchRow, EntityKey, FeatureStore
+from online.features.store import BatchRow, EntityKey, FeatureStore, OnlineRead
 from online.serving.validation import context_values
 
 _BATCH, _CONTEXT, _WINDOW = 0, 1, 2  # a model column's kind of source
@@ -107,18 +107,52 @@ class OnlinePredictor:
     ) -> list[OnlineResult]:
         """Live predictions for `keys`, in order, as of `now` with `context` (one of each for all keys, or one per
         key: coalesced requests each keep their own); raises the feature store's error when it cannot answer."""
+        started = time.perf_counter()
+        nows, contexts, group_keys = self._request(keys, now, context)
+        read = self.features.read_online(self.usecase.name, keys, self._batch, group_keys, self._partitions)
+        return self._scored(keys, nows, contexts, read, started)
+
+    async def predict_async(
+        self,
+        keys: Sequence[EntityKey],
+        now: datetime | Sequence[datetime],
+        context: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[OnlineResult]:
+        """`predict` on the serving worker's event loop: the feature read awaited there
+        (`FeatureStore.read_online_async`), the windows and the model computed as `predict` computes them."""
+        started = time.perf_counter()
+        nows, contexts, group_keys = self._request(keys, now, context)
+        read = await self.features.read_online_async(self.usecase.name, keys, self._batch, group_keys, self._partitions)
+        return self._scored(keys, nows, contexts, read, started)
+
+    def _request(
+        self,
+        keys: Sequence[EntityKey],
+        now: datetime | Sequence[datetime],
+        context: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[list[datetime], list[Mapping[str, Any]], dict[str, list[EntityKey | None]]]:
+        """Each key's instant and context, and each group's key per entity (what the feature read takes)."""
         nows = [now] * len(keys) if isinstance(now, datetime) else list(now)
         contexts: list[Mapping[str, Any]] = (
             [context or {}] * len(keys) if context is None or isinstance(context, Mapping) else list(context)
         )
-        started = time.perf_counter()
-        group_keys = {
+        group_keys: dict[str, list[EntityKey | None]] = {
             g.name: list(keys)
             if g.is_entity
             else [self._group_key(g, k, c) for k, c in zip(keys, contexts, strict=True)]
             for g in self._groups
         }
-        read = self.features.read_online(self.usecase.name, keys, self._batch, group_keys, self._partitions)
+        return nows, contexts, group_keys
+
+    def _scored(
+        self,
+        keys: Sequence[EntityKey],
+        nows: Sequence[datetime],
+        contexts: Sequence[Mapping[str, Any]],
+        read: OnlineRead,
+        started: float,
+    ) -> list[OnlineResult]:
+        """The windows evaluated at each key's instant, the model's inputs assembled and scored: one result each."""
         width = len(self._names)
         cells: list[list[float]] = []  # the model's rows as Python lists: one NumPy array made at the end
         ages: list[dict[str, float]] = []

@@ -44,6 +44,7 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         watcher.stop,
         lambda: background.shutdown(wait=True),
         stores.features.close,
+        stores.features.aclose,  # before `close`: the asyncio client `aopen` opened on the worker's loop
     ]
     shutdown += [paths.close for paths in stores.paths.values()]  # closed in reverse: before the stores
     # The live model alias of each use case, followed without a restart (online/serving/model_swap.py).
@@ -124,6 +125,8 @@ def build_deps(settings: Settings, *, shadow_process: bool = True) -> ServingDep
         flag_store=flag_store,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
         readiness=readiness,
+        # The online path's feature read waits on the worker's loop, not on a thread (online/serving/batcher.py).
+        on_start=[stores.features.aopen],
         on_shutdown=shutdown,
         trusted_proxies=list(settings.trusted_proxies),
         reports_dir=settings.state_dir / "reports",

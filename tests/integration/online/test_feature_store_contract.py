@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import orjson
 import pyarrow as pa
 import pytest
 import redis
 
 from migrate.devservices.redis_server import RedisServer
 from migrate.errors import CorrectionRejectedError, FeatureStoreError, FeatureStoreUnavailableError
+from migrate.realtime_schema import ENTITY_GROUP
 from online.features import redis_store
-from online.features.redis_layout import batch_key
+from online.features.redis_layout import batch_key, state_key
 from online.features.redis_store import RedisFeatureStore
 from online.features.store import FeatureValue
 
@@ -506,3 +511,157 @@ def test_each_reading_thread_reads_on_a_connection_of_its_own_until_it_ends(fs_e
     store.close()
     assert settles_at(before)
     observer.close()
+
+
+# -- the read on the serving worker's event loop -------------------------------------------------------------------
+
+
+def _states(feature_store: RedisFeatureStore, usecase: str) -> dict[str, list[Any]]:
+    """Window states as the stream writes them (one field per partition): the entities' own and a store group's."""
+    own: list[Any] = [[T2.timestamp(), [], [[1, [1.0, 2.0]]]], [T1.timestamp(), [T1.timestamp()], []]]
+    store: list[Any] = [[T2.timestamp() - 5.0, [], [[3, [0.5, None]]]]]
+    for redis_key, partials in (
+        (state_key(usecase, ENTITY_GROUP, (0, 100)), own),
+        (state_key(usecase, "store", (7,)), store),
+    ):
+        fields: dict[str | bytes, bytes] = {f"w:{p}": orjson.dumps(state) for p, state in enumerate(partials)}
+        feature_store.client.hset(redis_key, mapping=cast(Any, fields))
+    return {"own": own, "store": store}
+
+
+def test_the_read_awaited_on_the_loop_answers_what_the_blocking_read_answers(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    """Batch features, the entities' own window states and a group's, keys with nothing stored: value for value."""
+    feature_store.write_features(fs_namespace, KEYS, _table(5, T1), FEATURES, "ts")
+    written = _states(feature_store, fs_namespace)
+    keys: list[tuple[int | str, ...]] = [(0, 100), (3, 103), (99, 199), (1, 101)]
+    groups: dict[str, list[tuple[int | str, ...] | None]] = {
+        ENTITY_GROUP: list(keys),
+        "store": [(7,), None, (7,), (8,)],
+    }
+    blocking = feature_store.read_online(fs_namespace, keys, ["c", "a"], groups, 2)
+
+    async def awaited() -> Any:
+        await feature_store.aopen()
+        try:
+            return await feature_store.read_online_async(fs_namespace, keys, ["c", "a"], groups, 2)
+        finally:
+            await feature_store.aclose()
+
+    on_loop = asyncio.run(awaited())
+    assert on_loop.states == blocking.states
+    assert on_loop.states[ENTITY_GROUP][0] == written["own"] and on_loop.states["store"][0] == written["store"]
+    assert on_loop.states["store"][1:] == [[], written["store"], []]
+    assert [row is None for row in on_loop.features] == [False, False, True, False]
+    for mine, theirs in zip(on_loop.features, blocking.features, strict=True):
+        assert (mine is None and theirs is None) or (
+            mine is not None
+            and theirs is not None
+            and mine.times == theirs.times
+            and all(_same(a, b) for a, b in zip(mine.values, theirs.values, strict=True))
+        )
+    first = on_loop.features[0]
+    assert first is not None and _same(first.values[0], math.nan) and first.values[1] == 0.0  # c: NaN at row 0
+
+
+def test_the_loop_read_goes_through_the_loops_own_client_and_a_thread_elsewhere(
+    feature_store: RedisFeatureStore, fs_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened on one loop, the read awaits Redis there (no thread); on a loop it was not opened on (or never
+    opened), it runs the blocking read on a thread, whose answer is the same."""
+    feature_store.write_features(fs_namespace, KEYS, _table(2, T1), FEATURES, "ts")
+    threads: list[str] = []
+    blocking_read = feature_store.read_online
+
+    def spied(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return blocking_read(*args)
+
+    monkeypatch.setattr(feature_store, "read_online", spied)
+
+    async def read() -> Any:
+        return await feature_store.read_online_async(fs_namespace, [(1, 101)], ["a"], {}, 1)
+
+    async def opened_then_read() -> tuple[Any, Any]:
+        await feature_store.aopen()
+        try:
+            return await read(), feature_store._async
+        finally:
+            await feature_store.aclose()
+
+    never_opened = asyncio.run(read())
+    assert len(threads) == 1 and threads[0] != threading.current_thread().name
+    on_loop, opened = asyncio.run(opened_then_read())
+    assert len(threads) == 1  # the loop's own client answered: no blocking read, no thread
+    assert opened is not None and feature_store._async is None  # closed with the loop's shutdown
+    assert on_loop.features == never_opened.features
+    assert on_loop.features[0] is not None and on_loop.features[0].values == [1 / 7]
+
+
+def test_a_stopped_server_raises_unavailable_on_the_loop_too(tmp_path: Path) -> None:
+    store, url = _dead_store(tmp_path, lambda server: server.url)
+
+    async def read() -> None:
+        await store.aopen()
+        try:
+            await store.read_online_async("dead", [(0, 100)], ["a"], {}, 1)
+        finally:
+            await store.aclose()
+
+    with pytest.raises(FeatureStoreUnavailableError) as caught:
+        asyncio.run(read())
+    assert url in str(caught.value) and "MIGRATE_REDIS_URL" in str(caught.value.fix)
+    store.close()
+
+
+def test_a_server_that_lost_the_read_script_is_given_it_again_on_the_loop(
+    feature_store: RedisFeatureStore, fs_namespace: str
+) -> None:
+    feature_store.write_features(fs_namespace, KEYS, _table(3, T1), FEATURES, "ts")
+    feature_store.client.script_flush()  # as after a restart: the script cache is empty
+
+    async def read() -> Any:
+        await feature_store.aopen()
+        try:
+            return await feature_store.read_online_async(fs_namespace, [(2, 102)], ["a"], {}, 1)
+        finally:
+            await feature_store.aclose()
+
+    row = asyncio.run(read()).features[0]
+    assert row is not None and row.values == [2 / 7] and row.times == [T1]
+
+
+def test_a_read_timed_out_on_the_loop_leaves_no_late_answer_for_the_next(tmp_path: Path) -> None:
+    """A stopped server (SIGSTOP: the socket accepts, nothing answers) times the read out; the late answer to it
+    must never be taken as the answer to the next read once the server answers again (the connection goes)."""
+    server = RedisServer(tmp_path / "redis").start()
+    store = RedisFeatureStore(server.url, read_timeout_s=0.2, connect_timeout_s=0.5, retries=0)
+    store.write_features("late", KEYS, _table(3, T1), FEATURES, "ts")
+    assert server.pid is not None
+
+    async def stop_read_resume_read() -> tuple[BaseException | None, Any]:
+        await store.aopen()
+        try:
+            await store.read_online_async("late", [(0, 100)], ["a"], {}, 1)  # the connection is open
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                timed_out: BaseException | None = None
+                try:
+                    await store.read_online_async("late", [(1, 101)], ["a"], {}, 1)
+                except FeatureStoreUnavailableError as exc:
+                    timed_out = exc
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            return timed_out, await store.read_online_async("late", [(2, 102)], ["a"], {}, 1)
+        finally:
+            await store.aclose()
+
+    try:
+        timed_out, after = asyncio.run(stop_read_resume_read())
+    finally:
+        store.close()
+        server.stop()
+    assert isinstance(timed_out, FeatureStoreUnavailableError) and "did not answer" in str(timed_out)
+    row = after.features[0]
+    assert row is not None and row.values == [2 / 7]  # entity (2, 102)'s own value, not (1, 101)'s late one

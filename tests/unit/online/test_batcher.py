@@ -1,8 +1,13 @@
-"""The batcher: concurrent requests go together as one call, each gets its own results, a failure reaches all."""
+"""The batchers: concurrent requests go together as one call, each gets its own results, a failure reaches all.
+
+Each coalescing test runs on both: `Batcher` (a blocking call on its thread) and `AsyncBatcher` (a coroutine awaited
+on the loop; here the same blocking call awaited through a thread of asyncio's, as a store without an asyncio
+client reads)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import weakref
@@ -12,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from online.serving.batcher import Batcher
+from online.serving.batcher import AsyncBatcher, Batcher
 from online.serving.prediction_paths import Key, Outcome, Paths
 from online.serving.predictor import OnlineResult
 
@@ -47,7 +52,7 @@ async def _bounded(awaitable: Awaitable[T]) -> T:
 
 
 async def _while_busy(
-    batcher: Batcher[Any, Any], gate: Gate, first: Sequence[Any], waiting: Sequence[Sequence[Any]]
+    batcher: AnyBatcher, gate: Gate, first: Sequence[Any], waiting: Sequence[Sequence[Any]]
 ) -> list[Any]:
     """Start `first`, submit `waiting` while its call runs, release it; every request's result or exception."""
     loop = asyncio.get_running_loop()
@@ -60,8 +65,28 @@ async def _while_busy(
     return await _bounded(asyncio.gather(*tasks, return_exceptions=True))
 
 
-def _run(gate: Gate, first: Sequence[Any], waiting: Sequence[Sequence[Any]], **options: Any) -> tuple[list[Any], Any]:
-    batcher: Batcher[Any, Any] = Batcher(gate, **options)
+AnyBatcher = Batcher[Any, Any] | AsyncBatcher[Any, Any]
+
+
+def _batcher(kind: str, call: Any, **options: Any) -> AnyBatcher:
+    if kind == "thread":
+        return Batcher(call, **options)
+
+    async def awaited(items: list[Any]) -> Any:
+        return await asyncio.to_thread(call, items)
+
+    return AsyncBatcher(awaited, **options)
+
+
+@pytest.fixture(params=["thread", "loop"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _run(
+    gate: Gate, first: Sequence[Any], waiting: Sequence[Sequence[Any]], kind: str = "thread", **options: Any
+) -> tuple[list[Any], Any]:
+    batcher = _batcher(kind, gate, **options)
     try:
         return asyncio.run(_while_busy(batcher, gate, first, waiting)), batcher
     finally:
@@ -69,18 +94,18 @@ def _run(gate: Gate, first: Sequence[Any], waiting: Sequence[Sequence[Any]], **o
         batcher.close()
 
 
-def test_requests_arriving_during_a_call_go_together_as_the_next_call() -> None:
+def test_requests_arriving_during_a_call_go_together_as_the_next_call(kind: str) -> None:
     gate = Gate()
-    results, batcher = _run(gate, [1], [[2, 3], [4], [5, 6, 7]])
+    results, batcher = _run(gate, [1], [[2, 3], [4], [5, 6, 7]], kind)
     assert gate.calls == [[1], [2, 3, 4, 5, 6, 7]]
     assert results == [["r1"], ["r2", "r3"], ["r4"], ["r5", "r6", "r7"]]  # each its own, in order
     assert (batcher.calls, batcher.items) == (2, 7)
 
 
-def test_a_lone_request_is_called_at_once_and_alone() -> None:
+def test_a_lone_request_is_called_at_once_and_alone(kind: str) -> None:
     gate = Gate()
     gate.released.set()
-    batcher: Batcher[int, str] = Batcher(gate)
+    batcher = _batcher(kind, gate)
     try:
         assert asyncio.run(_bounded(batcher([1, 2]))) == ["r1", "r2"]
         assert asyncio.run(_bounded(batcher([3]))) == ["r3"]
@@ -89,16 +114,16 @@ def test_a_lone_request_is_called_at_once_and_alone() -> None:
     assert gate.calls == [[1, 2], [3]]
 
 
-def test_a_call_takes_at_most_max_items_but_a_larger_request_goes_whole() -> None:
+def test_a_call_takes_at_most_max_items_but_a_larger_request_goes_whole(kind: str) -> None:
     gate = Gate()
-    results, _ = _run(gate, [1], [[2, 3], [4], [5, 6, 7, 8], [9]], max_items=3)
+    results, _ = _run(gate, [1], [[2, 3], [4], [5, 6, 7, 8], [9]], kind, max_items=3)
     assert gate.calls == [[1], [2, 3, 4], [5, 6, 7, 8], [9]]
     assert results == [["r1"], ["r2", "r3"], ["r4"], ["r5", "r6", "r7", "r8"], ["r9"]]
 
 
-def test_a_failed_call_fails_every_request_in_it_and_only_those() -> None:
+def test_a_failed_call_fails_every_request_in_it_and_only_those(kind: str) -> None:
     gate = Gate(fail_on="boom")
-    batcher: Batcher[Any, str] = Batcher(gate)
+    batcher = _batcher(kind, gate)
     try:
         results = asyncio.run(_while_busy(batcher, gate, [1], [[2], ["boom"], [3, 4]]))
         assert asyncio.run(_bounded(batcher([5]))) == ["r5"]  # the batcher is not stuck after a failure
@@ -111,8 +136,8 @@ def test_a_failed_call_fails_every_request_in_it_and_only_those() -> None:
         assert isinstance(result, ValueError) and str(result) == "cannot compute boom"
 
 
-def test_a_call_returning_the_wrong_count_fails_its_requests() -> None:
-    results, _ = _run(Gate(short_by=1), [1], [[2], [3]])
+def test_a_call_returning_the_wrong_count_fails_its_requests(kind: str) -> None:
+    results, _ = _run(Gate(short_by=1), [1], [[2], [3]], kind)
     assert results[0] == ["r1"]
     assert all(isinstance(r, RuntimeError) and "different item count" in str(r) for r in results[1:])
 
@@ -130,6 +155,11 @@ class GatedPredictor:
         self, keys: Sequence[Key], now: datetime | Sequence[datetime], context: Any = None
     ) -> list[OnlineResult]:
         return [OnlineResult(prediction=0.5, model_version="v1") for _ in self.gate(list(keys))]
+
+    async def predict_async(
+        self, keys: Sequence[Key], now: datetime | Sequence[datetime], context: Any = None
+    ) -> list[OnlineResult]:
+        return await asyncio.to_thread(self.predict, keys, now, context)  # as a store without an asyncio client
 
 
 def test_paths_report_a_failed_coalesced_online_call_on_every_request() -> None:
@@ -213,3 +243,92 @@ def test_the_thread_holds_no_result_once_handed_over() -> None:
         assert len(made) == 2 and all(ref() is None for ref in made)
     finally:
         batcher.close()
+
+
+# -- the loop's batcher: a call is a task of its own ------------------------------------------------------------
+
+
+def test_a_request_that_stops_waiting_leaves_the_loops_call_to_the_others() -> None:
+    """A deadline cancels the request's own future, not the call it shares with others (as the thread's call goes
+    on when its requests stop waiting)."""
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def call(items: list[int]) -> list[str]:
+        calls.append(list(items))
+        await release.wait()
+        return [f"r{i}" for i in items]
+
+    async def serve() -> tuple[Any, Any, Any]:
+        batcher: AsyncBatcher[int, str] = AsyncBatcher(call)
+        first = asyncio.ensure_future(batcher([1]))
+        await asyncio.sleep(0.01)  # the first call runs, alone
+        patient = asyncio.ensure_future(batcher([2]))
+        impatient = asyncio.ensure_future(asyncio.wait_for(batcher([3]), 0.01))
+        gone = await asyncio.gather(impatient, return_exceptions=True)
+        release.set()
+        return await _bounded(first), await _bounded(patient), gone[0]
+
+    first, patient, gone = asyncio.run(serve())
+    assert (first, patient) == (["r1"], ["r2"]) and isinstance(gone, TimeoutError)
+    assert calls == [[1], [2]]  # the request that gave up before its call started was dropped from it
+
+
+def test_closing_the_loops_batcher_stops_its_call_and_refuses_the_next() -> None:
+    started = asyncio.Event()
+
+    async def call(items: list[int]) -> list[str]:
+        started.set()
+        await asyncio.sleep(WAIT_S)
+        return [f"r{i}" for i in items]
+
+    async def serve() -> tuple[Any, Any]:
+        batcher: AsyncBatcher[int, str] = AsyncBatcher(call)
+        waiting = asyncio.ensure_future(batcher([1]))
+        await _bounded(started.wait())
+        batcher.close()  # as the worker's shutdown does, on the loop
+        stopped = (await asyncio.gather(waiting, return_exceptions=True))[0]
+        refused = (await asyncio.gather(_bounded(batcher([2])), return_exceptions=True))[0]
+        return stopped, refused
+
+    stopped, refused = asyncio.run(serve())
+    assert isinstance(stopped, asyncio.CancelledError)
+    assert isinstance(refused, RuntimeError) and str(refused) == "the batcher was closed"
+
+
+def test_the_loops_batcher_holds_no_result_once_handed_over() -> None:
+    """While its next call runs, the task holds nothing of the call before it (held, they outlived their requests
+    into the collector's older generations, as the thread's did)."""
+
+    class Result:
+        pass
+
+    made: list[weakref.ref[Result]] = []
+    started: list[list[int]] = []
+    first_may_end, second_may_end = asyncio.Event(), asyncio.Event()
+
+    async def call(items: list[int]) -> list[Result]:
+        started.append(items)
+        await (first_may_end if len(started) == 1 else second_may_end).wait()
+        results = [Result() for _ in items]
+        made.extend(weakref.ref(result) for result in results)
+        return results
+
+    async def serve() -> list[bool]:
+        batcher: AsyncBatcher[int, Result] = AsyncBatcher(call)
+        first = asyncio.ensure_future(batcher([1, 2]))
+        while not started:  # the first call runs, alone
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher([3]))  # queued behind it: the same task's next call
+        first_may_end.set()
+        assert len(await _bounded(first)) == 2
+        del first  # the request is answered and gone
+        while len(started) < 2:  # the task is inside the second call now
+            await asyncio.sleep(0)
+        gc.collect()
+        alive = [ref() is not None for ref in made]
+        second_may_end.set()
+        assert len(await _bounded(second)) == 1
+        return alive
+
+    assert asyncio.run(serve()) == [False, False]

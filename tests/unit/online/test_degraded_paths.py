@@ -64,6 +64,9 @@ class StalledPredictor:
         self.release.wait(timeout=30)
         return [OnlineResult(0.5, "v1") for _ in keys]
 
+    async def predict_async(self, keys: Any, now: Any, context: Any) -> list[OnlineResult]:
+        return await asyncio.to_thread(self.predict, keys, now, context)  # the stalled read holds a thread
+
 
 def test_a_stalled_feature_store_costs_a_request_its_deadline_not_the_stall() -> None:
     """Before, a request waited for the stalled call (each socket timeout, its retry, and the calls queued ahead
