@@ -665,3 +665,34 @@ def test_a_read_timed_out_on_the_loop_leaves_no_late_answer_for_the_next(tmp_pat
     assert isinstance(timed_out, FeatureStoreUnavailableError) and "did not answer" in str(timed_out)
     row = after.features[0]
     assert row is not None and row.values == [2 / 7]  # entity (2, 102)'s own value, not (1, 101)'s late one
+
+
+def test_the_loops_client_reconnects_after_the_server_restarts(tmp_path: Path) -> None:
+    """A restarted Redis closed the loop's connection: the next read after it fails over to a new connection (the
+    client's retry) instead of failing every read from then on."""
+    servers = [RedisServer(tmp_path / "redis").start()]
+    store = RedisFeatureStore(servers[0].url, read_timeout_s=1.0, connect_timeout_s=1.0, retries=1)
+
+    async def read(key: tuple[int | str, ...]) -> Any:
+        return (await store.read_online_async("restart", [key], ["a"], {}, 1)).features[0]
+
+    async def restart_between_reads() -> tuple[Any, Any]:
+        await store.aopen()
+        try:
+            before = await read((0, 100))
+            servers[0].stop()
+            servers.append(RedisServer(tmp_path / "redis").start())  # the same socket path, an empty server
+            store.write_features("restart", KEYS, _table(2, T2), FEATURES, "ts")
+            return before, await read((1, 101))
+        finally:
+            await store.aclose()
+
+    store.write_features("restart", KEYS, _table(2, T1), FEATURES, "ts")
+    try:
+        before, after = asyncio.run(restart_between_reads())
+    finally:
+        store.close()
+        for server in servers:
+            server.stop()
+    assert before is not None and before.values == [0.0] and before.times == [T1]
+    assert after is not None and after.values == [1 / 7] and after.times == [T2]
