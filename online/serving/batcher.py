@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -27,23 +28,12 @@ __all__ = ["AsyncBatcher", "Batcher"]
 _Batch = list[tuple[Sequence[T], "asyncio.Future[list[R]]"]]  # the requests of one call: their items and futures
 
 
-class Batcher(Generic[T, R]):
-    """Runs ``call(items)`` on a thread of its own for the items of every request waiting, at most `max_items`
-    at once (a single larger request still goes whole). ``call`` returns one result per item, in order; when it
-    raises, every request of that call gets the exception. Only used from one event loop."""
+class _Coalescing(ABC, Generic[T, R]):
+    """What both batchers share: the requests waiting, and which of them go together in the next call."""
 
-    def __init__(self, call: Callable[[list[T]], Sequence[R]], *, max_items: int = 256, name: str = "batcher") -> None:
-        self._call = call
+    def __init__(self, max_items: int) -> None:
         self.max_items = max_items
-        # One thread of its own fed by a queue: an executor's submit takes a lock and a semaphore and builds a
-        # future per call (docs/serving.md, issue 14).
-        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, _Batch[T, R], list[T]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
         self._waiting: deque[tuple[Sequence[T], asyncio.Future[list[R]]]] = deque()
-        self._busy = False
         self._closing = False
         self.calls = 0  # calls made and items sent: their ratio is the batching achieved
         self.items = 0
@@ -51,6 +41,44 @@ class Batcher(Generic[T, R]):
     async def __call__(self, items: Sequence[T]) -> list[R]:
         """The results of `items`, computed together with those of the requests waiting beside them."""
         return await self.submit(items)
+
+    @abstractmethod
+    def submit(self, items: Sequence[T]) -> asyncio.Future[list[R]]:
+        """`items` queued for the next call; the future of their results."""
+
+    def _take(self) -> tuple[_Batch[T, R], list[T]]:
+        """The next call's requests (at most `max_items` items, or one larger request whole) and their items; the
+        requests whose client went away while waiting are dropped."""
+        batch: _Batch[T, R] = []
+        flat: list[T] = []
+        while self._waiting and (not flat or len(flat) + len(self._waiting[0][0]) <= self.max_items):
+            items, future = self._waiting.popleft()
+            if future.cancelled():  # the client went away while waiting
+                continue
+            batch.append((items, future))
+            flat.extend(items)
+        if batch:
+            self.calls += 1
+            self.items += len(flat)
+        return batch, flat
+
+
+class Batcher(_Coalescing[T, R]):
+    """Runs ``call(items)`` on a thread of its own for the items of every request waiting, at most `max_items`
+    at once (a single larger request still goes whole). ``call`` returns one result per item, in order; when it
+    raises, every request of that call gets the exception. Only used from one event loop."""
+
+    def __init__(self, call: Callable[[list[T]], Sequence[R]], *, max_items: int = 256, name: str = "batcher") -> None:
+        super().__init__(max_items)
+        self._call = call
+        # One thread of its own fed by a queue: an executor's submit takes a lock and a semaphore and builds a
+        # future per call (docs/serving.md, issue 14).
+        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, _Batch[T, R], list[T]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        self._busy = False
 
     def submit(self, items: Sequence[T]) -> asyncio.Future[list[R]]:
         """`items` queued for the next call; the future of their results. Cancelling it drops the items if their
@@ -64,19 +92,10 @@ class Batcher(Generic[T, R]):
         return future
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch: _Batch[T, R] = []
-        flat: list[T] = []
-        while self._waiting and (not flat or len(flat) + len(self._waiting[0][0]) <= self.max_items):
-            items, future = self._waiting.popleft()
-            if future.cancelled():  # the client went away while waiting
-                continue
-            batch.append((items, future))
-            flat.extend(items)
+        batch, flat = self._take()
         if not batch:
             return
         self._busy = True
-        self.calls += 1
-        self.items += len(flat)
         if self._closing:
             self._deliver(loop, batch, [], RuntimeError("the batcher was closed"))
             return
@@ -123,7 +142,7 @@ class Batcher(Generic[T, R]):
         self._thread.join()
 
 
-class AsyncBatcher(Generic[T, R]):
+class AsyncBatcher(_Coalescing[T, R]):
     """`Batcher`'s coalescing for a coroutine function, awaited on the event loop: ``await call(items)`` for the
     items of every request waiting, at most `max_items` at once (a single larger request still goes whole), one
     call at a time, in a task of its own (a request that stops waiting, at its deadline, does not cancel the call
@@ -131,17 +150,9 @@ class AsyncBatcher(Generic[T, R]):
     gets the exception. Only used from one event loop."""
 
     def __init__(self, call: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_items: int = 256) -> None:
+        super().__init__(max_items)
         self._call = call
-        self.max_items = max_items
-        self._waiting: deque[tuple[Sequence[T], asyncio.Future[list[R]]]] = deque()
         self._task: asyncio.Task[None] | None = None  # the calls in progress: one task while requests wait
-        self._closing = False
-        self.calls = 0  # calls made and items sent: their ratio is the batching achieved
-        self.items = 0
-
-    async def __call__(self, items: Sequence[T]) -> list[R]:
-        """The results of `items`, computed together with those of the requests waiting beside them."""
-        return await self.submit(items)
 
     def submit(self, items: Sequence[T]) -> asyncio.Future[list[R]]:
         """`items` queued for the next call; the future of their results. Cancelling it drops the items if their
@@ -153,17 +164,6 @@ class AsyncBatcher(Generic[T, R]):
             self._task = loop.create_task(self._calls())
         return future
 
-    def _take(self) -> tuple[_Batch[T, R], list[T]]:
-        batch: _Batch[T, R] = []
-        flat: list[T] = []
-        while self._waiting and (not flat or len(flat) + len(self._waiting[0][0]) <= self.max_items):
-            items, future = self._waiting.popleft()
-            if future.cancelled():  # the client went away while waiting
-                continue
-            batch.append((items, future))
-            flat.extend(items)
-        return batch, flat
-
     async def _calls(self) -> None:
         """The task: one call after another while requests wait, then it ends (the next request starts one)."""
         try:
@@ -171,8 +171,6 @@ class AsyncBatcher(Generic[T, R]):
                 batch, flat = self._take()
                 if not batch:
                     continue
-                self.calls += 1
-                self.items += len(flat)
                 if self._closing:
                     _settle(batch, [], RuntimeError("the batcher was closed"))
                     continue

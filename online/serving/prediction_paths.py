@@ -189,7 +189,7 @@ class Paths:
         return await self.predictor.predict_async([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
 
     def close(self) -> None:
-        """Stop the batching threads."""
+        """Stop the batchers: the lookup read's thread, and the online path's call in progress (on the loop)."""
         for batcher in (self._online_batcher, self._lookup_batcher):
             if batcher is not None:
                 batcher.close()
