@@ -39,6 +39,11 @@ class Coverage(Result):
         default_factory=dict,
         description="Per path, answers logged as NaN or ±inf: counted as that path's errors, in no metric.",
     )
+    out_of_range: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per path, a binary use case's answers outside [0, 1] (not a probability): counted as that path's "
+        "errors, in no metric.",
+    )
 
 
 def measure(rows: Rows, versions_loaded: bool, entities_loaded: bool) -> Coverage:
@@ -92,4 +97,5 @@ def measure(rows: Rows, versions_loaded: bool, entities_loaded: bool) -> Coverag
         entities=entities,
         missed_entities=missed_entities,
         non_finite=dict(rows.non_finite),
+        out_of_range=dict(rows.out_of_range),
     )

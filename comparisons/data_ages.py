@@ -145,8 +145,17 @@ def age_columns_sql(usecase: UseCase, row_id: str, every: int, *, typed: Collect
         ages = [newest_age_sql(usecase, parsed=parsed)]
         ages += [group_age_sql(usecase, group, parsed=parsed) for group in feature_groups(usecase)]
     columns = ", ".join(f"{sql} AS {name}" for sql, name in zip(ages, age_columns(usecase), strict=True))
-    # A NaN or ±inf answer is no answer (`shadow_rows` drops it from table s too): isfinite is null on null.
-    return f"coalesce(isfinite(online_prediction), FALSE) AS answered, {columns}"
+    # A NaN or ±inf answer, or a binary use case's outside [0, 1], is no answer (`shadow_rows` drops it from table s
+    # too): isfinite is null on null.
+    return f"coalesce({score_sql(usecase, 'online_prediction')}, FALSE) AS answered, {columns}"
+
+
+def score_sql(usecase: UseCase, column: str) -> str:
+    """SQL true when `column` holds a score the use case's model can answer: finite, and for a binary label a
+    probability (in [0, 1]); null on null."""
+    if usecase.label.kind == "binary":
+        return f"(isfinite({column}) AND {column} BETWEEN 0 AND 1)"
+    return f"isfinite({column})"
 
 
 def sampled(relation: str, every: int) -> str:

@@ -187,6 +187,13 @@ def _coverage(c: Comparison, figures: dict[str, str], window: str) -> str:
             f"{_n(cov.non_finite.get('live', 0))}. Each counts as an error of its path and is left out of every "
             "metric; the model or the writer of the shadow log produced them.</p>"
         )
+    if any(cov.out_of_range.values()):
+        invalid += (
+            '<p class="invalid">Scores outside [0, 1] for a binary label: '
+            f"batch {_n(cov.out_of_range.get('batch', 0))}, live {_n(cov.out_of_range.get('live', 0))}. "
+            "Not probabilities: each counts as an error of its path and "
+            "is left out of every metric; the model or the writer of the shadow log produced them.</p>"
+        )
     return (
         _table(header, [row])
         + f'<p class="sub">{_e(cov.miss_split)}</p>'

@@ -190,6 +190,7 @@ class Rows:
     table: pa.Table | None = None  # table ``s`` as registered (Arrow), for `fork`; `load` always sets it
     paths: tuple[str, ...] = ()  # the window's shadow files, in time order
     invalid_labels: int = 0  # label values that cannot be the use case's label, left out (`_labels_table`)
+    out_of_range: dict[str, int] = field(default_factory=dict)  # side → a binary use case's scores outside [0, 1]
 
     def fork(self) -> Rows:
         """These rows on a connection of their own: a cursor of the same database with table ``s`` registered on
@@ -608,7 +609,7 @@ def load(
         except NoShadowDataError:
             con.close()
             raise
-        table, non_finite = _finite_scores(table)
+        table, non_finite, out_of_range = _valid_scores(table, usecase)
         every = every_for(table.num_rows)
         if every != guess:  # duplicates crossed a multiple of the cap: the rows 1 in `every` picks are read again
             parse_ages(con, usecase, _age_rows(usecase, source, filtered, every, typed=typed_ages))
@@ -639,25 +640,37 @@ def load(
             table,
             tuple(files),
             invalid_labels,
+            out_of_range,
         )
 
 
-def _finite_scores(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    """``table`` with each NaN or ±inf prediction (a writer other than the sink, or a model older serving code did
-    not check) made null and its path's call an error, as the serving path now fails a model that answers one
-    (`ModelOutputError`); and how many per side. Checked on the loaded rows, not in the Parquet scan: DuckDB
-    prunes a filter such as ``isnan(x)`` with Parquet statistics, which leave NaN out."""
-    counts: dict[str, int] = {}
+def _valid_scores(table: pa.Table, usecase: UseCase) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
+    """``table`` with each prediction that cannot be its model's answer made null and its path's call an error, as
+    the serving path fails a model that answers one (`ModelOutputError`): NaN or ±inf (a writer other than the sink,
+    or a model older serving code did not check), and for a binary use case a score outside [0, 1] (another
+    writer's, or a model that is not a classifier's probability: in the metrics it gave a Brier score above any a
+    probability can have). How many of each per side. Checked on the loaded rows, not in the Parquet scan: DuckDB
+    prunes a filter such as ``isnan(x)`` with Parquet statistics, which leave NaN out. `data_ages.score_sql` is the
+    same rule in SQL."""
+    non_finite: dict[str, int] = {}
+    out_of_range: dict[str, int] = {}
+    binary = usecase.label.kind == "binary"
     for side, column, error in (("batch", "bp", "batch_err"), ("live", "op", "online_err")):
         values = table.column(column)
-        bad = pc.fill_null(pc.invert(pc.is_finite(values)), False)
-        counts[side] = int(pc.sum(bad).as_py() or 0)
-        if counts[side]:
+        bad = pc.fill_null(pc.invert(pc.is_finite(values)), False)  # a null is no answer already, not a bad one
+        non_finite[side] = int(pc.sum(bad).as_py() or 0)
+        out_of_range[side] = 0
+        lowest, highest = pc.min_max(values).values()  # NaN and null left out: one pass in the common case
+        if binary and ((lowest.as_py() or 0.0) < 0 or (highest.as_py() or 0.0) > 1):
+            outside = pc.fill_null(pc.and_(pc.invert(bad), pc.or_(pc.less(values, 0), pc.greater(values, 1))), False)
+            out_of_range[side] = int(pc.sum(outside).as_py() or 0)
+            bad = pc.or_(bad, outside)
+        if non_finite[side] or out_of_range[side]:
             nulls = pa.nulls(len(values), values.type)
             table = table.set_column(table.schema.get_field_index(column), column, pc.if_else(bad, nulls, values))
             flagged = pc.or_(table.column(error), bad)
             table = table.set_column(table.schema.get_field_index(error), error, flagged)
-    return table, counts
+    return table, non_finite, out_of_range
 
 
 def _typed_ages(con: duckdb.DuckDBPyConnection, files: list[str], source: str) -> tuple[str, ...] | None:
