@@ -32,10 +32,9 @@ def _strict(text: str) -> object:
     return json.loads(text, parse_constant=refuse)
 
 
-def test_nan_and_infinite_scores_are_counted_as_errors_and_left_out_of_every_metric(
-    settings: Settings, usecase: UseCase
-) -> None:
-    rng = np.random.default_rng(5)
+def _world(settings: Settings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """N requests of N entities over two hours, each labeled 5 minutes later; their batch and live scores and labels."""
+    rng = np.random.default_rng(seed)
     bp = np.round(rng.uniform(0.05, 0.95, N), 4)
     op = np.round(rng.uniform(0.05, 0.95, N), 4)
     y = (rng.random(N) < 0.5).astype(float)
@@ -44,14 +43,25 @@ def test_nan_and_infinite_scores_are_counted_as_errors_and_left_out_of_every_met
     labels = [label(float(minutes[i] + 5), float(y[i]), product=i) for i in range(N)]
     labels.append(label(600, 0.0, store=99, product=99))  # the watermark: every window has closed
     write_shadow(settings, records, labels)
-    # Rewrite the scores by hand, as another writer would: the sink's record refuses NaN and infinities.
+    return bp, op, y
+
+
+def _rewritten(settings: Settings, batch: dict[int, float], live: dict[int, float]) -> None:
+    """The shadow files' scores of the rows `batch` and `live` name rewritten by hand, as another writer would."""
     for path in (settings.shadow_dir / USECASE).glob("date=*/hour=*/*.parquet"):
         table = pq.read_table(path)
         rows = [int(r[1:]) for r in table.column("request_id").to_pylist()]
-        for column, bad in (("batch_prediction", BATCH_BAD), ("online_prediction", LIVE_BAD)):
+        for column, bad in (("batch_prediction", batch), ("online_prediction", live)):
             values = pa.array([bad.get(i, v) for i, v in zip(rows, table.column(column).to_pylist(), strict=True)])
             table = table.set_column(table.schema.get_field_index(column), column, values)
         pq.write_table(table, path)
+
+
+def test_nan_and_infinite_scores_are_counted_as_errors_and_left_out_of_every_metric(
+    settings: Settings, usecase: UseCase
+) -> None:
+    bp, op, y = _world(settings, seed=5)
+    _rewritten(settings, BATCH_BAD, LIVE_BAD)  # the sink's record refuses NaN and infinities: another writer's
     assert {v for v in (*BATCH_BAD.values(), *LIVE_BAD.values()) if not math.isnan(v)} == {math.inf, -math.inf}
 
     files = write_report(usecase, settings, out_dir=settings.state_dir / "report")
@@ -82,36 +92,12 @@ BATCH_OUTSIDE = {4: 1.3, 60: -0.1, 8: 1.0000001}  # a binary use case's scores t
 LIVE_OUTSIDE = {11: 2.0, 90: -0.5, 8: -1e-9}  # (row 8: both sides)
 
 
-def _rewritten(settings: Settings, batch: dict[int, float], live: dict[int, float]) -> None:
-    """The shadow files' scores rewritten by hand, as another writer would."""
-    for path in (settings.shadow_dir / USECASE).glob("date=*/hour=*/*.parquet"):
-        table = pq.read_table(path)
-        rows = [int(r[1:]) for r in table.column("request_id").to_pylist()]
-        for column, bad in (("batch_prediction", batch), ("online_prediction", live)):
-            values = pa.array([bad.get(i, v) for i, v in zip(rows, table.column(column).to_pylist(), strict=True)])
-            table = table.set_column(table.schema.get_field_index(column), column, values)
-        pq.write_table(table, path)
-
-
-def _binary_world(settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(7)
-    bp = np.round(rng.uniform(0.05, 0.95, N), 4)
-    op = np.round(rng.uniform(0.05, 0.95, N), 4)
-    y = (rng.random(N) < 0.5).astype(float)
-    minutes = np.sort(rng.uniform(0, 120, N))
-    records = [record(i, float(minutes[i]), product=i, bp=float(bp[i]), op=float(op[i])) for i in range(N)]
-    labels = [label(float(minutes[i] + 5), float(y[i]), product=i) for i in range(N)]
-    labels.append(label(600, 0.0, store=99, product=99))  # the watermark: every window has closed
-    write_shadow(settings, records, labels)
-    return bp, op, y
-
-
 def test_a_binary_use_cases_scores_outside_0_1_are_counted_as_errors_and_left_out_of_every_metric(
     settings: Settings, usecase: UseCase
 ) -> None:
     """Before, a score of 1.3 or -0.5 went into every metric (a Brier term of 2.25 for -0.5 against a label of 1)."""
     assert usecase.label.kind == "binary"
-    bp, op, y = _binary_world(settings)
+    bp, op, y = _world(settings, seed=7)
     _rewritten(settings, BATCH_OUTSIDE, LIVE_OUTSIDE)
 
     files = write_report(usecase, settings, out_dir=settings.state_dir / "report")
@@ -136,7 +122,7 @@ def test_a_binary_use_cases_scores_outside_0_1_are_counted_as_errors_and_left_ou
 
 def test_a_regression_use_cases_scores_are_any_finite_number(settings: Settings, usecase: UseCase) -> None:
     regression = usecase.model_copy(update={"label": usecase.label.model_copy(update={"kind": "regression"})})
-    _binary_world(settings)
+    _world(settings, seed=7)
     _rewritten(settings, BATCH_OUTSIDE, LIVE_OUTSIDE)
     files = write_report(regression, settings, out_dir=settings.state_dir / "report")
     report = _strict(files.json.read_text(encoding="utf-8"))
