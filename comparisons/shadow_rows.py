@@ -422,10 +422,14 @@ def wrong_columns(files: Sequence[str], expected: dict[str, str], required: Coll
     return None
 
 
-def _check_columns(kind: str, root: Path, files: Sequence[str], expected: dict[str, str]) -> None:
-    """`wrong_columns` of `files` (every expected column but the optional ones required) as an
+_SHADOW_OPTIONAL = frozenset((*_SHADOW_TEXT, *_SHADOW_NUMBERS, "batch_miss", "lookup_version"))  # not in every log
+
+
+def _check_columns(
+    kind: str, root: Path, files: Sequence[str], expected: dict[str, str], optional: Collection[str] = ()
+) -> None:
+    """`wrong_columns` of `files` (every expected column but the `optional` ones required) as an
     `UnreadableLogError`."""
-    optional = {*_SHADOW_TEXT, *_SHADOW_NUMBERS, "batch_miss", "lookup_version"}
     wrong = wrong_columns(files, expected, [name for name in expected if name not in optional])
     if wrong is not None:
         raise UnreadableLogError(
@@ -433,6 +437,18 @@ def _check_columns(kind: str, root: Path, files: Sequence[str], expected: dict[s
             fix="move that file out of the folder and run again (its rows are then left out); the sink writes these "
             "columns with these types, so it was written by another tool",
         )
+
+
+def _checked_files(
+    usecase: UseCase, shadow_root: Path, labels_root: Path, files: list[str], window: Window, *, reading: list[str]
+) -> list[str]:
+    """The label files the window's shadow `files` need (their requests' span and the label delay after it), added
+    with `files` to `reading` (`readable`'s list), and both sets' columns checked (`wrong_columns`)."""
+    labels = label_files(labels_root, requests_span(files, window), parse_duration(usecase.label.available_after))
+    reading.extend([*files, *labels])
+    _check_columns("shadow-log", shadow_root, files, _shadow_columns(usecase), _SHADOW_OPTIONAL)
+    _check_columns("label", labels_root, labels, _label_columns(usecase))
+    return labels
 
 
 _DAMAGE_FIX = (
@@ -538,11 +554,7 @@ def load(
                 fix=f"serve it at stage shadow (`migrate flags set {usecase.name} --stage shadow --reason …`) and run "
                 f"`migrate sink {usecase.name}`; or widen --since/--until",
             )
-        delay = parse_duration(usecase.label.available_after)
-        labels = label_files(labels_root, requests_span(files, window), delay)
-        reading.extend([*files, *labels])
-        _check_columns("shadow-log", shadow_root, files, _shadow_columns(usecase))
-        _check_columns("label", labels_root, labels, _label_columns(usecase))
+        labels = _checked_files(usecase, shadow_root, labels_root, files, window, reading=reading)
         con = duckdb.connect(config={"threads": threads} if threads else {})
         con.execute("SET TimeZone = 'UTC'")
         if memory_limit:
@@ -754,11 +766,7 @@ def logged_requests(usecase: UseCase, shadow_root: Path, labels_root: Path, wind
     ]
     with readable(shadow_root, labels_root) as reading, duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        delay = parse_duration(usecase.label.available_after)
-        labels = label_files(labels_root, requests_span(files, window), delay)
-        reading.extend([*files, *labels])
-        _check_columns("shadow-log", shadow_root, files, _shadow_columns(usecase))
-        _check_columns("label", labels_root, labels, _label_columns(usecase))
+        labels = _checked_files(usecase, shadow_root, labels_root, files, window, reading=reading)
         invalid_labels = _labels_table(con, usecase, labels)
         watermark = _watermark(con, labels_root, reading)
         table = con.sql(f"""
