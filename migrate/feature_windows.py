@@ -42,6 +42,7 @@ __all__ = [
     "features_at",
     "groups_of",
     "merge",
+    "required_event_fields",
     "since_minutes",
     "warm_up",
 ]
@@ -462,6 +463,24 @@ def groups_of(usecase: UseCase) -> list[Group]:
             spec = WindowSpec(declared.resolution, group.features)
             out.append(Group(group.name, tuple(group.key), spec, stream.name))
     return out
+
+
+def required_event_fields(usecase: UseCase, stream: str = MAIN_STREAM) -> frozenset[str]:
+    """The fields an event of `stream` cannot do without: its time and id, the entity key (main stream) and the key
+    columns of the feature groups it feeds. Any other declared field may be null: it reads as None (a count still
+    counts the event, a sum, mean, min or max over the field skips it, a filter on it does not match). The stream
+    dead-letters an event without one of these (online/stream/event_schema.py); the event history leaves it out
+    and counts it (migrate/batch/event_history.py): one rule for both."""
+    declared = usecase.realtime_features
+    if declared is None:
+        return frozenset()
+    _, time_field, events = declared.source(stream)
+    if events is None:
+        return frozenset()
+    keys = set(usecase.entity.key_names) if stream == MAIN_STREAM else set()
+    grouped = {c for g in groups_of(usecase) if g.stream == stream for c in g.key}
+    wanted = {*keys, time_field, events.id_field, *grouped}
+    return frozenset(name for name in events.fields if name in wanted)
 
 
 def warm_up(usecase: UseCase) -> timedelta:

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from comparisons.shadow_rows import BACKTEST_STAGE
 from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
 from migrate.artifact import ArtifactStore
-from migrate.batch.event_history import RealtimeHistory, history_around, iter_events
+from migrate.batch.event_history import RealtimeHistory, history_around, iter_events, refused_events
 from migrate.batch.offline_store import batch_features_at, open_offline, prediction_requests
 from migrate.batch.offline_zone import localize
 from migrate.batch.schedule import interval_ending
@@ -98,6 +98,10 @@ class BacktestResult:
     # Events of the label stream's history its schema refuses (a key or the label's reference of the wrong type, a
     # null key): no label, as the label sink would dead-letter them, counted instead.
     invalid_label_events: int = 0
+    # Events of the streams feeding the real-time features that the stream processor would refuse (a null key, time
+    # or id; NaN or infinity; an empty string): left out of the online path's windows, as the stream dead-letters
+    # them (`migrate.batch.event_history.refused_events`), counted per stream.
+    refused_feature_events: dict[str, int] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)  # role → version
 
 
@@ -343,12 +347,13 @@ def history_labels(
 ) -> tuple[list[LabelRecord], datetime | None, int]:
     """The labels the sink would have logged from the event history in [start, end), through its own labeler; the
     newest event time it read (labels or not: the progress the sink records, migrate/label_progress.py); and how
-    many events its labeler refused as invalid (the sink dead-letters those)."""
+    many events were refused as invalid (the sink dead-letters those): the history's rows the stream's parse refuses
+    (`refused_events`, left out of `iter_events`) and those its labeler refuses."""
     labeler = event_labeler(usecase)
     stream = label_stream(usecase)
     labels: list[LabelRecord] = []
     newest: datetime | None = None
-    invalid = 0
+    invalid = refused_events(con, usecase, end, start=start, stream=stream)  # left out of `iter_events`: counted
     for event in iter_events(con, usecase, start, end, stream=stream):
         label = labeler(encode_event(event))
         if isinstance(label, LabelRecord):
@@ -402,6 +407,7 @@ def run_backtest(
             if len(requests):
                 answers = _batch_answers(usecase, requests, versions)
                 history = history or RealtimeHistory(con, usecase, until)
+                result.refused_feature_events = history.refused
                 online = _online_scores(con, usecase, bt, requests, history)
                 records = _records(usecase, requests, answers, online)
                 _write_by_hour(bt.shadow_dir / usecase.name, records, lambda r: r.request_time, "shadow")

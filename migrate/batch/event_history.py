@@ -20,7 +20,7 @@ from migrate.batch.offline_store import _use_utc, _where_sql, check_columns, tra
 from migrate.batch.offline_zone import localize
 from migrate.batch.sql_names import quote as _quote
 from migrate.errors import UseCaseError
-from migrate.feature_windows import Group, Replay, groups_of, warm_up
+from migrate.feature_windows import Group, Replay, groups_of, required_event_fields, warm_up
 from migrate.realtime_schema import MAIN_STREAM, parse_duration
 from migrate.usecase import EventStream, RealtimeFeatures, UseCase
 
@@ -31,6 +31,8 @@ __all__ = [
     "iter_events",
     "online_training_frame",
     "realtime_features_at",
+    "refused_by_stream",
+    "refused_events",
     "states_before",
     "warm_up_events",
 ]
@@ -49,22 +51,80 @@ def event_stream(usecase: UseCase) -> tuple[RealtimeFeatures, EventStream]:
     return declared, declared.events
 
 
-def _select(
-    con: duckdb.DuckDBPyConnection, usecase: UseCase, stream: str = MAIN_STREAM
-) -> tuple[str, list[str], str, EventStream]:
-    """``SELECT`` of one stream's events (datetimes as TIMESTAMP), its fields, its time column and declaration."""
+def _cast_select(con: duckdb.DuckDBPyConnection, usecase: UseCase, stream: str) -> tuple[str, str, EventStream]:
+    """``SELECT`` of every row of one stream's event table (datetimes as TIMESTAMP), its time column, declaration."""
     declared = usecase.realtime_features
     table_name, time_column, events = (None, "", None) if declared is None else declared.source(stream)
     if table_name is None or events is None:
         event_stream(usecase)  # raises the clear error: no event stream declared
         raise AssertionError("unreachable")
-    fields = list(events.fields)
-    check_columns(con, table_name, fields, usecase_file=f"usecases/{usecase.name}.yaml")
+    check_columns(con, table_name, list(events.fields), usecase_file=f"usecases/{usecase.name}.yaml")
     columns = ", ".join(
         f"CAST({_quote(n)} AS TIMESTAMP) AS {_quote(n)}" if t == "datetime" else _quote(n)
         for n, t in events.fields.items()
     )
-    return f"SELECT {columns} FROM {_quote(table_name)}", fields, time_column, events
+    return f"SELECT {columns} FROM {_quote(table_name)}", time_column, events
+
+
+# What the stream processor's parse accepts of a value of each declared type (online/stream/event_schema.py), as a
+# predicate on the event table's column: a non-empty string, a finite number, a 64-bit integer, a finite time.
+_ACCEPTS = {
+    "str": "CAST({c} AS VARCHAR) <> ''",
+    "float": "isfinite(TRY_CAST({c} AS DOUBLE))",
+    "int": "TRY_CAST({c} AS BIGINT) IS NOT NULL",
+    "datetime": "isfinite({c})",
+}
+
+
+def _accepted_sql(usecase: UseCase, stream: str, events: EventStream) -> str:
+    """A predicate true for the rows the stream would accept (`_cast_select`'s columns): every required field
+    (`required_event_fields`) present, and every present value one the stream reads as its declared type. The
+    stream dead-letters the others (a null key, time or id; NaN or infinity, which JSON cannot carry; an empty
+    string); the event history leaves them out, and `refused_events` counts them."""
+    required = required_event_fields(usecase, stream)
+    checks = []
+    for name, kind in events.fields.items():
+        column = _quote(name)
+        accepts = _ACCEPTS.get(kind, "TRUE").format(c=column)
+        checks.append(f"{column} IS NOT NULL AND {accepts}" if name in required else f"({column} IS NULL OR {accepts})")
+    return f"coalesce({' AND '.join(checks) or 'TRUE'}, FALSE)"
+
+
+def _select(
+    con: duckdb.DuckDBPyConnection, usecase: UseCase, stream: str = MAIN_STREAM
+) -> tuple[str, list[str], str, EventStream]:
+    """``SELECT`` of one stream's events the stream processor would accept (datetimes as TIMESTAMP), its fields, its
+    time column and declaration. Every read of the history goes through it: training, backtests and replays see
+    the events serving's windows see."""
+    select, time_column, events = _cast_select(con, usecase, stream)
+    accepted = _accepted_sql(usecase, stream, events)
+    return f"SELECT * FROM (SELECT * FROM ({select}) WHERE {accepted})", list(events.fields), time_column, events
+
+
+def refused_events(
+    con: duckdb.DuckDBPyConnection,
+    usecase: UseCase,
+    end: datetime,
+    *,
+    start: datetime | None = None,
+    stream: str = MAIN_STREAM,
+) -> int:
+    """How many rows of `stream`'s event table timed in ``[start, end)`` (from the first without `start`), or with
+    no time at all (null, or ±infinity: in no range), the stream processor would refuse and every read of the
+    history leaves out (`_select`)."""
+    localize(con, usecase)
+    _use_utc(con)
+    select, time_column, events = _cast_select(con, usecase, stream)
+    time_col = _quote(time_column)
+    accepted = _accepted_sql(usecase, stream, events)
+    since = "" if start is None else f" AND {time_col} >= $start"
+    params: dict[str, Any] = {"end": utc_naive(end)} | ({} if start is None else {"start": utc_naive(start)})
+    (count,) = con.execute(
+        f"SELECT count(*) FROM ({select}) WHERE NOT {accepted} "
+        f"AND ({time_col} IS NULL OR NOT isfinite({time_col}) OR ({time_col} < $end{since}))",
+        params,
+    ).fetchall()[0]
+    return int(count)
 
 
 def iter_events(
@@ -216,6 +276,13 @@ def _stream_events(
     return table, np.asarray(times, dtype=np.float64) / 1e6, rows
 
 
+def refused_by_stream(con: duckdb.DuckDBPyConnection, usecase: UseCase, end: datetime) -> dict[str, int]:
+    """`refused_events` before `end` of each stream that feeds a real-time feature: what training's and a
+    backtest's windows leave out, as serving's stream dead-letters it."""
+    streams = dict.fromkeys(g.stream for g in groups_of(usecase) if g.spec.features)
+    return {stream: refused_events(con, usecase, end, stream=stream) for stream in streams}
+
+
 class RealtimeHistory:
     """Every real-time feature group's events before `end`, read once, evaluated at any spine's instants before
     `end`: a backtest loads its range's history once and asks day after day (each key's state carries over,
@@ -227,6 +294,8 @@ class RealtimeHistory:
         self.usecase = usecase
         self.end = end
         self._groups: list[tuple[Group, Replay]] = []
+        self.refused = refused_by_stream(con, usecase, end)
+        """Per stream read, its events before `end` (or with no time) the stream processor would refuse, left out."""
         loaded: dict[str, tuple[pa.Table, npt.NDArray[np.float64], list[dict[str, Any]]]] = {}
         for group in groups_of(usecase):
             if not group.spec.features:

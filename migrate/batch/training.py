@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 from migrate.artifact import ArtifactInfo, ArtifactStore, Role
+from migrate.batch.event_history import refused_by_stream
+from migrate.batch.offline_store import open_offline
 from migrate.batch.own_outcome import OWN_OUTCOME_METRIC, checks_own_outcome
 from migrate.errors import ConfigError
 from migrate.settings import Settings
 from migrate.usecase import UseCase
+
+REFUSED_EVENTS_METRIC = "refused_events"
+"""An online model's metric: the events of its history the stream processor refuses, in no training window."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,11 @@ def train(usecase: UseCase, settings: Settings, as_of: datetime, *, role: Role =
             )
         trained = trainer(usecase, settings.offline_store_path, as_of, online=True)
         expected = usecase.online_feature_names
+        with open_offline(settings.offline_store_path) as con:
+            # The event history's rows the stream processor refuses are in no training window, as serving's stream
+            # dead-letters them: how many, beside the trainer's own metrics (0 on a clean history).
+            refused = sum(refused_by_stream(con, usecase, as_of).values())
+        trained = replace(trained, metrics={**trained.metrics, REFUSED_EVENTS_METRIC: float(refused)})
     else:
         trained = trainer(usecase, settings.offline_store_path, as_of)
         expected = usecase.feature_names

@@ -74,6 +74,14 @@ def backtest(
             "refuses (a null key, a value of the wrong type): no label, as the sink would dead-letter them",
             highlight=False,
         )
+    for stream, refused in result.refused_feature_events.items():
+        if refused:
+            console.print(
+                f"  left out: {refused:,} events of the {stream!r} stream's history that the stream processor refuses "
+                "(a null key, time or id, NaN or infinity, an empty string): not in the online path's windows, as "
+                "serving's stream dead-letters them",
+                highlight=False,
+            )
     console.print(f"  in {result.settings.state_dir}; judge it: migrate gate {usecase} --backtest", highlight=False)
 
 

@@ -139,9 +139,10 @@ def events_replay(  # noqa: PLR0917 - a Typer command: each parameter is one of 
     """Play the offline event history back into the use case's Kafka topic, paced by event time."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
-    from migrate.batch.event_history import iter_events, warm_up_events  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.batch.event_history import iter_events, refused_events, warm_up_events  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.batch.offline_store import latest_feature_time, open_offline  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from migrate.devservices.shared_broker import shared_bootstrap  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
+    from migrate.feature_windows import warm_up as warm_up_span  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
     from online.stream.publisher import EventPublisher  # noqa: PLC0415 - start-up cost and extras: a command imports its dependencies when it runs
 
     uc = _usecase(usecase)
@@ -183,7 +184,16 @@ def events_replay(  # noqa: PLR0917 - a Typer command: each parameter is one of 
                 )
         finally:
             publisher.close()
+        # The history's rows the stream would dead-letter are not published (NaN and infinity could not be, and a
+        # JSON null would turn them into events it accepts): counted here instead.
+        left_out = refused_events(con, uc, end, start=start - warm_up_span(uc) if warm_up else start)
     console.print(f"[green]published[/] {sent:,} events of {uc.name} to {publisher.topic}")
+    if left_out:
+        console.print(
+            f"  left out: {left_out:,} events of the history that the stream processor refuses (a null key, time or "
+            "id, NaN or infinity, an empty string), as it would dead-letter them",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from migrate.feature_windows import groups_of
+from migrate.feature_windows import required_event_fields
 from migrate.realtime_schema import MAIN_STREAM
 from migrate.usecase import EventStream, UseCase, parse_duration
 
@@ -130,14 +130,8 @@ class EventSchema:
         self.key_names = tuple(usecase.entity.key_names) if stream_name == MAIN_STREAM else ()
         self.time_field = time_field
         self.id_field = stream.id_field
-        # Fields an event cannot do without: its entity key, time and id, and the key columns of the feature groups
-        # it feeds. Any other declared field may be null or absent, read as None, as training reads a NULL in the
-        # event table: a count still counts the event, a sum, mean, min or max over that field skips it
-        # (`migrate.feature_windows`), and a filter on it does not match.
-        grouped = {c for g in groups_of(usecase) if g.stream == stream_name for c in g.key}
-        self.required = frozenset(
-            name for name in stream.fields if name in {*self.key_names, time_field, stream.id_field, *grouped}
-        )
+        # Fields an event cannot do without (`required_event_fields`: the event history refuses the same ones).
+        self.required = required_event_fields(usecase, stream_name)
         self.fields = tuple((name, _CHECKERS[kind]) for name, kind in stream.fields.items())
         self.types = dict(stream.fields)
         self.names = tuple(stream.fields)

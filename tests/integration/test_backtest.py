@@ -40,6 +40,11 @@ pytestmark = pytest.mark.integration
 CONFIG = FraudConfig(days=13)  # seed 11: 3,000 cards from Nov 1; ~6,100 authorizations a day; past the labels' end
 
 
+# Rows the stream processor refuses (no time; NaN; no merchant, a group's key), planted in the history: the
+# backtest's windows and labels and the online model's training leave them out and count them.
+PLANTED = [("planted-auth", "m-planted", "auth", "NaN"), ("planted-chargeback", None, "chargeback", None)]
+
+
 @dataclass(frozen=True)
 class Backtested:
     settings: Settings
@@ -58,6 +63,13 @@ def backtested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backtested]
         settings = get_settings()
         usecase = Registry(settings.usecases_dir).get("fraud_detection")
         summary = generate(settings.offline_store_path, CONFIG)
+        with duckdb.connect(str(settings.offline_store_path)) as con:
+            con.executemany(
+                "INSERT INTO card_events BY NAME SELECT * FROM (SELECT ?::VARCHAR AS event_id, "
+                "NULL::TIMESTAMP AS event_time, 1 AS card_id, ? AS merchant_id, ? AS kind, ?::DOUBLE AS amount, "
+                "'planted' AS auth_id)",
+                PLANTED,
+            )
         start = summary.start + timedelta(days=7)
         for role in ("batch", "online"):
             train(usecase, settings, start, role=role)  # type: ignore[arg-type]
@@ -95,6 +107,16 @@ def test_every_authorization_of_the_range_is_answered_once_by_both_paths(backtes
     misses = [r for r in rows if r["batch_miss"]]
     assert 0 < len(misses) == backtested.result.batch_misses < 0.02 * len(rows)
     assert all(r["batch_prediction"] is None for r in misses)
+
+
+def test_the_rows_the_stream_refuses_are_left_out_and_counted(backtested: Backtested) -> None:
+    """Both planted rows are in the one stream that feeds the windows and the labels; the generator's are valid."""
+    assert backtested.result.refused_feature_events == {"main": len(PLANTED)}
+    assert backtested.result.invalid_label_events == len(PLANTED)
+    store = ArtifactStore(backtested.settings.artifacts_dir, backtested.settings.project_dir)
+    online = store.list(backtested.usecase.name, "online")[0]
+    batch = store.list(backtested.usecase.name, "batch")[0]
+    assert online.metrics["refused_events"] == len(PLANTED) and "refused_events" not in batch.metrics
 
 
 def test_batch_answers_come_from_the_version_live_at_each_instant(backtested: Backtested) -> None:
@@ -216,6 +238,7 @@ def test_the_cli_runs_it_and_the_gate_says_it_is_a_backtest(
     assert (
         "resumed: 2 days were already written" in ran.output and "migrate gate fraud_detection --backtest" in ran.output
     )
+    assert f"left out: {len(PLANTED)} events of the label stream's history" in ran.output
     gate = runner.invoke(app, ["gate", "fraud_detection", "--backtest"])
     assert gate.exit_code == 0, gate.output
     assert "PROMOTE" in gate.output and "backtest requests (answers from history)" in gate.output

@@ -3,6 +3,7 @@ carry a value not known yet (the flights trial's `scheduled` and `departed` even
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,16 @@ import duckdb
 from migrate.usecase import UseCase
 
 
-def origin_flights(fields: dict[str, str], features: list[dict[str, Any]], **events: Any) -> UseCase:
+def origin_flights(
+    fields: dict[str, str],
+    features: list[dict[str, Any]],
+    *,
+    groups: Sequence[dict[str, Any]] = (),
+    context: Sequence[dict[str, Any]] = (),
+    **events: Any,
+) -> UseCase:
     """Flights by origin: events with `fields` (and `events`' settings, e.g. ``allowed_lateness``), `features` over
-    them, a daily batch feature and a label a day later."""
+    them and feature `groups` (keyed by `context` values), a daily batch feature and a label a day later."""
     return UseCase.model_validate(
         {
             "name": "flights",
@@ -30,7 +38,9 @@ def origin_flights(fields: dict[str, str], features: list[dict[str, Any]], **eve
                 "event_time_column": "event_time",
                 "events": {"id_field": "event_id", "fields": fields, **events},
                 "features": features,
+                "groups": list(groups),
             },
+            "context": list(context),
             "label": {"name": "late", "description": "Left late.", "kind": "binary", "available_after": "1d"},
             "lookup_table": {"name": "lt_flights"},
             "batch": {"schedule": "0 2 * * *"},
