@@ -32,7 +32,13 @@ from pydantic import SecretStr
 from comparisons.shadow_rows import BACKTEST_STAGE
 from lookup_tables import TableSpec, close_lookup_stores, open_lookup_store
 from migrate.artifact import ArtifactStore
-from migrate.batch.event_history import RealtimeHistory, history_around, iter_events, refused_events
+from migrate.batch.event_history import (
+    RealtimeHistory,
+    history_around,
+    iter_events,
+    refused_events,
+    servable_rows,
+)
 from migrate.batch.offline_store import batch_features_at, open_offline, prediction_requests
 from migrate.batch.offline_zone import localize
 from migrate.batch.schedule import interval_ending
@@ -102,6 +108,9 @@ class BacktestResult:
     # or id; NaN or infinity; an empty string): left out of the online path's windows, as the stream dead-letters
     # them (`migrate.batch.event_history.refused_events`), counted per stream.
     refused_feature_events: dict[str, int] = field(default_factory=dict)
+    # Past requests whose context serving refuses (a value outside its declared bounds, a required one missing): a
+    # 422 online, so neither path answers them here (`migrate.batch.event_history.servable_rows`).
+    refused_requests: int = 0
     models: dict[str, str] = field(default_factory=dict)  # role → version
 
 
@@ -404,6 +413,8 @@ def run_backtest(
                 result.skipped_days += 1
                 continue
             requests = prediction_requests(con, usecase, first, last, table=requests_table, time_column=time_column)
+            requests, refused = servable_rows(usecase, requests)
+            result.refused_requests += refused
             if len(requests):
                 answers = _batch_answers(usecase, requests, versions)
                 history = history or RealtimeHistory(con, usecase, until)

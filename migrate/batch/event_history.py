@@ -7,6 +7,7 @@ at each prediction time, from the events strictly before it: point-in-time corre
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,10 @@ from migrate.batch.sql_names import quote as _quote
 from migrate.errors import UseCaseError
 from migrate.feature_windows import Group, Replay, groups_of, required_event_fields, warm_up
 from migrate.realtime_schema import MAIN_STREAM, parse_duration
-from migrate.usecase import EventStream, RealtimeFeatures, UseCase
+from migrate.request_rules import context_errors
+from migrate.usecase import ContextFeature, EventStream, RealtimeFeatures, UseCase
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RealtimeHistory",
@@ -33,6 +37,8 @@ __all__ = [
     "realtime_features_at",
     "refused_by_stream",
     "refused_events",
+    "refused_request_metrics",
+    "servable_rows",
     "states_before",
     "warm_up_events",
 ]
@@ -375,6 +381,49 @@ def _frame_from_events(
     return training_frame(con, usecase, start, end, id_column=stream.id_field, extra_columns=from_events)
 
 
+REFUSED_REQUESTS = b"migrate.refused_requests"
+"""Schema metadata of `online_training_frame`'s table: how many rows it left out (`servable_rows`)."""
+
+
+def _as_requested(item: ContextFeature, column: pa.ChunkedArray) -> list[Any]:
+    """A context column's values as a request carries them: a number column read as floats for a numeric item
+    (DECIMAL too, which JSON has no type for), an integer column as strings for a string item (an id stored as a
+    number); any other column as stored, which `context_errors` refuses when its type is not the item's."""
+    kind = column.type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    if item.type in ("float", "int") and numeric:
+        column = column.cast(pa.float64())
+    elif item.type == "str" and pa.types.is_integer(kind):
+        column = column.cast(pa.string())
+    values: list[Any] = column.to_pylist()
+    return values
+
+
+def servable_rows(usecase: UseCase, frame: pa.Table) -> tuple[pa.Table, int]:
+    """`frame` without the rows whose context values serving refuses (`migrate.request_rules.context_errors`: a
+    required value missing, a number that is NaN, infinite, outside its ``min``/``max`` or not an integer where one is
+    declared), and how many: such a request gets a 422 and no prediction online, so a model trained on it learns from
+    requests it is never asked. The count is in the table's metadata (`refused_request_metrics`)."""
+    items = [item for item in usecase.context if item.name in frame.column_names]
+    if not items or frame.num_rows == 0:
+        return frame.replace_schema_metadata({**(frame.schema.metadata or {}), REFUSED_REQUESTS: b"0"}), 0
+    names = [item.name for item in items]
+    columns = [_as_requested(item, frame.column(item.name)) for item in items]
+    keep = [not context_errors(usecase, dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)]
+    kept = frame.filter(pa.array(keep, pa.bool_())) if not all(keep) else frame
+    refused = len(keep) - kept.num_rows
+    return kept.replace_schema_metadata(
+        {**(frame.schema.metadata or {}), REFUSED_REQUESTS: str(refused).encode()}
+    ), refused
+
+
+def refused_request_metrics(frame: pa.Table) -> dict[str, float]:
+    """``{"refused_requests": n}``: the training rows `online_training_frame` left out because serving refuses their
+    context (`servable_rows`), for a trainer's metrics (0 on a frame that went through no such check)."""
+    metadata = frame.schema.metadata or {}
+    return {"refused_requests": float(metadata.get(REFUSED_REQUESTS, b"0"))}
+
+
 def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, start: datetime, end: datetime) -> pa.Table:
     """`training_frame` (one row per labelled event, a prediction ``training.predict_before`` ahead of it, with
     the batch features strictly before the prediction time) plus the real-time features and the context inputs
@@ -396,6 +445,13 @@ def online_training_frame(con: duckdb.DuckDBPyConnection, usecase: UseCase, star
         frame = training_frame(con, usecase, start, end, id_column=spine.id_column, extra_columns=carried)
     else:
         frame = _frame_from_events(con, usecase, start, end, stream)
+    frame, refused = servable_rows(usecase, frame)
+    if refused:
+        log.warning(
+            "%s: %d training rows left out: their context is one serving refuses (migrate/request_rules.py)",
+            usecase.name,
+            refused,
+        )
     values = realtime_features_at(con, usecase, frame, end)
     for index, name in enumerate(usecase.realtime_feature_names):
         frame = frame.append_column(name, pa.array(values[:, index], pa.float64()))

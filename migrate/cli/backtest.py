@@ -74,6 +74,12 @@ def backtest(
             "refuses (a null key, a value of the wrong type): no label, as the sink would dead-letter them",
             highlight=False,
         )
+    if result.refused_requests:
+        console.print(
+            f"  not answered: {result.refused_requests:,} past requests whose context serving refuses (a value "
+            "outside its declared bounds, a required one missing), as serving would answer them 422",
+            highlight=False,
+        )
     for stream, refused in result.refused_feature_events.items():
         if refused:
             console.print(

@@ -40,6 +40,8 @@ pytestmark = pytest.mark.integration
 CONFIG = FraudConfig(days=13)  # seed 11: 3,000 cards from Nov 1; ~6,100 authorizations a day; past the labels' end
 
 
+HOUR = timedelta(hours=1)
+SERVABLE = "amount BETWEEN 0 AND 100000"  # the context bounds of usecases/fraud_detection.yaml: serving refuses others
 # Rows the stream processor refuses (no time; NaN; no merchant, a group's key), planted in the history: the
 # backtest's windows and labels and the online model's training leave them out and count them.
 PLANTED = [("planted-auth", "m-planted", "auth", "NaN"), ("planted-chargeback", None, "chargeback", None)]
@@ -71,6 +73,17 @@ def backtested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backtested]
                 PLANTED,
             )
         start = summary.start + timedelta(days=7)
+        with duckdb.connect(str(settings.offline_store_path)) as con:  # an authorization serving refuses (> max)
+            # Before the range (its label closed before training's end) and in it: a card with batch features then.
+            for name, at in (
+                ("planted-large", start - timedelta(days=4, hours=12)),
+                ("planted-in-range", start + HOUR),
+            ):
+                con.execute(
+                    "INSERT INTO card_events SELECT $id, $at, min(card_id), 'm-planted', 'auth', 250000.0, $id "
+                    "FROM card_features_daily WHERE as_of < $at",
+                    {"id": name, "at": at.replace(tzinfo=None)},
+                )
         for role in ("batch", "online"):
             train(usecase, settings, start, role=role)  # type: ignore[arg-type]
         until = start + timedelta(days=2)
@@ -93,7 +106,8 @@ def test_every_authorization_of_the_range_is_answered_once_by_both_paths(backtes
     rows = _shadow(backtested.result, backtested.usecase)
     with open_offline(backtested.settings.offline_store_path) as con:
         auths = con.execute(
-            "SELECT event_id FROM card_events WHERE kind = 'auth' AND event_time >= ? AND event_time < ?",
+            "SELECT event_id FROM card_events "
+            f"WHERE kind = 'auth' AND event_time >= ? AND event_time < ? AND {SERVABLE}",
             [backtested.start.replace(tzinfo=None), backtested.until.replace(tzinfo=None)],
         ).fetchall()
     assert len(rows) == len(auths) == backtested.result.requests > 10_000
@@ -117,6 +131,10 @@ def test_the_rows_the_stream_refuses_are_left_out_and_counted(backtested: Backte
     online = store.list(backtested.usecase.name, "online")[0]
     batch = store.list(backtested.usecase.name, "batch")[0]
     assert online.metrics["refused_events"] == len(PLANTED) and "refused_events" not in batch.metrics
+    # The authorization of 250,000 (the context's max is 100,000) gets a 422 online: no online training row.
+    assert online.metrics["refused_requests"] == 1 and "refused_requests" not in batch.metrics
+    # The one in the range gets a 422 online: neither path answers it (the counts above leave it out by SQL).
+    assert backtested.result.refused_requests == 1
 
 
 def test_batch_answers_come_from_the_version_live_at_each_instant(backtested: Backtested) -> None:
@@ -189,7 +207,8 @@ def test_the_label_stream_is_known_up_to_the_horizon_when_the_history_goes_on(ba
             {"h": horizon.replace(tzinfo=None)},
         ).fetchall()[0]
         (requests,) = con.execute(
-            "SELECT count(*) FROM card_events WHERE kind = 'auth' AND event_time >= $s AND event_time < $u",
+            "SELECT count(*) FROM card_events "
+            f"WHERE kind = 'auth' AND event_time >= $s AND event_time < $u AND {SERVABLE}",
             {"s": backtested.start.replace(tzinfo=None), "u": backtested.until.replace(tzinfo=None)},
         ).fetchall()[0]
     assert later > 0 and newest_before < horizon.replace(tzinfo=None)  # the case: a gap before the horizon

@@ -19,7 +19,7 @@ import pyarrow as pa
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from migrate.batch.event_history import online_training_frame
+from migrate.batch.event_history import online_training_frame, refused_request_metrics
 from migrate.batch.offline_store import labels_closed, open_offline, training_frame, utc_aware
 from migrate.batch.own_outcome import own_outcome_metrics
 from migrate.batch.training import TrainedModel
@@ -90,4 +90,6 @@ def train(usecase: UseCase, offline_path: Path, as_of: datetime, *, online: bool
         "n_train": float((~held).sum()),
         "n_test": float(held.sum()),
     } | own_outcome_metrics(frame)
+    if online:  # the rows left out because serving refuses their context (an amount beyond its max, say)
+        metrics |= refused_request_metrics(frame)
     return TrainedModel(estimator=model, feature_names=list(names), metrics=metrics, trained_on=(start, split))

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from migrate.batch.event_history import online_training_frame
+from migrate.batch.event_history import online_training_frame, refused_request_metrics
 from migrate.batch.offline_store import labels_closed, open_offline, training_frame, utc_aware
 from migrate.batch.own_outcome import own_outcome_metrics
 from migrate.batch.training import TrainedModel
@@ -126,6 +126,8 @@ class WindowTrainer:
             "n_test": float(y_test.size),
         }
         metrics |= own_outcome_metrics(frame)
+        if online:  # the rows left out because serving refuses their context (a value beyond its max, say)
+            metrics |= refused_request_metrics(frame)
         return TrainedModel(estimator=estimator, feature_names=list(names), metrics=metrics, trained_on=(start, split))
 
 
