@@ -185,7 +185,8 @@ def events_replay(  # noqa: PLR0917 - a Typer command: each parameter is one of 
         finally:
             publisher.close()
         # The history's rows the stream would dead-letter are not published (NaN and infinity could not be, and a
-        # JSON null would turn them into events it accepts): counted here instead.
+        # JSON null would turn them into events it accepts): counted here instead, over the replayed range and the
+        # warm-up's span before it (a `minutes_since` match the warm-up reaches further back for is not counted).
         left_out = refused_events(con, uc, end, start=start - warm_up_span(uc) if warm_up else start)
     console.print(f"[green]published[/] {sent:,} events of {uc.name} to {publisher.topic}")
     if left_out:
