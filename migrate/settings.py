@@ -94,6 +94,18 @@ class Settings(BaseSettings):
     stream_checkpoint_interval_s: float = Field(
         default=0.1, gt=0, description="Longest wait between stream checkpoints (bounds feature freshness)."
     )
+    stream_catch_up_checkpoint_events: int = Field(
+        default=50_000,
+        ge=1,
+        description="Events per stream checkpoint (at most) while the processor is behind (its last poll came back "
+        "full): fewer, larger checkpoints, each writing a state once however many of its events it holds.",
+    )
+    stream_catch_up_checkpoint_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest wait between stream checkpoints while the processor is behind; caught up, "
+        "stream_checkpoint_interval_s bounds freshness again.",
+    )
     shadow_queue_size: int = Field(default=10_000, ge=1, description="Shadow records buffered before dropping.")
     shadow_cpu: Literal["idle", "nice"] = Field(
         default="idle",

@@ -319,17 +319,24 @@ class StreamProcessor:
         started = last_sweep = last_log = time.monotonic()
         logged_events = 0
         consumer = self._consumer
+        behind = False
         while stop is None or not stop.is_set():
             if self._halted is not None:
                 raise self._halted  # raised inside a rebalance callback, where kafka-python only logs it
-            polled = consumer.poll(timeout_ms=50, max_records=settings.stream_checkpoint_events)
+            # Behind (more than one checkpoint's events fetched to the broker's end and not handled yet), the
+            # checkpoints are fewer and larger: a checkpoint serializes each changed state whole, so at 0.1 s a
+            # backlog's states were written again and again (docs/stream.md). Caught up, the interval bounds freshness.
+            most = settings.stream_catch_up_checkpoint_events if behind else settings.stream_checkpoint_events
+            interval = (
+                settings.stream_catch_up_checkpoint_interval_s if behind else settings.stream_checkpoint_interval_s
+            )
+            polled = consumer.poll(timeout_ms=50, max_records=most)
             for messages in polled.values():
                 self.handle_fetch(messages)
+            behind = self._behind(settings.stream_checkpoint_events)
             now = time.monotonic()
             pending = sum(p.pending for p in self.partitions.values())
-            if pending >= settings.stream_checkpoint_events or (
-                pending and now - self._last_checkpoint >= settings.stream_checkpoint_interval_s
-            ):
+            if pending >= most or (pending and now - self._last_checkpoint >= interval):
                 self.checkpoint(wait=False)
             elif self.writer.written():
                 # A write that has ended is counted now, not at the next checkpoint: when the events pause (a
@@ -354,6 +361,16 @@ class StreamProcessor:
                 return
             if until_caught_up and not polled and self._caught_up(now - started):
                 return
+
+    def _behind(self, events: int) -> bool:
+        """Whether more than `events` of this member's partitions' events are known to the broker (the high
+        watermark its last fetches answered) and not handled yet."""
+        waiting = 0
+        for number, part in self.partitions.items():
+            high = self._consumer.highwater(TopicPartition(self.topic, number))
+            if high is not None:
+                waiting += max(0, high - (part.next_offset or 0))
+        return waiting > events
 
     def _lag(self) -> int:
         total = 0

@@ -326,3 +326,50 @@ def test_labels_flow_from_the_event_topic_into_the_label_store(stream: Stream) -
     expected = sorted((e["event_id"], e["store_id"], e["product_id"], float(e["found"]), e["event_time"]) for e in good)
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [e[:4] for e in expected]
     assert [r[4] for r in rows] == [e[4] for e in expected]
+
+
+def test_a_backlog_is_checkpointed_in_few_large_checkpoints_and_freshness_returns_once_caught_up(
+    stream: Stream,
+) -> None:
+    """A checkpoint serializes each changed state whole: at 0.1 s a backlog's states were written again and again,
+    most of the processor's time in the stream bench. Behind, it now checkpoints at the catch-up cadence; caught up,
+    at the normal one again (the interval that bounds freshness). The windows equal the point-in-time computation."""
+    times = [e["event_time"] for e in stream.events]
+    split = len(times) * 2 // 3
+    backlog, later = stream.events[:split], stream.events[split : split + 20]
+    assert stream.publish(backlog) == len(backlog)
+    settings = stream.settings_with(
+        stream_checkpoint_events=50,
+        stream_checkpoint_interval_s=0.05,
+        stream_catch_up_checkpoint_events=len(backlog),
+        stream_catch_up_checkpoint_interval_s=60,
+    )
+    processor = StreamProcessor(settings, stream.usecase, bootstrap=stream.bootstrap, redis_url=stream.redis_url)
+    stop = threading.Event()
+    worker = threading.Thread(target=processor.run, kwargs={"stop": stop, "max_seconds": 120})
+    worker.start()
+    try:
+        instant = later[0]["event_time"]  # after every backlog event, at the first later one (not yet counted)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and same(
+            stream.observed(instant, backlog), stream.expected(backlog, instant)
+        ):
+            time.sleep(0.2)
+        assert same(stream.observed(instant, backlog), stream.expected(backlog, instant)) == []
+        # At the normal cadence every 50 events would have been a checkpoint (57 or more); behind, a few: the start's,
+        # the first poll's (before any fetch told the processor how far behind it was), the last once nothing waited.
+        assert len(backlog) > 1_000 and processor.report.checkpoints < len(backlog) // 50 // 5
+        # Caught up: new events are checkpointed within the normal interval, not the catch-up one (60 s).
+        assert stream.publish(later) == len(later)
+        after = later[-1]["event_time"] + timedelta(seconds=1)
+        events = backlog + later
+        published = time.monotonic()
+        while time.monotonic() < published + 20 and same(
+            stream.observed(after, events), stream.expected(events, after)
+        ):
+            time.sleep(0.05)
+        assert same(stream.observed(after, events), stream.expected(events, after)) == []
+        assert time.monotonic() - published < 20
+    finally:
+        stop.set()
+        worker.join(30)

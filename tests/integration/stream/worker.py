@@ -24,6 +24,9 @@ def main(args: dict[str, Any]) -> None:
         state_dir=Path(args["state_dir"]),
         stream_checkpoint_events=args.get("checkpoint_events", 50),
         stream_checkpoint_interval_s=args.get("checkpoint_interval_s", 0.02),
+        # Behind or not, the same small checkpoints: a kill lands between and during many of them.
+        stream_catch_up_checkpoint_events=args.get("checkpoint_events", 50),
+        stream_catch_up_checkpoint_interval_s=args.get("checkpoint_interval_s", 0.02),
     )
     if "usecase_json" in args:  # a variant of the example, built by the test
         usecase = UseCase.model_validate_json(args["usecase_json"])
