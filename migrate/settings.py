@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     stream_catch_up_checkpoint_events: int = Field(
         default=50_000,
         ge=1,
-        description="Events per stream checkpoint (at most) while the processor is behind (its last poll came back "
-        "full): fewer, larger checkpoints, each writing a state once however many of its events it holds.",
+        description="While the processor is behind (more than stream_checkpoint_events waiting at the broker): a "
+        "checkpoint once this many events are pending, and the most one poll takes. Fewer, larger checkpoints, each "
+        "writing a state once however many of its events it holds.",
     )
     stream_catch_up_checkpoint_interval_s: float = Field(
         default=1.0,
