@@ -327,13 +327,14 @@ class StreamProcessor:
             # checkpoints are fewer and larger: a checkpoint serializes each changed state whole, so at 0.1 s a
             # backlog's states were written again and again (docs/stream.md). Caught up, the interval bounds freshness.
             most = settings.stream_catch_up_checkpoint_events if behind else settings.stream_checkpoint_events
-            interval = (
-                settings.stream_catch_up_checkpoint_interval_s if behind else settings.stream_checkpoint_interval_s
-            )
             polled = consumer.poll(timeout_ms=50, max_records=most)
             for messages in polled.values():
                 self.handle_fetch(messages)
-            behind = self._behind(settings.stream_checkpoint_events)
+            behind = sum(self._waiting().values()) > settings.stream_checkpoint_events
+            most = settings.stream_catch_up_checkpoint_events if behind else settings.stream_checkpoint_events
+            interval = (
+                settings.stream_catch_up_checkpoint_interval_s if behind else settings.stream_checkpoint_interval_s
+            )
             now = time.monotonic()
             pending = sum(p.pending for p in self.partitions.values())
             if pending >= most or (pending and now - self._last_checkpoint >= interval):
@@ -362,25 +363,21 @@ class StreamProcessor:
             if until_caught_up and not polled and self._caught_up(now - started):
                 return
 
-    def _behind(self, events: int) -> bool:
-        """Whether more than `events` of this member's partitions' events are known to the broker (the high
-        watermark its last fetches answered) and not handled yet."""
-        waiting = 0
+    def _waiting(self) -> dict[int, int]:
+        """Per partition of this member's: its events known to the broker (the high watermark its last fetch
+        answered) and not handled yet; a partition no fetch has answered for yet is left out."""
+        waiting = {}
         for number, part in self.partitions.items():
             high = self._consumer.highwater(TopicPartition(self.topic, number))
             if high is not None:
-                waiting += max(0, high - (part.next_offset or 0))
-        return waiting > events
+                waiting[number] = max(0, high - (part.next_offset or 0))
+        return waiting
 
     def _lag(self) -> int:
-        total = 0
-        for number, part in self.partitions.items():
-            high = self._consumer.highwater(TopicPartition(self.topic, number))
-            if high is not None:
-                lag = max(0, high - (part.next_offset or 0))
-                self.metrics.lag(number, lag)
-                total += lag
-        return total
+        waiting = self._waiting()
+        for number, lag in waiting.items():
+            self.metrics.lag(number, lag)
+        return sum(waiting.values())
 
     def _caught_up(self, elapsed: float) -> bool:
         """Whether the whole group is done: every partition of the topic checkpointed at its end offset.
