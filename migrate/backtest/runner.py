@@ -417,8 +417,9 @@ def run_backtest(
             result.refused_requests += refused
             if len(requests):
                 answers = _batch_answers(usecase, requests, versions)
-                history = history or RealtimeHistory(con, usecase, until)
-                result.refused_feature_events = history.refused
+                if history is None:
+                    history = RealtimeHistory(con, usecase, until)
+                    result.refused_feature_events = history.refused
                 online = _online_scores(con, usecase, bt, requests, history)
                 records = _records(usecase, requests, answers, online)
                 _write_by_hour(bt.shadow_dir / usecase.name, records, lambda r: r.request_time, "shadow")

@@ -405,16 +405,15 @@ def servable_rows(usecase: UseCase, frame: pa.Table) -> tuple[pa.Table, int]:
     declared), and how many: such a request gets a 422 and no prediction online, so a model trained on it learns from
     requests it is never asked. The count is in the table's metadata (`refused_request_metrics`)."""
     items = [item for item in usecase.context if item.name in frame.column_names]
-    if not items or frame.num_rows == 0:
-        return frame.replace_schema_metadata({**(frame.schema.metadata or {}), REFUSED_REQUESTS: b"0"}), 0
-    names = [item.name for item in items]
-    columns = [_as_requested(item, frame.column(item.name)) for item in items]
-    keep = [not context_errors(usecase, dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)]
-    kept = frame.filter(pa.array(keep, pa.bool_())) if not all(keep) else frame
-    refused = len(keep) - kept.num_rows
-    return kept.replace_schema_metadata(
-        {**(frame.schema.metadata or {}), REFUSED_REQUESTS: str(refused).encode()}
-    ), refused
+    kept = frame
+    if items and frame.num_rows:
+        names = [item.name for item in items]
+        columns = [_as_requested(item, frame.column(item.name)) for item in items]
+        keep = [not context_errors(usecase, dict(zip(names, row, strict=True))) for row in zip(*columns, strict=True)]
+        kept = frame if all(keep) else frame.filter(pa.array(keep, pa.bool_()))
+    refused = frame.num_rows - kept.num_rows
+    metadata = {**(frame.schema.metadata or {}), REFUSED_REQUESTS: str(refused).encode()}
+    return kept.replace_schema_metadata(metadata), refused
 
 
 def refused_request_metrics(frame: pa.Table) -> dict[str, float]:
