@@ -72,3 +72,21 @@ def test_export_refuses_an_unknown_or_retired_version_saying_which(table: Table)
     table.store.abandon(table.spec, first.version)
     with pytest.raises(LookupStoreError, match=f"version {first.version} .* is retired"):
         table.store.export(table.spec, first.version)
+
+
+def test_export_reads_values_that_follow_thousands_of_null_predictions(table: Table) -> None:
+    """SQLite's Arrow reader infers a column's type from a batch of rows: a version whose first rows have no
+    prediction (the model gave NaN, stored as NULL) once made the next batch's numbers a type mismatch."""
+    predictions: list[float | None] = [None] * 2500 + [0.25 + i / 1000 for i in range(500)]
+    info = table.store.begin_version(
+        table.spec,
+        run_id="export-nulls-first",
+        model_version="m1",
+        data_interval_start=AS_OF.replace(hour=0),
+        data_interval_end=AS_OF.replace(hour=1),
+    )
+    table.store.write_chunk(table.spec, info.version, 0, batch(predictions))
+    exported = table.store.export(table.spec, info.version)
+    assert exported.schema.field("prediction").type == pa.float64()
+    assert rows(exported) == rows(batch(predictions))
+    assert exported.column("prediction").null_count == 2500
