@@ -498,6 +498,9 @@ def prediction_requests(
     (default: those with a label), each a prediction ``training.predict_before`` ahead of its event. Columns: the
     entity keys, ``prediction_time`` (UTC), ``request_id`` (the row's id, or its position), then each declared
     context value the source carries (as stored), sorted by prediction time then keys.
+
+    Raises:
+        OfflineStoreError: the source lacks a column of the keys, of the time or of a required context value.
     """
     localize(con, usecase, also=() if table is None else (table,))
     _use_utc(con)
@@ -529,6 +532,17 @@ def prediction_requests(
             filters += f" AND {_quote(usecase.label.event_field or usecase.label.name)} IS NOT NULL"
         where = f"{at} >= $start AND {at} < $end AND {filters}"
     present = {row[0] for row in con.sql(f"DESCRIBE {_quote(table)}").fetchall()}
+    # Serving refuses a request without a required context value (a 422, no prediction from either path): a source
+    # that lacks the column would replay requests serving never answers, each scored with that input missing.
+    lacking = [c.name for c in usecase.context if c.required and c.name not in present and c.name not in keys]
+    if lacking:
+        listed = ", ".join(repr(name) for name in lacking)
+        raise OfflineStoreError(
+            f"the past requests in {table!r} lack the required context value{'s' if len(lacking) > 1 else ''} "
+            f"{listed} that {file} declares: serving refuses every request without it (a 422)",
+            fix=f"add {listed} to {table!r} as the requests carried it, or declare it `required: false` in {file} "
+            "(a request without it is then scored with the value missing)",
+        )
     context = [c.name for c in usecase.context if c.name in present and c.name not in keys]
     request_id = f"CAST({_quote(id_column)} AS VARCHAR)" if id_column else "CAST(row_number() OVER () AS VARCHAR)"
     columns = "".join(f", {_quote(c)}" for c in context)

@@ -73,10 +73,11 @@ def _write(path: Path, wall: Any) -> None:
             "outcome INTEGER, leak DOUBLE, hour INTEGER)"
         )
         con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", events)
-        con.execute("CREATE TABLE requests (customer_id BIGINT, request_time TIMESTAMP)")
+        # The past requests carry the use case's required context value (region), as serving requires it.
+        con.execute("CREATE TABLE requests (customer_id BIGINT, request_time TIMESTAMP, region VARCHAR)")
         con.executemany(
-            "INSERT INTO requests VALUES (?, ?)",
-            [(c, wall(START + timedelta(days=2, hours=c))) for c in range(CUSTOMERS)],
+            "INSERT INTO requests VALUES (?, ?, ?)",
+            [(c, wall(START + timedelta(days=2, hours=c)), REGIONS[c % 2]) for c in range(CUSTOMERS)],
         )
 
 
