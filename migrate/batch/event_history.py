@@ -386,12 +386,13 @@ REFUSED_REQUESTS = b"migrate.refused_requests"
 
 
 def _as_requested(item: ContextFeature, column: pa.ChunkedArray) -> list[Any]:
-    """A context column's values as a request carries them: a number column read as floats for a numeric item
-    (DECIMAL too, which JSON has no type for), an integer column as strings for a string item (an id stored as a
-    number); any other column as stored, which `context_errors` refuses when its type is not the item's."""
+    """A context column's values as a request carries them: a fractional number column read as floats for a numeric
+    item (DECIMAL too, which JSON has no type for), an integer column as Python integers (a JSON integer, checked
+    exactly: as floats, 2**53 + 1 read as 2**53 and passed a ``max`` of 2**53 that serving holds it to), an integer
+    column as strings for a string item (an id stored as a number); any other column as stored, which
+    `context_errors` refuses when its type is not the item's."""
     kind = column.type
-    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
-    if item.type in ("float", "int") and numeric:
+    if item.type in ("float", "int") and (pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
         column = column.cast(pa.float64())
     elif item.type == "str" and pa.types.is_integer(kind):
         column = column.cast(pa.string())

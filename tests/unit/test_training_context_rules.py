@@ -95,3 +95,17 @@ def test_a_column_of_another_type_is_refused_as_serving_refuses_that_type() -> N
     assert kept.num_rows == 0 and refused == 2
     ids = pa.table({"delay": [12.5], "gate": [1], "kind": pa.array([10], pa.int64())})  # an id stored as a number
     assert servable_rows(usecase(), ids)[1] == 0
+
+
+def test_an_integer_column_is_checked_exactly_as_the_json_integer_a_request_carries() -> None:
+    """Serving compares a JSON integer with its bounds exactly; read as a float, 2**53 + 1 became 2**53."""
+    edge = origin_flights(
+        FIELDS,
+        [{"name": "events_60m", "aggregation": "count", "window": "60m"}],
+        context=[{"name": "gate", "type": "int", "max": 2**53}],
+    )
+    frame = pa.table({"gate": pa.array([2**53, 2**53 + 1, 2**63 - 1], pa.int64())})
+    kept, refused = servable_rows(edge, frame)
+    assert kept.column("gate").to_pylist() == [2**53] and refused == 2
+    unsigned = pa.table({"gate": pa.array([7, 2**63], pa.uint64())})  # beyond the signed 64-bit range: refused
+    assert servable_rows(edge, unsigned)[0].column("gate").to_pylist() == [7]
