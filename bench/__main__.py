@@ -87,12 +87,17 @@ def batch_suite(plan: tuple[tuple[str, int], ...] = BATCH_PLAN) -> list[dict[str
         settings = get_settings()
         world.build(settings.offline_store_path, entities)
         from migrate.examples.item_availability.training import make_estimator  # noqa: PLC0415 - a suite imports only what it measures
+        from migrate.scoring import save_model  # noqa: PLC0415 - a suite imports only what it measures
 
         x, y = world.training_set()
         model = make_estimator().fit(x, y)  # the example's own model shape, fitted on synthetic features
         usecase = Registry(settings.usecases_dir).get("item_availability")
-        ArtifactStore(settings.artifacts_dir, settings.project_dir).save(
-            usecase, model, trained_as_of=world.AS_OF, metrics={}
+        save_model(
+            usecase,
+            ArtifactStore(settings.artifacts_dir, settings.project_dir),
+            model,
+            trained_as_of=world.AS_OF,
+            metrics={},
         )
         print(f"batch: {backend} {entities:,} entities …", file=sys.stderr, flush=True)
         done = subprocess.run(

@@ -52,6 +52,7 @@ def _world(state: Path) -> Any:
     from migrate.batch import steps as batch  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.examples.item_availability.training import make_estimator  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.registry import Registry  # noqa: PLC0415 - a suite imports only what it measures
+    from migrate.scoring import save_model  # noqa: PLC0415 - a suite imports only what it measures
     from migrate.settings import get_settings  # noqa: PLC0415 - a suite imports only what it measures
 
     settings = get_settings()
@@ -61,7 +62,7 @@ def _world(state: Path) -> Any:
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
     for night, seed in ((DAY - timedelta(hours=1), 7), (DAY, 8)):
         x, y = world.training_set(seed=seed)
-        store.save(usecase, make_estimator().fit(x, y), trained_as_of=night, metrics={})
+        save_model(usecase, store, make_estimator().fit(x, y), trained_as_of=night, metrics={})
         batch.run_batch(usecase, settings, batch.Interval(night - timedelta(days=1), night), run_id=f"bench-{seed}")
     return settings, usecase
 

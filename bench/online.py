@@ -507,7 +507,7 @@ def online_suite() -> dict[str, Any]:
     # The peer: the same model file and the same Redis keys, served the way a team would by hand (bench/peer.py).
     peer_dir = state / "peer"
     peer_dir.mkdir()
-    sio.dump(model.estimator, peer_dir / "model.skops")
+    sio.dump(model.fitted(), peer_dir / "model.skops")
     peer = start(
         [str(Path(sys.executable).parent / "uvicorn"), "bench.peer:app", "--workers", "1", "--log-level", "warning"],
         "peer",

@@ -43,6 +43,7 @@ from comparisons.shadow_rows import Rows, Window, load, readable
 from comparisons.stats import Result
 from comparisons.verdict import Evidence, Verdict, decide, primary_metric
 from lookup_tables import TableSpec
+from migrate.artifact import ArtifactStore
 from migrate.batch.offline_zone import table_sql
 from migrate.clock import recorded_speed
 from migrate.errors import MigrateError
@@ -139,6 +140,18 @@ def warm(*modules: str) -> threading.Thread:
     thread = threading.Thread(target=run, name="comparisons-warm", daemon=True)
     thread.start()
     return thread
+
+
+def _may_deserialize(usecase: UseCase, settings: Settings) -> bool:
+    """Whether the explanation may need a model's scikit-learn estimator: a trained version of the use case without a
+    compiled forest (`migrate.scoring.model_from_artifact` scores one with it without importing scikit-learn or skops),
+    or manifests that cannot be read. Only decides what to import ahead on a thread."""
+    store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
+    try:
+        entries = [entry for role in ("batch", "online") for entry in store.list(usecase.name, role)]
+    except MigrateError:
+        return True
+    return not entries or any(entry.forest_file is None for entry in entries)
 
 
 def _timeline(usecase: UseCase, settings: Settings) -> tuple[list[Any], str]:
@@ -294,7 +307,8 @@ def _compare(
     skew_grace: timedelta | None,
 ) -> Comparison:
     clock = _Clock(on_step)
-    warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")  # the explanation re-scores with the live model
+    if _may_deserialize(usecase, settings):  # the explanation re-scores with the live model
+        warm("skops.io", "sklearn.ensemble", "sklearn.linear_model")
     window = window or Window()
     policy = usecase.cutover_policy
     metric_name = primary_metric(policy, usecase.label.kind)

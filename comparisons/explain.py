@@ -36,10 +36,10 @@ from threadpoolctl import threadpool_limits
 
 from comparisons.shadow_rows import Rows, Window, first_line, is_file_error, row_id_sql, shadow_files
 from comparisons.stats import Result
-from migrate.artifact import ArtifactStore, deserialize
+from migrate.artifact import ArtifactStore
 from migrate.batch.offline_store import batch_features_at, open_offline
 from migrate.errors import MigrateError, OfflineStoreError
-from migrate.scoring import Model
+from migrate.scoring import Model, model_from_artifact
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -105,9 +105,16 @@ def _model(settings: Settings, usecase: UseCase, version: str) -> Any:
         info = next((entry for entry in store.list(usecase.name, role) if entry.version == version), None)
         if info is not None:
             path = settings.artifacts_dir / usecase.name / info.file
-            estimator = deserialize(store.load_bytes(path, info.sha256, usecase.name), path)
-            names = tuple(info.feature_names)
-            return Model(usecase.name, info.version, info.sha256, names, usecase.label.kind, estimator)
+            # Its compiled forest when it has one: scored without importing scikit-learn and skops.
+            return model_from_artifact(
+                usecase,
+                store,
+                path=path,
+                sha256=info.sha256,
+                info=info,
+                feature_names=tuple(info.feature_names),
+                version=info.version,
+            )
     return None
 
 

@@ -57,8 +57,8 @@ def _read_arrow(path: Path, sql: str, timeout_s: float) -> pa.Table:
     One batch for every row leaves no later batch to disagree. In WAL mode the read waits for no writer; the busy
     timeout covers the moments it still could (a checkpoint resetting the log).
     """
-    import adbc_driver_sqlite  # noqa: PLC0415 - only whole-version reads need it, not the serving path's lookups
-    import adbc_driver_sqlite.dbapi  # noqa: PLC0415 - as above
+    import adbc_driver_sqlite  # noqa: PLC0415 - start-up cost: ADBC only for whole-version reads
+    import adbc_driver_sqlite.dbapi  # noqa: PLC0415 - start-up cost: ADBC only for whole-version reads
 
     with adbc_driver_sqlite.dbapi.connect(f"{path.resolve().as_uri()}?mode=ro") as connection:
         cursor = connection.cursor()

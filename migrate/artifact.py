@@ -39,6 +39,10 @@ class ArtifactInfo(BaseModel):
     label_kind: str
     metrics: dict[str, float]
     role: Role = "batch"
+    # The model's trees compiled for NumPy (`migrate.scoring.forest_file`), when it has them: served and explained
+    # without importing scikit-learn (`migrate.scoring.model_from_artifact`). Older entries have none.
+    forest_file: str | None = None
+    forest_sha256: str | None = None
 
 
 def sha256_of(data: bytes) -> str:
@@ -88,8 +92,10 @@ class ArtifactStore:
         trained_as_of: datetime,
         metrics: dict[str, float],
         role: Role = "batch",
+        compiled: bytes | None = None,
     ) -> ArtifactInfo:
-        """Write a new version of the use case's `role` model and record its sha256 in that role's manifest."""
+        """Write a new version of the use case's `role` model and record its sha256 in that role's manifest; with
+        `compiled` (its forest file, `migrate.scoring.forest_file`), that file beside it and its sha256 too."""
         import skops.io as sio  # noqa: PLC0415 - start-up cost: skops loads only when a model is read or written
 
         data = sio.dumps(estimator)
@@ -98,6 +104,9 @@ class ArtifactStore:
         number = (existing[-1].number + 1) if existing else 1
         version = f"v{number}-{digest[:12]}" if role == "batch" else f"online-v{number}-{digest[:12]}"
         file = f"{version}.skops"
+        forest_file = None if compiled is None else f"{version}.forest.npz"
+        if compiled is not None and forest_file is not None:
+            _write_atomic(self.root / usecase.name / forest_file, compiled)
         _write_atomic(self.root / usecase.name / file, data)
         info = ArtifactInfo(
             usecase=usecase.name,
@@ -111,6 +120,8 @@ class ArtifactStore:
             label_kind=usecase.label.kind,
             metrics=metrics,
             role=role,
+            forest_file=forest_file,
+            forest_sha256=None if compiled is None else sha256_of(compiled),
         )
         entries = [e.model_dump(mode="json") for e in [*existing, info]]
         _write_atomic(self._manifest_path(usecase.name, role), orjson.dumps(entries, option=orjson.OPT_INDENT_2))

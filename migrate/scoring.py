@@ -20,16 +20,19 @@ model, one row: 156 → 49 µs (in-process, alternated rounds, load 2–3.5; doc
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from migrate.artifact import ArtifactStore, Role, deserialize
+from migrate.artifact import ArtifactInfo, ArtifactStore, Role, deserialize
 from migrate.errors import ArtifactError
 from migrate.forest_tables import ForestTables
 from migrate.usecase import UseCase
@@ -40,6 +43,27 @@ FOREST_MAX_ROWS = 100  # without lookup tables: above ~100 rows sklearn's compil
 TABLES_MIN_ROWS = 4  # from 4 rows on the lookup tables beat the walk (measured: the module's docstring)
 DECIDE_MAX_CELLS = 1 << 16  # rows × nodes up to which `Forest.raw` decides every node at once (a few rows)
 log = logging.getLogger(__name__)
+
+
+def _expit(raw: FloatArray) -> Any:
+    # What sklearn's LogitLink calls, so the same bits.
+    from scipy.special import expit  # noqa: PLC0415 - start-up cost: scipy only when a logistic model scores
+
+    return expit(raw)
+
+
+def inverse_link(name: str) -> Callable[[FloatArray], Any] | None:
+    """The inverse of sklearn's link `name` (a class of ``sklearn._loss.link``) as that class computes it, with the
+    same functions (so the same bits): identity, NumPy's exp, SciPy's expit; None for a link it does not know."""
+    if name == "IdentityLink":
+        return lambda raw: raw
+    if name == "LogLink":
+        return np.exp
+    if name == "LogitLink":
+        return _expit
+    if name == "HalfLogitLink":
+        return lambda raw: _expit(2 * raw)
+    return None
 
 
 @dataclass(frozen=True)
@@ -54,16 +78,21 @@ class Forest:
     roots: IntArray
     depth: int
     baseline: float
-    estimator: Any
+    link_name: str  # the estimator's inverse link, by its sklearn class name (`inverse_link`)
     tables: ForestTables | None = field(default=None, repr=False)  # large batches; None: sklearn scores them
 
     @classmethod
     def compile(cls, estimator: Any) -> Forest | None:
         """The forest of a single-output HistGradientBoosting model without categorical splits, else None."""
+        # A model loaded from its compiled forest (`model_from_artifact`) is served without importing sklearn.
+        from sklearn import ensemble  # noqa: PLC0415 - start-up cost: sklearn only when a forest is compiled
 
-        if not isinstance(estimator, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        if not isinstance(estimator, ensemble.HistGradientBoostingClassifier | ensemble.HistGradientBoostingRegressor):
             return None
         if estimator.n_trees_per_iteration_ != 1 or getattr(estimator, "_preprocessor", None) is not None:
+            return None
+        link_name = type(estimator._loss.link).__name__
+        if inverse_link(link_name) is None:
             return None
         trees = [iteration[0].nodes for iteration in estimator._predictors]
         if not trees or any(nodes["is_categorical"].any() for nodes in trees):
@@ -85,7 +114,7 @@ class Forest:
             roots=offsets[:-1].astype(np.intp),
             depth=int(max(int(t["depth"].max()) for t in trees)),
             baseline=baseline,
-            estimator=estimator,
+            link_name=link_name,
             tables=ForestTables.compile(trees, baseline),
         )
 
@@ -156,11 +185,17 @@ class Forest:
             raise ValueError("this forest has no lookup tables: score large batches through the estimator")
         return self.link(self.tables.raw(features))
 
+    @cached_property
+    def _inverse(self) -> Callable[[FloatArray], Any]:
+        inverse = inverse_link(self.link_name)
+        assert inverse is not None  # `compile` and `read_forest` keep only the links it knows
+        return inverse
+
     def link(self, raw: FloatArray) -> FloatArray:
-        """Scores from summed leaf values (`raw`): the estimator's loss knows its label kind."""
-        # The estimator's own inverse link: what its loss's predict_proba writes into column 1 for a binary label
-        # (and what predict returns for a regression), without building the two-column array.
-        return np.asarray(self.estimator._loss.link.inverse(raw.ravel()), dtype=np.float64)
+        """Scores from summed leaf values (`raw`): the estimator's inverse link, as its loss applies it."""
+        # What the loss's predict_proba writes into column 1 for a binary label (and what predict returns for a
+        # regression), without building the two-column array.
+        return np.asarray(self._inverse(raw.ravel()), dtype=np.float64)
 
     def probe(self, n_features: int, seed: int = 0) -> FloatArray:
         """Rows that take every split both ways and the missing way: at, just above and below each threshold."""
@@ -188,12 +223,25 @@ class Model:
     sha256: str
     feature_names: tuple[str, ...]
     label_kind: Literal["binary", "regression"]
-    estimator: Any
+    estimator: Any  # None for a model loaded from its compiled forest: `fitted` deserializes it when first needed
     forest: Forest | None = field(default=None, repr=False, compare=False)
+    loader: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def score(self, features: FloatArray) -> FloatArray:
         """Predictions for a 2-D matrix whose columns are `feature_names`, in order."""
         return score(self, features)
+
+    def fitted(self) -> Any:
+        """The scikit-learn estimator: `estimator`, or (loaded from its compiled forest) the verified artifact
+        deserialized on the first call, which imports scikit-learn then."""
+        if self.estimator is not None:
+            return self.estimator
+        found = self.__dict__.get("_fitted")
+        if found is None:
+            assert self.loader is not None, "a model without an estimator is loaded with its loader"
+            found = self.loader()
+            object.__setattr__(self, "_fitted", found)  # frozen: cached once, as `cached_property` would
+        return found
 
 
 def score(model: Model, features: FloatArray) -> FloatArray:
@@ -212,7 +260,7 @@ def score(model: Model, features: FloatArray) -> FloatArray:
         return forest.score_bulk(np.asarray(features, dtype=np.float64))
     if forest is not None and (rows <= FOREST_MAX_ROWS or forest.tables is not None):
         return forest.score(np.asarray(features, dtype=np.float64))
-    return _estimator_score(model.estimator, model.label_kind, features)
+    return _estimator_score(model.fitted(), model.label_kind, features)
 
 
 def _estimator_score(estimator: Any, label_kind: str, features: FloatArray) -> FloatArray:
@@ -230,37 +278,175 @@ def compile_forest(estimator: Any, label_kind: str, n_features: int) -> Forest |
     if forest is None:
         return None
     probe = forest.probe(n_features)
-    expected = _estimator_score(estimator, label_kind, probe)
-    # Both walks, each in chunks of the most rows it serves: `raw` picks one by the matrix's size.
+    return checked_forest(forest, probe, _estimator_score(estimator, label_kind, probe), type(estimator).__name__)
+
+
+FOREST_FILE_FORMAT = 1  # `forest_file`'s layout; `read_forest` refuses another
+
+
+def forest_file(estimator: Any, forest: Forest, label_kind: str, n_features: int) -> bytes:
+    """`forest` as a NumPy ``.npz`` file (no pickles), with the probe that `compile_forest` checked it on and the
+    estimator's scores of that probe: `read_forest` rebuilds it and checks it against those scores, without sklearn.
+    """
+    probe = forest.probe(n_features)
+    arrays: dict[str, Any] = {
+        "format": np.array([FOREST_FILE_FORMAT]),
+        "feature": forest.feature,
+        "threshold": forest.threshold,
+        "missing_left": forest.missing_left,
+        "children": forest.children,
+        "value": forest.value,
+        "roots": forest.roots,
+        "depth": np.array([forest.depth]),
+        "baseline": np.array([forest.baseline], dtype=np.float64),
+        "link": np.array(forest.link_name),
+        "label_kind": np.array(label_kind),
+        "probe": probe,
+        "expected": _estimator_score(estimator, label_kind, probe),
+    }
+    tables = forest.tables
+    if tables is not None:
+        arrays["tables_columns"] = np.array(tables.columns, dtype=np.int64)
+        arrays["tables_values"] = tables.values
+        arrays["tables_bits"] = np.array([tables.bits])
+        arrays["tables_baseline"] = np.array([tables.baseline], dtype=np.float64)
+        for i, (thresholds, masks) in enumerate(zip(tables.thresholds, tables.masks, strict=True)):
+            arrays[f"tables_thresholds_{i}"] = thresholds
+            arrays[f"tables_masks_{i}"] = masks
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_forest(data: bytes, label_kind: str, n_features: int) -> Forest | None:
+    """The forest `forest_file` wrote, checked bit for bit against the estimator's scores of its probe as
+    `compile_forest` checks a forest it compiles (its tables dropped if they alone differ); None when the file is of
+    another format, label kind or width, names an unknown link, cannot be rebuilt, or its walk differs: the estimator
+    is deserialized and scores the model then (a warning says why)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        probe, expected = arrays["probe"], arrays["expected"]
+        if (
+            int(arrays["format"][0]) != FOREST_FILE_FORMAT
+            or str(arrays["label_kind"]) != label_kind
+            or probe.ndim != 2
+            or probe.shape[1] != n_features
+            or inverse_link(str(arrays["link"])) is None
+        ):
+            log.warning("the compiled forest is of another format, model or link: the estimator scores the model")
+            return None
+        tables = None
+        if "tables_columns" in arrays:
+            count = len(arrays["tables_columns"])
+            tables = ForestTables(
+                thresholds=tuple(arrays[f"tables_thresholds_{i}"] for i in range(count)),
+                columns=tuple(int(c) for c in arrays["tables_columns"]),
+                masks=tuple(arrays[f"tables_masks_{i}"] for i in range(count)),
+                values=arrays["tables_values"],
+                bits=int(arrays["tables_bits"][0]),
+                baseline=float(arrays["tables_baseline"][0]),
+            )
+        forest = Forest(
+            feature=arrays["feature"].astype(np.intp),
+            threshold=arrays["threshold"],
+            missing_left=arrays["missing_left"],
+            children=arrays["children"].astype(np.intp),
+            value=arrays["value"],
+            roots=arrays["roots"].astype(np.intp),
+            depth=int(arrays["depth"][0]),
+            baseline=float(arrays["baseline"][0]),
+            link_name=str(arrays["link"]),
+            tables=tables,
+        )
+        return checked_forest(forest, probe, expected, "compiled forest")
+    # Not an .npz file, one holding pickles, or arrays missing or of other shapes than `forest_file` writes.
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning("the compiled forest cannot be read (%s): the estimator scores the model", exc)
+        return None
+
+
+def checked_forest(forest: Forest, probe: FloatArray, expected: FloatArray, source: str) -> Forest | None:
+    """`forest` if both its walks give `expected` on `probe` bit for bit (its tables dropped if they alone
+    differ), else None."""
     decided_rows = max(1, DECIDE_MAX_CELLS // len(forest.value))
     for raw, chunk_rows in ((forest.raw_walked, FOREST_MAX_ROWS), (forest.raw_decided, decided_rows)):
         for start in range(0, len(probe), chunk_rows):
             chunk = probe[start : start + chunk_rows]
             bits = forest.link(raw(chunk)).view(np.uint64)
             if not np.array_equal(bits, expected[start : start + len(chunk)].view(np.uint64)):
-                log.warning(
-                    "the NumPy forest of %s differs from the estimator: sklearn scores it", type(estimator).__name__
-                )
+                log.warning("the NumPy forest of the %s differs from the estimator: sklearn scores it", source)
                 return None
     if forest.tables is not None:
         bits = forest.score_bulk(probe).view(np.uint64)
         if not np.array_equal(bits, expected.view(np.uint64)):
-            log.warning(
-                "the forest tables of %s differ from the estimator: sklearn scores large batches",
-                type(estimator).__name__,
-            )
+            log.warning("the forest tables of the %s differ from the estimator: sklearn scores large batches", source)
             return replace(forest, tables=None)
     return forest
 
 
+def save_model(
+    usecase: UseCase,
+    store: ArtifactStore,
+    estimator: Any,
+    *,
+    trained_as_of: datetime,
+    metrics: dict[str, float],
+    role: Role = "batch",
+) -> ArtifactInfo:
+    """Save a trained estimator as the use case's next `role` version, with its compiled forest when it has one
+    (`forest_file`): what `migrate train` and every trainer write."""
+    names = usecase.feature_names if role == "batch" else usecase.online_feature_names
+    forest = compile_forest(estimator, usecase.label.kind, len(names))
+    compiled = None if forest is None else forest_file(estimator, forest, usecase.label.kind, len(names))
+    return store.save(usecase, estimator, trained_as_of=trained_as_of, metrics=metrics, role=role, compiled=compiled)
+
+
+def model_from_artifact(
+    usecase: UseCase,
+    store: ArtifactStore,
+    *,
+    path: Path,
+    sha256: str,
+    info: ArtifactInfo | None,
+    feature_names: tuple[str, ...],
+    version: str,
+) -> Model:
+    """The model of a verified artifact. With a compiled forest in its manifest entry (sha256-checked, then checked
+    bit for bit against the scores recorded with it: `read_forest`), the forest scores it and scikit-learn is not
+    imported until a batch only the estimator can score (`Model.fitted`); else the artifact is deserialized and its
+    forest compiled (`compile_forest`). The artifact's own sha256 is checked either way, before anything is used.
+
+    Raises:
+        ArtifactError: a file is missing, its sha256 is not the recorded one, or the estimator takes another number
+            of features than `feature_names`.
+    """
+    data = store.load_bytes(path, sha256, usecase.name)
+    kind = usecase.label.kind
+    if info is not None and info.forest_file is not None and info.forest_sha256 is not None:
+        compiled = store.load_bytes(store.root / usecase.name / info.forest_file, info.forest_sha256, usecase.name)
+        forest = read_forest(compiled, kind, len(feature_names))
+        if forest is not None:
+            return Model(
+                usecase.name, version, sha256, feature_names, kind, None, forest, lambda: deserialize(data, path)
+            )
+    estimator = deserialize(data, path)
+    width = getattr(estimator, "n_features_in_", len(feature_names))
+    if width != len(feature_names):
+        raise ArtifactError(
+            f"model {path} of {usecase.name!r} takes {width} features, its manifest declares {len(feature_names)}",
+            fix=f"the file does not match its manifest: retrain with `migrate train {usecase.name}`",
+        )
+    forest = compile_forest(estimator, kind, len(feature_names))
+    return Model(usecase.name, version, sha256, feature_names, kind, estimator, forest)
+
+
 def load_model(usecase: UseCase, store: ArtifactStore, role: Role = "batch") -> Model:
-    """Load the use case's current `role` artifact, verifying its sha256 before deserialising it.
+    """Load the use case's current `role` artifact, verifying its sha256 before using it (`model_from_artifact`).
 
     The online role falls back to the batch model while no online model has been trained.
     """
     path, expected, info = store.resolve(usecase, role)
-    data = store.load_bytes(path, expected, usecase.name)
-    estimator = deserialize(data, path)
     feature_names = info.feature_names if info is not None else tuple(usecase.feature_names)
     declared = usecase.online_feature_names if info is not None and info.role == "online" else usecase.feature_names
     if tuple(feature_names) != tuple(declared):
@@ -270,5 +456,6 @@ def load_model(usecase: UseCase, store: ArtifactStore, role: Role = "batch") -> 
             fix=f"retrain with `migrate train {usecase.name}`",
         )
     version = info.version if info is not None else f"pinned-{expected[:12]}"
-    forest = compile_forest(estimator, usecase.label.kind, len(feature_names))
-    return Model(usecase.name, version, expected, tuple(feature_names), usecase.label.kind, estimator, forest)
+    return model_from_artifact(
+        usecase, store, path=path, sha256=expected, info=info, feature_names=tuple(feature_names), version=version
+    )

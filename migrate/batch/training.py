@@ -13,6 +13,7 @@ from migrate.batch.event_history import refused_by_stream
 from migrate.batch.offline_store import open_offline
 from migrate.batch.own_outcome import OWN_OUTCOME_METRIC, checks_own_outcome
 from migrate.errors import ConfigError
+from migrate.scoring import save_model
 from migrate.settings import Settings
 from migrate.usecase import UseCase
 
@@ -90,4 +91,5 @@ def train(usecase: UseCase, settings: Settings, as_of: datetime, *, role: Role =
             fix="add migrate.batch.own_outcome.own_outcome_metrics(frame) to the metrics it returns",
         )
     store = ArtifactStore(settings.artifacts_dir, settings.project_dir)
-    return store.save(usecase, trained.estimator, trained_as_of=as_of, metrics=trained.metrics, role=role)
+    # With its compiled forest, when it has one: served and explained without importing scikit-learn.
+    return save_model(usecase, store, trained.estimator, trained_as_of=as_of, metrics=trained.metrics, role=role)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from migrate.artifact import ArtifactInfo, ArtifactStore, deserialize
+from migrate.artifact import ArtifactInfo, ArtifactStore
 from migrate.errors import ArtifactError, InvalidAliasChangeError, ModelRefusedError
 from migrate.models.alias_store import AliasStore
 from migrate.models.aliases import ModelAlias
-from migrate.scoring import FloatArray, Model, compile_forest
+from migrate.scoring import FloatArray, Model, model_from_artifact
 from migrate.usecase import UseCase
 
 __all__ = [
@@ -69,12 +69,6 @@ def load_version(usecase: UseCase, artifacts: ArtifactStore, version: str, sha25
             f"{name}: the alias names {version} with sha256 {sha256[:12]}…, the manifest records {info.sha256[:12]}…",
             fix=f"promote the version again so the alias names the file trained (`migrate models promote {name}`)",
         )
-    path = artifacts.root / name / info.file
-    try:
-        data = artifacts.load_bytes(path, info.sha256, name)
-        estimator = deserialize(data, path)
-    except ArtifactError as exc:
-        raise ModelRefusedError(f"{name}: model {version} cannot load: {exc.what}", fix=exc.fix) from None
     declared = tuple(usecase.online_feature_names if info.role == "online" else usecase.feature_names)
     if tuple(info.feature_names) != declared:
         raise ModelRefusedError(
@@ -82,15 +76,13 @@ def load_version(usecase: UseCase, artifacts: ArtifactStore, version: str, sha25
             f"but the use case declares {list(declared)} for its {info.role} model",
             fix=f"retrain on the declared features (`migrate train {name}`) and promote that version",
         )
-    width = getattr(estimator, "n_features_in_", len(declared))
-    if width != len(declared):
-        raise ModelRefusedError(
-            f"{name}: model {version} takes {width} features, its manifest declares {len(declared)}",
-            fix=f"the file does not match its manifest: retrain with `migrate train {name}`",
+    path = artifacts.root / name / info.file
+    try:
+        model = model_from_artifact(
+            usecase, artifacts, path=path, sha256=info.sha256, info=info, feature_names=declared, version=version
         )
-    label_kind = usecase.label.kind
-    forest = compile_forest(estimator, label_kind, len(declared))
-    model = Model(name, version, info.sha256, declared, label_kind, estimator, forest)
+    except ArtifactError as exc:  # a file missing or changed, or an estimator of another width than its manifest's
+        raise ModelRefusedError(f"{name}: model {version} cannot load: {exc.what}", fix=exc.fix) from None
     _probe(model)
     return model
 

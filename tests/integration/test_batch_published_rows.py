@@ -52,7 +52,7 @@ def test_published_rows_are_sklearns_predict_proba_of_the_snapshot_bit_for_bit(s
     assert result.activated and result.rows > 0
 
     snapshot = pq.read_table(settings.snapshots_dir / usecase.name / interval.key / "snapshot.parquet")
-    estimator = load_model(usecase, ArtifactStore(settings.artifacts_dir, settings.project_dir)).estimator
+    estimator = load_model(usecase, ArtifactStore(settings.artifacts_dir, settings.project_dir)).fitted()
     matrix = np.column_stack([snapshot.column(name).to_numpy(zero_copy_only=False) for name in features])
     assert np.isnan(matrix).any() and np.isinf(matrix).any()  # the hostile values reached the model
     expected = estimator.predict_proba(matrix)[:, 1]  # sklearn's own loop, not the forest or its tables
