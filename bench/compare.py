@@ -195,6 +195,55 @@ def timed(state: Path) -> dict[str, Any]:
     }
 
 
+# The columns the comparison's load reads from the shadow files and the label files (comparisons/shadow_rows.py:
+# the row id's request id and keys, the time, both paths' answers, ages, latencies and errors, the lookup version, the
+# stage, the typed feature ages; the labels' keys, time and value).
+FLOOR_SHADOW_COLUMNS = (
+    "request_id",
+    "key_store_id",
+    "key_product_id",
+    "request_time",
+    "served_source",
+    "stage",
+    "batch_prediction",
+    "batch_miss",
+    "batch_data_age_s",
+    "batch_latency_ms",
+    "batch_error",
+    "online_prediction",
+    "online_latency_ms",
+    "online_error",
+    "online_feature_ages",
+)
+FLOOR_LABEL_COLUMNS = ("key_store_id", "key_product_id", "event_time", "label")
+
+
+def floor(state: Path) -> dict[str, Any]:
+    """The comparison's floor, in a fresh process as the timed part: DuckDB reads the columns the comparison reads
+    from the same files into Arrow once, and computes nothing. A machine running slower slows both alike, so the
+    ratio of the report to it says more across runs than either's seconds."""
+    shadow = state / "shadow" / "item_availability" / "**" / "*.parquet"
+    labels = state / "labels" / "item_availability" / "**" / "*.parquet"
+    load_before = os.getloadavg()[0]
+    started, cpu = time.perf_counter(), time.process_time()
+    rows = 0
+    with duckdb.connect() as con:
+        for files, columns in ((shadow, FLOOR_SHADOW_COLUMNS), (labels, FLOOR_LABEL_COLUMNS)):
+            table = con.sql(
+                f"SELECT {', '.join(columns)} FROM read_parquet('{files}', hive_partitioning = true)"
+            ).to_arrow_table()
+            rows += table.num_rows
+            del table
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "rows_read": rows,
+        "peak_rss_mib": _peak_rss_mib(),
+        "load_average_before": load_before,
+        "load_average": os.getloadavg()[0],
+    }
+
+
 REPEATS = 3  # timed comparisons of one generated world, each in a fresh process: the row reports their median
 
 
@@ -209,14 +258,22 @@ def run(rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
         generate(settings, usecase, rows)
         generated = time.perf_counter() - started
         print(f"compare: generated {rows:,} shadow rows in {generated:.0f} s (not timed)", file=sys.stderr, flush=True)
-        runs = [
-            run_child("bench.compare", "--timed", str(state), what="compare bench (timed part)") for _ in range(repeats)
-        ]
+        runs, floors = [], []
+        for _ in range(repeats):  # interleaved: each report run next to a floor run on the same machine minute
+            runs.append(run_child("bench.compare", "--timed", str(state), what="compare bench (timed part)"))
+            floors.append(run_child("bench.compare", "--floor", str(state), what="compare bench (floor)"))
     finally:
         shutil.rmtree(state, ignore_errors=True)
     median = sorted(runs, key=lambda r: float(r["seconds"]))[(len(runs) - 1) // 2]
+    floor_median = sorted(floors, key=lambda r: float(r["seconds"]))[(len(floors) - 1) // 2]
     each = ("seconds", "cpu_seconds", "peak_rss_mib", "load_average_before", "load_average")
-    return {"rows": rows, **median, "runs": [{key: r[key] for key in each} for r in runs]}
+    return {
+        "rows": rows,
+        **median,
+        "runs": [{key: r[key] for key in each} for r in runs],
+        "floor": {**floor_median, "runs": [{key: r[key] for key in each} for r in floors]},
+        "floor_ratio": float(median["seconds"]) / float(floor_median["seconds"]),
+    }
 
 
 SIZES = (1_000_000, ROWS)  # two sizes (×10): the cost's growth shows
@@ -230,10 +287,12 @@ def compare_suite() -> list[dict[str, Any]]:
         print(f"compare: {rows:,} shadow rows …", file=sys.stderr, flush=True)
         result = run_child("bench.compare", str(rows), what="compare bench")
         each = ", ".join(f"{r['seconds']:.1f}" for r in result["runs"])
+        floors = ", ".join(f"{r['seconds']:.2f}" for r in result["floor"]["runs"])
         print(
             f"  {result['seconds']:.1f} s (runs {each}), {result['cpu_seconds']:.1f} s of CPU ({result['decision']}), "
             f"peak RSS {result['peak_rss_mib']:.0f} MiB, load {result['load_average_before']:.1f} -> "
-            f"{result['load_average']:.1f}",
+            f"{result['load_average']:.1f}; floor {result['floor']['seconds']:.2f} s (runs {floors}), "
+            f"{result['floor_ratio']:.1f}× it",
             file=sys.stderr,
         )
         runs.append(result)
@@ -259,18 +318,29 @@ def render(results: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
         "than the wall time, and on a quiet machine the wall time is below them wherever DuckDB's threads run in",
         "parallel.",
         "",
+        "The floor: DuckDB reading the columns the comparison reads, from the same shadow and label files, into",
+        "Arrow once and computing nothing, in a fresh process, each of its runs right after a report's run (the",
+        "median of those). A machine running slower slows both, so the report's time over the floor's says more",
+        "across runs and machines than either's seconds.",
+        "",
         "| rows | seconds (median) | each run (s) | target | CPU seconds | peak RSS of the timed process (MiB) "
-        "| load average (start → end) | HTML (KiB) | verdict |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| load average (start → end) | floor (s; each run) | report / floor | HTML (KiB) | verdict |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         target = "≤ 10" if run["rows"] == ROWS else "—"
         cpu = f"{run['cpu_seconds']:.1f}" if "cpu_seconds" in run else "–"
         before = f"{run['load_average_before']:.1f} → " if "load_average_before" in run else ""
         each = ", ".join(f"{r['seconds']:.1f}" for r in run.get("runs", [run]))
+        if "floor" in run:
+            floors = ", ".join(f"{r['seconds']:.2f}" for r in run["floor"]["runs"])
+            floor, ratio = f"{run['floor']['seconds']:.2f} ({floors})", f"{run['floor_ratio']:.1f}×"
+        else:
+            floor, ratio = "–", "–"
         lines.append(
             f"| {run['rows']:,} | {run['seconds']:.1f} | {each} | {target} | {cpu} | {run['peak_rss_mib']:.0f} | "
-            f"{before}{run.get('load_average', 0):.1f} | {run['html_kib']:.0f} | {run['decision']} |"
+            f"{before}{run.get('load_average', 0):.1f} | {floor} | {ratio} | {run['html_kib']:.0f} | "
+            f"{run['decision']} |"
         )
     lines.append("")
     for run in runs:
@@ -289,5 +359,7 @@ def render(results: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--timed"]:
         print(json.dumps(timed(Path(sys.argv[2]))))
+    elif sys.argv[1:2] == ["--floor"]:
+        print(json.dumps(floor(Path(sys.argv[2]))))
     else:
         print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else ROWS)))
