@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 from lookup_support import AS_OF, Table
 
+from lookup_tables import VersionInfo
 from migrate.errors import LookupStoreError
 
 pytestmark = pytest.mark.integration
@@ -52,14 +53,19 @@ def test_export_returns_every_row_of_the_version_asked_with_typed_columns(table:
     assert sorted(other.column("item_id").to_pylist()) == list(range(300))
 
 
-def test_export_of_an_empty_version_has_the_columns_and_no_rows(table: Table) -> None:
-    info = table.store.begin_version(
+def _begin(table: Table, run_id: str) -> VersionInfo:
+    """A new loading version of the table, for an hour of AS_OF's day."""
+    return table.store.begin_version(
         table.spec,
-        run_id="export-empty",
+        run_id=run_id,
         model_version="m1",
         data_interval_start=AS_OF.replace(hour=0),
         data_interval_end=AS_OF.replace(hour=1),
     )
+
+
+def test_export_of_an_empty_version_has_the_columns_and_no_rows(table: Table) -> None:
+    info = _begin(table, "export-empty")
     exported = table.store.export(table.spec, info.version)
     assert exported.num_rows == 0 and exported.column_names == ["item_id", "store", "prediction"]
     assert exported.schema.field("item_id").type == pa.int64()
@@ -78,13 +84,7 @@ def test_export_reads_values_that_follow_thousands_of_null_predictions(table: Ta
     """SQLite's Arrow reader infers a column's type from a batch of rows: a version whose first rows have no
     prediction (the model gave NaN, stored as NULL) once made the next batch's numbers a type mismatch."""
     predictions: list[float | None] = [None] * 2500 + [0.25 + i / 1000 for i in range(500)]
-    info = table.store.begin_version(
-        table.spec,
-        run_id="export-nulls-first",
-        model_version="m1",
-        data_interval_start=AS_OF.replace(hour=0),
-        data_interval_end=AS_OF.replace(hour=1),
-    )
+    info = _begin(table, "export-nulls-first")
     table.store.write_chunk(table.spec, info.version, 0, batch(predictions))
     exported = table.store.export(table.spec, info.version)
     assert exported.schema.field("prediction").type == pa.float64()
