@@ -223,7 +223,7 @@ def _tampered_model(service: Served) -> ArtifactInfo:
     """A copy of A saved as a new version, whose file is then changed on disk."""
     usecase = service.world.usecase
     model = lifecycle.load_version(usecase, service.artifacts, service.a.version)
-    info = service.artifacts.save(usecase, model.estimator, trained_as_of=service.world.cutoff, metrics={})
+    info = service.artifacts.save(usecase, model.fitted(), trained_as_of=service.world.cutoff, metrics={})
     path = service.artifacts.root / usecase.name / info.file
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

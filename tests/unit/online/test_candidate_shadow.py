@@ -90,7 +90,7 @@ def _records(tmp_path: Path, candidate: Any) -> tuple[list[ShadowRecord], dict[s
         candidate=scoring,
     )
     nan_row = np.full((1, width), np.nan)
-    expected = {v: float(m.estimator.predict_proba(nan_row)[0, 1]) for v, m in models.items()}
+    expected = {v: float(m.fitted().predict_proba(nan_row)[0, 1]) for v, m in models.items()}
     return logged, expected, {"live": live.version, "candidate": cand.version}
 
 

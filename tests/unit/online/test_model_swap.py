@@ -93,7 +93,7 @@ def _setup(usecase: UseCase, files: ArtifactStore, first: ArtifactInfo) -> tuple
 
 def _expected(files: ArtifactStore, usecase: UseCase, info: ArtifactInfo) -> float:
     """The version's score of a row with every feature missing, from its estimator (not the forest nor `score`)."""
-    estimator = load_version(usecase, files, info.version).estimator
+    estimator = load_version(usecase, files, info.version).fitted()
     return float(estimator.predict_proba(np.full((1, len(usecase.feature_names)), np.nan))[0, 1])
 
 
