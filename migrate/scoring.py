@@ -234,14 +234,12 @@ class Model:
     def fitted(self) -> Any:
         """The scikit-learn estimator: `estimator`, or (loaded from its compiled forest) the verified artifact
         deserialized on the first call, which imports scikit-learn then."""
-        if self.estimator is not None:
-            return self.estimator
-        found = self.__dict__.get("_fitted")
-        if found is None:
-            assert self.loader is not None, "a model without an estimator is loaded with its loader"
-            found = self.loader()
-            object.__setattr__(self, "_fitted", found)  # frozen: cached once, as `cached_property` would
-        return found
+        return self.estimator if self.estimator is not None else self._deserialized
+
+    @cached_property
+    def _deserialized(self) -> Any:
+        assert self.loader is not None, "a model without an estimator is loaded with its loader"
+        return self.loader()
 
 
 def score(model: Model, features: FloatArray) -> FloatArray:
