@@ -264,16 +264,15 @@ def run(rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
             floors.append(run_child("bench.compare", "--floor", str(state), what="compare bench (floor)"))
     finally:
         shutil.rmtree(state, ignore_errors=True)
+    report, floor_ = _median_run(runs), _median_run(floors)
+    return {"rows": rows, **report, "floor": floor_, "floor_ratio": float(report["seconds"]) / float(floor_["seconds"])}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median wall time, with every run's main figures beside it (``runs``)."""
     median = sorted(runs, key=lambda r: float(r["seconds"]))[(len(runs) - 1) // 2]
-    floor_median = sorted(floors, key=lambda r: float(r["seconds"]))[(len(floors) - 1) // 2]
     each = ("seconds", "cpu_seconds", "peak_rss_mib", "load_average_before", "load_average")
-    return {
-        "rows": rows,
-        **median,
-        "runs": [{key: r[key] for key in each} for r in runs],
-        "floor": {**floor_median, "runs": [{key: r[key] for key in each} for r in floors]},
-        "floor_ratio": float(median["seconds"]) / float(floor_median["seconds"]),
-    }
+    return {**median, "runs": [{key: r[key] for key in each} for r in runs]}
 
 
 SIZES = (1_000_000, ROWS)  # two sizes (×10): the cost's growth shows
