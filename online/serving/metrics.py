@@ -249,6 +249,10 @@ class UseCaseSeries:
         self.metrics.guardrail_window(self.usecase, *window())
 
 
+# Below this magnitude (2¹⁰⁰⁰, ~1e301) no sum of a running sum and fewer than 2²³ values overflows, in any order.
+_SUMMED_ONE_BY_ONE = 2.0**1000
+
+
 def observe_many(child: Any, amounts: Sequence[float]) -> None:
     """What ``child.observe(a)`` for each of `amounts` does, with one write per bucket that got any.
 
@@ -271,7 +275,14 @@ def observe_many(child: Any, amounts: Sequence[float]) -> None:
         total += amount
         if not math.isnan(amount):
             counts[bisect.bisect_left(bounds, amount)] += 1
-    child._sum.inc(total)
+    if max(map(abs, amounts)) >= _SUMMED_ONE_BY_ONE or abs(child._sum.get()) >= _SUMMED_ONE_BY_ONE:
+        # Near the largest float the grouping decides whether a sum overflows: one value at a time the running sum
+        # of 9.9e307, -3.3e307, -9.3e307 stays finite, the batch's -3.3e307 - 9.3e307 - ... does not (hypothesis
+        # found it). Such values (and ±inf) are added one by one, as `observe` adds them: the library's sum exactly.
+        for amount in amounts:
+            child._sum.inc(amount)
+    else:
+        child._sum.inc(total)
     buckets = child._buckets
     for i, count in enumerate(counts):
         if count:
