@@ -250,7 +250,7 @@ def _shadow_log_cost(bootstrap: str, keys: list[Any]) -> dict[str, Any]:
             "online_latency_ms": 1.2,
         }
 
-    shared = ("request_id", "usecase", "request_time", "stage", "batch_latency_ms", "online_latency_ms")
+    shared = ("request_id", "usecase", "request_time", "stage")
 
     def requests_of(start: int, count: int) -> list[Any]:
         """Records `start` … `start + count - 1` as one request's, built as the comparison builds them."""

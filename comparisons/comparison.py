@@ -445,6 +445,8 @@ def paired_evidence(
         live_share=cover.live_share,
         live_error_rate=lat.live.error_rate,
         live_p99_ms=lat.live.latency_ms.p99,
+        live_served=lat.live.latency_ms.n,
+        live_background_p99_ms=lat.live.background_ms.p99,
         loss_metric=live.loss_metric,
         live_loss=live.loss,
         baseline_loss=live.baseline_loss,

@@ -23,7 +23,7 @@ from comparisons.stats import Histogram
 __all__ = ["FIGURES", "render_all"]
 
 BATCH, LIVE = "#7f7f7f", "#1f77b4"
-COLOURS = {"batch": BATCH, "live": LIVE}
+COLOURS = {"batch": BATCH, "live": LIVE, "batch (background)": "#c7c7c7", "live (background)": "#aec7e8"}
 
 
 def _svg(name: str, draw: Callable[[Figure], None], size: tuple[float, float] = (6.4, 3.4)) -> str:

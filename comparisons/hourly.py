@@ -31,6 +31,8 @@ class Hour(Result):
     mean_abs_delta: float | None
     flip_share: float | None
     disagreement_share: float | None
+    # Served latencies: measured by the serving worker on the request (`Rows.served_latency`); none for the live path
+    # at stage shadow, where it answers in the background.
     batch_p50_ms: float | None
     batch_p99_ms: float | None
     live_p50_ms: float | None
@@ -62,7 +64,8 @@ def measure(rows: Rows, threshold: float, disagreement_threshold: float) -> list
         ), by_hour AS (
             SELECT hour, count(*) AS requests, count(bp) / count(*) AS batch_share,
                    count(op) / count(*) AS live_share, count_if(miss) / count(*) AS miss_share,
-                   quantile_cont(batch_ms, [0.5, 0.99]) AS batch_ms, quantile_cont(online_ms, [0.5, 0.99]) AS live_ms,
+                   quantile_cont(CASE WHEN {rows.served_latency("batch")} THEN batch_ms END, [0.5, 0.99]) AS batch_ms,
+                   quantile_cont(CASE WHEN {rows.served_latency("live")} THEN online_ms END, [0.5, 0.99]) AS live_ms,
                    count_if(batch_err) / count(*) AS batch_err, count_if(online_err) / count(*) AS live_err,
                    count_if(served = 2) / count(*) AS fallback,
                    count(*) FILTER (WHERE label_state = 'labeled') AS labeled,

@@ -141,10 +141,19 @@ def _kpis(c: Comparison) -> str:
         (f"{e.metric} batch → live", f"{_n(e.batch_value)} → {_n(e.live_value)}"),
         ("data age p50, batch → live", f"{_age(c.staleness.batch.p50)} → {_age(c.staleness.live.p50)}"),
         ("lookup misses", _pct(c.coverage.miss_share)),
-        ("live p99", "backtest: none" if c.backtest else _ms(c.latency.live.latency_ms.p99)),
+        ("live p99", _live_p99(c)),
         ("unread batch rows", _pct(c.waste.share)),
     ]
     return '<div class="kpis">' + "".join(f'<div class="kpi">{_e(k)}<b>{_e(v)}</b></div>' for k, v in items) + "</div>"
+
+
+def _live_p99(c: Comparison) -> str:
+    """The served live p99, or why there is none: a backtest, or a window where the live path served nothing."""
+    if c.backtest:
+        return "backtest: none"
+    if not c.latency.live.latency_ms.n and c.latency.live.background_ms.n:
+        return "not served yet"
+    return _ms(c.latency.live.latency_ms.p99)
 
 
 def _staleness(c: Comparison, figures: dict[str, str], window: str) -> str:
@@ -391,11 +400,28 @@ def _latency(c: Comparison, figures: dict[str, str], window: str) -> str:
     if c.backtest:
         return "<p>A backtest answers from history: it has no latency, errors or fallbacks to measure.</p>"
     paths = [
-        [p, _ms(x.latency_ms.p50), _ms(x.latency_ms.p95), _ms(x.latency_ms.p99), _n(x.errors), _pct(x.error_rate)]
+        [
+            p,
+            _n(x.latency_ms.n),
+            _ms(x.latency_ms.p50),
+            _ms(x.latency_ms.p95),
+            _ms(x.latency_ms.p99),
+            _n(x.errors),
+            _pct(x.error_rate),
+        ]
         for p, x in (("batch", lat.batch), ("live", lat.live))
     ]
+    background = [
+        [f"{p} (background)", _n(d.n), _ms(d.p50), _ms(d.p95), _ms(d.p99), "", ""]
+        for p, d in (("batch", lat.batch.background_ms), ("live", lat.live.background_ms))
+        if d.n
+    ]
     return (
-        _table(["path", "p50", "p95", "p99", "errors", "error rate"], paths)
+        _table(["path", "answers timed", "p50", "p95", "p99", "errors", "error rate"], paths + background)
+        + "<p>A path's latency is that of the answers it served, timed by the serving worker on the request; the "
+        "live p99 guardrail reads it. A <em>(background)</em> row times the answers the shadow comparison computed "
+        "beside the served ones: calls at idle priority over the entities of several requests, not a latency anyone "
+        "waited for. At stage shadow the live path serves nothing: its latency is judged from canary on.</p>"
         + f"<p>Fallbacks: {_n(lat.fallbacks)} ({_pct(lat.fallback_rate)}). Requests by the path that served them: "
         f"{_e(_counts(lat.served))}.</p>" + _figure(figures, "latency", "Latency per path (log scale).", window)
     )

@@ -191,6 +191,7 @@ class Rows:
     paths: tuple[str, ...] = ()  # the window's shadow files, in time order
     invalid_labels: int = 0  # label values that cannot be the use case's label, left out (`_labels_table`)
     out_of_range: dict[str, int] = field(default_factory=dict)  # side → a binary use case's scores outside [0, 1]
+    pair: Pair = "batch_live"  # the two sides of table ``s`` (`load`'s ``pair``)
 
     def fork(self) -> Rows:
         """These rows on a connection of their own: a cursor of the same database with table ``s`` registered on
@@ -206,6 +207,14 @@ class Rows:
     def files_sql(self) -> str:
         """The window's shadow files as a SQL list literal."""
         return _literal(list(self.paths))
+
+    def served_latency(self, side: Literal["batch", "live"]) -> str:
+        """A SQL condition over table ``s``: the row's latency of `side` (``batch_ms`` or ``online_ms``) was measured
+        by the serving worker on the request, as the request waited for it (`ON_REQUEST_PATH`). Otherwise it is the
+        shadow comparison's: a background call at idle priority over the entities of several requests, which says
+        how long that call took, not how long anyone would wait for an answer."""
+        codes = ON_REQUEST_PATH[self.pair][side]
+        return f"served IN ({', '.join(str(SERVED.index(code)) for code in codes)})" if codes else "FALSE"
 
     @property
     def key_columns(self) -> str:
@@ -289,6 +298,15 @@ def row_id_sql(usecase: UseCase) -> str:
 
 
 SERVED = ("batch", "online", "batch_fallback")
+# Which served sources' rows had each side computed by the serving worker, on the request (the rest were computed by
+# the shadow comparison). A request's entities routed online were asked of the online path by the worker, answered
+# by it (online) or by the lookup table after it failed (batch_fallback, the lookup read on the request too); the
+# others were read from the lookup table (batch), and at stage online the lookup row is read by the comparison. The
+# candidate is never asked on the request in a paired row (the rows it served as a canary are not paired).
+ON_REQUEST_PATH: dict[str, dict[str, tuple[str, ...]]] = {
+    "batch_live": {"batch": ("batch", "batch_fallback"), "live": ("online", "batch_fallback")},
+    "live_candidate": {"batch": ("online", "batch_fallback"), "live": ()},
+}
 BACKTEST_STAGE = "backtest"  # the stage of a backtest's records (`migrate backtest`): answers from history
 LABEL_STATES = ("labeled", "unlabeled", "pending")
 VERSION_SAMPLE = 200_000  # the models that answered most are counted over at most this many rows
@@ -653,6 +671,7 @@ def load(
             tuple(files),
             invalid_labels,
             out_of_range,
+            pair,
         )
 
 

@@ -6,6 +6,10 @@ A pure function of the policy and the numbers, so it can be tested on synthetic 
   ``max_p99_latency_ms``, fallback rate above ``max_fallback_rate``, or — with at least ``min_labeled_samples``
   labeled pairs — accuracy *significantly* worse than batch by more than ``max_accuracy_loss`` (the whole
   confidence interval of the improvement lies below ``−max_accuracy_loss``).
+  The p99 latency is that of the answers the live path served, measured on the request by the serving worker. At
+  stage shadow it serves none (its answers are computed by the shadow comparison, in the background): that
+  guardrail is then judged from canary on, by the serving worker's guardrail with the same limit, and neither holds
+  nor rolls back the shadow's verdict.
 * **hold** when the evidence is not enough yet: fewer labeled pairs than ``min_labeled_samples`` (never promote
   without them), the live path answers fewer requests than ``min_coverage``, the primary metric is undefined, or
   its interval reaches below ``−max_accuracy_loss`` (a loss beyond tolerance cannot be ruled out), or the live
@@ -46,7 +50,11 @@ class Evidence(Result):
     confidence: float
     live_share: float | None = None
     live_error_rate: float | None = None
-    live_p99_ms: float | None = None
+    live_p99_ms: float | None = None  # over the answers the live path served (measured on the request)
+    # How many answers the live path served with a latency (None: not counted, evidence from before it was); 0 at
+    # stage shadow, where the live path answers only in the background: its p99 latency is judged from canary on.
+    live_served: int | None = None
+    live_background_p99_ms: float | None = None  # the shadow comparison's calls: background, never a served latency
     fallback_rate: float | None = None
     disagreement_share: float | None = None
     noise_flip_share: float | None = None
@@ -115,11 +123,30 @@ def _guardrails(policy: CutoverPolicy, e: Evidence) -> list[Check]:
         passed = None if value is None else value <= limit
         return Check(name=name, passed=passed, value=value, limit=limit, detail=f"{what} {_fmt(value)} (≤ {limit:g})")
 
+    latency = upper("live_p99_latency_ms", e.live_p99_ms, policy.max_p99_latency_ms, "live p99 latency (ms)")
+    if _latency_at_canary(e):
+        background = f"{_fmt(e.live_background_p99_ms)} ms" if e.live_background_p99_ms is not None else "n/a"
+        latency = latency.model_copy(
+            update={
+                "detail": f"live p99 latency (ms): the live path served no answer in the window, so none was "
+                f"measured; it is judged from canary on, where the serving guardrail rolls back above "
+                f"{policy.max_p99_latency_ms:g} ms (the shadow comparison's background calls: p99 {background}, "
+                "not a served latency)"
+            }
+        )
     return [
         upper("live_error_rate", e.live_error_rate, policy.max_error_rate, "live error rate"),
-        upper("live_p99_latency_ms", e.live_p99_ms, policy.max_p99_latency_ms, "live p99 latency (ms)"),
+        latency,
         upper("fallback_rate", e.fallback_rate, policy.max_fallback_rate, "fallback rate"),
     ]
+
+
+def _latency_at_canary(e: Evidence) -> bool:
+    """The live path served nothing in a window of live traffic (stage shadow): its answers were computed in the
+    background, whose latency says nothing of a served one. Its latency is then judged where it first serves, at
+    canary, by the serving worker's guardrail on every request (the same ``max_p99_latency_ms``); the verdict
+    neither holds nor rolls back for it."""
+    return not e.backtest and e.requests > 0 and e.live_served == 0
 
 
 def _model_checks(policy: CutoverPolicy, e: Evidence, enough: bool) -> list[Check]:
@@ -247,7 +274,10 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             "never promote without them"
         )
     if not e.backtest:  # a backtest has no live traffic: its guardrails are judged in the live shadow
-        hold += [f"guardrail not measurable: {c.detail}" for c in checks[:3] if c.passed is None]
+        deferred = {"live_p99_latency_ms"} if _latency_at_canary(e) else set()
+        hold += [
+            f"guardrail not measurable: {c.detail}" for c in checks[:3] if c.passed is None and c.name not in deferred
+        ]
     if coverage_ok is False:
         hold.append(f"live coverage too low: {checks[4].detail}")
     elif coverage_ok is None:
@@ -274,5 +304,13 @@ def decide(policy: CutoverPolicy, e: Evidence) -> Verdict:
             "short live shadow before moving the flag"
         )
         return Verdict(decision="promote", reasons=reasons, checks=checks, evidence=e, auto_promote=False)
-    reasons.append("every guardrail passes: " + "; ".join(c.detail for c in checks[:3]))
+    if _latency_at_canary(e):
+        reasons.append(
+            "every guardrail measured passes: "
+            + "; ".join(c.detail for c in checks[:3] if c.passed is not None)
+            + f"; the live p99 latency is judged at canary by the serving guardrail (≤ {policy.max_p99_latency_ms:g} "
+            "ms): the live path served nothing in the window"
+        )
+    else:
+        reasons.append("every guardrail passes: " + "; ".join(c.detail for c in checks[:3]))
     return Verdict(decision="promote", reasons=reasons, checks=checks, evidence=e, auto_promote=policy.auto_promote)

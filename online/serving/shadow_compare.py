@@ -3,7 +3,9 @@
 The comparison process takes the jobs that queued while it worked all at once (`compare_many`): one feature read
 and one model call for the online predictions every request still needs, one lookup query for its missing rows and
 one candidate call, as the serving worker coalesces requests (online/serving/batcher.py). Each request keeps its own
-instant and context; its records carry the shared call's latency, as a coalesced served request's does.
+instant and context. Each record carries the latency of the call that computed each of its entity's answers: the
+serving worker's for what it served, else this process's shared call's, a background latency the comparator reports
+apart from the served one (comparisons/latency.py).
 """
 
 from __future__ import annotations
@@ -122,6 +124,15 @@ def _candidate(candidate: OnlinePredictor, jobs: Sequence[Job], everyone: Sequen
     return Outcome(dict(enumerate(results)), (time.perf_counter() - started) * 1000)
 
 
+def _latency(i: int, served: Outcome, extra: Outcome) -> float | None:
+    """The latency of the call that computed entity `i`'s answer of a path: the serving worker's (`served`) or this
+    comparison's (`extra`); None when neither asked for it. Never their sum: a served entity's latency is what its
+    request waited for, and the comparison's call, over the entities of several requests, is not."""
+    if i in served.asked:
+        return served.latency_ms
+    return extra.latency_ms if i in extra.asked else None
+
+
 def _log(
     paths: Paths,
     logger: Logger,
@@ -150,9 +161,7 @@ def _log(
         stage=str(flag.stage),
         percent=flag.percent or 0,
         sample_percent=req.sample_percent,
-        batch_latency_ms=batch.latency_ms + extra_batch.latency_ms,
         batch_error=batch.error or extra_batch.error,
-        online_latency_ms=online.latency_ms + extra_online.latency_ms,
         candidate_error=scored.error,
         candidate_latency_ms=scored.latency_ms if has_candidate else None,
         context=req.context,
@@ -170,12 +179,14 @@ def _log(
                 batch_prediction=None if row is None else row.prediction,
                 batch_model_version=None if row is None else row.model_version,
                 lookup_version=read_version if row is None else row.version,
+                batch_latency_ms=_latency(i, batch, extra_batch),
                 batch_data_age_s=None if row is None else (now - row.features_as_of).total_seconds(),
                 batch_miss=row is None and misses_counted,
                 online_prediction=None if on is None else on.prediction,
                 online_model_version=None if on is None else on.model_version,
                 online_feature_ages_s=None if on is None else on.feature_ages_s,
                 online_features=None if on is None else on.features,
+                online_latency_ms=_latency(i, online, extra_online),
                 online_error=online.error if i in online.asked else extra_online.error,
                 candidate_prediction=None if c is None else c.prediction,
                 candidate_model_version=None if c is None else c.model_version,

@@ -175,6 +175,14 @@ def test_report_has_every_section_figure_and_number(report: Any, shadowed: Shado
     assert len(numbers["hourly"]) >= 3
     assert {g["group"] for g in numbers["staleness"]["groups"]} == {"batch features", "entity"}
     assert set(numbers["baselines"]["paths"]) == {"batch", "live"}
+    # Every request was served from the lookup table at stage shadow: the live answers' 2-9 ms are the shadow
+    # comparison's, reported as background, and the live path has no served latency yet.
+    live = numbers["latency"]["live"]
+    assert live["latency_ms"]["n"] == 0 and live["background_ms"]["n"] == shadowed.requests
+    assert (
+        2 <= live["background_ms"]["p50"] <= 9 and numbers["latency"]["batch"]["latency_ms"]["n"] == shadowed.requests
+    )
+    assert "<td>live (background)</td>" in text and "not served yet" in text
 
 
 def test_feature_skew_finds_the_planted_bug(report: Any, shadowed: Shadowed) -> None:

@@ -40,6 +40,7 @@ def record(
     online_ms: float = 5.0,
     online_error: str | None = None,
     served: str = "batch",
+    stage: str = "shadow",
     request_id: str | None = None,
     online_model_version: str | None = "v1",
 ) -> ShadowRecord:
@@ -50,7 +51,7 @@ def record(
         key={"store_id": store, "product_id": product},
         request_time=at(minutes),
         served_source=served,  # type: ignore[arg-type]
-        stage="shadow",
+        stage=stage,
         batch_prediction=bp,
         batch_miss=bp is None,
         batch_data_age_s=None if bp is None else batch_age,

@@ -172,8 +172,14 @@ def test_agreement_by_hand(rows: Rows) -> None:
 
 def test_latency_errors_and_fallbacks_by_hand(rows: Rows) -> None:
     result = latency.measure(rows)
-    assert result.batch.latency_ms.p50 == 3 and result.batch.latency_ms.max == 5
-    assert result.live.latency_ms.p50 == 8 and result.live.latency_ms.max == 50
+    # The lookup table served every row (four batch, one batch_fallback): its latencies 1-5 ms are all served ones.
+    assert (result.batch.latency_ms.n, result.batch.latency_ms.p50, result.batch.latency_ms.max) == (5, 3, 5)
+    assert result.batch.background_ms.n == 0
+    # The live path was asked on the request only for the fallback (it timed out after 50 ms); the 4, 6, 8 and
+    # 10 ms of the four batch-served rows are the shadow comparison's, reported apart.
+    assert (result.live.latency_ms.n, result.live.latency_ms.p99) == (1, 50)
+    assert (result.live.background_ms.n, result.live.background_ms.p50, result.live.background_ms.max) == (4, 7, 10)
+    assert sum(result.histogram.counts["live (background)"]) == 4 and sum(result.histogram.counts["live"]) == 1
     assert (result.live.asked, result.live.errors, result.live.error_rate) == (5, 1, pytest.approx(0.2))
     assert (result.batch.errors, result.fallbacks, result.fallback_rate) == (0, 1, pytest.approx(0.2))
     assert result.served == {"batch": 4, "batch_fallback": 1}

@@ -177,3 +177,42 @@ def test_the_process_takes_every_queued_job_up_to_its_bound_and_sees_the_end() -
         sender.shutdown(socket.SHUT_WR)
         assert take_together(receiver, buffer, 1_000) == ([(2, b"last")], False)  # the last job, then the end
         assert take_together(receiver, buffer, 1_000) == ([], False)
+
+
+def test_each_record_carries_the_latency_of_the_call_that_answered_its_entity(tmp_path: Path) -> None:
+    """A canary request: the worker served entity 0 online (a 10 s call, say) and read entity 1's lookup row
+    (0.7 ms); the comparison computed the rest. Each entity's record carries the latency of the call that answered
+    it, never the sum of the worker's and the comparison's: the comparator reads the served ones as what requests
+    waited for, and the comparison's apart (comparisons/latency.py)."""
+    flag = Flag(USECASE.name, Stage.CANARY, revision=1, percent=50)
+    keys = [(2, 100), (4, 101)]
+    req = Request("canary", NOW, flag, keys, [{"store_id": k[0], "product_id": k[1]} for k in keys], {})
+    served_online = Outcome({0: OnlineResult(0.25, "served-v", {"x": 1.0})}, 10_000.0, asked=frozenset({0}))
+    row = _Row(0.5, "batch-v1", 3, AS_OF)
+    served_batch = Outcome({1: row}, 0.7, asked=frozenset({1}))
+    recorder = _Recorder()
+    paths = Paths(_Lookup(), None, _predictor(_model(tmp_path), _Store()))
+    compare_many(paths, recorder, USECASE.name, [Job(req, ["online", "batch"], served_online, served_batch)])
+    first, second = recorder.records
+    assert (first.served_source, first.online_latency_ms) == ("online", 10_000.0)
+    assert (second.served_source, second.batch_latency_ms) == ("batch", 0.7)
+    # What the comparison computed: its own calls' latencies (far under the worker's 10 s, which a sum would hold).
+    assert first.batch_latency_ms is not None and 0 < first.batch_latency_ms < 10_000
+    assert second.online_latency_ms is not None and 0 < second.online_latency_ms < 10_000
+    assert second.online_prediction is not None and first.batch_prediction is not None
+
+
+def test_a_path_nobody_asked_has_no_latency(tmp_path: Path) -> None:
+    """At stage online_only the lookup table is not read: the records' batch latency is none, not 0 ms."""
+    flag = Flag(USECASE.name, Stage.ONLINE_ONLY, revision=1)
+    req = Request("only", NOW, flag, [(2, 100)], [{"store_id": 2, "product_id": 100}], {})
+    served = Outcome({0: OnlineResult(0.25, "served-v", {"x": 1.0})}, 3.0, asked=frozenset({0}))
+    recorder = _Recorder()
+    compare_many(
+        Paths(_Lookup(), None, _predictor(_model(tmp_path), _Store())),
+        recorder,
+        USECASE.name,
+        [Job(req, ["online"], served, NOTHING)],
+    )
+    (only,) = recorder.records
+    assert (only.online_latency_ms, only.batch_latency_ms, only.batch_prediction) == (3.0, None, None)
