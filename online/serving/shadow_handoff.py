@@ -45,6 +45,10 @@ PROBLEM_BYTES = 512
 SEND_BUFFER_BYTES = 4 << 20  # jobs queued for the process, in the kernel (~6,000 one-entity jobs); see ShadowProcess
 _COUNT = struct.Struct("<I")  # each message: the job's entity count, then the job
 TOGETHER_ENTITIES = 1_000  # the most entities the comparison process compares in one go (one feature read)
+# After each comparison the process sleeps this long before it takes the next jobs. The jobs sent meanwhile queue in
+# the socket with no reader waiting on it, so the worker's `send` wakes nobody: a send that finds the process blocked
+# in `recv` makes the sender's kernel wake it (docs/serving.md, item 22). The records are logged this much later.
+GATHER_S = 0.002
 # What a use case's shadow log says until the comparison process first reports (it imports, loads the model and
 # connects first; under SCHED_IDLE on a busy machine, seconds later): no record is known to be delivered yet.
 STARTING = b"starting: the shadow comparison process has not reported yet"
@@ -263,17 +267,16 @@ def _main(  # noqa: PLR0917 - a process target takes its arguments by position
 
     threading.Thread(target=publish_counts, name="shadow-counts", daemon=True).start()
     settle_heap()  # as the worker does: full GC passes skip what start-up loaded (online/serving/heap.py)
-    buffer = memoryview(bytearray(largest))
     budget = CpuBudget(settings.shadow_cpu_budget)
+
+    def compare_taken(together: list[tuple[int, bytes]]) -> None:
+        for entities, _ in together:
+            taken[0] += entities  # this process is their only writer
+            taken[1] += 1
+        _compare_together(together, paths, loggers, switcher)
+
     try:
-        more = True
-        while more:
-            together, more = take_together(jobs, buffer, TOGETHER_ENTITIES)
-            for entities, _ in together:
-                taken[0] += entities  # this process is their only writer
-                taken[1] += 1
-            _compare_together(together, paths, loggers, switcher)
-            budget.pause()
+        serve_jobs(jobs, memoryview(bytearray(largest)), compare_taken, pause=budget.pause)
     finally:
         stop.set()
         alias_watcher.stop()
@@ -312,6 +315,26 @@ class CpuBudget:
         if elapsed + max(owed, 0.0) >= self.window_s:  # a new window: what came before is paid
             self._cpu0, self._wall0 = self._cpu(), self._clock()
         return max(owed, 0.0)
+
+
+def serve_jobs(
+    jobs: socket.socket,
+    buffer: memoryview,
+    compare: Callable[[list[tuple[int, bytes]]], None],
+    *,
+    pause: Callable[[], object] = lambda: None,
+    gather: Callable[[], object] = lambda: time.sleep(GATHER_S),
+) -> None:
+    """The comparison process's loop until the worker closes its end: take the jobs queued (`take_together`),
+    `compare` them, `pause` (the CPU budget), then `gather` (`GATHER_S`) while the next ones queue, so that the
+    worker's sends find no reader waiting and wake nobody, and what arrived meanwhile is compared together."""
+    more = True
+    while more:
+        together, more = take_together(jobs, buffer, TOGETHER_ENTITIES)
+        compare(together)
+        pause()
+        if more:
+            gather()
 
 
 def take_together(jobs: socket.socket, buffer: memoryview, max_entities: int) -> tuple[list[tuple[int, bytes]], bool]:

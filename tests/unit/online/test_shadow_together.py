@@ -3,8 +3,10 @@ query for all of them, and every record as if each request had been compared alo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +26,7 @@ from online.features.store import BatchRow, OnlineRead
 from online.serving.prediction_paths import NOTHING, Outcome, Paths, Request
 from online.serving.predictor import OnlinePredictor, OnlineResult
 from online.serving.shadow_compare import Job, compare, compare_many
-from online.serving.shadow_handoff import take_together
+from online.serving.shadow_handoff import serve_jobs, take_together
 from online.shadow.record import ShadowRecord, WireRecord
 
 pytestmark = pytest.mark.unit
@@ -216,3 +218,43 @@ def test_a_path_nobody_asked_has_no_latency(tmp_path: Path) -> None:
     )
     (only,) = recorder.records
     assert (only.online_latency_ms, only.batch_latency_ms, only.batch_prediction) == (3.0, None, None)
+
+
+def test_jobs_sent_while_the_process_gathers_are_compared_together_and_the_end_stops_it() -> None:
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    buffer = memoryview(bytearray(1 << 16))
+    compared: list[list[bytes]] = []
+    calls: list[str] = []
+
+    def job(name: bytes) -> bytes:
+        return struct.pack("<I", 1) + name  # what ShadowProcess.submit sends
+
+    def gather() -> None:  # the worker's sends while the process sleeps between comparisons
+        calls.append("gather")
+        if len(compared) == 1:
+            for name in (b"b", b"c", b"d"):
+                sender.send(job(name))
+        else:
+            sender.send(job(b"last"))
+            sender.shutdown(socket.SHUT_WR)
+
+    # Were the loop to wait for the next job without gathering first, none would come: the end, sent after 5 s,
+    # stops it, and the assertions say what it missed.
+    def end() -> None:
+        with contextlib.suppress(OSError):
+            sender.shutdown(socket.SHUT_WR)
+
+    watchdog = threading.Timer(5.0, end)
+    with sender, receiver:
+        sender.send(job(b"a"))
+        watchdog.start()
+        serve_jobs(
+            receiver,
+            buffer,
+            lambda together: compared.append([j for _, j in together]),
+            pause=lambda: calls.append("pause"),
+            gather=gather,
+        )
+        watchdog.cancel()
+    assert compared == [[b"a"], [b"b", b"c", b"d"], [b"last"]]  # the three sent meanwhile: one comparison
+    assert calls == ["pause", "gather", "pause", "gather", "pause"]  # after the end: no gathering, it returns
