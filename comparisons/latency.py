@@ -43,8 +43,13 @@ class Latency(Result):
 
 
 def _bucket(column: str) -> str:
+    """The histogram bin of `column`'s latency; NULL without one (DuckDB's ``greatest`` skips a NULL argument: the
+    bin of a missing latency would be the first, 0.1 ms)."""
     last = len(LATENCY_EDGES_MS) - 2
-    return f"least(greatest(CAST(floor((log10(greatest({column}, 0.1)) + 1) * 5) AS INTEGER), 0), {last})"
+    return (
+        f"CASE WHEN {column} IS NOT NULL THEN "
+        f"least(greatest(CAST(floor((log10(greatest({column}, 0.1)) + 1) * 5) AS INTEGER), 0), {last}) END"
+    )
 
 
 def measure(rows: Rows) -> Latency:
